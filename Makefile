@@ -1,0 +1,55 @@
+# shop-crm: `make demo` and `make test` build everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SYSTEM_PACKAGES := default-jre-headless postgresql mariadb-server
+
+.PHONY: demo test system airflow lock clean-data help
+
+help:
+	@echo "make demo    generate the demo shop (SQLite) if missing, run the nightly DAG for yesterday, print where results are"
+	@echo "make test    run the whole test suite"
+	@echo "make airflow start the Airflow UI (standalone) on this project's DAGs and data"
+
+demo: system $(INSTALLED)
+	$(BIN)/crm demo
+
+test: system $(INSTALLED)
+	$(BIN)/python -m pytest
+
+airflow: system $(INSTALLED)
+	eval "$$($(BIN)/crm airflow-env)" && $(BIN)/airflow standalone
+
+# Java (for Spark), and the PostgreSQL and MariaDB server binaries that the tests start themselves.
+system:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	command -v mariadbd >/dev/null || test -x /usr/sbin/mariadbd || missing="$$missing mariadb-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing; run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+# The virtualenv, reinstalled only when setup.py or the lock file change.
+$(INSTALLED): setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+# Regenerate constraints.txt from a fresh resolution of setup.py.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q '.[test]'
+	{ head -n 2 constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^shop-crm'; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,68 @@
+"""
+### crm_nightly: the shop's database to CRM tables and export files, every night
+
+Runs at 02:00 UTC for the day before (the *run date*; a manual run may pass `{"run_date": "YYYY-MM-DD"}`
+in its conf, which `crm run --date` does). Each task is one job of `jobs/`, reads and writes only the run
+date's partition, and hands data to the next task through the Delta lake, so any task can be rerun alone:
+
+`extract` (shop -> bronze) → `clean` (bronze -> silver, bad rows to quarantine) → `features` (silver ->
+gold/customer_features) → `score` (RFM segments, gold/customer_segments) → `publish` (CRM tables, one
+transaction) and `export` (files for marketing, `exports/<run_date>/`).
+
+Configuration: `conf/` and `CRM_*` environment variables of the worker (see the README).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import dag, task
+
+from jobs.airflow_task import run_job
+
+
+@dag(
+    dag_id="crm_nightly",
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crm", "nightly"],
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "owner": "data-engineering"},
+)
+def crm_nightly():
+    @task
+    def extract(**context):
+        """Copy every shop table into bronze as the run date's batch (`lake/bronze/<table>`)."""
+        return run_job("extract", context)
+
+    @task
+    def clean(**context):
+        """Type and deduplicate bronze into silver (current state); bad rows to `silver/_quarantine/<table>`."""
+        return run_job("clean", context)
+
+    @task
+    def features(**context):
+        """Per-customer recency, frequency and monetary value as of the run date (`gold/customer_features`)."""
+        return run_job("features", context)
+
+    @task
+    def score(**context):
+        """RFM quintile scores and named segments (`gold/customer_segments`); returns customers per segment."""
+        return run_job("score", context)
+
+    @task
+    def publish(**context):
+        """Replace the CRM tables with the run date's results in one transaction."""
+        return run_job("publish", context)
+
+    @task
+    def export(**context):
+        """Write `exports/<run_date>/` (CSV + manifest.json), then move `exports/latest`."""
+        return run_job("export", context)
+
+    scored = extract() >> clean() >> features() >> score()
+    scored >> [publish(), export()]
+
+
+crm_nightly()

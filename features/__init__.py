@@ -1,0 +1,1 @@
+"""Customer features: pure functions of silver DataFrames and an `as_of` date."""

@@ -1,0 +1,28 @@
+"""What every Airflow task of the nightly DAG does: find its run date, load the configuration, run its job.
+
+Called inside the task (never at DAG import), so a task is its own unit: it reads the configuration of the
+process it runs in, opens its own Spark session and passes data on only through the lake.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from typing import Any
+
+from jobs.config import load_config
+from jobs.rundate import business_date
+
+NIGHTLY_JOBS = ("extract", "clean", "features", "score", "publish", "export")
+
+
+def run_job(name: str, context: dict[str, Any]) -> Any:
+    """Run `jobs.<name>.run(run_date, settings, run_id)`; returns its small, JSON-ready summary for XCom."""
+    if name not in NIGHTLY_JOBS:
+        raise ValueError(f"unknown job {name!r}; expected one of {', '.join(NIGHTLY_JOBS)}")
+    logging.getLogger("jobs").setLevel(logging.INFO)
+    run_date = business_date(context)
+    settings = load_config()
+    job = importlib.import_module(f"jobs.{name}")
+    result = job.run(run_date, settings, context["run_id"])
+    return json.loads(json.dumps(result, default=str))

@@ -1,0 +1,171 @@
+"""`crm`: the command line of shop-crm.
+
+Errors are printed as one clear message and a non-zero exit code (1: the run or input failed, 2: bad
+usage); `--debug` shows the traceback.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from jobs.config import ConfigError, load_config
+from jobs.rundate import RunDateError, parse_run_date, yesterday
+
+
+class _Date(click.ParamType):
+    name = "YYYY-MM-DD"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, date):
+            return value
+        try:
+            return parse_run_date(value, f"--{param.name.replace('_', '-')}" if param else "date")
+        except RunDateError as error:
+            self.fail(str(error), param, ctx)
+
+
+DATE = _Date()
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """shop-crm: the shop's database in, CRM tables and marketing exports out."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("generate-shop")
+@click.option("--customers", type=click.IntRange(min=1), default=None, help="Number of customers (default: generator.customers).")
+@click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same shop (default: generator.seed).")
+@click.option("--url", default=None, help="SQLAlchemy URL of the shop database (default: shop.url, env CRM_SHOP_URL).")
+@click.option("--end-date", type=DATE, default=None, help="Last day of the shop's history (default: yesterday, UTC).")
+@click.option("--truth-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the ground truth goes (default: <data>/truth).")
+@click.option("--replace", is_flag=True, help="Drop and recreate the shop tables if they hold rows.")
+@click.pass_context
+def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace):
+    """Write a realistic generated shop (and its ground truth, kept apart) to a database."""
+    def work():
+        from jobs import db
+        from jobs.generate_shop import generate_shop
+
+        settings = load_config()
+        target = url or settings.shop.url
+        count = customers or settings.generator.customers
+        truth = truth_dir or settings.data_dir / "truth"
+        if db.kind(target) == "sqlite":
+            from sqlalchemy.engine import make_url
+
+            Path(make_url(target).database).parent.mkdir(parents=True, exist_ok=True)
+        with click.progressbar(length=count, label=f"generating {count:,} customers", file=sys.stderr) as bar:
+            summary = generate_shop(
+                target, customers=count, seed=settings.generator.seed if seed is None else seed,
+                end_date=end_date or yesterday(), truth_dir=truth, replace=replace,
+                progress=lambda done: bar.update(done - bar.pos),
+            )
+        rows = ", ".join(f"{table} {count:,}" for table, count in summary["rows"].items())
+        click.echo(f"shop written to {db.masked(target)}: {rows}")
+        click.echo(f"ground truth in {truth}")
+
+    _guarded(ctx, work)
+
+
+@main.command("run")
+@click.option("--date", "run_date", type=DATE, default=None, help="Run date (default: yesterday, UTC).")
+@click.pass_context
+def run_command(ctx, run_date):
+    """Run the nightly DAG for one date through Airflow, then print the summary."""
+    def work():
+        from jobs import orchestrate, summary
+
+        settings = load_config()
+        day = run_date or yesterday()
+        click.echo(f"running {settings.airflow.dag_id} for {day} (Airflow home {settings.airflow.home}) ...", err=True)
+        run_id = orchestrate.run_nightly(settings, day)
+        click.echo(summary.render(settings, day, run_id))
+
+    _guarded(ctx, work)
+
+
+@main.command("demo")
+@click.pass_context
+def demo_command(ctx):
+    """Generate the demo shop if it is missing, run yesterday's night, print the summary (`make demo`)."""
+    if not _shop_has_customers(load_config().shop.url):
+        ctx.invoke(generate_shop_command)
+    else:
+        click.echo("demo shop present: reusing it (crm generate-shop --replace makes a new one)", err=True)
+    ctx.invoke(run_command)
+
+
+def _shop_has_customers(url: str) -> bool:
+    from sqlalchemy import inspect, text
+
+    from jobs import db
+
+    if db.kind(url) == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        if not Path(make_url(url).database).exists():
+            return False
+    engine = db.engine(url)
+    if not inspect(engine).has_table("customers"):
+        return False
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM customers")).scalar() > 0
+
+
+@main.command("config")
+@click.option("--reference", is_flag=True, help="Print the configuration reference (Markdown) instead.")
+@click.pass_context
+def config_command(ctx, reference):
+    """Print the configuration in effect (passwords masked), after overlays and environment."""
+    def work():
+        import yaml
+
+        from jobs import config, db
+
+        if reference:
+            click.echo(config.settings_reference())
+            return
+        settings = load_config().model_dump(mode="json")
+        settings["shop"]["url"] = db.masked(settings["shop"]["url"])
+        settings["crm"]["db_url"] = db.masked(settings["crm"]["db_url"])
+        click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+
+    _guarded(ctx, work)
+
+
+@main.command("airflow-env")
+@click.pass_context
+def airflow_env_command(ctx):
+    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`)."""
+    def work():
+        import shlex
+
+        from jobs.orchestrate import prepare_airflow
+
+        for key, value in prepare_airflow(load_config()).items():
+            click.echo(f"export {key}={shlex.quote(value)}")
+
+    _guarded(ctx, work)
+
+
+def _guarded(ctx: click.Context, work) -> None:
+    try:
+        work()
+    except (ConfigError, RunDateError, ValueError, FileNotFoundError, RuntimeError) as error:
+        if ctx.obj.get("debug"):
+            raise
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(1)
+
+
+if __name__ == "__main__":
+    main()

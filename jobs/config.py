@@ -1,0 +1,291 @@
+"""Configuration: `conf/base.yaml`, then the overlay of `CRM_ENV`, then environment variables.
+
+Every value is validated on load: an unknown key or a wrong type is an error that names the file (or the
+environment variable) and the key. Defaults live in `conf/base.yaml`, documented there and in the
+README's configuration reference. Secrets never live in `conf/`: URLs with passwords come from the
+environment (`CRM_SHOP_URL`, `CRM_DB_URL`) or from Airflow connections.
+
+Environment variables: the short names below, or `CRM__<SECTION>__<KEY>` for any key
+(`CRM__SPARK__DRIVER_MEMORY=4g`); values are read as YAML scalars, so `CRM__SPARK__SHUFFLE_PARTITIONS=8`
+is an integer.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Short environment variables every deployment sets, and the key each one overrides.
+SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "CRM_SHOP_URL": ("shop", "url"),
+    "CRM_DB_URL": ("crm", "db_url"),
+    "CRM_DATA_DIR": ("data_dir",),
+}
+ENV_PREFIX = "CRM__"
+ENVIRONMENTS = ("demo", "test", "prod")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file or variable and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShopSettings(_Section):
+    """The shop database the pipeline reads."""
+
+    url: str = Field(description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb); env CRM_SHOP_URL")
+    fetch_size: int = Field(gt=0, description="rows per JDBC round trip when reading the shop")
+    rows_per_partition: int = Field(gt=0, description="target rows per parallel JDBC read of one table")
+
+
+class CrmSettings(_Section):
+    """The CRM database the results are published to."""
+
+    db_url: str = Field(description="SQLAlchemy URL of the CRM database; env CRM_DB_URL")
+    schema_name: str = Field(description="PostgreSQL schema of the CRM tables (ignored for SQLite)")
+
+
+class SparkSettings(_Section):
+    """The Spark session every job opens."""
+
+    master: str = Field(description="Spark master URL; local[*] uses every core of this machine")
+    driver_memory: str = Field(description="JVM heap of the driver, e.g. 2g (local mode: all of Spark)")
+    shuffle_partitions: int = Field(gt=0, description="spark.sql.shuffle.partitions; 2-4 per core")
+    packages: list[str] = Field(description="Maven coordinates of the JVM packages: Delta and the JDBC drivers")
+    jars_dir: str = Field(description="project-local Ivy cache for those packages, so later starts need no network")
+    extra: dict[str, str] = Field(description="any other Spark settings, passed as they are")
+
+
+class GeneratorSettings(_Section):
+    """Defaults of `crm generate-shop` for the demo shop."""
+
+    customers: int = Field(gt=0, description="number of customers of the demo shop")
+    seed: int = Field(description="random seed: the same seed gives the same shop")
+
+
+class RfmSettings(_Section):
+    """RFM scoring."""
+
+    segments_file: str = Field(description="rule table of named segments, relative to conf/")
+    scored_statuses: list[str] = Field(description="order statuses that count as a purchase")
+
+
+class ExportSettings(_Section):
+    """Files for marketing tools."""
+
+    datasets: list[str] = Field(description="gold tables exported per run")
+
+
+class AirflowSettings(_Section):
+    """How `crm run` drives Airflow."""
+
+    home: str = Field(description="AIRFLOW_HOME used by `crm run` and `make airflow`")
+    dag_id: str = Field(description="the nightly DAG")
+
+
+class Settings(_Section):
+    """The whole configuration of one environment."""
+
+    env: Literal["demo", "test", "prod"] = Field(description="the overlay in use (env CRM_ENV)")
+    data_dir: Path = Field(description="data root: lake, CRM SQLite, exports, logs; env CRM_DATA_DIR")
+    shop: ShopSettings
+    crm: CrmSettings
+    spark: SparkSettings
+    generator: GeneratorSettings
+    rfm: RfmSettings
+    export: ExportSettings
+    airflow: AirflowSettings
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def conf_dir(self) -> Path:
+        return conf_dir()
+
+
+def conf_dir() -> Path:
+    """The folder holding base.yaml and the overlays (`CRM_CONF_DIR` overrides, for tests)."""
+    return Path(os.environ.get("CRM_CONF_DIR", REPO_ROOT / "conf")).resolve()
+
+
+def load_config(env: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate base.yaml, the overlay of `env` (default `CRM_ENV`, else demo) and the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    env = env or environ.get("CRM_ENV") or "demo"
+    folder = conf_dir()
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"CRM_ENV: unknown environment {env!r}; expected one of {', '.join(ENVIRONMENTS)}")
+
+    merged: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    base = folder / "base.yaml"
+    _merge(merged, sources, _read_yaml(base), _display(base))
+    overlay = folder / f"{env}.yaml"
+    if overlay.exists():
+        _merge(merged, sources, _read_yaml(overlay), _display(overlay))
+    elif env != "prod":
+        raise ConfigError(f"{_display(overlay)}: missing; CRM_ENV={env} needs this overlay file")
+    _merge(merged, sources, _environment_overrides(environ), None)
+    merged["env"] = env
+    sources[("env",)] = "CRM_ENV"
+
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, sources)) from None
+    return _resolved(settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{_display(path)}: file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{_display(path)}: not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_display(path)}: expected a mapping of keys at the top, got {type(data).__name__}")
+    return data
+
+
+def _merge(target: dict, sources: dict, layer: dict, origin: str | None, prefix: tuple[str, ...] = ()) -> None:
+    """Deep-merge `layer` into `target`, remembering which file or variable set each key."""
+    for key, value in layer.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], sources, value, origin, path)
+            continue
+        if isinstance(value, tuple):  # an environment variable: (name, value)
+            sources[path] = value[0]
+            value = value[1]
+        else:
+            sources[path] = origin or "?"
+            if isinstance(value, dict):
+                _record(sources, value, origin or "?", path)
+        target[key] = value
+
+
+def _record(sources: dict, mapping: dict, origin: str, prefix: tuple[str, ...]) -> None:
+    for key, value in mapping.items():
+        sources[prefix + (str(key),)] = origin
+        if isinstance(value, dict):
+            _record(sources, value, origin, prefix + (str(key),))
+
+
+def _environment_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """Nested overrides from the environment; each leaf is (variable name, parsed value)."""
+    overrides: dict[str, Any] = {}
+    for name, value in sorted(environ.items()):
+        if name in SHORT_ENV_VARS:
+            path = SHORT_ENV_VARS[name]
+        elif name.startswith(ENV_PREFIX):
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        else:
+            continue
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = (name, _scalar(value) if name.startswith(ENV_PREFIX) else value)
+    return overrides
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _describe(error: ValidationError, sources: dict[tuple[str, ...], str]) -> str:
+    lines = ["invalid configuration:"]
+    for item in error.errors():
+        path = tuple(str(part) for part in item["loc"])
+        key = ".".join(path)
+        origin = _origin(path, sources)
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(path[:-1])
+            hint = difflib.get_close_matches(path[-1], known, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else f"; known keys: {', '.join(known)}"
+            lines.append(f"  {origin}: unknown key {key!r}{suggestion}")
+        elif item["type"] == "missing":
+            lines.append(f"  {origin}: missing key {key!r}")
+        else:
+            lines.append(f"  {origin}: {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _origin(path: tuple[str, ...], sources: dict[tuple[str, ...], str]) -> str:
+    for length in range(len(path), 0, -1):
+        if path[:length] in sources:
+            return sources[path[:length]]
+    return _display(conf_dir() / "base.yaml")
+
+
+def _known_keys(path: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _resolved(settings: Settings) -> Settings:
+    """Make data_dir absolute (relative to the repo) and expand `{data_dir}` and `{repo}` in string values."""
+    data_dir = settings.data_dir if settings.data_dir.is_absolute() else REPO_ROOT / settings.data_dir
+    values = {"data_dir": str(data_dir.resolve()), "repo": str(REPO_ROOT)}
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.format(**values) if "{" in value else value
+        if isinstance(value, list):
+            return [expand(item) for item in value]
+        if isinstance(value, dict):
+            return {key: expand(item) for key, item in value.items()}
+        return value
+
+    data = {key: expand(value) for key, value in settings.model_dump().items()}
+    data["data_dir"] = Path(values["data_dir"])
+    return Settings.model_validate(data)
+
+
+def settings_reference() -> str:
+    """The configuration reference as a Markdown table, generated from the models (for the README)."""
+    rows = ["| key | type | meaning |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            kind = getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+            rows.append(f"| `{prefix}{name}` | {kind} | {field.description or ''} |")
+
+    walk(Settings, "")
+    return "\n".join(rows)

@@ -1,0 +1,172 @@
+"""The lake: where each Delta table lives and how it is written.
+
+Tables are `<data>/lake/<layer>/<table>` with layer bronze, silver or gold. Every write is one Delta
+commit, so a job killed midway leaves the table at its previous version. Writes check the schema first and
+refuse a mismatch with an error naming the table and the columns; Delta's own schema enforcement stays on
+behind that check.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+class SchemaMismatchError(ValueError):
+    """A write whose columns or types differ from the table's."""
+
+
+class Lake:
+    """Names, opens and writes the Delta tables under one root folder."""
+
+    def __init__(self, spark: SparkSession, root: Path | str):
+        self.spark = spark
+        self.root = Path(root)
+
+    # ---- names -------------------------------------------------------------------------------
+    def path(self, layer: str, table: str) -> str:
+        if layer not in LAYERS:
+            raise ValueError(f"unknown lake layer {layer!r}; expected one of {', '.join(LAYERS)}")
+        return str(self.root / layer / table)
+
+    def exists(self, layer: str, table: str) -> bool:
+        """True when the table has at least one commit (a failed first write leaves none)."""
+        log = Path(self.path(layer, table)) / "_delta_log"
+        return log.is_dir() and any(log.glob("*.json"))
+
+    # ---- reads -------------------------------------------------------------------------------
+    def read(self, layer: str, table: str, version: int | None = None,
+             timestamp: datetime | str | None = None) -> DataFrame:
+        """The table now, or as it was at a version or timestamp (Delta time travel)."""
+        if not self.exists(layer, table):
+            raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        if timestamp is not None:
+            reader = reader.option("timestampAsOf", str(timestamp))
+        return reader.load(self.path(layer, table))
+
+    def version(self, layer: str, table: str) -> int | None:
+        """The table's current version, or None when it does not exist yet."""
+        if not self.exists(layer, table):
+            return None
+        from delta.tables import DeltaTable
+
+        history = DeltaTable.forPath(self.spark, self.path(layer, table)).history(1)
+        return history.select("version").first()[0]
+
+    def rows_written(self, layer: str, table: str) -> int:
+        """Rows the table's latest commit wrote (from Delta's operation metrics)."""
+        from delta.tables import DeltaTable
+
+        metrics = DeltaTable.forPath(self.spark, self.path(layer, table)).history(1).first()["operationMetrics"]
+        return int(metrics.get("numOutputRows") or 0)
+
+    # ---- writes ------------------------------------------------------------------------------
+    def overwrite(self, df: DataFrame, layer: str, table: str,
+                  partition_by: Sequence[str] = ()) -> None:
+        """Replace the whole table in one commit (same schema as before)."""
+        self._write(df, layer, table, "overwrite", partition_by)
+
+    def append(self, df: DataFrame, layer: str, table: str,
+               partition_by: Sequence[str] = ()) -> None:
+        """Add rows in one commit."""
+        self._write(df, layer, table, "append", partition_by)
+
+    def replace_partition(self, df: DataFrame, layer: str, table: str,
+                          partition: Mapping[str, object], partition_by: Sequence[str] = ()) -> None:
+        """Replace the rows of one partition (e.g. one run date) in one commit: `replaceWhere`.
+
+        Rerunning a date rewrites only that date. Every row of `df` must belong to the partition; Delta
+        refuses the commit otherwise.
+        """
+        condition = " AND ".join(f"`{column}` = {_sql_literal(value)}" for column, value in partition.items())
+        self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition)
+
+    def merge(self, df: DataFrame, layer: str, table: str, keys: Sequence[str],
+              delete_when: str | None = None) -> None:
+        """Upsert `df` into the table by `keys` in one commit.
+
+        `delete_when` is a SQL condition on the incoming row, its columns prefixed `s.`
+        (e.g. `s.is_deleted`): a matching row deletes its key instead of being written.
+        Creates the table from `df` when it does not exist yet.
+        """
+        if not self.exists(layer, table):
+            rows = df if delete_when is None else df.alias("s").where(f"NOT ({delete_when})")
+            self._write(rows, layer, table, "overwrite", ())
+            return
+        from delta.tables import DeltaTable
+
+        self._check_schema(df.schema, layer, table)
+        target = DeltaTable.forPath(self.spark, self.path(layer, table))
+        on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
+        builder = target.alias("t").merge(df.alias("s"), on)
+        if delete_when is not None:
+            builder = builder.whenMatchedDelete(condition=delete_when)
+            insert_condition = f"NOT ({delete_when})"
+        else:
+            insert_condition = None
+        builder.whenMatchedUpdateAll().whenNotMatchedInsertAll(condition=insert_condition).execute()
+
+    def _write(self, df: DataFrame, layer: str, table: str, mode: str, partition_by: Sequence[str],
+               replace_where: str | None = None) -> None:
+        if self.exists(layer, table):
+            self._check_schema(df.schema, layer, table)
+        writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        if replace_where is not None:
+            writer = writer.option("replaceWhere", replace_where)
+        writer.save(self.path(layer, table))
+
+    def _check_schema(self, incoming: StructType, layer: str, table: str) -> None:
+        current = self.read(layer, table).schema
+        problems = schema_differences(current, incoming)
+        if problems:
+            raise SchemaMismatchError(
+                f"lake table {layer}/{table}: the write does not match the table's schema: "
+                + "; ".join(problems)
+            )
+
+    # ---- inventory ---------------------------------------------------------------------------
+    def tables(self) -> list[tuple[str, str]]:
+        """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
+        found = []
+        for layer in LAYERS:
+            base = self.root / layer
+            if not base.is_dir():
+                continue
+            for log in sorted(base.rglob("_delta_log")):
+                found.append((layer, str(log.parent.relative_to(base))))
+        return found
+
+
+def schema_differences(table_schema: StructType, write_schema: StructType) -> list[str]:
+    """What differs between a table's columns and a write's, in words; empty when they match."""
+    table_types = {field.name: field.dataType.simpleString() for field in table_schema.fields}
+    write_types = {field.name: field.dataType.simpleString() for field in write_schema.fields}
+    problems = []
+    missing = [name for name in table_types if name not in write_types]
+    extra = [name for name in write_types if name not in table_types]
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected column(s) {', '.join(extra)}")
+    for name, kind in write_types.items():
+        if name in table_types and table_types[name] != kind:
+            problems.append(f"column {name} is {table_types[name]} in the table but {kind} in the write")
+    return problems
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, (date, datetime)):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)

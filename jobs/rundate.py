@@ -1,0 +1,38 @@
+"""The business date of a DAG run, decided once.
+
+A nightly run processes the day before it starts: the run triggered at 2026-11-27 02:00 UTC covers
+2026-11-26 (all data up to the end of that day, UTC). `crm run --date D` and manual triggers pass
+`{"run_date": "YYYY-MM-DD"}` in the run's conf, which wins. Every job receives this plain `date`.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+
+class RunDateError(ValueError):
+    """The run's conf names a run date that is not a date."""
+
+
+def business_date(context: dict[str, Any]) -> date:
+    """The run date of an Airflow task's context: conf `run_date`, else the day before the run's start."""
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    if conf.get("run_date"):
+        return parse_run_date(str(conf["run_date"]), "dag_run.conf.run_date")
+    moment = context.get("logical_date") or getattr(dag_run, "run_after", None)
+    if moment is None:
+        raise RunDateError("the DAG run has neither conf run_date, logical_date nor run_after")
+    return (moment.astimezone(timezone.utc) - timedelta(days=1)).date()
+
+
+def parse_run_date(text: str, what: str = "run date") -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise RunDateError(f"{what}: {text!r} is not a date; expected YYYY-MM-DD") from None
+
+
+def yesterday(now: datetime | None = None) -> date:
+    """The latest complete day in UTC (the default run date of `crm run` and `make demo`)."""
+    return ((now or datetime.now(timezone.utc)) - timedelta(days=1)).date()

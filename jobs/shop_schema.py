@@ -1,0 +1,179 @@
+"""The canonical shop model: the tables and columns every source is read as.
+
+One SQLAlchemy `MetaData` describes the shop database that `crm generate-shop` writes and that `extract`
+reads. The same definition gives the typed Spark schema of each silver table, so the shop, the lake and
+the docs cannot drift apart. Foreign keys are documented, not enforced: real shops have orphans, and the
+pipeline must see them (they go to quarantine) rather than the database refusing them at write time.
+Money is `NUMERIC(12, 2)` in the shop's currency; timestamps are UTC without a zone.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+MONEY = Numeric(12, 2)
+
+
+def _table(name: str, comment: str, *columns: Column) -> Table:
+    """A canonical table: integer key `id`, the given columns, then `created_at` and `updated_at`."""
+    return Table(
+        name,
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=False, comment="surrogate key"),
+        *columns,
+        Column("created_at", DateTime, nullable=False, comment="when the row was created (UTC)"),
+        Column("updated_at", DateTime, nullable=False, comment="last change of the row (UTC)"),
+        comment=comment,
+    )
+
+
+customers = _table(
+    "customers",
+    "one row per registered customer",
+    Column("email", String(255), comment="login e-mail address (PII)"),
+    Column("first_name", String(100), comment="given name (PII)"),
+    Column("last_name", String(100), comment="family name (PII)"),
+    Column("phone", String(40), comment="phone number (PII)"),
+    Column("language", String(8), comment="preferred language: en or zh"),
+    Column("country", String(2), comment="ISO 3166-1 alpha-2 country code"),
+    Column("accepts_marketing", Boolean, comment="opted in to marketing messages"),
+)
+
+addresses = _table(
+    "addresses",
+    "one row per customer address",
+    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("line1", String(255), comment="street and number (PII)"),
+    Column("city", String(100)),
+    Column("postal_code", String(20)),
+    Column("country", String(2), comment="ISO 3166-1 alpha-2 country code"),
+    Column("is_default", Boolean, comment="the customer's default shipping address"),
+)
+
+products = _table(
+    "products",
+    "one row per product in the catalogue",
+    Column("sku", String(40), comment="stock keeping unit"),
+    Column("name", String(255)),
+    Column("category", String(60)),
+    Column("price", MONEY, comment="list price, shop currency"),
+)
+
+orders = _table(
+    "orders",
+    "one row per order",
+    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("status", String(20), comment="placed, paid, shipped, delivered, cancelled or returned"),
+    Column("total_amount", MONEY, comment="order total after discounts, shop currency"),
+    Column("currency", String(3), comment="ISO 4217 code"),
+    Column("coupon_id", BigInteger, comment="-> coupons.id when a coupon was used"),
+)
+
+order_items = _table(
+    "order_items",
+    "one row per order line",
+    Column("order_id", BigInteger, comment="-> orders.id"),
+    Column("product_id", BigInteger, comment="-> products.id"),
+    Column("quantity", Integer, comment="units ordered"),
+    Column("unit_price", MONEY, comment="price per unit paid, shop currency"),
+)
+
+carts = _table(
+    "carts",
+    "one row per shopping cart",
+    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("status", String(20), comment="open, abandoned or converted"),
+)
+
+cart_items = _table(
+    "cart_items",
+    "one row per product in a cart",
+    Column("cart_id", BigInteger, comment="-> carts.id"),
+    Column("product_id", BigInteger, comment="-> products.id"),
+    Column("quantity", Integer, comment="units in the cart"),
+    Column("unit_price", MONEY, comment="price per unit when added, shop currency"),
+)
+
+reviews = _table(
+    "reviews",
+    "one row per product review",
+    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("product_id", BigInteger, comment="-> products.id"),
+    Column("rating", Integer, comment="stars, 1 to 5"),
+    Column("title", String(255)),
+    Column("body", Text),
+    Column("language", String(8), comment="en or zh"),
+)
+
+inquiries = _table(
+    "inquiries",
+    "one row per customer support inquiry",
+    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("channel", String(20), comment="email, chat or phone"),
+    Column("subject", String(255)),
+    Column("body", Text),
+    Column("status", String(20), comment="open, pending or resolved"),
+    Column("resolved_at", DateTime, comment="when the inquiry was resolved (UTC)"),
+)
+
+coupons = _table(
+    "coupons",
+    "one row per coupon code",
+    Column("code", String(40)),
+    Column("campaign", String(60), comment="the campaign that issued the coupon"),
+    Column("customer_id", BigInteger, comment="-> customers.id for a personal coupon, else null"),
+    Column("discount_type", String(10), comment="percent or fixed"),
+    Column("discount_value", MONEY, comment="percent points, or an amount in shop currency"),
+    Column("valid_from", Date),
+    Column("valid_to", Date),
+)
+
+coupon_redemptions = _table(
+    "coupon_redemptions",
+    "one row per use of a coupon in an order",
+    Column("coupon_id", BigInteger, comment="-> coupons.id"),
+    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("order_id", BigInteger, comment="-> orders.id"),
+)
+
+#: Tables in load order: parents before children.
+SHOP_TABLES: tuple[str, ...] = (
+    "customers",
+    "addresses",
+    "products",
+    "coupons",
+    "orders",
+    "order_items",
+    "carts",
+    "cart_items",
+    "reviews",
+    "inquiries",
+    "coupon_redemptions",
+)
+
+#: Foreign keys checked for orphans by `clean`: table -> ((column, parent table), ...).
+FOREIGN_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "addresses": (("customer_id", "customers"),),
+    "orders": (("customer_id", "customers"),),
+    "order_items": (("order_id", "orders"), ("product_id", "products")),
+    "carts": (("customer_id", "customers"),),
+    "cart_items": (("cart_id", "carts"), ("product_id", "products")),
+    "reviews": (("customer_id", "customers"), ("product_id", "products")),
+    "inquiries": (("customer_id", "customers"),),
+    "coupon_redemptions": (("coupon_id", "coupons"), ("customer_id", "customers"), ("order_id", "orders")),
+}
+
+assert set(SHOP_TABLES) == set(metadata.tables), "SHOP_TABLES must list every canonical table"

@@ -1,0 +1,82 @@
+"""The Spark session every job opens: local by default, UTC, Delta Lake and the JDBC drivers on board.
+
+The JVM packages (Delta, PostgreSQL, MariaDB and SQLite JDBC drivers) are resolved from Maven Central on
+first use and kept in the project's own Ivy folder (`spark.jars_dir`), so later starts need no network.
+To run without network access, copy a filled `.cache/ivy` folder from a machine that has it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from jobs.config import Settings
+
+DELTA_SQL_SETTINGS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+UTC_JVM_OPTIONS = "-Duser.timezone=UTC -Dfile.encoding=UTF-8"
+
+
+def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
+    """Every Spark setting of a session for `app_name`, from the configuration."""
+    spark = settings.spark
+    values = {
+        "spark.app.name": app_name,
+        "spark.master": spark.master,
+        "spark.driver.memory": spark.driver_memory,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.default.parallelism": str(spark.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": UTC_JVM_OPTIONS,
+        "spark.executor.extraJavaOptions": UTC_JVM_OPTIONS,
+        "spark.jars.packages": ",".join(spark.packages),
+        "spark.jars.ivy": spark.jars_dir,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.ansi.enabled": "true",
+        # delta-rs, DuckDB and Polars read the lake too: keep to features they all understand.
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        "spark.databricks.delta.snapshotPartitions": str(spark.shuffle_partitions),
+        "spark.sql.sources.partitionOverwriteMode": "static",
+        # A source's VARCHAR(n) must not become a length constraint on the lake table.
+        "spark.sql.legacy.charVarcharAsString": "true",
+        **DELTA_SQL_SETTINGS,
+    }
+    values.update(spark.extra)
+    return values
+
+
+def get_spark(settings: Settings, app_name: str = "shop-crm"):
+    """Open (or join) the process's Spark session configured from `settings`."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    for key, value in spark_settings(settings, app_name).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+@contextmanager
+def spark_session(settings: Settings, app_name: str) -> Iterator:
+    """A Spark session for one job, stopped at the end so the next job starts clean.
+
+    Under the Airflow scheduler every task is its own process; stopping here makes `dag.test()`, which
+    runs all tasks in one process, behave the same: nothing passes between tasks but the lake.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:  # a caller (a test session, a notebook) owns it: use it, leave it open
+        yield active
+        return
+    session = get_spark(settings, app_name)
+    try:
+        yield session
+    finally:
+        session.stop()

@@ -1,0 +1,69 @@
+"""The run summary printed by `crm run` and `make demo`: rows per layer, segments, where things are.
+
+Reads without Spark: the lake's row counts come from the Delta logs (delta-rs), the segments from the CRM
+database.
+"""
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from jobs import db
+from jobs.config import Settings
+from jobs.crm_schema import crm_metadata
+from jobs.lake import LAYERS
+
+
+def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
+    """Rows per table per layer, from each table's current Delta snapshot (no data files read)."""
+    from deltalake import DeltaTable
+
+    counts: dict[str, dict[str, int]] = {}
+    for layer in LAYERS:
+        base = lake_dir / layer
+        if not base.is_dir():
+            continue
+        for log in sorted(base.rglob("_delta_log")):
+            actions = DeltaTable(str(log.parent)).get_add_actions(flatten=True)
+            rows = sum(value or 0 for value in actions.column("num_records").to_pylist())
+            counts.setdefault(layer, {})[str(log.parent.relative_to(base))] = rows
+    return counts
+
+
+def segment_counts(settings: Settings) -> dict[str, int]:
+    """Customers per segment in the CRM table `customer_segments`."""
+    schema = None if db.kind(settings.crm.db_url) == "sqlite" else settings.crm.schema_name
+    table = crm_metadata(schema).tables[f"{schema}.customer_segments" if schema else "customer_segments"]
+    with db.engine(settings.crm.db_url).connect() as connection:
+        rows = connection.execute(select(table.c.segment, func.count()).group_by(table.c.segment)).all()
+    return {segment: count for segment, count in sorted(rows, key=lambda row: -row[1])}
+
+
+def render(settings: Settings, run_date: date, run_id: str) -> str:
+    """The summary as text for the terminal."""
+    lines = [f"shop-crm nightly run {run_id} for {run_date}: success", ""]
+    counts = lake_row_counts(settings.lake_dir)
+    for layer in LAYERS:
+        tables = counts.get(layer, {})
+        quarantined = sum(rows for name, rows in tables.items() if name.startswith("_quarantine/"))
+        kept = sum(rows for name, rows in tables.items() if not name.startswith("_quarantine/"))
+        extra = f", {quarantined} rows in quarantine" if layer == "silver" else ""
+        lines.append(f"  {layer:<7} {len(tables):>3} tables {kept:>10,} rows{extra}")
+    lines += ["", "Customers per segment (CRM table customer_segments):"]
+    segments = segment_counts(settings)
+    total = sum(segments.values()) or 1
+    for segment, customers in segments.items():
+        lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
+    exports = settings.exports_dir / run_date.isoformat()
+    lines += [
+        "",
+        "Where the results are:",
+        f"  CRM database   {db.masked(settings.crm.db_url)}",
+        f"  exports        {exports}  (manifest.json, latest -> {settings.exports_dir / 'latest'})",
+        f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
+        f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
+        "  Airflow UI     make airflow   (then open http://localhost:8080)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Spark types of the canonical shop columns: typed for silver, as read from the source for bronze."""
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DateType,
+    DecimalType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, Numeric, String, Table, Text
+
+
+def spark_type(sql_type) -> DataType:
+    """The Spark type that holds a canonical SQLAlchemy column type without loss."""
+    if isinstance(sql_type, BigInteger):
+        return LongType()
+    if isinstance(sql_type, Integer):
+        return IntegerType()
+    if isinstance(sql_type, Numeric):
+        return DecimalType(sql_type.precision or 38, sql_type.scale or 0)
+    if isinstance(sql_type, Boolean):
+        return BooleanType()
+    if isinstance(sql_type, DateTime):
+        return TimestampType()
+    if isinstance(sql_type, Date):
+        return DateType()
+    if isinstance(sql_type, (String, Text)):
+        return StringType()
+    raise TypeError(f"no Spark type for canonical SQL type {sql_type!r}")
+
+
+def canonical_schema(table: Table) -> StructType:
+    """The typed schema of a silver table."""
+    return StructType([StructField(column.name, spark_type(column.type), True) for column in table.columns])
+
+
+def bronze_type(sql_type) -> DataType:
+    """How bronze keeps a column: dates and timestamps as the source's text (SQLite has no such type)."""
+    if isinstance(sql_type, (DateTime, Date)):
+        return StringType()
+    return spark_type(sql_type)
+
+
+def jdbc_custom_schema(table: Table) -> str:
+    """Spark JDBC `customSchema` reading a shop table as its bronze types."""
+    return ", ".join(f"`{column.name}` {bronze_type(column.type).simpleString().upper()}" for column in table.columns)

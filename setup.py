@@ -1,0 +1,34 @@
+"""shop-crm: an analytics pipeline that turns an e-commerce shop's database into a working CRM."""
+from setuptools import find_packages, setup
+
+setup(
+    name="shop-crm",
+    version="0.1.0",
+    description="Nightly Airflow + Spark + Delta Lake pipeline: shop database in, CRM tables and exports out.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["jobs", "jobs.*", "features", "features.*", "models", "models.*",
+                                    "expectations", "expectations.*"]),
+    install_requires=[
+        "apache-airflow>=3.3,<3.4",
+        "pyspark>=4.2,<4.3",
+        "delta-spark>=4.4,<4.5",
+        "deltalake>=1.6,<2",
+        "great-expectations>=1.24,<2",
+        "mlflow>=3.17,<4",
+        "scikit-learn>=1.9,<2",
+        "pandas>=2.3,<3",
+        "pyarrow<26",
+        "numpy>=2",
+        "scipy",
+        "sqlalchemy>=2.1,<2.2",
+        "pydantic>=2.14,<3",
+        "pyyaml",
+        "click>=8.1",
+        "psycopg2-binary",
+        "pymysql",
+    ],
+    extras_require={"test": ["pytest", "hypothesis", "duckdb", "polars"]},
+    entry_points={"console_scripts": ["crm=jobs.cli:main"]},
+)

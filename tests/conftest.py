@@ -1,0 +1,108 @@
+# Shared pytest fixtures for the CRM analytics pipeline tests.
+#
+# NOTE: this file is shared.  Other fixtures (e.g. a `spark` session fixture)
+# will be added here by other people -- add them in their own clearly
+# delimited section and keep the sections independent of each other.
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+# =========================================================================== #
+# BEGIN database servers (PostgreSQL / MariaDB) -- see tests/dbservers.py
+#
+# Session-scoped, started lazily: a server is only started if some test in the
+# session requests the `postgres` / `mariadb` fixture, and it is stopped (and
+# its temp folder removed) at the end of the session.  Each test should call
+# `server.create_database("<name>")` to get a fresh database owned by the
+# application user, then connect with `create_engine(server.url("<name>"))`.
+# Missing server binaries make the fixture raise (tests fail, they do not skip).
+# =========================================================================== #
+
+try:  # tests/ on sys.path (pytest "prepend" import mode, no tests/__init__.py)
+    from dbservers import DbServer, mariadb_server, postgres_server
+except ImportError:  # tests/ imported as a package
+    from tests.dbservers import DbServer, mariadb_server, postgres_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[DbServer]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (app user with password)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[DbServer]:
+    """A throwaway MariaDB server on 127.0.0.1 (app user with password, utf8mb4)."""
+    with mariadb_server() as server:
+        yield server
+
+
+# =========================================================================== #
+# END database servers
+# =========================================================================== #
+
+
+# =========================================================================== #
+# BEGIN environment, configuration and Spark
+#
+# Every test runs with CRM_ENV=test and its data root in a session temp folder, never the repo's data/.
+# One local SparkSession for the unit tests (jobs reuse an active session and leave it open).
+# =========================================================================== #
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_environment(tmp_path_factory) -> Iterator[Path]:
+    """CRM_ENV=test and a throwaway data root for the whole session; the caller's CRM_* are ignored."""
+    data_dir = tmp_path_factory.mktemp("crm-data")
+    saved = {key: value for key, value in os.environ.items() if key.startswith("CRM")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update({"CRM_ENV": "test", "CRM_DATA_DIR": str(data_dir)})
+    yield data_dir
+    for key in [key for key in os.environ if key.startswith("CRM")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def settings(test_environment):
+    from jobs.config import load_config
+
+    return load_config("test")
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    """The one SparkSession of the unit tests: local, small, UTC, Delta on board."""
+    from jobs.spark import get_spark
+
+    session = get_spark(settings, "shop-crm-tests")
+    yield session
+    session.stop()
+
+
+def run_crm(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: int = 900):
+    """Run the `crm` command line in a subprocess, as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    crm = Path(sys.executable).with_name("crm")
+    result = subprocess.run([str(crm), *args], env={**os.environ, **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"crm {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+# =========================================================================== #
+# END environment, configuration and Spark
+# =========================================================================== #

@@ -1,0 +1,118 @@
+"""The lake: atomic writes, schema enforcement, time travel, partition overwrite, merge, other readers."""
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from pyspark.errors import PySparkException
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from jobs.lake import Lake, SchemaMismatchError
+
+
+@pytest.fixture()
+def lake(spark, tmp_path) -> Lake:
+    return Lake(spark, tmp_path / "lake")
+
+
+def orders(spark, rows):
+    """Order rows (id, customer_id, total_amount, as_of) as a DataFrame; amounts become decimals."""
+    typed = [(i, c, Decimal(str(amount)), day) for i, c, amount, day in rows]
+    return spark.createDataFrame(typed, "id long, customer_id long, total_amount decimal(12,2), as_of date")
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_version(spark, lake):
+    lake.overwrite(orders(spark, [(1, 10, 5, date(2026, 1, 1))]), "silver", "orders")
+    before = lake.version("silver", "orders")
+    # Many rows over several tasks; the row with id 1500 fails while other tasks have written files.
+    failing = spark.range(0, 3000, numPartitions=4).select(
+        F.col("id"),
+        F.when(F.col("id") == 1500, F.raise_error(F.lit("disk on fire"))).otherwise(F.lit(7)).cast("long").alias("customer_id"),
+        F.lit(1).cast("decimal(12,2)").alias("total_amount"),
+        F.lit(date(2026, 1, 2)).alias("as_of"),
+    )
+    with pytest.raises(Exception, match="disk on fire"):
+        lake.overwrite(failing, "silver", "orders")
+    assert lake.version("silver", "orders") == before
+    assertDataFrameEqual(lake.read("silver", "orders"), orders(spark, [(1, 10, 5, date(2026, 1, 1))]))
+
+
+def test_a_schema_mismatch_is_refused_naming_table_and_columns(spark, lake):
+    lake.overwrite(orders(spark, [(1, 10, 5, date(2026, 1, 1))]), "silver", "orders")
+    wrong = spark.createDataFrame([(1, 10, "5.00", date(2026, 1, 1), "x")],
+                                  "id long, customer_id long, total_amount string, as_of date, note string")
+    with pytest.raises(SchemaMismatchError) as error:
+        lake.append(wrong, "silver", "orders")
+    message = str(error.value)
+    assert "silver/orders" in message
+    assert "unexpected column(s) note" in message
+    assert "column total_amount is decimal(12,2) in the table but string in the write" in message
+    assert lake.read("silver", "orders").count() == 1
+
+
+def test_delta_itself_refuses_a_mismatch_behind_our_check(spark, lake):
+    lake.overwrite(orders(spark, [(1, 10, 5, date(2026, 1, 1))]), "silver", "orders")
+    with pytest.raises(PySparkException):
+        spark.createDataFrame([(1, "x")], "id long, other string").write.format("delta").mode("append").save(
+            lake.path("silver", "orders"))
+
+
+def test_time_travel_reads_earlier_versions(spark, lake):
+    lake.overwrite(orders(spark, [(1, 10, 5, date(2026, 1, 1))]), "silver", "orders")
+    lake.append(orders(spark, [(2, 11, 6, date(2026, 1, 1))]), "silver", "orders")
+    lake.overwrite(orders(spark, [(3, 12, 7, date(2026, 1, 1))]), "silver", "orders")
+    assert lake.version("silver", "orders") == 2
+    assert sorted(row.id for row in lake.read("silver", "orders", version=0).collect()) == [1]
+    assert sorted(row.id for row in lake.read("silver", "orders", version=1).collect()) == [1, 2]
+    assert sorted(row.id for row in lake.read("silver", "orders").collect()) == [3]
+
+
+def test_replacing_a_partition_rewrites_that_date_only(spark, lake):
+    day1, day2 = date(2026, 1, 1), date(2026, 1, 2)
+    lake.replace_partition(orders(spark, [(1, 10, 5, day1), (2, 10, 6, day1)]), "gold", "scores", {"as_of": day1})
+    lake.replace_partition(orders(spark, [(3, 10, 7, day2)]), "gold", "scores", {"as_of": day2})
+    # Rerun of day 1 with other results: day 2 untouched, day 1 replaced, not appended.
+    lake.replace_partition(orders(spark, [(4, 10, 8, day1)]), "gold", "scores", {"as_of": day1})
+    lake.replace_partition(orders(spark, [(4, 10, 8, day1)]), "gold", "scores", {"as_of": day1})
+    assert sorted((row.id, row.as_of) for row in lake.read("gold", "scores").collect()) == [(3, day2), (4, day1)]
+    assert (lake.root / "gold" / "scores" / "as_of=2026-01-01").is_dir()
+
+
+def test_a_row_outside_the_replaced_partition_is_refused(spark, lake):
+    day1, day2 = date(2026, 1, 1), date(2026, 1, 2)
+    lake.replace_partition(orders(spark, [(1, 10, 5, day1)]), "gold", "scores", {"as_of": day1})
+    with pytest.raises(PySparkException):
+        lake.replace_partition(orders(spark, [(2, 10, 5, day2)]), "gold", "scores", {"as_of": day1})
+    assert [row.id for row in lake.read("gold", "scores").collect()] == [1]
+
+
+def test_merge_updates_inserts_and_deletes_by_key(spark, lake):
+    schema = "id long, name string, is_deleted boolean"
+    lake.merge(spark.createDataFrame([(1, "a", False), (2, "b", False), (9, "gone", True)], schema),
+               "silver", "customers", keys=["id"], delete_when="s.is_deleted")
+    changes = spark.createDataFrame([(2, "b2", False), (3, "c", False), (1, "a", True)], schema)
+    lake.merge(changes, "silver", "customers", keys=["id"], delete_when="s.is_deleted")
+    assert sorted((row.id, row.name) for row in lake.read("silver", "customers").collect()) == [(2, "b2"), (3, "c")]
+
+
+def test_tables_written_by_spark_read_the_same_with_delta_rs_and_polars(spark, lake):
+    import polars as pl
+    from deltalake import DeltaTable
+
+    rows = [(i, i % 7, i * 1.5, date(2026, 1, 1 + i % 3)) for i in range(1, 301)]
+    for day in (date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)):
+        lake.replace_partition(orders(spark, [r for r in rows if r[3] == day]), "gold", "t", {"as_of": day})
+    path = lake.path("gold", "t")
+    spark_rows = sorted((row.id, row.customer_id, float(row.total_amount), row.as_of) for row in lake.read("gold", "t").collect())
+    assert len(spark_rows) == 300
+
+    delta_rs = DeltaTable(path).to_pyarrow_table()
+    rs_rows = sorted(zip(delta_rs["id"].to_pylist(), delta_rs["customer_id"].to_pylist(),
+                         [float(v) for v in delta_rs["total_amount"].to_pylist()], delta_rs["as_of"].to_pylist()))
+    assert rs_rows == spark_rows
+
+    frame = pl.read_delta(path)
+    polars_rows = sorted((r["id"], r["customer_id"], float(r["total_amount"]), r["as_of"]) for r in frame.iter_rows(named=True))
+    assert polars_rows == spark_rows
