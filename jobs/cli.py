@@ -86,9 +86,11 @@ def run_command(ctx, run_date):
 
         settings = load_config()
         day = run_date or yesterday()
-        click.echo(f"running {settings.airflow.dag_id} for {day} (Airflow home {settings.airflow.home}) ...", err=True)
-        run_id = orchestrate.run_nightly(settings, day)
+        click.echo(f"running {settings.airflow.dag_id} for {day} through Airflow "
+                   f"(home {settings.airflow.home}; log in {settings.data_dir / 'logs'}) ...", err=True)
+        run_id, log = orchestrate.run_nightly_logged(settings, day)
         click.echo(summary.render(settings, day, run_id))
+        click.echo(f"  run log        {log}")
 
     _guarded(ctx, work)
 

@@ -1,11 +1,13 @@
 """Running the nightly DAG through Airflow from the command line, on a local AIRFLOW_HOME.
 
-`crm run --date D` uses Airflow's own `dag.test()`: one DAG run with every task, in this process, with the
-run's state and task logs in Airflow's metadata database (SQLite under the data root), where the Airflow UI
-(`make airflow`) shows them.
+`crm run --date D` uses Airflow's own `dag.test()`: one DAG run with every task, with the run's state and
+task logs in Airflow's metadata database (SQLite under the data root), where the Airflow UI (`make airflow`)
+shows them. The run happens in a child process whose output goes to `<data>/logs/`, so the terminal shows
+progress and the summary, and a failure shows the end of the log.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +83,42 @@ def run_nightly(settings: Settings, run_date: date) -> str:
             f"logs under {Path(settings.airflow.home) / 'logs'}"
         )
     return dag_run.run_id
+
+
+def run_nightly_logged(settings: Settings, run_date: date) -> tuple[str, Path]:
+    """Run the nightly for `run_date` in a child process logging to `<data>/logs/`; returns (run id, log)."""
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    log = logs / f"nightly-{run_date.isoformat()}-{stamp}.log"
+    result_file = log.with_suffix(".json")
+    with log.open("w", encoding="utf-8") as out:
+        child = subprocess.run(
+            [sys.executable, "-m", "jobs.orchestrate", run_date.isoformat(), str(result_file)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )
+    outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
+    result_file.unlink(missing_ok=True)
+    if child.returncode != 0 or "run_id" not in outcome:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
+        reason = outcome.get("error") or f"the run exited with code {child.returncode}"
+        raise PipelineRunError(f"{reason}\nfull log: {log}\nlast lines:\n{tail}")
+    return outcome["run_id"], log
+
+
+def _main(argv: list[str]) -> int:
+    """Child process entry: run the DAG for argv[0] (a date), write {"run_id"} or {"error"} to argv[1]."""
+    from jobs.config import load_config
+
+    run_date, result_file = date.fromisoformat(argv[0]), Path(argv[1])
+    try:
+        run_id = run_nightly(load_config(), run_date)
+    except PipelineRunError as error:
+        result_file.write_text(json.dumps({"error": str(error)}))
+        return 1
+    result_file.write_text(json.dumps({"run_id": run_id}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

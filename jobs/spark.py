@@ -1,14 +1,17 @@
 """The Spark session every job opens: local by default, UTC, Delta Lake and the JDBC drivers on board.
 
 The JVM packages (Delta, PostgreSQL, MariaDB and SQLite JDBC drivers) are resolved from Maven Central on
-first use and kept in the project's own Ivy folder (`spark.jars_dir`), so later starts need no network.
-To run without network access, copy a filled `.cache/ivy` folder from a machine that has it.
+first use and kept in the project's own Ivy folder (`spark.jars_dir`); the resolved jar list is noted
+there too, so later starts use the jars directly: no Ivy resolution, no network. To run without network
+access, copy a filled `.cache/ivy` folder from a machine that has it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from jobs.config import Settings
 
@@ -30,10 +33,9 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.default.parallelism": str(spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": UTC_JVM_OPTIONS,
+        "spark.driver.extraJavaOptions": f"{UTC_JVM_OPTIONS} {spark.java_options}".strip(),
         "spark.executor.extraJavaOptions": UTC_JVM_OPTIONS,
-        "spark.jars.packages": ",".join(spark.packages),
-        "spark.jars.ivy": spark.jars_dir,
+        **_jar_settings(spark.packages, spark.jars_dir),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.ansi.enabled": "true",
         # delta-rs, DuckDB and Polars read the lake too: keep to features they all understand.
@@ -48,6 +50,31 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
     return values
 
 
+def _classpath_file(packages: list[str], jars_dir: str) -> Path:
+    digest = hashlib.sha256(",".join(packages).encode()).hexdigest()[:16]
+    return Path(jars_dir) / f"classpath-{digest}.txt"
+
+
+def _jar_settings(packages: list[str], jars_dir: str) -> dict[str, str]:
+    """The resolved jars when a previous start cached them (no Ivy, no network); else Ivy's settings."""
+    cached = _classpath_file(packages, jars_dir)
+    if cached.exists():
+        jars = cached.read_text().split(",")
+        if all(Path(jar.removeprefix("file://")).exists() for jar in jars):
+            return {"spark.jars": ",".join(jars)}
+    return {"spark.jars.packages": ",".join(packages), "spark.jars.ivy": jars_dir}
+
+
+def _remember_classpath(session, packages: list[str], jars_dir: str) -> None:
+    """After Ivy resolved the packages, note the jar files so the next start skips the resolution."""
+    jars = session.sparkContext.getConf().get("spark.jars", "")
+    target = _classpath_file(packages, jars_dir)
+    if jars and not target.exists():
+        temporary = target.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(jars)
+        os.replace(temporary, target)
+
+
 def get_spark(settings: Settings, app_name: str = "shop-crm"):
     """Open (or join) the process's Spark session configured from `settings`."""
     from pyspark.sql import SparkSession
@@ -59,6 +86,7 @@ def get_spark(settings: Settings, app_name: str = "shop-crm"):
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    _remember_classpath(session, settings.spark.packages, settings.spark.jars_dir)
     return session
 
 

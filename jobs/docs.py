@@ -1,0 +1,64 @@
+"""Generated parts of the README: the shop schema, the CRM tables and the configuration reference.
+
+`python -m jobs.docs` rewrites the sections between `<!-- BEGIN name -->` and `<!-- END name -->`;
+a test fails when the README and the code disagree, so the docs cannot drift from what is written.
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+from sqlalchemy import MetaData
+
+from jobs.config import REPO_ROOT, settings_reference
+from jobs.crm_schema import crm_metadata
+from jobs.shop_schema import SHOP_TABLES
+from jobs.shop_schema import metadata as shop_metadata
+
+README = REPO_ROOT / "README.md"
+
+
+def tables_markdown(metadata: MetaData, names: list[str]) -> str:
+    """One Markdown table per database table: column, type, meaning."""
+    parts = []
+    for name in names:
+        table = metadata.tables[name]
+        parts.append(f"**`{table.name}`**: {table.comment}\n")
+        parts.append("| column | type | meaning |\n| --- | --- | --- |")
+        for column in table.columns:
+            key = " (key)" if column.primary_key else ""
+            parts.append(f"| `{column.name}` | {str(column.type).lower()} | {(column.comment or '')}{key} |")
+        parts.append("")
+    return "\n".join(parts).rstrip()
+
+
+def sections() -> dict[str, str]:
+    crm = crm_metadata(None)
+    return {
+        "shop-schema": tables_markdown(shop_metadata, list(SHOP_TABLES)),
+        "crm-tables": tables_markdown(crm, sorted(crm.tables)),
+        "configuration": settings_reference(),
+    }
+
+
+def render(readme: str) -> str:
+    """The README text with every generated section brought up to date."""
+    for name, body in sections().items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(readme):
+            raise ValueError(f"README.md: missing the markers <!-- BEGIN {name} --> ... <!-- END {name} -->")
+        readme = pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), readme)
+    return readme
+
+
+def main() -> int:
+    current = README.read_text(encoding="utf-8")
+    updated = render(current)
+    if updated != current:
+        README.write_text(updated, encoding="utf-8")
+        print("README.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
