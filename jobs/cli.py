@@ -23,7 +23,7 @@ class _Date(click.ParamType):
         if isinstance(value, date):
             return value
         try:
-            return parse_run_date(value, f"--{param.name.replace('_', '-')}" if param else "date")
+            return parse_run_date(value, param.opts[0] if param else "date")
         except RunDateError as error:
             self.fail(str(error), param, ctx)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from datetime import date, datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
@@ -62,7 +63,10 @@ def with_batch_columns(source: DataFrame, batch_id: str, run_id: str, extracted_
 def check_source_columns(url: str) -> None:
     """Stop before anything is written when a shop table or a canonical column is missing."""
     from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
 
+    if db.kind(url) == "sqlite" and not Path(make_url(url).database or "").is_file():
+        raise SourceTableError(f"shop database {db.masked(url)}: no such SQLite file")
     inspector = inspect(db.engine(url))
     present_tables = set(inspector.get_table_names())
     problems = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date, datetime, time, timedelta, timezone
@@ -77,7 +78,7 @@ def run_nightly(settings: Settings, run_date: date) -> str:
     dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat()})
     state = str(getattr(dag_run, "state", "unknown"))
     if not state.endswith("success"):
-        failed = [ti.task_id for ti in dag_run.get_task_instances() if str(ti.state).endswith("failed")]
+        failed = [ti.task_id for ti in dag_run.get_task_instances() if str(ti.state).split(".")[-1].lower() == "failed"]
         raise PipelineRunError(
             f"DAG run {dag_run.run_id} for {run_date} ended {state}; failed task(s): {', '.join(failed) or '?'}; "
             f"logs under {Path(settings.airflow.home) / 'logs'}"
@@ -100,10 +101,17 @@ def run_nightly_logged(settings: Settings, run_date: date) -> tuple[str, Path]:
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
     result_file.unlink(missing_ok=True)
     if child.returncode != 0 or "run_id" not in outcome:
-        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
         reason = outcome.get("error") or f"the run exited with code {child.returncode}"
-        raise PipelineRunError(f"{reason}\nfull log: {log}\nlast lines:\n{tail}")
+        causes = _exceptions_in(log.read_text(encoding="utf-8", errors="replace"))
+        cause = f"\ncause: {causes[-1]}" if causes else ""
+        raise PipelineRunError(f"{reason}{cause}\nfull log: {log}")
     return outcome["run_id"], log
+
+
+def _exceptions_in(text: str) -> list[str]:
+    """The 'SomeError: message' lines of Python tracebacks in a log, in order."""
+    pattern = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+    return [line.strip() for line in text.splitlines() if pattern.match(line.strip())]
 
 
 def _main(argv: list[str]) -> int:

@@ -1,0 +1,34 @@
+"""The command line answers bad input with one clear message and a meaningful exit code."""
+from __future__ import annotations
+
+from conftest import run_crm
+
+
+def test_a_bad_date_is_a_usage_error_naming_the_option():
+    result = run_crm("run", "--date", "2026-13-01", check=False)
+    assert result.returncode == 2
+    assert "--date: '2026-13-01' is not a date; expected YYYY-MM-DD" in result.stderr
+
+
+def test_a_bad_setting_names_the_variable_and_key_without_a_traceback():
+    result = run_crm("run", env={"CRM__SPARK__SHUFFLE_PARTITIONS": "abc"}, check=False)
+    assert result.returncode == 1
+    assert "CRM__SPARK__SHUFFLE_PARTITIONS: spark.shuffle_partitions" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_path):
+    result = run_crm("run", "--date", "2026-11-20",
+                     env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"},
+                     check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed task(s): extract" in result.stderr
+    assert f"cause: jobs.extract.SourceTableError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
+    assert not (tmp_path / "missing.sqlite").exists()
+    assert not (tmp_path / "lake").exists()
+
+
+def test_config_prints_the_settings_with_passwords_masked():
+    result = run_crm("config", env={"CRM_DB_URL": "postgresql+psycopg2://writer:s3cret@db/crm"})
+    assert "postgresql+psycopg2://writer:***@db/crm" in result.stdout
+    assert "s3cret" not in result.stdout
