@@ -70,19 +70,26 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
                 for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())
             }
             flagged = flag_invalid_rows(batch, table, run_date, parents)
-            # Read twice below (silver and quarantine): keep the flagged rows rather than recompute them.
+            # Used three times below (silver, quarantine, counts): keep the rows rather than recompute them.
             flagged = flagged.persist()
             lake.overwrite(current_state(flagged.where(F.col("_rule").isNull()), table), "silver", name)
-            silver_rows = lake.rows_written("silver", name)
             lake.replace_partition(
                 quarantined(flagged.where(F.col("_rule").isNotNull()), run_date, run_id),
                 "silver", QUARANTINE_TABLE.format(table=name), {"run_date": run_date},
             )
-            counts[name] = {"silver": silver_rows,
-                            "quarantined": lake.rows_written("silver", QUARANTINE_TABLE.format(table=name))}
+            counts[name] = row_counts(flagged)
             flagged.unpersist()
-            log.info("silver/%s: %d rows, %d quarantined", name, silver_rows, counts[name]["quarantined"])
+            log.info("silver/%s: %d rows, %d quarantined", name, counts[name]["silver"], counts[name]["quarantined"])
     return counts
+
+
+def row_counts(flagged: DataFrame) -> dict[str, int]:
+    """Rows kept in silver (distinct valid ids) and rows quarantined, in one pass over the flagged rows."""
+    row = flagged.agg(
+        F.count_distinct(F.when(F.col("_rule").isNull(), F.col("id"))).alias("silver"),
+        F.count(F.col("_rule")).alias("quarantined"),
+    ).first()
+    return {"silver": int(row["silver"]), "quarantined": int(row["quarantined"])}
 
 
 def flag_invalid_rows(batch: DataFrame, table: Table, run_date: date,

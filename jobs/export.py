@@ -20,6 +20,7 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
+from jobs.crm_schema import crm_metadata
 from jobs.lake import Lake
 from jobs.spark import spark_session
 
@@ -41,7 +42,9 @@ def run(run_date: date, settings: Settings, run_id: str) -> Path:
         with spark_session(settings, "export") as spark:
             lake = Lake(spark, settings.lake_dir)
             for dataset in settings.export.datasets:
-                rows = lake.read("gold", dataset).where(F.col("as_of") == F.lit(run_date))
+                # The file has the CRM table's columns, in its order: one documented contract for both.
+                columns = [column.name for column in contract_table(dataset).columns]
+                rows = lake.read("gold", dataset).where(F.col("as_of") == F.lit(run_date)).select(*columns)
                 files[f"{dataset}.csv"] = write_csv(rows.orderBy("customer_id").toArrow(), staging / f"{dataset}.csv")
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -58,6 +61,14 @@ def run(run_date: date, settings: Settings, run_id: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s to %s", ", ".join(settings.export.datasets), target)
     return target
+
+
+def contract_table(dataset: str):
+    """The CRM table whose columns an exported dataset has; an unknown dataset is a configuration error."""
+    tables = crm_metadata(None).tables
+    if dataset not in tables:
+        raise ValueError(f"export.datasets: unknown dataset {dataset!r}; expected one of {', '.join(sorted(tables))}")
+    return tables[dataset]
 
 
 def write_csv(table, path: Path) -> dict:
