@@ -10,7 +10,7 @@ import logging
 from datetime import date
 
 from pyspark.sql import functions as F
-from sqlalchemy import Table, func, inspect, select, text
+from sqlalchemy import Table, func, select, text
 
 from jobs import db
 from jobs.config import Settings
@@ -63,7 +63,3 @@ def replace_rows(engine, table: Table, rows, run_date: date) -> int:
             connection.execute(table.insert(), batch.to_pylist())
     log.info("%s: %d rows published for %s", table.fullname, rows.num_rows, run_date)
     return rows.num_rows
-
-
-def table_exists(engine, table: Table) -> bool:
-    return inspect(engine).has_table(table.name, schema=table.schema)
