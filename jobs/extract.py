@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F

@@ -67,6 +67,7 @@ def run_nightly(settings: Settings, run_date: date) -> str:
     """Run the nightly DAG for `run_date` through Airflow; returns the run id or raises PipelineRunError."""
     prepare_airflow(settings)
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState, TaskInstanceState
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER / "crm_nightly.py"))
     if bag.import_errors:
@@ -76,11 +77,10 @@ def run_nightly(settings: Settings, run_date: date) -> str:
     for task in dag.tasks:
         task.retries = 0
     dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat()})
-    state = str(getattr(dag_run, "state", "unknown"))
-    if not state.endswith("success"):
-        failed = [ti.task_id for ti in dag_run.get_task_instances() if str(ti.state).split(".")[-1].lower() == "failed"]
+    if dag_run.state != DagRunState.SUCCESS:
+        failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.FAILED]
         raise PipelineRunError(
-            f"DAG run {dag_run.run_id} for {run_date} ended {state}; failed task(s): {', '.join(failed) or '?'}; "
+            f"DAG run {dag_run.run_id} for {run_date} ended {dag_run.state}; failed task(s): {', '.join(failed) or '?'}; "
             f"logs under {Path(settings.airflow.home) / 'logs'}"
         )
     return dag_run.run_id
