@@ -24,5 +24,9 @@ def run_job(name: str, context: dict[str, Any]) -> Any:
     run_date = business_date(context)
     settings = load_config()
     job = importlib.import_module(f"jobs.{name}")
-    result = job.run(run_date, settings, context["run_id"])
+    options = {}
+    if name == "extract":  # `crm run --full` (conf {"full": true}) reloads every table whole
+        dag_run = context.get("dag_run")
+        options["full"] = bool(((getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}).get("full"))
+    result = job.run(run_date, settings, context["run_id"], **options)
     return json.loads(json.dumps(result, default=str))

@@ -1,18 +1,24 @@
-"""clean: bronze batch -> typed silver tables; rows that break a rule -> quarantine, with the reason.
+"""clean: the run date's bronze batch -> silver, the current state of each shop entity; bad rows -> quarantine.
 
-Silver holds the current state of each shop entity: one row per `id` (the latest version by `updated_at`),
-columns cast to the canonical types. A row that breaks a rule is never dropped silently: it goes to
-`silver/_quarantine/<table>` with the rule, a reason naming the column and value, the source row as JSON
-and the run id. Rules, first match wins:
+Silver holds one row per `id`: the latest version by `updated_at`, columns cast to the canonical types.
+An incremental batch is applied with one Delta MERGE per table (inserts, updates, deletes), so a night
+touches only what changed; an older version never overwrites a newer one. A full batch (first run,
+`crm run --full`) rebuilds the table. A key leaves silver when the shop deleted it (`_op = 'D'`), when its
+newest version breaks a rule, or when its parent left silver (it follows its parent into quarantine).
+
+A row that breaks a rule is never dropped silently: it goes to `silver/_quarantine/<table>` (partition
+`run_date`) with the rule, a reason naming the column and value, the source row as JSON and the run id.
+Rules, first match wins:
 
 - `null_key`: `id` or a required reference (`orders.customer_id`, ...) is null;
 - `invalid_value`: a timestamp or date the source wrote that cannot be read as one;
+- `invalid_email`: a customer e-mail address that is not one;
 - `non_positive_amount`: an order total, a quantity or a unit price that is not positive;
 - `out_of_range`: a review rating outside 1-5;
 - `future_timestamp`: `created_at` or `updated_at` after the end of the run date;
 - `duplicate`: an order or cart line repeating an earlier line's order/cart and product (a double submit);
-- `orphan`: a reference to a row that is not in the parent's silver table (children of quarantined rows
-  follow them).
+- `orphan`: a reference to a row that is not in the parent's silver table (children of quarantined or
+  deleted rows follow them).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from sqlalchemy import Date, DateTime, Table
 from jobs import shop_schema
 from jobs.config import Settings
 from jobs.lake import Lake
-from jobs.spark import spark_session
+from jobs.spark import for_each_table, spark_session
 from jobs.types import canonical_schema
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,10 @@ DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {
     "cart_items": ("cart_id", "product_id"),
 }
 RATING_RANGE = (1, 5)
+#: What an e-mail address must look like: something, one @, a domain with a dot, no spaces.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
 QUARANTINE_TABLE = "_quarantine/{table}"
+APPLIED_TABLE = "_applied"
 
 
 @dataclass(frozen=True)
@@ -57,62 +66,183 @@ class Check:
     reason: Column
 
 
-def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, int]]:
-    """Clean the run date's bronze batch of every table; returns silver and quarantined rows per table."""
-    counts: dict[str, dict[str, int]] = {}
+def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, object]]:
+    """Apply the run date's bronze batch of every table to silver; returns per table what changed."""
+    counts: dict[str, dict[str, object]] = {}
     with spark_session(settings, "clean") as spark:
         lake = Lake(spark, settings.lake_dir)
-        for name in shop_schema.SHOP_TABLES:
-            table = shop_schema.metadata.tables[name]
-            batch = lake.read("bronze", name).where(F.col("_batch_id") == run_date.isoformat())
-            parents = {
-                column: lake.read("silver", parent).select("id")
-                for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())
-            }
-            flagged = flag_invalid_rows(batch, table, run_date, parents)
-            # Used three times below (silver, quarantine, counts): keep the rows rather than recompute them.
-            flagged = flagged.persist()
-            lake.overwrite(current_state(flagged.where(F.col("_rule").isNull()), table), "silver", name)
-            lake.replace_partition(
-                quarantined(flagged.where(F.col("_rule").isNotNull()), run_date, run_id),
-                "silver", QUARANTINE_TABLE.format(table=name), {"run_date": run_date},
+        modes = batch_modes(lake, run_date)
+        before = silver_versions_before(lake, run_date, run_id)
+        for wave in load_waves():  # parents before children; the tables of a wave at once
+            results = for_each_table(
+                lambda name: clean_table(lake, name, run_date, run_id, modes.get(name, "full"), before.get(name)),
+                wave, settings.spark.parallel_tables,
             )
-            counts[name] = row_counts(flagged)
-            flagged.unpersist()
-            log.info("silver/%s: %d rows, %d quarantined", name, counts[name]["silver"], counts[name]["quarantined"])
+            for name, table_counts in results.items():
+                counts[name] = table_counts
+                log.info("silver/%s: %s", name, table_counts)
     return counts
 
 
-def row_counts(flagged: DataFrame) -> dict[str, int]:
-    """Rows kept in silver (distinct valid ids) and rows quarantined, in one pass over the flagged rows."""
-    row = flagged.agg(
-        F.count_distinct(F.when(F.col("_rule").isNull(), F.col("id"))).alias("silver"),
-        F.count(F.col("_rule")).alias("quarantined"),
-    ).first()
-    return {"silver": int(row["silver"]), "quarantined": int(row["quarantined"])}
+def silver_versions_before(lake: Lake, run_date: date, run_id: str) -> dict[str, int | None]:
+    """The version of each silver table before the run date's batch was first applied (`silver/_applied`).
+
+    Recorded by the first run of a date and reused by its reruns, so a rerun (after a failure halfway, or
+    not) judges the batch against the same earlier state and reaches the same silver and quarantine.
+    """
+    if lake.exists("silver", APPLIED_TABLE):
+        rows = lake.read("silver", APPLIED_TABLE).where(F.col("batch_id") == run_date.isoformat()).collect()
+        if rows:
+            return {row["table"]: row["version_before"] for row in rows}
+    versions = {name: lake.version("silver", name) for name in shop_schema.SHOP_TABLES}
+    recorded = lake.spark.createDataFrame(
+        [(name, run_date.isoformat(), version, run_id) for name, version in versions.items()],
+        "table string, batch_id string, version_before long, run_id string")
+    lake.merge(recorded, "silver", APPLIED_TABLE, keys=["table", "batch_id"])
+    return versions
 
 
-def flag_invalid_rows(batch: DataFrame, table: Table, run_date: date,
-                      parents: dict[str, DataFrame]) -> DataFrame:
+def load_waves() -> list[list[str]]:
+    """The shop tables in waves: each table after every parent it references (`FOREIGN_KEYS`)."""
+    depth: dict[str, int] = {}
+    for name in shop_schema.SHOP_TABLES:  # listed parents first
+        parents = [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())]
+        depth[name] = 1 + max((depth[parent] for parent in parents), default=-1)
+    return [[name for name in shop_schema.SHOP_TABLES if depth[name] == level] for level in range(max(depth.values()) + 1)]
+
+
+def batch_modes(lake: Lake, run_date: date) -> dict[str, str]:
+    """Per table, whether the run date's bronze batch is a full snapshot or incremental changes."""
+    from jobs.extract import STATE_TABLE
+
+    if not lake.exists("bronze", STATE_TABLE):
+        return {}
+    rows = lake.read("bronze", STATE_TABLE).where(F.col("batch_id") == run_date.isoformat()).collect()
+    return {row["table"]: row["mode"] for row in rows}
+
+
+def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
+                version_before: int | None) -> dict[str, object]:
+    """Apply one table's batch to silver (MERGE, or a rebuild from a full batch) and quarantine its bad rows.
+
+    The batch is judged against silver as it was before the batch (`version_before`, Delta time travel)
+    and applied to silver as it is now, so applying it twice changes nothing the second time.
+    """
+    table = shop_schema.metadata.tables[name]
+    batch = lake.read("bronze", name).where(F.col("_batch_id") == run_date.isoformat())
+    carried = [c for c in batch.columns if c not in {col.name for col in table.columns} and c not in BOOKKEEPING]
+    parents = {column: lake.read("silver", parent).select("id")
+               for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())}
+    rebuild = mode == "full" or version_before is None
+    existing = None if rebuild else lake.read("silver", name, version=version_before)
+    # Checkpointed: silver changes below, and these rows must not be recomputed against the new silver.
+    flagged = flag_invalid_rows(batch.where(F.col("_op") == "U"), table, run_date, parents, existing,
+                                carried).localCheckpoint(eager=True)
+    deletes = batch.where(F.col("_op") == "D").select("id").distinct()
+    valid = current_state(flagged.where(F.col("_rule").isNull()), table, carried)
+    rejected = flagged.where(F.col("_rule").isNotNull())
+    if rebuild:
+        lake.overwrite(valid.join(deletes, "id", "left_anti"), "silver", name, evolve=bool(carried))
+        applied = {"inserted": lake.rows_written("silver", name), "updated": 0, "deleted": 0}
+        quarantine = quarantined(rejected, run_date, run_id)
+    else:
+        in_silver = existing.select("id", F.col("updated_at").alias("_silver_updated_at"))
+        orphaned = orphaned_by_parents(existing, name, parents, flagged.select("id"))
+        # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned.
+        rejected_newest = (rejected.join(valid.select("id"), "id", "left_anti")
+                           .join(in_silver, "id", "left_semi").select("id", "updated_at"))
+        shop_deletes = deletes.join(rejected_newest, "id", "left_anti").join(in_silver, "id", "left_semi")
+        changes = (
+            # Rows read again (the overlap) whose version silver already has change nothing.
+            valid.join(in_silver, (valid["id"] == in_silver["id"]) & (valid["updated_at"] == F.col("_silver_updated_at")),
+                       "left_anti").withColumn("_action", F.lit("upsert"))
+            .unionByName(_removals(rejected_newest, "remove", valid))
+            .unionByName(_removals(shop_deletes.withColumn("updated_at", F.lit(None).cast("timestamp")), "delete", valid))
+            .unionByName(_removals(orphaned.select("id", F.lit(None).cast("timestamp").alias("updated_at")),
+                                   "delete", valid))
+        ).localCheckpoint(eager=True)
+        applied = {"inserted": 0, "updated": 0, "deleted": 0}
+        if not changes.isEmpty():
+            applied = lake.merge(
+                changes, "silver", name, keys=["id"],
+                delete_when="s._action = 'delete' OR (s._action = 'remove' AND "
+                            "(s.updated_at IS NULL OR s.updated_at >= t.updated_at))",
+                update_when="s._action = 'upsert' AND s.updated_at >= t.updated_at",
+                insert_when="s._action = 'upsert'",
+                control_columns=["_action"], evolve=bool(carried),
+            )
+        quarantine = quarantined(rejected, run_date, run_id).unionByName(quarantined(orphaned, run_date, run_id))
+    quarantine = quarantine.localCheckpoint(eager=True)
+    target = QUARANTINE_TABLE.format(table=name)
+    # A night without bad rows writes nothing, unless a first run of this date had some (a rerun replaces
+    # them); the (empty) table exists from the first night on, for analysts' queries.
+    if not lake.exists("silver", target) or not quarantine.isEmpty() or not (
+            lake.read("silver", target).where(F.col("run_date") == F.lit(run_date)).isEmpty()):
+        lake.replace_partition(quarantine, "silver", target, {"run_date": run_date})
+    counts = {"mode": "full" if rebuild else "incremental", **applied, "quarantined": quarantine.count()}
+    return counts
+
+
+BOOKKEEPING = ("_batch_id", "_run_id", "_extracted_at", "_op")
+
+
+def _removals(keys: DataFrame, action: str, like: DataFrame) -> DataFrame:
+    """Rows of `like`'s columns for keys to take out of silver: `id`, `updated_at`, `_action`, the rest null."""
+    return keys.select(*[
+        F.col(field.name) if field.name in ("id", "updated_at")
+        else F.lit(None).cast(field.dataType).alias(field.name)
+        for field in like.schema.fields
+    ], F.lit(action).alias("_action"))
+
+
+def orphaned_by_parents(existing: DataFrame, name: str, parents: dict[str, DataFrame],
+                        in_batch: DataFrame) -> DataFrame:
+    """Silver rows (not in this batch) whose parent is no longer in the parent's silver, flagged as orphans."""
+    table = shop_schema.metadata.tables[name]
+    rows = None
+    for column, parent_keys in parents.items():
+        keys = parent_keys.select(F.col("id").alias("_parent"))
+        children = existing.where(F.col(column).isNotNull()).join(
+            keys, existing[column] == F.col("_parent"), "left_anti")
+        flagged = children.select(
+            *existing.columns,
+            F.lit("orphan").alias("_rule"),
+            F.format_string(f"{column} = %s: {_parent_of(name, column)}.id %s left silver (deleted or quarantined)",
+                            F.col(column).cast("string"), F.col(column).cast("string")).alias("_reason"),
+        )
+        rows = flagged if rows is None else rows.unionByName(flagged)
+    if rows is None:
+        return existing.limit(0).withColumns({"_rule": F.lit(None).cast("string"), "_reason": F.lit(None).cast("string"),
+                                              "_source_row": F.lit(None).cast("string")})
+    rows = rows.dropDuplicates(["id"]).join(in_batch, "id", "left_anti")
+    source_row = F.to_json(F.struct(*[F.col(c.name).cast("string") for c in table.columns]))
+    return rows.withColumn("_source_row", source_row).localCheckpoint(eager=True)
+
+
+def flag_invalid_rows(batch: DataFrame, table: Table, run_date: date, parents: dict[str, DataFrame],
+                      existing: DataFrame | None = None, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:
     """Typed rows of one table with `_rule` and `_reason` set where a rule fails (null when valid).
 
-    `parents` maps each reference column to the parent's valid keys (a DataFrame with column `id`).
+    `parents` maps each reference column to the parent's valid keys (a DataFrame with column `id`);
+    `existing` is the table's silver rows (an incremental batch's lines can repeat lines already there);
+    `carried` are extra source columns kept as they are.
     """
-    typed = with_canonical_types(batch, table)
+    typed = with_canonical_types(batch, table, carried)
     checks = row_checks(table, run_date)
     flagged = typed.withColumns({"_rule": _first(checks, "rule"), "_reason": _first(checks, "reason")})
-    flagged = flagged.transform(with_duplicate_rule, table.name)
+    flagged = flagged.transform(with_duplicate_rule, table.name, existing)
     for column, parent_keys in parents.items():
         flagged = flagged.transform(with_orphan_rule, column, parent_keys, _parent_of(table.name, column))
     return flagged
 
 
-def with_canonical_types(batch: DataFrame, table: Table) -> DataFrame:
+def with_canonical_types(batch: DataFrame, table: Table, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:
     """Cast bronze columns to the canonical types; keep raw date/time text and the source row as JSON."""
     schema = canonical_schema(table)
     temporal = [column.name for column in table.columns if isinstance(column.type, (DateTime, Date))]
     return batch.select(
         *[F.col(field.name).try_cast(field.dataType).alias(field.name) for field in schema.fields],
+        *[F.col(name).cast("string").alias(name) for name in carried],
         *[F.col(name).alias(f"_raw_{name}") for name in temporal],
         F.to_json(F.struct(*[F.col(column.name) for column in table.columns])).alias("_source_row"),
     )
@@ -136,6 +266,9 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
     for column in POSITIVE_COLUMNS.get(name, ()):
         checks.append(Check("non_positive_amount", F.col(column) <= 0,
                             F.format_string(f"{name}.{column} = %s: must be > 0", F.col(column).cast("string"))))
+    if name == "customers":
+        checks.append(Check("invalid_email", F.col("email").isNotNull() & ~F.col("email").rlike(EMAIL_PATTERN),
+                            F.format_string("customers.email = '%s': not an e-mail address", F.col("email"))))
     if name == "reviews":
         low, high = RATING_RANGE
         checks.append(Check("out_of_range", ~F.col("rating").between(low, high),
@@ -148,20 +281,27 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
     return checks
 
 
-def with_duplicate_rule(flagged: DataFrame, table_name: str) -> DataFrame:
-    """Flag a line that repeats an earlier valid line's key columns (the earliest `id` is kept)."""
+def with_duplicate_rule(flagged: DataFrame, table_name: str, existing: DataFrame | None = None) -> DataFrame:
+    """Flag a line that repeats an earlier valid line's key columns (the earliest `id` is kept).
+
+    Lines already in silver (`existing`, other than those this batch changes) count as earlier lines too.
+    """
     keys = DUPLICATE_KEYS.get(table_name)
     if not keys:
         return flagged
-    earliest = F.min(F.when(F.col("_rule").isNull(), F.col("id"))).over(Window.partitionBy(*keys))
-    is_duplicate = F.col("_rule").isNull() & (F.col("id") != earliest)
+    lines = flagged.where(F.col("_rule").isNull()).select("id", *keys)
+    if existing is not None:
+        lines = lines.unionByName(existing.join(flagged.select("id"), "id", "left_anti").select("id", *keys))
+    earliest = lines.groupBy(*keys).agg(F.min("id").alias("_earliest"))
+    joined = flagged.join(earliest, list(keys), "left")
+    is_duplicate = F.col("_rule").isNull() & (F.col("id") != F.col("_earliest"))
     reason = F.format_string(
-        f"{table_name}: repeats line id %s ({', '.join(keys)} equal)", earliest.cast("string")
+        f"{table_name}: repeats line id %s ({', '.join(keys)} equal)", F.col("_earliest").cast("string")
     )
-    return flagged.withColumns({
+    return joined.withColumns({
         "_reason": F.when(is_duplicate, reason).otherwise(F.col("_reason")),
         "_rule": F.when(is_duplicate, F.lit("duplicate")).otherwise(F.col("_rule")),
-    })
+    }).drop("_earliest").select(*flagged.columns)
 
 
 def with_orphan_rule(flagged: DataFrame, column: str, parent_keys: DataFrame, parent: str) -> DataFrame:
@@ -177,13 +317,13 @@ def with_orphan_rule(flagged: DataFrame, column: str, parent_keys: DataFrame, pa
     }).drop(marker, f"_parent_{column}")
 
 
-def current_state(valid: DataFrame, table: Table) -> DataFrame:
-    """One row per id, its latest version by `updated_at` (ties: the highest id wins, deterministically)."""
+def current_state(valid: DataFrame, table: Table, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:
+    """One row per id, its latest version by `updated_at` (ties broken by the row's content, deterministically)."""
     latest = Window.partitionBy("id").orderBy(F.col("updated_at").desc(), F.col("_source_row").desc())
     return (
         valid.withColumn("_version", F.row_number().over(latest))
         .where(F.col("_version") == 1)
-        .select(*[column.name for column in table.columns])
+        .select(*[column.name for column in table.columns], *carried)
     )
 
 

@@ -48,14 +48,19 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--truth-dir", type=click.Path(path_type=Path), default=None,
               help="Where the ground truth goes (default: <data>/truth).")
 @click.option("--replace", is_flag=True, help="Drop and recreate the shop tables if they hold rows.")
+@click.option("--schema", "schema", default="canonical", show_default=True,
+              help="Table and column names of the shop: a mapping in conf/mappings/ (e.g. woocommerce).")
 @click.pass_context
-def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace):
+def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace, schema):
     """Write a realistic generated shop (and its ground truth, kept apart) to a database."""
     def work():
         from jobs import db
         from jobs.generate_shop import generate_shop
 
+        from jobs.mapping import load_mapping, rename_shop
+
         settings = load_config()
+        mapping = load_mapping(settings.conf_dir / "mappings" / f"{schema}.yaml")
         target = url or settings.shop.url
         count = customers or settings.generator.customers
         truth = truth_dir or settings.data_dir / "truth"
@@ -69,7 +74,8 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
                 end_date=end_date or yesterday(), truth_dir=truth, replace=replace,
                 progress=lambda done: bar.update(done - bar.pos),
             )
-        rows = ", ".join(f"{table} {count:,}" for table, count in summary["rows"].items())
+        rename_shop(target, mapping)
+        rows = ", ".join(f"{mapping[table].source} {count:,}" for table, count in summary["rows"].items())
         click.echo(f"shop written to {db.masked(target)}: {rows}")
         click.echo(f"ground truth in {truth}")
 
@@ -78,19 +84,36 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
 
 @main.command("run")
 @click.option("--date", "run_date", type=DATE, default=None, help="Run date (default: yesterday, UTC).")
+@click.option("--from", "first", type=DATE, default=None, help="Backfill: first run date (with --to).")
+@click.option("--to", "last", type=DATE, default=None, help="Backfill: last run date, included (with --from).")
+@click.option("--full", is_flag=True, help="Reload every shop table whole instead of the changes since the last night.")
 @click.pass_context
-def run_command(ctx, run_date):
-    """Run the nightly DAG for one date through Airflow, then print the summary."""
+def run_command(ctx, run_date, first, last, full):
+    """Run the nightly DAG through Airflow for one date, or for each date of --from..--to in order."""
+    if (first is None) != (last is None):
+        raise click.UsageError("--from and --to go together (a backfill of the dates between them)")
+    if first is not None and run_date is not None:
+        raise click.UsageError("give either --date or --from/--to, not both")
+    if first is not None and first > last:
+        raise click.UsageError(f"--from {first} is after --to {last}")
+
     def work():
+        from datetime import timedelta
+
         from jobs import orchestrate, summary
 
         settings = load_config()
-        day = run_date or yesterday()
-        click.echo(f"running {settings.airflow.dag_id} for {day} through Airflow "
-                   f"(home {settings.airflow.home}; log in {settings.data_dir / 'logs'}) ...", err=True)
-        run_id, log = orchestrate.run_nightly_logged(settings, day)
-        click.echo(summary.render(settings, day, run_id))
-        click.echo(f"  run log        {log}")
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)] if first else [run_date or yesterday()]
+        for number, day in enumerate(days, 1):
+            progress = f" ({number}/{len(days)})" if len(days) > 1 else ""
+            click.echo(f"running {settings.airflow.dag_id} for {day}{progress} through Airflow "
+                       f"(home {settings.airflow.home}; log in {settings.data_dir / 'logs'}) ...", err=True)
+            run_id, log = orchestrate.run_nightly_logged(settings, day, full=full and number == 1)
+            if day == days[-1]:
+                click.echo(summary.render(settings, day, run_id))
+                click.echo(f"  run log        {log}")
+            else:
+                click.echo(f"  {day}: {run_id} succeeded (log {log})", err=True)
 
     _guarded(ctx, work)
 

@@ -47,6 +47,14 @@ class ShopSettings(_Section):
     rows_per_partition: int = Field(gt=0, description="target rows per parallel JDBC read of one table")
 
 
+class ExtractSettings(_Section):
+    """How the shop is read into bronze each night."""
+
+    mapping: str = Field(description="source mapping: <name> of conf/mappings/<name>.yaml, or a .yaml path (relative to conf/): the shop's table and column names")
+    overlap_minutes: int = Field(ge=0, description="a night re-reads rows updated this long before the last watermark (late commits)")
+    reconcile_every_days: int = Field(ge=0, description="compare the shop's keys with silver every N days to find hard deletes (0: never)")
+
+
 class CrmSettings(_Section):
     """The CRM database the results are published to."""
 
@@ -61,6 +69,7 @@ class SparkSettings(_Section):
     driver_memory: str = Field(description="JVM heap of the driver, e.g. 2g (local mode: all of Spark)")
     shuffle_partitions: int = Field(gt=0, description="spark.sql.shuffle.partitions; 2-4 per core")
     packages: list[str] = Field(description="Maven coordinates of the JVM packages: Delta and the JDBC drivers")
+    parallel_tables: int = Field(gt=0, description="tables a job reads or writes at once (they mostly wait on I/O)")
     java_options: str = Field(description="extra JVM options of the driver (local mode: of all of Spark)")
     jars_dir: str = Field(description="project-local Ivy cache for those packages, so later starts need no network")
     extra: dict[str, str] = Field(description="any other Spark settings, passed as they are")
@@ -99,6 +108,7 @@ class Settings(_Section):
     env: Literal["demo", "test", "prod"] = Field(description="the overlay in use (env CRM_ENV)")
     data_dir: Path = Field(description="data root: lake, CRM SQLite, exports, logs; env CRM_DATA_DIR")
     shop: ShopSettings
+    extract: ExtractSettings
     crm: CrmSettings
     spark: SparkSettings
     generator: GeneratorSettings

@@ -70,9 +70,9 @@ class Lake:
 
     # ---- writes ------------------------------------------------------------------------------
     def overwrite(self, df: DataFrame, layer: str, table: str,
-                  partition_by: Sequence[str] = ()) -> None:
-        """Replace the whole table in one commit (same schema as before)."""
-        self._write(df, layer, table, "overwrite", partition_by)
+                  partition_by: Sequence[str] = (), evolve: bool = False) -> None:
+        """Replace the whole table in one commit (same schema as before, or more columns with `evolve`)."""
+        self._write(df, layer, table, "overwrite", partition_by, evolve=evolve)
 
     def append(self, df: DataFrame, layer: str, table: str,
                partition_by: Sequence[str] = ()) -> None:
@@ -80,54 +80,90 @@ class Lake:
         self._write(df, layer, table, "append", partition_by)
 
     def replace_partition(self, df: DataFrame, layer: str, table: str,
-                          partition: Mapping[str, object], partition_by: Sequence[str] = ()) -> None:
+                          partition: Mapping[str, object], partition_by: Sequence[str] = (),
+                          evolve: bool = False) -> None:
         """Replace the rows of one partition (e.g. one run date) in one commit: `replaceWhere`.
 
         Rerunning a date rewrites only that date. Every row of `df` must belong to the partition; Delta
-        refuses the commit otherwise.
+        refuses the commit otherwise. `evolve` lets the write add columns (and leave some out: null).
         """
         condition = " AND ".join(f"`{column}` = {_sql_literal(value)}" for column, value in partition.items())
-        self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition)
+        self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition,
+                    evolve=evolve)
 
     def merge(self, df: DataFrame, layer: str, table: str, keys: Sequence[str],
-              delete_when: str | None = None) -> None:
-        """Upsert `df` into the table by `keys` in one commit.
+              delete_when: str | None = None, update_when: str | None = None,
+              insert_when: str | None = None, control_columns: Sequence[str] = (),
+              evolve: bool = False) -> dict[str, int]:
+        """Upsert `df` into the table by `keys` in one commit (Delta MERGE); returns rows inserted/updated/deleted.
 
         `delete_when` is a SQL condition on the incoming row, its columns prefixed `s.`
         (e.g. `s.is_deleted`): a matching row deletes its key instead of being written.
+        `update_when` guards updates of existing rows (columns of the table prefixed `t.`), e.g.
+        `s.updated_at >= t.updated_at` so an older version never overwrites a newer one.
+        `insert_when` guards inserts of new keys (default: not `delete_when`).
+        `control_columns` of `df` are used in those conditions but not written. `evolve` adds the columns
+        of `df` the table lacks (as they are) and fills the table's columns `df` lacks with nulls.
         Creates the table from `df` when it does not exist yet.
         """
+        data_columns = [column for column in df.columns if column not in control_columns]
+        if evolve and self.exists(layer, table):
+            current = self.read(layer, table).schema
+            added = [field for field in df.schema.fields
+                     if field.name in data_columns and field.name not in current.fieldNames()]
+            if added:
+                columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in added)
+                self.spark.sql(f"ALTER TABLE delta.`{self.path(layer, table)}` ADD COLUMNS ({columns})")
+            df = self._with_table_columns(df, layer, table)
+            data_columns = [column for column in df.columns if column not in control_columns]
         if not self.exists(layer, table):
-            rows = df if delete_when is None else df.alias("s").where(f"NOT ({delete_when})")
-            self._write(rows, layer, table, "overwrite", ())
-            return
+            keep = insert_when or (None if delete_when is None else f"NOT ({delete_when})")
+            rows = df if keep is None else df.alias("s").where(keep)
+            self._write(rows.select(*data_columns), layer, table, "overwrite", ())
+            return {"inserted": self.rows_written(layer, table), "updated": 0, "deleted": 0}
         from delta.tables import DeltaTable
 
-        self._check_schema(df.schema, layer, table)
+        self._check_schema(df.select(*data_columns).schema, layer, table)
         target = DeltaTable.forPath(self.spark, self.path(layer, table))
         on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
+        values = {f"`{column}`": f"s.`{column}`" for column in data_columns}
         builder = target.alias("t").merge(df.alias("s"), on)
+        insert_condition = insert_when
         if delete_when is not None:
             builder = builder.whenMatchedDelete(condition=delete_when)
-            insert_condition = f"NOT ({delete_when})"
-        else:
-            insert_condition = None
-        builder.whenMatchedUpdateAll().whenNotMatchedInsertAll(condition=insert_condition).execute()
+            insert_condition = insert_when or f"NOT ({delete_when})"
+        builder = builder.whenMatchedUpdate(condition=update_when, set=values)
+        metrics = builder.whenNotMatchedInsert(condition=insert_condition, values=values).execute().first()
+        return {"inserted": int(metrics["num_inserted_rows"]), "updated": int(metrics["num_updated_rows"]),
+                "deleted": int(metrics["num_deleted_rows"])}
 
     def _write(self, df: DataFrame, layer: str, table: str, mode: str, partition_by: Sequence[str],
-               replace_where: str | None = None) -> None:
+               replace_where: str | None = None, evolve: bool = False) -> None:
         if self.exists(layer, table):
-            self._check_schema(df.schema, layer, table)
+            if evolve:
+                df = self._with_table_columns(df, layer, table)
+            self._check_schema(df.schema, layer, table, evolve)
         writer = df.write.format("delta").mode(mode)
+        if evolve:
+            writer = writer.option("mergeSchema", "true")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         if replace_where is not None:
             writer = writer.option("replaceWhere", replace_where)
         writer.save(self.path(layer, table))
 
-    def _check_schema(self, incoming: StructType, layer: str, table: str) -> None:
+    def _with_table_columns(self, df: DataFrame, layer: str, table: str) -> DataFrame:
+        """`df` plus, as nulls, the table's columns it lacks (a carried source column that went away)."""
+        from pyspark.sql import functions as F
+
+        missing = [field for field in self.read(layer, table).schema.fields if field.name not in df.columns]
+        return df.withColumns({field.name: F.lit(None).cast(field.dataType) for field in missing}) if missing else df
+
+    def _check_schema(self, incoming: StructType, layer: str, table: str, evolve: bool = False) -> None:
         current = self.read(layer, table).schema
         problems = schema_differences(current, incoming)
+        if evolve:  # new columns are welcome; a changed type is not
+            problems = [problem for problem in problems if not problem.startswith("unexpected column")]
         if problems:
             raise SchemaMismatchError(
                 f"lake table {layer}/{table}: the write does not match the table's schema: "

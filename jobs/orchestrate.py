@@ -63,8 +63,11 @@ def logical_date_for(run_date: date) -> datetime:
     return datetime.combine(run_date + timedelta(days=1), time(2, 0), tzinfo=timezone.utc)
 
 
-def run_nightly(settings: Settings, run_date: date) -> str:
-    """Run the nightly DAG for `run_date` through Airflow; returns the run id or raises PipelineRunError."""
+def run_nightly(settings: Settings, run_date: date, full: bool = False) -> str:
+    """Run the nightly DAG for `run_date` through Airflow; returns the run id or raises PipelineRunError.
+
+    `full` reloads every shop table whole instead of the changes since the last night.
+    """
     prepare_airflow(settings)
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState, TaskInstanceState
@@ -76,7 +79,7 @@ def run_nightly(settings: Settings, run_date: date) -> str:
     # An interactive run reports a failure at once; the scheduler's runs keep the DAG's retries.
     for task in dag.tasks:
         task.retries = 0
-    dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat()})
+    dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat(), "full": full})
     if dag_run.state != DagRunState.SUCCESS:
         failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.FAILED]
         raise PipelineRunError(
@@ -86,7 +89,7 @@ def run_nightly(settings: Settings, run_date: date) -> str:
     return dag_run.run_id
 
 
-def run_nightly_logged(settings: Settings, run_date: date) -> tuple[str, Path]:
+def run_nightly_logged(settings: Settings, run_date: date, full: bool = False) -> tuple[str, Path]:
     """Run the nightly for `run_date` in a child process logging to `<data>/logs/`; returns (run id, log)."""
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,7 @@ def run_nightly_logged(settings: Settings, run_date: date) -> tuple[str, Path]:
     result_file = log.with_suffix(".json")
     with log.open("w", encoding="utf-8") as out:
         child = subprocess.run(
-            [sys.executable, "-m", "jobs.orchestrate", run_date.isoformat(), str(result_file)],
+            [sys.executable, "-m", "jobs.orchestrate", run_date.isoformat(), str(result_file), *(["--full"] if full else [])],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
@@ -120,7 +123,7 @@ def _main(argv: list[str]) -> int:
 
     run_date, result_file = date.fromisoformat(argv[0]), Path(argv[1])
     try:
-        run_id = run_nightly(load_config(), run_date)
+        run_id = run_nightly(load_config(), run_date, full="--full" in argv[2:])
     except PipelineRunError as error:
         result_file.write_text(json.dumps({"error": str(error)}))
         return 1

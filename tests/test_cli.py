@@ -23,7 +23,7 @@ def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_pa
                      check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed task(s): extract" in result.stderr
-    assert f"cause: jobs.extract.SourceTableError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
+    assert f"cause: jobs.mapping.SourceSchemaError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
     assert not (tmp_path / "missing.sqlite").exists()
     assert not (tmp_path / "lake").exists()
 

@@ -182,7 +182,7 @@ def test_every_lake_table_counts_the_same_in_spark_and_delta_rs(nightly_runs, sp
     run = nightly_runs["sqlite"]
     lake = Lake(spark, Path(run["CRM_DATA_DIR"]) / "lake")
     tables = lake.tables()
-    assert len(tables) == 11 + 11 + 11 + 2  # bronze, silver, quarantine, gold
+    assert len(tables) == 12 + 12 + 11 + 2  # bronze + watermarks, silver + applied, quarantine, gold
     for layer, name in tables:
         delta_rs = DeltaTable(lake.path(layer, name))
         # Files of the current snapshot read by pyarrow (delta-rs' own to_pandas can abort at exit).
@@ -233,3 +233,235 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     assert {table: lake.read(*table).count() for table in lake.tables()} == before["lake"]
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731  (last column: run_id)
     assert strip(export_file.read_text()) == strip(before["export"])
+
+
+# ---- night 2: incremental extraction on the PostgreSQL and MariaDB shops --------------------------------
+
+NIGHT2 = date(2026, 11, 27)
+
+
+def settings_of(run: dict[str, str]):
+    from jobs.config import load_config
+
+    return load_config(environ={**os.environ, **run})
+
+
+def change_the_shop(url: str, lake, high: dict[str, "datetime"]) -> dict[str, int]:
+    """Inserts, updates, a hard delete, an invalid e-mail and an update committed late; returns the ids."""
+    from datetime import datetime, timedelta
+
+    from pyspark.sql import functions as F
+    from sqlalchemy import func, insert, select, update, delete
+
+    from jobs import shop_schema as s
+
+    old = high["orders"] - timedelta(days=30)
+    settled = (lake.read("silver", "orders").where((F.col("status") == "delivered") & (F.col("updated_at") < old))
+               .orderBy("id").limit(2).collect())
+    item = lake.read("silver", "order_items").where(F.col("order_id") == settled[0]["id"]).orderBy("id").first()
+    customer = lake.read("silver", "customers").orderBy("id").first()
+    morning = datetime.combine(NIGHT2, datetime.min.time()) + timedelta(hours=9)
+    with create_engine(url).begin() as connection:
+        new_customer = connection.execute(select(func.max(s.customers.c.id))).scalar() + 1
+        new_order = connection.execute(select(func.max(s.orders.c.id))).scalar() + 1
+        new_item = connection.execute(select(func.max(s.order_items.c.id))).scalar() + 1
+        connection.execute(insert(s.customers).values(
+            id=new_customer, email=f"new.customer{new_customer}@example.com", first_name="New", last_name="Customer",
+            language="en", country="GB", accepts_marketing=True, created_at=morning, updated_at=morning))
+        connection.execute(insert(s.orders).values(
+            id=new_order, customer_id=new_customer, status="placed", total_amount=42, currency="CNY",
+            created_at=morning, updated_at=morning))
+        connection.execute(insert(s.order_items).values(
+            id=new_item, order_id=new_order, product_id=item["product_id"], quantity=2, unit_price=21,
+            created_at=morning, updated_at=morning))
+        connection.execute(update(s.orders).where(s.orders.c.id == settled[0]["id"])
+                           .values(status="returned", updated_at=morning))
+        # Committed after night 1 read the table, but stamped 30 minutes before its watermark.
+        connection.execute(update(s.orders).where(s.orders.c.id == settled[1]["id"])
+                           .values(status="cancelled", updated_at=high["orders"] - timedelta(minutes=30)))
+        connection.execute(delete(s.order_items).where(s.order_items.c.id == item["id"]))
+        connection.execute(update(s.customers).where(s.customers.c.id == customer["id"])
+                           .values(email="not-an-email", updated_at=morning))
+    return {"new_customer": new_customer, "new_order": new_order, "new_item": new_item,
+            "returned": settled[0]["id"], "late": settled[1]["id"], "deleted_item": item["id"],
+            "bad_email": customer["id"]}
+
+
+def watermarks(lake, batch: date) -> dict[str, "datetime"]:
+    from pyspark.sql import functions as F
+
+    rows = lake.read("bronze", "_watermarks").where(F.col("batch_id") == batch.isoformat()).collect()
+    return {row["table"]: row["high_watermark"] for row in rows}
+
+
+def rows_updated_after(url: str, low: dict[str, "datetime"]) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from jobs import shop_schema as s
+
+    with create_engine(url).connect() as connection:
+        return {name: connection.execute(select(func.count()).where(s.metadata.tables[name].c.updated_at > low[name])
+                                         .select_from(s.metadata.tables[name])).scalar()
+                for name in s.SHOP_TABLES}
+
+
+def bronze_batch(lake, batch: date) -> dict[str, dict[str, int]]:
+    from pyspark.sql import functions as F
+
+    from jobs import shop_schema
+
+    found = {}
+    for name in shop_schema.SHOP_TABLES:
+        rows = lake.read("bronze", name).where(F.col("_batch_id") == batch.isoformat()).groupBy("_op").count().collect()
+        found[name] = {row["_op"]: row["count"] for row in rows}
+    return found
+
+
+def run_killed_midway(job: str, run: dict[str, str], watched: str, log: Path) -> bool:
+    """Run `jobs.<job>` for NIGHT2 in a child process and SIGKILL it (JVM included) once a file matching
+    `watched` (a glob under the lake) is written; returns whether it was killed before it ended."""
+    import glob
+    import signal
+    import time
+
+    lake_dir = Path(run["CRM_DATA_DIR"]) / "lake"
+    before = set(glob.glob(str(lake_dir / watched)))
+    code = (f"from datetime import date; from jobs.config import load_config; import jobs.{job} as job; "
+            f"job.run(date.fromisoformat('{NIGHT2.isoformat()}'), load_config(), 'killed-{job}')")
+    with log.open("w") as out:
+        child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **run}, cwd=REPO,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while child.poll() is None and time.monotonic() < deadline:
+            if set(glob.glob(str(lake_dir / watched))) - before:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return True
+            time.sleep(0.02)
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise AssertionError(f"{job} neither wrote {watched} nor ended in 10 minutes; see {log}")
+    return False
+
+
+def silver_tables(lake) -> dict[str, "DataFrame"]:
+    from jobs import shop_schema
+
+    return {name: lake.read("silver", name) for name in shop_schema.SHOP_TABLES}
+
+
+def assert_same_rows(left: dict, right: dict) -> None:
+    for name, frame in left.items():
+        other = right[name].select(*frame.columns)
+        assert frame.exceptAll(other).count() == 0 and other.exceptAll(frame).count() == 0, name
+
+
+@pytest.fixture(scope="module")
+def night_two(nightly_runs, spark, tmp_path_factory):
+    """Change the PostgreSQL and MariaDB shops the same way, then run night 2 (extract, clean) on both.
+
+    On PostgreSQL each job is first killed (SIGKILL) halfway through its writes and then rerun.
+    """
+    from datetime import timedelta
+
+    from jobs import clean, extract
+    from jobs.lake import Lake
+
+    logs = tmp_path_factory.mktemp("night-two")
+    outcome = {}
+    for kind in ("postgresql", "mariadb"):
+        run = nightly_runs[kind]
+        settings = settings_of(run)
+        lake = Lake(spark, settings.lake_dir)
+        high = watermarks(lake, RUN_DATE)
+        changes = change_the_shop(settings.shop.url, lake, high)
+        overlap = timedelta(minutes=settings.extract.overlap_minutes)
+        expected = rows_updated_after(settings.shop.url, {name: value - overlap for name, value in high.items()})
+        record = {"changes": changes, "expected_reads": expected, "high": high}
+        if kind == "postgresql":
+            versions = {name: lake.version("bronze", name) for name in ("_watermarks", *expected)}
+            record["extract_killed"] = run_killed_midway(
+                "extract", run, f"bronze/*/_batch_id={NIGHT2.isoformat()}/*.parquet", logs / "extract.log")
+            record["after_extract_kill"] = {
+                "watermarks_version": lake.version("bronze", "_watermarks"),
+                "versions_before": versions,
+                "batch": bronze_batch(lake, NIGHT2),
+            }
+        record["extract"] = extract.run(NIGHT2, settings, f"night2-{kind}")
+        record["batch"] = bronze_batch(lake, NIGHT2)
+        if kind == "postgresql":
+            record["silver_version_before_clean"] = lake.version("silver", "orders")
+            record["clean_killed"] = run_killed_midway("clean", run, "silver/orders/*.parquet", logs / "clean.log")
+            record["silver_version_after_kill"] = lake.version("silver", "orders")
+        record["clean"] = clean.run(NIGHT2, settings, f"night2-{kind}")
+        outcome[kind] = record
+    return outcome
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_night_two_reads_only_the_rows_changed_since_the_watermark(night_two, kind):
+    record = night_two[kind]
+    batch, expected = record["batch"], record["expected_reads"]
+    assert {name: ops.get("U", 0) for name, ops in batch.items()} == expected
+    assert {name: ops.get("D", 0) for name, ops in batch.items() if ops.get("D")} == {"order_items": 1}
+    # What was read is the handful of changes, not the tables (500 customers, ~3,000 orders).
+    assert expected["orders"] <= 10 and expected["customers"] <= 5 and sum(expected.values()) <= 40
+    assert all(mode["mode"] == "incremental" for mode in record["extract"].values())
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_night_two_silver_is_the_shops_current_state(nightly_runs, night_two, spark, kind):
+    from pyspark.sql import functions as F
+
+    from jobs.lake import Lake
+
+    changes = night_two[kind]["changes"]
+    lake = Lake(spark, settings_of(nightly_runs[kind]).lake_dir)
+    orders = {row["id"]: row for row in lake.read("silver", "orders").collect()}
+    assert orders[changes["returned"]]["status"] == "returned"
+    assert orders[changes["late"]]["status"] == "cancelled"  # committed late, caught by the overlap
+    assert orders[changes["new_order"]]["total_amount"] == 42
+    items = {row["id"] for row in lake.read("silver", "order_items").select("id").collect()}
+    assert changes["new_item"] in items and changes["deleted_item"] not in items
+    customers = {row["id"] for row in lake.read("silver", "customers").select("id").collect()}
+    assert changes["new_customer"] in customers and changes["bad_email"] not in customers
+    quarantine = lake.read("silver", "_quarantine/customers").where(F.col("run_date") == NIGHT2)
+    assert [(row["id"], row["rule"]) for row in quarantine.collect()] == [(changes["bad_email"], "invalid_email")]
+    # The customer's orders follow it out of silver, into quarantine.
+    orphans = lake.read("silver", "_quarantine/orders").where((F.col("run_date") == NIGHT2) & (F.col("rule") == "orphan"))
+    assert orphans.count() >= 1 and not set(r["id"] for r in orphans.collect()) & set(orders)
+
+
+def test_incremental_silver_equals_a_full_reload_of_the_same_shop(nightly_runs, night_two, spark, tmp_path):
+    from jobs import clean, extract
+    from jobs.lake import Lake
+
+    run = nightly_runs["postgresql"]
+    settings = settings_of(run)
+    reload = settings.model_copy(update={"data_dir": tmp_path})
+    extract.run(NIGHT2, reload, "full-reload", full=True)
+    clean.run(NIGHT2, reload, "full-reload")
+    incremental = silver_tables(Lake(spark, settings.lake_dir))
+    assert_same_rows(incremental, silver_tables(Lake(spark, reload.lake_dir)))
+    # The same seed and the same changes give the same silver from MariaDB.
+    assert_same_rows(incremental, silver_tables(Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)))
+
+
+def test_a_killed_extract_leaves_the_watermarks_and_no_partial_batch(night_two):
+    record = night_two["postgresql"]
+    assert record["extract_killed"], "extract ended before the test could kill it"
+    after = record["after_extract_kill"]
+    assert after["watermarks_version"] == after["versions_before"]["_watermarks"]
+    expected = record["expected_reads"]
+    for name, ops in after["batch"].items():
+        # Each table has either none or all of its batch: a Delta commit is all or nothing.
+        assert ops.get("U", 0) in (0, expected[name]), name
+
+
+def test_a_killed_clean_leaves_silver_at_its_previous_version_until_the_rerun(night_two):
+    record = night_two["postgresql"]
+    assert record["clean_killed"], "clean ended before the test could kill it"
+    assert record["silver_version_after_kill"] in (record["silver_version_before_clean"],
+                                                   record["silver_version_before_clean"] + 1)
+    assert record["clean"]["orders"]["mode"] == "incremental"

@@ -1,0 +1,205 @@
+"""Source mapping: the real shop's table and column names -> the canonical model of `shop_schema`.
+
+A shop whose tables or columns have other names works by configuration alone: `conf/mappings/<name>.yaml`
+(chosen by `extract.mapping`) names, per canonical table, its source table, the source column of each
+canonical column, an optional soft-delete condition and what to do with source columns the model does not
+know. Anything not listed keeps its canonical name. Shipped: `canonical` (the shop `crm generate-shop`
+writes) and `woocommerce` (WooCommerce-like names, as `crm generate-shop --schema woocommerce` writes).
+
+`check_source` compares a mapping with the live shop before anything is read: a missing table or column,
+or a column whose type cannot hold the canonical one, stops the run with an error naming both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, String, Table
+from sqlalchemy.types import NullType
+
+from jobs import db, shop_schema
+
+NewColumns = Literal["ignore", "carry"]
+
+
+class MappingError(ValueError):
+    """A mapping file that is not valid; the message names the file and the key."""
+
+
+class SourceSchemaError(ValueError):
+    """The shop does not match the mapping (missing table or column, incompatible type): nothing was read."""
+
+
+class TableMapping(BaseModel):
+    """How one canonical table is found in the shop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str | None = Field(None, description="the shop's table (default: the canonical name)")
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> shop column")
+    deleted_when: str | None = Field(
+        None, description="SQL condition on the shop row that marks it deleted (soft delete), e.g. deleted_at IS NOT NULL")
+    new_columns: NewColumns | None = Field(None, description="override of the mapping's new_columns for this table")
+
+
+class MappingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    new_columns: NewColumns = Field(
+        "ignore", description="shop columns the model does not know: ignore them, or carry them into bronze and silver as text")
+    tables: dict[str, TableMapping] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """One canonical table resolved against a mapping: where it lives in the shop and under which names."""
+
+    canonical: Table
+    source: str
+    columns: dict[str, str]  # canonical -> source, every canonical column
+    deleted_when: str | None
+    new_columns: NewColumns
+
+    @property
+    def name(self) -> str:
+        return self.canonical.name
+
+    def source_column(self, canonical: str) -> str:
+        return self.columns[canonical]
+
+
+@dataclass(frozen=True)
+class SourceMapping:
+    name: str
+    path: Path
+    tables: dict[str, SourceTable]
+
+    def __getitem__(self, canonical_table: str) -> SourceTable:
+        return self.tables[canonical_table]
+
+
+def load_mapping(path: Path) -> SourceMapping:
+    """Read and validate a mapping file; every canonical table and column resolved to its shop name."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
+        raise MappingError(f"{path}: mapping file not found (mappings in {path.parent}: {known})") from None
+    except yaml.YAMLError as error:
+        raise MappingError(f"{path}: not valid YAML: {error}") from None
+    try:
+        parsed = MappingFile.model_validate(raw)
+    except ValidationError as error:
+        problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()]
+        raise MappingError(f"{path}: " + "; ".join(problems)) from None
+    unknown_tables = sorted(set(parsed.tables) - set(shop_schema.SHOP_TABLES))
+    if unknown_tables:
+        raise MappingError(f"{path}: tables.{unknown_tables[0]}: not a canonical table; "
+                           f"expected one of {', '.join(shop_schema.SHOP_TABLES)}")
+    tables = {}
+    for name in shop_schema.SHOP_TABLES:
+        table = shop_schema.metadata.tables[name]
+        entry = parsed.tables.get(name, TableMapping())
+        canonical_columns = [column.name for column in table.columns]
+        unknown = sorted(set(entry.columns) - set(canonical_columns))
+        if unknown:
+            raise MappingError(f"{path}: tables.{name}.columns.{unknown[0]}: not a column of canonical table "
+                               f"{name}; expected one of {', '.join(canonical_columns)}")
+        tables[name] = SourceTable(
+            canonical=table,
+            source=entry.source or name,
+            columns={column: entry.columns.get(column, column) for column in canonical_columns},
+            deleted_when=entry.deleted_when,
+            new_columns=entry.new_columns or parsed.new_columns,
+        )
+    return SourceMapping(path.stem, path, tables)
+
+
+@dataclass(frozen=True)
+class CheckedTable:
+    """A source table as found in the shop: the mapping plus the extra columns to carry."""
+
+    mapping: SourceTable
+    carried: tuple[str, ...]  # shop columns outside the model, carried as text
+    ignored: tuple[str, ...]  # shop columns outside the model, left out
+
+
+def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
+    """Compare the shop with the mapping; raises SourceSchemaError naming every problem, else the plan."""
+    from sqlalchemy import inspect
+
+    if db.kind(url) == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        if not Path(make_url(url).database or "").is_file():
+            raise SourceSchemaError(f"shop database {db.masked(url)}: no such SQLite file")
+    inspector = inspect(db.engine(url))
+    present_tables = set(inspector.get_table_names())
+    problems, plan = [], {}
+    for name, source in mapping.tables.items():
+        label = name if source.source == name else f"{source.source} (canonical {name})"
+        if source.source not in present_tables:
+            problems.append(f"table {label} is missing")
+            continue
+        present = {column["name"]: column["type"] for column in inspector.get_columns(source.source)}
+        mapped = set()
+        for column in source.canonical.columns:
+            shop_column = source.columns[column.name]
+            mapped.add(shop_column)
+            if shop_column not in present:
+                problems.append(f"{label}: column {shop_column} is missing (needed for {name}.{column.name}; "
+                                f"present: {', '.join(sorted(present))})")
+            elif not readable_as(present[shop_column], column.type):
+                problems.append(f"{label}: column {shop_column} is {present[shop_column]}, which cannot be read "
+                                f"as {name}.{column.name} {column.type} (expected {_family(column.type)})")
+        extra = tuple(sorted(set(present) - mapped))
+        carried = extra if source.new_columns == "carry" else ()
+        plan[name] = CheckedTable(source, carried, tuple(c for c in extra if c not in carried))
+    if problems:
+        raise SourceSchemaError(f"shop database {db.masked(url)} does not match mapping {mapping.name} "
+                                f"({mapping.path}); nothing was read: " + "; ".join(problems))
+    return plan
+
+
+def readable_as(source_type, canonical_type) -> bool:
+    """Whether a shop column's type holds the canonical type's values without loss of meaning."""
+    if isinstance(source_type, NullType):
+        return True  # the database does not say (e.g. SQLite without a declared type): rows decide
+    if isinstance(canonical_type, (String,)):
+        return True
+    if isinstance(canonical_type, Boolean):
+        return isinstance(source_type, (Boolean, Integer))
+    if isinstance(canonical_type, (Integer, Numeric)):
+        return isinstance(source_type, (Integer, Numeric)) and not isinstance(source_type, Boolean)
+    if isinstance(canonical_type, (DateTime, Date)):
+        # Text timestamps (SQLite keeps them so) are read and checked row by row by `clean`.
+        return isinstance(source_type, (DateTime, Date, String))
+    return False
+
+
+def _family(canonical_type) -> str:
+    if isinstance(canonical_type, Boolean):
+        return "a boolean or integer column"
+    if isinstance(canonical_type, (Integer, Numeric)):
+        return "a numeric column"
+    if isinstance(canonical_type, (DateTime, Date)):
+        return "a date/time or text column"
+    return "any column"
+
+
+def rename_shop(url: str, mapping: SourceMapping) -> None:
+    """Rename a canonical shop's tables and columns to the mapping's names (`generate-shop --schema`)."""
+    engine = db.engine(url)
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.begin() as connection:
+        for name, source in mapping.tables.items():
+            for canonical, shop_column in source.columns.items():
+                if canonical != shop_column:
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {quote(name)} RENAME COLUMN {quote(canonical)} TO {quote(shop_column)}")
+            if source.source != name:
+                connection.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME TO {quote(source.source)}")

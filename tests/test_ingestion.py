@@ -1,0 +1,127 @@
+"""Reading shops whose names differ from the model, and shops whose schema drifted.
+
+Small SQLite shops written by the generator (the same seed, so the same rows), read in this session's Spark.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from jobs import clean, extract, shop_schema
+from jobs.generate_shop import generate_shop
+from jobs.lake import Lake
+from jobs.mapping import SourceSchemaError, check_source, load_mapping, rename_shop
+
+RUN_DATE = date(2026, 11, 26)
+NIGHT2 = date(2026, 11, 27)
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def shop(folder: Path, schema: str) -> str:
+    url = f"sqlite:///{folder / f'{schema}.sqlite'}"
+    generate_shop(url, customers=60, seed=11, end_date=RUN_DATE, truth_dir=folder / f"truth-{schema}")
+    rename_shop(url, load_mapping(CONF / "mappings" / f"{schema}.yaml"))
+    return url
+
+
+def configured(settings, data_dir: Path, shop_url: str, mapping: str):
+    return settings.model_copy(update={
+        "data_dir": data_dir,
+        "shop": settings.shop.model_copy(update={"url": shop_url}),
+        "extract": settings.extract.model_copy(update={"mapping": mapping}),
+    })
+
+
+def night(settings, day: date) -> None:
+    extract.run(day, settings, f"run-{day}")
+    clean.run(day, settings, f"run-{day}")
+
+
+@pytest.fixture(scope="module")
+def two_shops(tmp_path_factory, settings, spark):
+    """The same shop under canonical and under WooCommerce-like names, each read into its own lake."""
+    base = tmp_path_factory.mktemp("shops")
+    runs = {}
+    for schema in ("canonical", "woocommerce"):
+        runs[schema] = configured(settings, base / f"lake-{schema}", shop(base, schema), schema)
+        night(runs[schema], RUN_DATE)
+    return base, runs
+
+
+def test_a_woocommerce_named_shop_gives_the_same_silver_by_configuration_alone(two_shops, spark):
+    _, runs = two_shops
+    canonical, woo = (Lake(spark, runs[name].lake_dir) for name in ("canonical", "woocommerce"))
+    for name in shop_schema.SHOP_TABLES:
+        left, right = canonical.read("silver", name), woo.read("silver", name)
+        assert left.columns == right.columns, name
+        assert left.count() > 0 and left.exceptAll(right).count() == 0 and right.exceptAll(left).count() == 0, name
+
+
+def test_soft_deletes_and_carried_new_columns_reach_silver(two_shops, spark):
+    base, runs = two_shops
+    woo = runs["woocommerce"]
+    lake = Lake(spark, woo.lake_dir)
+    order_id, customer_id = (lake.read("silver", "orders").orderBy("id").first()[key] for key in ("id", "customer_id"))
+    morning = "2026-11-27 09:00:00.000000"
+    with create_engine(woo.shop.url).begin() as connection:
+        connection.execute(text(f"UPDATE wc_orders SET order_status = 'trash', date_modified_gmt = '{morning}' "
+                                f"WHERE order_id = {order_id}"))
+        connection.execute(text("ALTER TABLE wc_customers ADD COLUMN loyalty_tier VARCHAR(10)"))
+        connection.execute(text(f"UPDATE wc_customers SET loyalty_tier = 'gold', date_modified_gmt = '{morning}' "
+                                f"WHERE customer_id = {customer_id}"))
+    carrying = yaml.safe_load((CONF / "mappings" / "woocommerce.yaml").read_text())
+    carrying["tables"]["customers"]["new_columns"] = "carry"
+    mapping_file = base / "woocommerce-carry.yaml"
+    mapping_file.write_text(yaml.safe_dump(carrying))
+    night(woo.model_copy(update={"extract": woo.extract.model_copy(update={"mapping": str(mapping_file)})}), NIGHT2)
+
+    from pyspark.sql import functions as F
+
+    trashed = lake.read("bronze", "orders").where((F.col("_batch_id") == NIGHT2.isoformat()) & (F.col("id") == order_id))
+    assert [row["_op"] for row in trashed.collect()] == ["D"]
+    assert lake.read("silver", "orders").where(F.col("id") == order_id).count() == 0
+    customers = lake.read("silver", "customers")
+    assert "loyalty_tier" in customers.columns
+    assert {row["id"]: row["loyalty_tier"] for row in customers.where(F.col("loyalty_tier").isNotNull()).collect()} == {customer_id: "gold"}
+    # Ignored by default: the canonical lake never sees the column.
+    assert "loyalty_tier" not in Lake(spark, runs["canonical"].lake_dir).read("silver", "customers").columns
+
+
+def empty_shop(folder: Path) -> str:
+    url = f"sqlite:///{folder / 'shop.sqlite'}"
+    shop_schema.metadata.create_all(create_engine(url))
+    return url
+
+
+def test_a_missing_required_column_stops_the_run_before_anything_is_written(tmp_path, settings):
+    url = empty_shop(tmp_path)
+    with create_engine(url).begin() as connection:
+        connection.execute(text("ALTER TABLE orders DROP COLUMN total_amount"))
+    run = configured(settings, tmp_path / "data", url, "canonical")
+    with pytest.raises(SourceSchemaError, match=r"orders: column total_amount is missing \(needed for orders.total_amount"):
+        extract.run(RUN_DATE, run, "drifted")
+    assert not (tmp_path / "data" / "lake").exists()
+
+
+def test_an_incompatible_column_type_is_named_with_what_was_expected(tmp_path):
+    url = empty_shop(tmp_path)
+    with create_engine(url).begin() as connection:
+        connection.execute(text("ALTER TABLE order_items RENAME TO old_items"))
+        connection.execute(text("CREATE TABLE order_items (id BIGINT, order_id BIGINT, product_id BIGINT, quantity TEXT, "
+                                "unit_price NUMERIC(12, 2), created_at DATETIME, updated_at DATETIME)"))
+    with pytest.raises(SourceSchemaError) as error:
+        check_source(url, load_mapping(CONF / "mappings" / "canonical.yaml"))
+    assert "order_items: column quantity is TEXT, which cannot be read as order_items.quantity INTEGER (expected a numeric column)" in str(error.value)
+
+
+def test_a_mapping_naming_an_unknown_column_fails_naming_the_file_and_key(tmp_path):
+    from jobs.mapping import MappingError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("tables:\n  orders:\n    columns: {totl_amount: order_total}\n")
+    with pytest.raises(MappingError, match=r"bad.yaml: tables.orders.columns.totl_amount: not a column of canonical table orders"):
+        load_mapping(path)
