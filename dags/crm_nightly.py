@@ -5,9 +5,15 @@ Runs at 02:00 UTC for the day before (the *run date*; a manual run may pass `{"r
 in its conf, which `crm run --date` does). Each task is one job of `jobs/`, reads and writes only the run
 date's partition, and hands data to the next task through the Delta lake, so any task can be rerun alone:
 
-`extract` (shop -> bronze) → `clean` (bronze -> silver, bad rows to quarantine) → `features` (silver ->
-gold/customer_features) → `score` (RFM segments, gold/customer_segments) → `publish` (CRM tables, one
-transaction) and `export` (files for marketing, `exports/<run_date>/`).
+`extract` (what changed in the shop -> bronze; conf `{"full": true}` reloads everything) →
+`validate_bronze` → `clean` (bronze -> silver by MERGE, bad rows to quarantine) → `validate_silver` →
+`features` (silver -> gold/customer_features) → `score` (RFM segments, gold/customer_segments) →
+`validate_gold` → `publish` (CRM tables, one transaction) and `export` (files for marketing,
+`exports/<run_date>/`).
+
+The `validate_*` tasks are the quality gates: Great Expectations suites (`expectations/`) on the layer
+just written. A failed critical expectation fails the task, so the CRM tables and exports keep the
+previous run; warnings are only recorded. Results and Data Docs: `<data>/quality/`.
 
 Configuration: `conf/` and `CRM_*` environment variables of the worker (see the README).
 """
@@ -37,9 +43,19 @@ def crm_nightly():
         return run_job("extract", context)
 
     @task
+    def validate_bronze(**context):
+        """Quality gate on the run's bronze batch: columns, keys, operations (`expectations/bronze.py`)."""
+        return run_job("validate", context, layer="bronze")
+
+    @task
     def clean(**context):
         """Type and deduplicate bronze into silver (current state); bad rows to `silver/_quarantine/<table>`."""
         return run_job("clean", context)
+
+    @task
+    def validate_silver(**context):
+        """Quality gate on silver: unique keys, references, amounts, ranges, e-mails (`expectations/silver.py`)."""
+        return run_job("validate", context, layer="silver")
 
     @task
     def features(**context):
@@ -52,6 +68,11 @@ def crm_nightly():
         return run_job("score", context)
 
     @task
+    def validate_gold(**context):
+        """Quality gate on the run date's gold partitions: one row per customer, scores 1-5 (`expectations/gold.py`)."""
+        return run_job("validate", context, layer="gold")
+
+    @task
     def publish(**context):
         """Replace the CRM tables with the run date's results in one transaction."""
         return run_job("publish", context)
@@ -61,8 +82,8 @@ def crm_nightly():
         """Write `exports/<run_date>/` (CSV + manifest.json), then move `exports/latest`."""
         return run_job("export", context)
 
-    scored = extract() >> clean() >> features() >> score()
-    scored >> [publish(), export()]
+    checked = extract() >> validate_bronze() >> clean() >> validate_silver() >> features() >> score() >> validate_gold()
+    checked >> [publish(), export()]
 
 
 crm_nightly()

@@ -41,6 +41,26 @@ def segment_counts(settings: Settings) -> dict[str, int]:
     return {segment: count for segment, count in sorted(rows, key=lambda row: -row[1])}
 
 
+def quality_lines(settings: Settings, run_date: date) -> list[str]:
+    """The quality gates' outcome per layer and where their Data Docs are."""
+    from jobs.validate import quality_summary
+
+    layers = quality_summary(settings, run_date) or {}
+    if not layers:
+        return ["Data quality: no gate results for this date"]
+    lines = ["Data quality (Great Expectations):"]
+    for layer in LAYERS:
+        if layer in layers:
+            outcome = layers[layer]
+            verdict = "passed" if outcome["passed"] else "FAILED"
+            lines.append(f"  {layer:<7} {verdict}, {outcome['critical_failures']} critical failures, "
+                         f"{outcome['warnings']} warnings, {len(outcome['tables'])} tables")
+    docs = next((outcome["data_docs"] for outcome in layers.values() if outcome.get("data_docs")), None)
+    if docs:
+        lines.append(f"  Data Docs      {docs}")
+    return lines
+
+
 def render(settings: Settings, run_date: date, run_id: str) -> str:
     """The summary as text for the terminal."""
     lines = [f"shop-crm nightly run {run_id} for {run_date}: success", ""]
@@ -51,6 +71,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         kept = sum(rows for name, rows in tables.items() if not name.startswith("_quarantine/"))
         extra = f", {quarantined} rows in quarantine" if layer == "silver" else ""
         lines.append(f"  {layer:<7} {len(tables):>3} tables {kept:>10,} rows{extra}")
+    lines += ["", *quality_lines(settings, run_date)]
     lines += ["", "Customers per segment (CRM table customer_segments):"]
     segments = segment_counts(settings)
     total = sum(segments.values()) or 1

@@ -59,6 +59,7 @@ def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
     dag = dag_bag.get_dag("crm_nightly")
     upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
     assert upstream == {
-        "extract": [], "clean": ["extract"], "features": ["clean"], "score": ["features"],
-        "publish": ["score"], "export": ["score"],
+        "extract": [], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
+        "validate_silver": ["clean"], "features": ["validate_silver"], "score": ["features"],
+        "validate_gold": ["score"], "publish": ["validate_gold"], "export": ["validate_gold"],
     }

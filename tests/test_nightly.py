@@ -27,7 +27,8 @@ pytestmark = pytest.mark.e2e
 CUSTOMERS = 500
 SEED = 7
 RUN_DATE = date(2026, 11, 26)
-TASKS = ("extract", "clean", "features", "score", "publish", "export")
+TASKS = ("extract", "validate_bronze", "clean", "validate_silver", "features", "score", "validate_gold",
+         "publish", "export")
 
 
 def crm_env(data_dir: Path, shop_url: str | None = None, db_url: str | None = None) -> dict[str, str]:
@@ -223,8 +224,8 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     before = {"crm": crm_segments(run), "export": export_file.read_text(),
               "lake": {table: lake.read(*table).count() for table in lake.tables()}}
 
-    for name in airflow_task.NIGHTLY_JOBS:
-        __import__(f"jobs.{name}", fromlist=["run"]).run(RUN_DATE, settings, "rerun-1")
+    for name, options in airflow_task.NIGHTLY_STEPS:
+        __import__(f"jobs.{name}", fromlist=["run"]).run(RUN_DATE, settings, "rerun-1", **options)
 
     after_crm = crm_segments(run)
     assert {row["run_id"] for row in after_crm} == {"rerun-1"}

@@ -1,0 +1,39 @@
+"""Bronze: what each shop table's batch of the run date must look like as extracted.
+
+Rows checked: the run's batch only (`_batch_id` = the run date). An incremental night may bring no row for
+a table; every check passes on zero rows. Delete markers (`_op = 'D'`, from a key reconcile) carry only
+`id`, so no source column other than `id` is required to be set. Every check is critical.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+import great_expectations.expectations as gxe
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from expectations.severity import CRITICAL
+from jobs import shop_schema
+from jobs.extract import BRONZE_COLUMNS
+
+TABLES: tuple[str, ...] = shop_schema.SHOP_TABLES
+OPERATIONS = ("U", "D")  # upsert, delete
+
+
+def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
+    """The run date's batch of a bronze table."""
+    return table.where(F.col("_batch_id") == run_date.isoformat())
+
+
+def expectations(table: str) -> list[gxe.Expectation]:
+    """Everything checked on bronze/<table>."""
+    required = [column.name for column in shop_schema.metadata.tables[table].columns] + list(BRONZE_COLUMNS)
+    return [
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=required, exact_match=False, severity=CRITICAL,
+            description="the canonical columns and the bronze bookkeeping columns are present (carried extra columns are fine)",
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="id", severity=CRITICAL),
+        gxe.ExpectColumnValuesToNotBeNull(column="_op", severity=CRITICAL),
+        gxe.ExpectColumnValuesToBeInSet(column="_op", value_set=list(OPERATIONS), severity=CRITICAL),
+    ]

@@ -1,0 +1,58 @@
+"""Gold: what the run date's customer features and segments must satisfy before they are published.
+
+Rows checked: the partition of the run date (`as_of` = the run date). Every check is critical: these rows
+go to the CRM and the marketing exports as they are. Customers without a purchase have no recency and no
+r/f/m scores (null), which the range checks allow.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+import great_expectations.expectations as gxe
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from expectations.severity import CRITICAL
+from jobs.score import COLUMNS as SEGMENT_COLUMNS
+from models.rfm import SCORE_RANGE
+
+TABLES: tuple[str, ...] = ("customer_features", "customer_segments")
+
+
+def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
+    """The run date's partition of a gold table."""
+    return table.where(F.col("as_of") == F.lit(run_date))
+
+
+def expectations(table: str) -> list[gxe.Expectation]:
+    """Everything checked on gold/<table>."""
+    rules: dict[str, list[gxe.Expectation]] = {
+        "customer_features": [
+            *_one_row_per_customer(),
+            *[
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, severity=CRITICAL)
+                for column in ("recency_days", "frequency", "monetary", "tenure_days")
+            ],
+        ],
+        "customer_segments": [
+            gxe.ExpectTableColumnsToMatchSet(column_set=list(SEGMENT_COLUMNS), exact_match=True, severity=CRITICAL,
+                                             description="the columns `jobs/score.py` writes, no more"),
+            *_one_row_per_customer(),
+            *[
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=SCORE_RANGE[0], max_value=SCORE_RANGE[1],
+                                                  severity=CRITICAL)
+                for column in ("r_score", "f_score", "m_score")
+            ],
+            gxe.ExpectColumnValuesToNotBeNull(column="segment", severity=CRITICAL),
+        ],
+    }
+    return rules[table]
+
+
+def _one_row_per_customer() -> list[gxe.Expectation]:
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, severity=CRITICAL,
+                                           description="the run date's partition is written and not empty"),
+        gxe.ExpectColumnValuesToNotBeNull(column="customer_id", severity=CRITICAL),
+        gxe.ExpectColumnValuesToBeUnique(column="customer_id", severity=CRITICAL),
+    ]

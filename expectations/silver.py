@@ -1,0 +1,97 @@
+"""Silver: what the current state of each shop table must satisfy after `clean`.
+
+Rows checked: the whole table (one row per `id`). Every table gets the rules of the canonical model
+(`model_expectations`): its columns present, `id` set and unique, every foreign-key column set. Then its own
+rules (`table_expectations`), listed per table. `clean` quarantines rows that break the critical rules, so
+a critical failure here means a bug in `clean` or a bypassed lake; an enumeration outside its known values
+is a warning (a shop may add a status before the CRM knows it).
+"""
+from __future__ import annotations
+
+from datetime import date
+
+import great_expectations.expectations as gxe
+from pyspark.sql import DataFrame
+
+from expectations.severity import CRITICAL, WARNING
+from jobs import shop_schema
+from jobs.clean import EMAIL_PATTERN, RATING_RANGE  # the rules `clean` quarantines by
+
+TABLES: tuple[str, ...] = shop_schema.SHOP_TABLES
+
+ORDER_STATUSES = ["placed", "paid", "shipped", "delivered", "cancelled", "returned"]
+CART_STATUSES = ["open", "abandoned", "converted"]
+INQUIRY_STATUSES = ["open", "pending", "resolved"]
+LANGUAGES = ["en", "zh"]
+
+
+def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
+    """All of a silver table: it is the current state as of the run."""
+    return table
+
+
+def expectations(table: str) -> list[gxe.Expectation]:
+    """Everything checked on silver/<table>: the model's rules, then the table's own."""
+    return model_expectations(table) + table_expectations(table)
+
+
+def model_expectations(table: str) -> list[gxe.Expectation]:
+    """The rules every silver table gets from the canonical model (`jobs/shop_schema.py`)."""
+    columns = [column.name for column in shop_schema.metadata.tables[table].columns]
+    return [
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=columns, exact_match=False, severity=CRITICAL,
+            description="every canonical column is present (carried extra columns are fine)",
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="id", severity=CRITICAL),
+        gxe.ExpectColumnValuesToBeUnique(column="id", severity=CRITICAL),
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=column, severity=CRITICAL,
+                                              description=f"every {table} row references its {parent} row")
+            for column, parent in shop_schema.FOREIGN_KEYS.get(table, ())
+        ],
+    ]
+
+
+def table_expectations(table: str) -> list[gxe.Expectation]:
+    """The rules of one table beyond the model's (amounts in shop currency, quantities in units)."""
+    rules: dict[str, list[gxe.Expectation]] = {
+        "customers": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1, severity=CRITICAL,
+                                               description="a shop without customers is a broken extract"),
+            gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL_PATTERN, severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeInSet(column="language", value_set=LANGUAGES, severity=WARNING),
+        ],
+        "products": [
+            _positive("price"),
+        ],
+        "orders": [
+            _positive("total_amount"),
+            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ORDER_STATUSES, severity=WARNING),
+        ],
+        "order_items": [
+            _positive("quantity"),
+            _positive("unit_price"),
+        ],
+        "carts": [
+            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=CART_STATUSES, severity=WARNING),
+        ],
+        "cart_items": [
+            _positive("quantity"),
+            _positive("unit_price"),
+        ],
+        "reviews": [
+            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=RATING_RANGE[0], max_value=RATING_RANGE[1],
+                                              severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeInSet(column="language", value_set=LANGUAGES, severity=WARNING),
+        ],
+        "inquiries": [
+            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=INQUIRY_STATUSES, severity=WARNING),
+        ],
+    }
+    return rules.get(table, [])
+
+
+def _positive(column: str) -> gxe.Expectation:
+    """`column` > 0 where set (critical)."""
+    return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True, severity=CRITICAL)

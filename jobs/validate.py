@@ -1,0 +1,305 @@
+"""validate: the quality gate of one lake layer for a run date (Great Expectations 1.x on Spark).
+
+Every table of the layer that has a suite (`expectations/`) and exists in the lake is checked in ONE GX
+validation: all its expectations over the rows the layer checks for the run date (bronze: the run's batch;
+silver: the whole table; gold: the run date's partition), read once and cached for the validation.
+
+Everything is kept under `<data_dir>/quality/`: the GX project in `gx/` (suites, every run's validation
+results, Data Docs in `gx/uncommitted/data_docs/local_site/`), and a short JSON summary per layer and run
+date in `<run_date>/<layer>.json` for the run summary (a rerun of the date replaces it). A failed critical
+expectation raises `QualityGateError` once everything is stored; a failed warning is only recorded.
+
+A table is validated for pass/fail first (GX's `BOOLEAN_ONLY`, the fewest Spark jobs); only when something
+failed is it validated again with unexpected counts and example values (`BASIC`), which is what its stored
+result and Data Docs page then show.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import json
+import logging
+import math
+import os
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from jobs.config import Settings
+from jobs.lake import LAYERS, Lake
+from jobs.spark import spark_session
+
+log = logging.getLogger(__name__)
+
+DATASOURCE = "lake"
+BATCH_DEFINITION = "rows_to_check"
+EXAMPLES = 5  # unexpected values quoted per failed expectation
+ROWS_PER_PARTITION = 1_000_000  # of the cached rows GX validates
+
+
+class QualityGateError(ValueError):
+    """A critical expectation failed; the message names layer, table, expectation, column, values and docs."""
+
+
+def quality_dir(settings: Settings) -> Path:
+    """Where the GX project and the per-run summaries live."""
+    return settings.data_dir / "quality"
+
+
+def summary_path(settings: Settings, run_date: date, layer: str) -> Path:
+    """The JSON summary of one layer's gate for one run date."""
+    return quality_dir(settings) / run_date.isoformat() / f"{layer}.json"
+
+
+def run(run_date: date, settings: Settings, run_id: str, layer: str,
+        tables_to_check: Sequence[str] | None = None) -> dict[str, Any]:
+    """Validate every table of `layer` (or those named) for `run_date`; returns the layer's summary (JSON-ready).
+
+    Raises `QualityGateError` when a critical expectation fails or a table of the layer is missing, after
+    the results, the Data Docs and the summary are written.
+    """
+    import expectations
+
+    if layer not in LAYERS:
+        raise ValueError(f"unknown lake layer {layer!r}; expected one of {', '.join(LAYERS)}")
+    started = time.perf_counter()
+    context = quality_context(settings)
+    gx_run = _run_identifier(run_date, run_id)
+    tables: dict[str, dict[str, Any]] = {}
+    result_ids = []
+    missing = []
+    with spark_session(settings, f"validate_{layer}") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        layer_rules = expectations.LAYER_SUITES[layer]
+        for table in tables_to_check or expectations.tables(layer):
+            if not lake.exists(layer, table):
+                missing.append(table)
+                continue
+            rows = layer_rules.rows_to_check(lake.read(layer, table), run_date)
+            report, result_id = validate_table(context, layer, table, rows, gx_run)
+            tables[table] = report
+            result_ids.append(result_id)
+            log.info("%s/%s: %d rows, %d expectations, %d critical failures, %d warnings, %.1f s", layer, table,
+                     report["rows"], report["expectations"], len(report["critical_failures"]),
+                     len(report["warnings"]), report["seconds"])
+
+    docs_index = build_data_docs(context, result_ids)
+    for table, result_id in zip(tables, result_ids):
+        tables[table]["data_docs"] = docs_page(context, result_id)
+    summary = {
+        "layer": layer,
+        "run_date": run_date.isoformat(),
+        "run_id": run_id,
+        "passed": not missing and not any(report["critical_failures"] for report in tables.values()),
+        "critical_failures": sum(len(report["critical_failures"]) for report in tables.values()),
+        "warnings": sum(len(report["warnings"]) for report in tables.values()),
+        "seconds": round(time.perf_counter() - started, 1),
+        "data_docs": docs_index,
+        "tables": tables,
+        "not_in_lake": missing,
+    }
+    write_summary(summary_path(settings, run_date, layer), summary)
+    if not summary["passed"]:
+        raise QualityGateError(gate_message(summary))
+    return summary
+
+
+def quality_context(settings: Settings):
+    """The file-backed GX project under `<data_dir>/quality` (created on first use), progress bars off."""
+    import expectations  # noqa: F401  (first: it imports GX so that a failed import is an error, not an exit)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="file", project_root_dir=quality_dir(settings))
+    bars = context.variables.progress_bars  # a dict once read back from great_expectations.yml
+    shown = True if bars is None else bars.get("globally", True) if isinstance(bars, dict) else bars.globally
+    if shown:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.variables.save()
+    return context
+
+
+def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[str, Any], Any]:
+    """Run the table's suite on `rows` as one validation; returns its report and the stored result's key."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    import expectations
+    from expectations.severity import CRITICAL
+
+    started = time.perf_counter()
+    name = expectations.suite_name(layer, table)
+    suite = context.suites.add_or_update(expectations.suite(layer, table))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=_batch_definition(context, name), suite=suite)
+    )
+    row_count = rows.count()
+    # GX runs several Spark jobs over the rows: read the Delta table once. Few partitions, since each job's
+    # overhead outweighs the work on small tables (silver/orders, 31k rows: 10 jobs and 1.7 s over its two
+    # files' partitions, 5 jobs and 1.0 s over one).
+    cached = rows.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION))).persist()
+    try:
+        result = definition.run(batch_parameters={"dataframe": cached}, result_format="BOOLEAN_ONLY", run_id=gx_run)
+        if not result.success:
+            # Counts and example values cost a Spark job per expectation (BASIC doubles the jobs): only
+            # computed when something failed. This result replaces the first in the store (same key).
+            result = definition.run(batch_parameters={"dataframe": cached}, result_format="BASIC", run_id=gx_run)
+    finally:
+        cached.unpersist()
+    result_id = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+        run_id=gx_run,
+        batch_identifier=result.batch_id,
+    )
+    report = {
+        "rows": row_count,
+        "expectations": result.statistics["evaluated_expectations"],
+        "critical_failures": [],
+        "warnings": [],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    position = {expectation.id: index for index, expectation in enumerate(suite.expectations)}
+    for outcome in sorted(result.results, key=lambda outcome: position.get(outcome.expectation_config.id, 0)):
+        if outcome.success:
+            continue
+        key = "critical_failures" if outcome.expectation_config.severity == CRITICAL else "warnings"
+        report[key].append(describe_failure(outcome))
+    return report, result_id
+
+
+def describe_failure(outcome) -> dict[str, Any]:
+    """A failed expectation in a few JSON-ready fields: which, on what column, how many rows, examples."""
+    config = outcome.expectation_config
+    result = outcome.result or {}
+    failure: dict[str, Any] = {"expectation": config.type, "column": config.kwargs.get("column")}
+    errors = _exception_messages(outcome.exception_info)
+    if errors:
+        failure["error"] = "; ".join(errors)
+    elif "unexpected_count" in result:
+        failure["unexpected_count"] = result["unexpected_count"]
+        failure["rows"] = result.get("element_count")
+        failure["examples"] = _distinct(result.get("partial_unexpected_list") or [])[:EXAMPLES]
+    elif "mismatched" in result.get("details", {}):
+        failure["missing_columns"] = result["details"]["mismatched"].get("missing", [])
+        failure["unexpected_columns"] = result["details"]["mismatched"].get("unexpected", [])
+        failure["present_columns"] = result.get("observed_value")
+    elif "observed_value" in result:
+        failure["observed"] = result["observed_value"]
+    return json.loads(json.dumps(failure, default=str))
+
+
+def build_data_docs(context, result_ids: list) -> str:
+    """Render this run's validation pages and the index; returns the index page's path."""
+    sites = context.build_data_docs(resource_identifiers=result_ids) if result_ids else {}
+    if not sites:
+        sites = {site["site_name"]: site["site_url"] for site in context.get_docs_sites_urls(only_if_exists=False)}
+    return _file_path(next(iter(sites.values())))
+
+
+def docs_page(context, result_id) -> str:
+    """The Data Docs page of one stored validation result."""
+    return _file_path(context.get_docs_sites_urls(resource_identifier=result_id, only_if_exists=False)[0]["site_url"])
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write the layer's summary in one rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def quality_summary(settings: Settings, run_date: date) -> dict[str, dict[str, Any]] | None:
+    """The gate summaries of `run_date` per layer (bronze, silver, gold order), or None when none ran."""
+    found = {}
+    for layer in LAYERS:
+        path = summary_path(settings, run_date, layer)
+        if path.is_file():
+            found[layer] = json.loads(path.read_text(encoding="utf-8"))
+    return found or None
+
+
+def gate_message(summary: dict[str, Any]) -> str:
+    """Every critical failure of a layer, one line each, naming table, expectation, column, values and docs."""
+    layer = summary["layer"]
+    lines = [f"quality gate {layer} for {summary['run_date']} failed: "
+             f"{summary['critical_failures']} critical expectation(s) not met"]
+    if summary.get("not_in_lake"):
+        lines.append(f"  {layer}: table(s) not in the lake: {', '.join(summary['not_in_lake'])} "
+                     f"(the job that writes them has not run for this lake?)")
+    for table, report in summary["tables"].items():
+        for failure in report["critical_failures"]:
+            lines.append(f"  {layer}/{table}: {_failure_text(failure)} (Data Docs: {report['data_docs']})")
+    lines.append(f"Data Docs index: {summary['data_docs']}")
+    return "\n".join(lines)
+
+
+def _failure_text(failure: dict[str, Any]) -> str:
+    column = f" on column {failure['column']}" if failure.get("column") else ""
+    text = f"{failure['expectation']}{column}"
+    if "error" in failure:
+        return f"{text} could not be evaluated: {failure['error']}"
+    if "unexpected_count" in failure:
+        examples = ", ".join(repr(value) for value in failure["examples"])
+        return f"{text}: {failure['unexpected_count']} of {failure['rows']} rows unexpected, e.g. {examples}"
+    if "missing_columns" in failure:
+        problems = [f"{kind} column(s) {', '.join(failure[f'{kind}_columns'])}"
+                    for kind in ("missing", "unexpected") if failure[f"{kind}_columns"]]
+        return f"{text}: {'; '.join(problems)} (present: {', '.join(failure['present_columns'] or [])})"
+    return f"{text}: observed {failure.get('observed')}"
+
+
+def _batch_definition(context, asset_name: str):
+    """The whole-DataFrame batch of the asset `asset_name` (created on first use)."""
+    try:
+        source = context.data_sources.get(DATASOURCE)
+    except KeyError:
+        # Caching is ours (`validate_table`), so GX must not persist the rows again and keep them.
+        source = context.data_sources.add_spark(name=DATASOURCE, persist=False)
+    try:
+        asset = source.get_asset(asset_name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=asset_name)
+    try:
+        return asset.get_batch_definition(BATCH_DEFINITION)
+    except KeyError:
+        return asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+
+
+def _run_identifier(run_date: date, run_id: str):
+    """GX's run id: the run date and our run id as its name (no `/`: GX store keys are paths)."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    name = f"{run_date.isoformat()}__{run_id}".replace("/", "_").replace("\\", "_")
+    return RunIdentifier(run_name=name, run_time=datetime.now(timezone.utc))
+
+
+def _exception_messages(info: dict | None) -> list[str]:
+    """The messages of an expectation that could not be evaluated (e.g. its column is missing).
+
+    GX gives either one exception (`raised_exception`, `exception_message`) or one per failed metric.
+    """
+    if not info:
+        return []
+    if "raised_exception" in info:
+        return [str(info.get("exception_message"))] if info.get("raised_exception") else []
+    return _distinct([str(getattr(item, "exception_message", item)) for item in info.values()])
+
+
+def _distinct(values: list) -> list:
+    seen, distinct = set(), []
+    for value in values:
+        marker = repr(value)
+        if marker not in seen:
+            seen.add(marker)
+            distinct.append(value)
+    return distinct
+
+
+def _file_path(url: str) -> str:
+    return unquote(urlparse(url).path) if url.startswith("file:") else url

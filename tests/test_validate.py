@@ -1,0 +1,203 @@
+"""The quality gates: a clean layer passes, a critical violation stops the run naming what failed, a warning
+is recorded only, an empty bronze batch passes, a rerun replaces the date's summary."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from jobs import shop_schema, validate
+from jobs.extract import BRONZE_COLUMNS
+from jobs.lake import Lake
+from jobs.score import COLUMNS as SEGMENT_COLUMNS
+from jobs.types import bronze_type, canonical_schema
+
+RUN_DATE = date(2026, 11, 26)
+CREATED = datetime(2026, 11, 1, 10, 0)
+
+
+@pytest.fixture()
+def lake_settings(settings, tmp_path):
+    """Settings whose data root (lake, quality results) is this test's own folder."""
+    return settings.model_copy(update={"data_dir": tmp_path})
+
+
+@pytest.fixture()
+def lake(spark, lake_settings) -> Lake:
+    return Lake(spark, lake_settings.lake_dir)
+
+
+def silver_rows(spark, table_name: str, rows: list[dict]):
+    """Typed silver rows of `table_name` (columns not given are null)."""
+    schema = canonical_schema(shop_schema.metadata.tables[table_name])
+    return spark.createDataFrame([tuple(row.get(field.name) for field in schema.fields) for row in rows], schema)
+
+
+def customer(id, email="ada@example.com", language="en"):
+    return {"id": id, "email": email, "first_name": "Ada", "language": language, "country": "CN",
+            "created_at": CREATED, "updated_at": CREATED}
+
+
+def order(id, customer_id=1, total="12.50", status="delivered"):
+    return {"id": id, "customer_id": customer_id, "status": status, "total_amount": Decimal(total),
+            "currency": "CNY", "created_at": CREATED, "updated_at": CREATED}
+
+
+def write_silver(spark, lake, customers: list[dict], orders: list[dict]) -> None:
+    lake.overwrite(silver_rows(spark, "customers", customers), "silver", "customers")
+    lake.overwrite(silver_rows(spark, "orders", orders), "silver", "orders")
+
+
+def bronze_orders(spark, batches: dict[str, list[dict]]):
+    """Bronze rows of `orders` per batch id (the run date as text), source values as extracted."""
+    table = shop_schema.orders
+    columns = [f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns]
+    schema = ", ".join(columns + ["_batch_id string", "_run_id string", "_extracted_at timestamp", "_op string"])
+    data = [
+        tuple(row.get(c.name) for c in table.columns) + (batch_id, "run-0", CREATED, row.get("_op", "U"))
+        for batch_id, rows in batches.items() for row in rows
+    ]
+    return spark.createDataFrame(data, schema)
+
+
+def test_a_clean_silver_layer_passes_and_writes_its_summary_and_data_docs(spark, lake, lake_settings):
+    write_silver(spark, lake, [customer(1), customer(2)], [order(10), order(11, customer_id=2)])
+
+    summary = validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("customers", "orders"))
+
+    assert summary["passed"] is True
+    assert set(summary["tables"]) == {"customers", "orders"}
+    assert summary["tables"]["orders"]["rows"] == 2
+    assert summary["tables"]["orders"]["expectations"] >= 6  # columns, id x2, customer_id, amount, status
+    assert all(not report["critical_failures"] and not report["warnings"] for report in summary["tables"].values())
+    written = lake_settings.data_dir / "quality" / "2026-11-26" / "silver.json"
+    assert json.loads(written.read_text()) == summary
+    assert summary["run_id"] == "run-1"
+    assert Path(summary["data_docs"]).name == "index.html" and Path(summary["data_docs"]).is_file()
+    assert Path(summary["tables"]["orders"]["data_docs"]).is_file()
+    assert validate.quality_summary(lake_settings, RUN_DATE) == {"silver": summary}
+    assert validate.quality_summary(lake_settings, date(2026, 11, 25)) is None
+
+
+def test_a_critical_violation_stops_the_gate_naming_table_column_and_values(spark, lake, lake_settings):
+    write_silver(
+        spark, lake,
+        [customer(1), customer(2, email="not-an-email")],
+        [order(10), order(10, total="3.00"), order(11, total="-5.00")],
+    )
+
+    with pytest.raises(validate.QualityGateError) as raised:
+        validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("customers", "orders"))
+
+    message = str(raised.value)
+    assert message.startswith("quality gate silver for 2026-11-26 failed: 3 critical")
+    assert "silver/orders: expect_column_values_to_be_unique on column id: 2 of 3 rows unexpected, e.g. 10" in message
+    assert ("silver/orders: expect_column_values_to_be_between on column total_amount: 1 of 3 rows unexpected, "
+            "e.g. '-5.00'") in message
+    assert ("silver/customers: expect_column_values_to_match_regex on column email: 1 of 2 rows unexpected, "
+            "e.g. 'not-an-email'") in message
+    pages = re.findall(r"\(Data Docs: (\S+\.html)\)", message)
+    assert len(pages) == 3 and all(Path(page).is_file() for page in pages)
+    recorded = validate.quality_summary(lake_settings, RUN_DATE)["silver"]
+    assert recorded["passed"] is False and recorded["critical_failures"] == 3
+
+
+def test_an_unknown_order_status_is_a_warning_that_does_not_stop_the_gate(spark, lake, lake_settings):
+    write_silver(spark, lake, [customer(1)], [order(10), order(11, status="lost_in_mail")])
+
+    summary = validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("customers", "orders"))
+
+    assert summary["passed"] is True and summary["warnings"] == 1
+    assert summary["tables"]["orders"]["critical_failures"] == []
+    assert summary["tables"]["orders"]["warnings"] == [{
+        "expectation": "expect_column_values_to_be_in_set", "column": "status",
+        "unexpected_count": 1, "rows": 2, "examples": ["lost_in_mail"],
+    }]
+    assert validate.quality_summary(lake_settings, RUN_DATE)["silver"]["tables"]["orders"]["warnings"][0]["column"] == "status"
+    [stored] = (lake_settings.data_dir / "quality" / "gx" / "uncommitted" / "validations" / "silver" / "orders").rglob("*.json")
+    outcomes = {(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column")): r
+                for r in json.loads(stored.read_text())["results"]}
+    status = outcomes[("expect_column_values_to_be_in_set", "status")]
+    assert status["success"] is False and status["expectation_config"]["severity"] == "warning"
+    assert status["result"]["partial_unexpected_list"] == ["lost_in_mail"]
+
+
+def test_an_empty_bronze_batch_passes(spark, lake, lake_settings):
+    # Only an older batch holds rows, and one that would fail: the gate looks at the run's batch alone.
+    broken = {"id": None, "status": "paid", "_op": "X"}
+    lake.overwrite(bronze_orders(spark, {"2026-11-25": [broken]}), "bronze", "orders", partition_by=["_batch_id"])
+
+    summary = validate.run(RUN_DATE, lake_settings, "run-1", layer="bronze", tables_to_check=("orders",))
+
+    assert summary["passed"] is True
+    assert summary["tables"]["orders"]["rows"] == 0
+    assert summary["tables"]["orders"]["expectations"] == 4
+
+
+def test_a_table_missing_from_the_layer_stops_the_gate(spark, lake, lake_settings):
+    write_silver(spark, lake, [customer(1)], [order(10)])
+    with pytest.raises(validate.QualityGateError, match=r"silver: table\(s\) not in the lake: addresses, products"):
+        validate.run(RUN_DATE, lake_settings, "run-1", layer="silver")
+
+
+def test_a_bronze_row_without_id_or_with_an_unknown_operation_stops_the_gate(spark, lake, lake_settings):
+    rows = [{"id": 1, "status": "paid"}, {"id": None, "status": "paid"}, {"id": 3, "_op": "X"}]
+    lake.overwrite(bronze_orders(spark, {"2026-11-26": rows}), "bronze", "orders", partition_by=["_batch_id"])
+
+    with pytest.raises(validate.QualityGateError) as raised:
+        validate.run(RUN_DATE, lake_settings, "run-1", layer="bronze", tables_to_check=("orders",))
+
+    message = str(raised.value)
+    assert "bronze/orders: expect_column_values_to_not_be_null on column id: 1 of 3 rows unexpected, e.g. None" in message
+    assert "bronze/orders: expect_column_values_to_be_in_set on column _op: 1 of 3 rows unexpected, e.g. 'X'" in message
+
+
+def test_gold_segments_of_the_run_date_must_have_one_row_per_customer_and_scores_1_to_5(spark, lake, lake_settings):
+    def segment(as_of, customer_id, r_score):
+        return (as_of, customer_id, 3, 2, Decimal("40.00"), r_score, 2, 3, "423", "Loyal", "run-1")
+
+    schema = ("as_of date, customer_id long, recency_days int, frequency long, monetary decimal(18,2), "
+              "r_score int, f_score int, m_score int, rfm_code string, segment string, run_id string")
+    rows = [segment(date(2026, 11, 25), 1, 9),  # an older partition: not this run's business
+            segment(RUN_DATE, 1, 4), segment(RUN_DATE, 1, 4), segment(RUN_DATE, 2, 6)]
+    lake.overwrite(spark.createDataFrame(rows, schema).select(*SEGMENT_COLUMNS), "gold", "customer_segments",
+                   partition_by=["as_of"])
+
+    with pytest.raises(validate.QualityGateError) as raised:
+        validate.run(RUN_DATE, lake_settings, "run-1", layer="gold", tables_to_check=("customer_segments",))
+
+    message = str(raised.value)
+    assert "gold/customer_segments: expect_column_values_to_be_unique on column customer_id: 2 of 3 rows" in message
+    assert "gold/customer_segments: expect_column_values_to_be_between on column r_score: 1 of 3 rows unexpected, e.g. 6" in message
+    assert "failed: 2 critical" in message
+
+
+def test_a_rerun_of_the_same_date_replaces_its_summary(spark, lake, lake_settings):
+    write_silver(spark, lake, [customer(1)], [order(10, status="lost_in_mail")])
+    first = validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("customers", "orders"))
+    assert first["warnings"] == 1
+
+    write_silver(spark, lake, [customer(1)], [order(10)])
+    validate.run(RUN_DATE, lake_settings, "run-2", layer="silver", tables_to_check=("customers", "orders"))
+
+    recorded = validate.quality_summary(lake_settings, RUN_DATE)["silver"]
+    assert recorded["run_id"] == "run-2" and recorded["warnings"] == 0
+    folder = lake_settings.data_dir / "quality" / "2026-11-26"
+    assert sorted(path.name for path in folder.iterdir()) == ["silver.json"]
+
+
+def test_a_missing_column_is_named_with_the_present_ones(spark, lake, lake_settings):
+    lake.overwrite(spark.createDataFrame([(1, "open")], "id long, status string"), "silver", "carts")
+
+    with pytest.raises(validate.QualityGateError) as raised:
+        validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("carts",))
+
+    message = str(raised.value)
+    assert ("silver/carts: expect_table_columns_to_match_set: missing column(s) created_at, customer_id, updated_at "
+            "(present: id, status)") in message
+    assert ("silver/carts: expect_column_values_to_not_be_null on column customer_id could not be evaluated: "
+            'Error: The column "customer_id" in BatchData does not exist.') in message
