@@ -147,7 +147,8 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
         quarantine = quarantined(rejected, run_date, run_id)
     else:
         in_silver = existing.select("id", F.col("updated_at").alias("_silver_updated_at"))
-        orphaned = orphaned_by_parents(existing, name, parents, flagged.select("id"))
+        # Rows of this batch (changed or deleted) are decided by the batch; only the others can be orphaned.
+        orphaned = orphaned_by_parents(existing, name, parents, batch.select("id").where(F.col("id").isNotNull()))
         # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned.
         rejected_newest = (rejected.join(valid.select("id"), "id", "left_anti")
                            .join(in_silver, "id", "left_semi").select("id", "updated_at"))

@@ -32,3 +32,22 @@ def test_config_prints_the_settings_with_passwords_masked():
     result = run_crm("config", env={"CRM_DB_URL": "postgresql+psycopg2://writer:s3cret@db/crm"})
     assert "postgresql+psycopg2://writer:***@db/crm" in result.stdout
     assert "s3cret" not in result.stdout
+
+
+def test_a_backfill_runs_the_dates_in_order_and_stops_at_the_first_failure(tmp_path):
+    result = run_crm("run", "--from", "2026-11-20", "--to", "2026-11-22",
+                     env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"},
+                     check=False)
+    assert result.returncode == 1
+    assert "for 2026-11-20 (1/3)" in result.stderr
+    assert "2026-11-21" not in result.stderr
+
+
+def test_backfill_options_that_contradict_each_other_are_usage_errors():
+    for args, message in [
+        (("--from", "2026-11-20"), "--from and --to go together"),
+        (("--from", "2026-11-22", "--to", "2026-11-20"), "--from 2026-11-22 is after --to 2026-11-20"),
+        (("--date", "2026-11-20", "--from", "2026-11-20", "--to", "2026-11-21"), "either --date or --from/--to"),
+    ]:
+        result = run_crm("run", *args, check=False)
+        assert result.returncode == 2 and message in result.stderr, args
