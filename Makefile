@@ -47,7 +47,7 @@ $(INSTALLED): setup.py constraints.txt
 # Regenerate constraints.txt from a fresh resolution of setup.py.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install -q '.[test]'
+	.lock-venv/bin/python -m pip install -q '.[test,bench]'
 	{ head -n 2 constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^shop-crm'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .lock-venv
 

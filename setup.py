@@ -29,6 +29,10 @@ setup(
         "psycopg2-binary",
         "pymysql",
     ],
-    extras_require={"test": ["pytest", "hypothesis", "duckdb", "polars"]},
+    extras_require={
+        "test": ["pytest", "hypothesis", "duckdb", "polars"],
+        # bench/extract.py: the Arrow reference readers and the process-tree memory sampler.
+        "bench": ["adbc-driver-postgresql>=1.13,<2", "adbc-driver-manager>=1.13,<2", "psutil"],
+    },
     entry_points={"console_scripts": ["crm=jobs.cli:main"]},
 )
