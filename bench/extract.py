@@ -28,6 +28,7 @@ stage: the machine may be shared, and a figure taken under load says so. Spark r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -497,10 +498,8 @@ def _tree_rss(process) -> int:
     except psutil.NoSuchProcess:
         return 0
     for member in members:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a member may end between listing and sampling
             total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 

@@ -12,7 +12,7 @@ import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from expectations.severity import CRITICAL
+from expectations.severity import CRITICAL, columns_present_and_keyed
 from jobs import shop_schema
 from jobs.extract import BRONZE_COLUMNS
 
@@ -29,11 +29,8 @@ def expectations(table: str) -> list[gxe.Expectation]:
     """Everything checked on bronze/<table>."""
     required = [column.name for column in shop_schema.metadata.tables[table].columns] + list(BRONZE_COLUMNS)
     return [
-        gxe.ExpectTableColumnsToMatchSet(
-            column_set=required, exact_match=False, severity=CRITICAL,
-            description="the canonical columns and the bronze bookkeeping columns are present (carried extra columns are fine)",
-        ),
-        gxe.ExpectColumnValuesToNotBeNull(column="id", severity=CRITICAL),
+        *columns_present_and_keyed(
+            required, "the canonical columns and the bronze bookkeeping columns are present (carried extra columns are fine)"),
         gxe.ExpectColumnValuesToNotBeNull(column="_op", severity=CRITICAL),
         gxe.ExpectColumnValuesToBeInSet(column="_op", value_set=list(OPERATIONS), severity=CRITICAL),
     ]

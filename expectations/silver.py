@@ -13,7 +13,7 @@ from datetime import date
 import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
 
-from expectations.severity import CRITICAL, WARNING
+from expectations.severity import CRITICAL, WARNING, columns_present_and_keyed
 from jobs import shop_schema
 from jobs.clean import EMAIL_PATTERN, RATING_RANGE  # the rules `clean` quarantines by
 
@@ -39,11 +39,7 @@ def model_expectations(table: str) -> list[gxe.Expectation]:
     """The rules every silver table gets from the canonical model (`jobs/shop_schema.py`)."""
     columns = [column.name for column in shop_schema.metadata.tables[table].columns]
     return [
-        gxe.ExpectTableColumnsToMatchSet(
-            column_set=columns, exact_match=False, severity=CRITICAL,
-            description="every canonical column is present (carried extra columns are fine)",
-        ),
-        gxe.ExpectColumnValuesToNotBeNull(column="id", severity=CRITICAL),
+        *columns_present_and_keyed(columns, "every canonical column is present (carried extra columns are fine)"),
         gxe.ExpectColumnValuesToBeUnique(column="id", severity=CRITICAL),
         *[
             gxe.ExpectColumnValuesToNotBeNull(column=column, severity=CRITICAL,
