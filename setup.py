@@ -28,11 +28,15 @@ setup(
         "click>=8.1",
         "psycopg2-binary",
         "pymysql",
+        # Extraction into bronze: Arrow readers (PostgreSQL: ADBC; MySQL/MariaDB: connectorx).
+        "adbc-driver-postgresql>=1.13,<2",
+        "adbc-driver-manager>=1.13,<2",
+        "connectorx>=0.4.6,<0.5",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "duckdb", "polars"],
-        # bench/extract.py: the Arrow reference readers and the process-tree memory sampler.
-        "bench": ["adbc-driver-postgresql>=1.13,<2", "adbc-driver-manager>=1.13,<2", "psutil"],
+        # bench/extract.py: the process-tree memory sampler.
+        "bench": ["psutil"],
     },
     entry_points={"console_scripts": ["crm=jobs.cli:main"]},
 )

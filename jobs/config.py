@@ -43,8 +43,8 @@ class ShopSettings(_Section):
     """The shop database the pipeline reads."""
 
     url: str = Field(description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb); env CRM_SHOP_URL")
-    fetch_size: int = Field(gt=0, description="rows per JDBC round trip when reading the shop")
-    rows_per_partition: int = Field(gt=0, description="target rows per parallel JDBC read of one table")
+    fetch_size: int = Field(gt=0, description="rows per Arrow batch when reading the shop (MySQL/MariaDB, SQLite; PostgreSQL streams)")
+    rows_per_partition: int = Field(gt=0, description="rows per key range read from one table: what one read holds at most")
 
 
 class ExtractSettings(_Section):

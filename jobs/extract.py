@@ -20,34 +20,43 @@ bronze batch of the run has committed. A batch starts from the watermark of the 
 rerunning a date reads at least what its first run read, and a run killed before the watermarks commit
 simply reads the same rows again.
 
-Tables are read with Spark JDBC, split into ranges of the integer key (`shop.rows_per_partition` rows each),
-so no table is ever held whole in one place. Columns are read as the canonical types (`customSchema`), so
-bronze looks the same whatever the source database; timestamps stay the source's text, typed by `clean`.
+Tables are read into Arrow record batches (`jobs/source_reader.py`: ADBC for PostgreSQL, connectorx for
+MySQL/MariaDB, sqlite3 for SQLite) in ranges of the integer key (`shop.rows_per_partition` rows each) and
+streamed into bronze by delta-rs, so no table is ever held whole in memory and no JVM starts. Columns are
+read as the canonical types, so bronze looks the same whatever the source database; dates, timestamps and
+amounts are read as the source's text (SQLite has no such types) and typed, amounts here and the rest by
+`clean`, which quarantines a value it cannot read.
 """
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from sqlalchemy import text
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Date, DateTime, Numeric, text
 
 from jobs import db, shop_schema
 from jobs.config import Settings
-from jobs.lake import Lake
+from jobs.lake import ArrowLake
 from jobs.mapping import CheckedTable, SourceMapping, check_source, load_mapping
-from jobs.spark import for_each_table, spark_session
-from jobs.types import bronze_type
+from jobs.source_reader import read_batches
+from jobs.spark import for_each_table
+from jobs.types import bronze_arrow_type
 
 log = logging.getLogger(__name__)
 
 BRONZE_COLUMNS = ("_batch_id", "_run_id", "_extracted_at", "_op")
 STATE_TABLE = "_watermarks"
-STATE_SCHEMA = ("table string, batch_id string, mode string, low_watermark timestamp, high_watermark timestamp, "
-                "changed long, deleted long, reconciled boolean, run_id string, extracted_at timestamp")
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")  # Delta's (and Spark's) `timestamp`
+STATE_SCHEMA = pa.schema([
+    ("table", pa.string()), ("batch_id", pa.string()), ("mode", pa.string()),
+    ("low_watermark", UTC_TIMESTAMP), ("high_watermark", UTC_TIMESTAMP), ("changed", pa.int64()),
+    ("deleted", pa.int64()), ("reconciled", pa.bool_()), ("run_id", pa.string()), ("extracted_at", UTC_TIMESTAMP),
+])
 TIMESTAMP_LITERAL = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -88,23 +97,20 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
     """Extract the run date's batch of every shop table; returns per table its mode and row counts."""
     extracted_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
     plan = check_source(settings.shop.url, source_mapping(settings))  # stops before anything is written
-    with spark_session(settings, "extract") as spark:
-        lake = Lake(spark, settings.lake_dir)
-        earlier = earlier_batches(lake, run_date)
-        states = list(for_each_table(
-            lambda name: extract_table(spark, lake, settings, plan[name], run_date, run_id, extracted_at,
-                                       earlier.get(name, []), full),
-            shop_schema.SHOP_TABLES, settings.spark.parallel_tables,
-        ).values())
-        # The watermarks advance only now, after every bronze batch of the run has committed.
-        lake.merge(spark.createDataFrame([tuple(asdict(s).values()) for s in states], STATE_SCHEMA),
-                   "bronze", STATE_TABLE, keys=["table", "batch_id"])
+    lake = ArrowLake(settings.lake_dir)
+    earlier = earlier_batches(lake, run_date)
+    states = list(for_each_table(
+        lambda name: extract_table(lake, settings, plan[name], run_date, run_id, extracted_at,
+                                   earlier.get(name, []), full),
+        shop_schema.SHOP_TABLES, settings.spark.parallel_tables,
+    ).values())
+    record_watermarks(lake, states)  # the watermarks advance only now, after every bronze batch has committed
     return {s.table: {"mode": s.mode, "changed": s.changed, "deleted": s.deleted, "reconciled": s.reconciled}
             for s in states}
 
 
-def extract_table(spark: SparkSession, lake: Lake, settings: Settings, source: CheckedTable, run_date: date,
-                  run_id: str, extracted_at: datetime, earlier: list[BatchState], full: bool) -> BatchState:
+def extract_table(lake: ArrowLake, settings: Settings, source: CheckedTable, run_date: date, run_id: str,
+                  extracted_at: datetime, earlier: list[BatchState], full: bool) -> BatchState:
     """Read one table's changes (or all of it) and write them as its bronze batch; returns the batch state."""
     name = source.mapping.name
     last = max(earlier, key=lambda state: state.batch_id, default=None)
@@ -113,37 +119,60 @@ def extract_table(spark: SparkSession, lake: Lake, settings: Settings, source: C
     if incremental and last.high_watermark is not None:
         low = last.high_watermark - timedelta(minutes=settings.extract.overlap_minutes)
     scope = source_scope(settings.shop.url, source, low, extracted_at)
-    batch = read_rows(spark, settings, source, low, scope)
+    schema = bronze_schema(source)
+    changes = read_rows(settings, source, low, scope, schema)
     reconciled = not incremental
+    gone = pa.array([], pa.int64())
     if incremental and reconcile_due(earlier, run_date, settings.extract.reconcile_every_days):
-        shop_keys = read_keys(spark, settings, source)
-        gone = lake.read("silver", name).select("id").join(shop_keys, "id", "left_anti")
-        batch = batch.unionByName(deleted_rows(gone, batch))
+        gone = keys_gone(lake, settings, source)
         reconciled = True
-    batch = with_batch_columns(batch, run_date.isoformat(), run_id, extracted_at)
-    lake.replace_partition(batch, "bronze", name, {"_batch_id": run_date.isoformat()},
-                           evolve=bool(source.carried))
-    ops = {row["_op"]: row["count"] for row in lake.read("bronze", name)
-           .where(F.col("_batch_id") == run_date.isoformat()).groupBy("_op").count().collect()}
+    written = {"U": 0, "D": 0}
+    stream = pa.RecordBatchReader.from_batches(schema, counted(
+        with_batch_columns(chain_batches(changes, deleted_rows(gone, schema)), schema, run_date.isoformat(),
+                           run_id, extracted_at),
+        written))
+    lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=bool(source.carried))
     high = scope.latest_update
     if incremental and last.high_watermark is not None:
         high = max(filter(None, (high, last.high_watermark)))
     state = BatchState(name, run_date.isoformat(), "incremental" if incremental else "full", low, high,
-                       int(ops.get("U", 0)), int(ops.get("D", 0)), reconciled, run_id, extracted_at)
+                       written["U"], written["D"], reconciled, run_id, extracted_at)
     log.info("bronze/%s: %s batch %s, %d changed and %d deleted rows (updated after %s)",
              name, state.mode, state.batch_id, state.changed, state.deleted, low or "the beginning")
     return state
 
 
-def earlier_batches(lake: Lake, run_date: date) -> dict[str, list[BatchState]]:
+def bronze_schema(source: CheckedTable) -> pa.Schema:
+    """A bronze table's columns: the canonical ones, carried source columns (text), then the bookkeeping."""
+    return pa.schema(
+        [(column.name, bronze_arrow_type(column.type)) for column in source.mapping.canonical.columns]
+        + [(column, pa.string()) for column in source.carried]
+        + [("_batch_id", pa.string()), ("_run_id", pa.string()), ("_extracted_at", UTC_TIMESTAMP), ("_op", pa.string())]
+    )
+
+
+def earlier_batches(lake: ArrowLake, run_date: date) -> dict[str, list[BatchState]]:
     """The watermark rows of the batches before `run_date`, per table."""
     if not lake.exists("bronze", STATE_TABLE):
         return {}
-    rows = lake.read("bronze", STATE_TABLE).where(F.col("batch_id") < run_date.isoformat()).collect()
     found: dict[str, list[BatchState]] = {}
-    for row in rows:
-        found.setdefault(row["table"], []).append(BatchState(**row.asDict()))
+    for row in lake.read("bronze", STATE_TABLE, where=pc.field("batch_id") < run_date.isoformat()).to_pylist():
+        row = {key: value.replace(tzinfo=None) if isinstance(value, datetime) else value for key, value in row.items()}
+        found.setdefault(row["table"], []).append(BatchState(**row))
     return found
+
+
+def record_watermarks(lake: ArrowLake, states: list[BatchState]) -> None:
+    """Write the batches' states into `bronze/_watermarks` (replacing a rerun's earlier row) in one commit."""
+    rows = [{key: value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
+             for key, value in asdict(state).items()} for state in states]
+    new = pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
+    if lake.exists("bronze", STATE_TABLE):
+        kept = lake.read("bronze", STATE_TABLE).cast(STATE_SCHEMA)
+        replaced = pc.is_in(pc.binary_join_element_wise(kept["table"], kept["batch_id"], "/"),
+                            value_set=pc.binary_join_element_wise(new["table"], new["batch_id"], "/"))
+        new = pa.concat_tables([kept.filter(pc.invert(replaced)), new])
+    lake.overwrite(new.sort_by([("batch_id", "ascending"), ("table", "ascending")]), "bronze", STATE_TABLE)
 
 
 def reconcile_due(earlier: list[BatchState], run_date: date, every_days: int) -> bool:
@@ -154,26 +183,43 @@ def reconcile_due(earlier: list[BatchState], run_date: date, every_days: int) ->
     return not done or (run_date - max(done)).days >= every_days
 
 
-def with_batch_columns(source: DataFrame, batch_id: str, run_id: str, extracted_at: datetime) -> DataFrame:
-    """The source rows (with their `_op`) and the other bronze bookkeeping columns, in bronze's order."""
-    data = [column for column in source.columns if column != "_op"]
-    return source.select(
-        *data,
-        F.lit(batch_id).alias("_batch_id"),
-        F.lit(run_id).alias("_run_id"),
-        F.lit(extracted_at).cast("timestamp").alias("_extracted_at"),
-        F.col("_op"),
-    )
+def chain_batches(*streams) -> Iterator[pa.RecordBatch]:
+    for stream in streams:
+        yield from stream
 
 
-def deleted_rows(keys: DataFrame, like: DataFrame) -> DataFrame:
-    """`_op = 'D'` rows for the given keys: `id` set, every other column of `like` null."""
-    return keys.select(*[
-        F.col("id") if field.name == "id"
-        else F.lit("D").alias("_op") if field.name == "_op"
-        else F.lit(None).cast(field.dataType).alias(field.name)
-        for field in like.schema.fields
-    ])
+def with_batch_columns(batches, schema: pa.Schema, batch_id: str, run_id: str,
+                       extracted_at: datetime) -> Iterator[pa.RecordBatch]:
+    """The source rows (with their `_op`) and the other bronze bookkeeping columns, as `schema`."""
+    stamp = extracted_at.replace(tzinfo=timezone.utc)
+    for batch in batches:
+        rows = batch.num_rows
+        constants = {"_batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), rows),
+                     "_run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
+                     "_extracted_at": pa.repeat(pa.scalar(stamp, UTC_TIMESTAMP), rows)}
+        yield pa.RecordBatch.from_arrays(
+            [constants[field.name] if field.name in constants else batch.column(field.name) for field in schema],
+            schema=schema)
+
+
+def counted(batches, written: dict[str, int]) -> Iterator[pa.RecordBatch]:
+    """Pass the batches on, counting their rows by `_op` into `written`."""
+    for batch in batches:
+        deleted = pc.sum(pc.equal(batch.column("_op"), "D")).as_py() or 0
+        written["D"] += deleted
+        written["U"] += batch.num_rows - deleted
+        yield batch
+
+
+def deleted_rows(keys: pa.Array, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """`_op = 'D'` rows for the given keys: `id` set, every other source column null."""
+    if len(keys) == 0:
+        return
+    source = [field for field in schema if field.name not in BRONZE_COLUMNS[:3]]
+    yield pa.RecordBatch.from_arrays(
+        [keys if field.name == "id" else pa.array(["D"] * len(keys), pa.string()) if field.name == "_op"
+         else pa.nulls(len(keys), field.type) for field in source],
+        schema=pa.schema(source))
 
 
 def source_scope(url: str, source: CheckedTable, low: datetime | None, now: datetime) -> SourceScope:
@@ -188,56 +234,67 @@ def source_scope(url: str, source: CheckedTable, low: datetime | None, now: date
     return SourceScope(int(lowest or 0), int(highest or 0), int(rows), _as_datetime(latest))
 
 
-def read_rows(spark: SparkSession, settings: Settings, source: CheckedTable, low: datetime | None,
-              scope: SourceScope) -> DataFrame:
-    """The shop rows updated after `low` (all when None) as canonical bronze columns, in parallel key ranges."""
+def read_rows(settings: Settings, source: CheckedTable, low: datetime | None, scope: SourceScope,
+              schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The shop rows updated after `low` (all when None) as canonical bronze columns and `_op`, key range by
+    key range."""
     url = settings.shop.url
     mapping = source.mapping
-    selected = [f"{_quoted(url, mapping.source_column(c.name))} AS {_quoted(url, c.name)}"
+    selected = [f"{_as_read(url, mapping.source_column(c.name), c.type)} AS {_quoted(url, c.name)}"
                 for c in mapping.canonical.columns]
-    selected += [_quoted(url, column) for column in source.carried]
-    custom = [f"`{c.name}` {bronze_type(c.type).simpleString().upper()}" for c in mapping.canonical.columns]
-    custom += [f"`{column}` STRING" for column in source.carried]
-    if mapping.deleted_when:
-        selected.append(f"CASE WHEN ({mapping.deleted_when}) THEN 'D' ELSE 'U' END AS {_quoted(url, '_op')}")
-        custom.append("`_op` STRING")
-    where = ""
+    selected += [f"{_as_read(url, column, None)} AS {_quoted(url, column)}" for column in source.carried]
+    deleted_when = f"CASE WHEN ({mapping.deleted_when}) THEN 'D' ELSE 'U' END" if mapping.deleted_when else "'U'"
+    selected.append(f"{deleted_when} AS {_quoted(url, '_op')}")
+    conditions = []
     if low is not None:
-        where = f" WHERE {_quoted(url, mapping.source_column('updated_at'))} > '{low.strftime(TIMESTAMP_LITERAL)}'"
-    query = f"(SELECT {', '.join(selected)} FROM {_quoted(url, mapping.source)}{where}) source_{mapping.name}"
-    rows = _jdbc_reader(spark, settings, query, scope).option("customSchema", ", ".join(custom)).load()
-    names = [c.name for c in mapping.canonical.columns] + list(source.carried)
-    op = F.col("_op") if mapping.deleted_when else F.lit("U").alias("_op")
-    return rows.select(*names, op)
+        conditions.append(f"{_quoted(url, mapping.source_column('updated_at'))} > '{low.strftime(TIMESTAMP_LITERAL)}'")
+    read_schema = pa.schema([field for field in schema if field.name not in BRONZE_COLUMNS[:3]])
+    key = _quoted(url, mapping.source_column("id"))
+    for key_range in key_ranges(key, scope, settings.shop.rows_per_partition):
+        where = " AND ".join(conditions + [key_range] if key_range else conditions)
+        query = f"SELECT {', '.join(selected)} FROM {_quoted(url, mapping.source)}" + (f" WHERE {where}" if where else "")
+        yield from read_batches(url, query, read_schema, mapping.source, settings.shop.fetch_size)
 
 
-def read_keys(spark: SparkSession, settings: Settings, source: CheckedTable) -> DataFrame:
-    """Every key of the shop table (column `id`), in parallel key ranges."""
+def key_ranges(key: str, scope: SourceScope, rows_per_range: int) -> list[str | None]:
+    """SQL conditions splitting the keys into ranges of about `rows_per_range` rows (None: one range, all rows).
+
+    The first range also takes null keys, so a bad row with no key is read too (and quarantined by clean).
+    """
+    count = max(1, math.ceil(scope.rows / max(1, rows_per_range)))
+    if count == 1:
+        return [None]
+    step = max(1, math.ceil((scope.highest_id + 1 - scope.lowest_id) / count))
+    bounds = [scope.lowest_id + step * index for index in range(1, count)]
+    ranges = [f"({key} < {bounds[0]} OR {key} IS NULL)"]
+    ranges += [f"{key} >= {start} AND {key} < {end}" for start, end in zip(bounds, bounds[1:])]
+    ranges.append(f"{key} >= {bounds[-1]}")
+    return ranges
+
+
+def keys_gone(lake: ArrowLake, settings: Settings, source: CheckedTable) -> pa.Array:
+    """The keys silver has that the shop table no longer has (hard deletes)."""
     url = settings.shop.url
     key = _quoted(url, source.mapping.source_column("id"))
-    scope = source_scope(url, source, None, datetime.now(timezone.utc).replace(tzinfo=None))
-    query = f"(SELECT {key} AS {_quoted(url, 'id')} FROM {_quoted(url, source.mapping.source)}) keys_{source.mapping.name}"
-    return _jdbc_reader(spark, settings, query, scope).option("customSchema", "`id` BIGINT").load()
+    query = f"SELECT {key} AS {_quoted(url, 'id')} FROM {_quoted(url, source.mapping.source)} WHERE {key} IS NOT NULL"
+    keys = read_batches(url, query, pa.schema([("id", pa.int64())]), source.mapping.source, settings.shop.fetch_size)
+    shop = pa.chunked_array([batch.column(0) for batch in keys], pa.int64())
+    silver = lake.read("silver", source.mapping.name, columns=["id"])["id"]
+    return silver.filter(pc.invert(pc.is_in(silver, value_set=shop))).combine_chunks()
 
 
-def _jdbc_reader(spark: SparkSession, settings: Settings, query: str, scope: SourceScope):
-    reader = (
-        spark.read.format("jdbc")
-        .options(**db.jdbc_target(settings.shop.url).options())
-        .option("dbtable", query)
-        .option("fetchsize", settings.shop.fetch_size)
-    )
-    partitions = max(1, math.ceil(scope.rows / settings.shop.rows_per_partition))
-    if partitions > 1:
-        reader = (
-            reader.option("partitionColumn", "id")
-            .option("lowerBound", scope.lowest_id)
-            .option("upperBound", scope.highest_id + 1)
-            .option("numPartitions", partitions)
-        )
-    return reader
-
-
+def _as_read(url: str, column: str, sql_type) -> str:
+    """How a source column is selected: dates, timestamps and amounts (and carried columns) as text."""
+    quoted = _quoted(url, column)
+    kind = db.kind(url)
+    as_text = "CHAR" if kind == "mysql" else "TEXT"
+    if sql_type is None or isinstance(sql_type, (Date, DateTime)):
+        return f"CAST({quoted} AS {as_text})"
+    if isinstance(sql_type, Numeric):
+        # SQLite keeps amounts as binary floats: round to the column's scale before they become text.
+        value = f"ROUND({quoted}, {sql_type.scale or 0})" if kind == "sqlite" else quoted
+        return f"CAST({value} AS {as_text})"
+    return quoted
 def _as_datetime(value) -> datetime | None:
     """A timestamp as the database returned it (SQLite: text) as a naive UTC datetime."""
     if value is None or isinstance(value, datetime):

@@ -21,14 +21,12 @@ class SchemaMismatchError(ValueError):
     """A write whose columns or types differ from the table's."""
 
 
-class Lake:
-    """Names, opens and writes the Delta tables under one root folder."""
+class LakeLayout:
+    """Where the Delta tables under one root folder live, whatever engine reads or writes them."""
 
-    def __init__(self, spark: SparkSession, root: Path | str):
-        self.spark = spark
+    def __init__(self, root: Path | str):
         self.root = Path(root)
 
-    # ---- names -------------------------------------------------------------------------------
     def path(self, layer: str, table: str) -> str:
         if layer not in LAYERS:
             raise ValueError(f"unknown lake layer {layer!r}; expected one of {', '.join(LAYERS)}")
@@ -38,6 +36,63 @@ class Lake:
         """True when the table has at least one commit (a failed first write leaves none)."""
         log = Path(self.path(layer, table)) / "_delta_log"
         return log.is_dir() and any(log.glob("*.json"))
+
+    def tables(self) -> list[tuple[str, str]]:
+        """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
+        found = []
+        for layer in LAYERS:
+            base = self.root / layer
+            if not base.is_dir():
+                continue
+            for log in sorted(base.rglob("_delta_log")):
+                found.append((layer, str(log.parent.relative_to(base))))
+        return found
+
+
+class ArrowLake(LakeLayout):
+    """The lake without a JVM: Arrow in and out through delta-rs (`deltalake`), one Delta commit per write.
+
+    Extraction writes bronze this way (no Spark session to start, commits in milliseconds); Spark reads the
+    same tables. Timestamps must be Arrow `timestamp[us, tz=UTC]`, which Delta and Spark call `timestamp`.
+    """
+
+    def read(self, layer: str, table: str, columns: Sequence[str] | None = None, where=None) -> "pa.Table":
+        """The table, or some of its columns and the rows matching `where` (a `pyarrow.compute` expression)."""
+        from deltalake import DeltaTable
+
+        if not self.exists(layer, table):
+            raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
+        dataset = DeltaTable(self.path(layer, table)).to_pyarrow_dataset()
+        return dataset.to_table(columns=list(columns) if columns else None, filter=where)
+
+    def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object],
+                          evolve: bool = False) -> None:
+        """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""
+        from deltalake import write_deltalake
+        from deltalake.exceptions import SchemaMismatchError as DeltaSchemaError
+
+        condition = " AND ".join(f"{column} = {_sql_literal(value)}" for column, value in partition.items())
+        try:
+            write_deltalake(self.path(layer, table), data, mode="overwrite", partition_by=list(partition),
+                            predicate=condition if self.exists(layer, table) else None,
+                            schema_mode="merge" if evolve else None)
+        except DeltaSchemaError as error:
+            raise SchemaMismatchError(
+                f"lake table {layer}/{table}: the write does not match the table's schema: {error}") from None
+
+    def overwrite(self, data, layer: str, table: str) -> None:
+        """Replace the whole table in one commit."""
+        from deltalake import write_deltalake
+
+        write_deltalake(self.path(layer, table), data, mode="overwrite")
+
+
+class Lake(LakeLayout):
+    """Names, opens and writes the Delta tables under one root folder with Spark."""
+
+    def __init__(self, spark: SparkSession, root: Path | str):
+        super().__init__(root)
+        self.spark = spark
 
     # ---- reads -------------------------------------------------------------------------------
     def read(self, layer: str, table: str, version: int | None = None,
@@ -169,18 +224,6 @@ class Lake:
                 f"lake table {layer}/{table}: the write does not match the table's schema: "
                 + "; ".join(problems)
             )
-
-    # ---- inventory ---------------------------------------------------------------------------
-    def tables(self) -> list[tuple[str, str]]:
-        """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
-        found = []
-        for layer in LAYERS:
-            base = self.root / layer
-            if not base.is_dir():
-                continue
-            for log in sorted(base.rglob("_delta_log")):
-                found.append((layer, str(log.parent.relative_to(base))))
-        return found
 
 
 def schema_differences(table_schema: StructType, write_schema: StructType) -> list[str]:

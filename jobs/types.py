@@ -50,3 +50,14 @@ def bronze_type(sql_type) -> DataType:
 def jdbc_custom_schema(table: Table) -> str:
     """Spark JDBC `customSchema` reading a shop table as its bronze types."""
     return ", ".join(f"`{column.name}` {bronze_type(column.type).simpleString().upper()}" for column in table.columns)
+
+
+def bronze_arrow_type(sql_type) -> "pa.DataType":
+    """`bronze_type` as Arrow: how the JVM-free extraction writes the column into bronze."""
+    import pyarrow as pa
+
+    kind = bronze_type(sql_type)
+    if isinstance(kind, DecimalType):
+        return pa.decimal128(kind.precision, kind.scale)
+    arrow = {LongType: pa.int64(), IntegerType: pa.int32(), BooleanType: pa.bool_(), StringType: pa.string()}
+    return arrow[type(kind)]

@@ -323,7 +323,9 @@ def bronze_batch(lake, batch: date) -> dict[str, dict[str, int]]:
 
 def run_killed_midway(job: str, run: dict[str, str], watched: str, log: Path) -> bool:
     """Run `jobs.<job>` for NIGHT2 in a child process and SIGKILL it (JVM included) once a file matching
-    `watched` (a glob under the lake) is written; returns whether it was killed before it ended."""
+    `watched` (a glob under the lake) is written; returns whether it was killed before it ended.
+
+    The child works on one table at a time, so the kill comes with tables still to do."""
     import glob
     import signal
     import time
@@ -333,7 +335,8 @@ def run_killed_midway(job: str, run: dict[str, str], watched: str, log: Path) ->
     code = (f"from datetime import date; from jobs.config import load_config; import jobs.{job} as job; "
             f"job.run(date.fromisoformat('{NIGHT2.isoformat()}'), load_config(), 'killed-{job}')")
     with log.open("w") as out:
-        child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **run}, cwd=REPO,
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                                 env={**os.environ, **run, "CRM__SPARK__PARALLEL_TABLES": "1"},
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 600
         while child.poll() is None and time.monotonic() < deadline:
