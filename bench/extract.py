@@ -10,8 +10,9 @@ on `updated_at` per table, VACUUM ANALYZE. Then each stage runs in a child proce
 
 1. full load: `jobs.extract.run(run_date, settings, run_id, full=True)` (`full` only where `run` has it);
 2. references on the same data, the orders table alone: read with ADBC into Arrow record batches (streamed,
-   counted, never collected); the same stream written into a Delta table by `deltalake.write_deltalake`;
-   Spark JDBC into a Delta table, read in id ranges as the extract reads;
+   counted, never collected): what reading alone costs; the same stream written into a Delta table by
+   `deltalake.write_deltalake`; Spark JDBC into a Delta table in id ranges (how the extract read before it
+   moved to Arrow; `--no-spark-reference` skips it);
 3. night 2, only where `run` has `full` (the incremental extract): `jobs.clean.run` for night 1 first (the
    incremental extract starts from tables that silver has; timed, but it is not extraction), then 1 % of
    every table's rows change on the next day (`updated_at` on that day, a value changed), then
@@ -543,7 +544,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             print(f"{'stage':<44} {'seconds':>8} {'rows':>11} {'rows/s':>9} {'peak MB':>8} {'load':>5}", flush=True)
 
             full = run_stage({**night_1, "stage": "extract", "night": 1}, environment, log)
-            print_row("full load, Spark JDBC -> bronze", full)
+            print_row("full load, Arrow -> bronze (extract)", full)
             if full["rows"] != sum(rows.values()):
                 print(f"  warning: the full load wrote {full['rows']:,} rows, the shop has {sum(rows.values()):,}: "
                       f"{full['tables']}")

@@ -178,8 +178,7 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
     target = QUARANTINE_TABLE.format(table=name)
     # A night without bad rows writes nothing, unless a first run of this date had some (a rerun replaces
     # them); the (empty) table exists from the first night on, for analysts' queries.
-    if bad_rows or not lake.exists("silver", target) or not (
-            lake.read("silver", target).where(F.col("run_date") == F.lit(run_date)).isEmpty()):
+    if bad_rows or not lake.exists("silver", target) or lake.has_rows("silver", target, {"run_date": run_date}):
         lake.replace_partition(quarantine, "silver", target, {"run_date": run_date})
     counts = {"mode": "full" if rebuild else "incremental", **applied, "quarantined": bad_rows}
     return counts

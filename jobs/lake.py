@@ -37,6 +37,32 @@ class LakeLayout:
         log = Path(self.path(layer, table)) / "_delta_log"
         return log.is_dir() and any(log.glob("*.json"))
 
+    def version(self, layer: str, table: str) -> int | None:
+        """The table's current version, or None when it does not exist yet (read from the log, no JVM)."""
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path(layer, table)).version() if self.exists(layer, table) else None
+
+    def rows_written(self, layer: str, table: str) -> int:
+        """Rows the table's latest commit wrote (from the operation metrics in its log, whoever wrote it)."""
+        from deltalake import DeltaTable
+
+        metrics = DeltaTable(self.path(layer, table)).history(1)[0].get("operationMetrics") or {}
+        return int(metrics.get("numOutputRows") or metrics.get("num_added_rows") or 0)
+
+    def has_rows(self, layer: str, table: str, partition: Mapping[str, object]) -> bool:
+        """Whether the table exists and holds rows in the partition (e.g. `{"run_date": d}`), from file statistics."""
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
+
+        if not self.exists(layer, table):
+            return False
+        condition = None
+        for column, value in partition.items():
+            term = pc.field(column) == value
+            condition = term if condition is None else condition & term
+        return DeltaTable(self.path(layer, table)).to_pyarrow_dataset().count_rows(filter=condition) > 0
+
     def tables(self) -> list[tuple[str, str]]:
         """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
         found = []
@@ -106,22 +132,6 @@ class Lake(LakeLayout):
         if timestamp is not None:
             reader = reader.option("timestampAsOf", str(timestamp))
         return reader.load(self.path(layer, table))
-
-    def version(self, layer: str, table: str) -> int | None:
-        """The table's current version, or None when it does not exist yet."""
-        if not self.exists(layer, table):
-            return None
-        from delta.tables import DeltaTable
-
-        history = DeltaTable.forPath(self.spark, self.path(layer, table)).history(1)
-        return history.select("version").first()[0]
-
-    def rows_written(self, layer: str, table: str) -> int:
-        """Rows the table's latest commit wrote (from Delta's operation metrics)."""
-        from delta.tables import DeltaTable
-
-        metrics = DeltaTable.forPath(self.spark, self.path(layer, table)).history(1).first()["operationMetrics"]
-        return int(metrics.get("numOutputRows") or 0)
 
     # ---- writes ------------------------------------------------------------------------------
     def overwrite(self, df: DataFrame, layer: str, table: str,

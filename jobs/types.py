@@ -47,11 +47,6 @@ def bronze_type(sql_type) -> DataType:
     return spark_type(sql_type)
 
 
-def jdbc_custom_schema(table: Table) -> str:
-    """Spark JDBC `customSchema` reading a shop table as its bronze types."""
-    return ", ".join(f"`{column.name}` {bronze_type(column.type).simpleString().upper()}" for column in table.columns)
-
-
 def bronze_arrow_type(sql_type) -> "pa.DataType":
     """`bronze_type` as Arrow: how the JVM-free extraction writes the column into bronze."""
     import pyarrow as pa
