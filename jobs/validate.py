@@ -37,6 +37,10 @@ DATASOURCE = "lake"
 BATCH_DEFINITION = "rows_to_check"
 EXAMPLES = 5  # unexpected values quoted per failed expectation
 ROWS_PER_PARTITION = 1_000_000  # of the cached rows GX validates
+#: Validation results the Data Docs index lists, newest first (about a week of nights: 3 gates of ~12
+#: tables each). Building the index reads every result it lists, so without a limit each night's gate
+#: would take longer than the last; older results stay stored, and so do their pages.
+DATA_DOCS_INDEX_RESULTS = 300
 
 
 class QualityGateError(ValueError):
@@ -107,7 +111,8 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str,
 
 
 def quality_context(settings: Settings):
-    """The file-backed GX project under `<data_dir>/quality` (created on first use), progress bars off."""
+    """The file-backed GX project under `<data_dir>/quality` (created on first use), progress bars off, the
+    Data Docs index limited to the newest `DATA_DOCS_INDEX_RESULTS` results."""
     import expectations  # noqa: F401  (first: it imports GX so that a failed import is an error, not an exit)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -115,9 +120,20 @@ def quality_context(settings: Settings):
     context = gx.get_context(mode="file", project_root_dir=quality_dir(settings))
     bars = context.variables.progress_bars  # a dict once read back from great_expectations.yml
     shown = True if bars is None else bars.get("globally", True) if isinstance(bars, dict) else bars.globally
+    changed = False
     if shown:
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        changed = True
+    sites = dict(context.variables.data_docs_sites or {})
+    for site in sites.values():
+        index = site.setdefault("site_index_builder", {"class_name": "DefaultSiteIndexBuilder"})
+        if index.get("validation_results_limit") != DATA_DOCS_INDEX_RESULTS:
+            index["validation_results_limit"] = DATA_DOCS_INDEX_RESULTS
+            changed = True
+    if changed:
+        context.variables.data_docs_sites = sites
         context.variables.save()
+        context = gx.get_context(mode="file", project_root_dir=quality_dir(settings))
     return context
 
 

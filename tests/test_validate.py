@@ -190,6 +190,17 @@ def test_a_rerun_of_the_same_date_replaces_its_summary(spark, lake, lake_setting
     assert sorted(path.name for path in folder.iterdir()) == ["silver.json"]
 
 
+def test_the_data_docs_index_lists_only_the_newest_results(spark, lake, lake_settings, monkeypatch):
+    monkeypatch.setattr(validate, "DATA_DOCS_INDEX_RESULTS", 2)
+    write_silver(spark, lake, [customer(1)], [order(10)])
+    for night in (1, 2):  # two tables each night: four stored results
+        day = date(2026, 11, 25 + night)
+        summary = validate.run(day, lake_settings, f"run-{night}", layer="silver", tables_to_check=("customers", "orders"))
+    index = Path(summary["data_docs"]).read_text()
+    listed = set(re.findall(r'validations/[^"]+?\.html', index))
+    assert len(listed) == 2 and all("2026-11-27" in link or "run-2" in link for link in listed), listed
+
+
 def test_a_missing_column_is_named_with_the_present_ones(spark, lake, lake_settings):
     lake.overwrite(spark.createDataFrame([(1, "open")], "id long, status string"), "silver", "carts")
 
