@@ -57,7 +57,7 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
         from jobs import db
         from jobs.generate_shop import generate_shop
 
-        from jobs.mapping import load_mapping, rename_shop
+        from jobs.mapping import clear_renamed_tables, load_mapping, rename_shop
 
         settings = load_config()
         mapping = load_mapping(settings.conf_dir / "mappings" / f"{schema}.yaml")
@@ -68,6 +68,7 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
             from sqlalchemy.engine import make_url
 
             Path(make_url(target).database).parent.mkdir(parents=True, exist_ok=True)
+        clear_renamed_tables(target, mapping, replace)
         with click.progressbar(length=count, label=f"generating {count:,} customers", file=sys.stderr) as bar:
             summary = generate_shop(
                 target, customers=count, seed=settings.generator.seed if seed is None else seed,

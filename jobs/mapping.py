@@ -191,6 +191,29 @@ def _family(canonical_type) -> str:
     return "any column"
 
 
+def clear_renamed_tables(url: str, mapping: SourceMapping, replace: bool) -> None:
+    """Make room for `rename_shop`: drop the shop tables the mapping renames to that exist already.
+
+    A table holding rows is dropped only with `replace`; otherwise `ShopExistsError` names it.
+    """
+    from sqlalchemy import inspect
+
+    from jobs.generate_shop import ShopExistsError
+
+    engine = db.engine(url)
+    quote = engine.dialect.identifier_preparer.quote
+    renamed = [source.source for name, source in mapping.tables.items() if source.source != name]
+    existing = [table for table in renamed if table in set(inspect(engine).get_table_names())]
+    with engine.begin() as connection:
+        filled = [table for table in existing
+                  if connection.exec_driver_sql(f"SELECT 1 FROM {quote(table)} LIMIT 1").first() is not None]
+        if filled and not replace:
+            raise ShopExistsError(f"{db.masked(url)}: shop tables already hold rows ({', '.join(filled)}); "
+                                  "pass --replace to drop and regenerate them")
+        for table in existing:
+            connection.exec_driver_sql(f"DROP TABLE {quote(table)}")
+
+
 def rename_shop(url: str, mapping: SourceMapping) -> None:
     """Rename a canonical shop's tables and columns to the mapping's names (`generate-shop --schema`)."""
     engine = db.engine(url)

@@ -51,3 +51,15 @@ def test_backfill_options_that_contradict_each_other_are_usage_errors():
     ]:
         result = run_crm("run", *args, check=False)
         assert result.returncode == 2 and message in result.stderr, args
+
+
+def test_a_differently_named_shop_is_regenerated_only_with_replace(tmp_path):
+    url = f"sqlite:///{tmp_path}/woo.sqlite"
+    args = ("generate-shop", "--customers", "30", "--schema", "woocommerce", "--url", url,
+            "--truth-dir", str(tmp_path / "truth"))
+    run_crm(*args, env={"CRM_DATA_DIR": str(tmp_path)})
+    again = run_crm(*args, env={"CRM_DATA_DIR": str(tmp_path)}, check=False)
+    assert again.returncode == 1
+    assert "wc_" in again.stderr and "--replace" in again.stderr and "Traceback" not in again.stderr
+    replaced = run_crm(*args, "--replace", env={"CRM_DATA_DIR": str(tmp_path)})
+    assert "wc_orders" in replaced.stdout
