@@ -56,7 +56,7 @@ def _as_schema(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.Recor
 def _postgresql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
     import adbc_driver_postgresql.dbapi as adbc
 
-    with adbc.connect(_plain_uri(url, "postgresql")) as connection, connection.cursor() as cursor:
+    with adbc.connect(_plain_uri(url, "postgresql", keep_options=True)) as connection, connection.cursor() as cursor:
         cursor.execute(query)
         yield from cursor.fetch_record_batch()
 
@@ -75,12 +75,21 @@ def _sqlite(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
         names = [column[0] for column in cursor.description]
         while rows := cursor.fetchmany(fetch_rows):
             # Types are inferred per column and batch; the caller's schema decides what they become.
-            yield pa.RecordBatch.from_arrays([pa.array(values) for values in zip(*rows)], names=names)
+            yield pa.RecordBatch.from_arrays([_sqlite_column(values) for values in zip(*rows)], names=names)
     finally:
         connection.close()
 
 
-def _plain_uri(url: str, scheme: str) -> str:
-    """The SQLAlchemy URL as the driver's own URI: no `+driver` suffix, no SQLAlchemy-only query options."""
+def _sqlite_column(values: tuple) -> pa.Array:
+    """One column of a SQLite batch; mixed value types (SQLite allows them) come as text, for the cast to judge."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if value is None else str(value) for value in values], pa.string())
+
+
+def _plain_uri(url: str, scheme: str, keep_options: bool = False) -> str:
+    """The SQLAlchemy URL as the driver's own URI: no `+driver` suffix. PostgreSQL keeps the URL's options
+    (libpq's own: `sslmode`, `connect_timeout`, ...); MySQL's (e.g. `charset`) belong to the Python driver."""
     parsed = make_url(url)
-    return parsed.set(drivername=scheme, query={}).render_as_string(hide_password=False)
+    return parsed.set(drivername=scheme, query=parsed.query if keep_options else {}).render_as_string(hide_password=False)
