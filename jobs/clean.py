@@ -32,6 +32,7 @@ from sqlalchemy import Date, DateTime, Table
 
 from jobs import shop_schema
 from jobs.config import Settings
+from jobs.extract import BRONZE_COLUMNS, STATE_TABLE
 from jobs.lake import Lake
 from jobs.spark import for_each_table, spark_session
 from jobs.types import canonical_schema
@@ -113,8 +114,6 @@ def load_waves() -> list[list[str]]:
 
 def batch_modes(lake: Lake, run_date: date) -> dict[str, str]:
     """Per table, whether the run date's bronze batch is a full snapshot or incremental changes."""
-    from jobs.extract import STATE_TABLE
-
     if not lake.exists("bronze", STATE_TABLE):
         return {}
     rows = lake.read("bronze", STATE_TABLE).where(F.col("batch_id") == run_date.isoformat()).collect()
@@ -130,7 +129,7 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
     """
     table = shop_schema.metadata.tables[name]
     batch = lake.read("bronze", name).where(F.col("_batch_id") == run_date.isoformat())
-    carried = [c for c in batch.columns if c not in {col.name for col in table.columns} and c not in BOOKKEEPING]
+    carried = [c for c in batch.columns if c not in {col.name for col in table.columns} and c not in BRONZE_COLUMNS]
     parents = {column: lake.read("silver", parent).select("id")
                for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())}
     rebuild = mode == "full" or version_before is None
@@ -182,9 +181,6 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
         lake.replace_partition(quarantine, "silver", target, {"run_date": run_date})
     counts = {"mode": "full" if rebuild else "incremental", **applied, "quarantined": bad_rows}
     return counts
-
-
-BOOKKEEPING = ("_batch_id", "_run_id", "_extracted_at", "_op")
 
 
 def _removals(keys: DataFrame, action: str, like: DataFrame) -> DataFrame:

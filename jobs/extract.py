@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from itertools import chain
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -49,9 +50,13 @@ from jobs.types import bronze_arrow_type
 
 log = logging.getLogger(__name__)
 
-BRONZE_COLUMNS = ("_batch_id", "_run_id", "_extracted_at", "_op")
-STATE_TABLE = "_watermarks"
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")  # Delta's (and Spark's) `timestamp`
+#: What extraction adds to every bronze row; `_op` comes with the source row, the others with the batch.
+BOOKKEEPING_FIELDS = (pa.field("_batch_id", pa.string()), pa.field("_run_id", pa.string()),
+                      pa.field("_extracted_at", UTC_TIMESTAMP), pa.field("_op", pa.string()))
+BRONZE_COLUMNS = tuple(field.name for field in BOOKKEEPING_FIELDS)
+BATCH_COLUMNS = tuple(name for name in BRONZE_COLUMNS if name != "_op")  # added to the rows read, per batch
+STATE_TABLE = "_watermarks"
 STATE_SCHEMA = pa.schema([
     ("table", pa.string()), ("batch_id", pa.string()), ("mode", pa.string()),
     ("low_watermark", UTC_TIMESTAMP), ("high_watermark", UTC_TIMESTAMP), ("changed", pa.int64()),
@@ -120,7 +125,8 @@ def extract_table(lake: ArrowLake, settings: Settings, source: CheckedTable, run
         low = last.high_watermark - timedelta(minutes=settings.extract.overlap_minutes)
     scope = source_scope(settings.shop.url, source, low, extracted_at)
     schema = bronze_schema(source)
-    changes = read_rows(settings, source, low, scope, schema)
+    read_schema = pa.schema([field for field in schema if field.name not in BATCH_COLUMNS])
+    changes = read_rows(settings, source, low, scope, read_schema)
     reconciled = not incremental
     gone = pa.array([], pa.int64())
     if incremental and reconcile_due(earlier, run_date, settings.extract.reconcile_every_days):
@@ -128,7 +134,7 @@ def extract_table(lake: ArrowLake, settings: Settings, source: CheckedTable, run
         reconciled = True
     written = {"U": 0, "D": 0}
     stream = pa.RecordBatchReader.from_batches(schema, counted(
-        with_batch_columns(chain_batches(changes, deleted_rows(gone, schema)), schema, run_date.isoformat(),
+        with_batch_columns(chain(changes, deleted_rows(gone, read_schema)), schema, run_date.isoformat(),
                            run_id, extracted_at),
         written))
     lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=bool(source.carried))
@@ -147,7 +153,7 @@ def bronze_schema(source: CheckedTable) -> pa.Schema:
     return pa.schema(
         [(column.name, bronze_arrow_type(column.type)) for column in source.mapping.canonical.columns]
         + [(column, pa.string()) for column in source.carried]
-        + [("_batch_id", pa.string()), ("_run_id", pa.string()), ("_extracted_at", UTC_TIMESTAMP), ("_op", pa.string())]
+        + list(BOOKKEEPING_FIELDS)
     )
 
 
@@ -183,11 +189,6 @@ def reconcile_due(earlier: list[BatchState], run_date: date, every_days: int) ->
     return not done or (run_date - max(done)).days >= every_days
 
 
-def chain_batches(*streams) -> Iterator[pa.RecordBatch]:
-    for stream in streams:
-        yield from stream
-
-
 def with_batch_columns(batches, schema: pa.Schema, batch_id: str, run_id: str,
                        extracted_at: datetime) -> Iterator[pa.RecordBatch]:
     """The source rows (with their `_op`) and the other bronze bookkeeping columns, as `schema`."""
@@ -212,14 +213,13 @@ def counted(batches, written: dict[str, int]) -> Iterator[pa.RecordBatch]:
 
 
 def deleted_rows(keys: pa.Array, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """`_op = 'D'` rows for the given keys: `id` set, every other source column null."""
+    """`_op = 'D'` rows of `schema` (the columns read) for the given keys: `id` set, every other column null."""
     if len(keys) == 0:
         return
-    source = [field for field in schema if field.name not in BRONZE_COLUMNS[:3]]
     yield pa.RecordBatch.from_arrays(
-        [keys if field.name == "id" else pa.array(["D"] * len(keys), pa.string()) if field.name == "_op"
-         else pa.nulls(len(keys), field.type) for field in source],
-        schema=pa.schema(source))
+        [keys if field.name == "id" else pa.repeat(pa.scalar("D", pa.string()), len(keys)) if field.name == "_op"
+         else pa.nulls(len(keys), field.type) for field in schema],
+        schema=schema)
 
 
 def source_scope(url: str, source: CheckedTable, low: datetime | None, now: datetime) -> SourceScope:
@@ -235,7 +235,7 @@ def source_scope(url: str, source: CheckedTable, low: datetime | None, now: date
 
 
 def read_rows(settings: Settings, source: CheckedTable, low: datetime | None, scope: SourceScope,
-              schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+              read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """The shop rows updated after `low` (all when None) as canonical bronze columns and `_op`, key range by
     key range."""
     url = settings.shop.url
@@ -248,7 +248,6 @@ def read_rows(settings: Settings, source: CheckedTable, low: datetime | None, sc
     conditions = []
     if low is not None:
         conditions.append(f"{_quoted(url, mapping.source_column('updated_at'))} > '{low.strftime(TIMESTAMP_LITERAL)}'")
-    read_schema = pa.schema([field for field in schema if field.name not in BRONZE_COLUMNS[:3]])
     key = _quoted(url, mapping.source_column("id"))
     for key_range in key_ranges(key, scope, settings.shop.rows_per_partition):
         where = " AND ".join(conditions + [key_range] if key_range else conditions)

@@ -61,6 +61,14 @@ class ShopExistsError(ValueError):
     """The target database already holds a shop; pass replace=True to drop and regenerate it."""
 
 
+def refuse_filled_tables(url: str, filled: list[str], replace: bool) -> None:
+    """Raise ShopExistsError naming the shop tables that hold rows, unless `replace` allows dropping them."""
+    if filled and not replace:
+        raise ShopExistsError(
+            f"{db.masked(url)}: shop tables already hold rows ({', '.join(filled)}); "
+            "pass replace=True (crm generate-shop --replace) to drop and regenerate them")
+
+
 # --------------------------------------------------------------------------------------------------------
 # The generative process: customer types, campaigns, catalogue
 # --------------------------------------------------------------------------------------------------------
@@ -448,10 +456,7 @@ def _prepare_tables(engine: Engine, url: str, replace: bool) -> None:
     with engine.connect() as conn:
         filled = [t.name for t in shop_tables
                   if t.name in existing and conn.execute(select(t.c.id).limit(1)).first() is not None]
-    if filled and not replace:
-        raise ShopExistsError(
-            f"{db.masked(url)}: shop tables already hold rows ({', '.join(filled)}); "
-            "pass replace=True to drop and regenerate them")
+    refuse_filled_tables(url, filled, replace)
     # Existing tables are dropped even when empty, so every run starts from the canonical definition.
     metadata.drop_all(engine, tables=shop_tables, checkfirst=True)
     metadata.create_all(engine, tables=shop_tables)

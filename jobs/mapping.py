@@ -198,7 +198,7 @@ def clear_renamed_tables(url: str, mapping: SourceMapping, replace: bool) -> Non
     """
     from sqlalchemy import inspect
 
-    from jobs.generate_shop import ShopExistsError
+    from jobs.generate_shop import refuse_filled_tables
 
     engine = db.engine(url)
     quote = engine.dialect.identifier_preparer.quote
@@ -207,9 +207,7 @@ def clear_renamed_tables(url: str, mapping: SourceMapping, replace: bool) -> Non
     with engine.begin() as connection:
         filled = [table for table in existing
                   if connection.exec_driver_sql(f"SELECT 1 FROM {quote(table)} LIMIT 1").first() is not None]
-        if filled and not replace:
-            raise ShopExistsError(f"{db.masked(url)}: shop tables already hold rows ({', '.join(filled)}); "
-                                  "pass --replace to drop and regenerate them")
+        refuse_filled_tables(url, filled, replace)
         for table in existing:
             connection.exec_driver_sql(f"DROP TABLE {quote(table)}")
 
