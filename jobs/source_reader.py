@@ -69,7 +69,9 @@ def _mysql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
 
 
 def _sqlite(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
-    connection = sqlite3.connect(f"file:{make_url(url).database}?mode=ro", uri=True)
+    # The Delta writer may pull batches from a thread of its own (one at a time, never at once), so the
+    # connection may not insist on the thread that opened it.
+    connection = sqlite3.connect(f"file:{make_url(url).database}?mode=ro", uri=True, check_same_thread=False)
     try:
         cursor = connection.execute(query)
         names = [column[0] for column in cursor.description]
