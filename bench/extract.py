@@ -43,10 +43,11 @@ import time
 from datetime import date, datetime, time as clock, timedelta
 from pathlib import Path
 
+from harness import code_version, run_stage
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
 HISTORY_DAYS = 730
-SAMPLE_INTERVAL_S = 0.1
 #: Night 2 changes the rows whose id leaves this remainder by 100: 1 % of every table, spread over it.
 CHANGED_ID_REMAINDER = 42
 
@@ -457,53 +458,6 @@ STAGES = {"extract": stage_extract, "clean": stage_clean, "spark_orders": stage_
           "adbc_arrow": stage_adbc_arrow, "adbc_delta": stage_adbc_delta}
 
 
-def run_stage(job: dict, environment: dict[str, str], log: Path, check: bool = True) -> dict:
-    """Run one stage in a child process; its result plus the peak RSS of its process tree (MB).
-
-    A failed stage raises, or with `check=False` comes back as skipped, naming its error and the log.
-    """
-    import psutil
-
-    # The job goes in on stdin: its URL holds the server's password, which `ps` would show in an argument.
-    with open(log, "ab") as err, tempfile.TemporaryFile() as out:
-        child = subprocess.Popen([sys.executable, __file__, "--child"], stdin=subprocess.PIPE, stdout=out,
-                                 stderr=err, env=environment, cwd=REPO)
-        child.stdin.write(json.dumps(job).encode())
-        child.stdin.close()
-        peak, loads = 0, []
-        tree = psutil.Process(child.pid)
-        while child.poll() is None:
-            peak = max(peak, _tree_rss(tree))
-            loads.append(os.getloadavg()[0])
-            time.sleep(SAMPLE_INTERVAL_S)
-        out.seek(0)
-        lines = out.read().decode(errors="replace").splitlines()
-    if child.returncode != 0 or not lines:
-        error = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
-        message = f"stage {job['stage']} failed (exit code {child.returncode}): {error} (log: {log})"
-        if check:
-            raise RuntimeError(message)
-        return {"skipped": message}
-    result = json.loads(lines[-1])
-    result["peak_mb"] = round(peak / 2**20)
-    result["load"] = sum(loads) / max(1, len(loads))
-    return result
-
-
-def _tree_rss(process) -> int:
-    import psutil
-
-    total = 0
-    try:
-        members = [process, *process.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    for member in members:
-        with contextlib.suppress(psutil.NoSuchProcess):  # a member may end between listing and sampling
-            total += member.memory_info().rss
-    return total
-
-
 # --------------------------------------------------------------------------------------------------------
 # One size
 # --------------------------------------------------------------------------------------------------------
@@ -537,13 +491,13 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             }
             night_1 = {"url": url, "folder": str(folder), "run_date": RUN_DATE.isoformat()}
             night_2 = {**night_1, "run_date": (RUN_DATE + timedelta(days=1)).isoformat()}
-            print(f"\n{customers:,} customers, {code_version()}")
+            print(f"\n{customers:,} customers, {code_version("extract.py")}")
             print(f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, "
                   f"{rows['order_items']:,} order items); filled in {fill['insert']:.1f} s, indexed in "
                   f"{fill['index']:.1f} s, vacuumed in {fill['vacuum']:.1f} s")
             print(f"{'stage':<44} {'seconds':>8} {'rows':>11} {'rows/s':>9} {'peak MB':>8} {'load':>5}", flush=True)
 
-            full = run_stage({**night_1, "stage": "extract", "night": 1}, environment, log)
+            full = run_stage(__file__, {**night_1, "stage": "extract", "night": 1}, environment, log)
             print_row("full load, Arrow -> bronze (extract)", full)
             if full["rows"] != sum(rows.values()):
                 print(f"  warning: the full load wrote {full['rows']:,} rows, the shop has {sum(rows.values()):,}: "
@@ -553,7 +507,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             if args.spark_reference:
                 references.append(("orders, Spark JDBC -> Delta (reference)", "spark_orders"))
             for title, stage in references:
-                result = run_stage({**night_1, "stage": stage}, environment, log, check=False)
+                result = run_stage(__file__, {**night_1, "stage": stage}, environment, log, check=False)
                 print_row(title, result)
                 if "jvm_start_s" in result:
                     print(f"  of which the Spark session start (JVM, jars): {result['jvm_start_s']:.1f} s")
@@ -564,16 +518,16 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
                 return
             # The incremental extract starts only from tables that silver has: clean night 1 as the DAG does.
             print_row("clean night 1 -> silver (not extraction)",
-                      run_stage({**night_1, "stage": "clean"}, environment, log))
+                      run_stage(__file__, {**night_1, "stage": "clean"}, environment, log))
             start = time.perf_counter()
             changed = change_one_percent(url, RUN_DATE + timedelta(days=1))
             print(f"  {sum(changed.values()):,} rows changed on {RUN_DATE + timedelta(days=1)} "
                   f"in {time.perf_counter() - start:.1f} s", flush=True)
-            night = run_stage({**night_2, "stage": "extract", "night": 2}, environment, log)
+            night = run_stage(__file__, {**night_2, "stage": "extract", "night": 2}, environment, log)
             print_row("night 2, 1 % changed, as configured", night)
             print_night(night, changed)
             # Rerunning a date replaces its batch and starts from the same watermark: the same rows again.
-            again = run_stage({**night_2, "stage": "extract", "night": 2, "reconcile": False}, environment, log)
+            again = run_stage(__file__, {**night_2, "stage": "extract", "night": 2, "reconcile": False}, environment, log)
             print_row("night 2 rerun, no key reconciliation", again)
             print_night(again, changed)
     finally:
@@ -581,18 +535,6 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             print(f"  kept: {folder} (lake in data/lake, stage logs in stages.log)")
         else:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def code_version() -> str:
-    """Which extract the figures are of: the commit, and a digest of jobs/extract.py when it has local changes."""
-    import hashlib
-
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    digest = hashlib.sha256((REPO / "jobs" / "extract.py").read_bytes()).hexdigest()[:12]
-    changed = bool(git("status", "--porcelain", "--", "jobs"))
-    return f"commit {git('rev-parse', '--short', 'HEAD')}" + (f", jobs/ changed (extract.py {digest})" if changed else "")
 
 
 def print_row(title: str, result: dict) -> None:

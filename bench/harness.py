@@ -1,0 +1,73 @@
+"""What the benchmarks share: a stage in a child process with its peak memory, and which code was measured."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_INTERVAL_S = 0.1
+
+
+def run_stage(script: str, job: dict, environment: dict[str, str], log: Path, check: bool = True) -> dict:
+    """Run one stage in a child process (`script --child`, the job as JSON on stdin); its result plus the peak RSS of its process tree (MB).
+
+    A failed stage raises, or with `check=False` comes back as skipped, naming its error and the log.
+    """
+    import psutil
+
+    # The job goes in on stdin: its URL holds the server's password, which `ps` would show in an argument.
+    with open(log, "ab") as err, tempfile.TemporaryFile() as out:
+        child = subprocess.Popen([sys.executable, script, "--child"], stdin=subprocess.PIPE, stdout=out,
+                                 stderr=err, env=environment, cwd=REPO)
+        child.stdin.write(json.dumps(job).encode())
+        child.stdin.close()
+        peak, loads = 0, []
+        tree = psutil.Process(child.pid)
+        while child.poll() is None:
+            peak = max(peak, _tree_rss(tree))
+            loads.append(os.getloadavg()[0])
+            time.sleep(SAMPLE_INTERVAL_S)
+        out.seek(0)
+        lines = out.read().decode(errors="replace").splitlines()
+    if child.returncode != 0 or not lines:
+        error = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+        message = f"stage {job['stage']} failed (exit code {child.returncode}): {error} (log: {log})"
+        if check:
+            raise RuntimeError(message)
+        return {"skipped": message}
+    result = json.loads(lines[-1])
+    result["peak_mb"] = round(peak / 2**20)
+    result["load"] = sum(loads) / max(1, len(loads))
+    return result
+
+
+def _tree_rss(process) -> int:
+    import psutil
+
+    total = 0
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a member may end between listing and sampling
+            total += member.memory_info().rss
+    return total
+
+
+def code_version(job_file: str) -> str:
+    """Which code the figures are of: the commit, and a digest of jobs/<job_file> when jobs/ has local changes."""
+    import hashlib
+
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    digest = hashlib.sha256((REPO / "jobs" / job_file).read_bytes()).hexdigest()[:12]
+    changed = bool(git("status", "--porcelain", "--", "jobs"))
+    return f"commit {git('rev-parse', '--short', 'HEAD')}" + (f", jobs/ changed ({job_file} {digest})" if changed else "")
