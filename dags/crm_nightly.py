@@ -7,7 +7,9 @@ date's partition, and hands data to the next task through the Delta lake, so any
 
 `extract` (what changed in the shop -> bronze; conf `{"full": true}` reloads everything) →
 `validate_bronze` → `clean` (bronze -> silver by MERGE, bad rows to quarantine) → `validate_silver` →
-`features` (silver -> gold/customer_features) → `score` (RFM segments, gold/customer_segments) →
+`features` (silver -> gold/customer_features, point in time) → `score` (RFM segments, movement,
+behavioural clusters, customer profiles: gold/customer_segments, customer_clusters, customer_profile,
+segment_summary, segment_movement) →
 `validate_gold` → `publish` (CRM tables, one transaction) and `export` (files for marketing,
 `exports/<run_date>/`).
 
@@ -59,12 +61,12 @@ def crm_nightly():
 
     @task
     def features(**context):
-        """Per-customer recency, frequency and monetary value as of the run date (`gold/customer_features`)."""
+        """Per-customer features as of the run date: RFM, trend, baskets, carts, reviews, inquiries (`gold/customer_features`)."""
         return run_job("features", context)
 
     @task
     def score(**context):
-        """RFM quintile scores and named segments (`gold/customer_segments`); returns customers per segment."""
+        """RFM scores, segments and movement, clusters, profiles (`gold/customer_*`, `segment_*`); returns customers per segment."""
         return run_job("score", context)
 
     @task
@@ -74,7 +76,7 @@ def crm_nightly():
 
     @task
     def publish(**context):
-        """Replace the CRM tables with the run date's results in one transaction."""
+        """Replace every CRM table with the run date's results, all in one transaction."""
         return run_job("publish", context)
 
     @task

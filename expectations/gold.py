@@ -16,7 +16,7 @@ from expectations.severity import CRITICAL
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
 from models.rfm import SCORE_RANGE
 
-TABLES: tuple[str, ...] = ("customer_features", "customer_segments")
+TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile")
 
 
 def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
@@ -44,6 +44,12 @@ def expectations(table: str) -> list[gxe.Expectation]:
                 for column in ("r_score", "f_score", "m_score")
             ],
             gxe.ExpectColumnValuesToNotBeNull(column="segment", severity=CRITICAL),
+            gxe.ExpectColumnValuesToNotBeNull(column="changed_at", severity=CRITICAL),
+        ],
+        "customer_profile": [
+            *_one_row_per_customer(),
+            gxe.ExpectColumnValuesToNotBeNull(column="segment", severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeBetween(column="total_spent", min_value=0, severity=CRITICAL),
         ],
     }
     return rules[table]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +89,22 @@ class RfmSettings(_Section):
     scored_statuses: list[str] = Field(description="order statuses that count as a purchase")
 
 
+class ClusterSettings(_Section):
+    """Behavioural clusters (k-means on scaled purchase features)."""
+
+    k_min: int = Field(ge=2, description="fewest clusters tried")
+    k_max: int = Field(ge=2, description="most clusters tried; the k with the best silhouette wins")
+    sample_customers: int = Field(gt=0, description="buyers the model is fitted on (a fixed hash sample); all are assigned")
+    silhouette_customers: int = Field(gt=0, description="buyers the silhouette of each k is measured on")
+    seed: int = Field(description="random seed of the sample and of k-means: the same data gives the same clusters")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) must be at least k_min ({self.k_min})")
+        return self
+
+
 class ExportSettings(_Section):
     """Files for marketing tools."""
 
@@ -113,6 +129,7 @@ class Settings(_Section):
     spark: SparkSettings
     generator: GeneratorSettings
     rfm: RfmSettings
+    clusters: ClusterSettings
     export: ExportSettings
     airflow: AirflowSettings
 

@@ -1,10 +1,34 @@
 """The CRM tables analysts query: names, columns and meaning in one place (the README documents them).
 
-In PostgreSQL they live in schema `crm` (configurable); in the demo's SQLite file, unqualified.
+In PostgreSQL they live in schema `crm` (configurable); in the demo's SQLite file, unqualified. Each table
+holds the latest published run date; every row carries `as_of` (that date) and the `run_id` that wrote it.
+The gold table of the same name holds every run date (`as_of` partitions) for history.
 """
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, Numeric, SmallInteger, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+)
+
+MONEY = Numeric(18, 2)
+
+
+def _run_columns() -> list[Column]:
+    return [
+        Column("as_of", Date, nullable=False, comment="the run date the row describes (end of that day, UTC)"),
+        Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
+    ]
 
 
 def crm_metadata(schema: str | None) -> MetaData:
@@ -14,16 +38,89 @@ def crm_metadata(schema: str | None) -> MetaData:
         "customer_segments",
         metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
-        Column("as_of", Date, nullable=False, comment="the run date the scores describe (end of that day, UTC)"),
         Column("recency_days", Integer, comment="days since the last purchase; null without purchases"),
         Column("frequency", BigInteger, nullable=False, comment="purchases (orders) up to as_of"),
-        Column("monetary", Numeric(18, 2), nullable=False, comment="total spent up to as_of, shop currency"),
+        Column("monetary", MONEY, nullable=False, comment="total spent up to as_of, shop currency"),
         Column("r_score", SmallInteger, comment="recency quintile score, 1 (longest ago) to 5 (most recent)"),
         Column("f_score", SmallInteger, comment="frequency quintile score, 1 (fewest) to 5 (most)"),
         Column("m_score", SmallInteger, comment="monetary quintile score, 1 (least) to 5 (most)"),
         Column("rfm_code", String(3), comment="r, f and m scores as one code, e.g. 545"),
         Column("segment", String(60), nullable=False, comment="named segment from conf/segments.yaml"),
-        Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
-        comment="one row per customer: RFM scores and segment as of the latest published run date",
+        Column("previous_segment", String(60), comment="segment at the previous run date; null for a new customer"),
+        Column("changed_at", Date, nullable=False, comment="run date since which the customer is in this segment"),
+        Column("cluster_id", Integer, comment="behavioural cluster (customer_clusters); null without purchases"),
+        *_run_columns(),
+        comment="one row per customer: RFM scores, segment and cluster as of the latest published run date",
+    )
+    Table(
+        "customer_profile",
+        metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("email", String(255), comment="e-mail address (PII)"),
+        Column("first_name", String(100), comment="given name (PII)"),
+        Column("last_name", String(100), comment="family name (PII)"),
+        Column("phone", String(40), comment="phone number (PII)"),
+        Column("language", String(8), comment="preferred language"),
+        Column("accepts_marketing", Boolean, comment="opted in to marketing messages"),
+        Column("address_line1", String(255), comment="default address: street and number (PII)"),
+        Column("city", String(100), comment="default address: city"),
+        Column("postal_code", String(20), comment="default address: postal code"),
+        Column("country", String(2), comment="default address's country, else the customer's"),
+        Column("registered_at", DateTime, comment="when the customer registered (UTC)"),
+        Column("first_order_at", DateTime, comment="first purchase (UTC)"),
+        Column("last_order_at", DateTime, comment="last purchase (UTC)"),
+        Column("orders", BigInteger, nullable=False, comment="purchases up to as_of"),
+        Column("total_spent", MONEY, nullable=False, comment="spent on those purchases, shop currency"),
+        Column("avg_order_value", MONEY, comment="total_spent / orders; null without purchases"),
+        Column("open_cart_value", MONEY, nullable=False, comment="value of the open carts, shop currency"),
+        Column("reviews", Integer, nullable=False, comment="product reviews written"),
+        Column("avg_rating", Float, comment="mean stars of those reviews"),
+        Column("inquiries", Integer, nullable=False, comment="support inquiries opened"),
+        Column("open_inquiries", Integer, nullable=False, comment="inquiries not resolved at as_of"),
+        Column("segment", String(60), nullable=False, comment="RFM segment (customer_segments)"),
+        Column("cluster_id", Integer, comment="behavioural cluster; null without purchases"),
+        Column("cluster_description", String(120), comment="the cluster in words"),
+        *_run_columns(),
+        comment="one row per customer: contact, default address, purchases, carts, reviews, inquiries, segment",
+    )
+    Table(
+        "segment_summary",
+        metadata,
+        Column("segment", String(60), primary_key=True, comment="named segment"),
+        Column("customers", BigInteger, nullable=False, comment="customers in the segment"),
+        Column("customer_share", Float, nullable=False, comment="share of all customers, 0-1"),
+        Column("revenue", MONEY, nullable=False, comment="their total spend up to as_of, shop currency"),
+        Column("revenue_share", Float, nullable=False, comment="share of all customers' spend, 0-1"),
+        Column("mean_recency_days", Float, comment="mean days since the last purchase"),
+        Column("mean_frequency", Float, nullable=False, comment="mean purchases"),
+        Column("mean_monetary", MONEY, nullable=False, comment="mean spend, shop currency"),
+        *_run_columns(),
+        comment="one row per segment: size, revenue and mean R, F and M",
+    )
+    Table(
+        "segment_movement",
+        metadata,
+        Column("from_segment", String(60), comment="segment at the previous run date; null: not a customer then"),
+        Column("to_segment", String(60), nullable=False, comment="segment at as_of"),
+        Column("customers", BigInteger, nullable=False, comment="customers who moved (or stayed, when equal)"),
+        Column("previous_as_of", Date, comment="the previous run date compared with; null on the first run"),
+        *_run_columns(),
+        comment="one row per (from, to) pair of segments between the previous run date and as_of",
+    )
+    Table(
+        "customer_clusters",
+        metadata,
+        Column("cluster_id", Integer, primary_key=True, autoincrement=False, comment="stable across runs"),
+        Column("description", String(120), nullable=False, comment="the centroid in words"),
+        Column("customers", BigInteger, nullable=False, comment="customers in the cluster"),
+        Column("silhouette", Float, nullable=False, comment="silhouette of the chosen k on the fit sample (-1 to 1)"),
+        Column("recency_days", Float, nullable=False, comment="centroid: days since the last purchase"),
+        Column("frequency", Float, nullable=False, comment="centroid: purchases"),
+        Column("avg_order_value", Float, nullable=False, comment="centroid: average order value, shop currency"),
+        Column("avg_basket_units", Float, nullable=False, comment="centroid: units per purchase"),
+        Column("coupon_order_share", Float, nullable=False, comment="centroid: share of purchases with a coupon"),
+        Column("categories_bought", Float, nullable=False, comment="centroid: distinct categories bought"),
+        *_run_columns(),
+        comment="one row per behavioural cluster: description, size and centroid (in the features' own units)",
     )
     return metadata

@@ -1,4 +1,4 @@
-"""Generated parts of the README: the shop schema, the CRM tables and the configuration reference.
+"""Generated parts of the README: the shop schema, the CRM tables, the features and the configuration reference.
 
 `python -m jobs.docs` rewrites the sections between `<!-- BEGIN name -->` and `<!-- END name -->`;
 a test fails when the README and the code disagree, so the docs cannot drift from what is written.
@@ -10,6 +10,7 @@ import sys
 
 from sqlalchemy import MetaData
 
+from features import registry
 from jobs.config import REPO_ROOT, settings_reference
 from jobs.crm_schema import crm_metadata
 from jobs.shop_schema import SHOP_TABLES
@@ -37,6 +38,7 @@ def sections() -> dict[str, str]:
     return {
         "shop-schema": tables_markdown(shop_metadata, list(SHOP_TABLES)),
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),
+        "customer-features": registry.markdown(),
         "configuration": settings_reference(),
     }
 

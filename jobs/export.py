@@ -26,7 +26,7 @@ from jobs.spark import spark_session
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 

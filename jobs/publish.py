@@ -1,16 +1,17 @@
-"""publish: gold -> CRM database tables, replaced in one transaction.
+"""publish: gold -> CRM database tables, all replaced in one transaction.
 
-A reader sees the previous run's rows until the commit, then the new run's rows; never a partial or empty
-table. The CRM tables show the latest run date: publishing an older date (a backfill) leaves a newer
-publication in place.
+A reader sees the previous run's rows in every table until the commit, then the new run's rows; never a
+partial or empty table, nor tables of two different runs. The CRM tables show the latest run date:
+publishing an older date (a backfill) leaves a newer publication in place.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date
 
 from pyspark.sql import functions as F
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import MetaData, Table, func, inspect, select, text
 
 from jobs import db
 from jobs.config import Settings
@@ -28,38 +29,54 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     engine = db.engine(settings.crm.db_url)
     schema = None if db.kind(settings.crm.db_url) == "sqlite" else settings.crm.schema_name
     metadata = crm_metadata(schema)
-    ensure_tables(engine, metadata, schema)
-    published: dict[str, int] = {}
     with spark_session(settings, "publish") as spark:
         lake = Lake(spark, settings.lake_dir)
-        for table in metadata.sorted_tables:
-            rows = lake.read("gold", table.name).where(F.col("as_of") == F.lit(run_date)).select(
-                *[column.name for column in table.columns]
-            )
-            published[table.name] = replace_rows(engine, table, rows.toArrow(), run_date)
-    return published
+        rows = {
+            table: lake.read("gold", table.name).where(F.col("as_of") == F.lit(run_date))
+            .select(*[column.name for column in table.columns]).toArrow()
+            for table in metadata.sorted_tables
+        }
+    return replace_tables(engine, metadata, rows, run_date)
 
 
-def ensure_tables(engine, metadata, schema: str | None) -> None:
-    """Create the schema and the CRM tables when missing."""
-    with engine.begin() as connection:
-        if schema is not None:
-            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        metadata.create_all(connection, checkfirst=True)
+def ensure_tables(connection, metadata: MetaData) -> None:
+    """Create the schema and the CRM tables when missing; recreate a table whose columns changed.
+
+    The CRM tables hold only the latest run (gold keeps every run date), so a table left by an older
+    version of the pipeline is dropped and created anew, inside the publishing transaction.
+    """
+    if metadata.schema is not None:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
+    found = inspect(connection)
+    for table in metadata.sorted_tables:
+        if not found.has_table(table.name, schema=metadata.schema):
+            continue
+        columns = [column["name"] for column in found.get_columns(table.name, schema=metadata.schema)]
+        if columns != [column.name for column in table.columns]:
+            log.warning("%s has columns %s, this version writes %s: recreated", table.fullname, columns,
+                        [column.name for column in table.columns])
+            table.drop(connection)
+    metadata.create_all(connection, checkfirst=True)
 
 
-def replace_rows(engine, table: Table, rows, run_date: date) -> int:
-    """Replace the table's rows with `rows` (a pyarrow Table) in one transaction; returns rows written.
+def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, "pa.Table"], run_date: date) -> dict[str, int]:
+    """Replace each table's rows with its pyarrow Table, all in one transaction; returns rows per table.
 
-    Skips (returns 0) when the table already holds a later run date.
+    A reader sees the previous run in every table until the commit, then this run in every table. When
+    the CRM already holds a later run date (a backfill of an older date), nothing changes and every count
+    is 0.
     """
     with engine.begin() as connection:
-        latest = connection.execute(select(func.max(table.c.as_of))).scalar()
-        if latest is not None and latest > run_date:
-            log.warning("%s holds %s, later than %s: left as it is", table.fullname, latest, run_date)
-            return 0
-        connection.execute(table.delete())
-        for batch in rows.to_batches(max_chunksize=INSERT_BATCH_ROWS):
-            connection.execute(table.insert(), batch.to_pylist())
-    log.info("%s: %d rows published for %s", table.fullname, rows.num_rows, run_date)
-    return rows.num_rows
+        ensure_tables(connection, metadata)
+        for table in rows:
+            latest = connection.execute(select(func.max(table.c.as_of))).scalar()
+            if latest is not None and latest > run_date:
+                log.warning("%s holds %s, later than %s: the CRM is left as it is", table.fullname, latest, run_date)
+                return {table.name: 0 for table in rows}
+        for table, data in rows.items():
+            connection.execute(table.delete())
+            for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
+                connection.execute(table.insert(), batch.to_pylist())
+    for table, data in rows.items():
+        log.info("%s: %d rows published for %s", table.fullname, data.num_rows, run_date)
+    return {table.name: data.num_rows for table, data in rows.items()}

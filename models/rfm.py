@@ -4,7 +4,9 @@ Scores run from 1 (worst) to 5 (best) among the customers with at least one purc
 `score = floor((rank - 1) * 5 / n) + 1`, where `rank` is the customer's rank (1 = worst value) among `n`
 customers and tied values share their lowest rank (SQL `RANK()`, pandas `rank(method="min")`). So equal
 values always get the same score, and the result does not depend on row order. Recency ranks the longest
-ago as worst; frequency and monetary rank the smallest as worst.
+ago as worst; frequency and monetary rank the smallest as worst. The scores are computed from four exact
+cut points per measure (`cut_points`), which need no global sort: a global `rank()` window would put every
+customer in one partition.
 
 Segments come from a rule table (`conf/segments.yaml`) that marketing edits: the first rule whose r, f and
 m ranges all hold names the segment.
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 SCORE_BINS = 5
@@ -106,29 +108,104 @@ def _rule(where: str, index: int, item: object) -> SegmentRule:
     return SegmentRule(str(item["name"]), str(item.get("description", "")), **ranges)
 
 
-def quintile_score(value: str, best_is_high: bool) -> Column:
-    """The 1-5 score of `value` among rows where it is not null (see the module docstring)."""
-    order = F.col(value).asc() if best_is_high else F.col(value).desc()
-    scored = F.col(value).isNotNull()
-    # One window over all buyers: a quintile is a global rank, so it cannot be split by partition.
-    rank = F.rank().over(Window.partitionBy(scored).orderBy(order))
-    buyers = F.count(F.lit(1)).over(Window.partitionBy(scored))
-    return F.when(scored, F.floor((rank - 1) * SCORE_BINS / buyers).cast("int") + 1)
+#: The scores, in the order of the RFM code.
+SCORES = ("r_score", "f_score", "m_score")
+
+
+def measures() -> dict[str, Column]:
+    """Each score's measure as a whole number whose larger values are better (recency counts against)."""
+    return {
+        "r_score": -F.col("recency_days").cast("long"),
+        "f_score": F.col("frequency").cast("long"),
+        "m_score": (F.col("monetary") * 100).cast("long"),  # cents: exact as a whole number
+    }
+#: Relative rank error of the approximate quantiles that bracket each exact cut point (see `cut_points`).
+BRACKET_ERROR = 0.001
+
+
+def cut_positions(buyers: int) -> list[int]:
+    """1-based positions `c_k = ceil((k - 1) * n / 5)`, k = 2..5, of the values that end each score band.
+
+    `floor((rank - 1) * 5 / n) + 1 >= k` holds exactly when at least `c_k` values are worse, that is when
+    the value is above the `c_k`-th worst one; so four order statistics decide every score.
+    """
+    return [-(-(k - 1) * buyers // SCORE_BINS) for k in range(2, SCORE_BINS + 1)]
+
+
+def cut_points(values: DataFrame, buyers: int) -> dict[str, list[int]]:
+    """The exact order statistics at `cut_positions` of each measure column of `values` (no global sort).
+
+    Approximate quantiles (one pass) give, for each position, a bracket of values that surely holds it;
+    a second pass counts the values below each bracket and the values inside it (grouped by value, so
+    ties cost nothing). The position within the bracket then names the exact value.
+    """
+    positions = cut_positions(buyers)
+    margin = 2 * BRACKET_ERROR
+    probabilities = []
+    for position in positions:
+        probabilities += [max(0.0, (position - 1) / buyers - margin), min(1.0, position / buyers + margin)]
+    columns = list(SCORES)
+    quantiles = values.approxQuantile(columns, probabilities, BRACKET_ERROR)
+    brackets = {column: [(int(found[2 * i]), int(found[2 * i + 1])) for i in range(len(positions))]
+                for column, found in zip(columns, quantiles)}
+    below = values.agg(*[
+        F.count(F.when(F.col(column) < low, 1)).alias(f"{column}_{i}")
+        for column in columns for i, (low, _) in enumerate(brackets[column])
+    ]).first()
+    inside = {column: F.lit(False) for column in columns}
+    for column in columns:
+        for low, high in brackets[column]:
+            inside[column] = inside[column] | F.col(column).between(low, high)
+    counted = (
+        values.select(F.explode(F.array(*[
+            F.when(inside[column], F.struct(F.lit(column).alias("measure"), F.col(column).alias("value")))
+            for column in columns])).alias("entry"))
+        .where(F.col("entry").isNotNull())
+        .groupBy("entry.measure", "entry.value").count()
+        .collect()
+    )
+    distribution: dict[str, list[tuple[int, int]]] = {column: [] for column in columns}
+    for row in counted:
+        distribution[row["measure"]].append((row["value"], row["count"]))
+    points = {}
+    for column in columns:
+        ordered = sorted(distribution[column])
+        points[column] = [
+            _value_at(ordered, low, high, position - below[f"{column}_{i}"], column)
+            for i, ((low, high), position) in enumerate(zip(brackets[column], positions))
+        ]
+    return points
+
+
+def _value_at(ordered: list[tuple[int, int]], low: int, high: int, position: int, column: str) -> int:
+    """The `position`-th value (1-based) among the (value, count) pairs within [low, high]."""
+    seen = 0
+    for value, count in ordered:
+        if low <= value <= high:
+            seen += count
+            if seen >= position:
+                return value
+    raise RuntimeError(f"{column}: cut point not inside its bracket [{low}, {high}]; approximate quantiles failed")
 
 
 def with_rfm_scores(features: DataFrame) -> DataFrame:
-    """Add `r_score`, `f_score`, `m_score` (1-5, null without purchases) and `rfm_code` ("545")."""
-    buyers = features.withColumns({
-        "_recency": F.when(F.col("frequency") > 0, F.col("recency_days")),
-        "_frequency": F.when(F.col("frequency") > 0, F.col("frequency")),
-        "_monetary": F.when(F.col("frequency") > 0, F.col("monetary")),
-    })
-    scored = buyers.withColumns({
-        "r_score": quintile_score("_recency", best_is_high=False),
-        "f_score": quintile_score("_frequency", best_is_high=True),
-        "m_score": quintile_score("_monetary", best_is_high=True),
-    })
-    return scored.drop("_recency", "_frequency", "_monetary").withColumn(
+    """Add `r_score`, `f_score`, `m_score` (1-5, null without purchases) and `rfm_code` ("545").
+
+    Scores follow the module docstring's rank formula exactly; they are computed from four cut points per
+    measure (`cut_points`), so no global sort or single-partition window is needed.
+    """
+    is_buyer = F.col("frequency") > 0
+    values = features.where(is_buyer).select(*[expression.alias(name) for name, expression in measures().items()])
+    buyers = values.count()
+    points = cut_points(values, buyers) if buyers else {name: [] for name in SCORES}
+    scores = {}
+    for name, expression in measures().items():
+        score = F.lit(1)
+        for point in points[name]:
+            score = score + (expression > F.lit(point)).cast("int")
+        scores[name] = F.when(is_buyer, score)
+    scored = features.withColumns(scores)
+    return scored.withColumn(
         "rfm_code", F.concat(F.col("r_score").cast("string"), F.col("f_score").cast("string"), F.col("m_score").cast("string"))
     )
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -183,7 +183,7 @@ def test_every_lake_table_counts_the_same_in_spark_and_delta_rs(nightly_runs, sp
     run = nightly_runs["sqlite"]
     lake = Lake(spark, Path(run["CRM_DATA_DIR"]) / "lake")
     tables = lake.tables()
-    assert len(tables) == 12 + 12 + 11 + 2  # bronze + watermarks, silver + applied, quarantine, gold
+    assert len(tables) == 12 + 12 + 11 + 6  # bronze + watermarks, silver + applied, quarantine, gold
     for layer, name in tables:
         delta_rs = DeltaTable(lake.path(layer, name))
         # Files of the current snapshot read by pyarrow (delta-rs' own to_pandas can abort at exit).
@@ -372,7 +372,7 @@ def night_two(nightly_runs, spark, tmp_path_factory):
     """
     from datetime import datetime, timedelta
 
-    from jobs import clean, extract
+    from jobs import clean, extract, features, score
     from jobs.lake import Lake
 
     logs = tmp_path_factory.mktemp("night-two")
@@ -403,6 +403,9 @@ def night_two(nightly_runs, spark, tmp_path_factory):
             record["clean_killed"] = run_killed_midway("clean", run, "silver/orders/*.parquet", logs / "clean.log")
             record["silver_version_after_kill"] = lake.version("silver", "orders")
         record["clean"] = clean.run(NIGHT2, settings, f"night2-{kind}")
+        if kind == "mariadb":  # the second night's features and scores: movement since night 1
+            features.run(NIGHT2, settings, f"night2-{kind}")
+            score.run(NIGHT2, settings, f"night2-{kind}")
         outcome[kind] = record
     return outcome
 
@@ -474,3 +477,140 @@ def test_a_killed_clean_leaves_silver_at_its_previous_version_until_the_rerun(ni
     assert record["silver_version_after_kill"] in (record["silver_version_before_clean"],
                                                    record["silver_version_before_clean"] + 1)
     assert record["clean"]["orders"]["mode"] == "incremental"
+
+
+# ---- RFM, segments and clusters ------------------------------------------------------------------------------
+
+
+def silver_frame(run: dict[str, str], table: str) -> "pd.DataFrame":
+    """A silver table read with delta-rs (no Spark), as pandas."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(Path(run["CRM_DATA_DIR"]) / "lake" / "silver" / table)).to_pyarrow_table().to_pandas()
+
+
+def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
+    """RFM scores and segments of every customer from silver, in plain pandas (the documented rules)."""
+    import pandas as pd
+
+    from jobs.config import REPO_ROOT
+    from models.rfm import SegmentRules
+
+    settings = settings_of(run)
+    cutoff = pd.Timestamp(as_of + timedelta(days=1), tz="UTC")
+    customers = silver_frame(run, "customers")
+    customers = customers[customers["created_at"] < cutoff][["id"]].rename(columns={"id": "customer_id"})
+    orders = silver_frame(run, "orders")
+    orders = orders[orders["created_at"] < cutoff]
+    # A purchase at as_of: a purchase status now, or any status reached after as_of (then still in progress).
+    purchases = orders[orders["status"].isin(settings.rfm.scored_statuses) | (orders["updated_at"] >= cutoff)]
+    per_customer = purchases.groupby("customer_id").agg(
+        frequency=("id", "size"), monetary=("total_amount", "sum"), last=("created_at", "max")).reset_index()
+    frame = customers.merge(per_customer, on="customer_id", how="left")
+    buyers = frame["frequency"].fillna(0) > 0
+    frame["recency_days"] = (pd.Timestamp(as_of) - frame["last"].dt.tz_localize(None).dt.normalize()).dt.days
+    n = int(buyers.sum())
+
+    def score(values: pd.Series, best_is_high: bool) -> pd.Series:
+        ranks = (values if best_is_high else -values).rank(method="min")
+        return ((ranks - 1) * 5 // n + 1).astype("Int64")
+
+    for name, column, high in (("r_score", "recency_days", False), ("f_score", "frequency", True),
+                               ("m_score", "monetary", True)):
+        frame.loc[buyers, name] = score(frame.loc[buyers, column].astype(float), high)
+    rules = SegmentRules.load(REPO_ROOT / "conf" / settings.rfm.segments_file)
+    frame["segment"] = [
+        rules.segment_for(int(r), int(f), int(m)) if is_buyer else rules.no_purchase_segment
+        for r, f, m, is_buyer in zip(frame["r_score"], frame["f_score"], frame["m_score"], buyers)
+    ]
+    return frame.set_index("customer_id")
+
+
+def test_rfm_scores_and_segments_equal_a_pandas_reference_customer_for_customer(nightly_runs):
+    import pandas as pd
+
+    reference = pandas_rfm(nightly_runs["sqlite"], RUN_DATE)
+    columns = ["r_score", "f_score", "m_score", "segment"]
+    expected = {customer: tuple(None if pd.isna(value) else value for value in values)
+                for customer, values in zip(reference.index, reference[columns].astype(object).itertuples(index=False))}
+    published = {row["customer_id"]: tuple(row[column] for column in columns)
+                 for row in crm_segments(nightly_runs["sqlite"])}
+    assert published == expected
+    assert len({values[-1] for values in published.values()}) >= 8  # a real spread, not one segment
+
+
+def test_editing_the_segment_rule_table_changes_the_segments_without_a_code_change(nightly_runs, spark, tmp_path,
+                                                                                   monkeypatch):
+    import shutil
+
+    import yaml
+
+    from jobs import score
+    from jobs.config import REPO_ROOT, load_config
+
+    source = Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "lake"
+    for layer, table in (("gold", "customer_features"), ("silver", "customers"), ("silver", "addresses")):
+        shutil.copytree(source / layer / table, tmp_path / "data" / "lake" / layer / table)
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    rules = yaml.safe_load((conf / "segments.yaml").read_text())
+    # Marketing's edit: Champions become "VIP" and take r 4-5 (was 5) with f 4-5.
+    rules["segments"][0].update({"name": "VIP", "r": [4, 5]})
+    (conf / "segments.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    monkeypatch.setenv("CRM_CONF_DIR", str(conf))
+    settings = load_config(environ={**os.environ, "CRM_DATA_DIR": str(tmp_path / "data")})
+
+    counts = score.run(RUN_DATE, settings, "edited-rules")
+
+    rows = score.current(score.Lake(spark, settings.lake_dir), "customer_segments", RUN_DATE).collect()
+    vip = {row.customer_id for row in rows if row.segment == "VIP"}
+    assert "Champions" not in counts and counts["VIP"] == len(vip) > 0
+    assert vip == {row.customer_id for row in rows if row.r_score is not None and row.r_score >= 4 and row.f_score >= 4}
+    before = {row["customer_id"]: row for row in crm_segments(nightly_runs["sqlite"])}
+    assert sum(1 for row in before.values() if row["segment"] == "Champions") < len(vip)
+    assert all(before[row.customer_id]["rfm_code"] == row.rfm_code for row in rows)  # same scores, new names
+
+
+def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_runs, night_two, spark):
+    from pyspark.sql import functions as F
+
+    from jobs.lake import Lake
+
+    lake = Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)
+    segments = lake.read("gold", "customer_segments")
+    night_one = {r.customer_id: r for r in segments.where(F.col("as_of") == RUN_DATE).collect()}
+    night_two_rows = segments.where(F.col("as_of") == NIGHT2).collect()
+    assert night_two_rows
+    for row in night_two_rows:
+        before = night_one.get(row.customer_id)
+        assert row.previous_segment == (before.segment if before else None)
+        assert row.changed_at == (before.changed_at if before and before.segment == row.segment else NIGHT2)
+    moved = {(r.from_segment, r.to_segment): r.customers
+             for r in lake.read("gold", "segment_movement").where(F.col("as_of") == NIGHT2).collect()}
+    expected: dict = {}
+    for row in night_two_rows:
+        expected[(row.previous_segment, row.segment)] = expected.get((row.previous_segment, row.segment), 0) + 1
+    assert moved == expected
+    assert sum(count for (old, new), count in moved.items() if old != new) > 0  # a day passed: some moved
+
+
+def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs, night_two, spark):
+    from pyspark.sql import functions as F
+
+    import numpy as np
+
+    from jobs.lake import Lake
+    from models.clusters import CLUSTER_FEATURES, from_units
+
+    lake = Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)
+    clusters = lake.read("gold", "customer_clusters")
+    centroids = {night: {r.cluster_id: r for r in clusters.where(F.col("as_of") == night).collect()}
+                 for night in (RUN_DATE, NIGHT2)}
+    assert set(centroids[RUN_DATE]) == set(centroids[NIGHT2])  # same k: the same ids, nothing renumbered
+    def position(row) -> "np.ndarray":  # where k-means sees the centroid (log scale for skewed features)
+        return from_units(np.array([[getattr(row, name) for name in CLUSTER_FEATURES]]))[0]
+
+    for cluster_id, before in centroids[RUN_DATE].items():
+        nearest = min(centroids[NIGHT2].values(),
+                      key=lambda other: float(((position(other) - position(before)) ** 2).sum()))
+        assert nearest.cluster_id == cluster_id

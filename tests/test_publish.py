@@ -17,7 +17,8 @@ def segments(as_of: date, customer_ids: list[int], run_id: str) -> pa.Table:
     return pa.table({
         "customer_id": customer_ids, "as_of": [as_of] * n, "recency_days": [3] * n, "frequency": [2] * n,
         "monetary": [10.5] * n, "r_score": [5] * n, "f_score": [4] * n, "m_score": [3] * n,
-        "rfm_code": ["543"] * n, "segment": ["Champions"] * n, "run_id": [run_id] * n,
+        "rfm_code": ["543"] * n, "segment": ["Champions"] * n, "previous_segment": ["Loyal"] * n,
+        "changed_at": [as_of] * n, "cluster_id": [1] * n, "run_id": [run_id] * n,
     })
 
 
@@ -25,8 +26,14 @@ def segments(as_of: date, customer_ids: list[int], run_id: str) -> pa.Table:
 def crm(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/crm.sqlite")
     metadata = crm_metadata(None)
-    publish.ensure_tables(engine, metadata, None)
+    with engine.begin() as connection:
+        publish.ensure_tables(connection, metadata)
     return engine, metadata.tables["customer_segments"]
+
+
+def replace_rows(engine, table, rows: pa.Table, run_date: date) -> int:
+    """Publish one table's rows (the other CRM tables stay empty)."""
+    return publish.replace_tables(engine, table.metadata, {table: rows}, run_date)[table.name]
 
 
 def published(engine, table) -> list[tuple]:
@@ -36,24 +43,35 @@ def published(engine, table) -> list[tuple]:
 
 def test_a_publication_that_fails_midway_leaves_the_previous_rows(crm, monkeypatch):
     engine, table = crm
-    publish.replace_rows(engine, table, segments(date(2026, 11, 25), [1, 2, 3], "night-1"), date(2026, 11, 25))
+    replace_rows(engine, table, segments(date(2026, 11, 25), [1, 2, 3], "night-1"), date(2026, 11, 25))
     monkeypatch.setattr(publish, "INSERT_BATCH_ROWS", 2)
     # The second batch repeats a key: the database refuses it after the first batch went in.
     broken = segments(date(2026, 11, 26), [4, 5, 4, 6], "night-2")
     with pytest.raises(IntegrityError):
-        publish.replace_rows(engine, table, broken, date(2026, 11, 26))
+        replace_rows(engine, table, broken, date(2026, 11, 26))
     assert published(engine, table) == [(1, "night-1"), (2, "night-1"), (3, "night-1")]
 
 
 def test_a_publication_replaces_every_row(crm):
     engine, table = crm
-    publish.replace_rows(engine, table, segments(date(2026, 11, 25), [1, 2, 3], "night-1"), date(2026, 11, 25))
-    assert publish.replace_rows(engine, table, segments(date(2026, 11, 26), [2, 4], "night-2"), date(2026, 11, 26)) == 2
+    replace_rows(engine, table, segments(date(2026, 11, 25), [1, 2, 3], "night-1"), date(2026, 11, 25))
+    assert replace_rows(engine, table, segments(date(2026, 11, 26), [2, 4], "night-2"), date(2026, 11, 26)) == 2
     assert published(engine, table) == [(2, "night-2"), (4, "night-2")]
 
 
 def test_publishing_an_older_date_leaves_the_newer_publication(crm):
     engine, table = crm
-    publish.replace_rows(engine, table, segments(date(2026, 11, 26), [1, 2], "night-26"), date(2026, 11, 26))
-    assert publish.replace_rows(engine, table, segments(date(2026, 11, 20), [1], "backfill-20"), date(2026, 11, 20)) == 0
+    replace_rows(engine, table, segments(date(2026, 11, 26), [1, 2], "night-26"), date(2026, 11, 26))
+    assert replace_rows(engine, table, segments(date(2026, 11, 20), [1], "backfill-20"), date(2026, 11, 20)) == 0
     assert published(engine, table) == [(1, "night-26"), (2, "night-26")]
+
+
+def test_a_table_left_by_an_older_version_is_recreated_with_the_current_columns(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path}/crm.sqlite")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE customer_segments (customer_id INTEGER PRIMARY KEY, segment TEXT)")
+        connection.exec_driver_sql("INSERT INTO customer_segments VALUES (1, 'Lost')")
+    metadata = crm_metadata(None)
+    table = metadata.tables["customer_segments"]
+    assert replace_rows(engine, table, segments(date(2026, 11, 26), [7, 8], "night-26"), date(2026, 11, 26)) == 2
+    assert published(engine, table) == [(7, "night-26"), (8, "night-26")]

@@ -6,10 +6,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from jobs.config import REPO_ROOT
-from models.rfm import SegmentRules, SegmentRulesError, with_rfm_scores, with_segment
+from models.rfm import SegmentRules, SegmentRulesError, cut_positions, with_rfm_scores, with_segment
 
 RULES_FILE = REPO_ROOT / "conf" / "segments.yaml"
 
@@ -57,6 +59,16 @@ def test_scores_equal_the_pandas_reference_customer_for_customer(spark, seed):
     non_buyers = scored[~scored.index.isin(expected.index)]
     assert non_buyers[["r_score", "f_score", "m_score"]].isna().all().all()
     assert (buyers["rfm_code"] == expected.astype(str).agg("".join, axis=1)).all()
+
+
+@given(st.lists(st.integers(-6, 6), min_size=1, max_size=60))
+def test_four_cut_points_give_the_rank_formula_for_any_values(values):
+    """The claim `with_rfm_scores` rests on: score = 1 + number of cut points below the value."""
+    n, ordered = len(values), sorted(values)
+    points = [ordered[position - 1] for position in cut_positions(n)]
+    for value in values:
+        rank = 1 + sum(other < value for other in values)  # ties share the lowest rank
+        assert 1 + sum(value > point for point in points) == (rank - 1) * 5 // n + 1
 
 
 def test_tied_values_get_the_same_score_whatever_the_row_order(spark):

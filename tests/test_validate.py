@@ -158,10 +158,11 @@ def test_a_bronze_row_without_id_or_with_an_unknown_operation_stops_the_gate(spa
 
 def test_gold_segments_of_the_run_date_must_have_one_row_per_customer_and_scores_1_to_5(spark, lake, lake_settings):
     def segment(as_of, customer_id, r_score):
-        return (as_of, customer_id, 3, 2, Decimal("40.00"), r_score, 2, 3, "423", "Loyal", "run-1")
+        return (as_of, customer_id, 3, 2, Decimal("40.00"), r_score, 2, 3, "423", "Loyal", None, as_of, 1, "run-1")
 
     schema = ("as_of date, customer_id long, recency_days int, frequency long, monetary decimal(18,2), "
-              "r_score int, f_score int, m_score int, rfm_code string, segment string, run_id string")
+              "r_score int, f_score int, m_score int, rfm_code string, segment string, previous_segment string, "
+              "changed_at date, cluster_id int, run_id string")
     rows = [segment(date(2026, 11, 25), 1, 9),  # an older partition: not this run's business
             segment(RUN_DATE, 1, 4), segment(RUN_DATE, 1, 4), segment(RUN_DATE, 2, 6)]
     lake.overwrite(spark.createDataFrame(rows, schema).select(*SEGMENT_COLUMNS), "gold", "customer_segments",
