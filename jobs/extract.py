@@ -42,7 +42,7 @@ from sqlalchemy import Date, DateTime, Numeric, text
 
 from jobs import db, shop_schema
 from jobs.config import Settings
-from jobs.lake import ArrowLake
+from jobs.lake import ArrowLake, LakeLayout
 from jobs.mapping import CheckedTable, SourceMapping, check_source, load_mapping
 from jobs.source_reader import read_batches
 from jobs.spark import for_each_table
@@ -103,6 +103,13 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
     extracted_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
     plan = check_source(settings.shop.url, source_mapping(settings))  # stops before anything is written
     lake = ArrowLake(settings.lake_dir)
+    later = later_night(lake, run_date)
+    if later is not None:
+        log.warning("bronze already holds the night of %s, later than %s: nothing extracted (the shop's state "
+                    "of %s cannot be read any more; the features of that date come from silver, point in time)",
+                    later, run_date, run_date)
+        return {name: {"mode": "skipped", "changed": 0, "deleted": 0, "reconciled": False, "later_night": later}
+                for name in shop_schema.SHOP_TABLES}
     earlier = earlier_batches(lake, run_date)
     states = list(for_each_table(
         lambda name: extract_table(lake, settings, plan[name], run_date, run_id, extracted_at,
@@ -155,6 +162,20 @@ def bronze_schema(source: CheckedTable) -> pa.Schema:
         + [(column, pa.string()) for column in source.carried]
         + list(BOOKKEEPING_FIELDS)
     )
+
+
+def later_night(lake: LakeLayout, run_date: date) -> str | None:
+    """The latest batch (night) in bronze when it is later than `run_date`, else None.
+
+    Bronze and silver only move forward: silver is the shop's current state, so a backfill of an older
+    date must neither extract (the shop no longer looks as it did then) nor apply anything to silver.
+    Its features are computed from silver point in time instead.
+    """
+    if not lake.exists("bronze", STATE_TABLE):
+        return None
+    batches = ArrowLake(lake.root).read("bronze", STATE_TABLE, columns=["batch_id"]).column("batch_id")
+    latest = pc.max(batches).as_py()
+    return latest if latest is not None and latest > run_date.isoformat() else None
 
 
 def earlier_batches(lake: ArrowLake, run_date: date) -> dict[str, list[BatchState]]:

@@ -97,6 +97,22 @@ def empty_shop(folder: Path) -> str:
     return url
 
 
+def test_a_backfill_of_an_older_date_leaves_bronze_and_silver_as_they_are(two_shops, spark):
+    _, runs = two_shops
+    settings = runs["canonical"]
+    lake = Lake(spark, settings.lake_dir)
+    tables = [(layer, name) for layer, name in lake.tables() if layer in ("bronze", "silver")]
+    versions = {table: lake.version(*table) for table in tables}
+    older = date(2026, 9, 30)
+
+    extracted = extract.run(older, settings, "backfill")
+    cleaned = clean.run(older, settings, "backfill")
+
+    assert {result["mode"] for result in extracted.values()} == {"skipped"}
+    assert all(result["later_night"] == RUN_DATE.isoformat() for result in cleaned.values())
+    assert {table: lake.version(*table) for table in tables} == versions  # not one commit
+
+
 def test_a_missing_required_column_stops_the_run_before_anything_is_written(tmp_path, settings):
     url = empty_shop(tmp_path)
     with create_engine(url).begin() as connection:
