@@ -31,7 +31,10 @@ from jobs.airflow_task import run_job
 @dag(
     dag_id="crm_nightly",
     schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    # Far back, so that `crm run --date` can backfill any past date: Airflow runs no task of a run whose
+    # logical date is before start_date (and reported such a run as a success). catchup=False keeps the
+    # scheduler from running all those past nights by itself.
+    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
     tags=["crm", "nightly"],

@@ -80,6 +80,10 @@ def run_nightly(settings: Settings, run_date: date, full: bool = False) -> str:
     for task in dag.tasks:
         task.retries = 0
     dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat(), "full": full})
+    ran = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.SUCCESS]
+    if dag_run.state == DagRunState.SUCCESS and not ran:
+        raise PipelineRunError(f"DAG run {dag_run.run_id} for {run_date} ran no task (is {run_date} before the "
+                               f"DAG's start_date?); logs under {Path(settings.airflow.home) / 'logs'}")
     if dag_run.state != DagRunState.SUCCESS:
         failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.FAILED]
         raise PipelineRunError(
