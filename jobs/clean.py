@@ -73,9 +73,10 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     with spark_session(settings, "clean") as spark:
         lake = Lake(spark, settings.lake_dir)
         modes = batch_modes(lake, run_date)
-        later = later_night(lake, run_date)
-        if not modes and later is not None:  # a backfill behind the lake: silver stays as it is
-            log.warning("no bronze batch for %s and silver holds the night of %s: silver left as it is", run_date, later)
+        if not modes:  # no batch to apply (a backfill behind the lake extracts none): silver stays as it is
+            later = later_night(lake, run_date)
+            log.warning("no bronze batch for %s%s: silver left as it is", run_date,
+                        f" (the lake holds the later night of {later})" if later else "")
             return {name: {"skipped": True, "later_night": later} for name in shop_schema.SHOP_TABLES}
         before = silver_versions_before(lake, run_date, run_id)
         for wave in load_waves():  # parents before children; the tables of a wave at once

@@ -492,6 +492,7 @@ def silver_frame(run: dict[str, str], table: str) -> "pd.DataFrame":
 def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
     """RFM scores and segments of every customer from silver, in plain pandas (the documented rules)."""
     import pandas as pd
+    from test_rfm import reference_scores  # the rank formula in pandas, shared with the unit tests
 
     from jobs.config import REPO_ROOT
     from models.rfm import SegmentRules
@@ -507,23 +508,14 @@ def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
     per_customer = purchases.groupby("customer_id").agg(
         frequency=("id", "size"), monetary=("total_amount", "sum"), last=("created_at", "max")).reset_index()
     frame = customers.merge(per_customer, on="customer_id", how="left")
-    buyers = frame["frequency"].fillna(0) > 0
     frame["recency_days"] = (pd.Timestamp(as_of) - frame["last"].dt.tz_localize(None).dt.normalize()).dt.days
-    n = int(buyers.sum())
-
-    def score(values: pd.Series, best_is_high: bool) -> pd.Series:
-        ranks = (values if best_is_high else -values).rank(method="min")
-        return ((ranks - 1) * 5 // n + 1).astype("Int64")
-
-    for name, column, high in (("r_score", "recency_days", False), ("f_score", "frequency", True),
-                               ("m_score", "monetary", True)):
-        frame.loc[buyers, name] = score(frame.loc[buyers, column].astype(float), high)
+    scored = frame.set_index("customer_id").join(reference_scores(frame))  # non-buyers: no scores
     rules = SegmentRules.load(REPO_ROOT / "conf" / settings.rfm.segments_file)
-    frame["segment"] = [
-        rules.segment_for(int(r), int(f), int(m)) if is_buyer else rules.no_purchase_segment
-        for r, f, m, is_buyer in zip(frame["r_score"], frame["f_score"], frame["m_score"], buyers)
+    scored["segment"] = [
+        rules.no_purchase_segment if pd.isna(r) else rules.segment_for(int(r), int(f), int(m))
+        for r, f, m in zip(scored["r_score"], scored["f_score"], scored["m_score"])
     ]
-    return frame.set_index("customer_id")
+    return scored.astype({name: "Int64" for name in ("r_score", "f_score", "m_score")})
 
 
 def test_rfm_scores_and_segments_equal_a_pandas_reference_customer_for_customer(nightly_runs):
