@@ -34,7 +34,8 @@ setup(
         "connectorx>=0.4.6,<0.5",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "duckdb", "polars"],
+        # lifetimes: the reference the BG/NBD and Gamma-Gamma tests compare with, and its CDNOW data.
+        "test": ["pytest", "hypothesis", "duckdb", "polars", "lifetimes"],
         # bench/extract.py: the process-tree memory sampler.
         "bench": ["psutil"],
     },

@@ -1,0 +1,602 @@
+"""Buy till you die: how many more orders each customer will place, what they will be worth, and the CLV.
+
+**BG/NBD** (Fader, P. S., Hardie, B. G. S. and Lee, K. L. (2005), "'Counting Your Customers' the Easy Way:
+An Alternative to the Pareto/NBD Model", Marketing Science 24(2), 275-284). While alive, a customer buys
+in a Poisson process of rate lambda; after each purchase they drop out for good with probability p.
+Across customers lambda ~ Gamma(r, alpha) (shape r, rate alpha) and p ~ Beta(a, b). A customer's history
+is `frequency` x (repeat purchases: distinct purchase periods minus one), `recency` t_x (age at the last
+repeat purchase, 0 without one) and `T` (age now, both counted from the first purchase). The likelihood is
+the one of Fader, Hardie & Lee's note "Implementing the BG/NBD Model for Customer Base Analysis in Excel"
+(2005, brucehardie.com/notes/004), summed in logs as a log-sum-exp of its two terms so that large x and T
+neither underflow nor overflow; P(alive) is from their note "Computing P(alive) Using the BG/NBD Model"
+(2008, brucehardie.com/notes/021).
+
+**Gamma-Gamma** (Fader, P. S., Hardie, B. G. S. and Lee, K. L. (2005), "RFM and CLV: Using Iso-Value
+Curves for Customer Base Analysis", Journal of Marketing Research 42(4), 415-430; written out in Fader &
+Hardie's note "The Gamma-Gamma Model of Monetary Value", 2013, brucehardie.com/notes/025). Each order of a
+customer is worth z ~ Gamma(p, nu), nu ~ Gamma(q, v) across customers; it is fitted on the repeat buyers'
+mean repeat order value m, and assumes order value independent of how often a customer buys.
+
+**CLV** over the next months follows lifetimes' `customer_lifetime_value`: per month, the expected
+purchases in that month times the expected order value, times the margin, discounted monthly. Its
+interval comes from posterior predictive simulation (`customer_lifetime_value_interval`).
+
+Units: time is in whatever unit `recency` and `T` are given in (the pipeline uses days, the CDNOW tests
+weeks); alpha and every horizon `t` are in that unit, and `period_length` is the length of one month in it
+(`DAYS_PER_MONTH` for days). Money is in the currency of `monetary_value`; v carries that unit.
+
+Speed: both fits collapse identical rows into one row with a count (`collapse_rows`), use analytic
+gradients (digamma) and fit log-parameters with L-BFGS-B on time rescaled by its mean (money by its
+mean), so a fit costs a few dozen evaluations over the distinct histories; terms in x alone are
+evaluated once per distinct x. On 1M synthetic customers in days (400k distinct histories, one core of
+a 2-core VM, measured by hand) a BG/NBD fit takes about 1 s, a Gamma-Gamma fit 0.3 s, the 12-month CLV
+3.5 s (twelve hyp2f1 per customer) and its interval with 200 draws about 21 s, 18 s without discounting.
+"""
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import digamma, expit, gammaln, hyp2f1
+
+#: The mean month in days (a Julian year over 12): `period_length` when recency and T are in days.
+DAYS_PER_MONTH = 365.25 / 12
+#: Customers simulated together in `customer_lifetime_value_interval`. Each block draws from its own
+#: stream (seed, block number), so a customer's interval depends on the seed and its block's rows only;
+#: the value is fixed here, not an option, so that the same input always gives the same intervals.
+SIMULATION_BLOCK = 5_000
+#: Bound on the fitted log-parameters (in the rescaled units): only keeps exp() finite during the search.
+LOG_PARAMETER_BOUND = 30.0
+
+
+class LifetimeInputError(ValueError):
+    """Customer arrays that the models cannot take; the message names the argument and the rows."""
+
+
+class ConvergenceError(RuntimeError):
+    """A maximum-likelihood fit that did not converge; the message names the model and the optimizer's."""
+
+
+@dataclass(frozen=True)
+class BetaGeoParams:
+    """BG/NBD parameters: lambda ~ Gamma(r, rate alpha) in purchases per time unit, p ~ Beta(a, b)."""
+
+    r: float
+    alpha: float  # time units (a rate parameter of lambda)
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class GammaGammaParams:
+    """Gamma-Gamma parameters: order value ~ Gamma(p, rate nu), nu ~ Gamma(q, rate v); v in currency."""
+
+    p: float
+    q: float
+    v: float
+
+
+def collapse_rows(*columns: np.ndarray, weights: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct rows of equal-length `columns` and how many customers each stands for.
+
+    `weights` (default 1 per row) are summed over identical rows; the likelihood of a row counted w times
+    is w times its likelihood, so a fit on the collapsed rows equals the fit on all of them.
+    """
+    n = len(columns[0])
+    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if n == 0:
+        return [np.asarray(column) for column in columns], weights
+    order = np.lexsort(columns[::-1])
+    ordered = [np.asarray(column)[order] for column in columns]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = np.logical_or.reduce([column[1:] != column[:-1] for column in ordered])
+    first = np.flatnonzero(starts)
+    return [column[first] for column in ordered], np.add.reduceat(weights[order], first)
+
+
+def _arrays(where: str, **columns: object) -> dict[str, np.ndarray]:
+    """The columns as equal-length, finite float arrays, or an error naming the column and the rows."""
+    arrays = {name: np.atleast_1d(np.asarray(values, dtype=float)) for name, values in columns.items()}
+    for name, values in arrays.items():
+        if values.ndim != 1:
+            raise LifetimeInputError(f"{where}: {name} must be one-dimensional, got shape {values.shape}")
+    lengths = {name: len(values) for name, values in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name} has {length} rows" for name, length in lengths.items())
+        raise LifetimeInputError(f"{where}: the arrays must have one row per customer, but {shown}")
+    for name, values in arrays.items():
+        _reject(where, name, ~np.isfinite(values), "not finite (NaN or infinite)")
+    return arrays
+
+
+def _reject(where: str, name: str, bad: np.ndarray, what: str) -> None:
+    count = int(np.count_nonzero(bad))
+    if count:
+        raise LifetimeInputError(f"{where}: {name} {what} in {count} of {len(bad)} rows")
+
+
+def _histories(where: str, frequency: object, recency: object, T: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (x, t_x, T): x whole and >= 0, 0 <= t_x <= T, and t_x = 0 where x = 0."""
+    arrays = _arrays(where, frequency=frequency, recency=recency, T=T)
+    x, recency, T = arrays["frequency"], arrays["recency"], arrays["T"]
+    for name, values in arrays.items():
+        _reject(where, name, values < 0, "negative")
+    _reject(where, "frequency", x != np.floor(x), "not a whole number (it counts repeat purchases)")
+    _reject(where, "recency", recency > T,
+            "greater than T (recency is the age at the last repeat purchase, at most the age T)")
+    _reject(where, "recency", (x == 0) & (recency != 0), "nonzero where frequency is 0 (no repeat purchase)")
+    return x, recency, T
+
+
+def _order_values(where: str, frequency: object, monetary_value: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (x, m): x whole and >= 0; m >= 0 for repeat buyers (ignored, may be anything, where x = 0)."""
+    x = np.atleast_1d(np.asarray(frequency, dtype=float))
+    m = np.atleast_1d(np.asarray(monetary_value, dtype=float))
+    if x.ndim != 1 or m.ndim != 1 or len(x) != len(m):
+        raise LifetimeInputError(
+            f"{where}: the arrays must have one row per customer, but frequency has shape {x.shape} "
+            f"and monetary_value has shape {m.shape}")
+    _reject(where, "frequency", ~np.isfinite(x), "not finite (NaN or infinite)")
+    _reject(where, "frequency", x < 0, "negative")
+    _reject(where, "frequency", x != np.floor(x), "not a whole number (it counts repeat purchases)")
+    repeat = x > 0
+    _reject(where, "monetary_value", repeat & ~np.isfinite(m), "not finite for a repeat buyer")
+    _reject(where, "monetary_value", repeat & (m < 0), "negative")
+    return x, np.where(repeat, m, 0.0)
+
+
+#: Largest |gradient| of the mean negative log-likelihood (per log-parameter) accepted as an optimum.
+STATIONARY_GRADIENT = 1e-6
+
+
+def _minimize(model: str, negative_log_likelihood, start: np.ndarray, args: tuple) -> np.ndarray:
+    """The log-parameters that minimise the mean negative log-likelihood, or a ConvergenceError."""
+    result = minimize(negative_log_likelihood, start, args=args, jac=True, method="L-BFGS-B",
+                      bounds=[(-LOG_PARAMETER_BOUND, LOG_PARAMETER_BOUND)] * len(start),
+                      options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 1000})
+    # The line search can stop short ("ABNORMAL") at the optimum itself, where the likelihood is flat
+    # to machine precision: a gradient this small is converged whatever the message says.
+    stationary = np.all(np.isfinite(result.jac)) and np.max(np.abs(result.jac)) < STATIONARY_GRADIENT
+    if not (result.success or stationary) or not np.all(np.isfinite(result.x)):
+        raise ConvergenceError(f"{model}.fit did not converge after {result.nit} iterations: {result.message}")
+    at_bound = np.abs(result.x) >= LOG_PARAMETER_BOUND - 1e-6
+    if at_bound.any():
+        raise ConvergenceError(
+            f"{model}.fit did not converge: parameter(s) {list(np.flatnonzero(at_bound))} ran off to "
+            f"exp(+-{LOG_PARAMETER_BOUND:g}); the data do not determine them")
+    return result.x
+
+
+def _bg_nbd_negative_log_likelihood(
+    log_params: np.ndarray,
+    distinct_x: np.ndarray, customers_by_x: np.ndarray,
+    T_no_repeat: np.ndarray, weights_no_repeat: np.ndarray,
+    x: np.ndarray, recency: np.ndarray, T: np.ndarray, weights: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """Mean negative BG/NBD log-likelihood per customer and its gradient in (ln r, ln alpha, ln a, ln b).
+
+    ln L = A1 + A2 + ln(exp(A3) + [x > 0] exp(A4)) (note 004), with
+    A1 = ln G(r+x) - ln G(r) + r ln alpha, A2 = ln G(a+b) + ln G(b+x) - ln G(b) - ln G(a+b+x),
+    A3 = -(r+x) ln(alpha+T), A4 = ln a - ln(b+x-1) - (r+x) ln(alpha+t_x).
+    A1 and A2 depend on x alone and are evaluated once per distinct x; customers without a repeat
+    purchase have only A3; `x, recency, T, weights` are the repeat buyers' distinct histories.
+    """
+    r, alpha, a, b = np.exp(log_params)
+    total = customers_by_x.sum()
+
+    a1 = gammaln(r + distinct_x) - gammaln(r) + r * np.log(alpha)
+    a2 = gammaln(a + b) + gammaln(b + distinct_x) - gammaln(b) - gammaln(a + b + distinct_x)
+    log_likelihood = customers_by_x @ (a1 + a2)
+    gradient = np.array([
+        customers_by_x @ (digamma(r + distinct_x) - digamma(r) + np.log(alpha)),
+        r / alpha * total,
+        customers_by_x @ (digamma(a + b) - digamma(a + b + distinct_x)),
+        customers_by_x @ (digamma(a + b) + digamma(b + distinct_x) - digamma(b) - digamma(a + b + distinct_x)),
+    ])
+
+    log_alpha_T = np.log(alpha + T_no_repeat)
+    log_likelihood -= r * (weights_no_repeat @ log_alpha_T)
+    gradient[0] -= weights_no_repeat @ log_alpha_T
+    gradient[1] -= r * (weights_no_repeat @ (1 / (alpha + T_no_repeat)))
+
+    log_alpha_T = np.log(alpha + T)
+    log_alpha_recency = np.log(alpha + recency)
+    a3 = -(r + x) * log_alpha_T
+    a4 = np.log(a) - np.log(b + x - 1) - (r + x) * log_alpha_recency
+    mixed = np.logaddexp(a3, a4)
+    log_likelihood += weights @ mixed
+    dropped = np.exp(a4 - mixed)  # the share of the likelihood from "dropped out right after t_x"
+    alive = 1 - dropped
+    gradient[0] -= weights @ (alive * log_alpha_T + dropped * log_alpha_recency)
+    gradient[1] -= weights @ ((r + x) * (alive / (alpha + T) + dropped / (alpha + recency)))
+    gradient[2] += (weights @ dropped) / a
+    gradient[3] -= weights @ (dropped / (b + x - 1))
+
+    return -log_likelihood / total, -gradient * np.array([r, alpha, a, b]) / total
+
+
+def _gamma_gamma_negative_log_likelihood(
+    log_params: np.ndarray,
+    distinct_x: np.ndarray, customers_by_x: np.ndarray, log_m_sums: tuple[float, float],
+    x: np.ndarray, m: np.ndarray, weights: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """Mean negative Gamma-Gamma log-likelihood per repeat buyer and its gradient in (ln p, ln q, ln v).
+
+    ln L = ln G(px+q) - ln G(px) - ln G(q) + q ln v + (px-1) ln m + px ln x - (px+q) ln(xm+v) (note 025).
+    The terms in x alone are evaluated once per distinct x, the ln m terms enter through their sums
+    `log_m_sums` = (sum w x ln m, sum w ln m); only ln(xm+v) is evaluated per row.
+    """
+    p, q, v = np.exp(log_params)
+    total = customers_by_x.sum()
+    px = p * distinct_x
+    digamma_pxq = digamma(px + q)
+    x_log_m, log_m = log_m_sums
+    log_xm_v = np.log(x * m + v)
+    log_likelihood = (customers_by_x @ (gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(v)
+                                        + px * np.log(distinct_x))
+                      + p * x_log_m - log_m - weights @ ((p * x + q) * log_xm_v))
+    gradient = np.array([
+        customers_by_x @ (distinct_x * (digamma_pxq - digamma(px) + np.log(distinct_x)))
+        + x_log_m - weights @ (x * log_xm_v),
+        customers_by_x @ (digamma_pxq - digamma(q) + np.log(v)) - weights @ log_xm_v,
+        q / v * total - weights @ ((p * x + q) / (x * m + v)),
+    ])
+    return -log_likelihood / total, -gradient * np.array([p, q, v]) / total
+
+
+class BetaGeoModel:
+    """BG/NBD: P(alive), expected repeat purchases and time to the next purchase of each customer.
+
+    Arguments are arrays with one row per customer: `frequency` (repeat purchases), `recency` and `T`
+    (in one time unit, see the module docstring). Results are arrays in the same order.
+    """
+
+    def __init__(self, params: BetaGeoParams | None = None) -> None:
+        """A model with known parameters (e.g. stored from an earlier fit), or to be fitted."""
+        self.params_ = params
+
+    def fit(self, frequency: object, recency: object, T: object, weights: object | None = None) -> BetaGeoModel:
+        """Maximum-likelihood fit; `weights` counts the customers each row stands for (default 1). Sets `params_`."""
+        x, recency, T = _histories("BetaGeoModel.fit", frequency, recency, T)
+        weights = _weights("BetaGeoModel.fit", weights, len(x))
+        if not np.any((x > 0) & (weights > 0)):
+            raise LifetimeInputError("BetaGeoModel.fit: no customer has a repeat purchase (frequency > 0)")
+        # Time in units of its mean: the fit then starts from the same point whatever the unit.
+        scale = float(weights @ T / weights.sum()) or 1.0
+        (x, recency, T), weights = collapse_rows(x, recency / scale, T / scale, weights=weights)
+        distinct_x, where_x = np.unique(x, return_inverse=True)
+        customers_by_x = np.bincount(where_x, weights=weights)
+        repeat = x > 0
+        log_params = _minimize(
+            "BetaGeoModel", _bg_nbd_negative_log_likelihood, np.zeros(4),
+            (distinct_x, customers_by_x, T[~repeat], weights[~repeat],
+             x[repeat], recency[repeat], T[repeat], weights[repeat]),
+        )
+        r, alpha, a, b = np.exp(log_params)
+        self.params_ = BetaGeoParams(r=float(r), alpha=float(alpha * scale), a=float(a), b=float(b))
+        return self
+
+    def _params(self) -> BetaGeoParams:
+        if self.params_ is None:
+            raise RuntimeError("BetaGeoModel: no parameters; call fit() or pass params")
+        return self.params_
+
+    def probability_alive(self, frequency: object, recency: object, T: object) -> np.ndarray:
+        """P(alive at T | x, t_x, T), a probability; 1 for customers without a repeat purchase (note 021)."""
+        x, recency, T = _histories("BetaGeoModel.probability_alive", frequency, recency, T)
+        return self._probability_alive(x, recency, T)
+
+    def _probability_alive(self, x: np.ndarray, recency: np.ndarray, T: np.ndarray) -> np.ndarray:
+        r, alpha, a, b = astuple(self._params())
+        log_odds_dead = np.log(a / (b + np.maximum(x, 1) - 1)) + (r + x) * np.log((alpha + T) / (alpha + recency))
+        return np.where(x > 0, expit(-log_odds_dead), 1.0)
+
+    def expected_purchases(self, t: float | np.ndarray, frequency: object, recency: object, T: object) -> np.ndarray:
+        """Expected repeat purchases in (T, T + t], t in the time unit of T (a scalar or one per customer)."""
+        where = "BetaGeoModel.expected_purchases"
+        x, recency, T = _histories(where, frequency, recency, T)
+        return self._expected_purchases(_horizon(where, t, len(x)), x, recency, T)
+
+    def _expected_purchases(self, t: float | np.ndarray, x: np.ndarray, recency: np.ndarray,
+                            T: np.ndarray) -> np.ndarray:
+        # Eq. (10): E[Y(t) | x, t_x, T] = P(alive) (a+b+x-1)/(a-1)
+        #     x [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+T+t))],
+        # the paper's denominator 1 + [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x) being 1 / P(alive).
+        r, alpha, a, b = astuple(self._params())
+        z = t / (alpha + T + t)
+        log_hyp = _log_hyp2f1(r + x, b + x, a + b + x - 1, z)
+        if_alive = (a + b + x - 1) / (a - 1) * -np.expm1(log_hyp + (r + x) * np.log1p(-z))
+        return self._probability_alive(x, recency, T) * if_alive
+
+    def probability_no_purchase(self, t: float | np.ndarray, frequency: object, recency: object,
+                                T: object) -> np.ndarray:
+        """P(no repeat purchase in (T, T + t]), t in the time unit of T: dropped out, or alive and still waiting.
+
+        Alive, the next purchase comes after an Exponential(lambda) wait with lambda | alive ~ Gamma(r+x,
+        rate alpha+T), so P(still waiting at T + t | alive) = ((alpha+T)/(alpha+T+t))^(r+x).
+        """
+        where = "BetaGeoModel.probability_no_purchase"
+        x, recency, T = _histories(where, frequency, recency, T)
+        t = _horizon(where, t, len(x))
+        r, alpha, _, _ = astuple(self._params())
+        alive = self._probability_alive(x, recency, T)
+        return 1 - alive + alive * ((alpha + T) / (alpha + T + t)) ** (r + x)
+
+    def time_to_next_purchase(self, frequency: object, recency: object, T: object,
+                              probability: float = 0.5) -> np.ndarray:
+        """Time after T (unit of T) by which the customer has bought again with `probability`; NaN if never.
+
+        Solves 1 - `probability_no_purchase`(t) = probability for t: P(alive) (1 - ((alpha+T)/(alpha+T+t))^(r+x))
+        = probability. Customers whose P(alive) is at most `probability` never reach it: NaN.
+        """
+        if not 0 < probability < 1:
+            raise LifetimeInputError(
+                f"BetaGeoModel.time_to_next_purchase: probability must be in (0, 1), got {probability}")
+        x, recency, T = _histories("BetaGeoModel.time_to_next_purchase", frequency, recency, T)
+        r, alpha, _, _ = astuple(self._params())
+        alive = self._probability_alive(x, recency, T)
+        reachable = alive > probability
+        waiting = 1 - probability / np.where(reachable, alive, 1.0)  # ((alpha+T)/(alpha+T+t))^(r+x) at the answer
+        t = (alpha + T) * np.expm1(-np.log(np.where(reachable, waiting, 1.0)) / (r + x))
+        return np.where(reachable, t, np.nan)
+
+
+def _horizon(where: str, t: float | np.ndarray, rows: int) -> np.ndarray:
+    """A validated horizon: finite, >= 0, a scalar or one per customer."""
+    t = np.asarray(t, dtype=float)
+    if t.ndim != 0 and t.shape != (rows,):
+        raise LifetimeInputError(
+            f"{where}: t must be a scalar or have one row per customer ({rows}), got shape {t.shape}")
+    _reject(where, "t", ~np.isfinite(np.atleast_1d(t)) | (np.atleast_1d(t) < 0), "negative or not finite")
+    return t
+
+
+def _log_hyp2f1(a: np.ndarray, b: np.ndarray, c: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """ln 2F1(a, b; c; z) for 0 <= z < 1; where 2F1 overflows, via Euler's transformation (as lifetimes)."""
+    a, b, c, z = np.broadcast_arrays(a, b, c, z)
+    with np.errstate(divide="ignore"):
+        value = np.log(hyp2f1(a, b, c, z))
+    overflow = ~np.isfinite(value)
+    if overflow.any():
+        a, b, c, z = a[overflow], b[overflow], c[overflow], z[overflow]
+        value[overflow] = np.log(hyp2f1(c - a, c - b, c, z)) + (c - a - b) * np.log1p(-z)
+    return value
+
+
+def _weights(where: str, weights: object | None, rows: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(rows)
+    weights = _arrays(where, weights=weights)["weights"]
+    if len(weights) != rows:
+        raise LifetimeInputError(f"{where}: weights has {len(weights)} rows, the customer arrays {rows}")
+    _reject(where, "weights", weights < 0, "negative")
+    return weights
+
+
+class GammaGammaModel:
+    """Gamma-Gamma: the expected value of a customer's future orders, in the currency of `monetary_value`.
+
+    `monetary_value` is the mean value of a customer's repeat orders (the first order excluded, as in
+    lifetimes' summary data); it is ignored for customers without a repeat purchase.
+    """
+
+    def __init__(self, params: GammaGammaParams | None = None) -> None:
+        """A model with known parameters (e.g. stored from an earlier fit), or to be fitted."""
+        self.params_ = params
+
+    def fit(self, frequency: object, monetary_value: object, weights: object | None = None) -> GammaGammaModel:
+        """Maximum-likelihood fit on the repeat buyers (frequency > 0) among the rows; sets `params_`."""
+        where = "GammaGammaModel.fit"
+        x, m = _order_values(where, frequency, monetary_value)
+        weights = _weights(where, weights, len(x))
+        repeat = (x > 0) & (weights > 0)
+        if not repeat.any():
+            raise LifetimeInputError(f"{where}: no customer has a repeat purchase (frequency > 0) to fit on")
+        _reject(where, "monetary_value", repeat & (m == 0), "zero for a repeat buyer (the model needs m > 0)")
+        x, m, weights = x[repeat], m[repeat], weights[repeat]
+        scale = float(weights @ m / weights.sum())  # money in units of its mean, as time in BetaGeoModel.fit
+        (x, m), weights = collapse_rows(x, m / scale, weights=weights)
+        distinct_x, where_x = np.unique(x, return_inverse=True)
+        log_m_sums = (float(weights @ (x * np.log(m))), float(weights @ np.log(m)))
+        p, q, v = np.exp(_minimize(
+            "GammaGammaModel", _gamma_gamma_negative_log_likelihood, np.zeros(3),
+            (distinct_x, np.bincount(where_x, weights=weights), log_m_sums, x, m, weights),
+        ))
+        self.params_ = GammaGammaParams(p=float(p), q=float(q), v=float(v * scale))
+        return self
+
+    def _params(self) -> GammaGammaParams:
+        if self.params_ is None:
+            raise RuntimeError("GammaGammaModel: no parameters; call fit() or pass params")
+        if self.params_.q <= 1:
+            raise ValueError(
+                f"GammaGammaModel: q = {self.params_.q:.4g} <= 1, so the mean order value p v / (q - 1) "
+                "is not defined (order values too heavy-tailed for this model)")
+        return self.params_
+
+    def expected_order_value(self, frequency: object, monetary_value: object) -> np.ndarray:
+        """E[order value | x, m] (currency): a mix of m and the population mean p v / (q - 1) (note 025, eq. 5).
+
+        The weight of m is p x / (p x + q - 1): 0 without a repeat purchase, near 1 for frequent buyers.
+        """
+        x, m = _order_values("GammaGammaModel.expected_order_value", frequency, monetary_value)
+        return self._expected_order_value(x, m)
+
+    def _expected_order_value(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        p, q, v = astuple(self._params())
+        own_weight = p * x / (p * x + q - 1)
+        return (1 - own_weight) * (p * v / (q - 1)) + own_weight * m
+
+
+def customer_lifetime_value(
+    beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
+    frequency: object, recency: object, T: object, monetary_value: object,
+    *, period_length: float, months: int = 12, margin: float = 1.0, monthly_discount_rate: float = 0.0,
+) -> np.ndarray:
+    """Expected profit of each customer over the next `months` months (currency), discounted monthly.
+
+    Sum over months i = 1..months of E[purchases in month i] x E[order value] x margin / (1 + rate)^i, as
+    lifetimes' `customer_lifetime_value`. `period_length` is one month in the time unit of recency and T
+    (`DAYS_PER_MONTH` for days; lifetimes uses 30 days or 4.345 weeks).
+    """
+    where = "customer_lifetime_value"
+    x, recency, T = _histories(where, frequency, recency, T)
+    _check_horizon(where, period_length, months, margin, monthly_discount_rate)
+    order_value = gamma_gamma._expected_order_value(*_order_values(where, x, monetary_value))
+    discounted, _ = _monthly_purchases(beta_geo, x, recency, T, period_length, months, monthly_discount_rate)
+    return margin * order_value * discounted
+
+
+def _check_horizon(where: str, period_length: float, months: int, margin: float, monthly_discount_rate: float) -> None:
+    if not (np.isfinite(period_length) and period_length > 0):
+        raise LifetimeInputError(
+            f"{where}: period_length (one month in the time unit of T) must be > 0, got {period_length}")
+    if int(months) != months or months < 1:
+        raise LifetimeInputError(f"{where}: months must be a whole number >= 1, got {months}")
+    if not margin > 0:
+        raise LifetimeInputError(f"{where}: margin must be > 0, got {margin}")
+    if not monthly_discount_rate > -1:
+        raise LifetimeInputError(f"{where}: monthly_discount_rate must be > -1, got {monthly_discount_rate}")
+
+
+def _monthly_purchases(
+    beta_geo: BetaGeoModel, x: np.ndarray, recency: np.ndarray, T: np.ndarray,
+    period_length: float, months: int, monthly_discount_rate: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected purchases over the horizon, discounted month by month and undiscounted."""
+    discounted = np.zeros(len(x))
+    previous = np.zeros(len(x))
+    for month in range(1, int(months) + 1):
+        cumulative = beta_geo._expected_purchases(month * period_length, x, recency, T)
+        discounted += (cumulative - previous) / (1 + monthly_discount_rate) ** month
+        previous = cumulative
+    return discounted, previous
+
+
+def customer_lifetime_value_interval(
+    beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
+    frequency: object, recency: object, T: object, monetary_value: object,
+    *, period_length: float, seed: int, months: int = 12, margin: float = 1.0,
+    monthly_discount_rate: float = 0.0, level: float = 0.8, draws: int = 200,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high ends (currency) of each customer's `level` interval of CLV, by simulation.
+
+    The interval is the central one, except that it runs from 0 to the `level` quantile for a customer
+    likely to buy nothing (see `_interval`).
+
+    Each of `draws` draws per customer, given the fitted parameters (their uncertainty is ignored):
+    alive ~ Bernoulli(P(alive)); if alive, lambda ~ Gamma(r+x, rate alpha+T) and p ~ Beta(a, b+x); over
+    the horizon H = months x period_length, M ~ Poisson(lambda H) purchase chances, a dropout after each
+    purchase with probability p makes D ~ Geometric(p) purchases possible, N = min(M, D) are made
+    (the code integrates lambda out, see `_simulated_value`). Order values: nu ~ Gamma(p_gg x + q, rate
+    v + x m) (the Gamma-Gamma posterior), total ~ Gamma(p_gg N, rate nu); p_gg is the Gamma-Gamma p.
+    Discounting is approximated: each customer's draws are scaled by the ratio of its discounted to its
+    undiscounted point CLV, which keeps the mean exact but ignores when within the horizon a draw's
+    orders fall. The same inputs and seed give the same intervals (see `SIMULATION_BLOCK`).
+    """
+    where = "customer_lifetime_value_interval"
+    x, recency, T = _histories(where, frequency, recency, T)
+    _, m = _order_values(where, x, monetary_value)
+    _check_horizon(where, period_length, months, margin, monthly_discount_rate)
+    if not 0 < level < 1:
+        raise LifetimeInputError(f"{where}: level must be in (0, 1), got {level}")
+    if int(draws) != draws or draws < 1:
+        raise LifetimeInputError(f"{where}: draws must be a whole number >= 1, got {draws}")
+    gamma_gamma._params()  # q > 1, as the point CLV needs
+
+    low, high = np.empty(len(x)), np.empty(len(x))
+    for block, start in enumerate(range(0, len(x), SIMULATION_BLOCK)):
+        rows = slice(start, start + SIMULATION_BLOCK)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
+        values = _simulated_value(rng, beta_geo, gamma_gamma, x[rows], recency[rows], T[rows], m[rows],
+                                  months * period_length, int(draws))
+        if monthly_discount_rate != 0:
+            discounted, undiscounted = _monthly_purchases(beta_geo, x[rows], recency[rows], T[rows],
+                                                          period_length, months, monthly_discount_rate)
+            values *= np.divide(discounted, undiscounted, out=np.ones_like(discounted),
+                                where=undiscounted > 0)[:, None]
+        low[rows], high[rows] = (margin * end for end in _interval(values, level))
+    return low, high
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of draws, an interval holding `level` of them: the central one, or [0, level quantile]
+    when the central one would start at 0.
+
+    Customers likely to buy nothing have an atom at 0. Where it reaches the lower tail ((1 - level) / 2),
+    the central interval [0, (1 + level) / 2 quantile] holds the atom *and* the upper tail's share,
+    so it covers more than `level` (about 90% for an 80% interval on CDNOW-like customers). Starting at 0
+    and ending at the `level` quantile holds `level` (or the atom alone, when the atom is larger).
+    """
+    low, central_high, lower_high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2, level], axis=1)
+    return low, np.where(low > 0, central_high, lower_high)
+
+
+def _simulated_value(
+    rng: np.random.Generator, beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
+    x: np.ndarray, recency: np.ndarray, T: np.ndarray, m: np.ndarray, horizon: float, draws: int,
+) -> np.ndarray:
+    """Posterior predictive value of the orders in (T, T + horizon], shape (customers, draws), undiscounted.
+
+    lambda is integrated out: given alive, M ~ NegBin(r+x, pi), pi = (alpha+T)/(alpha+T+H) (the Gamma-Poisson
+    mixture), drawn by inverse CDF from the uniform that decided alive (u < P(alive), then u / P(alive) is
+    uniform). Only the draws with M >= 1 (a minority) go on to p, D and the order values: a few variates
+    per draw instead of a Gamma and a Poisson for every alive one.
+    """
+    bg, gg = beta_geo._params(), gamma_gamma._params()
+    alive = beta_geo._probability_alive(x, recency, T)
+    shape = bg.r + x
+    stay = (bg.alpha + T) / (bg.alpha + T + horizon)  # pi: P(no purchase chance in H | alive) = pi^(r+x)
+    u = rng.random((len(x), draws))
+    buys = (u < alive[:, None]) & (u >= (alive * stay ** shape)[:, None])  # alive, and M >= 1
+    flat = np.flatnonzero(buys)
+    who = flat // draws
+    given_alive = u.ravel()[flat] / alive[who]
+    largest = np.zeros(len(x))
+    np.maximum.at(largest, who, given_alive)
+    purchases = _negative_binomial(given_alive, who, shape, stay, largest)
+    several = purchases > 1  # the first chance is always taken: D >= 1
+    dropout = rng.beta(bg.a, bg.b + x[who[several]])
+    purchases[several] = np.minimum(purchases[several], rng.geometric(dropout))
+    nu = rng.standard_gamma(gg.p * x[who] + gg.q) / (gg.v + x[who] * m[who])
+    values = np.zeros((len(x), draws))
+    values.ravel()[flat] = rng.standard_gamma(gg.p * purchases) / nu
+    return values
+
+
+def _negative_binomial(
+    u: np.ndarray, customer: np.ndarray, shape: np.ndarray, stay: np.ndarray, largest_u: np.ndarray,
+) -> np.ndarray:
+    """Inverse CDF of NegBin(shape, stay), P(k) = C(shape+k-1, k) stay^shape (1-stay)^k: smallest k, F(k) > u.
+
+    Each customer's CDF is tabulated once, up to its `largest_u` (the pmf stepped in logs, so a large shape
+    cannot underflow; past the mean, a pmf below 1e-16 ends the table), then every draw `u` of customer
+    `customer` is looked up with one sorted search over all tables (key: customer number + CDF, which
+    resolves u to about 1e-12 for the block's 5,000 customers).
+    """
+    log_pmf = shape * np.log(stay)
+    cdf = np.exp(log_pmf)
+    log_leave = np.log1p(-stay)
+    mean = shape * (1 - stay) / stay
+    owners, counts, cdfs = [np.arange(len(shape))], [np.zeros(len(shape))], [cdf.copy()]
+    active = np.flatnonzero(cdf <= largest_u)
+    k = 0
+    while active.size:
+        k += 1
+        log_pmf[active] += np.log((shape[active] + k - 1) / k) + log_leave[active]
+        pmf = np.exp(log_pmf[active])
+        cdf[active] += pmf
+        owners.append(active)
+        counts.append(np.full(active.size, k))
+        cdfs.append(cdf[active])
+        active = active[(cdf[active] <= largest_u[active]) & ~((k > mean[active]) & (pmf < 1e-16))]
+    owner, count = np.concatenate(owners), np.concatenate(counts)
+    key = owner + np.minimum(np.concatenate(cdfs), 1.0)  # sorted by owner, then count: increasing
+    order = np.lexsort((count, owner))
+    owner, count, key = owner[order], count[order], key[order]
+    found = np.minimum(np.searchsorted(key, customer + u, side="right"), len(key) - 1)
+    # A draw beyond its customer's table (the negligible tail cut above) takes the table's last count.
+    past = owner[found] != customer
+    found[past] = np.searchsorted(owner, customer[past], side="right") - 1
+    return count[found].astype(np.int64)
