@@ -16,38 +16,54 @@ class Feature:
     type: str  # Spark SQL type, as `DataFrame.dtypes` names it
     unit: str = ""
     pii: bool = False
+    label: str = ""  # a few plain words for reason texts ("days since the last purchase"); default: the name
+
+    @property
+    def words(self) -> str:
+        return self.label or self.name.replace("_", " ")
 
 
 FEATURES: tuple[Feature, ...] = (
     Feature("as_of", "the date the features describe: everything up to the end of that day (UTC)", "date"),
     Feature("customer_id", "the shop's customer id (customers.id)", "bigint"),
-    Feature("recency_days", "days from the last purchase to as_of; null without purchases", "int", "days"),
-    Feature("frequency", "purchases (orders not cancelled or returned by as_of)", "bigint", "orders"),
-    Feature("monetary", "total spent on those purchases", "decimal(18,2)", "currency"),
-    Feature("avg_order_value", "monetary / frequency; null without purchases", "decimal(18,2)", "currency"),
+    Feature("recency_days", "days from the last purchase to as_of; null without purchases", "int", "days",
+            label="days since the last purchase"),
+    Feature("frequency", "purchases (orders not cancelled or returned by as_of)", "bigint", "orders",
+            label="purchases so far"),
+    Feature("monetary", "total spent on those purchases", "decimal(18,2)", "currency", label="total spent"),
+    Feature("avg_order_value", "monetary / frequency; null without purchases", "decimal(18,2)", "currency",
+            label="average order value"),
     Feature("first_order_at", "time of the first purchase", "timestamp", "UTC"),
     Feature("last_order_at", "time of the last purchase", "timestamp", "UTC"),
-    Feature("tenure_days", "days from registration to as_of", "int", "days"),
+    Feature("tenure_days", "days from registration to as_of", "int", "days", label="days since registration"),
     Feature("mean_days_between_orders", "mean time between consecutive purchases; null with fewer than 2",
-            "double", "days"),
+            "double", "days", label="average days between purchases"),
     Feature("std_days_between_orders", "sample standard deviation of that time; null with fewer than 3 purchases",
-            "double", "days"),
-    Feature("spend_last_90d", "spent in the 90 days up to as_of", "decimal(18,2)", "currency"),
-    Feature("spend_previous_90d", "spent in the 90 days before those", "decimal(18,2)", "currency"),
+            "double", "days", label="irregularity of purchases (std of days between)"),
+    Feature("spend_last_90d", "spent in the 90 days up to as_of", "decimal(18,2)", "currency",
+            label="spent in the last 90 days"),
+    Feature("spend_previous_90d", "spent in the 90 days before those", "decimal(18,2)", "currency",
+            label="spent in the 90 days before"),
     Feature("spend_trend", "spend_last_90d / spend_previous_90d; null when the earlier period has no spend",
-            "double", "ratio"),
-    Feature("avg_basket_units", "units per purchase (order lines' quantities)", "double", "units"),
+            "double", "ratio", label="spend trend (last 90 days / the 90 before)"),
+    Feature("avg_basket_units", "units per purchase (order lines' quantities)", "double", "units",
+            label="units per order"),
     Feature("favourite_category", "product category with the most spend (ties: first by name)", "string"),
-    Feature("categories_bought", "distinct product categories bought", "int", "categories"),
-    Feature("coupon_order_share", "share of purchases that used a coupon; null without purchases", "double", "ratio"),
-    Feature("open_cart_value", "value of the carts open at as_of", "decimal(18,2)", "currency"),
-    Feature("abandoned_cart_value", "value of the carts abandoned by as_of", "decimal(18,2)", "currency"),
-    Feature("cancelled_orders", "orders cancelled by as_of", "int", "orders"),
-    Feature("returned_orders", "orders returned by as_of", "int", "orders"),
-    Feature("review_count", "product reviews written", "int", "reviews"),
-    Feature("avg_rating", "mean star rating of those reviews; null without reviews", "double", "stars (1-5)"),
-    Feature("inquiry_count", "support inquiries opened", "int", "inquiries"),
-    Feature("open_inquiries", "inquiries not resolved at as_of", "int", "inquiries"),
+    Feature("categories_bought", "distinct product categories bought", "int", "categories",
+            label="categories bought"),
+    Feature("coupon_order_share", "share of purchases that used a coupon; null without purchases", "double", "ratio",
+            label="share of orders with a coupon"),
+    Feature("open_cart_value", "value of the carts open at as_of", "decimal(18,2)", "currency",
+            label="value of open carts"),
+    Feature("abandoned_cart_value", "value of the carts abandoned by as_of", "decimal(18,2)", "currency",
+            label="value of abandoned carts"),
+    Feature("cancelled_orders", "orders cancelled by as_of", "int", "orders", label="cancelled orders"),
+    Feature("returned_orders", "orders returned by as_of", "int", "orders", label="returned orders"),
+    Feature("review_count", "product reviews written", "int", "reviews", label="reviews written"),
+    Feature("avg_rating", "mean star rating of those reviews; null without reviews", "double", "stars (1-5)",
+            label="average review rating"),
+    Feature("inquiry_count", "support inquiries opened", "int", "inquiries", label="support inquiries"),
+    Feature("open_inquiries", "inquiries not resolved at as_of", "int", "inquiries", label="open support inquiries"),
 )
 
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

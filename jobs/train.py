@@ -1,0 +1,179 @@
+"""train: churn training snapshots from silver, a challenger trained and logged to MLflow, promoted if it wins.
+
+With h = `churn.horizon_days` and the run date D, two point-in-time snapshots of the customers who had
+bought by then: the *training* snapshot at D - 2h and the *holdout* snapshot at D - h, each labelled by
+what happened in the h days after it (`features.purchases.with_future_purchases`). The challenger (the
+configured algorithm, calibrated) learns on the first and is judged on the second, next to:
+- the logistic-regression baseline, trained the same way;
+- `1 - P(alive)` of BG/NBD fitted on the holdout snapshot's history (the issue's baseline), and
+  BG/NBD's own probability of no purchase within h days.
+
+Everything goes to one MLflow run: parameters, metrics (`<model>_roc_auc`, `_pr_auc`, `_brier`),
+calibration tables, plots (calibration, cumulative gains, holdout actual vs predicted purchases) and the
+challenger with its signature, registered as `mlflow.churn_model`. The `champion` alias moves to the new
+version only when it beats the current champion on the same holdout by `churn.promote_margin` on
+`churn.promote_metric`; otherwise the champion stays and the version is tagged with why.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.models import infer_signature
+from pyspark.sql import functions as F
+
+from features.customer import INPUT_TABLES, customer_features
+from features.purchases import purchase_history, with_future_purchases
+from jobs.config import Settings
+from jobs.lake import Lake
+from jobs.spark import spark_session
+from models import churn, plots, tracking
+from models.lifetime import BetaGeoModel
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDataError(ValueError):
+    """The lake cannot give a usable training set; the message says which date and what is missing."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The buyers at `as_of`: their features, purchase history (days) and what they did in the horizon after."""
+
+    as_of: date
+    features: pd.DataFrame  # gold/customer_features columns, index customer_id
+    history: pd.DataFrame  # features.purchases.HISTORY_COLUMNS, same index
+    outcome: pd.DataFrame  # purchases_in_horizon, is_churned, same index
+
+
+def run(run_date: date, settings: Settings, run_id: str) -> dict:
+    """Train a churn challenger as of `run_date` and promote it if it beats the champion; returns the outcome."""
+    with spark_session(settings, "train") as spark:
+        return train(Lake(spark, settings.lake_dir), run_date, settings, run_id)
+
+
+def train(lake: Lake, run_date: date, settings: Settings, run_id: str) -> dict:
+    horizon = settings.churn.horizon_days
+    snapshots = [snapshot(lake, run_date - timedelta(days=days), settings) for days in (2 * horizon, horizon)]
+    return train_and_promote(*snapshots, settings, run_date, run_id)
+
+
+def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
+    """The point-in-time snapshot of the buyers at `as_of`, labelled by the `churn.horizon_days` after it."""
+    statuses = settings.rfm.scored_statuses
+    silver = {table: lake.read("silver", table) for table in INPUT_TABLES}
+    buyers = customer_features(silver, as_of, statuses).where(F.col("frequency") > 0)
+    labelled = (
+        buyers.transform(with_future_purchases, silver["orders"], as_of, settings.churn.horizon_days, statuses)
+        .toPandas().set_index("customer_id").sort_index()
+    )
+    if labelled.empty:
+        raise TrainingDataError(
+            f"churn training snapshot at {as_of} ({settings.churn.horizon_days}-day horizon): no customer had "
+            f"bought by then; training needs purchase history from at least 2 x churn.horizon_days before the run date")
+    outcome = ["purchases_in_horizon", "is_churned"]
+    return Snapshot(
+        as_of=as_of,
+        features=labelled.drop(columns=outcome),
+        history=purchase_history_frame(lake, as_of, settings, labelled.index),
+        outcome=labelled[outcome],
+    )
+
+
+def purchase_history_frame(lake: Lake, as_of: date, settings: Settings, customers: pd.Index) -> pd.DataFrame:
+    """The BG/NBD purchase history at `as_of` of `customers` (repeat purchase days, recency and age in days)."""
+    frame = (purchase_history(lake.read("silver", "orders"), as_of, settings.rfm.scored_statuses)
+             .toPandas().set_index("customer_id"))
+    return frame.reindex(customers)
+
+
+def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings, run_date: date,
+                      run_id: str) -> dict:
+    """Fit challenger and baselines on `training`, judge them on `holdout`, log to MLflow, move the alias."""
+    options = settings.churn
+    client = tracking.connect(settings.mlflow)
+    y_train, y_holdout = training.outcome["is_churned"], holdout.outcome["is_churned"]
+    challenger = churn.ChurnClassifier(options.features, options.model, options.calibration, options.seed)
+    challenger.fit(training.features, y_train)
+    baseline = churn.ChurnClassifier(options.features, "logistic_regression", options.calibration, options.seed)
+    baseline.fit(training.features, y_train)
+
+    history = holdout.history
+    beta_geo = BetaGeoModel().fit(history["frequency"], history["recency_days"], history["T_days"])
+    args = (history["frequency"].to_numpy(), history["recency_days"].to_numpy(), history["T_days"].to_numpy())
+    expected = beta_geo.expected_purchases(options.horizon_days, *args)
+    probabilities = {
+        "challenger": challenger.churn_probability(holdout.features),
+        "logistic_baseline": baseline.churn_probability(holdout.features),
+        "p_alive_baseline": 1 - beta_geo.probability_alive(*args),
+        "bgnbd_no_purchase": beta_geo.probability_no_purchase(options.horizon_days, *args),
+    }
+    metrics = {name: churn.scores(y_holdout, p) for name, p in probabilities.items()}
+    tables = {name: churn.calibration_table(y_holdout, p) for name, p in probabilities.items()}
+
+    with mlflow.start_run(run_name=f"churn-training-{run_date}") as mlflow_run:
+        mlflow.set_tags({"kind": "churn-training", "run_date": run_date.isoformat(), "pipeline_run_id": run_id})
+        mlflow.log_params({
+            "algorithm": options.model, "calibration": options.calibration, "horizon_days": options.horizon_days,
+            "features": ",".join(options.features), "training_as_of": training.as_of.isoformat(),
+            "holdout_as_of": holdout.as_of.isoformat(), "training_customers": len(y_train),
+            "holdout_customers": len(y_holdout), "training_churn_rate": round(float(y_train.mean()), 4),
+            "holdout_churn_rate": round(float(y_holdout.mean()), 4), "seed": options.seed,
+            **{f"bgnbd_{name}": round(value, 6) for name, value in asdict(beta_geo.params_).items()},
+        })
+        mlflow.log_metrics({f"{name}_{metric}": value for name, values in metrics.items() for metric, value in values.items()})
+        mlflow.log_metric("holdout_actual_purchases", float(holdout.outcome["purchases_in_horizon"].sum()))
+        mlflow.log_metric("holdout_bgnbd_expected_purchases", float(expected.sum()))
+        for name, table in tables.items():
+            mlflow.log_text(table.to_csv(index=False), f"calibration/{name}.csv")
+        mlflow.log_figure(plots.calibration_figure(tables), "plots/calibration.png")
+        mlflow.log_figure(plots.gains_figure(y_holdout, probabilities), "plots/cumulative_gains.png")
+        mlflow.log_figure(plots.holdout_orders_figure(history["frequency"], holdout.outcome["purchases_in_horizon"],
+                                                      expected), "plots/holdout_purchases.png")
+        inputs = challenger._matrix(holdout.features.head(100))
+        info = mlflow.sklearn.log_model(
+            challenger, name="churn_model", registered_model_name=settings.mlflow.churn_model,
+            serialization_format=tracking.SERIALIZATION_FORMAT,
+            signature=infer_signature(inputs, challenger.churn_probability(inputs)),
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}",
+                              f"numpy=={np.__version__}"],
+        )
+        version = client.get_model_version(settings.mlflow.churn_model, str(info.registered_model_version))
+        decision, promoted = judge(client, version, holdout, y_holdout, metrics["challenger"], settings)
+        mlflow.set_tag("decision", decision)
+    client.set_model_version_tag(version.name, version.version, "decision", decision)
+    log.info("churn challenger %s: %s", tracking.version_label(version), decision)
+    return {
+        "challenger": tracking.version_label(version), "promoted": promoted, "decision": decision,
+        "mlflow_run_id": mlflow_run.info.run_id,
+        "metrics": {name: {metric: round(value, 4) for metric, value in values.items()} for name, values in metrics.items()},
+    }
+
+
+def judge(client, version, holdout: Snapshot, y_holdout: pd.Series, challenger_metrics: dict[str, float],
+          settings: Settings) -> tuple[str, bool]:
+    """Compare the challenger with the champion on the same holdout; move the alias if the challenger wins."""
+    options = settings.churn
+    current = tracking.champion(client, settings.mlflow.churn_model)
+    if current is None:
+        tracking.make_champion(client, version)
+        return "first model: champion", True
+    try:
+        champion_metrics = churn.scores(y_holdout, tracking.load_version(current).churn_probability(holdout.features))
+    except ValueError as error:  # the champion needs features this version of the pipeline no longer has
+        tracking.make_champion(client, version)
+        return f"champion {tracking.version_label(current)} cannot score today's features ({error}): replaced", True
+    metric, margin = options.promote_metric, options.promote_margin
+    mlflow.log_metrics({f"champion_{name}": value for name, value in champion_metrics.items()})
+    comparison = (f"{metric} {challenger_metrics[metric]:.4f} vs champion {tracking.version_label(current)} "
+                  f"{champion_metrics[metric]:.4f}, margin {margin}")
+    if churn.beats(challenger_metrics, champion_metrics, metric, margin):
+        tracking.make_champion(client, version)
+        return f"promoted: {comparison}", True
+    return f"not promoted: {comparison}", False

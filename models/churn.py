@@ -1,0 +1,156 @@
+"""Churn: the probability that a customer makes no purchase within the horizon after `as_of`.
+
+A scikit-learn classifier on the point-in-time features of `gold/customer_features` (the list is in
+`conf/base.yaml`, `churn.features`), with cross-validated probability calibration so that "0.7" means
+seven in ten such customers do not come back. Histogram gradient boosting is the challenger; logistic
+regression (median-imputed, standardised) the baseline. Only customers with a purchase by `as_of` are
+scored: churn is the loss of a buyer.
+
+Each customer's top three reasons come from occlusion: the fall in its churn probability when one feature
+is set to the training population's median. The largest falls name the features that push this customer's
+risk above a typical customer's, in plain words from the feature registry:
+"days since the last purchase: 212 (typical 64)" (n/a: the feature has no value, e.g. no reviews).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from features.registry import FEATURES
+
+ALGORITHMS = ("hist_gradient_boosting", "logistic_regression")
+REASONS = 3
+CALIBRATION_FOLDS = 3
+#: Higher is better for these metrics; lower for the others (Brier score).
+HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False}
+_WORDS = {feature.name: feature.words for feature in FEATURES}
+
+
+def estimator(algorithm: str, seed: int) -> BaseEstimator:
+    """The uncalibrated classifier of `algorithm`."""
+    if algorithm == "hist_gradient_boosting":
+        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=False,
+                                              l2_regularization=1.0, random_state=seed)
+    if algorithm == "logistic_regression":
+        return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
+                             LogisticRegression(max_iter=2000))
+    raise ValueError(f"churn.model: unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+
+
+class ChurnClassifier(ClassifierMixin, BaseEstimator):
+    """A calibrated churn classifier that knows its features and explains each prediction.
+
+    `fit(X, is_churned)` takes a frame with (at least) the feature columns; `churn_probability(X)` and
+    `reasons(X)` work on any frame with those columns, in any order.
+    """
+
+    def __init__(self, features: list[str], algorithm: str = "hist_gradient_boosting",
+                 calibration: str = "isotonic", seed: int = 0):
+        self.features = features
+        self.algorithm = algorithm
+        self.calibration = calibration
+        self.seed = seed
+
+    def fit(self, X: pd.DataFrame, y) -> ChurnClassifier:
+        matrix = self._matrix(X)
+        labels = np.asarray(y, dtype=bool)
+        if labels.all() or not labels.any():
+            raise ValueError(f"churn training data: all {len(labels)} customers are "
+                             f"{'churned' if labels.all() else 'active'}; both outcomes are needed to learn churn")
+        folds = min(CALIBRATION_FOLDS, int(labels.sum()), int((~labels).sum()))
+        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration,
+                                             cv=max(folds, 2)).fit(matrix, labels)
+        self.classes_ = self.model_.classes_
+        self.reference_ = matrix.median()
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return self.model_.predict_proba(self._matrix(X))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.churn_probability(X) >= 0.5
+
+    def churn_probability(self, X: pd.DataFrame) -> np.ndarray:
+        """P(no purchase within the horizon), per row of `X`."""
+        return self.predict_proba(X)[:, list(self.classes_).index(True)]
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per row and feature: churn probability minus that with the feature at the population median."""
+        matrix = self._matrix(X)
+        probability = self.model_.predict_proba(matrix)[:, 1]
+        columns = {}
+        for feature in self.features:
+            typical = matrix.copy()
+            typical[feature] = self.reference_[feature]
+            columns[feature] = probability - self.model_.predict_proba(typical)[:, 1]
+        return pd.DataFrame(columns, index=X.index)
+
+    def reasons(self, X: pd.DataFrame, top: int = REASONS) -> list[str]:
+        """Per row: the `top` features that raise its churn probability most, in words ('; '-separated)."""
+        contributions = self.contributions(X)
+        values = self._matrix(X)
+        order = np.argsort(-contributions.to_numpy(), axis=1, kind="stable")[:, :top]
+        names = np.asarray(self.features)
+        texts = []
+        for row, picks in enumerate(order):
+            words = [
+                _reason(name, values.iat[row, index], self.reference_[name])
+                for index, name in zip(picks, names[picks])
+                if contributions.iat[row, index] > 0
+            ]
+            texts.append("; ".join(words))
+        return texts
+
+    def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
+        missing = [name for name in self.features if name not in X.columns]
+        if missing:
+            raise ValueError(f"churn features missing from the input: {missing}; present: {list(X.columns)}")
+        return X[list(self.features)].astype("float64")
+
+
+def _reason(feature: str, value: float, typical: float) -> str:
+    return f"{_WORDS.get(feature, feature)}: {_number(value)} (typical {_number(typical)})"
+
+
+def _number(value: float) -> str:
+    if value is None or np.isnan(value):
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
+
+
+def scores(is_churned, churn_probability) -> dict[str, float]:
+    """ROC-AUC, PR-AUC (average precision) and Brier score of churn probabilities against outcomes."""
+    y = np.asarray(is_churned, dtype=bool)
+    p = np.asarray(churn_probability, dtype=float)
+    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
+            "brier": float(brier_score_loss(y, p))}
+
+
+def calibration_table(is_churned, churn_probability, bins: int = 10) -> pd.DataFrame:
+    """Per probability band (tenths): customers, mean predicted churn probability and the observed churn rate."""
+    frame = pd.DataFrame({"y": np.asarray(is_churned, dtype=float), "p": np.asarray(churn_probability, dtype=float)})
+    frame["band"] = np.minimum((frame["p"] * bins).astype(int), bins - 1)
+    table = frame.groupby("band").agg(customers=("y", "size"), mean_predicted=("p", "mean"), observed=("y", "mean"))
+    table.index = [f"{band / bins:.1f}-{(band + 1) / bins:.1f}" for band in table.index]
+    return table.rename_axis("churn_probability").reset_index()
+
+
+def beats(challenger: dict[str, float], champion: dict[str, float], metric: str, margin: float) -> bool:
+    """True when the challenger's `metric` is better than the champion's by at least `margin`."""
+    if HIGHER_IS_BETTER[metric]:
+        return challenger[metric] >= champion[metric] + margin
+    return challenger[metric] <= champion[metric] - margin
+
+
+def risk_band(churn_probability: np.ndarray, medium: float, high: float) -> np.ndarray:
+    """'high', 'medium' or 'low' churn risk by the configured thresholds."""
+    p = np.asarray(churn_probability, dtype=float)
+    return np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))

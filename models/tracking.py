@@ -1,0 +1,70 @@
+"""MLflow: where runs, metrics, plots and models are kept, and which churn model is the `champion`.
+
+By default a SQLite tracking store under the data root (`<data>/mlflow/mlflow.db`, artifacts beside it);
+`mlflow.tracking_uri` (env `MLFLOW_TRACKING_URI`) points at a tracking server instead. The churn classifier
+is registered as `mlflow.churn_model`; its alias `champion` is the version nightly scoring loads, moved
+only by a training run whose challenger beats it (`jobs/train.py`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from jobs.config import MlflowSettings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+def connect(settings: MlflowSettings) -> MlflowClient:
+    """Point this process's MLflow at the configured store and experiment; returns a client for the registry."""
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    if client.get_experiment_by_name(settings.experiment) is None:
+        location = settings.artifact_root
+        if "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)
+            location = Path(location).resolve().as_uri()
+        client.create_experiment(settings.experiment, artifact_location=location)
+    mlflow.set_experiment(settings.experiment)
+    return client
+
+
+def champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    """The version of `model_name` with the alias `champion`, or None when there is none yet."""
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+#: How models are stored: cloudpickle, because MLflow's default (skops) cannot hold the project's own
+#: estimator class. Loading runs the pickled code, so load only from a store you write yourself.
+SERIALIZATION_FORMAT = "cloudpickle"
+
+
+def load_version(version: ModelVersion):
+    """The scikit-learn model of a registered version."""
+    return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")
+
+
+def make_champion(client: MlflowClient, version: ModelVersion) -> None:
+    client.set_registered_model_alias(version.name, CHAMPION, version.version)
+    log.info("%s version %s is now the champion", version.name, version.version)
+
+
+def version_label(version: ModelVersion) -> str:
+    """How a model version is named in score tables: `<name>/<version>`."""
+    return f"{version.name}/{version.version}"
