@@ -9,7 +9,9 @@ date's partition, and hands data to the next task through the Delta lake, so any
 `validate_bronze` → `clean` (bronze -> silver by MERGE, bad rows to quarantine) → `validate_silver` →
 `features` (silver -> gold/customer_features, point in time) → `score` (RFM segments, movement,
 behavioural clusters, customer profiles: gold/customer_segments, customer_clusters, customer_profile,
-segment_summary, segment_movement) →
+segment_summary, segment_movement) and, beside it, `predict` (churn probability with reasons from the
+MLflow `champion` model, P(alive), expected orders, 12-month CLV with its interval, next order date:
+gold/customer_scores) →
 `validate_gold` → `publish` (CRM tables, one transaction) and `export` (files for marketing,
 `exports/<run_date>/`).
 
@@ -73,6 +75,11 @@ def crm_nightly():
         return run_job("score", context)
 
     @task
+    def predict(**context):
+        """Churn (MLflow champion; trained first if none), P(alive), expected orders, CLV with interval (`gold/customer_scores`)."""
+        return run_job("predict", context)
+
+    @task
     def validate_gold(**context):
         """Quality gate on the run date's gold partitions: one row per customer, scores 1-5 (`expectations/gold.py`)."""
         return run_job("validate", context, layer="gold")
@@ -87,7 +94,9 @@ def crm_nightly():
         """Write `exports/<run_date>/` (CSV + manifest.json), then move `exports/latest`."""
         return run_job("export", context)
 
-    checked = extract() >> validate_bronze() >> clean() >> validate_silver() >> features() >> score() >> validate_gold()
+    gold = extract() >> validate_bronze() >> clean() >> validate_silver() >> features()
+    checked = validate_gold()
+    gold >> [score(), predict()] >> checked
     checked >> [publish(), export()]
 
 

@@ -13,10 +13,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from expectations.severity import CRITICAL
+from jobs.crm_schema import columns_of
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
 from models.rfm import SCORE_RANGE
 
-TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile")
+TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile", "customer_scores")
 
 
 def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
@@ -50,6 +51,23 @@ def expectations(table: str) -> list[gxe.Expectation]:
             *_one_row_per_customer(),
             gxe.ExpectColumnValuesToNotBeNull(column="segment", severity=CRITICAL),
             gxe.ExpectColumnValuesToBeBetween(column="total_spent", min_value=0, severity=CRITICAL),
+        ],
+        "customer_scores": [
+            gxe.ExpectTableColumnsToMatchSet(column_set=columns_of("customer_scores"), exact_match=True,
+                                             severity=CRITICAL, description="the columns `jobs/predict.py` writes"),
+            *_one_row_per_customer(),
+            *[
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=1, severity=CRITICAL)
+                for column in ("churn_probability", "p_alive")
+            ],
+            *[
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, severity=CRITICAL)
+                for column in ("expected_orders_30d", "expected_orders_365d", "expected_order_value", "clv_12m_low")
+            ],
+            gxe.ExpectColumnValuesToBeInSet(column="churn_risk", value_set=["low", "medium", "high"], severity=CRITICAL),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="clv_12m_high", column_B="clv_12m_low", or_equal=True,
+                                                        severity=CRITICAL,
+                                                        description="an interval's upper end is not below its lower end"),
         ],
     }
     return rules[table]

@@ -13,18 +13,20 @@ from typing import Any
 from jobs.config import load_config
 from jobs.rundate import business_date
 
-NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "publish", "export")
+NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "predict", "publish", "export")
+#: Every job a task may run: the night's, and the training DAG's.
+JOBS = (*NIGHTLY_JOBS, "train")
 #: The night in order: (job, its options); `validate` is the quality gate of the layer just written.
 NIGHTLY_STEPS: tuple[tuple[str, dict[str, str]], ...] = (
     ("extract", {}), ("validate", {"layer": "bronze"}), ("clean", {}), ("validate", {"layer": "silver"}),
-    ("features", {}), ("score", {}), ("validate", {"layer": "gold"}), ("publish", {}), ("export", {}),
+    ("features", {}), ("score", {}), ("predict", {}), ("validate", {"layer": "gold"}), ("publish", {}), ("export", {}),
 )
 
 
 def run_job(name: str, context: dict[str, Any], **options: Any) -> Any:
     """Run `jobs.<name>.run(run_date, settings, run_id, **options)`; returns its small, JSON-ready summary."""
-    if name not in NIGHTLY_JOBS:
-        raise ValueError(f"unknown job {name!r}; expected one of {', '.join(NIGHTLY_JOBS)}")
+    if name not in JOBS:
+        raise ValueError(f"unknown job {name!r}; expected one of {', '.join(JOBS)}")
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = load_config()

@@ -119,6 +119,25 @@ def run_command(ctx, run_date, first, last, full):
     _guarded(ctx, work)
 
 
+@main.command("train")
+@click.option("--date", "run_date", type=DATE, default=None, help="Run date (default: yesterday, UTC).")
+@click.pass_context
+def train_command(ctx, run_date):
+    """Train a churn challenger through Airflow (DAG crm_training) and make it the champion if it wins."""
+    def work():
+        from jobs import orchestrate, summary
+
+        settings = load_config()
+        day = run_date or yesterday()
+        click.echo(f"running {settings.airflow.training_dag_id} for {day} through Airflow "
+                   f"(log in {settings.data_dir / 'logs'}) ...", err=True)
+        run_id, log = orchestrate.run_nightly_logged(settings, day, training=True)
+        click.echo(summary.render_training(settings, run_id))
+        click.echo(f"  run log        {log}")
+
+    _guarded(ctx, work)
+
+
 @main.command("demo")
 @click.pass_context
 def demo_command(ctx):

@@ -26,6 +26,7 @@ SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
     "CRM_SHOP_URL": ("shop", "url"),
     "CRM_DB_URL": ("crm", "db_url"),
     "CRM_DATA_DIR": ("data_dir",),
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
 }
 ENV_PREFIX = "CRM__"
 ENVIRONMENTS = ("demo", "test", "prod")
@@ -105,6 +106,56 @@ class ClusterSettings(_Section):
         return self
 
 
+class ClvSettings(_Section):
+    """Repeat purchases and spend (BG/NBD + Gamma-Gamma): P(alive), expected orders, 12-month CLV with its interval."""
+
+    margin: float = Field(gt=0, le=1, description="share of order value that is profit: CLV = margin x expected spend")
+    annual_discount_rate: float = Field(ge=0, lt=1, description="discount rate per year of future profit (0.1 = 10%)")
+    interval_level: float = Field(gt=0, lt=1, description="coverage of the CLV interval (clv_12m_low .. clv_12m_high)")
+    interval_draws: int = Field(ge=20, description="posterior predictive draws per customer for that interval")
+    seed: int = Field(description="random seed of those draws: a rerun gives the same interval")
+
+    @property
+    def monthly_discount_rate(self) -> float:
+        return (1 + self.annual_discount_rate) ** (1 / 12) - 1
+
+
+class ChurnSettings(_Section):
+    """The churn classifier: label, features, model, calibration, and when a challenger replaces the champion."""
+
+    horizon_days: int = Field(gt=0, description="churned = no purchase within this many days after as_of")
+    features: list[str] = Field(min_length=1, description="gold/customer_features columns the classifier uses")
+    model: Literal["hist_gradient_boosting", "logistic_regression"] = Field(
+        description="the challenger's algorithm (logistic regression is also always fitted as the baseline)")
+    calibration: Literal["isotonic", "sigmoid"] = Field(description="probability calibration (cross-validated)")
+    promote_metric: Literal["roc_auc", "pr_auc", "brier"] = Field(
+        description="backtest metric that decides between challenger and champion (brier: lower is better)")
+    promote_margin: float = Field(ge=0, description="the challenger must beat the champion by at least this much")
+    high_risk: float = Field(gt=0, lt=1, description="churn_probability from which churn_risk is 'high'")
+    medium_risk: float = Field(gt=0, lt=1, description="churn_probability from which churn_risk is 'medium'")
+    seed: int = Field(description="random seed of the model fit")
+
+    @model_validator(mode="after")
+    def _known_features(self):
+        from features.registry import FEATURES
+        numeric = {f.name for f in FEATURES if f.type not in ("date", "timestamp", "string")} - {"customer_id"}
+        unknown = [name for name in self.features if name not in numeric]
+        if unknown:
+            raise ValueError(f"unknown or non-numeric feature(s) {unknown}; expected some of {sorted(numeric)}")
+        if self.medium_risk >= self.high_risk:
+            raise ValueError(f"medium_risk ({self.medium_risk}) must be below high_risk ({self.high_risk})")
+        return self
+
+
+class MlflowSettings(_Section):
+    """Where models and their runs are tracked."""
+
+    tracking_uri: str = Field(description="MLflow tracking store: sqlite:///... (default, under the data root) or a server's http(s) URL; env MLFLOW_TRACKING_URI")
+    artifact_root: str = Field(description="where run artifacts (models, plots) go for a new experiment")
+    experiment: str = Field(description="MLflow experiment of the training and scoring runs")
+    churn_model: str = Field(description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads")
+
+
 class ExportSettings(_Section):
     """Files for marketing tools."""
 
@@ -116,6 +167,7 @@ class AirflowSettings(_Section):
 
     home: str = Field(description="AIRFLOW_HOME used by `crm run` and `make airflow`")
     dag_id: str = Field(description="the nightly DAG")
+    training_dag_id: str = Field(description="the training DAG (churn model, weekly and on demand)")
 
 
 class Settings(_Section):
@@ -130,6 +182,9 @@ class Settings(_Section):
     generator: GeneratorSettings
     rfm: RfmSettings
     clusters: ClusterSettings
+    clv: ClvSettings
+    churn: ChurnSettings
+    mlflow: MlflowSettings
     export: ExportSettings
     airflow: AirflowSettings
 

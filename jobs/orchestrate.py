@@ -68,18 +68,30 @@ def run_nightly(settings: Settings, run_date: date, full: bool = False) -> str:
 
     `full` reloads every shop table whole instead of the changes since the last night.
     """
+    return run_dag(settings, settings.airflow.dag_id, run_date, {"full": full})
+
+
+def run_training(settings: Settings, run_date: date) -> str:
+    """Run the training DAG (churn challenger, champion decision) for `run_date`; returns the run id."""
+    return run_dag(settings, settings.airflow.training_dag_id, run_date, {})
+
+
+def run_dag(settings: Settings, dag_id: str, run_date: date, conf: dict) -> str:
+    """One run of a project DAG for `run_date` through `dag.test()`; returns the run id or raises PipelineRunError."""
     prepare_airflow(settings)
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState, TaskInstanceState
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER / "crm_nightly.py"))
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{dag_id}.py"))
     if bag.import_errors:
         raise PipelineRunError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag(settings.airflow.dag_id)
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        raise PipelineRunError(f"no DAG {dag_id!r} in {DAGS_FOLDER / f'{dag_id}.py'}")
     # An interactive run reports a failure at once; the scheduler's runs keep the DAG's retries.
     for task in dag.tasks:
         task.retries = 0
-    dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat(), "full": full})
+    dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat(), **conf})
     ran = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.SUCCESS]
     if dag_run.state == DagRunState.SUCCESS and not ran:
         raise PipelineRunError(f"DAG run {dag_run.run_id} for {run_date} ran no task (is {run_date} before the "
@@ -93,16 +105,18 @@ def run_nightly(settings: Settings, run_date: date, full: bool = False) -> str:
     return dag_run.run_id
 
 
-def run_nightly_logged(settings: Settings, run_date: date, full: bool = False) -> tuple[str, Path]:
-    """Run the nightly for `run_date` in a child process logging to `<data>/logs/`; returns (run id, log)."""
+def run_nightly_logged(settings: Settings, run_date: date, full: bool = False, training: bool = False) -> tuple[str, Path]:
+    """Run the nightly (or, with `training`, the training DAG) for `run_date` in a child process logging to
+    `<data>/logs/`; returns (run id, log)."""
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    log = logs / f"nightly-{run_date.isoformat()}-{stamp}.log"
+    log = logs / f"{'training' if training else 'nightly'}-{run_date.isoformat()}-{stamp}.log"
     result_file = log.with_suffix(".json")
+    flags = [*(["--full"] if full else []), *(["--training"] if training else [])]
     with log.open("w", encoding="utf-8") as out:
         child = subprocess.run(
-            [sys.executable, "-m", "jobs.orchestrate", run_date.isoformat(), str(result_file), *(["--full"] if full else [])],
+            [sys.executable, "-m", "jobs.orchestrate", run_date.isoformat(), str(result_file), *flags],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
@@ -122,12 +136,17 @@ def _exceptions_in(text: str) -> list[str]:
 
 
 def _main(argv: list[str]) -> int:
-    """Child process entry: run the DAG for argv[0] (a date), write {"run_id"} or {"error"} to argv[1]."""
+    """Child process entry: run the nightly (or with --training the training) DAG for argv[0] (a date);
+    write {"run_id"} or {"error"} to argv[1]."""
     from jobs.config import load_config
 
     run_date, result_file = date.fromisoformat(argv[0]), Path(argv[1])
     try:
-        run_id = run_nightly(load_config(), run_date, full="--full" in argv[2:])
+        settings = load_config()
+        if "--training" in argv[2:]:
+            run_id = run_training(settings, run_date)
+        else:
+            run_id = run_nightly(settings, run_date, full="--full" in argv[2:])
     except PipelineRunError as error:
         result_file.write_text(json.dumps({"error": str(error)}))
         return 1

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
-from jobs.crm_schema import crm_metadata
+from jobs.crm_schema import columns_of
 from jobs.lake import Lake
 from jobs.spark import spark_session
 from models import clusters
@@ -28,11 +28,6 @@ log = logging.getLogger(__name__)
 
 TABLE = "customer_segments"
 OUTPUTS = ("customer_segments", "customer_clusters", "customer_profile", "segment_summary", "segment_movement")
-
-
-def columns_of(table: str) -> list[str]:
-    """A gold output's columns: its CRM table's, which publish and export copy as they are."""
-    return [column.name for column in crm_metadata(None).tables[table].columns]
 
 
 COLUMNS = tuple(columns_of(TABLE))

@@ -5,6 +5,8 @@ database.
 """
 from __future__ import annotations
 
+import re
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +41,33 @@ def segment_counts(settings: Settings) -> dict[str, int]:
     with db.engine(settings.crm.db_url).connect() as connection:
         rows = connection.execute(select(table.c.segment, func.count()).group_by(table.c.segment)).all()
     return {segment: count for segment, count in sorted(rows, key=lambda row: -row[1])}
+
+
+def score_lines(settings: Settings) -> list[str]:
+    """Customers per churn risk band with their 12-month CLV, from the CRM table `customer_scores`."""
+    schema = None if db.kind(settings.crm.db_url) == "sqlite" else settings.crm.schema_name
+    table = crm_metadata(schema).tables[f"{schema}.customer_scores" if schema else "customer_scores"]
+    with db.engine(settings.crm.db_url).connect() as connection:
+        rows = connection.execute(
+            select(table.c.churn_risk, func.count(), func.avg(table.c.churn_probability), func.sum(table.c.clv_12m),
+                   func.max(table.c.churn_model_version))
+            .group_by(table.c.churn_risk)).all()
+    if not rows:
+        return ["Scores: none published"]
+    lines = [f"Churn risk and 12-month CLV (CRM table customer_scores; model {rows[0][4]}):"]
+    order = {"high": 0, "medium": 1, "low": 2}
+    for band, customers, probability, clv in sorted(rows, key=lambda row: order.get(row[0], 3)):
+        lines.append(f"  {band:<7} {customers:>8,} customers  mean churn probability {probability:.2f}  "
+                     f"CLV {float(clv or 0):>14,.2f}")
+    return lines
+
+
+def mlflow_ui_command(settings: Settings) -> str:
+    """How to open the MLflow UI on this project's tracking store."""
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri} --port 5000"
 
 
 def quality_lines(settings: Settings, run_date: date) -> list[str]:
@@ -77,6 +106,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
     total = sum(segments.values()) or 1
     for segment, customers in segments.items():
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
+    lines += ["", *score_lines(settings)]
     exports = settings.exports_dir / run_date.isoformat()
     lines += [
         "",
@@ -86,5 +116,37 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
         "  Airflow UI     make airflow   (then open http://localhost:8080)",
+        f"  MLflow store   {re.sub(r'//[^/@]*@', '//***@', settings.mlflow.tracking_uri)}  (models, training runs, plots)",
+        f"  MLflow UI      {mlflow_ui_command(settings)}   (then open http://localhost:5000)",
     ]
+    return "\n".join(lines)
+
+
+def render_training(settings: Settings, run_id: str) -> str:
+    """What a training run decided and how each model did on the holdout, from its MLflow run."""
+    import mlflow
+
+    from models import tracking
+
+    tracking.connect(settings.mlflow)
+    runs = mlflow.search_runs(experiment_names=[settings.mlflow.experiment], output_format="list",
+                              filter_string=f"tags.pipeline_run_id = '{run_id}' and tags.kind = 'churn-training'")
+    if not runs:
+        return f"training run {run_id}: no MLflow run found in {settings.mlflow.tracking_uri}"
+    run = runs[0]
+    params, metrics = run.data.params, run.data.metrics
+    lines = [
+        f"shop-crm training run {run_id}: {run.data.tags.get('decision', '?')}",
+        f"  snapshots: train {params.get('training_as_of')} ({params.get('training_customers')} buyers), "
+        f"holdout {params.get('holdout_as_of')} ({params.get('holdout_customers')} buyers, "
+        f"churn rate {params.get('holdout_churn_rate')}), horizon {params.get('horizon_days')} days",
+        "",
+        f"  {'model':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8}",
+    ]
+    for model in ("challenger", "champion", "logistic_baseline", "p_alive_baseline", "bgnbd_no_purchase"):
+        if f"{model}_roc_auc" in metrics:
+            lines.append(f"  {model:<20} {metrics[f'{model}_roc_auc']:>8.4f} {metrics[f'{model}_pr_auc']:>8.4f} "
+                         f"{metrics[f'{model}_brier']:>8.4f}")
+    lines += ["", f"  MLflow run     {run.info.run_id} (experiment {settings.mlflow.experiment})",
+              f"  MLflow UI      {mlflow_ui_command(settings)}"]
     return "\n".join(lines)

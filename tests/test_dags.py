@@ -28,7 +28,7 @@ def dag_bag(tmp_path_factory):
 
 def test_dag_files_import_without_errors(dag_bag):
     assert dag_bag.import_errors == {}
-    assert "crm_nightly" in dag_bag.dag_ids
+    assert {"crm_nightly", "crm_training"} <= set(dag_bag.dag_ids)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
@@ -61,7 +61,8 @@ def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
     assert upstream == {
         "extract": [], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
         "validate_silver": ["clean"], "features": ["validate_silver"], "score": ["features"],
-        "validate_gold": ["score"], "publish": ["validate_gold"], "export": ["validate_gold"],
+        "predict": ["features"], "validate_gold": ["predict", "score"], "publish": ["validate_gold"],
+        "export": ["validate_gold"],
     }
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 CUSTOMERS = 500
 SEED = 7
 RUN_DATE = date(2026, 11, 26)
-TASKS = ("extract", "validate_bronze", "clean", "validate_silver", "features", "score", "validate_gold",
+TASKS = ("extract", "validate_bronze", "clean", "validate_silver", "features", "score", "predict", "validate_gold",
          "publish", "export")
 
 
@@ -109,12 +109,16 @@ def truth(run: dict[str, str]) -> dict:
     return json.loads((Path(run["CRM_DATA_DIR"]) / "truth" / "summary.json").read_text())
 
 
-def crm_segments(run: dict[str, str]) -> list[dict]:
+def crm_rows(run: dict[str, str], table: str) -> list[dict]:
     url = run.get("CRM_DB_URL") or f"sqlite:///{run['CRM_DATA_DIR']}/crm.sqlite"
-    table = f"{run['CRM__CRM__SCHEMA_NAME']}.customer_segments" if "CRM__CRM__SCHEMA_NAME" in run else "customer_segments"
+    table = f"{run['CRM__CRM__SCHEMA_NAME']}.{table}" if "CRM__CRM__SCHEMA_NAME" in run else table
     with create_engine(url).connect() as connection:
         rows = connection.execute(text(f"SELECT * FROM {table} ORDER BY customer_id")).mappings().all()
     return [dict(row) for row in rows]
+
+
+def crm_segments(run: dict[str, str]) -> list[dict]:
+    return crm_rows(run, "customer_segments")
 
 
 def segment_counts(rows: list[dict]) -> dict[str, int]:
@@ -221,7 +225,7 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     settings = load_config(environ={**os.environ, **run})
     lake = Lake(spark, settings.lake_dir)
     export_file = settings.exports_dir / RUN_DATE.isoformat() / "customer_segments.csv"
-    before = {"crm": crm_segments(run), "export": export_file.read_text(),
+    before = {"crm": crm_segments(run), "scores": crm_rows(run, "customer_scores"), "export": export_file.read_text(),
               "lake": {table: lake.read(*table).count() for table in lake.tables()}}
 
     for name, options in airflow_task.NIGHTLY_STEPS:
@@ -231,9 +235,70 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     assert {row["run_id"] for row in after_crm} == {"rerun-1"}
     without_run_id = lambda rows: [{k: v for k, v in row.items() if k != "run_id"} for row in rows]  # noqa: E731
     assert without_run_id(after_crm) == without_run_id(before["crm"])
+    assert without_run_id(crm_rows(run, "customer_scores")) == without_run_id(before["scores"])
     assert {table: lake.read(*table).count() for table in lake.tables()} == before["lake"]
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731  (last column: run_id)
     assert strip(export_file.read_text()) == strip(before["export"])
+
+
+# ---- predictive scores and the churn model --------------------------------------------------------------
+
+def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nightly_runs):
+    """No champion existed, so the first night trained one (version 1) and scored every buyer with it."""
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+    from sklearn.metrics import roc_auc_score
+
+    from jobs.config import load_config
+    from models import tracking
+
+    run = nightly_runs["sqlite"]
+    scores = pd.DataFrame(crm_rows(run, "customer_scores")).set_index("customer_id")
+    buyers = {row["customer_id"] for row in crm_segments(run) if row["frequency"] > 0}
+    assert set(scores.index) == buyers
+    assert set(scores["churn_model_version"]) == {"crm_churn/1"} and scores["clv_model_run"].nunique() == 1
+    assert scores["churn_probability"].between(0, 1).all() and scores["p_alive"].between(0, 1).all()
+    assert set(scores["churn_risk"]) <= {"low", "medium", "high"}
+    assert (scores["clv_12m_low"].astype(float) <= scores["clv_12m_high"].astype(float)).all()
+    assert (scores["expected_orders_30d"] <= scores["expected_orders_90d"]).all()
+    assert (scores["expected_orders_90d"] <= scores["expected_orders_365d"]).all()
+    assert scores["churn_reasons"].str.contains(r"\(typical ").mean() > 0.9
+
+    # Against the generator's truth: P(alive) and churn probability separate the customers who are still
+    # alive at the end from those who dropped out.
+    truth = pd.read_parquet(Path(run["CRM_DATA_DIR"]) / "truth" / "customers.parquet").set_index("customer_id")
+    alive = truth.loc[scores.index, "is_alive_at_end"].to_numpy()
+    assert roc_auc_score(alive, scores["p_alive"]) > 0.7
+    assert roc_auc_score(~alive, scores["churn_probability"]) > 0.7
+
+    settings = load_config(environ={**os.environ, **run})
+    client = MlflowClient(settings.mlflow.tracking_uri)
+    champion = tracking.champion(client, settings.mlflow.churn_model)
+    assert champion.version == "1"
+    training = client.get_run(champion.run_id)
+    assert training.data.tags["decision"] == "first model: champion"
+    assert {"challenger_roc_auc", "challenger_brier", "p_alive_baseline_roc_auc", "p_alive_baseline_brier"} <= set(
+        training.data.metrics)
+    assert np.isfinite(training.data.metrics["challenger_roc_auc"])
+
+
+def test_the_training_dag_keeps_the_champion_when_the_challenger_is_no_better(nightly_runs):
+    """`crm train` runs crm_training through Airflow; on the same data the challenger equals the champion,
+    so it cannot beat it by the margin: a new version, not promoted."""
+    from mlflow import MlflowClient
+
+    from jobs.config import load_config
+    from models import tracking
+
+    run = nightly_runs["sqlite"]
+    result = run_crm("train", "--date", RUN_DATE.isoformat(), env=run)
+    assert "not promoted: roc_auc" in result.stdout, result.stdout
+    assert "p_alive_baseline" in result.stdout
+    settings = load_config(environ={**os.environ, **run})
+    client = MlflowClient(settings.mlflow.tracking_uri)
+    assert tracking.champion(client, settings.mlflow.churn_model).version == "1"
+    assert client.get_model_version(settings.mlflow.churn_model, "2").tags["decision"].startswith("not promoted")
 
 
 # ---- night 2: incremental extraction on the PostgreSQL and MariaDB shops --------------------------------

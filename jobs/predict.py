@@ -1,0 +1,141 @@
+"""predict: the run date's churn, activity and lifetime-value scores of every customer with a purchase.
+
+- Churn: the MLflow `champion` of `mlflow.churn_model` (trained weekly by `dags/crm_training.py`) on the
+  run date's `gold/customer_features`, with its calibrated probability, a risk band and the top three
+  reasons. When there is no champion yet, one is trained first (`jobs/train.py`) and the log says so.
+- Activity and value: BG/NBD and Gamma-Gamma fitted tonight on the purchase history at the run date
+  (order totals net of cancellations and returns, `features.purchases`): P(alive), expected purchases in
+  30/90/365 days, expected order value, 12-month CLV (`clv.margin`, `clv.annual_discount_rate`) with its
+  `clv.interval_level` interval, and the date by which the next purchase is 50% likely. The fit is logged
+  to MLflow as a run of its own, named in every row (`clv_model_run`).
+
+Written to `gold/customer_scores`, the run date's `as_of` partition, with the CRM table's columns.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from datetime import date
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from features.purchases import purchase_history
+from jobs import train
+from jobs.config import ClvSettings, Settings
+from jobs.crm_schema import columns_of
+from jobs.lake import Lake
+from jobs.spark import spark_session
+from models import churn, tracking
+from models.lifetime import BetaGeoModel, GammaGammaModel, customer_lifetime_value, customer_lifetime_value_interval
+
+log = logging.getLogger(__name__)
+
+TABLE = "customer_scores"
+CLV_MONTHS = 12
+DAYS_PER_MONTH = 365.25 / 12
+EXPECTED_ORDER_DAYS = (30, 90, 365)
+NEXT_ORDER_PROBABILITY = 0.5
+#: A next purchase not 50% likely within this many days has no date (null): too far off to plan with.
+NEXT_ORDER_WITHIN_DAYS = 730
+MONEY_COLUMNS = ("expected_order_value", "clv_12m", "clv_12m_low", "clv_12m_high")
+
+
+def run(run_date: date, settings: Settings, run_id: str) -> dict:
+    """Score every buyer as of `run_date`; returns customers per churn risk band and the models used."""
+    client = tracking.connect(settings.mlflow)
+    with spark_session(settings, "predict") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        version, trained_first = champion_or_train(client, lake, run_date, settings, run_id)
+        classifier = tracking.load_version(version)
+        buyers = (lake.read("gold", "customer_features")
+                  .where((F.col("as_of") == F.lit(run_date)) & (F.col("frequency") > 0))
+                  .select("customer_id", *classifier.features).toPandas().set_index("customer_id").sort_index())
+        history = (purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
+                   .toPandas().set_index("customer_id").reindex(buyers.index))
+        value, clv_run = value_scores(history, settings.clv, run_date, run_id)
+        probability = classifier.churn_probability(buyers)
+        scores = value.assign(
+            churn_probability=probability,
+            churn_risk=churn.risk_band(probability, settings.churn.medium_risk, settings.churn.high_risk),
+            churn_reasons=classifier.reasons(buyers),
+            churn_model_version=tracking.version_label(version),
+            clv_model_run=clv_run,
+            as_of=pd.Timestamp(run_date),
+            run_id=run_id,
+        ).reset_index()
+        frame = spark.createDataFrame(scores).withColumns({
+            **{column: F.col(column).cast("decimal(18,2)") for column in MONEY_COLUMNS},
+            "next_order_date": F.to_date("next_order_date"),
+            "as_of": F.to_date("as_of"),
+        })
+        lake.replace_partition(frame.select(*columns_of(TABLE)), "gold", TABLE, {"as_of": run_date}, evolve=True)
+    bands = scores["churn_risk"].value_counts().to_dict()
+    log.info("gold/%s as of %s: %d customers, churn risk %s, model %s%s", TABLE, run_date, len(scores), bands,
+             tracking.version_label(version), " (trained first: there was no champion)" if trained_first else "")
+    return {"customers": len(scores), "churn_risk": bands, "churn_model": tracking.version_label(version),
+            "trained_first": trained_first, "clv_model_run": clv_run}
+
+
+def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str):
+    """The champion churn model's version; trains one first when the registry has none."""
+    version = tracking.champion(client, settings.mlflow.churn_model)
+    if version is not None:
+        return version, False
+    log.warning("no champion of %s in MLflow (%s): training one first", settings.mlflow.churn_model,
+                settings.mlflow.tracking_uri)
+    train.train(lake, run_date, settings, run_id)
+    return tracking.champion(client, settings.mlflow.churn_model), True
+
+
+def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, run_id: str) -> tuple[pd.DataFrame, str]:
+    """Fit BG/NBD and Gamma-Gamma on `history` (days), log the fit to MLflow; per customer the value scores."""
+    x, recency, age, spend = (history[column].to_numpy() for column in ("frequency", "recency_days", "T_days", "monetary_value"))
+    beta_geo = BetaGeoModel().fit(x, recency, age)
+    repeat = (x > 0) & (spend > 0)
+    gamma_gamma = GammaGammaModel().fit(x[repeat], spend[repeat])
+    clv_options = dict(period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin,
+                       monthly_discount_rate=options.monthly_discount_rate)
+    low, high = customer_lifetime_value_interval(beta_geo, gamma_gamma, x, recency, age, spend, level=options.interval_level,
+                                        draws=options.interval_draws, seed=options.seed, **clv_options)
+    days_to_next = beta_geo.time_to_next_purchase(x, recency, age, probability=NEXT_ORDER_PROBABILITY)
+    days_to_next = np.where(days_to_next <= NEXT_ORDER_WITHIN_DAYS, np.ceil(days_to_next), np.nan)
+    next_order = pd.Timestamp(run_date) + pd.to_timedelta(days_to_next, unit="D")
+    value = pd.DataFrame({
+        "p_alive": beta_geo.probability_alive(x, recency, age),
+        **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, x, recency, age) for days in EXPECTED_ORDER_DAYS},
+        "expected_order_value": gamma_gamma.expected_order_value(x, spend),
+        "clv_12m": customer_lifetime_value(beta_geo, gamma_gamma, x, recency, age, spend, **clv_options),
+        "clv_12m_low": low,
+        "clv_12m_high": high,
+        "next_order_date": next_order,
+    }, index=history.index)
+    params = {**{f"bgnbd_{k}": round(v, 6) for k, v in asdict(beta_geo.params_).items()},
+              **{f"gamma_gamma_{k}": round(v, 6) for k, v in asdict(gamma_gamma.params_).items()},
+              "customers": len(history), "repeat_buyers": int(repeat.sum()), "margin": options.margin,
+              "annual_discount_rate": options.annual_discount_rate, "interval_level": options.interval_level,
+              "interval_draws": options.interval_draws, "seed": options.seed}
+    metrics = {"expected_purchases_365d": float(value["expected_orders_365d"].sum()),
+               "clv_12m_total": float(value["clv_12m"].sum()), "mean_p_alive": float(value["p_alive"].mean())}
+    return value, log_value_fit(run_date, run_id, params, metrics)
+
+
+def log_value_fit(run_date: date, run_id: str, params: dict, metrics: dict[str, float]) -> str:
+    """The MLflow run of the night's value models; a rerun with the same fit reuses the run it logged before,
+    so a rerun of the same date writes the same rows."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    earlier = mlflow.search_runs(
+        filter_string=f"tags.kind = 'clv-fit' and tags.run_date = '{run_date.isoformat()}' and tags.fit_digest = '{digest}'",
+        output_format="list", max_results=1)
+    if earlier:
+        return earlier[0].info.run_id
+    with mlflow.start_run(run_name=f"clv-{run_date}") as clv_run:
+        mlflow.set_tags({"kind": "clv-fit", "run_date": run_date.isoformat(), "pipeline_run_id": run_id,
+                         "fit_digest": digest})
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+    return clv_run.info.run_id
