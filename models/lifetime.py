@@ -34,6 +34,8 @@ a 2-core VM, measured by hand) a BG/NBD fit takes about 1 s, a Gamma-Gamma fit 0
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 
 import numpy as np
@@ -83,16 +85,24 @@ def collapse_rows(*columns: np.ndarray, weights: np.ndarray | None = None) -> tu
     `weights` (default 1 per row) are summed over identical rows; the likelihood of a row counted w times
     is w times its likelihood, so a fit on the collapsed rows equals the fit on all of them.
     """
+    weights = np.ones(len(columns[0])) if weights is None else np.asarray(weights, dtype=float)
+    distinct, where = _distinct_rows(*columns)
+    return distinct, np.bincount(where, weights=weights, minlength=len(distinct[0]))
+
+
+def _distinct_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct rows of equal-length columns (sorted), and for each original row its distinct row's index."""
+    columns = [np.asarray(column) for column in columns]
     n = len(columns[0])
-    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if n == 0:
-        return [np.asarray(column) for column in columns], weights
+        return columns, np.zeros(0, dtype=np.intp)
     order = np.lexsort(columns[::-1])
-    ordered = [np.asarray(column)[order] for column in columns]
+    ordered = [column[order] for column in columns]
     starts = np.ones(n, dtype=bool)
     starts[1:] = np.logical_or.reduce([column[1:] != column[:-1] for column in ordered])
-    first = np.flatnonzero(starts)
-    return [column[first] for column in ordered], np.add.reduceat(weights[order], first)
+    where = np.empty(n, dtype=np.intp)
+    where[order] = np.cumsum(starts) - 1
+    return [column[starts] for column in ordered], where
 
 
 def _arrays(where: str, **columns: object) -> dict[str, np.ndarray]:
@@ -146,6 +156,10 @@ def _order_values(where: str, frequency: object, monetary_value: object) -> tupl
     return x, np.where(repeat, m, 0.0)
 
 
+#: BG/NBD: the concentration a + b beyond which a penalty (this weight x (ln excess)^2, in the mean negative
+#: log-likelihood) holds the fit; see `_bg_nbd_negative_log_likelihood`.
+MAX_DROPOUT_CONCENTRATION = 1_000.0
+DROPOUT_CONCENTRATION_PENALTY = 1e-4
 #: Largest |gradient| of the mean negative log-likelihood (per log-parameter) accepted as an optimum.
 STATIONARY_GRADIENT = 1e-6
 
@@ -213,7 +227,16 @@ def _bg_nbd_negative_log_likelihood(
     gradient[2] += (weights @ dropped) / a
     gradient[3] -= weights @ (dropped / (b + x - 1))
 
-    return -log_likelihood / total, -gradient * np.array([r, alpha, a, b]) / total
+    # A penalty on the concentration a + b of the dropout probability's Beta distribution, beyond
+    # MAX_DROPOUT_CONCENTRATION only: when customers hardly differ in their dropout probability, the
+    # likelihood keeps rising as a and b grow together (a / (a + b) fixed) and has no finite optimum.
+    # The penalty puts one on that ridge, where the Beta is a point mass in all but name; below the
+    # threshold (CDNOW: a + b = 3.2) it is zero and the fit is the plain maximum likelihood.
+    log_concentration = np.logaddexp(log_params[2], log_params[3])
+    excess = max(0.0, log_concentration - np.log(MAX_DROPOUT_CONCENTRATION))
+    penalty = DROPOUT_CONCENTRATION_PENALTY * excess**2
+    penalty_gradient = 2 * DROPOUT_CONCENTRATION_PENALTY * excess * np.array([0.0, 0.0, a / (a + b), b / (a + b)])
+    return -log_likelihood / total + penalty, -gradient * np.array([r, alpha, a, b]) / total + penalty_gradient
 
 
 def _gamma_gamma_negative_log_likelihood(
@@ -464,14 +487,19 @@ def _monthly_purchases(
     beta_geo: BetaGeoModel, x: np.ndarray, recency: np.ndarray, T: np.ndarray,
     period_length: float, months: int, monthly_discount_rate: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Expected purchases over the horizon, discounted month by month and undiscounted."""
+    """Expected purchases over the horizon, discounted month by month and undiscounted.
+
+    Computed once per distinct history (x, recency, T): many customers share one, and each month costs
+    a hypergeometric function per row.
+    """
+    (x, recency, T), where = _distinct_rows(x, recency, T)
     discounted = np.zeros(len(x))
     previous = np.zeros(len(x))
     for month in range(1, int(months) + 1):
         cumulative = beta_geo._expected_purchases(month * period_length, x, recency, T)
         discounted += (cumulative - previous) / (1 + monthly_discount_rate) ** month
         previous = cumulative
-    return discounted, previous
+    return discounted[where], previous[where]
 
 
 def customer_lifetime_value_interval(
@@ -506,17 +534,26 @@ def customer_lifetime_value_interval(
     gamma_gamma._params()  # q > 1, as the point CLV needs
 
     low, high = np.empty(len(x)), np.empty(len(x))
-    for block, start in enumerate(range(0, len(x), SIMULATION_BLOCK)):
-        rows = slice(start, start + SIMULATION_BLOCK)
+    if monthly_discount_rate != 0:
+        discounted, undiscounted = _monthly_purchases(beta_geo, x, recency, T, period_length, months,
+                                                      monthly_discount_rate)
+        discount = np.divide(discounted, undiscounted, out=np.ones_like(discounted), where=undiscounted > 0)
+    else:
+        discount = np.ones(len(x))
+
+    def simulate(block: int) -> None:
+        rows = slice(block * SIMULATION_BLOCK, (block + 1) * SIMULATION_BLOCK)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
         values = _simulated_value(rng, beta_geo, gamma_gamma, x[rows], recency[rows], T[rows], m[rows],
                                   months * period_length, int(draws))
-        if monthly_discount_rate != 0:
-            discounted, undiscounted = _monthly_purchases(beta_geo, x[rows], recency[rows], T[rows],
-                                                          period_length, months, monthly_discount_rate)
-            values *= np.divide(discounted, undiscounted, out=np.ones_like(discounted),
-                                where=undiscounted > 0)[:, None]
+        values *= discount[rows, None]
         low[rows], high[rows] = (margin * end for end in _interval(values, level))
+
+    # Blocks are independent (each has its own random stream) and numpy releases the GIL in its array
+    # loops: one thread per core.
+    blocks = range(-(-len(x) // SIMULATION_BLOCK))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(simulate, blocks))
     return low, high
 
 

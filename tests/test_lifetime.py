@@ -68,6 +68,7 @@ def test_bg_nbd_fit_reproduces_the_published_cdnow_parameters(cdnow):
 
     assert len(cdnow) == 2357
     for name, published in PUBLISHED_BG_NBD.items():
+        print(f"{name}: fitted {getattr(fitted, name):.4f}, published {published}")
         assert getattr(fitted, name) == pytest.approx(published, rel=0.01), name
 
 
@@ -337,3 +338,42 @@ def test_a_fit_that_does_not_converge_names_the_model_and_the_optimizer_message(
     with pytest.raises(ConvergenceError, match="BetaGeoModel.fit did not converge after 1000 iterations: "
                                                "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"):
         BetaGeoModel().fit(*history(cdnow))
+
+
+def test_a_shop_where_customers_hardly_differ_in_dropout_still_fits():
+    """Orders spread evenly over each customer's active time (as bench/rfm.py generates them): the
+    unpenalised likelihood keeps rising as a and b grow together, with no finite optimum."""
+    rng = np.random.default_rng(11)
+    customers, end = 10_000, 730
+    registered = rng.integers(0, end - 1, customers)
+    leaves = rng.random(customers) >= 0.4
+    active_until = np.where(leaves, registered + ((end - registered) * rng.beta(2.0, 2.0, customers)).astype(int), end)
+    orders = rng.poisson(8, customers)
+    owner = np.repeat(np.arange(customers), orders)
+    day = rng.integers(registered[owner], np.maximum(active_until, registered + 1)[owner])
+    owner, day = np.unique(np.column_stack([owner, day]), axis=0).T  # purchase days
+    first, last = np.full(customers, end), np.full(customers, -1)
+    np.minimum.at(first, owner, day)
+    np.maximum.at(last, owner, day)
+    bought = last >= 0
+    frequency = np.bincount(owner, minlength=customers)[bought] - 1
+    recency, T = (last - first)[bought].astype(float), (end - first)[bought].astype(float)
+
+    unpenalised = lifetime.DROPOUT_CONCENTRATION_PENALTY
+    try:
+        lifetime.DROPOUT_CONCENTRATION_PENALTY = 0.0
+        with pytest.raises(ConvergenceError):
+            BetaGeoModel().fit(frequency, recency, T)
+    finally:
+        lifetime.DROPOUT_CONCENTRATION_PENALTY = unpenalised
+    beta_geo = BetaGeoModel().fit(frequency, recency, T)
+    expected = beta_geo.expected_purchases(365, frequency, recency, T)
+    assert np.isfinite(expected).all() and np.isfinite(beta_geo.probability_alive(frequency, recency, T)).all()
+    # The penalty decides where on the ridge the fit stops, not what it predicts: ten times stronger,
+    # the same expected purchases to 1%.
+    try:
+        lifetime.DROPOUT_CONCENTRATION_PENALTY = 10 * unpenalised
+        stronger = BetaGeoModel().fit(frequency, recency, T).expected_purchases(365, frequency, recency, T)
+    finally:
+        lifetime.DROPOUT_CONCENTRATION_PENALTY = unpenalised
+    assert stronger.sum() == pytest.approx(expected.sum(), rel=0.01)
