@@ -71,3 +71,34 @@ def code_version(job_file: str) -> str:
     digest = hashlib.sha256((REPO / "jobs" / job_file).read_bytes()).hexdigest()[:12]
     changed = bool(git("status", "--porcelain", "--", "jobs"))
     return f"commit {git('rev-parse', '--short', 'HEAD')}" + (f", jobs/ changed ({job_file} {digest})" if changed else "")
+
+
+def lake_benchmark_parser(description: str, default_sizes: list[int], keeps: str) -> "argparse.ArgumentParser":
+    """The options of a benchmark on a generated lake: sizes, orders per customer, driver memory, folders."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sizes", nargs="*", type=int, default=default_sizes, help="numbers of customers")
+    parser.add_argument("--orders-per-customer", type=int, default=8)
+    parser.add_argument("--driver-memory", default="3g", help="Spark driver heap (local mode: all of Spark)")
+    parser.add_argument("--tmp", default="/tmp", help="where the generated lake goes")
+    parser.add_argument("--keep", action="store_true", help=f"keep each size's folder ({keeps})")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def benchmark_main(parser, stages: dict, one_size) -> None:
+    """Run `one_size(size, args)` per size; in a stage's child process (`--child`), run the stage named
+    on stdin and print its result as the last line of JSON."""
+    import logging
+
+    args = parser.parse_args()
+    if args.child:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("jobs").setLevel(logging.INFO)
+        sys.path.insert(0, str(REPO))
+        job = json.loads(sys.stdin.read())
+        print(json.dumps(stages[job["stage"]](job), default=str))
+        return
+    for size in args.sizes:
+        one_size(size, args)

@@ -24,17 +24,14 @@ nightly task pays it). Peak MB: the largest resident memory of the child's proce
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import shutil
 import statistics
-import sys
 import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from harness import code_version, run_stage
+from harness import benchmark_main, code_version, lake_benchmark_parser, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
@@ -100,7 +97,11 @@ def make_silver(lake_dir: Path, customers: int, orders_per_customer: int, seed: 
     per_customer = rng.poisson(orders_per_customer, customers)
     n_orders = int(per_customer.sum())
     order_customer = np.repeat(ids, per_customer)
-    order_created = rng.integers(np.repeat(registered, per_customer), end)
+    # Customers stop buying as in a shop: 40% are still active at the end, the others left at a random
+    # point of their time since registration, so recency varies and BG/NBD has a dropout to estimate.
+    leaves = rng.random(customers) >= 0.4
+    active_until = np.where(leaves, registered + ((end - registered) * rng.beta(2.0, 2.0, customers)).astype(np.int64), end)
+    order_created = rng.integers(np.repeat(registered, per_customer), np.repeat(np.maximum(active_until, registered + 1), per_customer))
     status = rng.choice(len(STATUSES), n_orders, p=STATUS_WEIGHTS)
     order_updated = np.minimum(order_created + rng.integers(0, 20 * 86_400, n_orders), end)
     order_ids = np.arange(1, n_orders + 1, dtype=np.int64)
@@ -352,24 +353,9 @@ def _list(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sizes", nargs="*", type=int, default=[100_000, 1_000_000], help="numbers of customers")
-    parser.add_argument("--orders-per-customer", type=int, default=8)
+    parser = lake_benchmark_parser(__doc__, [100_000, 1_000_000], "lake, stages.log")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each RFM variant (the median is shown)")
-    parser.add_argument("--driver-memory", default="3g", help="Spark driver heap (local mode: all of Spark)")
-    parser.add_argument("--tmp", default="/tmp", help="where the generated lake goes")
-    parser.add_argument("--keep", action="store_true", help="keep each size's folder (lake, stages.log)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        logging.getLogger("jobs").setLevel(logging.INFO)
-        sys.path.insert(0, str(REPO))
-        job = json.loads(sys.stdin.read())
-        print(json.dumps(STAGES[job["stage"]](job), default=str))
-        return
-    for size in args.sizes:
-        one_size(size, args)
+    benchmark_main(parser, STAGES, one_size)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def score_lines(settings: Settings) -> list[str]:
         return ["Scores: none published"]
     lines = [f"Churn risk and 12-month CLV (CRM table customer_scores; model {rows[0][4]}):"]
     order = {"high": 0, "medium": 1, "low": 2}
-    for band, customers, probability, clv in sorted(rows, key=lambda row: order.get(row[0], 3)):
+    for band, customers, probability, clv, _ in sorted(rows, key=lambda row: order.get(row[0], 3)):
         lines.append(f"  {band:<7} {customers:>8,} customers  mean churn probability {probability:.2f}  "
                      f"CLV {float(clv or 0):>14,.2f}")
     return lines
