@@ -26,7 +26,6 @@ SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
     "CRM_SHOP_URL": ("shop", "url"),
     "CRM_DB_URL": ("crm", "db_url"),
     "CRM_DATA_DIR": ("data_dir",),
-    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
 }
 ENV_PREFIX = "CRM__"
 ENVIRONMENTS = ("demo", "test", "prod")
@@ -150,7 +149,7 @@ class ChurnSettings(_Section):
 class MlflowSettings(_Section):
     """Where models and their runs are tracked."""
 
-    tracking_uri: str = Field(description="MLflow tracking store: sqlite:///... (default, under the data root) or a server's http(s) URL; env MLFLOW_TRACKING_URI")
+    tracking_uri: str = Field(description="MLflow tracking store: sqlite:///... (default, under the data root) or a server's http(s) URL (not read from MLFLOW_TRACKING_URI, which MLflow itself sets in-process)")
     artifact_root: str = Field(description="where run artifacts (models, plots) go for a new experiment")
     experiment: str = Field(description="MLflow experiment of the training and scoring runs")
     churn_model: str = Field(description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads")

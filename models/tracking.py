@@ -1,7 +1,7 @@
 """MLflow: where runs, metrics, plots and models are kept, and which churn model is the `champion`.
 
 By default a SQLite tracking store under the data root (`<data>/mlflow/mlflow.db`, artifacts beside it);
-`mlflow.tracking_uri` (env `MLFLOW_TRACKING_URI`) points at a tracking server instead. The churn classifier
+`mlflow.tracking_uri` (env `CRM__MLFLOW__TRACKING_URI`) points at a tracking server instead. The churn classifier
 is registered as `mlflow.churn_model`; its alias `champion` is the version nightly scoring loads, moved
 only by a training run whose challenger beats it (`jobs/train.py`).
 """

@@ -187,7 +187,7 @@ def test_every_lake_table_counts_the_same_in_spark_and_delta_rs(nightly_runs, sp
     run = nightly_runs["sqlite"]
     lake = Lake(spark, Path(run["CRM_DATA_DIR"]) / "lake")
     tables = lake.tables()
-    assert len(tables) == 12 + 12 + 11 + 6  # bronze + watermarks, silver + applied, quarantine, gold
+    assert len(tables) == 12 + 12 + 11 + 7  # bronze + watermarks, silver + applied, quarantine, gold
     for layer, name in tables:
         delta_rs = DeltaTable(lake.path(layer, name))
         # Files of the current snapshot read by pyarrow (delta-rs' own to_pandas can abort at exit).
@@ -269,13 +269,15 @@ def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nigh
     # alive at the end from those who dropped out.
     truth = pd.read_parquet(Path(run["CRM_DATA_DIR"]) / "truth" / "customers.parquet").set_index("customer_id")
     alive = truth.loc[scores.index, "is_alive_at_end"].to_numpy()
-    assert roc_auc_score(alive, scores["p_alive"]) > 0.7
-    assert roc_auc_score(~alive, scores["churn_probability"]) > 0.7
+    # (P(alive) ranks weakly: BG/NBD gives every single-purchase customer P(alive) = 1.)
+    assert roc_auc_score(alive, scores["p_alive"]) > 0.6
+    assert roc_auc_score(alive, scores["expected_orders_365d"]) > 0.75
+    assert roc_auc_score(~alive, scores["churn_probability"]) > 0.75
 
     settings = load_config(environ={**os.environ, **run})
     client = MlflowClient(settings.mlflow.tracking_uri)
     champion = tracking.champion(client, settings.mlflow.churn_model)
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     training = client.get_run(champion.run_id)
     assert training.data.tags["decision"] == "first model: champion"
     assert {"challenger_roc_auc", "challenger_brier", "p_alive_baseline_roc_auc", "p_alive_baseline_brier"} <= set(
@@ -297,7 +299,7 @@ def test_the_training_dag_keeps_the_champion_when_the_challenger_is_no_better(ni
     assert "p_alive_baseline" in result.stdout
     settings = load_config(environ={**os.environ, **run})
     client = MlflowClient(settings.mlflow.tracking_uri)
-    assert tracking.champion(client, settings.mlflow.churn_model).version == "1"
+    assert str(tracking.champion(client, settings.mlflow.churn_model).version) == "1"
     assert client.get_model_version(settings.mlflow.churn_model, "2").tags["decision"].startswith("not promoted")
 
 
