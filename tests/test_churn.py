@@ -119,7 +119,7 @@ def test_a_worse_challenger_leaves_the_champion_and_a_better_one_replaces_it(sna
     # The noise feature alone makes a deliberately weak model; the purchase history a good one.
     weak = with_churn(settings, tmp_path, features=["review_count"])
     good = with_churn(settings, tmp_path, features=["frequency", "recency_days", "tenure_days", "monetary"])
-    client = MlflowClient(good.mlflow.tracking_uri)
+    client = MlflowClient(good.mlflow.tracking_uri, good.mlflow.tracking_uri)
 
     def champion() -> str:
         return tracking.version_label(tracking.champion(client, good.mlflow.churn_model))

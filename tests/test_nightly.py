@@ -275,7 +275,8 @@ def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nigh
     assert roc_auc_score(~alive, scores["churn_probability"]) > 0.75
 
     settings = load_config(environ={**os.environ, **run})
-    client = MlflowClient(settings.mlflow.tracking_uri)
+    # The registry too: MlflowClient otherwise takes the registry URI set last in this process (mlflow.set_registry_uri).
+    client = MlflowClient(settings.mlflow.tracking_uri, settings.mlflow.tracking_uri)
     champion = tracking.champion(client, settings.mlflow.churn_model)
     assert str(champion.version) == "1"
     training = client.get_run(champion.run_id)
@@ -298,7 +299,8 @@ def test_the_training_dag_keeps_the_champion_when_the_challenger_is_no_better(ni
     assert "not promoted: roc_auc" in result.stdout, result.stdout
     assert "p_alive_baseline" in result.stdout
     settings = load_config(environ={**os.environ, **run})
-    client = MlflowClient(settings.mlflow.tracking_uri)
+    # The registry too: MlflowClient otherwise takes the registry URI set last in this process (mlflow.set_registry_uri).
+    client = MlflowClient(settings.mlflow.tracking_uri, settings.mlflow.tracking_uri)
     assert str(tracking.champion(client, settings.mlflow.churn_model).version) == "1"
     assert client.get_model_version(settings.mlflow.churn_model, "2").tags["decision"].startswith("not promoted")
 
