@@ -36,9 +36,10 @@ Each stage runs in a child process of its own:
      (Spark reads the Delta table itself: this step includes the read);
    - bgnbd fit, gamma-gamma fit: `models.lifetime.BetaGeoModel().fit`, `GammaGammaModel().fit` (repeat
      buyers with a monetary value > 0, as `jobs.predict.value_scores`);
-   - clv point: `customer_lifetime_value` (months of 365.25/12 days: 12 months are 365.25 days);
-   - clv interval: `customer_lifetime_value_interval` (`clv.interval_level`, `clv.interval_draws`,
-     `clv.seed`). The Spark session stays open throughout, as in the predict task.
+   - clv point + interval: `customer_lifetime_value_with_interval`, the point CLV (months of 365.25/12 days:
+     12 months are 365.25 days) and its interval (`clv.interval_level`, `clv.interval_draws`, `clv.seed`)
+     in one call that computes the monthly expected purchases once, as the predict task does. The Spark
+     session stays open throughout, as in the predict task.
 
 Seconds are wall time of each step inside the child. Peak MB: the largest resident memory of the child's
 process tree (Python, and the JVM for shop-crm). Each stage writes its per-customer summary and CLV to
@@ -75,7 +76,7 @@ FITS_GOAL_SECONDS = 3.0
 LIFETIMES_PENALIZERS = (1e-8, 1e-7, 1e-6)
 #: Modules measured outside jobs/ (whose changes `harness.code_version` reports): shown by digest.
 MEASURED = ("features/purchases.py", "models/lifetime.py")
-STEPS = ("read", "spark start", "summary", "bgnbd fit", "gamma-gamma fit", "clv point", "clv interval")
+STEPS = ("read", "spark start", "summary", "bgnbd fit", "gamma-gamma fit", "clv point", "clv point + interval")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -167,8 +168,7 @@ def stage_shop_crm(job: dict) -> dict:
         DAYS_PER_MONTH,
         BetaGeoModel,
         GammaGammaModel,
-        customer_lifetime_value,
-        customer_lifetime_value_interval,
+        customer_lifetime_value_with_interval,
     )
 
     settings = _settings(job)
@@ -186,8 +186,7 @@ def stage_shop_crm(job: dict) -> dict:
         gamma_gamma = _timed(steps, "gamma-gamma fit", lambda: GammaGammaModel().fit(x[repeat], m[repeat]))
         horizon = dict(period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin,
                        monthly_discount_rate=options.monthly_discount_rate)
-        clv = _timed(steps, "clv point", lambda: customer_lifetime_value(beta_geo, gamma_gamma, x, recency, T, m, **horizon))
-        low, high = _timed(steps, "clv interval", lambda: customer_lifetime_value_interval(
+        clv, low, high = _timed(steps, "clv point + interval", lambda: customer_lifetime_value_with_interval(
             beta_geo, gamma_gamma, x, recency, T, m, seed=options.seed, level=options.interval_level,
             draws=options.interval_draws, **horizon))
     (history.rename(columns={"recency_days": "recency", "T_days": "T"}).assign(clv=clv, clv_low=low, clv_high=high)

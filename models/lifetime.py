@@ -662,7 +662,30 @@ def customer_lifetime_value_interval(
     undiscounted point CLV, which keeps the mean exact but ignores when within the horizon a draw's
     orders fall. The same inputs and seed give the same intervals (see `SIMULATION_BLOCK`).
     """
-    where = "customer_lifetime_value_interval"
+    return _clv_with_interval("customer_lifetime_value_interval", beta_geo, gamma_gamma, frequency, recency, T,
+                              monetary_value, period_length=period_length, seed=seed, months=months, margin=margin,
+                              monthly_discount_rate=monthly_discount_rate, level=level, draws=draws, point=False)[1:]
+
+
+def customer_lifetime_value_with_interval(
+    beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
+    frequency: object, recency: object, T: object, monetary_value: object,
+    *, period_length: float, seed: int, months: int = 12, margin: float = 1.0,
+    monthly_discount_rate: float = 0.0, level: float = 0.8, draws: int = 200,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(`customer_lifetime_value`, and the low and high ends of `customer_lifetime_value_interval`) in one
+    go: the monthly expected purchases that both need are computed once."""
+    return _clv_with_interval("customer_lifetime_value_with_interval", beta_geo, gamma_gamma, frequency, recency, T,
+                              monetary_value, period_length=period_length, seed=seed, months=months, margin=margin,
+                              monthly_discount_rate=monthly_discount_rate, level=level, draws=draws, point=True)
+
+
+def _clv_with_interval(
+    where: str, beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
+    frequency: object, recency: object, T: object, monetary_value: object,
+    *, period_length: float, seed: int, months: int, margin: float, monthly_discount_rate: float,
+    level: float, draws: int, point: bool,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     x, recency, T = _histories(where, frequency, recency, T)
     _, m = _order_values(where, x, monetary_value)
     _check_horizon(where, period_length, months, margin, monthly_discount_rate)
@@ -673,10 +696,13 @@ def customer_lifetime_value_interval(
     gamma_gamma._params()  # q > 1, as the point CLV needs
 
     low, high = np.empty(len(x)), np.empty(len(x))
-    if monthly_discount_rate != 0:
+    clv = None
+    if monthly_discount_rate != 0 or point:
         discounted, undiscounted = _monthly_purchases(beta_geo, x, recency, T, period_length, months,
                                                       monthly_discount_rate)
         discount = np.divide(discounted, undiscounted, out=np.ones_like(discounted), where=undiscounted > 0)
+        if point:
+            clv = margin * gamma_gamma._expected_order_value(x, m) * discounted
     else:
         discount = np.ones(len(x))
 
@@ -693,7 +719,7 @@ def customer_lifetime_value_interval(
     blocks = range(-(-len(x) // SIMULATION_BLOCK))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(simulate, blocks))
-    return low, high
+    return clv, low, high
 
 
 def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

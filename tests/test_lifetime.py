@@ -25,6 +25,7 @@ from models.lifetime import (
     collapse_rows,
     customer_lifetime_value,
     customer_lifetime_value_interval,
+    customer_lifetime_value_with_interval,
 )
 
 #: Fader, Hardie & Lee (2005), Marketing Science: BG/NBD on the CDNOW sample, time in weeks.
@@ -300,6 +301,24 @@ def test_simulated_value_averages_to_the_point_clv():
     assert draws.mean(axis=1).sum() == pytest.approx(point.sum(), rel=0.01)
     heavy = point > np.quantile(point, 0.9)  # per customer, where 1000 draws pin the mean down
     np.testing.assert_allclose(draws.mean(axis=1)[heavy], point[heavy], rtol=0.25)
+
+
+def test_point_and_interval_in_one_call_equal_the_separate_calls_for_each_purchase_model():
+    customers = simulate_customers(5, 3000, *CDNOW_LIKE, calibration_days=273, horizon_days=12 * DAYS_PER_MONTH)
+    columns = histories(customers)
+    options = dict(period_length=DAYS_PER_MONTH, margin=0.3, monthly_discount_rate=0.008)
+    repeat = customers["frequency"] > 0
+    gamma_gamma = GammaGammaModel().fit(customers["frequency"][repeat], customers["monetary_value"][repeat])
+    for model in PURCHASE_MODELS.values():
+        purchases = model().fit(customers["frequency"], customers["recency"], customers["T"])
+
+        point, low, high = customer_lifetime_value_with_interval(purchases, gamma_gamma, *columns, seed=9, **options)
+
+        np.testing.assert_array_equal(point, customer_lifetime_value(purchases, gamma_gamma, *columns, **options))
+        separate = customer_lifetime_value_interval(purchases, gamma_gamma, *columns, seed=9, **options)
+        np.testing.assert_array_equal(low, separate[0])
+        np.testing.assert_array_equal(high, separate[1])
+        assert (low <= high).all() and (low >= 0).all()
 
 
 def test_clv_interval_is_reproducible_blockwise_and_scaled_by_margin_and_discount():
