@@ -758,13 +758,20 @@ def _simulated_value(
     largest = np.zeros(len(x))
     np.maximum.at(largest, who, given_alive)
     purchases = _negative_binomial(given_alive, who, shape, stay, largest)
-    several = purchases > 1  # the first chance is always taken: D >= 1
+    several = np.flatnonzero(purchases > 1)  # the first chance is always taken: D >= 1
     dropout = rng.beta(bg.a, bg.b + x[who[several]] + beta_geo.first_purchase_dropout)
+    # A Beta with a tiny a (a shop where no one has left yet) draws dropout probabilities that underflow
+    # to 0: such a customer does not drop out within any purchases a horizon holds (and geometric needs p > 0).
+    several, dropout = several[dropout > MIN_DROPOUT], dropout[dropout > MIN_DROPOUT]
     purchases[several] = np.minimum(purchases[several], rng.geometric(dropout))
     nu = rng.standard_gamma(gg.p * x[who] + gg.q) / (gg.v + x[who] * m[who])
     values = np.zeros((len(x), draws))
     values.ravel()[flat] = rng.standard_gamma(gg.p * purchases) / nu
     return values
+
+
+#: Dropout probabilities per purchase below this are taken as none (`_simulated_value`).
+MIN_DROPOUT = 1e-12
 
 
 def _negative_binomial(
