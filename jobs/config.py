@@ -108,6 +108,9 @@ class ClusterSettings(_Section):
 class ClvSettings(_Section):
     """Repeat purchases and spend (BG/NBD + Gamma-Gamma): P(alive), expected orders, 12-month CLV with its interval."""
 
+    purchase_model: Literal["bgnbd", "mbgnbd"] = Field(
+        "bgnbd", description="repeat-purchase model: bgnbd (BG/NBD) or mbgnbd (MBG/NBD: customers may also leave "
+                             "right after their first purchase)")
     margin: float = Field(gt=0, le=1, description="share of order value that is profit: CLV = margin x expected spend")
     annual_discount_rate: float = Field(ge=0, lt=1, description="discount rate per year of future profit (0.1 = 10%)")
     interval_level: float = Field(gt=0, lt=1, description="coverage of the CLV interval (clv_12m_low .. clv_12m_high)")

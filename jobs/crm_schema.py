@@ -127,22 +127,25 @@ def crm_metadata(schema: str | None) -> MetaData:
         "customer_scores",
         metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
-        Column("churn_probability", Float, nullable=False,
-               comment="probability of no purchase within churn.horizon_days (90) after as_of, calibrated"),
-        Column("churn_risk", String(6), nullable=False, comment="low, medium or high (churn.medium_risk, churn.high_risk)"),
+        Column("churn_probability", Float,
+               comment="probability of no purchase within churn.horizon_days (90) after as_of, calibrated; "
+                       "null until the shop has the history to train a churn model (2 x churn.horizon_days)"),
+        Column("churn_risk", String(6), comment="low, medium or high (churn.medium_risk, churn.high_risk); null as above"),
         Column("churn_reasons", String(1000), comment="up to three features that raise this customer's churn risk most, in words"),
-        Column("p_alive", Float, nullable=False, comment="BG/NBD probability that the customer is still active"),
-        Column("expected_orders_30d", Float, nullable=False, comment="expected purchase days in the next 30 days"),
-        Column("expected_orders_90d", Float, nullable=False, comment="expected purchase days in the next 90 days"),
-        Column("expected_orders_365d", Float, nullable=False, comment="expected purchase days in the next 365 days"),
-        Column("expected_order_value", MONEY, nullable=False, comment="Gamma-Gamma expected value per purchase day, shop currency"),
-        Column("clv_12m", MONEY, nullable=False,
+        Column("p_alive", Float,
+               comment="BG/NBD probability that the customer is still active; this and the value columns are null "
+                       "while the shop has no repeat buyer to fit the value models on"),
+        Column("expected_orders_30d", Float, comment="expected purchase days in the next 30 days"),
+        Column("expected_orders_90d", Float, comment="expected purchase days in the next 90 days"),
+        Column("expected_orders_365d", Float, comment="expected purchase days in the next 365 days"),
+        Column("expected_order_value", MONEY, comment="Gamma-Gamma expected value per purchase day, shop currency"),
+        Column("clv_12m", MONEY,
                comment="expected profit of the next 12 months (clv.margin x spend, discounted), shop currency"),
-        Column("clv_12m_low", MONEY, nullable=False, comment="lower end of its interval (clv.interval_level, 80%)"),
-        Column("clv_12m_high", MONEY, nullable=False, comment="upper end of that interval"),
+        Column("clv_12m_low", MONEY, comment="lower end of its interval (clv.interval_level, 80%)"),
+        Column("clv_12m_high", MONEY, comment="upper end of that interval"),
         Column("next_order_date", Date, comment="date by which the next purchase is 50% likely; null if not within 2 years"),
-        Column("churn_model_version", String(120), nullable=False, comment="MLflow registered churn model, <name>/<version>"),
-        Column("clv_model_run", String(64), nullable=False, comment="MLflow run holding the night's BG/NBD and Gamma-Gamma fit"),
+        Column("churn_model_version", String(120), comment="MLflow registered churn model, <name>/<version>; null as churn_probability"),
+        Column("clv_model_run", String(64), comment="MLflow run holding the night's BG/NBD and Gamma-Gamma fit; null as p_alive"),
         *_run_columns(),
         comment="one row per customer with a purchase: churn, activity and lifetime value scores as of the run date",
     )
@@ -152,3 +155,16 @@ def crm_metadata(schema: str | None) -> MetaData:
 def columns_of(table: str) -> list[str]:
     """A CRM table's columns in order: the gold table of the same name and its export file have exactly these."""
     return [column.name for column in crm_metadata(None).tables[table].columns]
+
+
+def schema_of(db_url: str, schema_name: str) -> str | None:
+    """The schema the CRM tables live in: `crm.schema_name`, or none for SQLite (which has no schemas)."""
+    from jobs import db
+
+    return None if db.kind(db_url) == "sqlite" else schema_name
+
+
+def crm_table(settings, name: str) -> Table:
+    """The CRM table `name` in the configured database's schema (`settings`: jobs.config.Settings)."""
+    metadata = crm_metadata(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]

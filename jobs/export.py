@@ -26,7 +26,9 @@ from jobs.spark import spark_session
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2.0"
+#: 2.1: customer_scores.csv added (its churn columns are empty while no churn model can be trained yet,
+#: its value columns while the shop has no repeat buyer); 2.0: customer_segments.csv columns changed.
+SCHEMA_VERSION = "2.1"
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 

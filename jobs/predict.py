@@ -3,13 +3,17 @@
 - Churn: the MLflow `champion` of `mlflow.churn_model` (trained weekly by `dags/crm_training.py`) on the
   run date's `gold/customer_features`, with its calibrated probability, a risk band and the top three
   reasons. When there is no champion yet, one is trained first (`jobs/train.py`) and the log says so.
-- Activity and value: BG/NBD and Gamma-Gamma fitted tonight on the purchase history at the run date
+- Activity and value: BG/NBD (or MBG/NBD, `clv.purchase_model`) and Gamma-Gamma fitted tonight on the purchase history at the run date
   (order totals net of cancellations and returns, `features.purchases`): P(alive), expected purchases in
   30/90/365 days, expected order value, 12-month CLV (`clv.margin`, `clv.annual_discount_rate`) with its
   `clv.interval_level` interval, and the date by which the next purchase is 50% likely. The fit is logged
   to MLflow as a run of its own, named in every row (`clv_model_run`).
 
 Written to `gold/customer_scores`, the run date's `as_of` partition, with the CRM table's columns.
+
+A young shop still publishes what it can: without the history a churn model needs (2 x `churn.horizon_days`)
+the churn columns are null, without a repeat buyer the value columns are; the log and the run summary say
+why (`degraded` in the result), and the night succeeds.
 """
 from __future__ import annotations
 
@@ -31,7 +35,13 @@ from jobs.crm_schema import columns_of
 from jobs.lake import Lake
 from jobs.spark import spark_session
 from models import churn, tracking
-from models.lifetime import BetaGeoModel, GammaGammaModel, customer_lifetime_value, customer_lifetime_value_interval
+from models.lifetime import (
+    PURCHASE_MODELS,
+    ConvergenceError,
+    GammaGammaModel,
+    LifetimeInputError,
+    customer_lifetime_value_with_interval,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,65 +53,119 @@ NEXT_ORDER_PROBABILITY = 0.5
 #: A next purchase not 50% likely within this many days has no date (null): too far off to plan with.
 NEXT_ORDER_WITHIN_DAYS = 730
 MONEY_COLUMNS = ("expected_order_value", "clv_12m", "clv_12m_low", "clv_12m_high")
+VALUE_COLUMNS = ("p_alive", *(f"expected_orders_{days}d" for days in EXPECTED_ORDER_DAYS), *MONEY_COLUMNS,
+                 "next_order_date")
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> dict:
-    """Score every buyer as of `run_date`; returns customers per churn risk band and the models used."""
+    """Score every buyer as of `run_date`; returns customers per churn risk band, the models used and what
+    could not be scored yet (`degraded`: reason per score family, empty when everything was)."""
     client = tracking.connect(settings.mlflow)
+    degraded: dict[str, str] = {}
     with spark_session(settings, "predict") as spark:
         lake = Lake(spark, settings.lake_dir)
-        version, trained_first = champion_or_train(client, lake, run_date, settings, run_id)
-        classifier = tracking.load_version(version)
+        version, trained_first = champion_or_train(client, lake, run_date, settings, run_id, degraded)
+        classifier = tracking.load_version(version) if version is not None else None
         buyers = (lake.read("gold", "customer_features")
                   .where((F.col("as_of") == F.lit(run_date)) & (F.col("frequency") > 0))
-                  .select("customer_id", *classifier.features).toPandas().set_index("customer_id").sort_index())
+                  .select("customer_id", *(classifier.features if classifier else []))
+                  .toPandas().set_index("customer_id").sort_index())
         history = (purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
                    .toPandas().set_index("customer_id").reindex(buyers.index))
-        value, clv_run = value_scores(history, settings.clv, run_date, run_id)
-        probability = classifier.churn_probability(buyers)
+        value, clv_run = value_scores(history, settings.clv, run_date, run_id, degraded)
         scores = value.assign(
-            churn_probability=probability,
-            churn_risk=churn.risk_band(probability, settings.churn.medium_risk, settings.churn.high_risk),
-            churn_reasons=classifier.reasons(buyers),
-            churn_model_version=tracking.version_label(version),
+            **churn_scores(classifier, buyers, settings, version),
             clv_model_run=clv_run,
             as_of=pd.Timestamp(run_date),
             run_id=run_id,
         ).reset_index()
-        frame = spark.createDataFrame(scores).withColumns({
+        frame = spark.createDataFrame(scores, schema=score_schema(spark, scores)).withColumns({
             **{column: F.col(column).cast("decimal(18,2)") for column in MONEY_COLUMNS},
             "next_order_date": F.to_date("next_order_date"),
             "as_of": F.to_date("as_of"),
         })
         lake.replace_partition(frame.select(*columns_of(TABLE)), "gold", TABLE, {"as_of": run_date}, evolve=True)
     bands = scores["churn_risk"].value_counts().to_dict()
+    model = tracking.version_label(version) if version is not None else None
     log.info("gold/%s as of %s: %d customers, churn risk %s, model %s%s", TABLE, run_date, len(scores), bands,
-             tracking.version_label(version), " (trained first: there was no champion)" if trained_first else "")
-    return {"customers": len(scores), "churn_risk": bands, "churn_model": tracking.version_label(version),
-            "trained_first": trained_first, "clv_model_run": clv_run}
+             model, " (trained first: there was no champion)" if trained_first else "")
+    return {"customers": len(scores), "churn_risk": bands, "churn_model": model,
+            "trained_first": trained_first, "clv_model_run": clv_run, "degraded": degraded}
 
 
-def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str):
-    """The champion churn model's version; trains one first when the registry has none."""
+def score_schema(spark, scores: pd.DataFrame):
+    """The Spark schema of the scores frame: pandas columns that are all null (a score family that could not
+    be computed) have no type Spark can infer, so the CRM table's types are given for every column."""
+    from pyspark.sql import types as T
+
+    text = {"churn_risk", "churn_reasons", "churn_model_version", "clv_model_run", "run_id"}
+    fields = []
+    for column in scores.columns:
+        if column == "customer_id":
+            kind = T.LongType()
+        elif column in text:
+            kind = T.StringType()
+        elif column in ("next_order_date", "as_of"):
+            kind = T.TimestampType()
+        else:
+            kind = T.DoubleType()
+        fields.append(T.StructField(column, kind, nullable=column != "customer_id"))
+    return T.StructType(fields)
+
+
+def churn_scores(classifier, buyers: pd.DataFrame, settings: Settings, version) -> dict[str, object]:
+    """The churn columns of every buyer: the champion's probability, risk band and reasons; null without one."""
+    if classifier is None:
+        return {"churn_probability": np.nan, "churn_risk": None, "churn_reasons": None, "churn_model_version": None}
+    probability = classifier.churn_probability(buyers)
+    return {
+        "churn_probability": probability,
+        "churn_risk": churn.risk_band(probability, settings.churn.medium_risk, settings.churn.high_risk),
+        "churn_reasons": classifier.reasons(buyers),
+        "churn_model_version": tracking.version_label(version),
+    }
+
+
+def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str,
+                      degraded: dict[str, str]):
+    """The champion churn model's version; trains one first when the registry has none. None (and the
+    reason in `degraded["churn"]`) when there is none and the lake's history is too short to train one."""
     version = tracking.champion(client, settings.mlflow.churn_model)
     if version is not None:
         return version, False
     log.warning("no champion of %s in MLflow (%s): training one first", settings.mlflow.churn_model,
                 settings.mlflow.tracking_uri)
-    train.train(lake, run_date, settings, run_id)
+    try:
+        train.train(lake, run_date, settings, run_id)
+    except train.TrainingDataError as error:
+        degraded["churn"] = f"no churn model yet: {error}"
+        log.warning("churn scores left empty tonight: %s", degraded["churn"])
+        return None, False
     return tracking.champion(client, settings.mlflow.churn_model), True
 
 
-def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, run_id: str) -> tuple[pd.DataFrame, str]:
-    """Fit BG/NBD and Gamma-Gamma on `history` (days), log the fit to MLflow; per customer the value scores."""
+def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, run_id: str,
+                 degraded: dict[str, str] | None = None) -> tuple[pd.DataFrame, str | None]:
+    """Fit `clv.purchase_model` (BG/NBD or MBG/NBD) and Gamma-Gamma on `history` (days), log the fit to MLflow;
+    per customer the value scores. When the history cannot be fitted (no repeat buyer yet, or a fit that
+    does not converge) the value columns are null, no run is logged, and `degraded["value"]` says why."""
     x, recency, age, spend = (history[column].to_numpy() for column in ("frequency", "recency_days", "T_days", "monetary_value"))
-    beta_geo = BetaGeoModel().fit(x, recency, age)
     repeat = (x > 0) & (spend > 0)
-    gamma_gamma = GammaGammaModel().fit(x[repeat], spend[repeat])
+    try:
+        beta_geo = PURCHASE_MODELS[options.purchase_model]().fit(x, recency, age)
+        gamma_gamma = GammaGammaModel().fit(x[repeat], spend[repeat])
+    except (LifetimeInputError, ConvergenceError) as error:
+        reason = f"no value model tonight ({len(history)} buyers, {int(repeat.sum())} with a repeat purchase): {error}"
+        if degraded is not None:
+            degraded["value"] = reason
+        log.warning("value scores left empty tonight: %s", reason)
+        empty = pd.DataFrame({column: np.nan for column in VALUE_COLUMNS}, index=history.index)
+        return empty.assign(next_order_date=pd.NaT).astype({"next_order_date": "datetime64[ns]"}), None
     clv_options = dict(period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin,
                        monthly_discount_rate=options.monthly_discount_rate)
-    low, high = customer_lifetime_value_interval(beta_geo, gamma_gamma, x, recency, age, spend, level=options.interval_level,
-                                        draws=options.interval_draws, seed=options.seed, **clv_options)
+    clv, low, high = customer_lifetime_value_with_interval(
+        beta_geo, gamma_gamma, x, recency, age, spend, level=options.interval_level, draws=options.interval_draws,
+        seed=options.seed, **clv_options)
     days_to_next = beta_geo.time_to_next_purchase(x, recency, age, probability=NEXT_ORDER_PROBABILITY)
     days_to_next = np.where(days_to_next <= NEXT_ORDER_WITHIN_DAYS, np.ceil(days_to_next), np.nan)
     next_order = pd.Timestamp(run_date) + pd.to_timedelta(days_to_next, unit="D")
@@ -109,12 +173,13 @@ def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, ru
         "p_alive": beta_geo.probability_alive(x, recency, age),
         **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, x, recency, age) for days in EXPECTED_ORDER_DAYS},
         "expected_order_value": gamma_gamma.expected_order_value(x, spend),
-        "clv_12m": customer_lifetime_value(beta_geo, gamma_gamma, x, recency, age, spend, **clv_options),
+        "clv_12m": clv,
         "clv_12m_low": low,
         "clv_12m_high": high,
         "next_order_date": next_order,
     }, index=history.index)
-    params = {**{f"bgnbd_{k}": round(v, 6) for k, v in asdict(beta_geo.params_).items()},
+    params = {"purchase_model": options.purchase_model,
+              **{f"{options.purchase_model}_{k}": round(v, 6) for k, v in asdict(beta_geo.params_).items()},
               **{f"gamma_gamma_{k}": round(v, 6) for k, v in asdict(gamma_gamma.params_).items()},
               "customers": len(history), "repeat_buyers": int(repeat.sum()), "margin": options.margin,
               "annual_discount_rate": options.annual_discount_rate, "interval_level": options.interval_level,

@@ -15,7 +15,7 @@ from sqlalchemy import MetaData, Table, func, inspect, select, text
 
 from jobs import db
 from jobs.config import Settings
-from jobs.crm_schema import crm_metadata
+from jobs.crm_schema import crm_metadata, schema_of
 from jobs.lake import Lake
 from jobs.spark import spark_session
 
@@ -27,8 +27,7 @@ INSERT_BATCH_ROWS = 10_000
 def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     """Publish the run date's gold tables to the CRM database; returns rows published per table."""
     engine = db.engine(settings.crm.db_url)
-    schema = None if db.kind(settings.crm.db_url) == "sqlite" else settings.crm.schema_name
-    metadata = crm_metadata(schema)
+    metadata = crm_metadata(schema_of(settings.crm.db_url, settings.crm.schema_name))
     with spark_session(settings, "publish") as spark:
         lake = Lake(spark, settings.lake_dir)
         rows = {
@@ -40,7 +39,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
 
 
 def ensure_tables(connection, metadata: MetaData) -> None:
-    """Create the schema and the CRM tables when missing; recreate a table whose columns changed.
+    """Create the schema and the CRM tables when missing; recreate a table whose columns (or their
+    nullability) changed.
 
     The CRM tables hold only the latest run (gold keeps every run date), so a table left by an older
     version of the pipeline is dropped and created anew, inside the publishing transaction.
@@ -51,10 +51,11 @@ def ensure_tables(connection, metadata: MetaData) -> None:
     for table in metadata.sorted_tables:
         if not found.has_table(table.name, schema=metadata.schema):
             continue
-        columns = [column["name"] for column in found.get_columns(table.name, schema=metadata.schema)]
-        if columns != [column.name for column in table.columns]:
-            log.warning("%s has columns %s, this version writes %s: recreated", table.fullname, columns,
-                        [column.name for column in table.columns])
+        columns = [(column["name"], bool(column["nullable"]))
+                   for column in found.get_columns(table.name, schema=metadata.schema)]
+        if columns != [(column.name, bool(column.nullable)) for column in table.columns]:
+            log.warning("%s has columns (name, nullable) %s, this version writes %s: recreated", table.fullname,
+                        columns, [(column.name, bool(column.nullable)) for column in table.columns])
             table.drop(connection)
     metadata.create_all(connection, checkfirst=True)
 

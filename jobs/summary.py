@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from jobs import db
 from jobs.config import Settings
-from jobs.crm_schema import crm_metadata
+from jobs.crm_schema import crm_table
 from jobs.lake import LAYERS
 
 
@@ -36,8 +36,7 @@ def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
 
 def segment_counts(settings: Settings) -> dict[str, int]:
     """Customers per segment in the CRM table `customer_segments`."""
-    schema = None if db.kind(settings.crm.db_url) == "sqlite" else settings.crm.schema_name
-    table = crm_metadata(schema).tables[f"{schema}.customer_segments" if schema else "customer_segments"]
+    table = crm_table(settings, "customer_segments")
     with db.engine(settings.crm.db_url).connect() as connection:
         rows = connection.execute(select(table.c.segment, func.count()).group_by(table.c.segment)).all()
     return {segment: count for segment, count in sorted(rows, key=lambda row: -row[1])}
@@ -45,8 +44,7 @@ def segment_counts(settings: Settings) -> dict[str, int]:
 
 def score_lines(settings: Settings) -> list[str]:
     """Customers per churn risk band with their 12-month CLV, from the CRM table `customer_scores`."""
-    schema = None if db.kind(settings.crm.db_url) == "sqlite" else settings.crm.schema_name
-    table = crm_metadata(schema).tables[f"{schema}.customer_scores" if schema else "customer_scores"]
+    table = crm_table(settings, "customer_scores")
     with db.engine(settings.crm.db_url).connect() as connection:
         rows = connection.execute(
             select(table.c.churn_risk, func.count(), func.avg(table.c.churn_probability), func.sum(table.c.clv_12m),
@@ -54,11 +52,14 @@ def score_lines(settings: Settings) -> list[str]:
             .group_by(table.c.churn_risk)).all()
     if not rows:
         return ["Scores: none published"]
-    lines = [f"Churn risk and 12-month CLV (CRM table customer_scores; model {rows[0][4]}):"]
+    model = max((row[4] for row in rows if row[4] is not None), default="none yet")
+    lines = [f"Churn risk and 12-month CLV (CRM table customer_scores; model {model}):"]
     order = {"high": 0, "medium": 1, "low": 2}
     for band, customers, probability, clv, _ in sorted(rows, key=lambda row: order.get(row[0], 3)):
-        lines.append(f"  {band:<7} {customers:>8,} customers  mean churn probability {probability:.2f}  "
-                     f"CLV {float(clv or 0):>14,.2f}")
+        churn_text = (f"mean churn probability {probability:.2f}" if probability is not None
+                      else "no churn model yet")
+        value_text = f"CLV {float(clv):>14,.2f}" if clv is not None else "no value model yet"
+        lines.append(f"  {band or 'unscored':<7} {customers:>8,} customers  {churn_text}  {value_text}")
     return lines
 
 

@@ -77,6 +77,11 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
         raise TrainingDataError(
             f"churn training snapshot at {as_of} ({settings.churn.horizon_days}-day horizon): no customer had "
             f"bought by then; training needs purchase history from at least 2 x churn.horizon_days before the run date")
+    if labelled["is_churned"].nunique() < 2:
+        what = "churned" if labelled["is_churned"].all() else "bought again"
+        raise TrainingDataError(
+            f"churn training snapshot at {as_of} ({settings.churn.horizon_days}-day horizon): all {len(labelled)} "
+            f"buyers {what}, so there is nothing to tell apart; training needs both outcomes")
     outcome = ["purchases_in_horizon", "is_churned"]
     return Snapshot(
         as_of=as_of,
@@ -136,7 +141,7 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
         mlflow.log_figure(plots.gains_figure(y_holdout, probabilities), "plots/cumulative_gains.png")
         mlflow.log_figure(plots.holdout_orders_figure(history["frequency"], holdout.outcome["purchases_in_horizon"],
                                                       expected), "plots/holdout_purchases.png")
-        inputs = challenger._matrix(holdout.features.head(100))
+        inputs = challenger.feature_matrix(holdout.features.head(100))
         info = mlflow.sklearn.log_model(
             challenger, name="churn_model", registered_model_name=settings.mlflow.churn_model,
             serialization_format=tracking.SERIALIZATION_FORMAT,

@@ -201,14 +201,17 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
     assert (folder / "_SUCCESS").exists()
     assert (exports / "latest").resolve() == folder.resolve()
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"]
-    entry = manifest["files"]["customer_segments.csv"]
-    from jobs.crm_schema import crm_metadata
+    from jobs.crm_schema import columns_of
+    from jobs.export import SCHEMA_VERSION
 
-    assert entry["columns"] == [column.name for column in crm_metadata(None).tables["customer_segments"].columns]
-    data = (folder / "customer_segments.csv").read_bytes()
-    assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-    assert data.decode().count("\n") == entry["rows"] + 1 == CUSTOMERS + 1
+    assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"] == SCHEMA_VERSION
+    assert sorted(manifest["files"]) == ["customer_scores.csv", "customer_segments.csv"]
+    for dataset, rows in (("customer_segments", CUSTOMERS), ("customer_scores", len(crm_rows(nightly_runs["sqlite"], "customer_scores")))):
+        entry = manifest["files"][f"{dataset}.csv"]
+        assert entry["columns"] == columns_of(dataset)
+        data = (folder / f"{dataset}.csv").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert data.decode().count("\n") == entry["rows"] + 1 == rows + 1
     assert not [path for path in exports.iterdir() if path.name.startswith(".")]
 
 
@@ -675,3 +678,35 @@ def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs,
         nearest = min(centroids[NIGHT2].values(),
                       key=lambda other: float(((position(other) - position(before)) ** 2).sum()))
         assert nearest.cluster_id == cluster_id
+
+
+def test_a_young_shop_is_scored_without_the_churn_model_it_cannot_train_yet(nightly_runs, tmp_path):
+    """A shop with less history than training needs (2 x churn.horizon_days) still gets its value scores:
+    the churn columns stay null, the result says why, and the gold gate passes."""
+    import shutil
+
+    import pandas as pd
+    from deltalake import DeltaTable
+
+    from features.customer import INPUT_TABLES
+    from jobs import features, predict, validate
+    from jobs.config import load_config
+
+    source = Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "lake" / "silver"
+    for table in INPUT_TABLES:
+        shutil.copytree(source / table, tmp_path / "data" / "lake" / "silver" / table)
+    settings = load_config(environ={**os.environ, "CRM_ENV": "test", "CRM_DATA_DIR": str(tmp_path / "data")})
+    created = DeltaTable(str(source / "orders")).to_pandas(columns=["created_at"])["created_at"]
+    young = (created.min() + pd.Timedelta(days=settings.churn.horizon_days)).date()  # < 2 x horizon of history
+
+    features.run(young, settings, "young-shop")
+    result = predict.run(young, settings, "young-shop")
+
+    assert result["churn_model"] is None and not result["trained_first"]
+    assert "no churn model yet" in result["degraded"]["churn"] and "2 x churn.horizon_days" in result["degraded"]["churn"]
+    scores = DeltaTable(str(tmp_path / "data" / "lake" / "gold" / "customer_scores")).to_pandas()
+    assert len(scores) == result["customers"] > 0
+    assert scores["churn_probability"].isna().all() and scores["churn_risk"].isna().all()
+    if "value" not in result["degraded"]:  # repeat buyers already: the value models are fitted
+        assert scores["p_alive"].between(0, 1).all() and (scores["clv_12m"].astype(float) >= 0).all()
+    validate.run(young, settings, "young-shop", "gold", ["customer_features", "customer_scores"])  # raises on a failure

@@ -1,0 +1,34 @@
+"""The nightly scores of a shop that cannot be fully scored yet: what is published and what is said."""
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from jobs import predict
+from jobs.config import load_config
+
+
+def test_without_a_repeat_buyer_the_value_scores_are_null_and_the_reason_is_given():
+    settings = load_config(environ={"CRM_ENV": "test"})
+    history = pd.DataFrame({"frequency": [0, 0, 0], "recency_days": [0.0, 0.0, 0.0], "T_days": [3.0, 10.0, 40.0],
+                            "monetary_value": [0.0, 0.0, 0.0]}, index=pd.Index([7, 8, 9], name="customer_id"))
+    degraded: dict[str, str] = {}
+
+    value, run = predict.value_scores(history, settings.clv, date(2026, 11, 26), "no-repeat", degraded)
+
+    assert run is None
+    assert list(value.index) == [7, 8, 9] and set(predict.VALUE_COLUMNS) <= set(value.columns)
+    assert value[list(predict.VALUE_COLUMNS)].isna().all().all()
+    assert degraded["value"].startswith("no value model tonight (3 buyers, 0 with a repeat purchase): ")
+    assert "no customer has a repeat purchase" in degraded["value"]
+
+
+def test_without_a_churn_model_the_churn_columns_are_null():
+    buyers = pd.DataFrame(index=pd.Index([1, 2], name="customer_id"))
+    columns = predict.churn_scores(None, buyers, load_config(environ={"CRM_ENV": "test"}), None)
+
+    frame = pd.DataFrame(index=buyers.index).assign(**columns)
+    assert frame["churn_probability"].isna().all() and np.all(frame["churn_risk"].isna())
+    assert frame["churn_model_version"].isna().all()
