@@ -60,7 +60,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
 
     def fit(self, X: pd.DataFrame, y) -> ChurnClassifier:
-        matrix = self._matrix(X)
+        matrix = self.feature_matrix(X)
         labels = np.asarray(y, dtype=bool)
         if labels.all() or not labels.any():
             raise ValueError(f"churn training data: all {len(labels)} customers are "
@@ -73,7 +73,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return self.model_.predict_proba(self._matrix(X))
+        return self.model_.predict_proba(self.feature_matrix(X))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.churn_probability(X) >= 0.5
@@ -84,7 +84,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per row and feature: churn probability minus that with the feature at the population median."""
-        matrix = self._matrix(X)
+        matrix = self.feature_matrix(X)
         probability = self.model_.predict_proba(matrix)[:, 1]
         columns = {}
         for feature in self.features:
@@ -96,7 +96,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
     def reasons(self, X: pd.DataFrame, top: int = REASONS) -> list[str]:
         """Per row: the `top` features that raise its churn probability most, in words ('; '-separated)."""
         contributions = self.contributions(X)
-        values = self._matrix(X)
+        values = self.feature_matrix(X)
         order = np.argsort(-contributions.to_numpy(), axis=1, kind="stable")[:, :top]
         names = np.asarray(self.features)
         texts = []
@@ -109,7 +109,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             texts.append("; ".join(words))
         return texts
 
-    def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
+    def feature_matrix(self, X: pd.DataFrame) -> pd.DataFrame:
         missing = [name for name in self.features if name not in X.columns]
         if missing:
             raise ValueError(f"churn features missing from the input: {missing}; present: {list(X.columns)}")
