@@ -202,6 +202,59 @@ def airflow_env_command(ctx):
     _guarded(ctx, work)
 
 
+def _role_name(ctx, param, value: str) -> str:
+    from jobs.roles import check_role_name
+
+    try:
+        return check_role_name(value, "role name")
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix("role name: "), ctx, param) from None
+
+
+@main.command("db-roles")
+@click.option("--analyst", default="crm_analyst", show_default=True, callback=_role_name,
+              help="Read-only role: SELECT on the CRM tables (password: env CRM_ANALYST_PASSWORD; "
+                   "without one a NOLOGIN group role).")
+@click.option("--writer", default="crm_writer", show_default=True, callback=_role_name,
+              help="Role the pipeline publishes as: owns the CRM tables (password: env CRM_WRITER_PASSWORD; "
+                   "without one a NOLOGIN group role).")
+@click.pass_context
+def db_roles_command(ctx, analyst, writer):
+    """Create or update the CRM database's read-only analyst role and the pipeline's writer role.
+
+    Connects as env CRM_DB_ADMIN_URL (a user who may create roles and owns the CRM database), else as
+    crm.db_url. Running it again only updates the passwords.
+    """
+    def work():
+        import os
+
+        from sqlalchemy.engine import make_url
+
+        from jobs import db
+        from jobs.roles import create_roles
+
+        settings = load_config()
+        crm_url = settings.crm.db_url
+        if db.kind(crm_url) == "sqlite":
+            raise ValueError(f"roles need PostgreSQL; crm.db_url is {db.masked(crm_url)}")
+        admin_url = os.environ.get("CRM_DB_ADMIN_URL") or crm_url
+        if make_url(admin_url).database != make_url(crm_url).database:
+            raise ValueError(f"CRM_DB_ADMIN_URL: database {make_url(admin_url).database!r}; expected the CRM "
+                             f"database of crm.db_url, {make_url(crm_url).database!r}")
+        statements = create_roles(admin_url, settings.crm.schema_name, analyst, writer,
+                                  os.environ.get("CRM_ANALYST_PASSWORD") or None,
+                                  os.environ.get("CRM_WRITER_PASSWORD") or None)
+        for statement in statements:
+            click.echo(f"{statement};")
+        login = {role: "LOGIN" if os.environ.get(variable) else "NOLOGIN (a group role)"
+                 for role, variable in ((analyst, "CRM_ANALYST_PASSWORD"), (writer, "CRM_WRITER_PASSWORD"))}
+        click.echo(f"{analyst}: reads schema {settings.crm.schema_name} of {db.masked(crm_url)}, "
+                   f"{login[analyst]}", err=True)
+        click.echo(f"{writer}: owns and writes its tables, {login[writer]}", err=True)
+
+    _guarded(ctx, work)
+
+
 def _guarded(ctx: click.Context, work) -> None:
     try:
         work()

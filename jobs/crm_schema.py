@@ -168,3 +168,13 @@ def crm_table(settings, name: str) -> Table:
     """The CRM table `name` in the configured database's schema (`settings`: jobs.config.Settings)."""
     metadata = crm_metadata(schema_of(settings.crm.db_url, settings.crm.schema_name))
     return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
+
+
+def ensure_schema(connection, schema: str | None) -> None:
+    """Create `schema` when it is missing (nothing for SQLite's None). Only then: PostgreSQL checks the right to
+    create schemas (CREATE on the database) before it sees that one exists, and the writer role of
+    `crm db-roles` has no such right."""
+    from sqlalchemy import inspect, text
+
+    if schema is not None and schema not in inspect(connection).get_schema_names():
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

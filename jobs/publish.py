@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from datetime import date
 
 from pyspark.sql import functions as F
-from sqlalchemy import MetaData, Table, func, inspect, select, text
+from sqlalchemy import MetaData, Table, func, inspect, select
 
 from jobs import db
 from jobs.config import Settings
-from jobs.crm_schema import crm_metadata, schema_of
+from jobs.crm_schema import crm_metadata, ensure_schema, schema_of
 from jobs.lake import Lake
 from jobs.spark import spark_session
 
@@ -45,8 +45,7 @@ def ensure_tables(connection, metadata: MetaData) -> None:
     The CRM tables hold only the latest run (gold keeps every run date), so a table left by an older
     version of the pipeline is dropped and created anew, inside the publishing transaction.
     """
-    if metadata.schema is not None:
-        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
+    ensure_schema(connection, metadata.schema)
     found = inspect(connection)
     for table in metadata.sorted_tables:
         if not found.has_table(table.name, schema=metadata.schema):

@@ -75,3 +75,86 @@ def test_a_table_left_by_an_older_version_is_recreated_with_the_current_columns(
     table = metadata.tables["customer_segments"]
     assert replace_rows(engine, table, segments(date(2026, 11, 26), [7, 8], "night-26"), date(2026, 11, 26)) == 2
     assert published(engine, table) == [(7, "night-26"), (8, "night-26")]
+
+
+#: The publisher of the concurrency test: publishes customer_segments and customer_scores together, run
+#: after run, each run with its own id and number of customers, until it has published `runs` of them.
+PUBLISHER = """
+import sys
+from datetime import date
+
+import pyarrow as pa
+from sqlalchemy import create_engine
+
+from jobs import publish
+from jobs.crm_schema import columns_of, crm_metadata
+
+url, runs = sys.argv[1], int(sys.argv[2])
+metadata = crm_metadata("crm")
+segments, scores = metadata.tables["crm.customer_segments"], metadata.tables["crm.customer_scores"]
+engine = create_engine(url)
+day = date(2026, 11, 26)
+for run in range(runs):
+    run_id, customers = f"run-{run:03d}", list(range(1, 200 + 37 * (run % 7)))
+    n = len(customers)
+    rows = {column: [None] * n for column in columns_of("customer_segments")}
+    rows.update(customer_id=customers, as_of=[day] * n, recency_days=[3] * n, frequency=[2] * n, monetary=[10.5] * n,
+                r_score=[5] * n, f_score=[4] * n, m_score=[3] * n, rfm_code=["543"] * n, segment=["Champions"] * n,
+                changed_at=[day] * n, run_id=[run_id] * n)
+    score_rows = {column: [None] * n for column in columns_of("customer_scores")}
+    score_rows.update(customer_id=customers, p_alive=[0.5] * n, as_of=[day] * n, run_id=[run_id] * n)
+    publish.replace_tables(engine, metadata, {segments: pa.table(rows), scores: pa.table(score_rows)}, day)
+    print(run_id, n, flush=True)
+"""
+
+
+def test_a_reader_never_sees_a_mixed_or_empty_publication_while_runs_are_published(postgres):
+    """An analyst's query during publishing sees one whole run in every CRM table: never an empty table,
+    never part of a run, never one run in one table and another in the next."""
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import text
+
+    from conftest import REPO
+
+    postgres.create_database("publish_concurrency")
+    url = postgres.url("publish_concurrency")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        publish.ensure_tables(connection, crm_metadata("crm"))
+    runs = 40
+    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(runs)], cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # One statement, so one snapshot, as an analyst's query that joins or unions the tables.
+    query = text("""
+        SELECT (SELECT count(*) FROM crm.customer_segments), (SELECT count(DISTINCT run_id) FROM crm.customer_segments),
+               (SELECT min(run_id) FROM crm.customer_segments), (SELECT max(customer_id) FROM crm.customer_segments),
+               (SELECT count(*) FROM crm.customer_scores), (SELECT count(DISTINCT run_id) FROM crm.customer_scores),
+               (SELECT min(run_id) FROM crm.customer_scores)
+    """)
+    seen, reads = set(), 0
+    try:
+        with engine.connect() as connection:
+            while publisher.poll() is None:
+                segment_rows, segment_runs, segment_run, last_customer, score_rows, score_runs, score_run = (
+                    connection.execute(query).one())
+                connection.rollback()
+                reads += 1
+                if segment_run is None and score_run is None and not seen:
+                    continue  # before the first publication commits
+                assert segment_rows > 0 and score_rows > 0, "an empty CRM table was visible"
+                assert segment_runs == score_runs == 1, f"rows of {segment_runs} / {score_runs} runs in one table"
+                assert segment_run == score_run, f"customer_segments holds {segment_run}, customer_scores {score_run}"
+                assert segment_rows == score_rows == last_customer, "part of a run was visible"
+                seen.add(segment_run)
+                time.sleep(0.01)
+        out, err = publisher.communicate(timeout=60)
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+    assert publisher.returncode == 0, err
+    assert out.count("\n") == runs
+    # The reader really overlapped the publishing: it saw several runs come and go.
+    assert len(seen) >= 5, f"{reads} reads saw only {sorted(seen)}"
