@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,10 +158,61 @@ class MlflowSettings(_Section):
     churn_model: str = Field(description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads")
 
 
-class ExportSettings(_Section):
-    """Files for marketing tools."""
+#: What `export.pii` may do with a column: keep it, replace it by the hex SHA-256 of its trimmed, lower-cased
+#: value (how ad platforms match e-mail addresses), or leave it out.
+PII_POLICIES = ("plain", "sha256", "drop")
 
-    datasets: list[str] = Field(description="gold tables exported per run")
+
+class ExportSettings(_Section):
+    """Files for marketing tools (`exports/<run_date>/`, the export contract in the README)."""
+
+    datasets: list[str] = Field(description="gold tables exported per run, each as CSV and Parquet with the CRM table's columns")
+    pii: dict[str, dict[str, str]] = Field(
+        description="PII policy per dataset, column -> plain, sha256 (hex SHA-256 of the trimmed, lower-cased value) "
+                    "or drop; columns not listed are exported plain")
+    keep_runs: int = Field(ge=1, description="dated export folders kept; older ones are removed after a successful "
+                                              "export (never the one exports/latest points at)")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, datasets: list[str]) -> list[str]:
+        from jobs.crm_schema import crm_metadata
+
+        tables = crm_metadata(None).tables
+        unknown = [name for name in datasets if name not in tables]
+        if unknown:
+            raise ValueError(f"unknown dataset(s) {unknown}; expected CRM tables: {', '.join(sorted(tables))}")
+        return datasets
+
+    @field_validator("pii")
+    @classmethod
+    def _known_policies(cls, pii: dict[str, dict[str, str]], info: ValidationInfo) -> dict[str, dict[str, str]]:
+        from jobs.crm_schema import crm_metadata
+
+        if "datasets" not in info.data:  # invalid: its own error says why
+            return pii
+        tables, exported = crm_metadata(None).tables, info.data["datasets"]
+        problems = []
+        for dataset, policy in pii.items():
+            key = f"export.pii.{dataset}"
+            if dataset not in exported:
+                problems.append(f"{key}: unknown dataset (not in export.datasets); expected one of {', '.join(exported)}")
+                continue
+            columns = {column.name: column for column in tables[dataset].columns}
+            for name, rule in policy.items():
+                if name not in columns:
+                    hint = difflib.get_close_matches(name, columns, n=1)
+                    problems.append(f"{key}.{name}: unknown column" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                    + f"; expected a column of {dataset}: {', '.join(columns)}")
+                elif rule not in PII_POLICIES:
+                    problems.append(f"{key}.{name}: unknown policy {rule!r}; expected {', '.join(PII_POLICIES[:-1])} "
+                                    f"or {PII_POLICIES[-1]}")
+                elif rule == "sha256" and columns[name].type.python_type is not str:
+                    problems.append(f"{key}.{name}: sha256 hashes text, but {name} is {columns[name].type}; "
+                                    "expected plain or drop")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return pii
 
 
 class AirflowSettings(_Section):
