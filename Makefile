@@ -22,12 +22,14 @@ test: system $(INSTALLED)
 airflow: system $(INSTALLED)
 	eval "$$($(BIN)/crm airflow-env)" && $(BIN)/airflow standalone
 
-# Java (for Spark), and the PostgreSQL and MariaDB server binaries that the tests start themselves.
+# Java (for Spark), the PostgreSQL and MariaDB server binaries that the tests start themselves, and
+# Chromium, in which tests/test_report.py renders the run report headless.
 system:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	command -v mariadbd >/dev/null || test -x /usr/sbin/mariadbd || missing="$$missing mariadb-server"; \
+	command -v chromium >/dev/null || test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

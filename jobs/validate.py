@@ -250,12 +250,12 @@ def gate_message(summary: dict[str, Any]) -> str:
                      f"(the job that writes them has not run for this lake?)")
     for table, report in summary["tables"].items():
         for failure in report["critical_failures"]:
-            lines.append(f"  {layer}/{table}: {_failure_text(failure)} (Data Docs: {report['data_docs']})")
+            lines.append(f"  {layer}/{table}: {failure_text(failure)} (Data Docs: {report['data_docs']})")
     lines.append(f"Data Docs index: {summary['data_docs']}")
     return "\n".join(lines)
 
 
-def _failure_text(failure: dict[str, Any]) -> str:
+def failure_text(failure: dict[str, Any]) -> str:
     column = f" on column {failure['column']}" if failure.get("column") else ""
     text = f"{failure['expectation']}{column}"
     if "error" in failure:
