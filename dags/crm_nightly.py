@@ -12,8 +12,9 @@ behavioural clusters, customer profiles: gold/customer_segments, customer_cluste
 segment_summary, segment_movement) and, beside it, `predict` (churn probability with reasons from the
 MLflow `champion` model, P(alive), expected orders, 12-month CLV with its interval, next order date:
 gold/customer_scores) →
-`validate_gold` → `publish` (CRM tables, one transaction) and `export` (files for marketing,
-`exports/<run_date>/`).
+`validate_gold` → `publish` (CRM tables, one transaction), `export` (files for marketing,
+`exports/<run_date>/`) and `report` (the run report, `reports/<run_date>/index.html`: segments and their
+movement, score distributions, CLV by segment, churn calibration, data quality, biggest changes).
 
 The `validate_*` tasks are the quality gates: Great Expectations suites (`expectations/`) on the layer
 just written. A failed critical expectation fails the task, so the CRM tables and exports keep the
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from jobs.airflow_task import run_job
+from jobs.airflow_task import record_failure, run_job
 
 
 @dag(
@@ -41,7 +42,10 @@ from jobs.airflow_task import run_job
     max_active_runs=1,
     tags=["crm", "nightly"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "owner": "data-engineering"},
+    # A task that runs longer than execution_timeout is failed (and retried): a hung read or a stuck
+    # Spark job must not hold the night. Every failure also lands in the run log (`crm status`).
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "owner": "data-engineering",
+                  "execution_timeout": timedelta(hours=2), "on_failure_callback": record_failure},
 )
 def crm_nightly():
     @task
@@ -91,13 +95,18 @@ def crm_nightly():
 
     @task
     def export(**context):
-        """Write `exports/<run_date>/` (CSV + manifest.json), then move `exports/latest`."""
+        """Write `exports/<run_date>/` (CSV and Parquet per dataset, JSON Schemas, manifest.json), then move `exports/latest`."""
         return run_job("export", context)
+
+    @task
+    def report(**context):
+        """Write the run report `<data>/reports/<run_date>/index.html` (static HTML with plots); returns its path."""
+        return run_job("report", context)
 
     gold = extract() >> validate_bronze() >> clean() >> validate_silver() >> features()
     checked = validate_gold()
     gold >> [score(), predict()] >> checked
-    checked >> [publish(), export()]
+    checked >> [publish(), export(), report()]
 
 
 crm_nightly()

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from jobs.airflow_task import run_job
+from jobs.airflow_task import record_failure, run_job
 
 
 @dag(
@@ -31,7 +31,8 @@ from jobs.airflow_task import run_job
     max_active_runs=1,
     tags=["crm", "training", "mlflow"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=10), "owner": "data-science"},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=10), "owner": "data-science",
+                  "on_failure_callback": record_failure},
 )
 def crm_training():
     @task(execution_timeout=timedelta(hours=3))

@@ -8,23 +8,30 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
+from jobs import runlog
 from jobs.config import load_config
 from jobs.rundate import business_date
 
-NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "predict", "publish", "export")
+NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "predict", "publish", "export", "report")
 #: Every job a task may run: the night's, and the training DAG's.
 JOBS = (*NIGHTLY_JOBS, "train")
 #: The night in order: (job, its options); `validate` is the quality gate of the layer just written.
 NIGHTLY_STEPS: tuple[tuple[str, dict[str, str]], ...] = (
     ("extract", {}), ("validate", {"layer": "bronze"}), ("clean", {}), ("validate", {"layer": "silver"}),
     ("features", {}), ("score", {}), ("predict", {}), ("validate", {"layer": "gold"}), ("publish", {}), ("export", {}),
+    ("report", {}),
 )
 
 
 def run_job(name: str, context: dict[str, Any], **options: Any) -> Any:
-    """Run `jobs.<name>.run(run_date, settings, run_id, **options)`; returns its small, JSON-ready summary."""
+    """Run `jobs.<name>.run(run_date, settings, run_id, **options)`; returns its small, JSON-ready summary.
+
+    The attempt goes to the run log (`jobs.runlog`, CRM table `pipeline_runs`): running, then success with
+    the summary or failed with the error.
+    """
     if name not in JOBS:
         raise ValueError(f"unknown job {name!r}; expected one of {', '.join(JOBS)}")
     logging.getLogger("jobs").setLevel(logging.INFO)
@@ -34,5 +41,36 @@ def run_job(name: str, context: dict[str, Any], **options: Any) -> Any:
     if name == "extract":  # `crm run --full` (conf {"full": true}) reloads every table whole
         dag_run = context.get("dag_run")
         options["full"] = bool(((getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}).get("full"))
-    result = job.run(run_date, settings, context["run_id"], **options)
-    return json.loads(json.dumps(result, default=str))
+    attempt = _attempt(context, run_date)
+    started = datetime.now(timezone.utc)
+    runlog.record(settings, attempt, "running", started)
+    try:
+        result = json.loads(json.dumps(job.run(run_date, settings, context["run_id"], **options), default=str))
+    except BaseException as error:  # recorded, then raised as it was (a timeout too)
+        runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc),
+                      error=f"{type(error).__name__}: {error}")
+        raise
+    runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
+    return result
+
+
+def record_failure(context: dict[str, Any]) -> None:
+    """The DAGs' on-failure callback: a task that failed before or outside its job (a timeout, a killed
+    worker, an error loading the configuration) is marked failed in the run log too."""
+    try:
+        settings = load_config()
+        attempt = _attempt(context, business_date(context))
+    except Exception as error:  # the configuration itself may be what failed
+        logging.getLogger(__name__).warning("run log: failure of %s not recorded: %s", context.get("run_id"), error)
+        return
+    exception = context.get("exception")
+    runlog.record_failure_if_open(settings, attempt, f"{type(exception).__name__}: {exception}" if exception
+                                  else "failed (no exception passed to the callback)")
+
+
+def _attempt(context: dict[str, Any], run_date) -> runlog.Attempt:
+    ti = context.get("ti") or context.get("task_instance")
+    return runlog.Attempt(
+        run_id=str(context["run_id"]), stage=getattr(ti, "task_id", None) or "?",
+        try_number=int(getattr(ti, "try_number", None) or 1), dag_id=getattr(ti, "dag_id", None) or "?",
+        run_date=run_date)

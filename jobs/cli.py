@@ -202,6 +202,66 @@ def airflow_env_command(ctx):
     _guarded(ctx, work)
 
 
+@main.command("status")
+@click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True, help="How many of the latest runs.")
+@click.pass_context
+def status_command(ctx, runs):
+    """The latest pipeline runs: each stage's outcome, time and what it did (CRM table pipeline_runs)."""
+    def work():
+        from jobs import runlog
+
+        click.echo(runlog.render_status(runlog.recent_runs(load_config(), runs)))
+
+    _guarded(ctx, work)
+
+
+@main.command("report")
+@click.option("--date", "run_date", type=DATE, default=None, help="Run date (default: the latest with a report, else yesterday).")
+@click.option("--open", "open_it", is_flag=True, help="Open the report in the web browser.")
+@click.option("--rebuild", is_flag=True, help="Build it again from the lake even if the night wrote one.")
+@click.pass_context
+def report_command(ctx, run_date, open_it, rebuild):
+    """Print the path of a run's HTML report (building it when missing); --open shows it in the browser."""
+    def work():
+        import webbrowser
+
+        from jobs import report
+
+        settings = load_config()
+        day = run_date or _latest_report_date(settings) or yesterday()
+        path = report.report_path(settings, day)
+        if rebuild or not path.exists():
+            path = report.build(settings, day)
+        click.echo(path)
+        if open_it and not webbrowser.open(path.as_uri()):
+            click.echo(f"no web browser found here; open {path.as_uri()} on a machine with one", err=True)
+
+    _guarded(ctx, work)
+
+
+def _latest_report_date(settings) -> date | None:
+    folders = sorted((settings.data_dir / "reports").glob("????-??-??/index.html"))
+    return date.fromisoformat(folders[-1].parent.name) if folders else None
+
+
+@main.command("doctor")
+@click.option("--quick", is_flag=True, help="Leave out the Spark check (it starts Spark: about 15 s).")
+@click.pass_context
+def doctor_command(ctx, quick):
+    """Check that this machine can run the pipeline: configuration, databases, Java, Spark, Airflow, MLflow."""
+    checks = []
+
+    def work():
+        from jobs import doctor
+
+        checks.extend(doctor.run_checks(quick=quick))
+        click.echo(doctor.render(checks))
+
+    _guarded(ctx, work)
+    if not all(check.ok for check in checks):
+        ctx.exit(1)
+
+
 def _role_name(ctx, param, value: str) -> str:
     from jobs.roles import check_role_name
 

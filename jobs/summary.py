@@ -114,6 +114,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         "Where the results are:",
         f"  CRM database   {db.masked(settings.crm.db_url)}",
         f"  exports        {exports}  (manifest.json, latest -> {settings.exports_dir / 'latest'})",
+        f"  run report     {settings.data_dir / 'reports' / run_date.isoformat() / 'index.html'}  (crm report --open)",
         f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
         "  Airflow UI     make airflow   (then open http://localhost:8080)",

@@ -26,6 +26,26 @@ def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_pa
     assert f"cause: jobs.mapping.SourceSchemaError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
     assert not (tmp_path / "missing.sqlite").exists()
     assert not (tmp_path / "lake").exists()
+    # The run log has the failed stage and why; nothing after it ran.
+    status = run_crm("status", env={"CRM_DATA_DIR": str(tmp_path)})
+    night, extract, *others = status.stdout.splitlines()
+    assert night.startswith("crm_nightly ") and " for 2026-11-20: failed" in night
+    assert extract.split()[:2] == ["extract", "failed"] and "missing.sqlite: no such SQLite file" in extract
+    assert others == []
+
+
+def test_doctor_names_what_is_missing_and_exits_1(tmp_path):
+    result = run_crm("doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path),
+                                               "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"}, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    *checks, verdict = result.stdout.splitlines()
+    outcome = {line[4:].split("  ")[0].strip(): line[:4].strip() for line in checks}
+    assert outcome == {"configuration": "ok", "shop database": "FAIL", "CRM database": "ok", "java": "ok",
+                       "airflow": "FAIL", "mlflow": "ok", "disk": "ok"}, result.stdout
+    assert "missing.sqlite: no such SQLite file" in result.stdout and "no Airflow metadata database" in result.stdout
+    assert verdict == "2 check(s) failed" and "Traceback" not in result.stderr
+    assert "the first publish creates it" in result.stdout and "the first churn training creates it" in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # checking creates nothing: no shop, CRM or MLflow store
 
 
 def test_config_prints_the_settings_with_passwords_masked():

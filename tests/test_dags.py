@@ -62,7 +62,7 @@ def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
         "extract": [], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
         "validate_silver": ["clean"], "features": ["validate_silver"], "score": ["features"],
         "predict": ["features"], "validate_gold": ["predict", "score"], "publish": ["validate_gold"],
-        "export": ["validate_gold"],
+        "export": ["validate_gold"], "report": ["validate_gold"],
     }
 
 
@@ -75,3 +75,4 @@ def test_a_backfill_years_back_still_runs_the_tasks(dag_bag):
     dag = dag_bag.get_dag("crm_nightly")
     assert dag.start_date <= logical_date_for(date(2001, 1, 1))
     assert not dag.catchup  # a far start_date must not make the scheduler run every past night
+

@@ -28,7 +28,7 @@ CUSTOMERS = 500
 SEED = 7
 RUN_DATE = date(2026, 11, 26)
 TASKS = ("extract", "validate_bronze", "clean", "validate_silver", "features", "score", "predict", "validate_gold",
-         "publish", "export")
+         "publish", "export", "report")
 
 
 def crm_env(data_dir: Path, shop_url: str | None = None, db_url: str | None = None) -> dict[str, str]:
@@ -109,11 +109,11 @@ def truth(run: dict[str, str]) -> dict:
     return json.loads((Path(run["CRM_DATA_DIR"]) / "truth" / "summary.json").read_text())
 
 
-def crm_rows(run: dict[str, str], table: str) -> list[dict]:
+def crm_rows(run: dict[str, str], table: str, order_by: str = "customer_id") -> list[dict]:
     url = run.get("CRM_DB_URL") or f"sqlite:///{run['CRM_DATA_DIR']}/crm.sqlite"
     table = f"{run['CRM__CRM__SCHEMA_NAME']}.{table}" if "CRM__CRM__SCHEMA_NAME" in run else table
     with create_engine(url).connect() as connection:
-        rows = connection.execute(text(f"SELECT * FROM {table} ORDER BY customer_id")).mappings().all()
+        rows = connection.execute(text(f"SELECT * FROM {table} ORDER BY {order_by}")).mappings().all()
     return [dict(row) for row in rows]
 
 
@@ -201,17 +201,32 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
     assert (folder / "_SUCCESS").exists()
     assert (exports / "latest").resolve() == folder.resolve()
     manifest = json.loads((folder / "manifest.json").read_text())
+    import pyarrow.parquet as pq
+    from jsonschema import Draft202012Validator
+
     from jobs.crm_schema import columns_of
     from jobs.export import SCHEMA_VERSION
 
     assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"] == SCHEMA_VERSION
-    assert sorted(manifest["files"]) == ["customer_scores.csv", "customer_segments.csv"]
+    datasets = ("customer_segments", "customer_scores")
+    assert sorted(manifest["files"]) == sorted(
+        [f"{dataset}.{kind}" for dataset in datasets for kind in ("csv", "parquet")]
+        + [f"schemas/{name}.schema.json" for name in ("manifest", *datasets)])
+    on_disk = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+    assert on_disk == {*manifest["files"], "manifest.json", "_SUCCESS"}
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["bytes"]), name
+    Draft202012Validator(json.loads((folder / "schemas/manifest.schema.json").read_text())).validate(manifest)
     for dataset, rows in (("customer_segments", CUSTOMERS), ("customer_scores", len(crm_rows(nightly_runs["sqlite"], "customer_scores")))):
-        entry = manifest["files"][f"{dataset}.csv"]
-        assert entry["columns"] == columns_of(dataset)
-        data = (folder / f"{dataset}.csv").read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-        assert data.decode().count("\n") == entry["rows"] + 1 == rows + 1
+        for kind in ("csv", "parquet"):
+            entry = manifest["files"][f"{dataset}.{kind}"]
+            assert (entry["format"], entry["dataset"], entry["pii"]) == (kind, dataset, {})
+            assert entry["columns"] == columns_of(dataset) and entry["rows"] == rows
+            assert entry["schema"] == f"schemas/{dataset}.schema.json"
+        assert (folder / f"{dataset}.csv").read_text().count("\n") == rows + 1
+        assert pq.read_table(folder / f"{dataset}.parquet").column_names == columns_of(dataset)
+        assert pq.read_metadata(folder / f"{dataset}.parquet").num_rows == rows
     assert not [path for path in exports.iterdir() if path.name.startswith(".")]
 
 
@@ -710,3 +725,32 @@ def test_a_young_shop_is_scored_without_the_churn_model_it_cannot_train_yet(nigh
     if "value" not in result["degraded"]:  # repeat buyers already: the value models are fitted
         assert scores["p_alive"].between(0, 1).all() and (scores["clv_12m"].astype(float) >= 0).all()
     validate.run(young, settings, "young-shop", "gold", ["customer_features", "customer_scores"])  # raises on a failure
+
+
+def test_the_run_log_has_every_stage_of_the_night_with_its_time_and_outcome(nightly_runs):
+    """`crm run` (PostgreSQL shop) left one successful row per task in the CRM table pipeline_runs."""
+    import json as json_module
+
+    rows = [row for row in crm_rows(nightly_runs["postgresql"], "pipeline_runs", order_by="started_at")
+            if row["run_date"] == RUN_DATE and row["dag_id"] == "crm_nightly"]
+    by_run: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_run.setdefault(row["run_id"], {})[row["stage"]] = row
+    complete = [stages for stages in by_run.values() if set(stages) == set(TASKS)]
+    assert complete, f"no run with all of {TASKS}: {[sorted(stages) for stages in by_run.values()]}"
+    stages = complete[0]
+    assert all(row["state"] == "success" and row["seconds"] > 0 and row["error"] is None for row in stages.values())
+    for layer in ("bronze", "silver", "gold"):
+        assert json_module.loads(stages[f"validate_{layer}"]["summary"])["passed"] is True
+    assert json_module.loads(stages["publish"]["summary"])["customer_segments"] == CUSTOMERS
+    order = sorted(stages.values(), key=lambda row: row["started_at"])
+    assert order[0]["stage"] == "extract" and order[-1]["stage"] in ("publish", "export")
+
+
+
+def test_the_night_writes_its_run_report(nightly_runs):
+    """The `report` task's page for the run date, with every section (tests/test_report.py renders one in Chromium)."""
+    page = (Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "reports" / RUN_DATE.isoformat() / "index.html").read_text()
+    for section in ("overview", "segments", "scores", "clv", "calibration", "quality", "changes"):
+        assert f'<section id="{section}"' in page, section
+    assert RUN_DATE.isoformat() in page and page.count('data-plot="') >= 4

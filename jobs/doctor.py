@@ -1,0 +1,158 @@
+"""`crm doctor`: is this machine ready to run the pipeline? Each check says ok or what is wrong and what to do.
+
+Checks, in the order a night needs them: the configuration loads; the shop and CRM databases answer;
+Java runs; Spark starts in local mode with the Delta Lake jars (from the project's Ivy folder, offline once
+fetched) and writes and reads a Delta table; Airflow's home has a migrated metadata database and sees the
+project's DAGs; the MLflow store opens; the data root has room. `--quick` leaves out Spark (about 15 s).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from jobs.config import ConfigError, Settings, load_config
+
+#: Free space below which the data root is reported as too full.
+MIN_FREE_GB = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check: `ok`, and what was found (or what is wrong and how to fix it)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def run_checks(quick: bool = False) -> list[Check]:
+    """Every check in order; the later ones are skipped when the configuration itself does not load."""
+    try:
+        settings = load_config()
+    except ConfigError as error:
+        return [Check("configuration", False, str(error))]
+    checks = [Check("configuration", True, f"env {settings.env}, conf {settings.conf_dir}, data {settings.data_dir}")]
+    steps: list[tuple[str, Callable[[Settings], str]]] = [
+        ("shop database", lambda s: _database(s.shop.url)),
+        ("CRM database", lambda s: _database(s.crm.db_url, created_by_the_pipeline=True)),
+        ("java", lambda s: _java()),
+        *([] if quick else [("spark + delta", _spark)]),
+        ("airflow", _airflow),
+        ("mlflow", _mlflow),
+        ("disk", _disk),
+    ]
+    for name, check in steps:
+        try:
+            checks.append(Check(name, True, check(settings)))
+        except Exception as error:  # each check reports its own failure and the next still runs
+            checks.append(Check(name, False, _reason(error)))
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(check.name) for check in checks)
+    lines = [f"{'ok ' if check.ok else 'FAIL'} {check.name:<{width}}  {check.detail}" for check in checks]
+    failed = sum(not check.ok for check in checks)
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines)
+
+
+def _reason(error: Exception) -> str:
+    """One line: the driver's own message for a database error (not SQLAlchemy's wrapper and link)."""
+    message = str(getattr(error, "orig", None) or error).strip()
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _database(url: str, created_by_the_pipeline: bool = False) -> str:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from jobs import db
+
+    database = make_url(url).database
+    if db.kind(url) == "sqlite" and database and not Path(database).exists():  # connecting would create it
+        if created_by_the_pipeline:
+            return f"{db.masked(url)}: not there yet; the first publish creates it"
+        raise RuntimeError(f"{db.masked(url)}: no such SQLite file (a demo shop: `crm generate-shop`)")
+    started = time.perf_counter()
+    try:
+        with db.engine(url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+            version = connection.dialect.server_version_info
+    except Exception as error:
+        raise RuntimeError(f"{db.masked(url)}: {_reason(error)}") from None
+    shown = ".".join(str(part) for part in version) if version else "?"
+    return f"{db.masked(url)} answers ({db.kind(url)} {shown}, {1000 * (time.perf_counter() - started):.0f} ms)"
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("no `java` on PATH; Spark needs Java 17 or 21: run `make system` (Debian: default-jre-headless)")
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    return f"{java}: {(result.stderr or result.stdout).splitlines()[0]}"
+
+
+def _spark(settings: Settings) -> str:
+    from jobs.lake import Lake
+    from jobs.spark import spark_session
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="crm-doctor-") as folder, spark_session(settings, "doctor") as spark:
+        lake = Lake(spark, Path(folder))
+        lake.replace_partition(spark.range(3).selectExpr("id", "current_date() AS as_of"), "gold", "doctor",
+                               {"as_of": spark.sql("SELECT current_date()").first()[0]})
+        rows = lake.read("gold", "doctor").count()
+        version = spark.version
+    if rows != 3:
+        raise RuntimeError(f"wrote 3 rows to a Delta table and read {rows}")
+    return (f"Spark {version} local with Delta Lake: wrote and read a Delta table in "
+            f"{time.perf_counter() - started:.1f} s (jars: {settings.spark.jars_dir})")
+
+
+def _airflow(settings: Settings) -> str:
+    home = Path(settings.airflow.home)
+    if not (home / "airflow.db").exists():
+        raise RuntimeError(f"no Airflow metadata database in {home}: it is created by the first `crm run` "
+                           f"(or run `make airflow`)")
+    from jobs.orchestrate import DAGS_FOLDER
+
+    dags = sorted(path.stem for path in DAGS_FOLDER.glob("*.py"))
+    expected = {settings.airflow.dag_id, settings.airflow.training_dag_id}
+    missing = expected - set(dags)
+    if missing:
+        raise RuntimeError(f"DAG file(s) for {sorted(missing)} not found in {DAGS_FOLDER}")
+    return f"home {home}, DAGs {', '.join(dags)} in {DAGS_FOLDER}"
+
+
+def _mlflow(settings: Settings) -> str:
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return f"{uri}: not there yet; the first churn training creates it"
+    client = MlflowClient(uri, uri)
+    models = client.search_registered_models(max_results=10)
+    names = ", ".join(model.name for model in models) or "none yet"
+    return f"{uri} opens; registered models: {names}"
+
+
+def _disk(settings: Settings) -> str:
+    root = Path(settings.data_dir)
+    existing = next(parent for parent in [root, *root.parents] if parent.exists())
+    free = shutil.disk_usage(existing).free / 1e9
+    if free < MIN_FREE_GB:
+        raise RuntimeError(f"{free:.1f} GB free under {existing}; a night needs at least {MIN_FREE_GB:g} GB")
+    return f"{free:.0f} GB free under {existing}"
+
+
+if __name__ == "__main__":
+    results = run_checks(quick="--quick" in sys.argv)
+    print(render(results))
+    sys.exit(0 if all(check.ok for check in results) else 1)

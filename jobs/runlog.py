@@ -1,0 +1,177 @@
+"""The run log: one row per task attempt of every DAG run, in the CRM database (`pipeline_runs`).
+
+`jobs.airflow_task.run_job` writes a task's row when its job starts (`running`) and when it ends
+(`success` with the job's summary, or `failed` with the error); the DAGs' on-failure callback marks a task
+`failed` that never reached or never left its job (a timeout, a killed worker). `crm status` reads it, and
+so can an operator in SQL. Unlike the published CRM tables, which each night replaces, it only grows.
+
+Writing it never fails a task: when the CRM database cannot be reached the job still runs, and the log
+says that its run-log row is missing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import Column, Date, DateTime, Float, Integer, MetaData, String, Table, Text, delete, func, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs import db
+from jobs.config import Settings
+from jobs.crm_schema import ensure_schema, schema_of
+
+log = logging.getLogger(__name__)
+
+TABLE = "pipeline_runs"
+#: Longest error text kept (the first line is the message; the task log has the traceback).
+ERROR_CHARS = 2000
+
+
+def run_log_table(schema: str | None) -> Table:
+    """The `pipeline_runs` table in `schema` (none for SQLite)."""
+    return Table(
+        TABLE, MetaData(schema=schema),
+        Column("run_id", String(250), primary_key=True, comment="Airflow run id (crm run prints it)"),
+        Column("stage", String(100), primary_key=True, comment="task id: extract, validate_bronze, clean, ..."),
+        Column("try_number", Integer, primary_key=True, autoincrement=False, comment="Airflow's attempt number, from 1"),
+        Column("dag_id", String(250), nullable=False, comment="crm_nightly or crm_training"),
+        Column("run_date", Date, nullable=False, comment="the business date the run processes"),
+        Column("state", String(10), nullable=False, comment="running, success or failed"),
+        Column("started_at", DateTime, nullable=False, comment="UTC"),
+        Column("finished_at", DateTime, comment="UTC; null while running"),
+        Column("seconds", Float, comment="wall time of the job"),
+        Column("summary", Text, comment="the job's result as JSON: rows per table, quality outcome, scores"),
+        Column("error", Text, comment="why it failed (first lines); the task log has the traceback"),
+        comment="one row per task attempt of every pipeline run: timing, outcome and what it did",
+    )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which task attempt a row describes."""
+
+    run_id: str
+    stage: str
+    try_number: int
+    dag_id: str
+    run_date: date
+
+
+def record(settings: Settings, attempt: Attempt, state: str, started_at: datetime,
+           finished_at: datetime | None = None, summary: Any = None, error: str | None = None) -> None:
+    """Write (or overwrite) the attempt's row; a database error is logged, never raised."""
+    table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    row = {
+        "run_id": attempt.run_id, "stage": attempt.stage, "try_number": attempt.try_number,
+        "dag_id": attempt.dag_id, "run_date": attempt.run_date, "state": state,
+        "started_at": _naive_utc(started_at), "finished_at": _naive_utc(finished_at),
+        "seconds": (finished_at - started_at).total_seconds() if finished_at else None,
+        "summary": json.dumps(summary, default=str) if summary is not None else None,
+        "error": error[:ERROR_CHARS] if error else None,
+    }
+    try:
+        with db.engine(settings.crm.db_url).begin() as connection:
+            ensure_schema(connection, table.schema)
+            table.create(connection, checkfirst=True)
+            connection.execute(delete(table).where(
+                (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage)
+                & (table.c.try_number == attempt.try_number)))
+            connection.execute(table.insert(), [row])
+    except SQLAlchemyError as error:
+        log.warning("run log: could not write %s/%s (try %d) to %s: %s", attempt.run_id, attempt.stage,
+                    attempt.try_number, db.masked(settings.crm.db_url), error)
+
+
+def record_failure_if_open(settings: Settings, attempt: Attempt, error: str) -> None:
+    """Mark the attempt failed unless its job already wrote its outcome (the on-failure callback)."""
+    table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    now = datetime.now(timezone.utc)
+    try:
+        with db.engine(settings.crm.db_url).connect() as connection:
+            if not db_has_table(connection, table):
+                existing = None
+            else:
+                existing = connection.execute(select(table.c.state, table.c.started_at).where(
+                    (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage)
+                    & (table.c.try_number == attempt.try_number))).first()
+    except SQLAlchemyError as db_error:
+        log.warning("run log: could not read %s: %s", db.masked(settings.crm.db_url), db_error)
+        return
+    if existing is not None and existing.state == "failed":
+        return
+    started = existing.started_at.replace(tzinfo=timezone.utc) if existing is not None else now
+    record(settings, attempt, "failed", started, now, error=error)
+
+
+def db_has_table(connection, table: Table) -> bool:
+    return inspect(connection).has_table(table.name, schema=table.schema)
+
+
+def recent_runs(settings: Settings, runs: int = 5) -> list[dict[str, Any]]:
+    """The latest `runs` runs (newest first), each with its stages' latest attempts in start order."""
+    table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    with db.engine(settings.crm.db_url).connect() as connection:
+        if not db_has_table(connection, table):
+            return []
+        latest = connection.execute(
+            select(table.c.run_id).group_by(table.c.run_id)
+            .order_by(func.max(table.c.started_at).desc()).limit(runs)).scalars().all()
+        rows = connection.execute(
+            select(table).where(table.c.run_id.in_(latest)).order_by(table.c.started_at, table.c.try_number)
+        ).mappings().all()
+    by_run: dict[str, dict[str, dict]] = {run_id: {} for run_id in latest}
+    for row in rows:
+        by_run[row["run_id"]][row["stage"]] = dict(row)  # a later try replaces an earlier one
+    return [{"run_id": run_id, "stages": list(stages.values())} for run_id, stages in by_run.items()]
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def render_status(runs: list[dict[str, Any]]) -> str:
+    """The runs as `crm status` prints them: one block per run, one line per stage."""
+    if not runs:
+        return "no pipeline runs recorded yet (the run log fills as DAG tasks run: `crm run`)"
+    blocks = []
+    for run in runs:
+        stages = run["stages"]
+        first = stages[0]
+        states = {stage["state"] for stage in stages}
+        state = "failed" if "failed" in states else "running" if "running" in states else "success"
+        ends = [stage["finished_at"] for stage in stages if stage["finished_at"] is not None]
+        took = f", {(max(ends) - first['started_at']).total_seconds():.0f} s" if ends else ""
+        blocks.append(f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} "
+                      f"(started {first['started_at']:%Y-%m-%d %H:%M} UTC)")
+        for stage in stages:
+            seconds = f"{stage['seconds']:7.1f} s" if stage["seconds"] is not None else "        -"
+            tries = f" (try {stage['try_number']})" if stage["try_number"] > 1 else ""
+            blocks.append(f"  {stage['stage']:<16} {stage['state']:<8}{seconds}  {_outcome(stage)}{tries}")
+    return "\n".join(blocks)
+
+
+def _outcome(stage: dict[str, Any]) -> str:
+    """What a stage did, in a few words, from its summary (or why it failed)."""
+    if stage["state"] == "failed":
+        return (stage["error"] or "").splitlines()[0][:160] if stage["error"] else "failed"
+    if not stage["summary"]:
+        return ""
+    summary = json.loads(stage["summary"])
+    if isinstance(summary, dict) and "passed" in summary:  # a quality gate
+        return (f"quality {'passed' if summary['passed'] else 'FAILED'}: {summary.get('critical_failures', 0)} "
+                f"critical failure(s)")
+    if isinstance(summary, dict) and summary and all(isinstance(value, dict) for value in summary.values()):
+        rows = sum(int(value.get("rows", 0) or 0) for value in summary.values())
+        return f"{len(summary)} tables, {rows:,} rows"
+    if isinstance(summary, dict) and summary and all(isinstance(value, int) for value in summary.values()):
+        shown = ", ".join(f"{key} {value:,}" for key, value in list(summary.items())[:4])
+        return shown + (f", ... ({len(summary)} in all)" if len(summary) > 4 else "")
+    if isinstance(summary, dict) and "customers" in summary:
+        return (f"{summary['customers']:,} customers scored, churn model {summary.get('churn_model') or 'none yet'}"
+                + ("; degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else ""))
+    return str(summary)[:160]
