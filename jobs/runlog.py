@@ -166,8 +166,17 @@ def _outcome(stage: dict[str, Any]) -> str:
         return (f"quality {'passed' if summary['passed'] else 'FAILED'}: {summary.get('critical_failures', 0)} "
                 f"critical failure(s)")
     if isinstance(summary, dict) and summary and all(isinstance(value, dict) for value in summary.values()):
-        rows = sum(int(value.get("rows", 0) or 0) for value in summary.values())
-        return f"{len(summary)} tables, {rows:,} rows"
+        # per table: extract's changed/deleted, clean's inserted/updated/deleted/quarantined
+        counts: dict[str, int] = {}
+        for table in summary.values():
+            for key in ("changed", "inserted", "updated", "deleted", "quarantined"):
+                if key in table:
+                    counts[key] = counts.get(key, 0) + int(table[key] or 0)
+        modes = sorted({str(table["mode"]) for table in summary.values() if table.get("mode")})
+        shown = ", ".join(f"{count:,} {key}" for key, count in counts.items() if count) or "no changes"
+        return f"{len(summary)} tables{' (' + '/'.join(modes) + ')' if modes else ''}: {shown}"
+    if isinstance(summary, int):
+        return f"{summary:,} customers"
     if isinstance(summary, dict) and summary and all(isinstance(value, int) for value in summary.values()):
         shown = ", ".join(f"{key} {value:,}" for key, value in list(summary.items())[:4])
         return shown + (f", ... ({len(summary)} in all)" if len(summary) > 4 else "")
