@@ -79,7 +79,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             as_of=pd.Timestamp(run_date),
             run_id=run_id,
         ).reset_index()
-        frame = spark.createDataFrame(scores, schema=score_schema(spark, scores)).withColumns({
+        frame = spark.createDataFrame(scores, schema=score_schema(scores)).withColumns({
             **{column: F.col(column).cast("decimal(18,2)") for column in MONEY_COLUMNS},
             "next_order_date": F.to_date("next_order_date"),
             "as_of": F.to_date("as_of"),
@@ -93,9 +93,10 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             "trained_first": trained_first, "clv_model_run": clv_run, "degraded": degraded}
 
 
-def score_schema(spark, scores: pd.DataFrame):
+def score_schema(scores: pd.DataFrame):
     """The Spark schema of the scores frame: pandas columns that are all null (a score family that could not
-    be computed) have no type Spark can infer, so the CRM table's types are given for every column."""
+    be computed) have no type Spark can infer, so every column's type is given (cast to the CRM table's
+    types after)."""
     from pyspark.sql import types as T
 
     text = {"churn_risk", "churn_reasons", "churn_model_version", "clv_model_run", "run_id"}

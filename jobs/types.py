@@ -6,6 +6,7 @@ from pyspark.sql.types import (
     DataType,
     DateType,
     DecimalType,
+    DoubleType,
     IntegerType,
     LongType,
     StringType,
@@ -13,7 +14,7 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, Numeric, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Float, Integer, Numeric, String, Table, Text
 
 
 def spark_type(sql_type) -> DataType:
@@ -22,6 +23,8 @@ def spark_type(sql_type) -> DataType:
         return LongType()
     if isinstance(sql_type, Integer):
         return IntegerType()
+    if isinstance(sql_type, Float):  # a Numeric too: floating point, not decimal
+        return DoubleType()
     if isinstance(sql_type, Numeric):
         return DecimalType(sql_type.precision or 38, sql_type.scale or 0)
     if isinstance(sql_type, Boolean):
@@ -36,7 +39,7 @@ def spark_type(sql_type) -> DataType:
 
 
 def canonical_schema(table: Table) -> StructType:
-    """The typed schema of a silver table."""
+    """The typed schema of a silver table (or of a gold table from its CRM table)."""
     return StructType([StructField(column.name, spark_type(column.type), True) for column in table.columns])
 
 

@@ -18,24 +18,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
-from pyspark.sql.types import (
-    BooleanType,
-    DateType,
-    DecimalType,
-    DoubleType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Float, Integer, Numeric, String
+from pyspark.sql.types import StructType
 
 from jobs import export
 from jobs.config import ConfigError, load_config
 from jobs.crm_schema import columns_of, crm_metadata
 from jobs.lake import Lake
+from jobs.types import canonical_schema
 
 REPO = Path(__file__).resolve().parent.parent
 D1, D2, D3 = date(2026, 11, 24), date(2026, 11, 25), date(2026, 11, 26)
@@ -47,26 +36,7 @@ PROFILE_PII = {"email": "sha256", "first_name": "drop", "last_name": "drop", "ph
 
 def spark_schema(table: str) -> StructType:
     """The gold table's Spark schema, from the CRM table's column types."""
-    def spark_type(kind):
-        if isinstance(kind, Boolean):
-            return BooleanType()
-        if isinstance(kind, BigInteger):
-            return LongType()
-        if isinstance(kind, Integer):
-            return IntegerType()
-        if isinstance(kind, Float):
-            return DoubleType()
-        if isinstance(kind, Numeric):
-            return DecimalType(kind.precision, kind.scale)
-        if isinstance(kind, DateTime):
-            return TimestampType()
-        if isinstance(kind, Date):
-            return DateType()
-        assert isinstance(kind, String), kind
-        return StringType()
-
-    columns = crm_metadata(None).tables[table].columns
-    return StructType([StructField(column.name, spark_type(column.type), True) for column in columns])
+    return canonical_schema(crm_metadata(None).tables[table])
 
 
 def segment_rows(as_of: date, run_id: str) -> list[dict]:
