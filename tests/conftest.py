@@ -86,7 +86,10 @@ def spark(settings):
     """The one SparkSession of the unit tests: local, small, UTC, Delta on board."""
     from jobs.spark import get_spark
 
-    session = get_spark(settings, "shop-crm-tests")
+    # It lives through the whole session and runs many jobs in-process: twice a task's memory, so that what
+    # the earlier tests leave in it cannot starve a later one (an out-of-memory failure was seen at 1g).
+    roomy = settings.model_copy(update={"spark": settings.spark.model_copy(update={"driver_memory": "2g"})})
+    session = get_spark(roomy, "shop-crm-tests")
     yield session
     session.stop()
 
