@@ -763,7 +763,7 @@ def test_the_run_log_has_every_stage_of_the_night_with_its_time_and_outcome(nigh
         assert json_module.loads(stages[f"validate_{layer}"]["summary"])["passed"] is True
     assert json_module.loads(stages["publish"]["summary"])["customer_segments"] == CUSTOMERS
     order = sorted(stages.values(), key=lambda row: row["started_at"])
-    assert order[0]["stage"] == "extract" and order[-1]["stage"] in ("publish", "export")
+    assert order[0]["stage"] == "extract" and order[-1]["stage"] in ("publish", "export", "report")
 
 
 
