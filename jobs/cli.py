@@ -228,7 +228,7 @@ def report_command(ctx, run_date, open_it, rebuild):
         from jobs import report
 
         settings = load_config()
-        day = run_date or _latest_report_date(settings) or yesterday()
+        day = run_date or report.latest_report_date(settings) or yesterday()
         path = report.report_path(settings, day)
         if rebuild or not path.exists():
             path = report.build(settings, day)
@@ -237,11 +237,6 @@ def report_command(ctx, run_date, open_it, rebuild):
             click.echo(f"no web browser found here; open {path.as_uri()} on a machine with one", err=True)
 
     _guarded(ctx, work)
-
-
-def _latest_report_date(settings) -> date | None:
-    folders = sorted((settings.data_dir / "reports").glob("????-??-??/index.html"))
-    return date.fromisoformat(folders[-1].parent.name) if folders else None
 
 
 @main.command("doctor")

@@ -5,6 +5,7 @@ never reach a log: `masked()` is what gets printed.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import create_engine
@@ -31,6 +32,12 @@ def kind(url: str) -> str:
 def masked(url: str) -> str:
     """The URL with its password replaced by ***."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def masked_uri(uri: str) -> str:
+    """Any URI (a store that may not be SQLAlchemy's, e.g. MLflow's http://user:password@host) with its
+    user and password replaced by ***."""
+    return re.sub(r"//[^/@]*@", "//***@", uri)
 
 
 def engine(url: str) -> Engine:

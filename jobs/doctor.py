@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -100,14 +101,16 @@ def _java() -> str:
 
 
 def _spark(settings: Settings) -> str:
+    from pyspark.sql import functions as F
+
     from jobs.lake import Lake
     from jobs.spark import spark_session
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crm-doctor-") as folder, spark_session(settings, "doctor") as spark:
         lake = Lake(spark, Path(folder))
-        lake.replace_partition(spark.range(3).selectExpr("id", "current_date() AS as_of"), "gold", "doctor",
-                               {"as_of": spark.sql("SELECT current_date()").first()[0]})
+        today = datetime.now(timezone.utc).date()
+        lake.replace_partition(spark.range(3).withColumn("as_of", F.lit(today)), "gold", "doctor", {"as_of": today})
         rows = lake.read("gold", "doctor").count()
         version = spark.version
     if rows != 3:

@@ -19,7 +19,6 @@ import html
 import io
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import Settings
+from jobs.db import masked_uri
 from jobs.lake import LAYERS, LakeLayout
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,12 @@ SCORE_COLUMNS = ["customer_id", "churn_probability", "churn_risk", "p_alive", "c
 CALIBRATION_MODELS = ("challenger", "logistic_baseline", "bgnbd_no_purchase", "p_alive_baseline")
 NEW = "(new customer)"
 GONE = "(no longer in gold)"
+
+
+def latest_report_date(settings: Settings) -> date | None:
+    """The latest run date with a report, if any."""
+    folders = sorted((settings.data_dir / "reports").glob("????-??-??/" + REPORT_FILE))
+    return date.fromisoformat(folders[-1].parent.name) if folders else None
 
 
 def report_path(settings: Settings, run_date: date) -> Path:
@@ -191,11 +197,6 @@ def _data_file(base: Path, path: str) -> str:
     return str(base / unquote(path))
 
 
-def _masked(uri: str) -> str:
-    """A store URI with any user and password replaced by *** (as in the run summary)."""
-    return re.sub(r"//[^/@]*@", "//***@", uri)
-
-
 def _as_date(value: Any) -> date | None:
     if value is None or isinstance(value, date):
         return value
@@ -226,7 +227,7 @@ def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[
         return "not available: no churn model scored this run date", ""
     label = str(scores["churn_model_version"].dropna().mode().iloc[0])
     name, _, version = label.rpartition("/")
-    uri, shown = settings.mlflow.tracking_uri, _masked(settings.mlflow.tracking_uri)
+    uri, shown = settings.mlflow.tracking_uri, masked_uri(settings.mlflow.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # Opening a missing SQLite store would create it: the report only reads.
         return f"not available: no MLflow store at {shown}", ""
@@ -336,7 +337,7 @@ def overview_section(run: RunData) -> str:
          else f"{_code(exports)} {_missing_inline('not exported for this run date')}"),
         ("lake", _code(settings.lake_dir)),
         ("Data Docs (quality)", _link(docs, docs) if docs else _missing_inline("no gate results")),
-        ("MLflow store", _code(_masked(settings.mlflow.tracking_uri))),
+        ("MLflow store", _code(masked_uri(settings.mlflow.tracking_uri))),
     ]
     table = "<table>" + "".join(f"<tr><th>{_text(key)}</th><td>{value}</td></tr>" for key, value in rows) + "</table>"
     return _section("overview", table)

@@ -26,6 +26,8 @@ from jobs.crm_schema import ensure_schema, schema_of
 log = logging.getLogger(__name__)
 
 TABLE = "pipeline_runs"
+#: (CRM database URL, schema) where this process has made sure the run log exists.
+_CREATED: set[tuple[str, str | None]] = set()
 #: Longest error text kept (the first line is the message; the task log has the traceback).
 ERROR_CHARS = 2000
 
@@ -74,12 +76,14 @@ def record(settings: Settings, attempt: Attempt, state: str, started_at: datetim
     }
     try:
         with db.engine(settings.crm.db_url).begin() as connection:
-            ensure_schema(connection, table.schema)
-            table.create(connection, checkfirst=True)
+            if (settings.crm.db_url, table.schema) not in _CREATED:  # once per process: a task writes twice
+                ensure_schema(connection, table.schema)
+                table.create(connection, checkfirst=True)
             connection.execute(delete(table).where(
                 (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage)
                 & (table.c.try_number == attempt.try_number)))
             connection.execute(table.insert(), [row])
+        _CREATED.add((settings.crm.db_url, table.schema))
     except SQLAlchemyError as error:
         log.warning("run log: could not write %s/%s (try %d) to %s: %s", attempt.run_id, attempt.stage,
                     attempt.try_number, db.masked(settings.crm.db_url), error)

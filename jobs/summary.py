@@ -5,7 +5,6 @@ database.
 """
 from __future__ import annotations
 
-import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -118,7 +117,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
         "  Airflow UI     make airflow   (then open http://localhost:8080)",
-        f"  MLflow store   {re.sub(r'//[^/@]*@', '//***@', settings.mlflow.tracking_uri)}  (models, training runs, plots)",
+        f"  MLflow store   {db.masked_uri(settings.mlflow.tracking_uri)}  (models, training runs, plots)",
         f"  MLflow UI      {mlflow_ui_command(settings)}   (then open http://localhost:5000)",
     ]
     return "\n".join(lines)

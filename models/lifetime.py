@@ -334,8 +334,8 @@ def _bg_nbd_negative_log_likelihood(
     log_alpha_T = np.log(alpha + distinct_T)[rows.T_index]
     inverse_T = (1 / (alpha + distinct_T))[rows.T_index]
     # (r+x) (ln(alpha+t_x) - ln(alpha+T)) + ln(b+x+s-1) - ln a = A3 - A4, the log-odds of the alive part
-    log_odds = np.log(alpha + distinct_recency)[rows.recency_index]
-    log_odds -= log_alpha_T
+    log_alpha_recency = np.log(alpha + distinct_recency)[rows.recency_index]
+    log_odds = log_alpha_recency - log_alpha_T
     shape = (r + distinct_x)[rows.x_index]
     log_odds *= shape
     log_odds += (np.log(dropout_b) - np.log(a))[rows.x_index]
@@ -344,13 +344,12 @@ def _bg_nbd_negative_log_likelihood(
         log_alive = np.log(alive)
     if not np.isfinite(log_alive).all():  # alive part below 1e-308: ln(1 + e^-z) ~ -z for the log-odds z
         far = ~np.isfinite(log_alive)
-        z = (r + distinct_x)[rows.x_index[far]] * (np.log(alpha + distinct_recency)[rows.recency_index[far]] - log_alpha_T[far])
+        z = (r + distinct_x)[rows.x_index[far]] * (log_alpha_recency[far] - log_alpha_T[far])
         log_alive[far] = z + (np.log(dropout_b) - np.log(a))[rows.x_index[far]]
     log_likelihood += -(r * (w @ log_alpha_T) + wx @ log_alpha_T) - w @ log_alive
     weighted_dropped = np.subtract(1.0, alive, out=alive)
     weighted_dropped *= w
     dropped_by_x = np.bincount(rows.x_index, weights=weighted_dropped, minlength=len(distinct_x))
-    log_alpha_recency = np.log(alpha + distinct_recency)[rows.recency_index]
     gradient[0] -= w @ log_alpha_T + weighted_dropped @ log_alpha_recency - weighted_dropped @ log_alpha_T
     shape *= weighted_dropped
     gradient[1] -= (r * (w @ inverse_T) + wx @ inverse_T
