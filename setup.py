@@ -10,6 +10,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["jobs", "jobs.*", "features", "features.*", "models", "models.*",
                                     "expectations", "expectations.*"]),
+    # The migrations' revision files are read by Alembic from their folder, not imported as modules.
+    package_data={"jobs": ["migrations/script.py.mako", "migrations/versions/*.py"]},
     install_requires=[
         "apache-airflow>=3.3,<3.4",
         "pyspark>=4.2,<4.3",
@@ -23,6 +25,7 @@ setup(
         "numpy>=2",
         "scipy",
         "sqlalchemy>=2.1,<2.2",
+        "alembic>=1.16,<2",  # the CRM schema's migrations (jobs/migrations/)
         "pydantic>=2.14,<3",
         "pyyaml",
         "click>=8.1",

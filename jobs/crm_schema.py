@@ -2,7 +2,12 @@
 
 In PostgreSQL they live in schema `crm` (configurable); in the demo's SQLite file, unqualified. Each table
 holds the latest published run date; every row carries `as_of` (that date) and the `run_id` that wrote it.
-The gold table of the same name holds every run date (`as_of` partitions) for history.
+The gold table of the same name holds every run date (`as_of` partitions); for trend queries in SQL the
+database also keeps `segment_summary_history` and `segment_movement_history` (every published run date) and
+`customer_segment_history` (each customer's segments over time, one row per stay: SCD type 2).
+
+The migrations in `jobs/migrations/` create and upgrade these tables (`crm db-upgrade`); what they build
+equals `database_metadata()` (tested), so a change here needs a new migration.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -23,11 +29,40 @@ from sqlalchemy import (
 
 MONEY = Numeric(18, 2)
 
+#: Published tables whose every run date is also kept, and the table that keeps them.
+RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movement": "segment_movement_history"}
+#: Each customer's segment over time (SCD type 2), kept from the published customer_segments.
+SEGMENT_HISTORY = "customer_segment_history"
+#: Views for analysts, created by the migrations (jobs/migrations/versions/).
+VIEWS = ("customer_overview", "segment_trend")
+
 
 def _run_columns() -> list[Column]:
     return [
         Column("as_of", Date, nullable=False, comment="the run date the row describes (end of that day, UTC)"),
         Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
+    ]
+
+
+def _segment_summary_columns() -> list[Column]:
+    return [
+        Column("segment", String(60), primary_key=True, comment="named segment"),
+        Column("customers", BigInteger, nullable=False, comment="customers in the segment"),
+        Column("customer_share", Float, nullable=False, comment="share of all customers, 0-1"),
+        Column("revenue", MONEY, nullable=False, comment="their total spend up to as_of, shop currency"),
+        Column("revenue_share", Float, nullable=False, comment="share of all customers' spend, 0-1"),
+        Column("mean_recency_days", Float, comment="mean days since the last purchase"),
+        Column("mean_frequency", Float, nullable=False, comment="mean purchases"),
+        Column("mean_monetary", MONEY, nullable=False, comment="mean spend, shop currency"),
+    ]
+
+
+def _segment_movement_columns() -> list[Column]:
+    return [
+        Column("from_segment", String(60), comment="segment at the previous run date; null: not a customer then"),
+        Column("to_segment", String(60), nullable=False, comment="segment at as_of"),
+        Column("customers", BigInteger, nullable=False, comment="customers who moved (or stayed, when equal)"),
+        Column("previous_as_of", Date, comment="the previous run date compared with; null on the first run"),
     ]
 
 
@@ -50,6 +85,7 @@ def crm_metadata(schema: str | None) -> MetaData:
         Column("changed_at", Date, nullable=False, comment="run date since which the customer is in this segment"),
         Column("cluster_id", Integer, comment="behavioural cluster (customer_clusters); null without purchases"),
         *_run_columns(),
+        Index("ix_customer_segments_segment", "segment"),
         comment="one row per customer: RFM scores, segment and cluster as of the latest published run date",
     )
     Table(
@@ -81,32 +117,14 @@ def crm_metadata(schema: str | None) -> MetaData:
         Column("cluster_id", Integer, comment="behavioural cluster; null without purchases"),
         Column("cluster_description", String(120), comment="the cluster in words"),
         *_run_columns(),
+        Index("ix_customer_profile_segment", "segment"),
+        Index("ix_customer_profile_email", "email"),
         comment="one row per customer: contact, default address, purchases, carts, reviews, inquiries, segment",
     )
-    Table(
-        "segment_summary",
-        metadata,
-        Column("segment", String(60), primary_key=True, comment="named segment"),
-        Column("customers", BigInteger, nullable=False, comment="customers in the segment"),
-        Column("customer_share", Float, nullable=False, comment="share of all customers, 0-1"),
-        Column("revenue", MONEY, nullable=False, comment="their total spend up to as_of, shop currency"),
-        Column("revenue_share", Float, nullable=False, comment="share of all customers' spend, 0-1"),
-        Column("mean_recency_days", Float, comment="mean days since the last purchase"),
-        Column("mean_frequency", Float, nullable=False, comment="mean purchases"),
-        Column("mean_monetary", MONEY, nullable=False, comment="mean spend, shop currency"),
-        *_run_columns(),
-        comment="one row per segment: size, revenue and mean R, F and M",
-    )
-    Table(
-        "segment_movement",
-        metadata,
-        Column("from_segment", String(60), comment="segment at the previous run date; null: not a customer then"),
-        Column("to_segment", String(60), nullable=False, comment="segment at as_of"),
-        Column("customers", BigInteger, nullable=False, comment="customers who moved (or stayed, when equal)"),
-        Column("previous_as_of", Date, comment="the previous run date compared with; null on the first run"),
-        *_run_columns(),
-        comment="one row per (from, to) pair of segments between the previous run date and as_of",
-    )
+    Table("segment_summary", metadata, *_segment_summary_columns(), *_run_columns(),
+          comment="one row per segment: size, revenue and mean R, F and M")
+    Table("segment_movement", metadata, *_segment_movement_columns(), *_run_columns(),
+          comment="one row per (from, to) pair of segments between the previous run date and as_of")
     Table(
         "customer_clusters",
         metadata,
@@ -147,8 +165,43 @@ def crm_metadata(schema: str | None) -> MetaData:
         Column("churn_model_version", String(120), comment="MLflow registered churn model, <name>/<version>; null as churn_probability"),
         Column("clv_model_run", String(64), comment="MLflow run holding the night's BG/NBD and Gamma-Gamma fit; null as p_alive"),
         *_run_columns(),
+        Index("ix_customer_scores_churn_risk", "churn_risk"),
         comment="one row per customer with a purchase: churn, activity and lifetime value scores as of the run date",
     )
+    return metadata
+
+
+def database_metadata(schema: str | None) -> MetaData:
+    """Every table of the CRM schema: the published tables (`crm_metadata`), their history and the run log.
+    The migrations build exactly this."""
+    from jobs.runlog import run_log_table
+
+    metadata = crm_metadata(schema)
+    Table(
+        "segment_summary_history", metadata,
+        Column("as_of", Date, primary_key=True, comment="the run date the row describes (end of that day, UTC)"),
+        *_segment_summary_columns(),
+        Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
+        comment="segment_summary of every published run date (a rerun or backfill replaces its date's rows)",
+    )
+    Table(
+        "segment_movement_history", metadata,
+        *_segment_movement_columns(), *_run_columns(),
+        Index("ix_segment_movement_history_as_of", "as_of"),
+        comment="segment_movement of every published run date (a rerun or backfill replaces its date's rows)",
+    )
+    Table(
+        SEGMENT_HISTORY, metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("valid_from", Date, primary_key=True, comment="first run date the customer was in the segment"),
+        Column("valid_to", Date, comment="run date the customer left it (excluded); null: still in it"),
+        Column("segment", String(60), nullable=False, comment="named segment"),
+        Column("run_id", String(250), nullable=False, comment="the pipeline run that opened the row"),
+        Index(f"ix_{SEGMENT_HISTORY}_segment", "segment", "valid_from"),
+        comment="each customer's segments over time: one row per stay in a segment (SCD type 2), kept from "
+                "every newest published run; rows with valid_to null are the current segments",
+    )
+    run_log_table(schema, metadata)
     return metadata
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import MetaData
 
 from features import registry
 from jobs.config import REPO_ROOT, settings_reference
-from jobs.crm_schema import crm_metadata
+from jobs.crm_schema import database_metadata
 from jobs.shop_schema import SHOP_TABLES
 from jobs.shop_schema import metadata as shop_metadata
 
@@ -34,7 +34,7 @@ def tables_markdown(metadata: MetaData, names: list[str]) -> str:
 
 
 def sections() -> dict[str, str]:
-    crm = crm_metadata(None)
+    crm = database_metadata(None)
     return {
         "shop-schema": tables_markdown(shop_metadata, list(SHOP_TABLES)),
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),

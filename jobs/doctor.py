@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from jobs.config import ConfigError, Settings, load_config
+from jobs.crm_schema import schema_of
 
 #: Free space below which the data root is reported as too full.
 MIN_FREE_GB = 2.0
@@ -41,7 +42,8 @@ def run_checks(quick: bool = False) -> list[Check]:
     checks = [Check("configuration", True, f"env {settings.env}, conf {settings.conf_dir}, data {settings.data_dir}")]
     steps: list[tuple[str, Callable[[Settings], str]]] = [
         ("shop database", lambda s: _database(s.shop.url)),
-        ("CRM database", lambda s: _database(s.crm.db_url, created_by_the_pipeline=True)),
+        ("CRM database", lambda s: _database(s.crm.db_url, created_by_the_pipeline=True,
+                                             schema=schema_of(s.crm.db_url, s.crm.schema_name))),
         ("java", lambda s: _java()),
         *([] if quick else [("spark + delta", _spark)]),
         ("airflow", _airflow),
@@ -70,11 +72,11 @@ def _reason(error: Exception) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def _database(url: str, created_by_the_pipeline: bool = False) -> str:
+def _database(url: str, created_by_the_pipeline: bool = False, schema: str | None = None) -> str:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from jobs import db
+    from jobs import db, migrate
 
     database = make_url(url).database
     if db.kind(url) == "sqlite" and database and not Path(database).exists():  # connecting would create it
@@ -86,10 +88,17 @@ def _database(url: str, created_by_the_pipeline: bool = False) -> str:
         with db.engine(url).connect() as connection:
             connection.execute(text("SELECT 1"))
             version = connection.dialect.server_version_info
+            revision = migrate.current(connection, schema) if created_by_the_pipeline else None
     except Exception as error:
         raise RuntimeError(f"{db.masked(url)}: {_reason(error)}") from None
     shown = ".".join(str(part) for part in version) if version else "?"
-    return f"{db.masked(url)} answers ({db.kind(url)} {shown}, {1000 * (time.perf_counter() - started):.0f} ms)"
+    detail = f"{db.masked(url)} answers ({db.kind(url)} {shown}, {1000 * (time.perf_counter() - started):.0f} ms)"
+    if created_by_the_pipeline:
+        newest = migrate.head()
+        detail += (f"; schema at the newest revision, {newest}" if revision == newest else
+                   f"; schema at revision {revision or 'none'}, the next publish (or `crm db-upgrade`) "
+                   f"migrates it to {newest}")
+    return detail
 
 
 def _java() -> str:

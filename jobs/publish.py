@@ -1,8 +1,9 @@
-"""publish: gold -> CRM database tables, all replaced in one transaction.
+"""publish: gold -> CRM database tables, all replaced in one transaction, their history kept.
 
 A reader sees the previous run's rows in every table until the commit, then the new run's rows; never a
 partial or empty table, nor tables of two different runs. The CRM tables show the latest run date:
-publishing an older date (a backfill) leaves a newer publication in place.
+publishing an older date (a backfill) leaves a newer publication in place. In the same transaction the
+history tables get the run date's segment summary and movement, and each customer's segment stays.
 """
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from collections.abc import Mapping
 from datetime import date
 
 from pyspark.sql import functions as F
-from sqlalchemy import MetaData, Table, func, inspect, select
+from sqlalchemy import Date, MetaData, Table, case, exists, func, literal, null, select
 
-from jobs import db
+from jobs import db, migrate
 from jobs.config import Settings
-from jobs.crm_schema import crm_metadata, ensure_schema, schema_of
+from jobs.crm_schema import RUN_DATE_HISTORY, SEGMENT_HISTORY, crm_metadata, database_metadata, schema_of
 from jobs.lake import Lake
 from jobs.spark import spark_session
 
@@ -38,45 +39,71 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     return replace_tables(engine, metadata, rows, run_date)
 
 
-def ensure_tables(connection, metadata: MetaData) -> None:
-    """Create the schema and the CRM tables when missing; recreate a table whose columns (or their
-    nullability) changed.
-
-    The CRM tables hold only the latest run (gold keeps every run date), so a table left by an older
-    version of the pipeline is dropped and created anew, inside the publishing transaction.
-    """
-    ensure_schema(connection, metadata.schema)
-    found = inspect(connection)
-    for table in metadata.sorted_tables:
-        if not found.has_table(table.name, schema=metadata.schema):
-            continue
-        columns = [(column["name"], bool(column["nullable"]))
-                   for column in found.get_columns(table.name, schema=metadata.schema)]
-        if columns != [(column.name, bool(column.nullable)) for column in table.columns]:
-            log.warning("%s has columns (name, nullable) %s, this version writes %s: recreated", table.fullname,
-                        columns, [(column.name, bool(column.nullable)) for column in table.columns])
-            table.drop(connection)
-    metadata.create_all(connection, checkfirst=True)
-
-
 def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, "pa.Table"], run_date: date) -> dict[str, int]:
     """Replace each table's rows with its pyarrow Table, all in one transaction; returns rows per table.
 
-    A reader sees the previous run in every table until the commit, then this run in every table. When
-    the CRM already holds a later run date (a backfill of an older date), nothing changes and every count
-    is 0.
+    First brings the database to the newest migration. A reader sees the previous run in every table until
+    the commit, then this run in every table. The history tables are written in the same transaction: the
+    run date's rows of `RUN_DATE_HISTORY` (replaced on a rerun, written by a backfill too) and the
+    customers' segment stays (`customer_segment_history`). When the CRM already holds a later run date (a
+    backfill of an older date), the published tables and the segment stays are left as they are, and their
+    counts are 0.
     """
+    migrate.ensure_current(engine.url.render_as_string(hide_password=False), metadata.schema)
+    tables = database_metadata(metadata.schema).tables
+    counts: dict[str, int] = {}
     with engine.begin() as connection:
-        ensure_tables(connection, metadata)
-        for table in rows:
-            latest = connection.execute(select(func.max(table.c.as_of))).scalar()
-            if latest is not None and latest > run_date:
-                log.warning("%s holds %s, later than %s: the CRM is left as it is", table.fullname, latest, run_date)
-                return {table.name: 0 for table in rows}
+        for table, data in rows.items():
+            if table.name in RUN_DATE_HISTORY:
+                kept = tables[_qualified(metadata.schema, RUN_DATE_HISTORY[table.name])]
+                connection.execute(kept.delete().where(kept.c.as_of == run_date))
+                counts[kept.name] = _insert(connection, kept, data)
+        newer = [(table.fullname, latest) for table in rows
+                 if (latest := connection.execute(select(func.max(table.c.as_of))).scalar()) is not None
+                 and latest > run_date]
+        if newer:
+            log.warning("%s holds %s, later than %s: the CRM is left as it is", *newer[0], run_date)
+            return {table.name: 0 for table in rows} | counts
         for table, data in rows.items():
             connection.execute(table.delete())
-            for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
-                connection.execute(table.insert(), batch.to_pylist())
-    for table, data in rows.items():
-        log.info("%s: %d rows published for %s", table.fullname, data.num_rows, run_date)
-    return {table.name: data.num_rows for table, data in rows.items()}
+            counts[table.name] = _insert(connection, table, data)
+            if table.name == "customer_segments":
+                counts[SEGMENT_HISTORY] = record_segment_stays(
+                    connection, table, tables[_qualified(metadata.schema, SEGMENT_HISTORY)], run_date)
+    for name, count in counts.items():
+        log.info("%s: %d rows published for %s", name, count, run_date)
+    return counts
+
+
+def record_segment_stays(connection, segments: Table, stays: Table, run_date: date) -> int:
+    """Bring each customer's segment stays (SCD type 2) up to the just-published `segments` of `run_date`:
+    close the open stay of a customer whose segment changed (or who is gone) at `run_date`, open a new one.
+    Returns the stays opened.
+
+    What an earlier publication of this date (or a later one) recorded is undone first, so a rerun records
+    the same. A customer's first stay starts when gold says the customer entered the segment (`changed_at`);
+    later stays at the run date that saw the change.
+    """
+    connection.execute(stays.delete().where(stays.c.valid_from >= run_date))
+    connection.execute(stays.update().where(stays.c.valid_to >= run_date).values(valid_to=None))
+    still_in_it = exists().where((segments.c.customer_id == stays.c.customer_id)
+                                 & (segments.c.segment == stays.c.segment))
+    connection.execute(stays.update().where(stays.c.valid_to.is_(None) & ~still_in_it).values(valid_to=run_date))
+    other = stays.alias("other")
+    known = exists().where(other.c.customer_id == segments.c.customer_id)
+    staying = exists().where((other.c.customer_id == segments.c.customer_id) & other.c.valid_to.is_(None))
+    opened = connection.execute(stays.insert().from_select(
+        ["customer_id", "valid_from", "valid_to", "segment", "run_id"],
+        select(segments.c.customer_id, case((known, literal(run_date, Date)), else_=segments.c.changed_at),
+               null(), segments.c.segment, segments.c.run_id).where(~staying)))
+    return opened.rowcount
+
+
+def _insert(connection, table: Table, data: "pa.Table") -> int:
+    for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
+        connection.execute(table.insert(), batch.select([column.name for column in table.columns]).to_pylist())
+    return data.num_rows
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return f"{schema}.{name}" if schema else name

@@ -1,8 +1,8 @@
 """roles: the least-privilege PostgreSQL roles of the CRM database.
 
 The analyst role reads the CRM tables and nothing else. The writer role is what the pipeline publishes as:
-it owns the CRM tables (publish drops and recreates a table whose columns changed) and may create tables in
-the CRM schema, but no roles and no databases. A role given a password can log in; one without is a group
+it owns the CRM tables and views (publishing first runs any new migration of `jobs/migrations/`, which
+creates, alters and drops them) and may create tables in the CRM schema, but no roles and no databases. A role given a password can log in; one without is a group
 role to grant to people.
 """
 from __future__ import annotations
@@ -88,6 +88,11 @@ def _grant(connection, done: list[str], schema: str, analyst: str, writer: str,
                                 {"schema": schema, "writer": writer}).scalars().all()
     for table in tables:
         run(f"ALTER TABLE {crm}.{quote(table)} OWNER TO {quote(writer)}")
+    views = connection.execute(text("SELECT viewname FROM pg_views WHERE schemaname = :schema "
+                                    "AND viewowner <> :writer ORDER BY viewname"),
+                               {"schema": schema, "writer": writer}).scalars().all()
+    for view in views:
+        run(f"ALTER VIEW {crm}.{quote(view)} OWNER TO {quote(writer)}")
     for creator in dict.fromkeys((writer, admin)):  # the tables either of them (re)creates stay readable
         run(f"ALTER DEFAULT PRIVILEGES FOR ROLE {quote(creator)} IN SCHEMA {crm} "
             f"GRANT SELECT ON TABLES TO {quote(analyst)}")

@@ -16,26 +16,25 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, Date, DateTime, Float, Integer, MetaData, String, Table, Text, delete, func, inspect, select
+from alembic.util import CommandError
+from sqlalchemy import Column, Date, DateTime, Float, Index, Integer, MetaData, String, Table, Text, delete, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs import db
+from jobs import db, migrate
 from jobs.config import Settings
-from jobs.crm_schema import ensure_schema, schema_of
+from jobs.crm_schema import schema_of
 
 log = logging.getLogger(__name__)
 
 TABLE = "pipeline_runs"
-#: (CRM database URL, schema) where this process has made sure the run log exists.
-_CREATED: set[tuple[str, str | None]] = set()
 #: Longest error text kept (the first line is the message; the task log has the traceback).
 ERROR_CHARS = 2000
 
 
-def run_log_table(schema: str | None) -> Table:
-    """The `pipeline_runs` table in `schema` (none for SQLite)."""
+def run_log_table(schema: str | None, metadata: MetaData | None = None) -> Table:
+    """The `pipeline_runs` table in `schema` (none for SQLite), in `metadata` when given."""
     return Table(
-        TABLE, MetaData(schema=schema),
+        TABLE, metadata if metadata is not None else MetaData(schema=schema),
         Column("run_id", String(250), primary_key=True, comment="Airflow run id (crm run prints it)"),
         Column("stage", String(100), primary_key=True, comment="task id: extract, validate_bronze, clean, ..."),
         Column("try_number", Integer, primary_key=True, autoincrement=False, comment="Airflow's attempt number, from 1"),
@@ -47,6 +46,7 @@ def run_log_table(schema: str | None) -> Table:
         Column("seconds", Float, comment="wall time of the job"),
         Column("summary", Text, comment="the job's result as JSON: rows per table, quality outcome, scores"),
         Column("error", Text, comment="why it failed (first lines); the task log has the traceback"),
+        Index("ix_pipeline_runs_started_at", "started_at"),
         comment="one row per task attempt of every pipeline run: timing, outcome and what it did",
     )
 
@@ -75,16 +75,13 @@ def record(settings: Settings, attempt: Attempt, state: str, started_at: datetim
         "error": error[:ERROR_CHARS] if error else None,
     }
     try:
+        migrate.ensure_current(settings.crm.db_url, table.schema)
         with db.engine(settings.crm.db_url).begin() as connection:
-            if (settings.crm.db_url, table.schema) not in _CREATED:  # once per process: a task writes twice
-                ensure_schema(connection, table.schema)
-                table.create(connection, checkfirst=True)
             connection.execute(delete(table).where(
                 (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage)
                 & (table.c.try_number == attempt.try_number)))
             connection.execute(table.insert(), [row])
-        _CREATED.add((settings.crm.db_url, table.schema))
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, CommandError, RuntimeError) as error:
         log.warning("run log: could not write %s/%s (try %d) to %s: %s", attempt.run_id, attempt.stage,
                     attempt.try_number, db.masked(settings.crm.db_url), error)
 

@@ -5,30 +5,30 @@ from datetime import date
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
 
-from jobs import publish
-from jobs.crm_schema import crm_metadata
+from jobs import migrate, publish
+from jobs.crm_schema import SEGMENT_HISTORY, crm_metadata, database_metadata
 
 
-def segments(as_of: date, customer_ids: list[int], run_id: str) -> pa.Table:
+def segments(as_of: date, customer_ids: list[int], run_id: str, segment_of: dict[int, str] | None = None,
+             changed_at: date | None = None) -> pa.Table:
     n = len(customer_ids)
     return pa.table({
         "customer_id": customer_ids, "as_of": [as_of] * n, "recency_days": [3] * n, "frequency": [2] * n,
         "monetary": [10.5] * n, "r_score": [5] * n, "f_score": [4] * n, "m_score": [3] * n,
-        "rfm_code": ["543"] * n, "segment": ["Champions"] * n, "previous_segment": ["Loyal"] * n,
-        "changed_at": [as_of] * n, "cluster_id": [1] * n, "run_id": [run_id] * n,
+        "rfm_code": ["543"] * n, "segment": [(segment_of or {}).get(c, "Champions") for c in customer_ids],
+        "previous_segment": ["Loyal"] * n, "changed_at": [changed_at or as_of] * n, "cluster_id": [1] * n,
+        "run_id": [run_id] * n,
     })
 
 
 @pytest.fixture()
 def crm(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/crm.sqlite")
-    metadata = crm_metadata(None)
-    with engine.begin() as connection:
-        publish.ensure_tables(connection, metadata)
-    return engine, metadata.tables["customer_segments"]
+    migrate.upgrade(str(engine.url), None)
+    return engine, crm_metadata(None).tables["customer_segments"]
 
 
 def replace_rows(engine, table, rows: pa.Table, run_date: date) -> int:
@@ -66,15 +66,61 @@ def test_publishing_an_older_date_leaves_the_newer_publication(crm):
     assert published(engine, table) == [(1, "night-26"), (2, "night-26")]
 
 
-def test_a_table_left_by_an_older_version_is_recreated_with_the_current_columns(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path}/crm.sqlite")
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE TABLE customer_segments (customer_id INTEGER PRIMARY KEY, segment TEXT)")
-        connection.exec_driver_sql("INSERT INTO customer_segments VALUES (1, 'Lost')")
-    metadata = crm_metadata(None)
-    table = metadata.tables["customer_segments"]
-    assert replace_rows(engine, table, segments(date(2026, 11, 26), [7, 8], "night-26"), date(2026, 11, 26)) == 2
-    assert published(engine, table) == [(7, "night-26"), (8, "night-26")]
+def stays(engine) -> list[tuple]:
+    table = database_metadata(None).tables[SEGMENT_HISTORY]
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(
+            select(table.c.customer_id, table.c.segment, table.c.valid_from, table.c.valid_to)
+            .order_by(table.c.customer_id, table.c.valid_from))]
+
+
+def test_segment_stays_are_kept_per_customer_and_a_rerun_or_backfill_records_them_once(crm):
+    engine, table = crm
+    d1, d2, d0 = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 20)
+    replace_rows(engine, table, segments(d1, [1, 2, 3], "n1", {1: "Loyal", 2: "At Risk", 3: "Lost"},
+                                         changed_at=date(2026, 10, 1)), d1)
+    night_two = segments(d2, [1, 2, 4], "n2", {1: "Loyal", 2: "Champions", 4: "New"})
+    first_stays = [(1, "Loyal", date(2026, 10, 1), None), (2, "At Risk", date(2026, 10, 1), d2),
+                   (2, "Champions", d2, None), (3, "Lost", date(2026, 10, 1), d2), (4, "New", d2, None)]
+    for _ in range(2):  # the night, then its rerun
+        replace_rows(engine, table, night_two, d2)
+        assert stays(engine) == first_stays
+    # A rerun that comes to another segment replaces the stay the first run opened.
+    replace_rows(engine, table, segments(d2, [1, 2, 4], "n2b", {1: "Loyal", 2: "Hibernating", 4: "New"}), d2)
+    assert stays(engine)[1:3] == [(2, "At Risk", date(2026, 10, 1), d2), (2, "Hibernating", d2, None)]
+    # A backfill of an older date leaves the stays (and the published rows) of the newer run.
+    before = stays(engine)
+    replace_rows(engine, table, segments(d0, [1, 2, 3], "b0", {1: "Lost"}), d0)
+    assert stays(engine) == before
+
+
+def test_segment_summary_history_keeps_every_run_date_once_backfills_included(crm):
+    engine, _ = crm
+    tables = database_metadata(None).tables
+    summary, history = tables["segment_summary"], tables["segment_summary_history"]
+
+    def summary_rows(as_of, customers, run_id):
+        return pa.table({"segment": ["Champions", "Lost"], "customers": customers, "customer_share": [0.5, 0.5],
+                         "revenue": [10.0, 1.0], "revenue_share": [0.9, 0.1], "mean_recency_days": [3.0, 300.0],
+                         "mean_frequency": [4.0, 1.0], "mean_monetary": [5.0, 1.0], "as_of": [as_of] * 2,
+                         "run_id": [run_id] * 2})
+
+    for as_of, customers, run_id in ((date(2026, 11, 25), [5, 5], "n1"), (date(2026, 11, 26), [6, 4], "n2"),
+                                     (date(2026, 11, 26), [7, 3], "n2-rerun"), (date(2026, 11, 20), [1, 9], "b0")):
+        publish.replace_tables(engine, summary.metadata, {summary: summary_rows(as_of, customers, run_id)}, as_of)
+    with engine.connect() as connection:
+        kept = connection.execute(select(history.c.as_of, history.c.segment, history.c.customers, history.c.run_id)
+                                  .order_by(history.c.as_of, history.c.segment)).all()
+        trend = connection.execute(text("SELECT as_of, customers_change FROM segment_trend "
+                                        "WHERE segment = 'Champions' ORDER BY as_of")).all()
+        current = connection.execute(select(summary.c.run_id).distinct()).scalars().all()
+    assert [row[:3] for row in kept] == [
+        (date(2026, 11, 20), "Champions", 1), (date(2026, 11, 20), "Lost", 9),
+        (date(2026, 11, 25), "Champions", 5), (date(2026, 11, 25), "Lost", 5),
+        (date(2026, 11, 26), "Champions", 7), (date(2026, 11, 26), "Lost", 3)]
+    assert [(str(as_of), change) for as_of, change in trend] == [  # SQLite's view gives text dates
+        ("2026-11-20", None), ("2026-11-25", 4), ("2026-11-26", 2)]
+    assert current == ["n2-rerun"]
 
 
 #: The publisher of the concurrency test: publishes customer_segments and customer_scores together, run
@@ -122,8 +168,7 @@ def test_a_reader_never_sees_a_mixed_or_empty_publication_while_runs_are_publish
     postgres.create_database("publish_concurrency")
     url = postgres.url("publish_concurrency")
     engine = create_engine(url)
-    with engine.begin() as connection:
-        publish.ensure_tables(connection, crm_metadata("crm"))
+    migrate.upgrade(url, "crm")
     runs = 40
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(runs)], cwd=REPO,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -14,7 +14,7 @@ from sqlalchemy.schema import DropTable
 
 from conftest import run_crm
 from dbservers import _pg_admin
-from jobs import publish
+from jobs import migrate
 from jobs.crm_schema import crm_metadata
 
 DATABASE = "roles_test"
@@ -38,8 +38,8 @@ def roles(postgres):
         admin.execute(f'ALTER ROLE "{postgres.user}" CREATEROLE')
     metadata = crm_metadata("crm")
     application = create_engine(postgres.url(DATABASE))
+    migrate.upgrade(postgres.url(DATABASE), "crm")
     with application.begin() as connection:
-        publish.ensure_tables(connection, metadata)
         connection.execute(metadata.tables["crm.customer_segments"].insert(), [ROW])
     application.dispose()
     passwords = {"CRM_ANALYST_PASSWORD": secrets.token_urlsafe(12), "CRM_WRITER_PASSWORD": secrets.token_urlsafe(12)}
@@ -83,20 +83,24 @@ def test_the_analyst_can_change_nothing(roles, change):
         assert connection.execute(select(segments.c.customer_id, segments.c.segment)).all() == [(1, "Champions")]
 
 
-def test_the_writer_republishes_and_the_analyst_reads_the_recreated_table(roles):
-    segments, scores = roles.metadata.tables["crm.customer_segments"], roles.metadata.tables["crm.customer_scores"]
+def test_the_writer_republishes_and_migrates_and_the_analyst_reads_what_it_creates(roles):
+    segments = roles.metadata.tables["crm.customer_segments"]
     with roles.writer.begin() as connection:
         connection.execute(segments.delete())
         connection.execute(segments.insert(), [{**ROW, "run_id": "night-2"}])
-    with roles.writer.begin() as connection:  # what publish does when a table's columns changed
-        scores.drop(connection)
-        publish.ensure_tables(connection, roles.metadata)
-        owner = connection.execute(text("SELECT tableowner FROM pg_tables WHERE schemaname = 'crm' "
-                                        "AND tablename = 'customer_scores'")).scalar_one()
-    assert owner == WRITER
+    writer_url = roles.writer.url.render_as_string(hide_password=False)
+    # What a release with a new migration does: drop and create tables and views, as the writer.
+    assert migrate.downgrade(writer_url, "crm", "0001") == ("0002", "0001")
+    assert migrate.upgrade(writer_url, "crm") == ("0001", migrate.head())
+    with roles.writer.connect() as connection:
+        owners = connection.execute(text(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = 'crm' UNION "
+            "SELECT viewowner FROM pg_views WHERE schemaname = 'crm'")).scalars().all()
+    assert owners == [WRITER]
     with roles.analyst.connect() as connection:
         assert connection.execute(select(segments.c.run_id)).scalars().all() == ["night-2"]
-        assert connection.execute(select(scores)).all() == []
+        assert connection.execute(text("SELECT count(*) FROM crm.customer_overview")).scalar_one() == 0  # no profiles
+        assert connection.execute(text("SELECT count(*) FROM crm.customer_segment_history")).scalar_one() == 1
 
 
 def test_a_second_run_succeeds_and_keeps_the_roles_least_privileged(roles):
