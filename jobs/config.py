@@ -169,7 +169,8 @@ class ExportSettings(_Section):
     datasets: list[str] = Field(description="gold tables exported per run, each as CSV and Parquet with the CRM table's columns")
     pii: dict[str, dict[str, str]] = Field(
         description="PII policy per dataset, column -> plain, sha256 (hex SHA-256 of the trimmed, lower-cased value) "
-                    "or drop; columns not listed are exported plain")
+                    "or drop; a column that holds personal data (e-mail, names, phone, street) needs one, others not listed "
+                    "are exported plain")
     keep_runs: int = Field(ge=1, description="dated export folders kept; older ones are removed after a successful "
                                               "export (never the one exports/latest points at)")
 
@@ -187,7 +188,7 @@ class ExportSettings(_Section):
     @field_validator("pii")
     @classmethod
     def _known_policies(cls, pii: dict[str, dict[str, str]], info: ValidationInfo) -> dict[str, dict[str, str]]:
-        from jobs.crm_schema import crm_metadata
+        from jobs.crm_schema import crm_metadata, pii_columns
 
         if "datasets" not in info.data:  # invalid: its own error says why
             return pii
@@ -210,6 +211,13 @@ class ExportSettings(_Section):
                 elif rule == "sha256" and columns[name].type.python_type is not str:
                     problems.append(f"{key}.{name}: sha256 hashes text, but {name} is {columns[name].type}; "
                                     "expected plain or drop")
+        for dataset in exported:
+            undecided = [name for name in pii_columns(dataset) if name not in pii.get(dataset, {})]
+            if undecided:
+                problems.append(f"export.pii.{dataset}: {dataset} is exported with personal data in "
+                                f"{', '.join(undecided)}; expected a policy for each (plain, sha256 or drop), e.g. "
+                                + "{" + ", ".join(f"{name}: {'sha256' if name == 'email' else 'drop'}"
+                                                  for name in undecided) + "}")
         if problems:
             raise ValueError("; ".join(problems))
         return pii

@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 
 MONEY = Numeric(18, 2)
+#: Column info of personal data: exporting such a column needs an explicit `export.pii` policy.
+PII = {"pii": True}
 
 #: Published tables whose every run date is also kept, and the table that keeps them.
 RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movement": "segment_movement_history"}
@@ -92,13 +94,13 @@ def crm_metadata(schema: str | None) -> MetaData:
         "customer_profile",
         metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
-        Column("email", String(255), comment="e-mail address (PII)"),
-        Column("first_name", String(100), comment="given name (PII)"),
-        Column("last_name", String(100), comment="family name (PII)"),
-        Column("phone", String(40), comment="phone number (PII)"),
+        Column("email", String(255), comment="e-mail address (PII)", info=PII),
+        Column("first_name", String(100), comment="given name (PII)", info=PII),
+        Column("last_name", String(100), comment="family name (PII)", info=PII),
+        Column("phone", String(40), comment="phone number (PII)", info=PII),
         Column("language", String(8), comment="preferred language"),
         Column("accepts_marketing", Boolean, comment="opted in to marketing messages"),
-        Column("address_line1", String(255), comment="default address: street and number (PII)"),
+        Column("address_line1", String(255), comment="default address: street and number (PII)", info=PII),
         Column("city", String(100), comment="default address: city"),
         Column("postal_code", String(20), comment="default address: postal code"),
         Column("country", String(2), comment="default address's country, else the customer's"),
@@ -203,6 +205,11 @@ def database_metadata(schema: str | None) -> MetaData:
     )
     run_log_table(schema, metadata)
     return metadata
+
+
+def pii_columns(table: str) -> list[str]:
+    """The columns of a CRM table that hold personal data (e-mail, names, phone, street)."""
+    return [column.name for column in crm_metadata(None).tables[table].columns if column.info.get("pii")]
 
 
 def columns_of(table: str) -> list[str]:

@@ -93,3 +93,16 @@ def test_the_repository_holds_no_password():
                 if line.lstrip().startswith("#"):
                     continue
                 assert "password" not in line.lower() and ":secret@" not in line, f"{path}: {line}"
+
+
+def test_personal_data_is_exported_only_with_a_policy_for_each_column():
+    import json
+
+    profile = {"CRM__EXPORT__DATASETS": json.dumps(["customer_segments", "customer_profile"])}
+    with pytest.raises(ConfigError, match=r"export\.pii\.customer_profile: customer_profile is exported with "
+                                          r"personal data in first_name, last_name, phone, address_line1; "
+                                          r"expected a policy for each .*\{first_name: drop,"):
+        load_config(environ={**profile, "CRM__EXPORT__PII": json.dumps({"customer_profile": {"email": "sha256"}})})
+    decided = {"email": "plain", "first_name": "plain", "last_name": "drop", "phone": "drop", "address_line1": "drop"}
+    settings = load_config(environ={**profile, "CRM__EXPORT__PII": json.dumps({"customer_profile": decided})})
+    assert settings.export.pii["customer_profile"] == decided
