@@ -21,6 +21,40 @@ just written. A failed critical expectation fails the task, so the CRM tables an
 previous run; warnings are only recorded. Results and Data Docs: `<data>/quality/`.
 
 Configuration: `conf/` and `CRM_*` environment variables of the worker (see the README).
+
+#### Assets: other DAGs can run on this one's data
+
+Three tasks declare what they finish as Airflow assets (`jobs/assets.py`); each success records an asset
+event per asset, whose extra says which night it is of: `{"run_date": "YYYY-MM-DD", "run_id": ...}`.
+
+| task | assets | an event means |
+|---|---|---|
+| `validate_gold` | `shop-crm://gold/<table>`, one per gold table | the run date's gold partitions passed the gate |
+| `publish` | `shop-crm://crm/<table>`, one per CRM table | published (one transaction), unless they hold a later date |
+| `export` | `shop-crm://exports` | `exports/<run_date>/` is complete; `latest` moves to the newest date only |
+
+A backfill of older dates records events too: compare their `run_date` before acting on them.
+
+A downstream DAG schedules on them and takes its business date from the event (a run triggered by an
+asset has no logical date). New DAGs start paused here (`AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION`), and
+Airflow queues no run for a paused DAG: unpause it. `crm export` runs outside Airflow and records no event.
+
+```python
+from datetime import date
+from airflow.sdk import dag, task
+from jobs import assets
+
+SCORES = assets.crm_table("customer_scores")  # elsewhere: Asset("shop-crm://crm/customer_scores", group="crm")
+
+@dag(schedule=[SCORES], start_date=..., catchup=False)  # or [assets.EXPORTS], or SCORES & assets.EXPORTS
+def sync_scores_to_the_mailing_tool():
+    @task
+    def sync(**context):
+        event = context["triggering_asset_events"][SCORES][-1]
+        run_date = date.fromisoformat(event.extra["run_date"])
+        ...
+    sync()
+```
 """
 from __future__ import annotations
 
@@ -28,6 +62,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
+from jobs import assets
 from jobs.airflow_task import record_failure, run_job
 
 
@@ -83,17 +118,17 @@ def crm_nightly():
         """Churn (MLflow champion; trained first if none), P(alive), expected orders, CLV with interval (`gold/customer_scores`)."""
         return run_job("predict", context)
 
-    @task
+    @task(outlets=assets.gold_tables(), pre_execute=assets.stamp_run_date)
     def validate_gold(**context):
         """Quality gate on the run date's gold partitions: one row per customer, scores 1-5 (`expectations/gold.py`)."""
         return run_job("validate", context, layer="gold")
 
-    @task
+    @task(outlets=assets.crm_tables(), pre_execute=assets.stamp_run_date)
     def publish(**context):
         """Replace every CRM table with the run date's results, all in one transaction."""
         return run_job("publish", context)
 
-    @task
+    @task(outlets=[assets.EXPORTS], pre_execute=assets.stamp_run_date)
     def export(**context):
         """Write `exports/<run_date>/` (CSV and Parquet per dataset, JSON Schemas, manifest.json), then move `exports/latest`."""
         return run_job("export", context)

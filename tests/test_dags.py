@@ -1,6 +1,8 @@
-"""DAG integrity: every DAG file imports fast and cleanly, with docs, retries and no cycles."""
+"""DAG integrity: every DAG file imports fast and cleanly, with docs, retries and no cycles; the nightly's assets."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -76,3 +78,125 @@ def test_a_backfill_years_back_still_runs_the_tasks(dag_bag):
     assert dag.start_date <= logical_date_for(date(2001, 1, 1))
     assert not dag.catchup  # a far start_date must not make the scheduler run every past night
 
+
+
+def test_the_nightly_tasks_that_finish_data_declare_it_as_assets(dag_bag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from jobs import assets
+    from jobs.crm_schema import crm_metadata
+
+    nightly = dag_bag.get_dag("crm_nightly")
+    # What the scheduler sees: the DAG as serialized to the metadata database.
+    scheduled = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(nightly))
+    outlets = {task.task_id: sorted(outlet.uri for outlet in task.outlets) for task in scheduled.tasks if task.outlets}
+    tables = sorted(crm_metadata(None).tables)
+    assert outlets == {
+        "validate_gold": sorted(f"shop-crm://gold/{table}" for table in ["customer_features", *tables]),
+        "publish": [f"shop-crm://crm/{table}" for table in tables],
+        "export": ["shop-crm://exports/"],  # Airflow normalises the URI (the asset's name stays shop-crm://exports)
+    }
+    for task_id in outlets:  # the events say which night they are of (see the real run below)
+        assert nightly.get_task(task_id)._pre_execute_hook is assets.stamp_run_date, task_id
+    # The training DAG stays on its weekly cron, not on the nightly's assets.
+    training = dag_bag.get_dag("crm_training").timetable
+    assert (training.expression, training.asset_condition) == ("0 4 * * 0", None)
+
+
+#: A DAG folder with stand-ins for the nightly's producing tasks (same outlets and hook, no job) and a DAG
+#: scheduled on the exports, as the nightly's doc_md shows.
+ASSET_DAGS = '''
+from datetime import datetime, timezone
+
+from airflow.sdk import dag, task
+
+from jobs import assets
+
+START = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+@dag(dag_id="producer", schedule=None, start_date=START, catchup=False)
+def producer():
+    @task(outlets=assets.gold_tables(), pre_execute=assets.stamp_run_date)
+    def validate_gold():
+        pass
+
+    @task(outlets=assets.crm_tables(), pre_execute=assets.stamp_run_date)
+    def publish():
+        pass
+
+    @task(outlets=[assets.EXPORTS], pre_execute=assets.stamp_run_date)
+    def export():
+        pass
+
+    validate_gold() >> [publish(), export()]
+
+
+@dag(dag_id="mailing_sync", schedule=[assets.EXPORTS], start_date=START, catchup=False)
+def mailing_sync():
+    @task
+    def sync():
+        pass
+
+    sync()
+
+
+producer()
+mailing_sync()
+'''
+
+#: Run the producer once with dag.test(); print its run id, the asset events and the queued consumer runs.
+RUN_PRODUCER = '''
+import json, sys
+from datetime import date
+
+from sqlalchemy import select
+
+from airflow import settings
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+from jobs.orchestrate import logical_date_for
+
+run_date = date.fromisoformat(sys.argv[2])
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+dag_run = bag.get_dag("producer").test(logical_date=logical_date_for(run_date),
+                                      run_conf={"run_date": run_date.isoformat()})
+with settings.Session() as session:
+    events = [{"uri": event.asset.uri, "name": event.asset.name, "task": event.source_task_id, "extra": event.extra}
+              for event in session.scalars(select(AssetEvent))]
+    queued = [[queue.target_dag_id, session.get(AssetModel, queue.asset_id).name]
+              for queue in session.scalars(select(AssetDagRunQueue))]
+print(json.dumps({"state": str(dag_run.state), "run_id": dag_run.run_id, "events": events, "queued": queued}))
+'''
+
+
+def test_a_producing_run_records_asset_events_with_its_run_date_and_queues_the_consumer(tmp_path):
+    """A real run on a throwaway AIRFLOW_HOME (SQLite): the events land in Airflow's asset_event table."""
+    from jobs import assets
+
+    home, dags = tmp_path / "airflow", tmp_path / "dags"
+    dags.mkdir()
+    (dags / "asset_dags.py").write_text(ASSET_DAGS)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                # Airflow queues runs only for DAGs that are not paused.
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"})
+    home.mkdir()
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=REPO_ROOT,
+                             capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr[-4000:]
+    result = subprocess.run([sys.executable, "-c", RUN_PRODUCER, str(dags), "2026-11-26"], env=env, cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert outcome["state"] == "success"
+    made = {"validate_gold": assets.gold_tables(), "publish": assets.crm_tables(), "export": [assets.EXPORTS]}
+    assert sorted((event["task"], event["name"]) for event in outcome["events"]) == sorted(
+        (task_id, asset.name) for task_id, produced in made.items() for asset in produced)
+    for event in outcome["events"]:
+        assert event["extra"] == {"run_date": "2026-11-26", "run_id": outcome["run_id"]}, event
+    assert outcome["queued"] == [["mailing_sync", "shop-crm://exports"]]
