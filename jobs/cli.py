@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from jobs.config import ConfigError, load_config
+from jobs.config import ConfigError, Settings, load_config
 from jobs.rundate import RunDateError, parse_run_date, yesterday
 
 
@@ -90,7 +90,11 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
 @click.option("--full", is_flag=True, help="Reload every shop table whole instead of the changes since the last night.")
 @click.pass_context
 def run_command(ctx, run_date, first, last, full):
-    """Run the nightly DAG through Airflow for one date, or for each date of --from..--to in order."""
+    """Run the nightly DAG through Airflow for one date, or for each date of --from..--to in order.
+
+    A backfill shows a progress bar on stderr, prints a line per finished night on stdout and stops at the
+    first night that fails (exit 1, naming it and how to go on).
+    """
     if (first is None) != (last is None):
         raise click.UsageError("--from and --to go together (a backfill of the dates between them)")
     if first is not None and run_date is not None:
@@ -104,19 +108,55 @@ def run_command(ctx, run_date, first, last, full):
         from jobs import orchestrate, summary
 
         settings = load_config()
-        days = [first + timedelta(days=n) for n in range((last - first).days + 1)] if first else [run_date or yesterday()]
-        for number, day in enumerate(days, 1):
-            progress = f" ({number}/{len(days)})" if len(days) > 1 else ""
-            click.echo(f"running {settings.airflow.dag_id} for {day}{progress} through Airflow "
+        if first is not None:
+            day = last
+            run_id, log = _backfill(settings, [first + timedelta(days=n) for n in range((last - first).days + 1)], full)
+        else:
+            day = run_date or yesterday()
+            click.echo(f"running {settings.airflow.dag_id} for {day} through Airflow "
                        f"(home {settings.airflow.home}; log in {settings.data_dir / 'logs'}) ...", err=True)
-            run_id, log = orchestrate.run_nightly_logged(settings, day, full=full and number == 1)
-            if day == days[-1]:
-                click.echo(summary.render(settings, day, run_id))
-                click.echo(f"  run log        {log}")
-            else:
-                click.echo(f"  {day}: {run_id} succeeded (log {log})", err=True)
+            run_id, log = orchestrate.run_nightly_logged(settings, day, full=full)
+        click.echo(summary.render(settings, day, run_id))
+        click.echo(f"  run log        {log}")
 
     _guarded(ctx, work)
+
+
+def _backfill(settings: Settings, days: list[date], full: bool) -> tuple[str, Path]:
+    """Run the nightly DAG for each date in order, stopping at the first night that fails.
+
+    A progress bar on stderr shows the night running, the share of nights done and, after the first, the
+    time left (where stderr is no terminal, only a line per night); each finished night gets a line on
+    stdout. Returns the last night's run id and log.
+    """
+    from jobs import orchestrate
+
+    click.echo(f"backfill of {len(days)} nights, {days[0]} to {days[-1]}, through Airflow "
+               f"(home {settings.airflow.home}; logs in {settings.data_dir / 'logs'}) ...", err=True)
+    labels = [f"{settings.airflow.dag_id} for {day} ({number}/{len(days)})" for number, day in enumerate(days, 1)]
+    # A label names the night running; where stderr is no terminal, click prints only the label, once per change.
+    with click.progressbar(length=len(days), label=labels[0], file=sys.stderr, show_percent=True) as bar:
+        for number, (day, label) in enumerate(zip(days, labels), 1):
+            bar.label = label
+            bar.render_progress()
+            try:
+                run_id, log = orchestrate.run_nightly_logged(settings, day, full=full and number == 1)
+            except orchestrate.PipelineRunError as error:
+                again = f"crm run --from {day} --to {days[-1]}{' --full' if full and number == 1 else ''}"
+                raise orchestrate.PipelineRunError(
+                    f"backfill stopped at {day} (night {number} of {len(days)}): {error}\n"
+                    f"the nights after it did not run; once it is fixed, go on with: {again}") from error
+            _above_the_bar(f"{day}: {run_id} succeeded (log {log})")
+            bar.update(1)
+    return run_id, log
+
+
+def _above_the_bar(line: str) -> None:
+    """Print a result line on stdout; on a terminal, wipe the progress bar's line first (it is drawn again next)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+    click.echo(line)
 
 
 @main.command("train")
@@ -134,6 +174,30 @@ def train_command(ctx, run_date):
         run_id, log = orchestrate.run_nightly_logged(settings, day, training=True)
         click.echo(summary.render_training(settings, run_id))
         click.echo(f"  run log        {log}")
+
+    _guarded(ctx, work)
+
+
+@main.command("export")
+@click.option("--date", "run_date", type=DATE, default=None,
+              help="Run date to export (default: the latest run date that gold holds for every exported dataset).")
+@click.pass_context
+def export_command(ctx, run_date):
+    """Write exports/<run date>/ again from the lake's gold tables, without rerunning the night.
+
+    For when the export settings changed, e.g. the PII policy export.pii: the CSV and Parquet files, JSON
+    Schemas and manifest.json are written the way the night writes them (the folder replaced whole, _SUCCESS
+    last, then exports/latest moved when it is the newest date; export.keep_runs applies). The manifest's
+    run id is that of the night whose rows gold holds for the date. Prints the export folder. Airflow is not
+    involved: DAGs scheduled on the exports asset (shop-crm://exports) do not run for it.
+    """
+    def work():
+        from jobs import export
+
+        settings = load_config()
+        click.echo(f"exporting {run_date or 'the latest run date'} from {settings.lake_dir / 'gold'} "
+                   f"({', '.join(settings.export.datasets)}) ...", err=True)
+        click.echo(export.rerun(settings, run_date))
 
     _guarded(ctx, work)
 
@@ -306,6 +370,40 @@ def db_roles_command(ctx, analyst, writer):
         click.echo(f"{analyst}: reads schema {settings.crm.schema_name} of {db.masked(crm_url)}, "
                    f"{login[analyst]}", err=True)
         click.echo(f"{writer}: owns and writes its tables, {login[writer]}", err=True)
+
+    _guarded(ctx, work)
+
+
+@main.command("db-upgrade")
+@click.option("--revision", default="head", show_default=True, help="Revision to migrate to (see jobs/migrations/versions/).")
+@click.option("--sql", "as_sql", is_flag=True, help="Print the SQL that builds the schema from nothing, without connecting.")
+@click.pass_context
+def db_upgrade_command(ctx, revision, as_sql):
+    """Bring the CRM database's tables, indexes and views to this version of shop-crm (Alembic migrations).
+
+    Publishing does it by itself; run it by hand to migrate before a night, as the schema owner (the writer
+    role of `crm db-roles`), or with --sql to let a DBA review and run the SQL.
+    """
+    def work():
+        from alembic.util import CommandError
+
+        from jobs import db, migrate
+        from jobs.crm_schema import schema_of
+
+        settings = load_config()
+        url, schema = settings.crm.db_url, schema_of(settings.crm.db_url, settings.crm.schema_name)
+        try:
+            if as_sql:
+                click.echo(migrate.upgrade_sql(url, schema, revision))
+                return
+            before, after = migrate.upgrade(url, schema, revision)
+        except CommandError as error:
+            raise ValueError(f"--revision {revision}: {error}") from None
+        where = f"{db.masked(url)}" + (f", schema {schema}" if schema else "")
+        if before == after:
+            click.echo(f"{where}: at revision {after} already (newest: {migrate.head()})")
+        else:
+            click.echo(f"{where}: migrated from {before or 'no version'} to {after}")
 
     _guarded(ctx, work)
 

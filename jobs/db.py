@@ -45,7 +45,12 @@ def engine(url: str) -> Engine:
     parsed = make_url(url)
     if kind(url) == "mysql" and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    return create_engine(parsed, pool_pre_ping=True)
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except ModuleNotFoundError as error:  # e.g. postgresql:// means psycopg 3 to SQLAlchemy 2.1
+        raise UnsupportedDatabaseError(
+            f"database URL {masked(url)}: its driver {error.name} is not installed; expected one of the "
+            "installed drivers: postgresql+psycopg2://, mysql+pymysql:// (MariaDB too) or sqlite:///") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ rows, columns and the PII policy applied); `_SUCCESS`. The folder is written und
 `_SUCCESS` last and renamed when complete; `exports/latest` points at the newest complete run date and moves
 last. A reader that waits for `_SUCCESS` (or follows `latest`) never sees a partial export. After a
 successful export only the newest `export.keep_runs` dated folders are kept.
+
+`crm export` (`rerun`) writes a run date's folder again from gold the same way, without rerunning the night:
+after a change of `export.pii` or `export.datasets`, with the run id of the night that wrote those rows.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ STAGING_PREFIX, RETIRED_PREFIX, LINK_PREFIX = ".tmp-", ".old-", ".latest-"
 #: takes no lock): retention leaves it alone.
 LEFTOVER_MIN_AGE_SECONDS = 3600
 SHA256_PATTERN = "^[0-9a-f]{64}$"
+#: The task whose success makes a run date's gold rows exportable (`crm export` checks the run log).
+QUALITY_GATE = "validate_gold"
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> Path:
@@ -84,6 +89,70 @@ def run(run_date: date, settings: Settings, run_id: str) -> Path:
         log.info("exported %s to %s", ", ".join(settings.export.datasets), target)
         remove_old_exports(exports, settings.export.keep_runs, target, now=time.time())
     return target
+
+
+def rerun(settings: Settings, run_date: date | None = None) -> Path:
+    """Export a run date again from its gold rows, without rerunning the night (`crm export`); returns the folder.
+
+    For a changed export configuration (e.g. the PII policy `export.pii`): the folder of `run_date` (default:
+    the latest run date every exported dataset holds in gold) is replaced whole, as the night's export
+    replaces it, and its manifest names the run that wrote those gold rows. Only rows that passed the
+    night's gold quality gate are exported: the run log must record it.
+    """
+    from jobs import runlog
+
+    with spark_session(settings, "export") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        day = run_date or latest_gold_date(lake, settings.export.datasets)
+        run_id = gold_run_id(lake, settings.export.datasets, day)
+        if not runlog.stage_succeeded(settings, run_id, QUALITY_GATE):
+            raise ValueError(f"gold rows for {day} come from run {run_id}, whose quality gate ({QUALITY_GATE}) the "
+                             f"run log (crm status) does not record as passed: they are not exported; "
+                             f"run the night again: crm run --date {day}")
+        return run(day, settings, run_id)
+
+
+def latest_gold_date(lake: Lake, datasets: list[str]) -> date:
+    """The latest run date (`as_of`) that every dataset's gold table holds; ValueError when there is none."""
+    common: set[date] | None = None
+    for dataset in datasets:
+        held = set(gold_dates(lake, dataset))
+        common = held if common is None else common & held
+    if not common:
+        raise ValueError(f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.root / 'gold'}; "
+                         f"run the night first: crm run --date YYYY-MM-DD")
+    return max(common)
+
+
+def gold_dates(lake: Lake, dataset: str) -> list[date]:
+    """The run dates (`as_of` partitions) a gold table holds; none when the table does not exist."""
+    if not lake.exists("gold", dataset):
+        return []
+    return [row.as_of for row in lake.read("gold", dataset).select("as_of").distinct().collect()]
+
+
+def gold_run_id(lake: Lake, datasets: list[str], run_date: date) -> str:
+    """The run that wrote the gold rows of `run_date` of every dataset; ValueError when a dataset has none or
+    they come from different runs (a later night for the date that did not finish)."""
+    runs = {dataset: gold_run_ids(lake, dataset, run_date) for dataset in datasets}
+    missing = [dataset for dataset, run_ids in runs.items() if not run_ids]
+    if missing:
+        raise ValueError(f"gold holds no rows of {', '.join(missing)} for {run_date}; "
+                         f"run the night for it first: crm run --date {run_date}")
+    found = sorted({run_id for run_ids in runs.values() for run_id in run_ids})
+    if len(found) > 1:
+        by_dataset = "; ".join(f"{dataset}: {', '.join(run_ids)}" for dataset, run_ids in runs.items())
+        raise ValueError(f"gold rows for {run_date} come from {len(found)} runs ({by_dataset}): a night for {run_date} "
+                         f"did not finish; run it again: crm run --date {run_date}")
+    return found[0]
+
+
+def gold_run_ids(lake: Lake, dataset: str, run_date: date) -> list[str]:
+    """The runs whose rows a gold table holds for `run_date`; none when the table does not exist."""
+    if not lake.exists("gold", dataset):
+        return []
+    rows = lake.read("gold", dataset).where(F.col("as_of") == F.lit(run_date)).select("run_id").distinct()
+    return sorted(row.run_id for row in rows.collect())
 
 
 def write_dataset(lake: Lake, dataset: str, run_date: date, policy: Mapping[str, str], folder: Path) -> dict[str, dict]:

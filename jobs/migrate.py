@@ -17,6 +17,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import db
 from jobs.crm_schema import ensure_schema
@@ -90,13 +92,19 @@ def ensure_current(url: str, schema: str | None) -> None:
 
 def _migrate(url: str, schema: str | None, step) -> tuple[str | None, str | None]:
     config = alembic_config(schema)
-    with db.engine(url).begin() as connection:
-        if db.kind(url) == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        ensure_schema(connection, schema)
-        before = current(connection, schema)
-        config.attributes["connection"] = connection
-        step(config)
-        after = current(connection, schema)
+    if db.kind(url) == "sqlite" and make_url(url).database not in (None, "", ":memory:"):
+        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with db.engine(url).begin() as connection:
+            if db.kind(url) == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            ensure_schema(connection, schema)
+            before = current(connection, schema)
+            config.attributes["connection"] = connection
+            step(config)
+            after = current(connection, schema)
+    except SQLAlchemyError as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
+        raise RuntimeError(f"CRM database {db.masked(url)}: migrating failed: {reason}") from error
     _CURRENT.discard((url, schema))
     return before, after

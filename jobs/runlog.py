@@ -111,6 +111,17 @@ def db_has_table(connection, table: Table) -> bool:
     return inspect(connection).has_table(table.name, schema=table.schema)
 
 
+def stage_succeeded(settings: Settings, run_id: str, stage: str) -> bool:
+    """Whether the run log records a successful attempt of `stage` in run `run_id`."""
+    table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    with db.engine(settings.crm.db_url).connect() as connection:
+        if not db_has_table(connection, table):
+            return False
+        found = connection.execute(select(table.c.try_number).where(
+            (table.c.run_id == run_id) & (table.c.stage == stage) & (table.c.state == "success")).limit(1))
+        return found.first() is not None
+
+
 def recent_runs(settings: Settings, runs: int = 5) -> list[dict[str, Any]]:
     """The latest `runs` runs (newest first), each with its stages' latest attempts in start order."""
     table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))

@@ -61,6 +61,16 @@ def test_a_backfill_runs_the_dates_in_order_and_stops_at_the_first_failure(tmp_p
     assert result.returncode == 1
     assert "for 2026-11-20 (1/3)" in result.stderr
     assert "2026-11-21" not in result.stderr
+    # The progress bar where stderr is no terminal: click prints only its label, once per night.
+    head, bar, error, *cause, hint = result.stderr.splitlines()
+    assert head == (f"backfill of 3 nights, 2026-11-20 to 2026-11-22, through Airflow (home {tmp_path / 'airflow'}; "
+                    f"logs in {tmp_path / 'logs'}) ...")
+    assert bar == "crm_nightly for 2026-11-20 (1/3)"
+    assert error.startswith("error: backfill stopped at 2026-11-20 (night 1 of 3): DAG run ")
+    assert "failed task(s): extract" in error and "Traceback" not in result.stderr
+    assert hint == ("the nights after it did not run; once it is fixed, go on with: "
+                    "crm run --from 2026-11-20 --to 2026-11-22")
+    assert result.stdout == ""  # a line per finished night: none finished
 
 
 def test_backfill_options_that_contradict_each_other_are_usage_errors():

@@ -325,3 +325,99 @@ def test_keep_runs_below_one_and_an_unknown_dataset_are_configuration_errors():
         load_config(environ={"CRM__EXPORT__KEEP_RUNS": "0"})
     with pytest.raises(ConfigError, match=r"export\.datasets: .*unknown dataset\(s\) \['customer_segmnets'\]"):
         load_config(environ={"CRM__EXPORT__DATASETS": "[customer_segmnets]"})
+
+
+# ---- crm export: a run date again from gold ----------------------------------------------------------
+
+def crm_export(monkeypatch, folder: Path, *args: str, **export_options):
+    """`crm export ARGS` in this process (click's test runner), with the data root in `folder` and some
+    `export.*` keys set through the environment, as an operator would."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+
+    monkeypatch.setenv("CRM_DATA_DIR", str(folder))
+    for key, value in export_options.items():
+        monkeypatch.setenv(f"CRM__EXPORT__{key.upper()}", json.dumps(value))
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((folder / export.MANIFEST).read_text(encoding="utf-8"))
+
+
+def passed_the_gate(settings, *run_dates: date) -> None:
+    """What the night's validate_gold task writes to the run log when the gold rows of `run-<date>` pass."""
+    from jobs import runlog
+
+    for day in run_dates:
+        attempt = runlog.Attempt(f"run-{day}", export.QUALITY_GATE, 1, "crm_nightly", day)
+        now = datetime.now(timezone.utc)
+        runlog.record(settings, attempt, "success", now, now, summary={"passed": True})
+
+
+def test_crm_export_writes_a_date_again_from_gold_with_a_changed_pii_policy_and_the_run_id_of_its_night(
+        spark, tmp_path, monkeypatch):
+    datasets = ["customer_segments", "customer_scores", "customer_profile"]
+    write_gold(spark, settings_in(tmp_path), [D1, D2])
+    passed_the_gate(settings_in(tmp_path), D1, D2)
+    exports = settings_in(tmp_path).exports_dir
+    names_plain = {**PROFILE_PII, "first_name": "plain", "last_name": "plain", "phone": "plain",
+                   "address_line1": "plain"}
+    first = crm_export(monkeypatch, tmp_path, "--date", D2.isoformat(), datasets=datasets,
+                       pii={"customer_profile": names_plain})
+    assert first.exit_code == 0, first.output
+    assert first.stdout.strip() == str(exports / D2.isoformat())
+    assert b"Anna" in (exports / D2.isoformat() / "customer_profile.csv").read_bytes()
+
+    # The operator decides that names and phone numbers stay out of the files, and exports the latest date again.
+    again = crm_export(monkeypatch, tmp_path, pii={"customer_profile": PROFILE_PII})
+
+    assert again.exit_code == 0, again.output
+    folder = exports / D2.isoformat()
+    assert again.stdout.strip() == str(folder)
+    manifest = assert_complete(folder)
+    validator(json.loads((folder / export.MANIFEST_SCHEMA).read_text(encoding="utf-8"))).validate(manifest)
+    assert (manifest["run_id"], manifest["run_date"]) == (f"run-{D2}", D2.isoformat())  # gold's, not a new one
+    assert manifest["files"]["customer_profile.csv"]["pii"] == PROFILE_PII
+    assert b"Anna" not in (folder / "customer_profile.csv").read_bytes()
+    assert not {"first_name", "phone"} & set(parquet_rows(folder / "customer_profile.parquet")[0])
+    assert (exports / "latest").resolve() == folder.resolve()
+
+    # An older date gets the run id of its own night; `latest` stays on the newest date.
+    older = crm_export(monkeypatch, tmp_path, "--date", D1.isoformat())
+    assert older.exit_code == 0, older.output
+    assert manifest_of(exports / D1.isoformat())["run_id"] == f"run-{D1}"
+    assert (exports / "latest").resolve() == folder.resolve()
+    assert sorted(path.name for path in exports.iterdir()) == [D1.isoformat(), D2.isoformat(), "latest"]
+
+
+def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night_to_run(spark, tmp_path, monkeypatch):
+    empty = crm_export(monkeypatch, tmp_path)
+    assert empty.exit_code == 1
+    assert "error: gold holds no run date of customer_segments, customer_scores (export.datasets)" in empty.stderr
+    assert "crm run --date YYYY-MM-DD" in empty.stderr
+
+    settings = settings_in(tmp_path)
+    write_gold(spark, settings, [D1])
+    ungated = crm_export(monkeypatch, tmp_path, "--date", D1.isoformat())
+    assert ungated.exit_code == 1
+    assert (f"error: gold rows for {D1} come from run run-{D1}, whose quality gate (validate_gold) the run log "
+            f"(crm status) does not record as passed: they are not exported; run the night again: "
+            f"crm run --date {D1}") in ungated.stderr
+    passed_the_gate(settings, D1)
+    missing = crm_export(monkeypatch, tmp_path, "--date", D3.isoformat())
+    assert missing.exit_code == 1
+    assert (f"error: gold holds no rows of customer_segments, customer_scores for {D3}; "
+            f"run the night for it first: crm run --date {D3}") in missing.stderr
+    assert "Traceback" not in missing.output
+
+    # A later night for D1 that rewrote the segments but failed before the scores: the rows of two runs.
+    segments = spark.createDataFrame(segment_rows(D1, "run-unfinished"), spark_schema("customer_segments"))
+    Lake(spark, settings.lake_dir).replace_partition(segments.select(*columns_of("customer_segments")), "gold",
+                                                     "customer_segments", {"as_of": D1})
+    mixed = crm_export(monkeypatch, tmp_path, "--date", D1.isoformat())
+    assert mixed.exit_code == 1
+    assert (f"gold rows for {D1} come from 2 runs (customer_segments: run-unfinished; customer_scores: run-{D1}): "
+            f"a night for {D1} did not finish; run it again: crm run --date {D1}") in mixed.stderr
+    assert not settings.exports_dir.exists()

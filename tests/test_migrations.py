@@ -116,3 +116,18 @@ def test_the_upgrade_sql_can_be_printed_for_review_without_a_database():
     assert "CREATE VIEW \"crm\".customer_overview" in sql
     assert "COMMENT ON COLUMN crm.customer_scores.churn_probability" in sql
     assert f"INSERT INTO crm.{migrate.VERSION_TABLE}" in sql or f"UPDATE crm.{migrate.VERSION_TABLE}" in sql
+
+
+def test_crm_db_upgrade_migrates_once_and_names_a_bad_revision(tmp_path):
+    from conftest import run_crm
+
+    env = {"CRM_DATA_DIR": str(tmp_path / "data")}
+    first = run_crm("db-upgrade", env=env)
+    assert first.stdout.strip() == f"sqlite:///{tmp_path}/data/crm.sqlite: migrated from no version to {migrate.head()}"
+    again = run_crm("db-upgrade", env=env)
+    assert again.stdout.strip().endswith(f"at revision {migrate.head()} already (newest: {migrate.head()})")
+    bad = run_crm("db-upgrade", "--revision", "0099", env=env, check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "error: --revision 0099: Can't locate revision identified by '0099'" in bad.stderr
+    down = run_crm("db-upgrade", "--sql", env={**env, "CRM_DB_URL": "postgresql+psycopg2://owner@db.invalid/crm"})
+    assert "CREATE TABLE crm.customer_segment_history" in down.stdout
