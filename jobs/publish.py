@@ -51,25 +51,27 @@ def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, "pa.Table"],
     """
     migrate.ensure_current(engine.url.render_as_string(hide_password=False), metadata.schema)
     tables = database_metadata(metadata.schema).tables
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {}  # the published tables first, then their history
+    kept: dict[str, int] = {}
     with engine.begin() as connection:
         for table, data in rows.items():
             if table.name in RUN_DATE_HISTORY:
-                kept = tables[_qualified(metadata.schema, RUN_DATE_HISTORY[table.name])]
-                connection.execute(kept.delete().where(kept.c.as_of == run_date))
-                counts[kept.name] = _insert(connection, kept, data)
+                history = tables[_qualified(metadata.schema, RUN_DATE_HISTORY[table.name])]
+                connection.execute(history.delete().where(history.c.as_of == run_date))
+                kept[history.name] = _insert(connection, history, data)
         newer = [(table.fullname, latest) for table in rows
                  if (latest := connection.execute(select(func.max(table.c.as_of))).scalar()) is not None
                  and latest > run_date]
         if newer:
             log.warning("%s holds %s, later than %s: the CRM is left as it is", *newer[0], run_date)
-            return {table.name: 0 for table in rows} | counts
+            return {table.name: 0 for table in rows} | kept
         for table, data in rows.items():
             connection.execute(table.delete())
             counts[table.name] = _insert(connection, table, data)
             if table.name == "customer_segments":
-                counts[SEGMENT_HISTORY] = record_segment_stays(
+                kept[SEGMENT_HISTORY] = record_segment_stays(
                     connection, table, tables[_qualified(metadata.schema, SEGMENT_HISTORY)], run_date)
+    counts |= kept
     for name, count in counts.items():
         log.info("%s: %d rows published for %s", name, count, run_date)
     return counts
