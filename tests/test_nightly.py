@@ -243,8 +243,10 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     settings = load_config(environ={**os.environ, **run})
     lake = Lake(spark, settings.lake_dir)
     export_file = settings.exports_dir / RUN_DATE.isoformat() / "customer_segments.csv"
+    history = {"customer_segment_history": "customer_id, valid_from", "segment_summary_history": "as_of, segment"}
     before = {"crm": crm_segments(run), "scores": crm_rows(run, "customer_scores"), "export": export_file.read_text(),
-              "lake": {table: lake.read(*table).count() for table in lake.tables()}}
+              "lake": {table: lake.read(*table).count() for table in lake.tables()},
+              "history": {table: crm_rows(run, table, order) for table, order in history.items()}}
 
     for name, options in airflow_task.NIGHTLY_STEPS:
         __import__(f"jobs.{name}", fromlist=["run"]).run(RUN_DATE, settings, "rerun-1", **options)
@@ -254,6 +256,9 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     without_run_id = lambda rows: [{k: v for k, v in row.items() if k != "run_id"} for row in rows]  # noqa: E731
     assert without_run_id(after_crm) == without_run_id(before["crm"])
     assert without_run_id(crm_rows(run, "customer_scores")) == without_run_id(before["scores"])
+    for table, order in history.items():
+        assert before["history"][table], f"{table} is empty"
+        assert without_run_id(crm_rows(run, table, order)) == without_run_id(before["history"][table]), table
     assert {table: lake.read(*table).count() for table in lake.tables()} == before["lake"]
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731  (last column: run_id)
     assert strip(export_file.read_text()) == strip(before["export"])
@@ -650,7 +655,7 @@ def test_editing_the_segment_rule_table_changes_the_segments_without_a_code_chan
     assert all(before[row.customer_id]["rfm_code"] == row.rfm_code for row in rows)  # same scores, new names
 
 
-def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_runs, night_two, spark):
+def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_runs, night_two, spark, tmp_path):
     from pyspark.sql import functions as F
 
     from jobs.lake import Lake
@@ -671,6 +676,27 @@ def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_run
         expected[(row.previous_segment, row.segment)] = expected.get((row.previous_segment, row.segment), 0) + 1
     assert moved == expected
     assert sum(count for (old, new), count in moved.items() if old != new) > 0  # a day passed: some moved
+    # Publishing both nights keeps each customer's stays: the open one is night two's segment, and a move
+    # closed the old one at night two (in a CRM database of its own: the nightly one keeps night one).
+    from jobs import migrate, publish
+    from jobs.crm_schema import columns_of, crm_metadata
+
+    url = f"sqlite:///{tmp_path}/stays.sqlite"
+    migrate.upgrade(url, None)
+    published = crm_metadata(None).tables["customer_segments"]
+    for day in (RUN_DATE, NIGHT2):
+        rows = segments.where(F.col("as_of") == day).select(*columns_of("customer_segments")).toArrow()
+        publish.replace_tables(create_engine(url), published.metadata, {published: rows}, day)
+    with create_engine(url).connect() as connection:
+        stays = [dict(row) for row in connection.execute(text(
+            "SELECT * FROM customer_segment_history ORDER BY customer_id, valid_from")).mappings()]
+    open_stays = {r["customer_id"]: r["segment"] for r in stays if r["valid_to"] is None}
+    assert open_stays == {row.customer_id: row.segment for row in night_two_rows}
+    closed = {(r["customer_id"], r["segment"]) for r in stays if str(r["valid_to"]) == NIGHT2.isoformat()}
+    gone = night_one.keys() - {row.customer_id for row in night_two_rows}  # deleted in the shop
+    assert closed == {(row.customer_id, row.previous_segment) for row in night_two_rows
+                      if row.previous_segment is not None and row.previous_segment != row.segment} | {
+                         (customer_id, night_one[customer_id].segment) for customer_id in gone}
 
 
 def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs, night_two, spark):
