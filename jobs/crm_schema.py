@@ -227,6 +227,11 @@ def schema_of(db_url: str, schema_name: str) -> str | None:
 def crm_table(settings, name: str) -> Table:
     """The CRM table `name` in the configured database's schema (`settings`: jobs.config.Settings)."""
     metadata = crm_metadata(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    return table_in(metadata, name)
+
+
+def table_in(metadata: MetaData, name: str) -> Table:
+    """Table `name` of `metadata`, whose tables are keyed `<schema>.<name>` when it has a schema."""
     return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Date, MetaData, Table, case, exists, func, literal, null,
 
 from jobs import db, migrate
 from jobs.config import Settings
-from jobs.crm_schema import RUN_DATE_HISTORY, SEGMENT_HISTORY, crm_metadata, database_metadata, schema_of
+from jobs.crm_schema import RUN_DATE_HISTORY, SEGMENT_HISTORY, crm_metadata, database_metadata, schema_of, table_in
 from jobs.lake import Lake
 from jobs.spark import spark_session
 
@@ -50,13 +50,13 @@ def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, "pa.Table"],
     counts are 0.
     """
     migrate.ensure_current(engine.url.render_as_string(hide_password=False), metadata.schema)
-    tables = database_metadata(metadata.schema).tables
+    everything = database_metadata(metadata.schema)
     counts: dict[str, int] = {}  # the published tables first, then their history
     kept: dict[str, int] = {}
     with engine.begin() as connection:
         for table, data in rows.items():
             if table.name in RUN_DATE_HISTORY:
-                history = tables[_qualified(metadata.schema, RUN_DATE_HISTORY[table.name])]
+                history = table_in(everything, RUN_DATE_HISTORY[table.name])
                 connection.execute(history.delete().where(history.c.as_of == run_date))
                 kept[history.name] = _insert(connection, history, data)
         newer = [(table.fullname, latest) for table in rows
@@ -70,7 +70,7 @@ def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, "pa.Table"],
             counts[table.name] = _insert(connection, table, data)
             if table.name == "customer_segments":
                 kept[SEGMENT_HISTORY] = record_segment_stays(
-                    connection, table, tables[_qualified(metadata.schema, SEGMENT_HISTORY)], run_date)
+                    connection, table, table_in(everything, SEGMENT_HISTORY), run_date)
     counts |= kept
     for name, count in counts.items():
         log.info("%s: %d rows published for %s", name, count, run_date)
@@ -105,7 +105,3 @@ def _insert(connection, table: Table, data: "pa.Table") -> int:
     for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
         connection.execute(table.insert(), batch.select([column.name for column in table.columns]).to_pylist())
     return data.num_rows
-
-
-def _qualified(schema: str | None, name: str) -> str:
-    return f"{schema}.{name}" if schema else name
