@@ -11,7 +11,8 @@ date's partition, and hands data to the next task through the Delta lake, so any
 behavioural clusters, customer profiles: gold/customer_segments, customer_clusters, customer_profile,
 segment_summary, segment_movement) and, beside it, `predict` (churn probability with reasons from the
 MLflow `champion` model, P(alive), expected orders, 12-month CLV with its interval, next order date:
-gold/customer_scores) →
+gold/customer_scores) → `campaigns` (the audiences of `conf/campaigns/*.yaml`: treatment, control and
+suppressed customers per campaign, gold/campaign_audiences) →
 `validate_gold` → `publish` (CRM tables, one transaction), `export` (files for marketing,
 `exports/<run_date>/`) and `report` (the run report, `reports/<run_date>/index.html`: segments and their
 movement, score distributions, CLV by segment, churn calibration, data quality, biggest changes).
@@ -118,6 +119,11 @@ def crm_nightly():
         """Churn (MLflow champion; trained first if none), P(alive), expected orders, CLV with interval (`gold/customer_scores`)."""
         return run_job("predict", context)
 
+    @task
+    def campaigns(**context):
+        """Campaign audiences from conf/campaigns/*.yaml: treatment, control, suppressed with reason (`gold/campaign_audiences`)."""
+        return run_job("campaigns", context)
+
     @task(outlets=assets.gold_tables(), pre_execute=assets.stamp_run_date)
     def validate_gold(**context):
         """Quality gate on the run date's gold partitions: one row per customer, scores 1-5 (`expectations/gold.py`)."""
@@ -140,7 +146,7 @@ def crm_nightly():
 
     gold = extract() >> validate_bronze() >> clean() >> validate_silver() >> features()
     checked = validate_gold()
-    gold >> [score(), predict()] >> checked
+    gold >> [score(), predict()] >> campaigns() >> checked
     checked >> [publish(), export(), report()]
 
 

@@ -15,9 +15,11 @@ from pyspark.sql import functions as F
 from expectations.severity import CRITICAL
 from jobs.crm_schema import columns_of
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
+from models.campaigns import GROUPS, SUPPRESSION_REASONS
 from models.rfm import SCORE_RANGE
 
-TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile", "customer_scores")
+TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile", "customer_scores",
+                           "campaign_audiences")
 
 
 def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
@@ -68,6 +70,17 @@ def expectations(table: str) -> list[gxe.Expectation]:
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="clv_12m_high", column_B="clv_12m_low", or_equal=True,
                                                         severity=CRITICAL,
                                                         description="an interval's upper end is not below its lower end"),
+        ],
+        # A night with no enabled campaign writes an empty partition: no row-count rule here.
+        "campaign_audiences": [
+            gxe.ExpectTableColumnsToMatchSet(column_set=columns_of("campaign_audiences"), exact_match=True,
+                                             severity=CRITICAL, description="the columns `jobs/campaigns.py` writes"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["campaign", "customer_id"], severity=CRITICAL,
+                                                description="a customer is in a campaign's audience once"),
+            gxe.ExpectColumnValuesToBeInSet(column="audience_group", value_set=list(GROUPS), severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeInSet(column="suppression_reason", value_set=list(SUPPRESSION_REASONS),
+                                            severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeBetween(column="audience_rank", min_value=1, severity=CRITICAL),
         ],
     }
     return rules[table]

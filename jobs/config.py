@@ -223,6 +223,14 @@ class ExportSettings(_Section):
         return pii
 
 
+class CampaignSettings(_Section):
+    """Campaign audiences (conf/campaigns/*.yaml, the README's marketing section)."""
+
+    folder: str = Field(description="folder of the campaign files, under conf/")
+    cooldown_days: int = Field(ge=0, description="a customer in any campaign's treatment group is left out of every "
+                                                 "campaign for this many days after (0: never)")
+
+
 class AirflowSettings(_Section):
     """How `crm run` drives Airflow."""
 
@@ -247,6 +255,7 @@ class Settings(_Section):
     churn: ChurnSettings
     mlflow: MlflowSettings
     export: ExportSettings
+    campaigns: CampaignSettings
     airflow: AirflowSettings
 
     @property

@@ -32,7 +32,8 @@ MONEY = Numeric(18, 2)
 PII = {"pii": True}
 
 #: Published tables whose every run date is also kept, and the table that keeps them.
-RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movement": "segment_movement_history"}
+RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movement": "segment_movement_history",
+                    "campaign_audiences": "campaign_audiences_history"}
 #: Each customer's segment over time (SCD type 2), kept from the published customer_segments.
 SEGMENT_HISTORY = "customer_segment_history"
 #: Views for analysts, created by the migrations (jobs/migrations/versions/).
@@ -56,6 +57,21 @@ def _segment_summary_columns() -> list[Column]:
         Column("mean_recency_days", Float, comment="mean days since the last purchase"),
         Column("mean_frequency", Float, nullable=False, comment="mean purchases"),
         Column("mean_monetary", MONEY, nullable=False, comment="mean spend, shop currency"),
+    ]
+
+
+def _campaign_audience_columns() -> list[Column]:
+    return [
+        Column("campaign", String(60), primary_key=True, comment="campaign name: its file conf/campaigns/<campaign>.yaml"),
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("audience_group", String(10), nullable=False,
+               comment="treatment (to contact), control (held out to measure the campaign) or suppressed"),
+        Column("suppression_reason", String(20),
+               comment="why a qualifying customer is not contacted: unsubscribed, no_email, open_inquiry, "
+                       "contacted_recently, other_campaign or audience_limit; null in treatment and control"),
+        Column("audience_rank", Integer, comment="position in the campaign's order_by among those not suppressed"),
+        Column("channel", String(10), nullable=False, comment="email, sms, push or any"),
+        Column("offer", String(100), comment="the campaign's offer (coupon code, message id); null: none"),
     ]
 
 
@@ -170,6 +186,12 @@ def crm_metadata(schema: str | None) -> MetaData:
         Index("ix_customer_scores_churn_risk", "churn_risk"),
         comment="one row per customer with a purchase: churn, activity and lifetime value scores as of the run date",
     )
+    Table(
+        "campaign_audiences", metadata, *_campaign_audience_columns(), *_run_columns(),
+        Index("ix_campaign_audiences_group", "campaign", "audience_group"),
+        comment="one row per campaign and qualifying customer as of the run date: treatment, control or "
+                "suppressed with the reason",
+    )
     return metadata
 
 
@@ -191,6 +213,14 @@ def database_metadata(schema: str | None) -> MetaData:
         *_segment_movement_columns(), *_run_columns(),
         Index("ix_segment_movement_history_as_of", "as_of"),
         comment="segment_movement of every published run date (a rerun or backfill replaces its date's rows)",
+    )
+    Table(
+        "campaign_audiences_history", metadata,
+        Column("as_of", Date, primary_key=True, comment="the run date the row describes (end of that day, UTC)"),
+        *_campaign_audience_columns(),
+        Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
+        comment="campaign_audiences of every published run date: who was contacted or held out, when "
+                "(a rerun or backfill replaces its date's rows)",
     )
     Table(
         SEGMENT_HISTORY, metadata,

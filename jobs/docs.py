@@ -33,6 +33,20 @@ def tables_markdown(metadata: MetaData, names: list[str]) -> str:
     return "\n".join(parts).rstrip()
 
 
+def campaign_fields_markdown() -> str:
+    """The fields of a campaign file: name, default, meaning."""
+    from models.campaigns import Campaign
+
+    rows = ["| field | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Campaign.model_fields.items():
+        if name == "name":
+            continue
+        default = "(required)" if field.is_required() else (
+            f"`{field.default_factory()}`" if field.default_factory else f"`{field.default}`")
+        rows.append(f"| `{name}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
 def sections() -> dict[str, str]:
     crm = database_metadata(None)
     return {
@@ -40,6 +54,7 @@ def sections() -> dict[str, str]:
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),
         "customer-features": registry.markdown(),
         "configuration": settings_reference(),
+        "campaign-fields": campaign_fields_markdown(),
     }
 
 

@@ -39,11 +39,12 @@ from jobs.spark import spark_session
 
 log = logging.getLogger(__name__)
 
-#: 3.0: a Parquet file next to each CSV, JSON Schemas in schemas/, the PII policy per dataset (export.pii),
+#: 3.1: campaign_audiences exported by default, and per campaign its treatment group alone in
+#: campaigns/<campaign>.csv|parquet (manifest entries with `campaign`). 3.0: a Parquet file next to each CSV, JSON Schemas in schemas/, the PII policy per dataset (export.pii),
 #: and `format` (plus `dataset`, `pii`, `schema` for data files) in each manifest entry; the schema files are
 #: listed there too. 2.1: customer_scores.csv added (its churn columns are empty while no churn model can be
 #: trained yet, its value columns while the shop has no repeat buyer); 2.0: customer_segments.csv columns changed.
-SCHEMA_VERSION = "3.0"
+SCHEMA_VERSION = "3.1"
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 SCHEMAS = "schemas"
@@ -57,6 +58,8 @@ LEFTOVER_MIN_AGE_SECONDS = 3600
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 #: The task whose success makes a run date's gold rows exportable (`crm export` checks the run log).
 QUALITY_GATE = "validate_gold"
+#: The dataset also written per campaign (its treatment group) in campaigns/.
+CAMPAIGNS = "campaign_audiences"
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> Path:
@@ -165,11 +168,30 @@ def write_dataset(lake: Lake, dataset: str, run_date: date, policy: Mapping[str,
     data = with_pii_policy(rows.toArrow(), policy)
     schema_file = f"{SCHEMAS}/{dataset}.schema.json"
     about = {"dataset": dataset, "pii": dict(policy), "schema": schema_file}
-    return {
+    files = {
         f"{dataset}.csv": {**write_csv(data, folder / f"{dataset}.csv"), "format": "csv", **about},
         f"{dataset}.parquet": {**write_parquet(data, folder / f"{dataset}.parquet"), "format": "parquet", **about},
         schema_file: write_json(dataset_schema(dataset, policy), folder / schema_file),
     }
+    if dataset == CAMPAIGNS:
+        files.update(write_campaign_files(data, folder, about))
+    return files
+
+
+def write_campaign_files(data: pa.Table, folder: Path, about: dict) -> dict[str, dict]:
+    """Per campaign, the customers to contact (its treatment group) in `campaigns/<campaign>.csv|parquet`:
+    what a marketing tool loads as the campaign's list. Every campaign of the night gets its files, even
+    with no one to contact."""
+    import pyarrow.compute as pc
+
+    (folder / "campaigns").mkdir(exist_ok=True)
+    files = {}
+    for campaign in sorted(set(data.column("campaign").to_pylist())):
+        rows = data.filter(pc.and_(pc.equal(data["campaign"], campaign), pc.equal(data["audience_group"], "treatment")))
+        for kind, writer in (("csv", write_csv), ("parquet", write_parquet)):
+            name = f"campaigns/{campaign}.{kind}"
+            files[name] = {**writer(rows, folder / name), "format": kind, **about, "campaign": campaign}
+    return files
 
 
 def contract_table(dataset: str) -> Table:
@@ -340,6 +362,8 @@ def manifest_schema() -> dict:
                     "pii": {"type": "object", "additionalProperties": {"enum": list(PII_POLICIES)},
                             "description": "PII policy applied, column -> policy; columns not listed are plain"},
                     "schema": {"type": "string", "description": "JSON Schema of one row, relative to the folder"},
+                    "campaign": {"type": "string", "description": "campaigns/<campaign>.*: the campaign whose "
+                                                                  "treatment group (whom to contact) the file holds"},
                 },
                 "required": ["format", "dataset", "rows", "columns", "sha256", "bytes", "pii", "schema"],
                 "additionalProperties": False,

@@ -41,6 +41,25 @@ def segment_counts(settings: Settings) -> dict[str, int]:
     return {segment: count for segment, count in sorted(rows, key=lambda row: -row[1])}
 
 
+def campaign_lines(settings: Settings) -> list[str]:
+    """Per campaign: whom to contact, held out and suppressed, from the CRM table `campaign_audiences`."""
+    table = crm_table(settings, "campaign_audiences")
+    with db.engine(settings.crm.db_url).connect() as connection:
+        rows = connection.execute(select(table.c.campaign, table.c.audience_group, func.count())
+                                  .group_by(table.c.campaign, table.c.audience_group)).all()
+    if not rows:
+        return [f"Campaigns: none qualified anyone (conf/{settings.campaigns.folder}/*.yaml)"]
+    groups: dict[str, dict[str, int]] = {}
+    for campaign, group, count in rows:
+        groups.setdefault(campaign, {})[group] = count
+    lines = ["Campaign audiences (CRM table campaign_audiences; exports campaigns/<campaign>.csv):",
+             f"  {'campaign':<22} {'contact':>8} {'control':>8} {'suppressed':>10}"]
+    for campaign, counts in sorted(groups.items()):
+        lines.append(f"  {campaign:<22} {counts.get('treatment', 0):>8,} {counts.get('control', 0):>8,} "
+                     f"{counts.get('suppressed', 0):>10,}")
+    return lines
+
+
 def score_lines(settings: Settings) -> list[str]:
     """Customers per churn risk band with their 12-month CLV, from the CRM table `customer_scores`."""
     table = crm_table(settings, "customer_scores")
@@ -107,6 +126,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
     for segment, customers in segments.items():
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
     lines += ["", *score_lines(settings)]
+    lines += ["", *campaign_lines(settings)]
     exports = settings.exports_dir / run_date.isoformat()
     lines += [
         "",

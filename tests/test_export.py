@@ -87,7 +87,20 @@ def profile_rows(as_of: date, run_id: str) -> list[dict]:
     ]
 
 
-GOLD = {"customer_segments": segment_rows, "customer_scores": score_rows, "customer_profile": profile_rows}
+def campaign_rows(as_of: date, run_id: str) -> list[dict]:
+    common = {"as_of": as_of, "run_id": run_id, "channel": "email"}
+    return [
+        {**common, "campaign": "win_back", "customer_id": 1, "audience_group": "treatment", "suppression_reason": None,
+         "audience_rank": 1, "offer": "WINBACK15"},
+        {**common, "campaign": "win_back", "customer_id": 2, "audience_group": "suppressed",
+         "suppression_reason": "unsubscribed", "audience_rank": None, "offer": "WINBACK15"},
+        {**common, "campaign": "vip", "customer_id": 3, "audience_group": "control", "suppression_reason": None,
+         "audience_rank": 1, "offer": None},
+    ]
+
+
+GOLD = {"customer_segments": segment_rows, "customer_scores": score_rows, "customer_profile": profile_rows,
+        "campaign_audiences": campaign_rows}
 
 
 def write_gold(spark, settings, dates: list[date]) -> None:
@@ -163,8 +176,7 @@ def assert_complete(folder: Path) -> dict:
 # ---- tests -------------------------------------------------------------------------------------------
 
 def test_an_export_writes_csv_and_parquet_with_the_same_rows_a_valid_manifest_and_the_pii_policy(spark, tmp_path):
-    settings = settings_in(tmp_path, datasets=["customer_segments", "customer_scores", "customer_profile"],
-                           pii={"customer_profile": PROFILE_PII})
+    settings = settings_in(tmp_path, datasets=list(GOLD), pii={"customer_profile": PROFILE_PII})
     write_gold(spark, settings, [D1])
 
     folder = export.run(D1, settings, "run-1")
@@ -173,12 +185,21 @@ def test_an_export_writes_csv_and_parquet_with_the_same_rows_a_valid_manifest_an
     assert (settings.exports_dir / "latest").resolve() == folder.resolve()
     manifest = assert_complete(folder)
     validator(json.loads((folder / export.MANIFEST_SCHEMA).read_text(encoding="utf-8"))).validate(manifest)
-    assert manifest["schema_version"] == export.SCHEMA_VERSION == "3.0"
+    assert manifest["schema_version"] == export.SCHEMA_VERSION == "3.1"
     assert (manifest["run_id"], manifest["run_date"]) == ("run-1", D1.isoformat())
     assert sorted(manifest["files"]) == sorted(
         [export.MANIFEST_SCHEMA]
         + [f"{dataset}.{kind}" for dataset in GOLD for kind in ("csv", "parquet")]
+        + [f"campaigns/{campaign}.{kind}" for campaign in ("vip", "win_back") for kind in ("csv", "parquet")]
         + [f"schemas/{dataset}.schema.json" for dataset in GOLD])
+    # Per campaign its treatment group alone, the list a marketing tool loads (vip has only a control).
+    for campaign, customers in (("win_back", [1]), ("vip", [])):
+        for kind in ("csv", "parquet"):
+            entry = manifest["files"][f"campaigns/{campaign}.{kind}"]
+            assert (entry["campaign"], entry["dataset"], entry["rows"]) == (campaign, "campaign_audiences", len(customers))
+        rows = parquet_rows(folder / "campaigns" / f"{campaign}.parquet")
+        assert [row["customer_id"] for row in rows] == customers
+        assert csv_rows(folder / "campaigns" / f"{campaign}.csv", schema_of(folder, "campaign_audiences")) == rows
 
     for dataset, rows in GOLD.items():
         schema = schema_of(folder, dataset)
@@ -395,7 +416,8 @@ def test_crm_export_writes_a_date_again_from_gold_with_a_changed_pii_policy_and_
 def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night_to_run(spark, tmp_path, monkeypatch):
     empty = crm_export(monkeypatch, tmp_path)
     assert empty.exit_code == 1
-    assert "error: gold holds no run date of customer_segments, customer_scores (export.datasets)" in empty.stderr
+    assert ("error: gold holds no run date of customer_segments, customer_scores, campaign_audiences "
+            "(export.datasets)") in empty.stderr
     assert "crm run --date YYYY-MM-DD" in empty.stderr
 
     settings = settings_in(tmp_path)
@@ -408,7 +430,7 @@ def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night
     passed_the_gate(settings, D1)
     missing = crm_export(monkeypatch, tmp_path, "--date", D3.isoformat())
     assert missing.exit_code == 1
-    assert (f"error: gold holds no rows of customer_segments, customer_scores for {D3}; "
+    assert (f"error: gold holds no rows of customer_segments, customer_scores, campaign_audiences for {D3}; "
             f"run the night for it first: crm run --date {D3}") in missing.stderr
     assert "Traceback" not in missing.output
 
@@ -418,6 +440,7 @@ def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night
                                                      "customer_segments", {"as_of": D1})
     mixed = crm_export(monkeypatch, tmp_path, "--date", D1.isoformat())
     assert mixed.exit_code == 1
-    assert (f"gold rows for {D1} come from 2 runs (customer_segments: run-unfinished; customer_scores: run-{D1}): "
+    assert (f"gold rows for {D1} come from 2 runs (customer_segments: run-unfinished; customer_scores: run-{D1}; "
+            f"campaign_audiences: run-{D1}): "
             f"a night for {D1} did not finish; run it again: crm run --date {D1}") in mixed.stderr
     assert not settings.exports_dir.exists()

@@ -208,9 +208,12 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
     from jobs.export import SCHEMA_VERSION
 
     assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"] == SCHEMA_VERSION
-    datasets = ("customer_segments", "customer_scores")
+    datasets = ("customer_segments", "customer_scores", "campaign_audiences")
+    campaigns = sorted({row["campaign"] for row in crm_rows(nightly_runs["sqlite"], "campaign_audiences", "campaign")})
+    assert campaigns, "no campaign qualified anyone on the test shop"
     assert sorted(manifest["files"]) == sorted(
         [f"{dataset}.{kind}" for dataset in datasets for kind in ("csv", "parquet")]
+        + [f"campaigns/{campaign}.{kind}" for campaign in campaigns for kind in ("csv", "parquet")]
         + [f"schemas/{name}.schema.json" for name in ("manifest", *datasets)])
     on_disk = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
     assert on_disk == {*manifest["files"], "manifest.json", "_SUCCESS"}
@@ -228,6 +231,40 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
         assert pq.read_table(folder / f"{dataset}.parquet").column_names == columns_of(dataset)
         assert pq.read_metadata(folder / f"{dataset}.parquet").num_rows == rows
     assert not [path for path in exports.iterdir() if path.name.startswith(".")]
+
+
+def test_each_campaign_goes_from_its_yaml_to_its_export_file(nightly_runs, spark):
+    """The shipped conf/campaigns/*.yaml, through the night: every customer the audience condition selects
+    is in the campaign's rows (contacted, held out or suppressed with a reason), no one else; its export
+    file holds exactly the treatment group; the control group is about its share."""
+    import csv as csv_module
+
+    from jobs.campaigns import customer_view
+    from jobs.lake import Lake
+    from models.campaigns import load_campaigns
+
+    run = nightly_runs["sqlite"]
+    settings = settings_of(run)
+    view = customer_view(Lake(spark, settings.lake_dir), RUN_DATE)
+    rows = crm_rows(run, "campaign_audiences", "campaign, customer_id")
+    folder = settings.exports_dir / RUN_DATE.isoformat()
+    contacted: set[int] = set()
+    for campaign in load_campaigns(settings.conf_dir / settings.campaigns.folder):
+        mine = [row for row in rows if row["campaign"] == campaign.name]
+        selected = {row.customer_id for row in view.where(campaign.audience).select("customer_id").collect()}
+        assert {row["customer_id"] for row in mine} == selected, campaign.name
+        assert all((row["suppression_reason"] is None) == (row["audience_group"] != "suppressed") for row in mine)
+        treatment = {row["customer_id"] for row in mine if row["audience_group"] == "treatment"}
+        assert not treatment & contacted, f"{campaign.name}: a customer in two campaigns on one night"
+        contacted |= treatment | {row["customer_id"] for row in mine if row["audience_group"] == "control"}
+        if not mine:
+            continue
+        with (folder / "campaigns" / f"{campaign.name}.csv").open(encoding="utf-8", newline="") as handle:
+            exported = list(csv_module.DictReader(handle))
+        assert {int(row["customer_id"]) for row in exported} == treatment, campaign.name
+        assert {(row["audience_group"], row["channel"], row["offer"]) for row in exported} <= {
+            ("treatment", campaign.channel, campaign.offer or "")}
+    assert {row["audience_group"] for row in rows} >= {"treatment", "suppressed"}
 
 
 def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightly_runs, spark):

@@ -1,0 +1,95 @@
+"""campaigns: gold scores and segments -> the run date's campaign audiences (`gold/campaign_audiences`).
+
+Reads the campaigns of `conf/campaigns/` (`campaigns.folder`), checks each one's expressions against the
+customer view before anything is written, and writes, for every campaign, its eligible customers with
+their group (treatment, control, suppressed) and reason (models/campaigns.py). "Contacted recently" looks
+only at earlier run dates in gold, so a rerun of a date writes the same audiences.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.config import Settings
+from jobs.crm_schema import columns_of
+from jobs.lake import Lake
+from jobs.spark import spark_session
+from models.campaigns import Campaign, Suppression, audiences, check_expressions, load_campaigns
+
+log = logging.getLogger(__name__)
+
+TABLE = "campaign_audiences"
+
+
+def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, int]]:
+    """Write the run date's audiences; returns per campaign the customers per group."""
+    folder = settings.conf_dir / settings.campaigns.folder
+    campaigns = load_campaigns(folder)
+    with spark_session(settings, "campaigns") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        view = customer_view(lake, run_date).cache()
+        for campaign in campaigns:
+            check_expressions(campaign, view, str(folder / f"{campaign.name}.yaml"))
+        recent = contacted_recently(lake, run_date, settings.campaigns.cooldown_days)
+        result = audiences(view, campaigns, Suppression(contacted_recently=recent))
+        if result is None:
+            log.warning("no enabled campaign in %s: campaign_audiences for %s is empty", folder, run_date)
+            result = spark.createDataFrame([], lake.read_schema_of("gold", TABLE) if False else _empty_schema(spark))
+        rows = result.withColumns({"as_of": F.lit(run_date), "run_id": F.lit(run_id)}).select(*columns_of(TABLE))
+        lake.replace_partition(rows, "gold", TABLE, {"as_of": run_date}, evolve=True)
+        written = lake.read("gold", TABLE).where(F.col("as_of") == F.lit(run_date))
+        counts: dict[str, dict[str, int]] = {campaign.name: {} for campaign in campaigns}
+        for row in written.groupBy("campaign", "audience_group").count().collect():
+            counts[row["campaign"]][row["audience_group"]] = row["count"]
+    for name, groups in counts.items():
+        log.info("campaign %s for %s: %s", name, run_date, groups)
+    return counts
+
+
+def _empty_schema(spark):
+    from jobs.types import spark_type
+    from jobs.crm_schema import crm_metadata
+    from pyspark.sql.types import StructField, StructType
+
+    table = crm_metadata(None).tables[TABLE]
+    return StructType([StructField(c.name, spark_type(c.type), True) for c in table.columns
+                       if c.name not in ("as_of", "run_id")])
+
+
+def customer_view(lake: Lake, run_date: date) -> DataFrame:
+    """One row per customer as of `run_date`: what a campaign's `audience` and `order_by` may use.
+
+    The customer features, the segment (with `segment_since`), the scores, consent and language from the
+    profile, `has_email`, `clv_12m_rank` (the customer's percentile of clv_12m among the scored, 0-1) and
+    `run_date` itself (for conditions such as `next_order_date <= date_add(run_date, 14)`). No personal
+    data: a campaign selects on behaviour, the export adds the contact.
+    """
+    day = F.col("as_of") == F.lit(run_date)
+    features = lake.read("gold", "customer_features").where(day).drop("as_of", "run_id")
+    segments = lake.read("gold", "customer_segments").where(day).select(
+        "customer_id", "segment", "previous_segment", F.col("changed_at").alias("segment_since"), "rfm_code",
+        "r_score", "f_score", "m_score", "cluster_id")
+    scores = lake.read("gold", "customer_scores").where(day).select(
+        "customer_id", "churn_probability", "churn_risk", "p_alive", "expected_orders_30d", "expected_orders_90d",
+        "expected_orders_365d", "expected_order_value", "clv_12m", "next_order_date")
+    profile = lake.read("gold", "customer_profile").where(day).select(
+        "customer_id", "language", "country", "accepts_marketing", F.col("email").isNotNull().alias("has_email"),
+        "registered_at")
+    ranks = scores.where(F.col("clv_12m").isNotNull()).select(
+        "customer_id", F.percent_rank().over(Window.orderBy("clv_12m")).alias("clv_12m_rank"))
+    return (features.join(segments, "customer_id", "left").join(scores, "customer_id", "left")
+            .join(profile, "customer_id", "left").join(ranks, "customer_id", "left")
+            .withColumn("run_date", F.lit(run_date)))
+
+
+def contacted_recently(lake: Lake, run_date: date, cooldown_days: int) -> DataFrame:
+    """Customers in the treatment group of any campaign on a run date within `cooldown_days` before `run_date`."""
+    if cooldown_days == 0 or not lake.exists("gold", TABLE):
+        return lake.spark.createDataFrame([], "customer_id long")
+    return (lake.read("gold", TABLE)
+            .where(F.col("as_of").between(F.lit(run_date - timedelta(days=cooldown_days)), F.lit(run_date - timedelta(days=1)))
+                   & (F.col("audience_group") == "treatment"))
+            .select("customer_id").distinct())
