@@ -93,3 +93,26 @@ def contacted_recently(lake: Lake, run_date: date, cooldown_days: int) -> DataFr
             .where(F.col("as_of").between(F.lit(run_date - timedelta(days=cooldown_days)), F.lit(run_date - timedelta(days=1)))
                    & (F.col("audience_group") == "treatment"))
             .select("customer_id").distinct())
+
+
+def preview(settings: Settings, run_date: date | None = None) -> list[str]:
+    """`crm campaigns`: each enabled campaign checked against the customer view of `run_date` (default: the
+    newest run date gold holds) and how many customers its condition selects; nothing is written."""
+    folder = settings.conf_dir / settings.campaigns.folder
+    campaigns = load_campaigns(folder)
+    with spark_session(settings, "campaigns") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        if not lake.exists("gold", "customer_scores"):
+            raise ValueError(f"no gold customer view in {settings.lake_dir / 'gold'} to check the campaigns against; "
+                             "run a night first: crm run --date YYYY-MM-DD")
+        day = run_date or lake.read("gold", "customer_scores").agg(F.max("as_of")).first()[0]
+        view = customer_view(lake, day).cache()
+        lines = [f"{len(campaigns)} campaign(s) in {folder}, checked against the customer view of {day} "
+                 f"({view.count():,} customers):"]
+        for campaign in campaigns:
+            check_expressions(campaign, view, str(folder / f"{campaign.name}.yaml"))
+            selected = view.where(F.expr(campaign.audience)).count()
+            cap = f", at most {campaign.max_audience:,}" if campaign.max_audience else ""
+            lines.append(f"  {campaign.priority:>4}  {campaign.name:<24} {selected:>8,} selected{cap}, "
+                         f"{campaign.channel}, control {campaign.control_share:.0%}: {campaign.description}")
+    return lines

@@ -374,6 +374,26 @@ def db_roles_command(ctx, analyst, writer):
     _guarded(ctx, work)
 
 
+@main.command("campaigns")
+@click.option("--date", "run_date", type=DATE, default=None,
+              help="Check the conditions against this run date's gold customer view (default: the newest in gold).")
+@click.pass_context
+def campaigns_command(ctx, run_date):
+    """Check the campaign files (conf/campaigns/*.yaml) and show whom each would select, without writing.
+
+    Every file is read and checked (fields, then its Spark SQL against the customer view of a run date in
+    gold); a bad one is named with its field, exit 1. For each campaign: customers who meet the condition.
+    """
+    def work():
+        from jobs import campaigns
+
+        settings = load_config()
+        for line in campaigns.preview(settings, run_date):
+            click.echo(line)
+
+    _guarded(ctx, work)
+
+
 @main.command("db-upgrade")
 @click.option("--revision", default="head", show_default=True, help="Revision to migrate to (see jobs/migrations/versions/).")
 @click.option("--sql", "as_sql", is_flag=True, help="Print the SQL that builds the schema from nothing, without connecting.")
