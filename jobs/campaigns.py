@@ -14,9 +14,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
-from jobs.crm_schema import columns_of
+from jobs.crm_schema import columns_of, crm_metadata
 from jobs.lake import Lake
 from jobs.spark import spark_session
+from jobs.types import canonical_schema
 from models.campaigns import Campaign, Suppression, audiences, check_expressions, load_campaigns
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         result = audiences(view, campaigns, Suppression(contacted_recently=recent))
         if result is None:
             log.warning("no enabled campaign in %s: campaign_audiences for %s is empty", folder, run_date)
-            result = spark.createDataFrame([], lake.read_schema_of("gold", TABLE) if False else _empty_schema(spark))
+            result = spark.createDataFrame([], canonical_schema(crm_metadata(None).tables[TABLE]))
         rows = result.withColumns({"as_of": F.lit(run_date), "run_id": F.lit(run_id)}).select(*columns_of(TABLE))
         lake.replace_partition(rows, "gold", TABLE, {"as_of": run_date}, evolve=True)
         written = lake.read("gold", TABLE).where(F.col("as_of") == F.lit(run_date))
@@ -47,16 +48,6 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     for name, groups in counts.items():
         log.info("campaign %s for %s: %s", name, run_date, groups)
     return counts
-
-
-def _empty_schema(spark):
-    from jobs.types import spark_type
-    from jobs.crm_schema import crm_metadata
-    from pyspark.sql.types import StructField, StructType
-
-    table = crm_metadata(None).tables[TABLE]
-    return StructType([StructField(c.name, spark_type(c.type), True) for c in table.columns
-                       if c.name not in ("as_of", "run_id")])
 
 
 def customer_view(lake: Lake, run_date: date) -> DataFrame:
