@@ -11,8 +11,12 @@ date's partition, and hands data to the next task through the Delta lake, so any
 behavioural clusters, customer profiles: gold/customer_segments, customer_clusters, customer_profile,
 segment_summary, segment_movement) and, beside it, `predict` (churn probability with reasons from the
 MLflow `champion` model, P(alive), expected orders, 12-month CLV with its interval, next order date:
-gold/customer_scores) → `campaigns` (the audiences of `conf/campaigns/*.yaml`: treatment, control and
-suppressed customers per campaign, gold/campaign_audiences) →
+gold/customer_scores), and after them `recommend` (ALS product recommendations and category propensity:
+gold/recommendations, category_propensity), `insights` (review sentiment and aspects, alerts, inquiry
+triage, satisfaction: gold/review_insights, review_alerts, inquiry_triage, customer_satisfaction), `offers`
+(coupons by uplift within a budget: gold/coupon_offers), then `campaigns` (the audiences of
+`conf/campaigns/*.yaml` over all of that: treatment, control and suppressed customers per campaign,
+gold/campaign_audiences) →
 `validate_gold` → `publish` (CRM tables, one transaction), `export` (files for marketing,
 `exports/<run_date>/`) and `report` (the run report, `reports/<run_date>/index.html`: segments and their
 movement, score distributions, CLV by segment, churn calibration, data quality, biggest changes).
@@ -120,6 +124,21 @@ def crm_nightly():
         return run_job("predict", context)
 
     @task
+    def recommend(**context):
+        """ALS recommendations with a popularity fallback, category propensity (`gold/recommendations`, `category_propensity`)."""
+        return run_job("recommend", context)
+
+    @task
+    def insights(**context):
+        """Review sentiment, aspects and alerts; inquiry triage; satisfaction (`gold/review_*`, `inquiry_triage`, `customer_satisfaction`)."""
+        return run_job("insights", context)
+
+    @task
+    def offers(**context):
+        """Coupon offers by uplift from past randomised coupon campaigns, within the budget (`gold/coupon_offers`)."""
+        return run_job("offers", context)
+
+    @task
     def campaigns(**context):
         """Campaign audiences from conf/campaigns/*.yaml: treatment, control, suppressed with reason (`gold/campaign_audiences`)."""
         return run_job("campaigns", context)
@@ -146,7 +165,12 @@ def crm_nightly():
 
     gold = extract() >> validate_bronze() >> clean() >> validate_silver() >> features()
     checked = validate_gold()
-    gold >> [score(), predict()] >> campaigns() >> checked
+    scored, predicted, recommended, targeted = score(), predict(), recommend(), campaigns()
+    gold >> [scored, predicted, recommended]
+    # Insights and offers read tonight's CLV and scores; campaigns select on everything the night computed.
+    valued = [insights(), offers()]
+    predicted >> valued
+    [scored, recommended, *valued] >> targeted >> checked
     checked >> [publish(), export(), report()]
 
 

@@ -17,9 +17,11 @@ from jobs.crm_schema import columns_of
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
 from models.campaigns import GROUPS, SUPPRESSION_REASONS
 from models.rfm import SCORE_RANGE
+from models.triage import TOPICS, URGENCIES
 
 TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile", "customer_scores",
-                           "campaign_audiences")
+                           "review_insights", "review_alerts", "inquiry_triage", "customer_satisfaction",
+                           "coupon_offers", "category_propensity", "recommendations", "campaign_audiences")
 
 
 def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
@@ -71,6 +73,56 @@ def expectations(table: str) -> list[gxe.Expectation]:
                                                         severity=CRITICAL,
                                                         description="an interval's upper end is not below its lower end"),
         ],
+        # The insight and targeting tables may be empty on a young shop (the job says why): no row-count rules.
+        "review_insights": [
+            *_columns_written("review_insights", "jobs/insights.py"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["product_id", "aspect"], severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeBetween(column="avg_rating", min_value=1, max_value=5, severity=CRITICAL),
+            *_between("sentiment_score", -1, 1), *_between("negative_share", 0, 1),
+            gxe.ExpectColumnValuesToBeBetween(column="reviews", min_value=1, severity=CRITICAL),
+        ],
+        "review_alerts": [
+            *_columns_written("review_alerts", "jobs/insights.py"),
+            gxe.ExpectColumnValuesToBeUnique(column="review_id", severity=CRITICAL),
+            *_between("sentiment_score", -1, 0, "an alert is a negative review"),
+            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=1, max_value=5, severity=CRITICAL),
+        ],
+        "inquiry_triage": [
+            *_columns_written("inquiry_triage", "jobs/insights.py"),
+            gxe.ExpectColumnValuesToBeUnique(column="inquiry_id", severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeInSet(column="topic", value_set=list(TOPICS), severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeInSet(column="urgency", value_set=list(URGENCIES), severity=CRITICAL),
+            *_between("topic_probability", 0, 1),
+            gxe.ExpectColumnValuesToBeBetween(column="resolution_hours", min_value=0, severity=CRITICAL),
+        ],
+        "customer_satisfaction": [
+            *_columns_written("customer_satisfaction", "jobs/insights.py"),
+            gxe.ExpectColumnValuesToBeUnique(column="customer_id", severity=CRITICAL),
+            *_between("satisfaction_score", -1, 1),
+            gxe.ExpectColumnValuesToNotBeNull(column="satisfaction_score", severity=CRITICAL),
+        ],
+        "coupon_offers": [
+            *_columns_written("coupon_offers", "jobs/offers.py"),
+            gxe.ExpectColumnValuesToBeUnique(column="customer_id", severity=CRITICAL,
+                                             description="at most one coupon per customer and night"),
+            *_between("expected_uplift", 0, 1),
+            gxe.ExpectColumnValuesToBeBetween(column="expected_cost", min_value=0, severity=CRITICAL),
+        ],
+        "category_propensity": [
+            *_columns_written("category_propensity", "jobs/recommend.py"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "rank"], severity=CRITICAL),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "category"], severity=CRITICAL),
+            *_between("probability", 0, 1),
+        ],
+        "recommendations": [
+            *_columns_written("recommendations", "jobs/recommend.py"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "rank"], severity=CRITICAL),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "product_id"], severity=CRITICAL,
+                                                description="a product is recommended to a customer once"),
+            gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=["similar_customers", "popular"],
+                                            severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeBetween(column="rank", min_value=1, severity=CRITICAL),
+        ],
         # A night with no enabled campaign writes an empty partition: no row-count rule here.
         "campaign_audiences": [
             gxe.ExpectTableColumnsToMatchSet(column_set=columns_of("campaign_audiences"), exact_match=True,
@@ -84,6 +136,16 @@ def expectations(table: str) -> list[gxe.Expectation]:
         ],
     }
     return rules[table]
+
+
+def _columns_written(table: str, job: str) -> list[gxe.Expectation]:
+    return [gxe.ExpectTableColumnsToMatchSet(column_set=columns_of(table), exact_match=True, severity=CRITICAL,
+                                             description=f"the columns `{job}` writes")]
+
+
+def _between(column: str, low: float, high: float, description: str | None = None) -> list[gxe.Expectation]:
+    return [gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high, severity=CRITICAL,
+                                              description=description)]
 
 
 def _one_row_per_customer() -> list[gxe.Expectation]:

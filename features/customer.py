@@ -103,7 +103,17 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         "avg_rating",
         F.coalesce("inquiry_count", zero).cast("int").alias("inquiry_count"),
         F.coalesce("open_inquiries", zero).cast("int").alias("open_inquiries"),
+        satisfaction_score().alias("satisfaction_score"),
     )
+
+
+def satisfaction_score() -> Column:
+    """Mean of the parts a customer has: stars ((avg_rating - 3) / 2, -1 to 1) and inquiries (minus the
+    share still open at as_of, -1 to 0); null with neither. Point in time, so the churn model can learn it."""
+    stars = (F.col("avg_rating") - 3) / 2
+    inquiries = -F.col("open_inquiries") / F.col("inquiry_count")
+    return (F.when(stars.isNotNull() & inquiries.isNotNull(), F.round((stars + inquiries) / 2, 4))
+            .otherwise(F.round(F.coalesce(stars, inquiries), 4)).cast("double"))
 
 
 def _purchase_summary(purchases: DataFrame, as_of: date) -> DataFrame:

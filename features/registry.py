@@ -64,6 +64,11 @@ FEATURES: tuple[Feature, ...] = (
             label="average review rating"),
     Feature("inquiry_count", "support inquiries opened", "int", "inquiries", label="support inquiries"),
     Feature("open_inquiries", "inquiries not resolved at as_of", "int", "inquiries", label="open support inquiries"),
+    Feature("satisfaction_score",
+            "how satisfied the customer seems, -1 to 1: the mean of (avg_rating - 3) / 2 and minus the share of "
+            "their inquiries still open, of the parts they have; null with neither reviews nor inquiries "
+            "(the star-rating form of customer_satisfaction, which reads the texts)", "double", "score (-1 to 1)",
+            label="satisfaction"),
 )
 
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

@@ -15,14 +15,15 @@ from jobs import runlog
 from jobs.config import load_config
 from jobs.rundate import business_date
 
-NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "predict", "campaigns", "publish", "export",
-                "report")
+NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "predict", "recommend", "insights", "offers",
+                "campaigns", "publish", "export", "report")
 #: Every job a task may run: the night's, and the training DAG's.
 JOBS = (*NIGHTLY_JOBS, "train")
 #: The night in order: (job, its options); `validate` is the quality gate of the layer just written.
 NIGHTLY_STEPS: tuple[tuple[str, dict[str, str]], ...] = (
     ("extract", {}), ("validate", {"layer": "bronze"}), ("clean", {}), ("validate", {"layer": "silver"}),
-    ("features", {}), ("score", {}), ("predict", {}), ("campaigns", {}), ("validate", {"layer": "gold"}), ("publish", {}),
+    ("features", {}), ("score", {}), ("predict", {}), ("recommend", {}), ("insights", {}),
+    ("offers", {}), ("campaigns", {}), ("validate", {"layer": "gold"}), ("publish", {}),
     ("export", {}), ("report", {}),
 )
 

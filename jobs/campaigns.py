@@ -14,10 +14,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
-from jobs.crm_schema import columns_of, crm_metadata
 from jobs.lake import Lake
 from jobs.spark import spark_session
-from jobs.types import canonical_schema
+from jobs.types import gold_rows, no_gold_rows
 from models.campaigns import Campaign, Suppression, audiences, check_expressions, load_campaigns
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         result = audiences(view, campaigns, Suppression(contacted_recently=recent))
         if result is None:
             log.warning("no enabled campaign in %s: campaign_audiences for %s is empty", folder, run_date)
-            result = spark.createDataFrame([], canonical_schema(crm_metadata(None).tables[TABLE]))
-        rows = result.withColumns({"as_of": F.lit(run_date), "run_id": F.lit(run_id)}).select(*columns_of(TABLE))
+            result = no_gold_rows(spark, TABLE)
+        rows = gold_rows(result, TABLE, run_date, run_id)
         lake.replace_partition(rows, "gold", TABLE, {"as_of": run_date}, evolve=True)
         written = lake.read("gold", TABLE).where(F.col("as_of") == F.lit(run_date))
         counts: dict[str, dict[str, int]] = {campaign.name: {} for campaign in campaigns}
@@ -55,8 +54,10 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
 
     The customer features, the segment (with `segment_since`), the scores, consent and language from the
     profile, `has_email`, `clv_12m_rank` (the customer's percentile of clv_12m among the scored, 0-1) and
-    `run_date` itself (for conditions such as `next_order_date <= date_add(run_date, 14)`). No personal
-    data: a campaign selects on behaviour, the export adds the contact.
+    `run_date` itself (for conditions such as `next_order_date <= date_add(run_date, 14)`), and from the
+    night's other models `satisfaction_score`, `likely_category` (with `likely_category_probability`) and
+    `offered_coupon` (with its `expected_uplift`). No personal data: a campaign selects on behaviour, the
+    export adds the contact.
     """
     day = F.col("as_of") == F.lit(run_date)
     features = lake.read("gold", "customer_features").where(day).drop("as_of", "run_id")
@@ -71,9 +72,16 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
         "registered_at")
     ranks = scores.where(F.col("clv_12m").isNotNull()).select(
         "customer_id", F.percent_rank().over(Window.orderBy("clv_12m")).alias("clv_12m_rank"))
-    return (features.join(segments, "customer_id", "left").join(scores, "customer_id", "left")
-            .join(profile, "customer_id", "left").join(ranks, "customer_id", "left")
-            .withColumn("run_date", F.lit(run_date)))
+    satisfaction = lake.read("gold", "customer_satisfaction").where(day).select("customer_id", "satisfaction_score")
+    likely = lake.read("gold", "category_propensity").where(day & (F.col("rank") == 1)).select(
+        "customer_id", F.col("category").alias("likely_category"),
+        F.col("probability").alias("likely_category_probability"))
+    offers = lake.read("gold", "coupon_offers").where(day).select(
+        "customer_id", F.col("coupon").alias("offered_coupon"), "expected_uplift")
+    view = features
+    for part in (segments, scores, profile, ranks, satisfaction, likely, offers):
+        view = view.join(part, "customer_id", "left")
+    return view.withColumn("run_date", F.lit(run_date))
 
 
 def contacted_recently(lake: Lake, run_date: date, cooldown_days: int) -> DataFrame:

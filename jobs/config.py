@@ -231,6 +231,49 @@ class CampaignSettings(_Section):
                                                  "campaign for this many days after (0: never)")
 
 
+class InsightSettings(_Section):
+    """Review sentiment and aspects, inquiry triage, satisfaction (models/reviews.py, models/triage.py)."""
+
+    aspects_file: str = Field(description="keyword table of review aspects (en and zh), relative to conf/")
+    triage_file: str = Field(description="keyword table of inquiry topics and urgency (en and zh), relative to conf/")
+    holdout_share: float = Field(gt=0, lt=1, description="share of reviews (and inquiries) held out to evaluate the text models")
+    max_training_rows: int = Field(gt=0, description="most rows a text model is fitted on (a fixed hash sample beyond that)")
+    alert_days: int = Field(gt=0, description="a negative review this recent (days before the run date) can raise an alert")
+    alert_clv_quantile: float = Field(gt=0, lt=1, description="alerts are for customers at or above this quantile of clv_12m")
+    stale_inquiry_hours: float = Field(gt=0, description="an inquiry open longer than this is urgent, whatever its topic")
+    seed: int = Field(description="random seed of the holdout split and the model fits")
+
+
+class UpliftSettings(_Section):
+    """Coupon targeting by uplift from the shop's past randomised coupon campaigns (models/uplift.py)."""
+
+    method: Literal["two_model", "class_transformation"] = Field(description="uplift model: two classifiers "
+                                                                              "(treated, control) or one on the transformed class")
+    algorithm: Literal["logistic_regression", "hist_gradient_boosting"] = Field(
+        description="classifier inside the uplift model (gradient boosting overfits the few thousand customers of a small shop)")
+    budget: float = Field(ge=0, description="most expected discount cost of the offers of one run, shop currency")
+    min_expected_uplift: float = Field(ge=0, le=1, description="a customer is offered a coupon only above this "
+                                                               "increase in P(order in the coupon window)")
+    holdout_share: float = Field(gt=0, lt=1, description="share of past campaign customers held out for the Qini evaluation")
+    seed: int = Field(description="random seed of the holdout split and the model fits")
+
+
+class RecommendSettings(_Section):
+    """Product recommendations (Spark MLlib ALS, implicit feedback) and category propensity (models/recommend.py,
+    models/propensity.py)."""
+
+    top_n: int = Field(gt=0, description="recommendations per customer")
+    rank: int = Field(gt=0, description="ALS latent factors")
+    max_iter: int = Field(gt=0, description="ALS iterations")
+    reg_param: float = Field(ge=0, description="ALS regularisation")
+    alpha: float = Field(gt=0, description="ALS implicit-feedback confidence scale")
+    exclude_bought: bool = Field(description="leave out products the customer already bought")
+    popularity_days: int = Field(gt=0, description="the popularity fallback ranks products by their order lines in the last N days")
+    holdout_days: int = Field(gt=0, description="time-split evaluation: the last N days before the run date are the holdout")
+    top_categories: int = Field(gt=0, description="categories per customer in category_propensity")
+    seed: int = Field(description="random seed of ALS and the propensity model")
+
+
 class AirflowSettings(_Section):
     """How `crm run` drives Airflow."""
 
@@ -256,6 +299,9 @@ class Settings(_Section):
     mlflow: MlflowSettings
     export: ExportSettings
     campaigns: CampaignSettings
+    insights: InsightSettings
+    uplift: UpliftSettings
+    recommend: RecommendSettings
     airflow: AirflowSettings
 
     @property

@@ -192,6 +192,111 @@ def crm_metadata(schema: str | None) -> MetaData:
         comment="one row per campaign and qualifying customer as of the run date: treatment, control or "
                 "suppressed with the reason",
     )
+    Table(
+        "review_insights",
+        metadata,
+        Column("product_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop products.id"),
+        Column("aspect", String(20), primary_key=True,
+               comment="'all' for the product's reviews as a whole, else an aspect of conf/aspects.yaml "
+                       "(delivery, quality, price, size_fit, service) and the reviews that mention it"),
+        Column("category", String(60), comment="the product's category"),
+        Column("reviews", Integer, nullable=False, comment="reviews up to as_of (that mention the aspect)"),
+        Column("avg_rating", Float, nullable=False, comment="mean stars of those reviews, 1-5"),
+        Column("sentiment_score", Float, nullable=False,
+               comment="mean of P(positive) - P(negative) by the sentiment model, -1 to 1"),
+        Column("negative_share", Float, nullable=False, comment="share of those reviews the model reads as negative, 0-1"),
+        *_run_columns(),
+        comment="one row per reviewed product and aspect: what customers say about it, as of the run date",
+    )
+    Table(
+        "review_alerts",
+        metadata,
+        Column("review_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop reviews.id"),
+        Column("customer_id", BigInteger, nullable=False, comment="-> shop customers.id"),
+        Column("product_id", BigInteger, nullable=False, comment="-> shop products.id"),
+        Column("reviewed_at", DateTime, nullable=False, comment="when the review was written (UTC)"),
+        Column("rating", SmallInteger, nullable=False, comment="stars, 1-5"),
+        Column("sentiment_score", Float, nullable=False, comment="P(positive) - P(negative), -1 to 1"),
+        Column("aspects", String(200), comment="aspects the review mentions, comma-separated; null: none"),
+        Column("clv_12m", MONEY, nullable=False, comment="the customer's 12-month CLV (customer_scores), shop currency"),
+        *_run_columns(),
+        Index("ix_review_alerts_customer", "customer_id"),
+        comment="one row per negative review of the last insights.alert_days days by a customer in the top "
+                "CLV band (insights.alert_clv_quantile): whom to call back first",
+    )
+    Table(
+        "inquiry_triage",
+        metadata,
+        Column("inquiry_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop inquiries.id"),
+        Column("customer_id", BigInteger, comment="-> shop customers.id"),
+        Column("channel", String(20), comment="email, chat or phone"),
+        Column("status", String(20), comment="open, pending or resolved"),
+        Column("topic", String(20), nullable=False,
+               comment="shipping, return_refund, product_question, payment or complaint (the triage model)"),
+        Column("topic_probability", Float, nullable=False, comment="the model's probability of that topic, 0-1"),
+        Column("urgency", String(10), nullable=False, comment="high, normal or low"),
+        Column("created_at", DateTime, comment="when the inquiry was opened (UTC)"),
+        Column("resolved_at", DateTime, comment="when it was resolved (UTC); null while open"),
+        Column("resolution_hours", Float, comment="hours from opened to resolved; null while open"),
+        Column("age_hours", Float, comment="hours open at the end of as_of; null once resolved"),
+        *_run_columns(),
+        Index("ix_inquiry_triage_open", "status", "urgency"),
+        comment="one row per support inquiry up to as_of: topic, urgency and resolution time",
+    )
+    Table(
+        "customer_satisfaction",
+        metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("satisfaction_score", Float, nullable=False,
+               comment="-1 (unhappy) to 1 (happy): review sentiment and inquiry signals combined (README)"),
+        Column("review_sentiment", Float, comment="mean sentiment_score of the customer's reviews; null: none"),
+        Column("reviews", Integer, nullable=False, comment="reviews written up to as_of"),
+        Column("inquiries", Integer, nullable=False, comment="inquiries opened up to as_of"),
+        Column("complaints", Integer, nullable=False, comment="of those, triaged as complaint"),
+        Column("open_inquiries", Integer, nullable=False, comment="inquiries not resolved at as_of"),
+        *_run_columns(),
+        comment="one row per customer with a review or an inquiry: how satisfied they seem, as of the run date",
+    )
+    Table(
+        "coupon_offers",
+        metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("coupon", String(60), nullable=False, comment="the past coupon campaign whose terms to offer"),
+        Column("expected_uplift", Float, nullable=False,
+               comment="increase in P(order in the coupon window) the coupon is expected to cause, 0-1"),
+        Column("expected_incremental_revenue", MONEY, nullable=False,
+               comment="revenue the coupon is expected to add, net of the discount, shop currency"),
+        Column("expected_cost", MONEY, nullable=False, comment="expected discount given, shop currency"),
+        Column("uplift_model_run", String(64), nullable=False, comment="MLflow run of the uplift models"),
+        *_run_columns(),
+        comment="one row per customer offered a coupon: the coupon with the best expected incremental revenue, "
+                "within the night's budget (uplift.budget)",
+    )
+    Table(
+        "category_propensity",
+        metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("rank", SmallInteger, primary_key=True, autoincrement=False, comment="1 = most likely category"),
+        Column("category", String(60), nullable=False, comment="product category"),
+        Column("probability", Float, nullable=False,
+               comment="probability of buying from the category within the next recommend.holdout_days days, 0-1"),
+        *_run_columns(),
+        comment="one row per customer and likely category (recommend.top_categories per customer): what they "
+                "need next",
+    )
+    Table(
+        "recommendations",
+        metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        Column("rank", SmallInteger, primary_key=True, autoincrement=False, comment="1 = best"),
+        Column("product_id", BigInteger, nullable=False, comment="-> shop products.id"),
+        Column("score", Float, nullable=False,
+               comment="ALS preference score (reason similar_customers) or popularity share (reason popular)"),
+        Column("reason", String(20), nullable=False,
+               comment="similar_customers (ALS on what customers bought) or popular (no purchase history yet)"),
+        *_run_columns(),
+        comment="one row per customer and recommended product (recommend.top_n per customer)",
+    )
     return metadata
 
 

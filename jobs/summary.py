@@ -15,6 +15,7 @@ from jobs import db
 from jobs.config import Settings
 from jobs.crm_schema import crm_table
 from jobs.lake import LAYERS
+from models import tracking
 
 
 def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
@@ -81,6 +82,19 @@ def score_lines(settings: Settings) -> list[str]:
     return lines
 
 
+def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
+    """Each model the night evaluated on its holdout, beside its baselines (MLflow runs of the night)."""
+    found = tracking.evaluations(settings.mlflow, run_id)
+    if not found:
+        return ["Model checks: none this night"]
+    lines = ["Model checks on held-out data (MLflow, tag kind = holdout-evaluation; higher is better):"]
+    for evaluation in found:
+        against = ", ".join(f"{name} {value:.3f}" for name, value in evaluation["baselines"].items())
+        lines.append(f"  {evaluation['model']:<20} {evaluation['metric']} {evaluation['value']:.3f} "
+                     f"against {against}  ({evaluation['holdout']})")
+    return lines
+
+
 def mlflow_ui_command(settings: Settings) -> str:
     """How to open the MLflow UI on this project's tracking store."""
     uri = settings.mlflow.tracking_uri
@@ -126,6 +140,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
     for segment, customers in segments.items():
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
     lines += ["", *score_lines(settings)]
+    lines += ["", *evaluation_lines(settings, run_id)]
     lines += ["", *campaign_lines(settings)]
     exports = settings.exports_dir / run_date.isoformat()
     lines += [

@@ -1,6 +1,11 @@
-"""Spark types of the canonical shop columns: typed for silver, as read from the source for bronze."""
+"""Spark types of the canonical shop columns (typed for silver, as read from the source for bronze), and of
+the gold tables that become CRM tables."""
 from __future__ import annotations
 
+from datetime import date
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
     DataType,
@@ -15,6 +20,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, Float, Integer, Numeric, String, Table, Text
+
+from jobs.crm_schema import crm_metadata
 
 
 def spark_type(sql_type) -> DataType:
@@ -59,3 +66,19 @@ def bronze_arrow_type(sql_type) -> "pa.DataType":
         return pa.decimal128(kind.precision, kind.scale)
     arrow = {LongType: pa.int64(), IntegerType: pa.int32(), BooleanType: pa.bool_(), StringType: pa.string()}
     return arrow[type(kind)]
+
+
+def gold_rows(df: DataFrame, table: str, run_date: date, run_id: str) -> DataFrame:
+    """`df` as the run date's rows of gold/<table>: the CRM table's columns in its order and types, with
+    `as_of` (the run date) and `run_id`. A column `df` lacks is an error naming it."""
+    columns = crm_metadata(None).tables[table].columns
+    rows = df.withColumns({"as_of": F.lit(run_date), "run_id": F.lit(run_id)})
+    missing = [column.name for column in columns if column.name not in rows.columns]
+    if missing:
+        raise ValueError(f"gold/{table}: the rows lack column(s) {missing}; they have {sorted(df.columns)}")
+    return rows.select(*[F.col(column.name).cast(spark_type(column.type)).alias(column.name) for column in columns])
+
+
+def no_gold_rows(spark: SparkSession, table: str) -> DataFrame:
+    """An empty frame with gold/<table>'s columns (a night with nothing to write still writes its partition)."""
+    return spark.createDataFrame([], canonical_schema(crm_metadata(None).tables[table]))

@@ -63,7 +63,8 @@ def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
     assert upstream == {
         "extract": [], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
         "validate_silver": ["clean"], "features": ["validate_silver"], "score": ["features"],
-        "predict": ["features"], "campaigns": ["predict", "score"], "validate_gold": ["campaigns"],
+        "predict": ["features"], "recommend": ["features"], "insights": ["predict"], "offers": ["predict"],
+        "campaigns": ["insights", "offers", "recommend", "score"], "validate_gold": ["campaigns"],
         "publish": ["validate_gold"],
         "export": ["validate_gold"], "report": ["validate_gold"],
     }

@@ -99,8 +99,23 @@ def campaign_rows(as_of: date, run_id: str) -> list[dict]:
     ]
 
 
+def offer_rows(as_of: date, run_id: str) -> list[dict]:
+    return [{"customer_id": 1, "coupon": "summer_15pct", "expected_uplift": 0.08,
+             "expected_incremental_revenue": Decimal("12.50"), "expected_cost": Decimal("3.10"),
+             "uplift_model_run": "0f1e2d3c", "as_of": as_of, "run_id": run_id}]
+
+
+def recommendation_rows(as_of: date, run_id: str) -> list[dict]:
+    common = {"as_of": as_of, "run_id": run_id}
+    return [{**common, "customer_id": 1, "rank": 1, "product_id": 7, "score": 0.61, "reason": "similar_customers"},
+            {**common, "customer_id": 1, "rank": 2, "product_id": 9, "score": 0.42, "reason": "similar_customers"},
+            {**common, "customer_id": 3, "rank": 1, "product_id": 7, "score": 0.05, "reason": "popular"}]
+
+
 GOLD = {"customer_segments": segment_rows, "customer_scores": score_rows, "customer_profile": profile_rows,
-        "campaign_audiences": campaign_rows}
+        "campaign_audiences": campaign_rows, "coupon_offers": offer_rows, "recommendations": recommendation_rows}
+#: The datasets exported by default, as error messages list them.
+DEFAULT_DATASETS = "customer_segments, customer_scores, campaign_audiences, coupon_offers, recommendations"
 
 
 def write_gold(spark, settings, dates: list[date]) -> None:
@@ -185,7 +200,7 @@ def test_an_export_writes_csv_and_parquet_with_the_same_rows_a_valid_manifest_an
     assert (settings.exports_dir / "latest").resolve() == folder.resolve()
     manifest = assert_complete(folder)
     validator(json.loads((folder / export.MANIFEST_SCHEMA).read_text(encoding="utf-8"))).validate(manifest)
-    assert manifest["schema_version"] == export.SCHEMA_VERSION == "3.1"
+    assert manifest["schema_version"] == export.SCHEMA_VERSION == "3.2"
     assert (manifest["run_id"], manifest["run_date"]) == ("run-1", D1.isoformat())
     assert sorted(manifest["files"]) == sorted(
         [export.MANIFEST_SCHEMA]
@@ -416,8 +431,7 @@ def test_crm_export_writes_a_date_again_from_gold_with_a_changed_pii_policy_and_
 def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night_to_run(spark, tmp_path, monkeypatch):
     empty = crm_export(monkeypatch, tmp_path)
     assert empty.exit_code == 1
-    assert ("error: gold holds no run date of customer_segments, customer_scores, campaign_audiences "
-            "(export.datasets)") in empty.stderr
+    assert f"error: gold holds no run date of {DEFAULT_DATASETS} (export.datasets)" in empty.stderr
     assert "crm run --date YYYY-MM-DD" in empty.stderr
 
     settings = settings_in(tmp_path)
@@ -430,7 +444,7 @@ def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night
     passed_the_gate(settings, D1)
     missing = crm_export(monkeypatch, tmp_path, "--date", D3.isoformat())
     assert missing.exit_code == 1
-    assert (f"error: gold holds no rows of customer_segments, customer_scores, campaign_audiences for {D3}; "
+    assert (f"error: gold holds no rows of {DEFAULT_DATASETS} for {D3}; "
             f"run the night for it first: crm run --date {D3}") in missing.stderr
     assert "Traceback" not in missing.output
 
@@ -441,6 +455,6 @@ def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night
     mixed = crm_export(monkeypatch, tmp_path, "--date", D1.isoformat())
     assert mixed.exit_code == 1
     assert (f"gold rows for {D1} come from 2 runs (customer_segments: run-unfinished; customer_scores: run-{D1}; "
-            f"campaign_audiences: run-{D1}): "
+            f"campaign_audiences: run-{D1}; coupon_offers: run-{D1}; recommendations: run-{D1}): "
             f"a night for {D1} did not finish; run it again: crm run --date {D1}") in mixed.stderr
     assert not settings.exports_dir.exists()

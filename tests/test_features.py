@@ -192,6 +192,7 @@ def test_features_of_one_customer_mean_what_the_registry_says(spark):
         "coupon_order_share": round(1 / 3, 4), "open_cart_value": Decimal("15.00"),
         "abandoned_cart_value": Decimal("3.00"), "cancelled_orders": 0, "returned_orders": 1,
         "review_count": 2, "avg_rating": 4.5, "inquiry_count": 1, "open_inquiries": 1,
+        "satisfaction_score": -0.125,  # mean of stars (4.5 - 3) / 2 = 0.75 and inquiries -1 / 1 (still open)
     }
 
 

@@ -1,0 +1,233 @@
+"""insights: what customers write -> review insights and alerts, inquiry triage, customer satisfaction.
+
+Reviews: a sentiment model (TF-IDF character n-grams + logistic regression, star ratings as weak labels;
+English and Chinese alike, `models/reviews.py`) is fitted tonight on the reviews known at the run date (a
+fixed hash sample of at most `insights.max_training_rows`) and reads every review; aspects come from the
+keyword table `conf/aspects.yaml`. Inquiries: a topic classifier trained on the keyword labels of
+`conf/triage.yaml`, urgency and resolution time (`models/triage.py`). Before fitting for the night, each
+model is evaluated on held-out rows against its baseline (VADER for sentiment, the most frequent topic for
+triage), logged to MLflow and listed in the run summary.
+
+Written, each in the run date's `as_of` partition with the CRM table's columns:
+- `gold/review_insights`: per product and aspect ('all' for the whole product);
+- `gold/review_alerts`: negative reviews of the last `insights.alert_days` days by customers in the top CLV
+  band (`insights.alert_clv_quantile` of tonight's `customer_scores`);
+- `gold/inquiry_triage`: per inquiry, as of the run date (one resolved later is still open here);
+- `gold/customer_satisfaction`: per customer with a review or an inquiry.
+Only rows created by the end of the run date are read, so a rerun of a date gives the same tables.
+A shop without reviews (or inquiries) to learn from writes empty partitions and says why (`degraded`).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features.customer import end_of, known_at
+from jobs.config import Settings
+from jobs.lake import Lake
+from jobs.spark import spark_session
+from jobs.types import gold_rows, no_gold_rows
+from models import reviews as review_model
+from models import tracking, triage
+
+log = logging.getLogger(__name__)
+
+TABLES = ("review_insights", "review_alerts", "inquiry_triage", "customer_satisfaction")
+REVIEW_COLUMNS = ("id", "customer_id", "product_id", "rating", "title", "body", "language", "created_at")
+INQUIRY_COLUMNS = ("id", "customer_id", "channel", "subject", "body", "status", "resolved_at", "created_at")
+#: A model needs at least this many labelled rows (and two classes) to be fitted and evaluated.
+MIN_TRAINING_ROWS = 20
+
+
+def run(run_date: date, settings: Settings, run_id: str) -> dict:
+    """Write the run date's insight tables; returns rows per table, the holdout figures and `degraded`."""
+    conf = settings.insights
+    aspects = review_model.load_aspects(settings.conf_dir / conf.aspects_file)
+    keywords = triage.load_triage_keywords(settings.conf_dir / conf.triage_file)
+    tracking.connect(settings.mlflow)
+    degraded: dict[str, str] = {}
+    figures: dict[str, float] = {}
+    with spark_session(settings, "insights") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        reviews = known_at(lake.read("silver", "reviews"), run_date).select(*REVIEW_COLUMNS)
+        inquiries = known_at(lake.read("silver", "inquiries"), run_date).select(*INQUIRY_COLUMNS)
+
+        sample = training_sample(reviews, conf.max_training_rows, conf.seed)
+        if sample["rating"].nunique() < 2 or len(sample) < MIN_TRAINING_ROWS:
+            degraded["reviews"] = (f"{len(sample)} reviews with {sample['rating'].nunique()} distinct ratings "
+                                   f"up to {run_date}: too few to learn sentiment from")
+            scored = None
+        else:
+            figures.update(evaluate_sentiment(sample, settings, run_date, run_id))
+            model = review_model.fit_sentiment(sample, conf.max_training_rows, conf.seed)
+            scored = reviews.mapInPandas(_review_scorer(model, aspects), review_schema(aspects)).cache()
+
+        sample = training_sample(inquiries, conf.max_training_rows, conf.seed)
+        labels = triage.keyword_topics(sample, keywords)
+        labelled = labels[labels["is_unambiguous"]]
+        if labelled["keyword_topic"].nunique() < 2 or len(labelled) < MIN_TRAINING_ROWS:
+            degraded["inquiries"] = (f"{len(labelled)} inquiries up to {run_date} labelled by conf/{conf.triage_file} "
+                                     f"in {labelled['keyword_topic'].nunique()} topics: too few to learn triage from")
+            triaged = None
+        else:
+            figures.update(evaluate_triage(sample, labelled, keywords, settings, run_date, run_id))
+            model = triage.fit_triage(sample, keywords, conf.max_training_rows, conf.seed)
+            triaged = inquiries.mapInPandas(_inquiry_triager(model, keywords, run_date, conf.stale_inquiry_hours),
+                                            TRIAGE_SCHEMA).join(
+                inquiries.select(F.col("id").alias("inquiry_id"), "channel", "resolved_at"), "inquiry_id").cache()
+
+        tables = {
+            "review_insights": product_insights(scored, lake.read("silver", "products"), aspects)
+            if scored is not None else None,
+            "review_alerts": review_alerts(scored, lake, run_date, settings) if scored is not None else None,
+            "inquiry_triage": inquiry_rows(triaged) if triaged is not None else None,
+            "customer_satisfaction": satisfaction(spark, scored, triaged),
+        }
+        counts = {}
+        for table, rows in tables.items():
+            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(spark, table)
+            lake.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
+            counts[table] = lake.read("gold", table).where(F.col("as_of") == F.lit(run_date)).count()
+    for reason in degraded.values():
+        log.warning("insights for %s: %s", run_date, reason)
+    log.info("insights for %s: %s; %s", run_date, counts, figures)
+    return {"rows": counts, "figures": figures, "degraded": degraded}
+
+
+def training_sample(rows: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """At most `max_rows` rows, a fixed hash sample by id (the same rows on a rerun), as pandas."""
+    return (rows.orderBy(F.xxhash64(F.col("id"), F.lit(seed)), "id").limit(max_rows)
+            .toPandas())
+
+
+def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date, run_id: str) -> dict[str, float]:
+    """Sentiment against VADER on held-out reviews (macro-F1 of negative/neutral/positive by the stars)."""
+    conf = settings.insights
+    table = review_model.evaluate_sentiment(sample, conf.holdout_share, conf.max_training_rows, conf.seed)
+    figure = {(row.method, row.language): row for row in table.itertuples()}
+    tracking.log_evaluation(
+        "review_sentiment", run_date, run_id, "held-out reviews, star ratings as labels", "macro_f1",
+        figure["model", "all"].macro_f1, {"VADER lexicon": figure["vader", "all"].macro_f1},
+        params={"holdout_share": conf.holdout_share, "max_training_rows": conf.max_training_rows, "seed": conf.seed},
+        metrics={f"{method}_{metric}_{language}": getattr(row, metric)
+                 for (method, language), row in figure.items() for metric in ("macro_f1", "accuracy")}
+        | {"holdout_reviews": figure["model", "all"].reviews})
+    return {"sentiment_macro_f1": figure["model", "all"].macro_f1,
+            "vader_macro_f1": figure["vader", "all"].macro_f1}
+
+
+def evaluate_triage(sample: pd.DataFrame, labelled: pd.DataFrame, keywords, settings: Settings, run_date: date,
+                    run_id: str) -> dict[str, float]:
+    """Triage on held-out keyword-labelled inquiries, against always answering the most frequent topic."""
+    conf = settings.insights
+    truth = labelled.rename(columns={"keyword_topic": "topic"})[["inquiry_id", "topic"]]
+    table = triage.evaluate_triage(sample, truth, keywords, conf.holdout_share, conf.max_training_rows, conf.seed)
+    model = table.set_index("method").loc["model"]
+    held = truth[review_model.is_holdout(truth["inquiry_id"], conf.holdout_share, conf.seed)]
+    majority = triage.majority_macro_f1(held["topic"], truth["topic"].mode().iloc[0])
+    tracking.log_evaluation(
+        "inquiry_triage", run_date, run_id, "held-out inquiries, keyword labels of conf/triage.yaml", "macro_f1",
+        model["macro_f1"], {"most frequent topic": majority},
+        params={"holdout_share": conf.holdout_share, "seed": conf.seed},
+        metrics={"accuracy": model["accuracy"], **{name: model[name] for name in table.columns if name.startswith("f1_")}})
+    return {"triage_macro_f1": float(model["macro_f1"]), "majority_topic_macro_f1": majority}
+
+
+def review_schema(aspects: dict) -> str:
+    """The columns `_review_scorer` yields (Spark DDL)."""
+    flags = "".join(f", mentions_{aspect} boolean" for aspect in aspects)
+    return ("review_id long, customer_id long, product_id long, rating int, reviewed_at timestamp, "
+            f"sentiment_score double, sentiment string, aspects string{flags}")
+
+
+def _review_scorer(model, aspects: dict):
+    columns = [name.split(" ")[0] for name in review_schema(aspects).split(", ")]
+
+    def score(batches):
+        for batch in batches:
+            scored = review_model.review_insights(batch, model, aspects)
+            yield scored.assign(aspects=scored["aspects"].replace("", None))[columns]
+    return score
+
+
+TRIAGE_SCHEMA = ("inquiry_id long, customer_id long, created_at timestamp, status string, topic string, "
+                 "topic_probability double, has_urgent_keyword boolean, urgency string, is_open boolean, "
+                 "resolution_hours double, age_hours double")
+
+
+def _inquiry_triager(model, keywords, run_date: date, stale_hours: float):
+    columns = [name.split(" ")[0] for name in TRIAGE_SCHEMA.split(", ")]
+
+    def triage_batch(batches):
+        for batch in batches:
+            yield triage.triage_inquiries(model, batch, keywords, run_date, stale_hours)[columns]
+    return triage_batch
+
+
+def product_insights(scored: DataFrame, products: DataFrame, aspects: dict) -> DataFrame:
+    """One row per reviewed product and aspect ('all': every review of the product)."""
+    def summary(rows: DataFrame, aspect: str) -> DataFrame:
+        return rows.groupBy("product_id").agg(
+            F.count("*").alias("reviews"), F.avg("rating").alias("avg_rating"),
+            F.avg("sentiment_score").alias("sentiment_score"),
+            F.avg((F.col("sentiment") == "negative").cast("double")).alias("negative_share"),
+        ).withColumn("aspect", F.lit(aspect))
+    parts = [summary(scored, "all"), *(summary(scored.where(F.col(f"mentions_{aspect}")), aspect) for aspect in aspects)]
+    united = parts[0]
+    for part in parts[1:]:
+        united = united.unionByName(part)
+    return united.join(products.select(F.col("id").alias("product_id"), "category"), "product_id", "left")
+
+
+def review_alerts(scored: DataFrame, lake: Lake, run_date: date, settings: Settings) -> DataFrame | None:
+    """Recent negative reviews by the most valuable customers (models/reviews.negative_review_alerts)."""
+    conf = settings.insights
+    start = end_of(run_date) - timedelta(days=conf.alert_days)
+    recent = scored.where((F.col("sentiment") == "negative") & (F.col("reviewed_at") >= F.lit(start))).toPandas()
+    clv = (lake.read("gold", "customer_scores").where((F.col("as_of") == F.lit(run_date)) & F.col("clv_12m").isNotNull())
+           .select("customer_id", "clv_12m").toPandas())
+    if recent.empty or clv.empty:
+        return None
+    alerts = review_model.negative_review_alerts(recent, clv, run_date, conf.alert_days, conf.alert_clv_quantile)
+    alerts = alerts.merge(recent[["review_id", "rating"]], on="review_id")
+    alerts["aspects"] = alerts["aspects"].where(alerts["aspects"].notna() & (alerts["aspects"] != ""), None)
+    return lake.spark.createDataFrame(alerts, schema="customer_id long, review_id long, product_id long, "
+                                      "reviewed_at timestamp, sentiment_score double, clv_12m double, "
+                                      "aspects string, rating int")
+
+
+def inquiry_rows(triaged: DataFrame) -> DataFrame:
+    """inquiry_triage as of the run date: an inquiry resolved later is shown open, without its resolution."""
+    return triaged.withColumns({
+        "status": F.when(F.col("is_open") & (F.col("status") == "resolved"), F.lit("open")).otherwise(F.col("status")),
+        "resolved_at": F.when(F.col("is_open"), F.lit(None)).otherwise(F.col("resolved_at")),
+    })
+
+
+def satisfaction(spark, scored: DataFrame | None, triaged: DataFrame | None) -> DataFrame | None:
+    """Per customer with a review or an inquiry: models/triage.customer_satisfaction on both."""
+    review_part = (scored.select("customer_id", "sentiment_score").toPandas() if scored is not None
+                   else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "sentiment_score": pd.Series(dtype=float)}))
+    inquiry_part = (triaged.select("customer_id", "topic", "is_open").toPandas() if triaged is not None
+                    else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "topic": pd.Series(dtype=object),
+                                       "is_open": pd.Series(dtype=bool)}))
+    customers = pd.concat([review_part["customer_id"], inquiry_part["customer_id"]]).dropna()
+    if customers.empty:
+        return None
+    frame = triage.customer_satisfaction(customers, review_part, inquiry_part)
+    inquiries = frame["inquiry_count"]
+    rows = pd.DataFrame({
+        "customer_id": frame["customer_id"].astype("int64"),
+        "satisfaction_score": frame["satisfaction_score"].astype(float),
+        "review_sentiment": frame["mean_sentiment_score"].astype(float),
+        "reviews": frame["review_count"].astype("int64"),
+        "inquiries": inquiries.astype("int64"),
+        "complaints": (frame["complaint_share"].fillna(0) * inquiries).round().astype("int64"),
+        "open_inquiries": (frame["open_share"].fillna(0) * inquiries).round().astype("int64"),
+    })
+    return spark.createDataFrame(rows, schema="customer_id long, satisfaction_score double, review_sentiment double, "
+                                              "reviews long, inquiries long, complaints long, open_inquiries long")

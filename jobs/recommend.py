@@ -1,0 +1,112 @@
+"""recommend: purchases -> product recommendations and category propensity (`gold/recommendations`,
+`gold/category_propensity`).
+
+Recommendations (models/recommend.py): implicit-feedback ALS (Spark MLlib) fitted tonight on the order items
+known at the run date; customers ALS cannot score (no purchase yet) get the most popular products of the
+last `recommend.popularity_days` days; products a customer already bought are left out
+(`recommend.exclude_bought`). `recommend.top_n` rows per customer, with the reason.
+Category propensity (models/propensity.py): per customer, the probability of buying from each category in
+the next `recommend.holdout_days` days, from point-in-time features; the `recommend.top_categories` most
+likely per customer.
+
+Before that, both are evaluated on a time split (fitted on what was known `holdout_days` before the run
+date, checked on what was bought since): recall@10 of ALS against popularity, mean average precision of
+the propensity model against "the category the customer bought most". Figures go to MLflow and the run
+summary. A shop younger than the split needs (one or two `holdout_days`) skips the evaluation and says so.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import date, timedelta
+
+from pyspark.sql import functions as F
+
+from features.customer import INPUT_TABLES
+from jobs.config import Settings
+from jobs.lake import Lake
+from jobs.spark import spark_session
+from jobs.types import gold_rows, no_gold_rows
+from models import propensity, recommend, tracking
+
+log = logging.getLogger(__name__)
+
+TABLES = ("recommendations", "category_propensity")
+
+
+def run(run_date: date, settings: Settings, run_id: str) -> dict:
+    """Write the run date's recommendations and category propensities; returns rows per table, customers
+    per recommendation reason, the holdout figures and `degraded`."""
+    conf = settings.recommend
+    statuses = settings.rfm.scored_statuses
+    tracking.connect(settings.mlflow)
+    degraded: dict[str, str] = {}
+    figures: dict[str, float] = {}
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with spark_session(settings, "recommend") as spark, \
+            tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints:
+        # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows.
+        spark.sparkContext.setCheckpointDir(checkpoints)
+        lake = Lake(spark, settings.lake_dir)
+        silver = {table: lake.read("silver", table) for table in INPUT_TABLES}
+        first_order = silver["orders"].agg(F.min("created_at")).first()[0]
+        history_days = (run_date - first_order.date()).days if first_order is not None else 0
+
+        if history_days > conf.holdout_days:
+            figures.update(evaluate_recommendations(silver, run_date, settings, run_id))
+        else:
+            degraded["recommendations_evaluation"] = (f"{history_days} days of orders up to {run_date}: the time "
+                                                      f"split needs more than recommend.holdout_days ({conf.holdout_days})")
+        customers = (lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date))
+                     .select("customer_id"))
+        recommended = recommend.recommendations(silver, customers, run_date, statuses, conf)
+
+        if history_days > 2 * conf.holdout_days:
+            figures.update(evaluate_propensity(silver, run_date, settings, run_id))
+            likely = spark.createDataFrame(
+                propensity.category_propensity(silver, run_date, conf.holdout_days, statuses, conf),
+                schema="customer_id long, rank int, category string, probability double")
+        else:
+            degraded["category_propensity"] = (f"{history_days} days of orders up to {run_date}: training needs "
+                                               f"more than 2 x recommend.holdout_days ({2 * conf.holdout_days})")
+            likely = None
+
+        counts = {}
+        for table, rows in (("recommendations", recommended), ("category_propensity", likely)):
+            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(spark, table)
+            lake.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
+            counts[table] = lake.read("gold", table).where(F.col("as_of") == F.lit(run_date)).count()
+        reasons = {row["reason"]: row["customers"] for row in
+                   lake.read("gold", "recommendations").where((F.col("as_of") == F.lit(run_date)) & (F.col("rank") == 1))
+                   .groupBy("reason").agg(F.count("*").alias("customers")).collect()}
+    for reason in degraded.values():
+        log.warning("recommend for %s: %s", run_date, reason)
+    log.info("recommend for %s: %s, customers by reason %s; %s", run_date, counts, reasons, figures)
+    return {"rows": counts, "customers_by_reason": reasons, "figures": figures, "degraded": degraded}
+
+
+def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:
+    """Recall@10 and precision@10 of ALS and of popularity on the last `holdout_days` (MLflow)."""
+    conf = settings.recommend
+    figures = recommend.evaluate_recommendations(silver, run_date, settings.rfm.scored_statuses, conf)
+    tracking.log_evaluation(
+        "product_recommendations", run_date, run_id,
+        f"purchases of the last {conf.holdout_days} days, fitted on those before ({figures['cutoff']})",
+        "recall_at_10", figures["als_recall_at_10"], {"popularity": figures["popularity_recall_at_10"]},
+        params={"rank": conf.rank, "max_iter": conf.max_iter, "reg_param": conf.reg_param, "alpha": conf.alpha,
+                "exclude_bought": conf.exclude_bought, "seed": conf.seed},
+        metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))})
+    return {"als_recall_at_10": figures["als_recall_at_10"], "popularity_recall_at_10": figures["popularity_recall_at_10"]}
+
+
+def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:
+    """Mean average precision of the category model and of "most bought category" on a time split (MLflow)."""
+    conf = settings.recommend
+    figures = propensity.evaluate_propensity(silver, run_date, conf.holdout_days, settings.rfm.scored_statuses, conf)
+    tracking.log_evaluation(
+        "category_propensity", run_date, run_id,
+        f"categories bought in the {conf.holdout_days} days after {figures['scored_at']}",
+        "mean_average_precision", figures["model_mean_average_precision"], {"most bought category": figures["most_bought_mean_average_precision"]},
+        params={"horizon_days": conf.holdout_days, "seed": conf.seed},
+        metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))})
+    return {"propensity_map": figures["model_mean_average_precision"], "most_bought_map": figures["most_bought_mean_average_precision"]}
