@@ -48,7 +48,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         if reason:
             log.warning("offers for %s: %s; coupon_offers is empty", run_date, reason)
             lake.replace_partition(no_gold_rows(spark, TABLE), "gold", TABLE, {"as_of": run_date}, evolve=True)
-            return {"offers": {}, "degraded": {"offers": reason}}
+            return {"offers": {}, "figures": {}, "degraded": {"offers": reason}}
         champion = tracking.champion(client, settings.mlflow.churn_model)
         churn_model = tracking.load_version(champion) if champion is not None else None
         data = training_frame(lake, outcomes, settings, churn_model)
@@ -141,7 +141,8 @@ def evaluate(data: pd.DataFrame, features: list[str], settings: Settings, run_da
         metrics={f"{name.replace(' ', '_')}_{column}": float(report.loc[name, column])
                  for name in report.index for column in report.columns if column.startswith("uplift_at_")}
         | {"holdout_customers": len(holdout), "training_customers": len(train)})
-    return {"qini": float(figure["qini"]), **{f"{name}_qini": value for name, value in baselines.items()}}, model_run
+    return {"qini": float(figure["qini"]),
+            **{f"{name.replace(' ', '_')}_qini": value for name, value in baselines.items()}}, model_run
 
 
 def choose_offers(model: uplift.UpliftModel, today: pd.DataFrame, terms: pd.DataFrame, budget: float,

@@ -167,6 +167,10 @@ def render_status(runs: list[dict[str, Any]]) -> str:
     return "\n".join(blocks)
 
 
+#: The groups of a campaigns stage's summary (campaign -> group -> customers).
+CAMPAIGN_GROUPS = {"treatment", "control", "suppressed"}
+
+
 def _outcome(stage: dict[str, Any]) -> str:
     """What a stage did, in a few words, from its summary (or why it failed)."""
     if stage["state"] == "failed":
@@ -177,6 +181,16 @@ def _outcome(stage: dict[str, Any]) -> str:
     if isinstance(summary, dict) and "passed" in summary:  # a quality gate
         return (f"quality {'passed' if summary['passed'] else 'FAILED'}: {summary.get('critical_failures', 0)} "
                 f"critical failure(s)")
+    if isinstance(summary, dict) and "figures" in summary:  # a model job: rows written, holdout figures
+        parts = [", ".join(f"{table} {rows:,}" for table, rows in summary.get("rows", {}).items()),
+                 f"{sum(summary['offers'].values()):,} offers" if "offers" in summary else "",
+                 ", ".join(f"{name} {value:.3f}" for name, value in summary["figures"].items()),
+                 "degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else ""]
+        return "; ".join(part for part in parts if part)[:200]
+    if isinstance(summary, dict) and summary and all(
+            isinstance(groups, dict) and set(groups) <= CAMPAIGN_GROUPS for groups in summary.values()):
+        return f"{len(summary)} campaigns, to contact: " + ", ".join(
+            f"{campaign} {groups.get('treatment', 0):,}" for campaign, groups in summary.items())
     if isinstance(summary, dict) and summary and all(isinstance(value, dict) for value in summary.values()):
         # per table: extract's changed/deleted, clean's inserted/updated/deleted/quarantined
         counts: dict[str, int] = {}

@@ -93,3 +93,33 @@ def test_a_differently_named_shop_is_regenerated_only_with_replace(tmp_path):
     assert "wc_" in again.stderr and "--replace" in again.stderr and "Traceback" not in again.stderr
     replaced = run_crm(*args, "--replace", env={"CRM_DATA_DIR": str(tmp_path)})
     assert "wc_orders" in replaced.stdout
+
+
+def test_status_says_what_each_model_and_the_campaigns_did():
+    """`crm status` turns the model jobs' and the campaigns' summaries into one readable line each."""
+    import json
+    from datetime import date, datetime
+
+    from jobs.runlog import render_status
+
+    started = datetime(2026, 11, 27, 2, 0)
+
+    def stage(name: str, summary) -> dict:
+        return {"stage": name, "state": "success", "seconds": 12.0, "try_number": 1, "error": None,
+                "summary": json.dumps(summary), "started_at": started, "finished_at": started,
+                "dag_id": "crm_nightly", "run_date": date(2026, 11, 26)}
+
+    text = render_status([{"run_id": "night-1", "stages": [
+        stage("recommend", {"rows": {"recommendations": 50000}, "customers_by_reason": {"popular": 535},
+                            "figures": {"als_recall_at_10": 0.1782, "popularity_recall_at_10": 0.111}, "degraded": {}}),
+        stage("offers", {"offers": {"summer_15pct": 1257, "winback_20cny": 509}, "expected_cost": 19999.92,
+                         "figures": {"qini": 0.09, "random_qini": 0.002}, "degraded": {}}),
+        stage("insights", {"rows": {"review_alerts": 0}, "figures": {},
+                           "degraded": {"reviews": "3 reviews: too few to learn sentiment from"}}),
+        stage("campaigns", {"win_back": {"treatment": 2}, "vip": {"treatment": 164, "control": 9, "suppressed": 77}}),
+    ]}])
+    lines = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert "recommendations 50,000; als_recall_at_10 0.178, popularity_recall_at_10 0.111" in lines["recommend"]
+    assert "1,766 offers; qini 0.090, random_qini 0.002" in lines["offers"]
+    assert "review_alerts 0; degraded: reviews" in lines["insights"]
+    assert "2 campaigns, to contact: win_back 2, vip 164" in lines["campaigns"]
