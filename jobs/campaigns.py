@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
-from jobs.types import gold_rows, no_gold_rows
+from jobs.types import write_gold_partition
 from models.campaigns import Campaign, Suppression, audiences, check_expressions, load_campaigns
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         result = audiences(view, campaigns, Suppression(contacted_recently=recent))
         if result is None:
             log.warning("no enabled campaign in %s: campaign_audiences for %s is empty", folder, run_date)
-            result = no_gold_rows(spark, TABLE)
-        rows = gold_rows(result, TABLE, run_date, run_id)
-        lake.replace_partition(rows, "gold", TABLE, {"as_of": run_date}, evolve=True)
+        write_gold_partition(lake, result, TABLE, run_date, run_id)
         written = lake.read("gold", TABLE).where(F.col("as_of") == F.lit(run_date))
         counts: dict[str, dict[str, int]] = {campaign.name: {} for campaign in campaigns}
         for row in written.groupBy("campaign", "audience_group").count().collect():

@@ -30,7 +30,7 @@ from features.customer import end_of, known_at
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
-from jobs.types import gold_rows, no_gold_rows
+from jobs.types import write_gold_partition
 from models import reviews as review_model
 from models import tracking, triage
 
@@ -87,11 +87,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             "inquiry_triage": inquiry_rows(triaged) if triaged is not None else None,
             "customer_satisfaction": satisfaction(spark, scored, triaged),
         }
-        counts = {}
-        for table, rows in tables.items():
-            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(spark, table)
-            lake.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
-            counts[table] = lake.read("gold", table).where(F.col("as_of") == F.lit(run_date)).count()
+        counts = {table: write_gold_partition(lake, rows, table, run_date, run_id) for table, rows in tables.items()}
     for reason in degraded.values():
         log.warning("insights for %s: %s", run_date, reason)
     log.info("insights for %s: %s; %s", run_date, counts, figures)

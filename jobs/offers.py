@@ -28,7 +28,7 @@ from features.customer import INPUT_TABLES, customer_features, end_of, known_at
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
-from jobs.types import gold_rows, no_gold_rows
+from jobs.types import write_gold_partition
 from models import tracking, uplift
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         outcomes, reason = finished_campaigns(lake, run_date, settings.rfm.scored_statuses)
         if reason:
             log.warning("offers for %s: %s; coupon_offers is empty", run_date, reason)
-            lake.replace_partition(no_gold_rows(spark, TABLE), "gold", TABLE, {"as_of": run_date}, evolve=True)
+            write_gold_partition(lake, None, TABLE, run_date, run_id)
             return {"offers": {}, "figures": {}, "degraded": {"offers": reason}}
         champion = tracking.champion(client, settings.mlflow.churn_model)
         churn_model = tracking.load_version(champion) if champion is not None else None
@@ -64,8 +64,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
                                      schema="customer_id long, coupon string, expected_uplift double, "
                                             "expected_incremental_revenue double, expected_cost double, "
                                             "uplift_model_run string")
-        lake.replace_partition(gold_rows(rows, TABLE, run_date, run_id), "gold", TABLE, {"as_of": run_date},
-                               evolve=True)
+        write_gold_partition(lake, rows, TABLE, run_date, run_id)
     per_coupon = offers.groupby("coupon").size().to_dict()
     log.info("offers for %s: %d customers (%s), expected cost %.2f, expected incremental revenue %.2f; %s",
              run_date, len(offers), per_coupon, offers["expected_cost"].sum(),

@@ -26,7 +26,7 @@ from features.customer import INPUT_TABLES
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
-from jobs.types import gold_rows, no_gold_rows
+from jobs.types import write_gold_partition
 from models import propensity, recommend, tracking
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
                                                f"more than 2 x recommend.holdout_days ({2 * conf.holdout_days})")
             likely = None
 
-        counts = {}
-        for table, rows in (("recommendations", recommended), ("category_propensity", likely)):
-            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(spark, table)
-            lake.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
-            counts[table] = lake.read("gold", table).where(F.col("as_of") == F.lit(run_date)).count()
+        counts = {table: write_gold_partition(lake, rows, table, run_date, run_id)
+                  for table, rows in (("recommendations", recommended), ("category_propensity", likely))}
         reasons = {row["reason"]: row["customers"] for row in
                    lake.read("gold", "recommendations").where((F.col("as_of") == F.lit(run_date)) & (F.col("rank") == 1))
                    .groupBy("reason").agg(F.count("*").alias("customers")).collect()}
