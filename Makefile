@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SYSTEM_PACKAGES := default-jre-headless postgresql mariadb-server
 
-.PHONY: demo test system airflow lock clean-data help
+FERRETDB := .cache/bin/ferretdb
+
+.PHONY: demo test system airflow lock clean-data help ferretdb
 
 help:
 	@echo "make demo    generate the demo shop (SQLite) if missing, run the nightly DAG for yesterday, print where results are"
@@ -16,7 +18,7 @@ help:
 demo: system $(INSTALLED)
 	$(BIN)/crm demo
 
-test: system $(INSTALLED)
+test: system $(INSTALLED) $(FERRETDB)
 	$(BIN)/python -m pytest
 
 airflow: system $(INSTALLED)
@@ -45,6 +47,15 @@ $(INSTALLED): setup.py constraints.txt
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
+
+# FerretDB v1.24.2 (the MongoDB wire protocol over SQLite), for the tests of document shops: built with
+# `go install` from the Go module proxy into .cache/ (modules in .cache/go, so a rebuild needs no network).
+# tools/ferretdb runs FerretDB's embeddable package, pinned by its go.mod and go.sum (the upstream command,
+# built from the proxy, panics at start for want of a release-generated version file).
+ferretdb: $(FERRETDB)
+$(FERRETDB): tools/ferretdb/go.mod tools/ferretdb/go.sum tools/ferretdb/main.go
+	@command -v go >/dev/null || { echo "go (1.24 or newer) is needed to build FerretDB for the tests: https://go.dev/dl/"; exit 1; }
+	cd tools/ferretdb && GOPATH=$(CURDIR)/.cache/go GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-modcacherw GOTOOLCHAIN=local go install .
 
 # Regenerate constraints.txt from a fresh resolution of setup.py.
 lock:

@@ -35,6 +35,8 @@ setup(
         "adbc-driver-postgresql>=1.13,<2",
         "adbc-driver-manager>=1.13,<2",
         "connectorx>=0.4.6,<0.5",
+        # Document shops (MongoDB, or FerretDB in the tests): jobs/documents.py.
+        "pymongo>=4.20,<5",
         # The lexicon baseline of the review sentiment model (models/reviews.py; English only).
         "vaderSentiment>=3.3,<4",
     ],

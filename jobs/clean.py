@@ -10,6 +10,8 @@ A row that breaks a rule is never dropped silently: it goes to `silver/_quaranti
 `run_date`) with the rule, a reason naming the column and value, the source row as JSON and the run id.
 Rules, first match wins:
 
+- `wrong_type`: the source gave a value of a type the column cannot hold (`_unreadable`, set by the reader:
+  e.g. a string in a document's key or amount field); the reason names the field, the value and the type;
 - `null_key`: `id` or a required reference (`orders.customer_id`, ...) is null;
 - `invalid_value`: a timestamp or date the source wrote that cannot be read as one;
 - `invalid_email`: a customer e-mail address that is not one;
@@ -32,6 +34,7 @@ from sqlalchemy import Date, DateTime, Table
 
 from jobs import shop_schema
 from jobs.config import Settings
+from jobs.documents import UNREADABLE
 from jobs.extract import BRONZE_COLUMNS, STATE_TABLE, later_night
 from jobs.lake import Lake
 from jobs.spark import for_each_table, spark_session
@@ -242,10 +245,13 @@ def with_canonical_types(batch: DataFrame, table: Table, carried: list[str] | tu
     """Cast bronze columns to the canonical types; keep raw date/time text and the source row as JSON."""
     schema = canonical_schema(table)
     temporal = [column.name for column in table.columns if isinstance(column.type, (DateTime, Date))]
+    # Bronze written before the readers named unreadable values has no such column: nothing was unreadable.
+    unreadable = F.col(UNREADABLE) if UNREADABLE in batch.columns else F.lit(None).cast("string")
     return batch.select(
         *[F.col(field.name).try_cast(field.dataType).alias(field.name) for field in schema.fields],
         *[F.col(name).cast("string").alias(name) for name in carried],
         *[F.col(name).alias(f"_raw_{name}") for name in temporal],
+        unreadable.alias(UNREADABLE),
         F.to_json(F.struct(*[F.col(column.name) for column in table.columns])).alias("_source_row"),
     )
 
@@ -254,7 +260,8 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
     """The rules that look at one row at a time, in order of precedence."""
     name = table.name
     end_of_day = datetime.combine(run_date + timedelta(days=1), time.min)
-    checks = [Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null"))]
+    checks = [Check("wrong_type", F.col(UNREADABLE).isNotNull(), F.col(UNREADABLE)),
+              Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null"))]
     for column, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
         checks.append(Check("null_key", F.col(column).isNull(),
                             F.lit(f"{name}.{column} is null: every {name} row needs its {parent} row")))

@@ -43,41 +43,58 @@ def main(ctx: click.Context, debug: bool) -> None:
 @main.command("generate-shop")
 @click.option("--customers", type=click.IntRange(min=1), default=None, help="Number of customers (default: generator.customers).")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same shop (default: generator.seed).")
-@click.option("--url", default=None, help="SQLAlchemy URL of the shop database (default: shop.url, env CRM_SHOP_URL).")
+@click.option("--url", default=None, help="SQLAlchemy URL of the shop database, or mongodb://host:port/<database> for "
+                                        "a document shop (default: shop.url, env CRM_SHOP_URL).")
 @click.option("--end-date", type=DATE, default=None, help="Last day of the shop's history (default: yesterday, UTC).")
 @click.option("--truth-dir", type=click.Path(path_type=Path), default=None,
               help="Where the ground truth goes (default: <data>/truth).")
 @click.option("--replace", is_flag=True, help="Drop and recreate the shop tables if they hold rows.")
-@click.option("--schema", "schema", default="canonical", show_default=True,
-              help="Table and column names of the shop: a mapping in conf/mappings/ (e.g. woocommerce).")
+@click.option("--schema", "schema", default="auto", show_default=True,
+              help="Table and column names of the shop: a mapping in conf/mappings/ (e.g. woocommerce); auto: "
+                   "canonical for a SQL shop, mongodb for a document shop.")
 @click.pass_context
 def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace, schema):
     """Write a realistic generated shop (and its ground truth, kept apart) to a database."""
     def work():
-        from jobs import db
+        from jobs import db, documents
+        from jobs.extract import AUTO_MAPPING
         from jobs.generate_shop import generate_shop
 
         from jobs.mapping import clear_renamed_tables, load_mapping, rename_shop
 
         settings = load_config()
-        mapping = load_mapping(settings.conf_dir / "mappings" / f"{schema}.yaml")
         target = url or settings.shop.url
+        document_shop = documents.is_document_shop(target)
+        name = AUTO_MAPPING["documents" if document_shop else "relational"] if schema == "auto" else schema
+        mapping = load_mapping(settings.conf_dir / "mappings" / f"{name}.yaml")
         count = customers or settings.generator.customers
         truth = truth_dir or settings.data_dir / "truth"
-        if db.kind(target) == "sqlite":
+        if not document_shop and db.kind(target) == "sqlite":
             from sqlalchemy.engine import make_url
 
             Path(make_url(target).database).parent.mkdir(parents=True, exist_ok=True)
-        clear_renamed_tables(target, mapping, replace)
+        if not document_shop:
+            clear_renamed_tables(target, mapping, replace)
         with click.progressbar(length=count, label=f"generating {count:,} customers", file=sys.stderr) as bar:
             summary = generate_shop(
                 target, customers=count, seed=settings.generator.seed if seed is None else seed,
                 end_date=end_date or yesterday(), truth_dir=truth, replace=replace,
-                progress=lambda done: bar.update(done - bar.pos),
+                progress=lambda done: bar.update(done - bar.pos), mapping=mapping if document_shop else None,
             )
-        rename_shop(target, mapping)
-        rows = ", ".join(f"{mapping[table].source} {count:,}" for table, count in summary["rows"].items())
-        click.echo(f"shop written to {db.masked(target)}: {rows}")
+        if document_shop:
+            written = {}
+            for table, rows in summary["rows"].items():
+                source = mapping[table]
+                where = f"{source.source}.{source.embedded}" if source.embedded else source.source
+                written[where] = rows
+            rows = ", ".join(f"{where} {count:,}" for where, count in written.items())
+            click.echo(f"shop written to {documents.masked(target)} (documents; embedded arrays as collection.field): {rows}")
+            for table, left_out in summary.get("not_written", {}).items():
+                click.echo(f"  {left_out:,} {table} row(s) left out: their parent is not in the shop (no document to embed them in)")
+        else:
+            rename_shop(target, mapping)
+            rows = ", ".join(f"{mapping[table].source} {count:,}" for table, count in summary["rows"].items())
+            click.echo(f"shop written to {db.masked(target)}: {rows}")
         click.echo(f"ground truth in {truth}")
 
     _guarded(ctx, work)

@@ -42,7 +42,7 @@ class _Section(BaseModel):
 class ShopSettings(_Section):
     """The shop database the pipeline reads."""
 
-    url: str = Field(description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb); env CRM_SHOP_URL")
+    url: str = Field(description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb), or mongodb://host:port/<database> for a document shop; env CRM_SHOP_URL")
     fetch_size: int = Field(gt=0, description="rows per Arrow batch when reading the shop (MySQL/MariaDB, SQLite; PostgreSQL streams)")
     rows_per_partition: int = Field(gt=0, description="rows per key range read from one table: what one read holds at most")
 
@@ -50,7 +50,7 @@ class ShopSettings(_Section):
 class ExtractSettings(_Section):
     """How the shop is read into bronze each night."""
 
-    mapping: str = Field(description="source mapping: <name> of conf/mappings/<name>.yaml, or a .yaml path (relative to conf/): the shop's table and column names")
+    mapping: str = Field(description="source mapping: <name> of conf/mappings/<name>.yaml, or a .yaml path (relative to conf/): the shop's table and column names; auto: canonical for a SQL shop, mongodb for a document shop")
     overlap_minutes: int = Field(ge=0, description="a night re-reads rows updated this long before the last watermark (late commits)")
     reconcile_every_days: int = Field(ge=0, description="compare the shop's keys with silver every N days to find hard deletes (0: never)")
 

@@ -42,6 +42,7 @@ from sqlalchemy import Date, DateTime, Numeric, text
 
 from jobs import db, shop_schema
 from jobs.config import Settings
+from jobs.documents import UNREADABLE, DocumentShop, is_document_shop
 from jobs.lake import ArrowLake, LakeLayout
 from jobs.mapping import CheckedTable, SourceMapping, check_source, load_mapping
 from jobs.source_reader import read_batches
@@ -52,10 +53,13 @@ log = logging.getLogger(__name__)
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")  # Delta's (and Spark's) `timestamp`
 #: What extraction adds to every bronze row; `_op` comes with the source row, the others with the batch.
+#: `_unreadable` names the values a source could not read as their column's type (the row goes to quarantine).
 BOOKKEEPING_FIELDS = (pa.field("_batch_id", pa.string()), pa.field("_run_id", pa.string()),
-                      pa.field("_extracted_at", UTC_TIMESTAMP), pa.field("_op", pa.string()))
+                      pa.field("_extracted_at", UTC_TIMESTAMP), pa.field("_op", pa.string()),
+                      pa.field(UNREADABLE, pa.string()))
 BRONZE_COLUMNS = tuple(field.name for field in BOOKKEEPING_FIELDS)
-BATCH_COLUMNS = tuple(name for name in BRONZE_COLUMNS if name != "_op")  # added to the rows read, per batch
+#: Added to the rows read: per batch, and `_unreadable` (null) when the reader did not set it.
+BATCH_COLUMNS = tuple(name for name in BRONZE_COLUMNS if name != "_op")
 STATE_TABLE = "_watermarks"
 STATE_SCHEMA = pa.schema([
     ("table", pa.string()), ("batch_id", pa.string()), ("mode", pa.string()),
@@ -91,9 +95,16 @@ class SourceScope:
     latest_update: datetime | None
 
 
+#: What `extract.mapping: auto` means, per kind of shop.
+AUTO_MAPPING = {"documents": "mongodb", "relational": "canonical"}
+
+
 def source_mapping(settings: Settings) -> SourceMapping:
-    """The mapping `extract.mapping` names: `conf/mappings/<name>.yaml`, or a path to a .yaml file."""
+    """The mapping `extract.mapping` names: `conf/mappings/<name>.yaml`, or a path to a .yaml file; `auto`:
+    `mongodb` for a document shop, `canonical` for a SQL one."""
     name = settings.extract.mapping
+    if name == "auto":
+        name = AUTO_MAPPING["documents" if is_document_shop(settings.shop.url) else "relational"]
     path = settings.conf_dir / name if name.endswith((".yaml", ".yml")) else settings.conf_dir / "mappings" / f"{name}.yaml"
     return load_mapping(path)
 
@@ -101,7 +112,8 @@ def source_mapping(settings: Settings) -> SourceMapping:
 def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> dict[str, dict[str, object]]:
     """Extract the run date's batch of every shop table; returns per table its mode and row counts."""
     extracted_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-    plan = check_source(settings.shop.url, source_mapping(settings))  # stops before anything is written
+    shop = shop_reader(settings)
+    plan = shop.check(source_mapping(settings))  # stops before anything is written
     lake = ArrowLake(settings.lake_dir)
     later = later_night(lake, run_date)
     if later is not None:
@@ -112,17 +124,54 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
                 for name in shop_schema.SHOP_TABLES}
     earlier = earlier_batches(lake, run_date)
     states = list(for_each_table(
-        lambda name: extract_table(lake, settings, plan[name], run_date, run_id, extracted_at,
+        lambda name: extract_table(lake, settings, shop, plan[name], run_date, run_id, extracted_at,
                                    earlier.get(name, []), full),
         shop_schema.SHOP_TABLES, settings.spark.parallel_tables,
     ).values())
     record_watermarks(lake, states)  # the watermarks advance only now, after every bronze batch has committed
-    return {s.table: {"mode": s.mode, "changed": s.changed, "deleted": s.deleted, "reconciled": s.reconciled}
+    documents = getattr(shop, "documents_read", {})
+    return {s.table: {"mode": s.mode, "changed": s.changed, "deleted": s.deleted, "reconciled": s.reconciled,
+                      **({"documents": documents[s.table]} if s.table in documents else {})}
             for s in states}
 
 
-def extract_table(lake: ArrowLake, settings: Settings, source: CheckedTable, run_date: date, run_id: str,
-                  extracted_at: datetime, earlier: list[BatchState], full: bool) -> BatchState:
+class RelationalShop:
+    """A SQL shop (SQLite, PostgreSQL, MySQL/MariaDB) read by key ranges into Arrow batches."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.url = settings.shop.url
+
+    def check(self, mapping: SourceMapping) -> dict[str, CheckedTable]:
+        return check_source(self.url, mapping)
+
+    def scope(self, source: CheckedTable, low: datetime | None, now: datetime) -> SourceScope:
+        return source_scope(self.url, source, low, now)
+
+    def rows(self, source: CheckedTable, low: datetime | None, scope: SourceScope,
+             read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        return read_rows(self.settings, source, low, scope, read_schema)
+
+    def keys(self, source: CheckedTable) -> pa.Array:
+        """Every key of the shop table now."""
+        url = self.url
+        key = _quoted(url, source.mapping.source_column("id"))
+        query = f"SELECT {key} AS {_quoted(url, 'id')} FROM {_quoted(url, source.mapping.source)} WHERE {key} IS NOT NULL"
+        keys = read_batches(url, query, pa.schema([("id", pa.int64())]), source.mapping.source,
+                            self.settings.shop.fetch_size)
+        return pa.chunked_array([batch.column(0) for batch in keys], pa.int64()).combine_chunks()
+
+
+def shop_reader(settings: Settings) -> "RelationalShop | DocumentShop":
+    """The reader of the configured shop: documents (mongodb://) or SQL."""
+    if is_document_shop(settings.shop.url):
+        return DocumentShop(settings.shop.url, settings.shop.fetch_size)
+    return RelationalShop(settings)
+
+
+def extract_table(lake: ArrowLake, settings: Settings, shop: "RelationalShop | DocumentShop", source: CheckedTable,
+                  run_date: date, run_id: str, extracted_at: datetime, earlier: list[BatchState],
+                  full: bool) -> BatchState:
     """Read one table's changes (or all of it) and write them as its bronze batch; returns the batch state."""
     name = source.mapping.name
     last = max(earlier, key=lambda state: state.batch_id, default=None)
@@ -130,21 +179,22 @@ def extract_table(lake: ArrowLake, settings: Settings, source: CheckedTable, run
     low = None
     if incremental and last.high_watermark is not None:
         low = last.high_watermark - timedelta(minutes=settings.extract.overlap_minutes)
-    scope = source_scope(settings.shop.url, source, low, extracted_at)
+    scope = shop.scope(source, low, extracted_at)
     schema = bronze_schema(source)
     read_schema = pa.schema([field for field in schema if field.name not in BATCH_COLUMNS])
-    changes = read_rows(settings, source, low, scope, read_schema)
+    changes = shop.rows(source, low, scope, read_schema)
     reconciled = not incremental
     gone = pa.array([], pa.int64())
     if incremental and reconcile_due(earlier, run_date, settings.extract.reconcile_every_days):
-        gone = keys_gone(lake, settings, source)
+        gone = keys_gone(lake, shop, source)
         reconciled = True
     written = {"U": 0, "D": 0}
     stream = pa.RecordBatchReader.from_batches(schema, counted(
         with_batch_columns(chain(changes, deleted_rows(gone, read_schema)), schema, run_date.isoformat(),
                            run_id, extracted_at),
         written))
-    lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=bool(source.carried))
+    # Evolving: carried columns, and bronze written before `_unreadable` existed, take the new columns.
+    lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=True)
     high = scope.latest_update
     if incremental and last.high_watermark is not None:
         high = max(filter(None, (high, last.high_watermark)))
@@ -219,6 +269,8 @@ def with_batch_columns(batches, schema: pa.Schema, batch_id: str, run_id: str,
         constants = {"_batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), rows),
                      "_run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
                      "_extracted_at": pa.repeat(pa.scalar(stamp, UTC_TIMESTAMP), rows)}
+        if UNREADABLE not in batch.schema.names:
+            constants[UNREADABLE] = pa.nulls(rows, pa.string())
         yield pa.RecordBatch.from_arrays(
             [constants[field.name] if field.name in constants else batch.column(field.name) for field in schema],
             schema=schema)
@@ -292,15 +344,11 @@ def key_ranges(key: str, scope: SourceScope, rows_per_range: int) -> list[str | 
     return ranges
 
 
-def keys_gone(lake: ArrowLake, settings: Settings, source: CheckedTable) -> pa.Array:
-    """The keys silver has that the shop table no longer has (hard deletes)."""
-    url = settings.shop.url
-    key = _quoted(url, source.mapping.source_column("id"))
-    query = f"SELECT {key} AS {_quoted(url, 'id')} FROM {_quoted(url, source.mapping.source)} WHERE {key} IS NOT NULL"
-    keys = read_batches(url, query, pa.schema([("id", pa.int64())]), source.mapping.source, settings.shop.fetch_size)
-    shop = pa.chunked_array([batch.column(0) for batch in keys], pa.int64())
+def keys_gone(lake: ArrowLake, shop: "RelationalShop | DocumentShop", source: CheckedTable) -> pa.Array:
+    """The keys silver has that the shop table no longer has (hard deletes; for documents, also elements
+    taken out of an embedded array)."""
     silver = lake.read("silver", source.mapping.name, columns=["id"])["id"]
-    return silver.filter(pc.invert(pc.is_in(silver, value_set=shop))).combine_chunks()
+    return silver.filter(pc.invert(pc.is_in(silver, value_set=shop.keys(source)))).combine_chunks()
 
 
 def _as_read(url: str, column: str, sql_type) -> str:

@@ -37,7 +37,9 @@ from sqlalchemy import Boolean, Date, DateTime, Numeric, create_engine, event, i
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import Column, Table
 
-from jobs import db
+from jobs import db, documents
+from jobs.documents import is_document_shop
+from jobs.mapping import SourceMapping, load_mapping
 from jobs.shop_schema import SHOP_TABLES, metadata
 
 GENERATOR_VERSION = 1
@@ -64,8 +66,9 @@ class ShopExistsError(ValueError):
 def refuse_filled_tables(url: str, filled: list[str], replace: bool) -> None:
     """Raise ShopExistsError naming the shop tables that hold rows, unless `replace` allows dropping them."""
     if filled and not replace:
+        shown = documents.masked(url) if is_document_shop(url) else db.masked(url)
         raise ShopExistsError(
-            f"{db.masked(url)}: shop tables already hold rows ({', '.join(filled)}); "
+            f"{shown}: shop tables already hold rows ({', '.join(filled)}); "
             "pass replace=True (crm generate-shop --replace) to drop and regenerate them")
 
 
@@ -391,12 +394,17 @@ def generate_shop(
     replace: bool = False,
     chunk_customers: int = 5000,
     progress: Callable[[int], None] | None = None,
+    mapping: SourceMapping | None = None,
 ) -> dict:
-    """Write a realistic shop to the SQLAlchemy `url` (SQLite, PostgreSQL or MySQL/MariaDB) and its truth.
+    """Write a realistic shop to the SQLAlchemy `url` (SQLite, PostgreSQL or MySQL/MariaDB) or to a MongoDB
+    database (`mongodb://host:port/<database>`), and its truth.
 
     Args:
         url: SQLAlchemy database URL of the shop (SQLite, PostgreSQL, MySQL/MariaDB); MySQL connections use
-            utf8mb4 unless the URL names a charset.
+            utf8mb4 unless the URL names a charset. Or a MongoDB URL naming the database: the same rows as
+            documents (`jobs.documents.DocumentWriter`): order items, addresses and cart items embedded in
+            their parents; an order item of a deleted order has no document to live in and is left out
+            (counted in the summary's `not_written`).
         customers: number of customers to generate (>= 1).
         seed: seed of all randomness.
         end_date: the last day of the shop's history (UTC); nothing good is dated after it.
@@ -406,6 +414,7 @@ def generate_shop(
         chunk_customers: customers written per transaction, rounded up to whole blocks of BLOCK_CUSTOMERS;
             it bounds memory and does not change the rows.
         progress: called with the number of customers done after each chunk.
+        mapping: document shops: the collection and field names (default: conf/mappings/mongodb.yaml).
 
     Returns:
         The summary also written to summary.json: seed, customers, end_date, rows per table, bad rows per
@@ -420,11 +429,23 @@ def generate_shop(
     if chunk_customers < 1:
         raise ValueError(f"chunk_customers: expected at least 1, got {chunk_customers}")
     truth_dir = pathlib.Path(truth_dir)
+    if is_document_shop(url):
+        if mapping is None:
+            from jobs.config import conf_dir
+
+            mapping = load_mapping(conf_dir() / "mappings" / "mongodb.yaml")
+        with documents.connect(url) as database:
+            writer = documents.DocumentWriter(url, database, mapping)
+            writer.prepare(replace)
+            summary = _write_shop(_DocumentSink(writer), customers, seed, end_date, truth_dir, chunk_customers,
+                                  progress)
+        return summary
     db.kind(url)  # refuses unsupported database kinds with a clear message
     engine = _shop_engine(url)
     try:
         _prepare_tables(engine, url, replace)
-        return _write_shop(engine, customers, seed, end_date, truth_dir, chunk_customers, progress)
+        with engine.connect() as connection:
+            return _write_shop(_SqlSink(connection), customers, seed, end_date, truth_dir, chunk_customers, progress)
     finally:
         engine.dispose()
 
@@ -509,18 +530,51 @@ def _column_encoder(column: Column, t0: dt.datetime) -> Callable[[np.ndarray], l
     return times
 
 
-def _insert(conn: Connection, table: Table, columns: dict[str, np.ndarray], t0: dt.datetime) -> int:
-    """Insert the generated rows of one table in batches; returns the number of rows."""
+def _rows(table: Table, columns: dict[str, np.ndarray], t0: dt.datetime, start: int = 0,
+          stop: int | None = None) -> list[dict]:
+    """Generated rows `start:stop` of one table as dicts of column -> Python value."""
     names = [c.name for c in table.columns]
     if set(names) != set(columns):
         raise ValueError(f"{table.name}: generated columns {sorted(columns)} differ from the schema {sorted(names)}")
+    values = [_column_encoder(column, t0)(columns[column.name][start:stop]) for column in table.columns]
+    return [dict(zip(names, row)) for row in zip(*values)]
+
+
+def _insert(conn: Connection, table: Table, columns: dict[str, np.ndarray], t0: dt.datetime) -> int:
+    """Insert the generated rows of one table in batches; returns the number of rows."""
     n_rows = len(columns["id"])
-    encoders = {c.name: _column_encoder(c, t0) for c in table.columns}
     for start in range(0, n_rows, INSERT_BATCH_ROWS):
-        stop = min(n_rows, start + INSERT_BATCH_ROWS)
-        values = [encoders[name](columns[name][start:stop]) for name in names]
-        conn.execute(table.insert(), [dict(zip(names, row)) for row in zip(*values)])
+        conn.execute(table.insert(), _rows(table, columns, t0, start, min(n_rows, start + INSERT_BATCH_ROWS)))
     return n_rows
+
+
+class _SqlSink:
+    """Writes each chunk's tables in one transaction of the shop's SQL connection."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def write(self, tables: dict[str, dict[str, np.ndarray]], t0: dt.datetime) -> dict[str, int]:
+        with self.connection.begin():
+            return {name: _insert(self.connection, metadata.tables[name], tables[name], t0)
+                    for name in SHOP_TABLES if name in tables}
+
+
+class _DocumentSink:
+    """Writes each chunk's tables as documents (children embedded in their parents)."""
+
+    def __init__(self, writer: "documents.DocumentWriter"):
+        self.writer = writer
+
+    @property
+    def not_written(self) -> dict[str, int]:
+        return {name: count for name, count in self.writer.not_embedded.items() if count}
+
+    def write(self, tables: dict[str, dict[str, np.ndarray]], t0: dt.datetime) -> dict[str, int]:
+        before = dict(self.writer.not_embedded)
+        self.writer.write({name: _rows(metadata.tables[name], columns, t0) for name, columns in tables.items()})
+        return {name: len(columns["id"]) - (self.writer.not_embedded.get(name, 0) - before.get(name, 0))
+                for name, columns in tables.items()}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -601,8 +655,8 @@ _TRUTH_SCHEMAS = {
 }
 
 
-def _write_shop(engine: Engine, customers: int, seed: int, end_date: dt.date, truth_dir: pathlib.Path,
-                chunk_customers: int, progress: Callable[[int], None] | None) -> dict:
+def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end_date: dt.date,
+                truth_dir: pathlib.Path, chunk_customers: int, progress: Callable[[int], None] | None) -> dict:
     """Insert the catalogue and public coupons, then the customers chunk by chunk; write the truth beside.
 
     The truth's parquet files are written as *.partial and renamed at the end; summary.json comes last, so
@@ -630,31 +684,28 @@ def _write_shop(engine: Engine, customers: int, seed: int, end_date: dt.date, tr
     partial = {name: truth_dir / f"{name}.parquet.partial" for name in _TRUTH_SCHEMAS}
     writers = {name: pq.ParquetWriter(partial[name], schema) for name, schema in _TRUTH_SCHEMAS.items()}
     try:
-        with engine.connect() as conn:
-            with conn.begin():
-                rows["products"] += _insert(conn, metadata.tables["products"], product_rows, t0)
-                rows["coupons"] += _insert(conn, metadata.tables["coupons"], coupon_rows, t0)
-            for first_block in range(0, n_blocks, blocks_per_chunk):
-                blocks = []
-                for block in range(first_block, min(n_blocks, first_block + blocks_per_chunk)):
-                    generated = _generate_block(ctx, block, min(BLOCK_CUSTOMERS, customers - block * BLOCK_CUSTOMERS),
-                                                next_id)
-                    for table, count in generated.rows_added.items():
-                        next_id[table] += count
-                    blocks.append(generated)
-                with conn.begin():
-                    for name in SHOP_TABLES:
-                        parts = [b.tables[name] for b in blocks if name in b.tables]
-                        if parts:
-                            rows[name] += _insert(conn, metadata.tables[name], _concat(parts), t0)
-                for name, writer in writers.items():
-                    writer.write_table(pa.concat_tables([b.truth[name] for b in blocks]))
-                for b in blocks:
-                    for table, rules in b.bad.items():
-                        for rule, count in rules.items():
-                            bad[table][rule] += count
-                if progress is not None:
-                    progress(min(customers, (first_block + len(blocks)) * BLOCK_CUSTOMERS))
+        for name, count in sink.write({"products": product_rows, "coupons": coupon_rows}, t0).items():
+            rows[name] += count
+        for first_block in range(0, n_blocks, blocks_per_chunk):
+            blocks = []
+            for block in range(first_block, min(n_blocks, first_block + blocks_per_chunk)):
+                generated = _generate_block(ctx, block, min(BLOCK_CUSTOMERS, customers - block * BLOCK_CUSTOMERS),
+                                            next_id)
+                for table, count in generated.rows_added.items():
+                    next_id[table] += count
+                blocks.append(generated)
+            chunk = {name: _concat(parts) for name in SHOP_TABLES
+                     if (parts := [b.tables[name] for b in blocks if name in b.tables])}
+            for name, count in sink.write(chunk, t0).items():
+                rows[name] += count
+            for name, writer in writers.items():
+                writer.write_table(pa.concat_tables([b.truth[name] for b in blocks]))
+            for b in blocks:
+                for table, rules in b.bad.items():
+                    for rule, count in rules.items():
+                        bad[table][rule] += count
+            if progress is not None:
+                progress(min(customers, (first_block + len(blocks)) * BLOCK_CUSTOMERS))
     except BaseException:
         for name, writer in writers.items():
             writer.close()
@@ -672,6 +723,8 @@ def _write_shop(engine: Engine, customers: int, seed: int, end_date: dt.date, tr
         "bad_rows": bad,
         "generator_version": GENERATOR_VERSION,
     }
+    if isinstance(sink, _DocumentSink):  # rows that have no parent document to be embedded in
+        summary["not_written"] = sink.not_written
     (truth_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 

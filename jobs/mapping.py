@@ -23,6 +23,8 @@ from sqlalchemy.types import NullType
 from jobs import db, shop_schema
 
 NewColumns = Literal["ignore", "carry"]
+#: How a column of an embedded table names a field of its parent document, e.g. `$parent._id`.
+PARENT_FIELD = "$parent."
 
 
 class MappingError(ValueError):
@@ -43,6 +45,12 @@ class TableMapping(BaseModel):
     deleted_when: str | None = Field(
         None, description="SQL condition on the shop row that marks it deleted (soft delete), e.g. deleted_at IS NOT NULL")
     new_columns: NewColumns | None = Field(None, description="override of the mapping's new_columns for this table")
+    embedded: str | None = Field(
+        None, description="document shops: the array field of the source collection's documents whose elements "
+                          "are this table's rows (columns may then read the parent document as $parent.<field>)")
+    watermark: str | None = Field(
+        None, description="document shops: the field of the collection's documents the incremental read filters "
+                          "on (default: the updated_at field of the table that reads the collection's documents)")
 
 
 class MappingFile(BaseModel):
@@ -63,6 +71,8 @@ class SourceTable:
     columns: dict[str, str]  # canonical -> source, every canonical column
     deleted_when: str | None
     new_columns: NewColumns
+    embedded: str | None = None  # document shops: the array field holding this table's rows
+    watermark: str | None = None  # document shops: the document field the incremental read filters on
 
     @property
     def name(self) -> str:
@@ -109,12 +119,19 @@ def load_mapping(path: Path) -> SourceMapping:
         if unknown:
             raise MappingError(f"{path}: tables.{name}.columns.{unknown[0]}: not a column of canonical table "
                                f"{name}; expected one of {', '.join(canonical_columns)}")
+        columns = {column: entry.columns.get(column, column) for column in canonical_columns}
+        parent_reads = sorted(column for column, field in columns.items() if field.startswith(PARENT_FIELD))
+        if parent_reads and not entry.embedded:
+            raise MappingError(f"{path}: tables.{name}.columns.{parent_reads[0]}: {columns[parent_reads[0]]} reads a "
+                               f"parent document, which only an embedded table has (set tables.{name}.embedded)")
         tables[name] = SourceTable(
             canonical=table,
             source=entry.source or name,
-            columns={column: entry.columns.get(column, column) for column in canonical_columns},
+            columns=columns,
             deleted_when=entry.deleted_when,
             new_columns=entry.new_columns or parsed.new_columns,
+            embedded=entry.embedded,
+            watermark=entry.watermark,
         )
     return SourceMapping(path.stem, path, tables)
 
@@ -137,6 +154,10 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
 
         if not Path(make_url(url).database or "").is_file():
             raise SourceSchemaError(f"shop database {db.masked(url)}: no such SQLite file")
+    embedded = sorted(name for name, source in mapping.tables.items() if source.embedded)
+    if embedded:
+        raise SourceSchemaError(f"mapping {mapping.name} ({mapping.path}) embeds tables.{embedded[0]} in documents, "
+                                f"which only a document shop (mongodb://) has; the shop is {db.masked(url)}")
     inspector = inspect(db.engine(url))
     present_tables = set(inspector.get_table_names())
     problems, plan = [], {}

@@ -11,8 +11,10 @@ result in memory at once:
 Measured on this machine (bench/extract.py): a read of 8M orders into Arrow runs at about 1.3M rows/s with
 ADBC; pandas' `read_sql` took six times longer and ten times the memory.
 
-Every batch is cast to the schema the caller asks for (bronze's canonical types); a value that does not
-fit raises `SourceValueError` naming the table, the column and the expected type.
+Every batch is cast to the schema the caller asks for (bronze's canonical types). A value that does not
+fit (SQLite lets any column hold text) is not guessed at: it is left null and the row gets an `_unreadable`
+column naming the table, column, value and expected type, so `clean` quarantines the row (rule
+`wrong_type`) and the run goes on.
 """
 from __future__ import annotations
 
@@ -25,8 +27,7 @@ from sqlalchemy.engine import make_url
 from jobs import db
 
 
-class SourceValueError(ValueError):
-    """A source value that cannot be read as the column's canonical type."""
+UNREADABLE = "_unreadable"
 
 
 def read_batches(url: str, query: str, schema: pa.Schema, table: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -39,18 +40,34 @@ def read_batches(url: str, query: str, schema: pa.Schema, table: str, fetch_rows
 
 
 def _as_schema(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.RecordBatch:
+    """The batch as `schema`; values that do not fit are nulled and named in an added `_unreadable` column."""
     columns = []
+    problems: list[list[str]] = [[] for _ in range(batch.num_rows)]
     for index, field in enumerate(schema):
         column = batch.column(index)
         if column.type != field.type:
             try:
                 column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                raise SourceValueError(
-                    f"shop table {table}, column {field.name}: a value cannot be read as {field.type} "
-                    f"(the source gave {column.type}): {error}") from None
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                column = _cast_each(column, field, table, problems)
         columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+    if not any(problems):
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+    unreadable = pa.array(["; ".join(found) if found else None for found in problems], pa.string())
+    return pa.RecordBatch.from_arrays(columns + [unreadable], schema=schema.append(pa.field(UNREADABLE, pa.string())))
+
+
+def _cast_each(column: pa.Array, field: pa.Field, table: str, problems: list[list[str]]) -> pa.Array:
+    """Cast value by value: a value that does not fit becomes null, and its row's problem list says why."""
+    values = []
+    for row, value in enumerate(column):
+        try:
+            values.append(value.cast(field.type).as_py() if value.is_valid else None)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values.append(None)
+            shown = repr(value.as_py())
+            problems[row].append(f"{table}.{field.name} = {shown[:60]}: expected {field.type}")
+    return pa.array(values, field.type)
 
 
 def _postgresql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:

@@ -22,9 +22,9 @@ import pytest
 # =========================================================================== #
 
 try:  # tests/ on sys.path (pytest "prepend" import mode, no tests/__init__.py)
-    from dbservers import DbServer, mariadb_server, postgres_server
+    from dbservers import DbServer, ferretdb_server, mariadb_server, postgres_server
 except ImportError:  # tests/ imported as a package
-    from tests.dbservers import DbServer, mariadb_server, postgres_server
+    from tests.dbservers import DbServer, ferretdb_server, mariadb_server, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +38,13 @@ def postgres() -> Iterator[DbServer]:
 def mariadb() -> Iterator[DbServer]:
     """A throwaway MariaDB server on 127.0.0.1 (app user with password, utf8mb4)."""
     with mariadb_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ferretdb() -> Iterator[DbServer]:
+    """A throwaway FerretDB (MongoDB wire protocol, SQLite backend) on 127.0.0.1."""
+    with ferretdb_server() as server:
         yield server
 
 

@@ -43,7 +43,7 @@ from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DbServer", "postgres_server", "mariadb_server"]
+__all__ = ["DbServer", "postgres_server", "mariadb_server", "ferretdb_server"]
 
 HOST = "127.0.0.1"
 APP_USER = "crm"
@@ -84,6 +84,8 @@ class DbServer:
             return f"postgresql+psycopg2://{cred}@{self.host}:{self.port}/{db}"
         if self.kind == "mariadb":
             return f"mysql+pymysql://{cred}@{self.host}:{self.port}/{db}?charset=utf8mb4"
+        if self.kind == "ferretdb":  # FerretDB 1.x over SQLite has no users: loopback only, no password
+            return f"mongodb://{self.host}:{self.port}/{db}"
         raise ValueError(f"unknown kind {self.kind!r}")
 
     def create_database(self, name: str) -> None:
@@ -106,6 +108,11 @@ class DbServer:
                 )
                 for host in ("%", HOST, "localhost"):
                     cur.execute(f"GRANT ALL PRIVILEGES ON `{name}`.* TO %s@%s", (self.user, host))
+        elif self.kind == "ferretdb":
+            from pymongo import MongoClient
+
+            with MongoClient(self.url(name)) as client:
+                client.drop_database(name)
         else:
             raise ValueError(f"unknown kind {self.kind!r}")
 
@@ -725,3 +732,77 @@ def mariadb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
         if server is not None:
             server.timings["stop"] = time.monotonic() - t1
             log.info("mariadbd stopped in %.2fs", server.timings["stop"])
+
+
+# --------------------------------------------------------------------------- #
+# FerretDB (the MongoDB wire protocol over SQLite)
+# --------------------------------------------------------------------------- #
+
+_FERRETDB_MISSING = (
+    "FerretDB binary not found at {path}: `make ferretdb` builds it (go install of tools/ferretdb, which "
+    "pins github.com/FerretDB/FerretDB v1.24.2, from the Go module proxy); or set CRM_FERRETDB to a binary"
+)
+
+
+def ferretdb_binary() -> Path:
+    """Where the FerretDB binary is: $CRM_FERRETDB, else the project's .cache/bin/ferretdb (`make ferretdb`)."""
+    return Path(os.environ.get("CRM_FERRETDB") or Path(__file__).resolve().parent.parent / ".cache" / "bin" / "ferretdb")
+
+
+@contextmanager
+def ferretdb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
+    """Start a throwaway FerretDB (MongoDB wire protocol) with an SQLite backend folder; yields a
+    :class:`DbServer` of kind ``ferretdb``."""
+    t0 = time.monotonic()
+    binary = ferretdb_binary()
+    if not binary.is_file():
+        raise RuntimeError(_FERRETDB_MISSING.format(path=binary))
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    base = _make_base(base_dir)
+    proc: subprocess.Popen | None = None
+    server: DbServer | None = None
+    try:
+        data = base / "data"
+        data.mkdir()
+        errlog = base / "ferretdb.log"
+        port = 0
+        for attempt in range(PORT_ATTEMPTS):
+            port = _free_port()
+
+            def probe() -> bool:
+                try:
+                    with MongoClient(HOST, port, serverSelectionTimeoutMS=500, connectTimeoutMS=500) as client:
+                        client.admin.command("ping")
+                    return True
+                except PyMongoError:
+                    return False
+
+            with errlog.open("ab") as out:
+                proc = subprocess.Popen(
+                    [str(binary), f"--listen-addr={HOST}:{port}", f"--sqlite-url=file:{data}/", "--log-level=warn"],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(base), env=_env(),
+                    start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM),
+                )
+            try:
+                _wait_ready(proc, probe, errlog, "ferretdb", lambda tail: "address already in use" in tail)
+                break
+            except _PortInUse:
+                proc.wait()
+                proc = None
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise RuntimeError(f"ferretdb could not bind a free port after {PORT_ATTEMPTS} attempts; "
+                                       f"log:\n{_tail(errlog)}") from None
+        server = DbServer(kind="ferretdb", host=HOST, port=port, user="", password="", pid=proc.pid, base_dir=base)
+        server.timings["start"] = time.monotonic() - t0
+        log.info("ferretdb pid %d on port %d started in %.2fs", proc.pid, port, server.timings["start"])
+        yield server
+    finally:
+        t1 = time.monotonic()
+        if proc is not None:
+            _stop_process(proc, signal.SIGTERM, "ferretdb")
+        _rmtree(base)
+        if server is not None:
+            server.timings["stop"] = time.monotonic() - t1
+            log.info("ferretdb stopped in %.2fs", server.timings["stop"])

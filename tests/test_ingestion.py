@@ -61,15 +61,21 @@ def test_a_woocommerce_named_shop_gives_the_same_silver_by_configuration_alone(t
         assert left.count() > 0 and left.exceptAll(right).count() == 0 and right.exceptAll(left).count() == 0, name
 
 
-def test_soft_deletes_and_carried_new_columns_reach_silver(two_shops, spark):
+def test_soft_deletes_carried_new_columns_and_mistyped_values_reach_silver_or_quarantine(two_shops, spark):
+    from pyspark.sql import functions as F
+
     base, runs = two_shops
     woo = runs["woocommerce"]
     lake = Lake(spark, woo.lake_dir)
     order_id, customer_id = (lake.read("silver", "orders").orderBy("id").first()[key] for key in ("id", "customer_id"))
+    mistyped = lake.read("silver", "orders").orderBy(F.col("id").desc()).first()["id"]
     morning = "2026-11-27 09:00:00.000000"
     with create_engine(woo.shop.url).begin() as connection:
         connection.execute(text(f"UPDATE wc_orders SET order_status = 'trash', date_modified_gmt = '{morning}' "
                                 f"WHERE order_id = {order_id}"))
+        # SQLite lets an integer column hold text: the row goes to quarantine, the run goes on.
+        connection.execute(text(f"UPDATE wc_orders SET customer_id = 'C-0042', date_modified_gmt = '{morning}' "
+                                f"WHERE order_id = {mistyped}"))
         connection.execute(text("ALTER TABLE wc_customers ADD COLUMN loyalty_tier VARCHAR(10)"))
         connection.execute(text(f"UPDATE wc_customers SET loyalty_tier = 'gold', date_modified_gmt = '{morning}' "
                                 f"WHERE customer_id = {customer_id}"))
@@ -79,8 +85,9 @@ def test_soft_deletes_and_carried_new_columns_reach_silver(two_shops, spark):
     mapping_file.write_text(yaml.safe_dump(carrying))
     night(woo.model_copy(update={"extract": woo.extract.model_copy(update={"mapping": str(mapping_file)})}), NIGHT2)
 
-    from pyspark.sql import functions as F
-
+    quarantined = lake.read("silver", "_quarantine/orders").where((F.col("run_date") == NIGHT2) & (F.col("id") == mistyped))
+    assert [(row["rule"], row["reason"]) for row in quarantined.collect()] == [
+        ("wrong_type", "wc_orders.customer_id = 'C-0042': expected int64")]
     trashed = lake.read("bronze", "orders").where((F.col("_batch_id") == NIGHT2.isoformat()) & (F.col("id") == order_id))
     assert [row["_op"] for row in trashed.collect()] == ["D"]
     assert lake.read("silver", "orders").where(F.col("id") == order_id).count() == 0
