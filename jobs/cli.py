@@ -233,8 +233,11 @@ def demo_command(ctx):
 def _shop_has_customers(url: str) -> bool:
     from sqlalchemy import inspect, text
 
-    from jobs import db
+    from jobs import db, documents
 
+    if documents.is_document_shop(url):
+        with documents.connect(url) as database:
+            return database["customers"].find_one({}, {"_id": 1}) is not None
     if db.kind(url) == "sqlite":
         from sqlalchemy.engine import make_url
 

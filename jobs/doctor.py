@@ -19,6 +19,7 @@ from typing import Callable
 
 from jobs.config import ConfigError, Settings, load_config
 from jobs.crm_schema import schema_of
+from jobs.documents import is_document_shop
 
 #: Free space below which the data root is reported as too full.
 MIN_FREE_GB = 2.0
@@ -41,7 +42,7 @@ def run_checks(quick: bool = False) -> list[Check]:
         return [Check("configuration", False, str(error))]
     checks = [Check("configuration", True, f"env {settings.env}, conf {settings.conf_dir}, data {settings.data_dir}")]
     steps: list[tuple[str, Callable[[Settings], str]]] = [
-        ("shop database", lambda s: _database(s.shop.url)),
+        ("shop database", lambda s: _document_shop(s.shop.url) if is_document_shop(s.shop.url) else _database(s.shop.url)),
         ("CRM database", lambda s: _database(s.crm.db_url, created_by_the_pipeline=True,
                                              schema=schema_of(s.crm.db_url, s.crm.schema_name))),
         ("java", lambda s: _java()),
@@ -70,6 +71,20 @@ def _reason(error: Exception) -> str:
     """One line: the driver's own message for a database error (not SQLAlchemy's wrapper and link)."""
     message = str(getattr(error, "orig", None) or error).strip()
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _document_shop(url: str) -> str:
+    from jobs.documents import connect, masked, reason
+
+    started = time.perf_counter()
+    try:
+        with connect(url) as database:
+            version = database.client.server_info().get("version", "?")
+            collections = len(database.list_collection_names())
+    except Exception as error:
+        raise RuntimeError(f"{masked(url)}: {reason(error)}") from None
+    return (f"{masked(url)} answers (MongoDB protocol {version}, {collections} collections, "
+            f"{1000 * (time.perf_counter() - started):.0f} ms)")
 
 
 def _database(url: str, created_by_the_pipeline: bool = False, schema: str | None = None) -> str:

@@ -72,6 +72,11 @@ def masked(url: str) -> str:
     return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
 
 
+def reason(error: Exception) -> str:
+    """A driver error in one line: pymongo's server-selection errors end in a long topology description."""
+    return str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
+
+
 @contextmanager
 def connect(url: str):
     """The shop's database (pymongo), closed on exit; a URL without a database is an error naming it."""
@@ -239,6 +244,7 @@ class DocumentShop:
         self.fetch_size = fetch_size
         self.watermarks: dict[str, str] = {}  # canonical table -> the document field incremental reads filter on
         self.documents_read: dict[str, int] = {}
+        self.latest_update: dict[str, datetime | None] = {}  # per table, from the documents read
 
     def label(self, source: SourceTable) -> str:
         where = f"collection {source.source}" + (f", array {source.embedded}" if source.embedded else "")
@@ -260,7 +266,7 @@ class DocumentShop:
                 samples = {name: list(database[name].find({}, limit=SAMPLE_DOCUMENTS))
                            for name in {source.source for source in mapping.tables.values()} & present}
         except PyMongoError as error:
-            raise DocumentShopError(f"shop {masked(self.url)}: cannot be read: {error}") from None
+            raise DocumentShopError(f"shop {masked(self.url)}: cannot be read: {reason(error)}") from None
         for name, source in mapping.tables.items():
             label = self.label(source)
             if source.deleted_when:
@@ -295,9 +301,7 @@ class DocumentShop:
                                     label, field, len(documents), name, column.name)
             embedded_here = {other.embedded for other in mapping.tables.values()
                              if other.source == source.source and other.embedded and not source.embedded}
-            extra = tuple(sorted(seen - mapped - embedded_here))
-            carried = extra if source.new_columns == "carry" else ()
-            plan[name] = CheckedTable(source, carried, tuple(c for c in extra if c not in carried))
+            plan[name] = CheckedTable.found(source, tuple(sorted(seen - mapped - embedded_here)))
         if problems:
             raise SourceSchemaError(f"shop {masked(self.url)} does not match mapping {mapping.name} "
                                     f"({mapping.path}); nothing was read: " + "; ".join(problems))
@@ -316,18 +320,15 @@ class DocumentShop:
         return readers[0].source_column("updated_at") if readers else None
 
     def scope(self, source: CheckedTable, low: datetime | None, now: datetime):
-        """How many documents changed after `low` (all when None) and their latest past watermark value."""
+        """No query: a document read needs no key ranges, and its high watermark (the latest watermark value
+        not after `now`) is taken from the documents `rows` reads (`high_watermark`), not by another scan."""
         from jobs.extract import SourceScope
 
-        field = self.watermarks[source.mapping.name]
-        changed = {field: {"$gt": low}} if low is not None else {}
-        with connect(self.url) as database:
-            collection = database[source.mapping.source]
-            documents = collection.count_documents(changed)
-            past = {field: {"$lte": now, **({"$gt": low} if low is not None else {})}}
-            latest = next(iter(collection.find(past, {field: 1}).sort(field, -1).limit(1)), None)
-        latest_update = field_getter(field)(latest, None) if latest else None
-        return SourceScope(0, 0, documents, latest_update if isinstance(latest_update, datetime) else None)
+        return SourceScope(0, 0, 0, None, now)
+
+    def high_watermark(self, source: CheckedTable, scope) -> datetime | None:
+        """The latest watermark value, not after the scope's `now`, of the documents `rows` read."""
+        return self.latest_update.get(source.mapping.name)
 
     def rows(self, source: CheckedTable, low: datetime | None, scope, read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         """The rows of the documents changed after `low` (all when None): `read_schema` (the canonical and
@@ -344,6 +345,8 @@ class DocumentShop:
         values: list[list] = [[] for _ in columns]
         unreadable: list[str | None] = []
         documents = 0
+        stamp = field_getter(field)
+        latest: datetime | None = None
 
         def add(row: dict, parent: dict | None, position: int) -> None:
             errors = []
@@ -370,6 +373,9 @@ class DocumentShop:
             try:
                 for document in cursor:
                     documents += 1
+                    stamped = stamp(document, None)
+                    if isinstance(stamped, datetime) and stamped <= scope.now and (latest is None or stamped > latest):
+                        latest = stamped
                     if mapping.embedded:
                         for position, element in enumerate(_elements(document, mapping.embedded)):
                             add(element, document, position)
@@ -380,6 +386,7 @@ class DocumentShop:
             finally:
                 cursor.close()
                 self.documents_read[mapping.name] = documents
+                self.latest_update[mapping.name] = latest
         if unreadable:
             yield _batch(values, unreadable, schema)
 

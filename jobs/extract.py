@@ -93,6 +93,7 @@ class SourceScope:
     highest_id: int
     rows: int
     latest_update: datetime | None
+    now: datetime | None = None  # when the batch was taken: a later updated_at is not a watermark
 
 
 #: What `extract.mapping: auto` means, per kind of shop.
@@ -152,6 +153,9 @@ class RelationalShop:
              read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         return read_rows(self.settings, source, low, scope, read_schema)
 
+    def high_watermark(self, source: CheckedTable, scope: SourceScope) -> datetime | None:
+        return scope.latest_update
+
     def keys(self, source: CheckedTable) -> pa.Array:
         """Every key of the shop table now."""
         url = self.url
@@ -195,7 +199,7 @@ def extract_table(lake: ArrowLake, settings: Settings, shop: "RelationalShop | D
         written))
     # Evolving: carried columns, and bronze written before `_unreadable` existed, take the new columns.
     lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=True)
-    high = scope.latest_update
+    high = shop.high_watermark(source, scope)  # known once the rows are read (documents: from them)
     if incremental and last.high_watermark is not None:
         high = max(filter(None, (high, last.high_watermark)))
     state = BatchState(name, run_date.isoformat(), "incremental" if incremental else "full", low, high,

@@ -144,6 +144,12 @@ class CheckedTable:
     carried: tuple[str, ...]  # shop columns outside the model, carried as text
     ignored: tuple[str, ...]  # shop columns outside the model, left out
 
+    @classmethod
+    def found(cls, mapping: SourceTable, extra: tuple[str, ...]) -> "CheckedTable":
+        """The table with the shop's columns outside the model (`extra`) carried or ignored, as mapped."""
+        carried = extra if mapping.new_columns == "carry" else ()
+        return cls(mapping, carried, tuple(column for column in extra if column not in carried))
+
 
 def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
     """Compare the shop with the mapping; raises SourceSchemaError naming every problem, else the plan."""
@@ -177,9 +183,7 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
             elif not readable_as(present[shop_column], column.type):
                 problems.append(f"{label}: column {shop_column} is {present[shop_column]}, which cannot be read "
                                 f"as {name}.{column.name} {column.type} (expected {_family(column.type)})")
-        extra = tuple(sorted(set(present) - mapped))
-        carried = extra if source.new_columns == "carry" else ()
-        plan[name] = CheckedTable(source, carried, tuple(c for c in extra if c not in carried))
+        plan[name] = CheckedTable.found(source, tuple(sorted(set(present) - mapped)))
     if problems:
         raise SourceSchemaError(f"shop database {db.masked(url)} does not match mapping {mapping.name} "
                                 f"({mapping.path}); nothing was read: " + "; ".join(problems))

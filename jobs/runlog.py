@@ -192,14 +192,16 @@ def _outcome(stage: dict[str, Any]) -> str:
         return f"{len(summary)} campaigns, to contact: " + ", ".join(
             f"{campaign} {groups.get('treatment', 0):,}" for campaign, groups in summary.items())
     if isinstance(summary, dict) and summary and all(isinstance(value, dict) for value in summary.values()):
-        # per table: extract's changed/deleted, clean's inserted/updated/deleted/quarantined
+        # per table: extract's changed/deleted (and documents read, from a document shop), clean's
+        # inserted/updated/deleted/quarantined
         counts: dict[str, int] = {}
         for table in summary.values():
-            for key in ("changed", "inserted", "updated", "deleted", "quarantined"):
+            for key in ("documents", "changed", "inserted", "updated", "deleted", "quarantined"):
                 if key in table:
                     counts[key] = counts.get(key, 0) + int(table[key] or 0)
         modes = sorted({str(table["mode"]) for table in summary.values() if table.get("mode")})
-        shown = ", ".join(f"{count:,} {key}" for key, count in counts.items() if count) or "no changes"
+        shown = ", ".join(f"{count:,} {'documents read' if key == 'documents' else key}"
+                          for key, count in counts.items() if count) or "no changes"
         return f"{len(summary)} tables{' (' + '/'.join(modes) + ')' if modes else ''}: {shown}"
     if isinstance(summary, int):
         return f"{summary:,} customers"

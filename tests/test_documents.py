@@ -104,6 +104,21 @@ def test_the_documents_read_back_as_the_sql_shops_rows(two_shops):
     assert results["mongodb"]["order_items"]["documents"] == results["mongodb"]["orders"]["documents"]
 
 
+def test_the_watermarks_are_the_sql_shops_latest_past_updates(two_shops):
+    """Taken from the documents read (a future-dated order does not count), they equal the SQL shop's."""
+    runs, _, _ = two_shops
+
+    def high(run) -> dict[str, datetime]:
+        rows = DeltaTable(str(run.lake_dir / "bronze" / "_watermarks")).to_pyarrow_table().to_pylist()
+        return {row["table"]: row["high_watermark"] for row in rows}
+
+    documents, sql = high(runs["mongodb"]), high(runs["sqlite"])
+    embedded = {"addresses": "customers", "order_items": "orders", "cart_items": "carts"}
+    for name in shop_schema.SHOP_TABLES:  # an embedded table's watermark is its parent document's
+        assert documents[name] == sql[embedded.get(name, name)], name
+        assert documents[name] < datetime.now(documents[name].tzinfo)
+
+
 def test_objectid_keys_missing_element_keys_and_wrong_types(ferretdb, settings, tmp_path):
     """A shop keyed by ObjectIds: references follow their documents, an item without `_id` gets one from its
     order, and values of the wrong type are nulled and named in `_unreadable` (clean quarantines the row)."""

@@ -683,6 +683,192 @@ def test_a_killed_clean_leaves_silver_at_its_previous_version_until_the_rerun(ni
     assert record["clean"]["orders"]["mode"] == "incremental"
 
 
+# ---- the same shop as MongoDB documents (FerretDB): night 1, then night 2 ---------------------------------
+
+
+def silver_counts_of_night_one(lake) -> dict[str, int]:
+    """Rows per silver table after night 1 (Delta time travel to before night 2, if night 2 has run)."""
+    from pyspark.sql import functions as F
+
+    from jobs import shop_schema
+
+    before = {}
+    if lake.exists("silver", "_applied"):
+        before = {row["table"]: row["version_before"] for row in
+                  lake.read("silver", "_applied").where(F.col("batch_id") == NIGHT2.isoformat()).collect()}
+    return {name: lake.read("silver", name, version=before.get(name)).count() for name in shop_schema.SHOP_TABLES}
+
+
+def gold_segment_counts(lake, as_of: date) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    rows = lake.read("gold", "customer_segments").where(F.col("as_of") == as_of).groupBy("segment").count().collect()
+    return {row["segment"]: row["count"] for row in rows}
+
+
+def change_the_document_shop(url: str, high: dict[str, "datetime"]) -> dict[str, object]:
+    """Night 2's changes, made the way a document shop's application makes them: inserts, updates (one
+    stamped inside the overlap window), a deleted order, an item taken out of an order, a new item pushed
+    into an existing order, and an order whose customerId is a string (a wrong type in a required field)."""
+    from datetime import datetime, timedelta
+
+    from jobs.documents import connect
+
+    morning = datetime.combine(NIGHT2, datetime.min.time()) + timedelta(hours=9)
+    with connect(url) as shop:
+        settled = [order for order in shop.orders.find({"status": "delivered"}).sort("_id", 1)
+                   if order["updatedAt"] < high["orders"] - timedelta(days=30) and len(order.get("items", [])) >= 2][:4]
+        assert len(settled) == 4, "the shop has settled orders with two items or more"
+        returned, late, grown, gone = settled
+        new_customer = shop.customers.find_one(sort=[("_id", -1)])["_id"] + 1
+        new_order = shop.orders.find_one(sort=[("_id", -1)])["_id"] + 1
+        new_item = max(item["_id"] for order in shop.orders.find({}, {"items": 1}) for item in order.get("items", [])) + 1
+        product = grown["items"][0]["productId"]
+        shop.customers.insert_one({
+            "_id": new_customer, "email": f"new.customer{new_customer}@example.com", "firstName": "New",
+            "lastName": "Customer", "language": "en", "country": "GB", "acceptsMarketing": True,
+            "createdAt": morning, "updatedAt": morning, "addresses": []})
+        shop.orders.insert_one({
+            "_id": new_order, "customerId": new_customer, "status": "placed", "totalAmount": 42.0, "currency": "CNY",
+            "createdAt": morning, "updatedAt": morning,
+            "items": [{"_id": new_item, "productId": product, "quantity": 2, "unitPrice": 21.0,
+                       "createdAt": morning, "updatedAt": morning}]})
+        shop.orders.update_one({"_id": returned["_id"]}, {"$set": {"status": "returned", "updatedAt": morning}})
+        # Committed after night 1 read the collection, but stamped 30 minutes before its watermark.
+        shop.orders.update_one({"_id": late["_id"]}, {"$set": {"status": "cancelled",
+                                                               "updatedAt": high["orders"] - timedelta(minutes=30)}})
+        shop.orders.update_one({"_id": grown["_id"]}, {
+            "$push": {"items": {"_id": new_item + 1, "productId": product + 1, "quantity": 1, "unitPrice": 9.5,
+                                "createdAt": morning, "updatedAt": morning}},
+            "$set": {"updatedAt": morning}})
+        pulled = returned["items"][-1]["_id"]
+        # The element itself: FerretDB 1.24 does not evaluate a $pull condition (it matches nothing).
+        shop.orders.update_one({"_id": returned["_id"]}, {"$pull": {"items": returned["items"][-1]}})
+        shop.orders.delete_one({"_id": gone["_id"]})
+        shop.orders.insert_one({
+            "_id": new_order + 1, "customerId": "C-0042", "status": "placed", "totalAmount": 10.0, "currency": "CNY",
+            "createdAt": morning, "updatedAt": morning, "items": []})
+    return {"new_customer": new_customer, "new_order": new_order, "new_items": {new_item, new_item + 1},
+            "returned": returned["_id"], "late": late["_id"], "grown": grown["_id"], "pulled_item": pulled,
+            "deleted_order": gone["_id"], "deleted_items": {item["_id"] for item in gone["items"]},
+            "wrong_type": new_order + 1}
+
+
+def documents_changed_after(url: str, settings, low: dict[str, "datetime"]) -> dict[str, int]:
+    """Per table, how many documents of its collection are stamped after `low` (what night 2 must read)."""
+    from jobs.documents import DocumentShop, connect
+    from jobs.extract import source_mapping
+
+    mapping = source_mapping(settings)
+    with connect(url) as shop:
+        return {name: shop[source.source].count_documents({DocumentShop._watermark_field(mapping, source): {"$gt": low[name]}})
+                for name, source in mapping.tables.items()}
+
+
+@pytest.fixture(scope="module")
+def mongodb_nights(nightly_runs, ferretdb, spark, tmp_path_factory):
+    """The test shop's seed as documents in FerretDB: night 1 (extract, clean, features, score), then the
+    document changes and night 2 (extract, clean), then a full reload of the changed shop beside it."""
+    from datetime import timedelta
+
+    from jobs import clean, extract, features, score
+    from jobs.lake import Lake
+
+    ferretdb.create_database("shop")
+    run = crm_env(tmp_path_factory.mktemp("mongodb"), ferretdb.url("shop"))
+    generate(run)
+    settings = settings_of(run)
+    lake = Lake(spark, settings.lake_dir)
+    record = {"run": run, "night1": extract.run(RUN_DATE, settings, "mongodb-night1")}
+    clean.run(RUN_DATE, settings, "mongodb-night1")
+    features.run(RUN_DATE, settings, "mongodb-night1")
+    score.run(RUN_DATE, settings, "mongodb-night1")
+    record["silver_night1"] = silver_counts_of_night_one(lake)
+    record["segments_night1"] = gold_segment_counts(lake, RUN_DATE)
+
+    high = watermarks(lake, RUN_DATE)
+    record["changes"] = change_the_document_shop(settings.shop.url, high)
+    overlap = timedelta(minutes=settings.extract.overlap_minutes)
+    record["expected_documents"] = documents_changed_after(settings.shop.url, settings,
+                                                           {name: value - overlap for name, value in high.items()})
+    record["all_documents"] = documents_changed_after(settings.shop.url, settings, {name: datetime_min() for name in high})
+    record["night2"] = extract.run(NIGHT2, settings, "mongodb-night2")
+    record["clean2"] = clean.run(NIGHT2, settings, "mongodb-night2")
+    reload = settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("mongodb-reload")})
+    extract.run(NIGHT2, reload, "mongodb-full-reload", full=True)
+    clean.run(NIGHT2, reload, "mongodb-full-reload")
+    record["lake"], record["reload_lake"] = settings.lake_dir, reload.lake_dir
+    return record
+
+
+def datetime_min():
+    from datetime import datetime
+
+    return datetime(1970, 1, 1)
+
+
+def test_the_same_seed_gives_the_same_silver_and_segments_from_sqlite_postgresql_and_mongodb(nightly_runs, mongodb_nights,
+                                                                                             spark):
+    from jobs.lake import Lake
+
+    counts = {kind: silver_counts_of_night_one(Lake(spark, settings_of(nightly_runs[kind]).lake_dir))
+              for kind in ("sqlite", "postgresql")}
+    assert mongodb_nights["silver_night1"] == counts["sqlite"] == counts["postgresql"]
+    segments = segment_counts(crm_segments(nightly_runs["sqlite"]))
+    assert mongodb_nights["segments_night1"] == segments == segment_counts(crm_segments(nightly_runs["postgresql"]))
+    # Night 1 read every document once: a collection holding an embedded table is read once per table.
+    night1 = mongodb_nights["night1"]
+    assert night1["order_items"]["documents"] == night1["orders"]["documents"] == night1["orders"]["changed"]
+    facts = truth(mongodb_nights["run"])
+    assert facts["not_written"] == {"order_items": facts["bad_rows"]["order_items"]["orphan"]}
+
+
+def test_mongodb_night_two_reads_only_the_documents_changed_since_the_watermark(mongodb_nights):
+    night2, expected = mongodb_nights["night2"], mongodb_nights["expected_documents"]
+    assert {name: counts["documents"] for name, counts in night2.items()} == expected
+    assert all(counts["mode"] == "incremental" for counts in night2.values())
+    # The handful of changed documents (and the overlap window), not the collections.
+    assert expected["orders"] >= 5  # the new order, the wrong-typed one, the returned, grown and late orders
+    assert 0 < sum(expected.values()) < 0.03 * sum(mongodb_nights["all_documents"].values())
+    # Deleted documents and items taken out of an array are found by the key reconcile.
+    assert night2["orders"]["deleted"] == 1
+    assert night2["order_items"]["deleted"] == 1 + len(mongodb_nights["changes"]["deleted_items"])
+
+
+def test_mongodb_night_two_silver_is_the_shops_current_state(mongodb_nights, spark):
+    from pyspark.sql import functions as F
+
+    from jobs.lake import Lake
+
+    changes = mongodb_nights["changes"]
+    lake = Lake(spark, mongodb_nights["lake"])
+    orders = {row["id"]: row for row in lake.read("silver", "orders").collect()}
+    assert orders[changes["returned"]]["status"] == "returned"
+    assert orders[changes["late"]]["status"] == "cancelled"  # stamped inside the overlap window
+    assert orders[changes["new_order"]]["total_amount"] == 42
+    assert changes["deleted_order"] not in orders and changes["wrong_type"] not in orders
+    items = {row["id"]: row for row in lake.read("silver", "order_items").collect()}
+    assert changes["new_items"] <= set(items)
+    assert {items[key]["order_id"] for key in changes["new_items"]} == {changes["new_order"], changes["grown"]}
+    assert changes["pulled_item"] not in items and not changes["deleted_items"] & set(items)
+    assert changes["new_customer"] in {row["id"] for row in lake.read("silver", "customers").select("id").collect()}
+    # Incremental silver equals a full reload of the changed shop.
+    assert_same_rows(silver_tables(lake), silver_tables(Lake(spark, mongodb_nights["reload_lake"])))
+
+
+def test_a_document_with_a_wrong_type_in_a_required_field_is_quarantined_naming_the_field(mongodb_nights, spark):
+    from pyspark.sql import functions as F
+
+    from jobs.lake import Lake
+
+    lake = Lake(spark, mongodb_nights["lake"])
+    quarantined = lake.read("silver", "_quarantine/orders").where(
+        (F.col("run_date") == NIGHT2) & (F.col("id") == mongodb_nights["changes"]["wrong_type"])).collect()
+    assert [row["rule"] for row in quarantined] == ["wrong_type"]
+    assert quarantined[0]["reason"] == ("orders (collection orders): orders.customer_id (field customerId) = 'C-0042': "
+                                        "a str, expected an integer, ObjectId or UUID key")
+
+
 # ---- RFM, segments and clusters ------------------------------------------------------------------------------
 
 
