@@ -43,7 +43,7 @@ class ShopSettings(_Section):
     """The shop database the pipeline reads."""
 
     url: str = Field(description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb), or mongodb://host:port/<database> for a document shop; env CRM_SHOP_URL")
-    fetch_size: int = Field(gt=0, description="rows per Arrow batch when reading the shop (MySQL/MariaDB, SQLite; PostgreSQL streams)")
+    fetch_size: int = Field(gt=0, description="rows per Arrow batch when reading the shop (MySQL/MariaDB, SQLite; PostgreSQL streams); MongoDB: also documents per round trip")
     rows_per_partition: int = Field(gt=0, description="rows per key range read from one table: what one read holds at most")
 
 

@@ -85,12 +85,16 @@ def connect(url: str):
     from pymongo.uri_parser import parse_uri
 
     try:
-        name = parse_uri(url)["database"]
+        parsed = parse_uri(url)
     except (InvalidURI, ConfigurationError, ValueError) as error:
         raise DocumentShopError(f"shop URL {masked(url)}: not a MongoDB URL: {error}") from None
+    name = parsed["database"]
     if not name:
         raise DocumentShopError(f"shop URL {masked(url)}: names no database; expected mongodb://host:port/<database>")
-    client = MongoClient(url, tz_aware=False, uuidRepresentation="standard", serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    # The URL's own options (serverSelectionTimeoutMS, tls, authSource, ...) win over these defaults.
+    given = {option.lower() for option in parsed["options"]}
+    defaults = {"serverSelectionTimeoutMS": SERVER_TIMEOUT_MS} if "serverselectiontimeoutms" not in given else {}
+    client = MongoClient(url, tz_aware=False, uuidRepresentation="standard", **defaults)
     try:
         yield client[name]
     finally:

@@ -25,7 +25,12 @@ MySQL/MariaDB, sqlite3 for SQLite) in ranges of the integer key (`shop.rows_per_
 streamed into bronze by delta-rs, so no table is ever held whole in memory and no JVM starts. Columns are
 read as the canonical types, so bronze looks the same whatever the source database; dates, timestamps and
 amounts are read as the source's text (SQLite has no such types) and typed, amounts here and the rest by
-`clean`, which quarantines a value it cannot read.
+`clean`, which quarantines a value it cannot read. A value that does not fit its column's type at all is
+nulled and named in `_unreadable`, and `clean` quarantines its row as `wrong_type`.
+
+A document shop (`mongodb://`) is read by `jobs.documents.DocumentShop` instead of `RelationalShop`: the
+same watermarks, overlap, reconcile and bronze batches, with one cursor per collection filtered on its
+`updatedAt` field and each embedded array read as its child table.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ import yaml
 from deltalake import DeltaTable
 
 from jobs import extract, shop_schema
-from jobs.documents import DocumentShop, WrongType, connect, converter, element_key, stable_key
+from jobs.documents import (DocumentShop, DocumentShopError, WrongType, connect, converter, element_key, masked,
+                            stable_key)
 from jobs.generate_shop import ShopExistsError, generate_shop
 from jobs.mapping import MappingError, SourceSchemaError, load_mapping
 
@@ -51,6 +52,28 @@ def test_document_keys_are_stable_integers():
     for wrong in ("C-0042", True, 1.5, {"id": 1}, [1]):
         with pytest.raises(WrongType, match="integer, ObjectId or UUID key"):
             stable_key(wrong)
+
+
+def test_a_shop_url_without_a_database_or_a_server_is_named_in_one_line(settings, tmp_path):
+    assert masked("mongodb://reader:s3cret@mongo:27017/shop") == "mongodb://reader:***@mongo:27017/shop"
+    with pytest.raises(DocumentShopError, match=r"^shop URL mongodb://127.0.0.1:1: names no database; expected "
+                                                r"mongodb://host:port/<database>$"):
+        extract.run(RUN_DATE, configured(settings, tmp_path, "mongodb://127.0.0.1:1"), "no-database")
+    with pytest.raises(DocumentShopError, match=r"^shop mongodb://reader:\*\*\*@127.0.0.1:1/shop\?serverSelectionTimeoutMS="
+                                                r"300: cannot be read: 127.0.0.1:1: \[Errno 111\] Connection refused$"):
+        extract.run(RUN_DATE, configured(settings, tmp_path, "mongodb://reader:pw@127.0.0.1:1/shop?serverSelectionTimeoutMS=300"),
+                    "no-server")
+    assert not (tmp_path / "lake").exists()
+
+
+def test_crm_doctor_checks_a_document_shop(ferretdb, tmp_path):
+    from conftest import run_crm
+
+    ferretdb.create_database("doctor")
+    result = run_crm("doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": ferretdb.url("doctor")},
+                     check=False)
+    line = next(line for line in result.stdout.splitlines() if "shop database" in line)
+    assert line.startswith("ok ") and f"{ferretdb.url('doctor')} answers (MongoDB protocol 7.0" in line, result.stdout
 
 
 def test_amounts_may_be_decimal128():
