@@ -72,7 +72,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from harness import code_version, run_stage
@@ -195,7 +195,8 @@ def stage_documents(job: dict) -> dict:
                              if field.name not in extract.BATCH_COLUMNS])
     rows = batches = 0
     start = time.perf_counter()
-    for batch in shop.rows(source, None, None, read_schema):
+    scope = shop.scope(source, None, datetime.now(timezone.utc).replace(tzinfo=None))
+    for batch in shop.rows(source, None, scope, read_schema):
         rows += batch.num_rows
         batches += 1
     return {"seconds": time.perf_counter() - start, "rows": rows, "batches": batches,
