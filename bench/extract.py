@@ -43,7 +43,7 @@ import time
 from datetime import date, datetime, time as clock, timedelta
 from pathlib import Path
 
-from harness import code_version, run_stage
+from harness import clean_night_one, code_version, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
@@ -343,24 +343,7 @@ def _settings(job: dict):
 
 def stage_clean(job: dict) -> dict:
     """`jobs.clean.run` for night 1: the incremental extract starts only from tables that silver has."""
-    from jobs import clean
-
-    start = time.perf_counter()
-    clean.run(date.fromisoformat(job["run_date"]), _settings(job), "bench-clean-1")
-    return {"seconds": time.perf_counter() - start, "rows": _silver_rows(job)}
-
-
-def _silver_rows(job: dict) -> int:
-    """Rows in silver after clean, from the Delta logs (no data read)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from deltalake import DeltaTable
-
-    from jobs import shop_schema
-
-    lake = Path(job["folder"]) / "data" / "lake" / "silver"
-    return sum(pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()
-               for name in shop_schema.SHOP_TABLES)
+    return clean_night_one(job, _settings(job))
 
 
 def stage_spark_orders(job: dict) -> dict:

@@ -65,7 +65,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import logging
 import os
 import shutil
 import sys
@@ -75,7 +74,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from harness import code_version, run_stage
+from harness import benchmark_main, clean_night_one, code_version, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
@@ -142,24 +141,7 @@ def stage_extract(job: dict) -> dict:
 
 def stage_clean(job: dict) -> dict:
     """`jobs.clean.run` for night 1: the incremental extract starts only from tables that silver has."""
-    from jobs import clean
-
-    start = time.perf_counter()
-    clean.run(date.fromisoformat(job["run_date"]), _settings(job), "bench-clean-1")
-    return {"seconds": time.perf_counter() - start, "rows": _silver_rows(job)}
-
-
-def _silver_rows(job: dict) -> int:
-    """Rows in silver after clean, from the Delta logs (no data read)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from deltalake import DeltaTable
-
-    from jobs import shop_schema
-
-    lake = Path(job["folder"]) / "data" / "lake" / "silver"
-    return sum(pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()
-               for name in shop_schema.SHOP_TABLES)
+    return clean_night_one(job, _settings(job))
 
 
 def stage_cursor(job: dict) -> dict:
@@ -498,17 +480,7 @@ def main() -> None:
     parser.add_argument("--full-load-only", action="store_true", help="stop after the full load and its "
                         "references (no clean, no night 2: on FerretDB a night scans every collection again)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        # The jobs' per-table progress, with times, goes to the stage log (stderr) for finding bottlenecks.
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        logging.getLogger("jobs").setLevel(logging.INFO)
-        sys.path.insert(0, str(REPO))
-        job = json.loads(sys.stdin.read())
-        print(json.dumps(STAGES[job["stage"]](job), default=str))
-        return
-    for size in args.sizes:
-        one_size(size, args)
+    benchmark_main(parser, STAGES, one_size)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,27 @@ def benchmark_main(parser, stages: dict, one_size) -> None:
         return
     for size in args.sizes:
         one_size(size, args)
+
+
+def clean_night_one(job: dict, settings) -> dict:
+    """`jobs.clean.run` for the job's run date (night 1), timed, with the silver rows it left."""
+    from datetime import date
+
+    from jobs import clean
+
+    start = time.perf_counter()
+    clean.run(date.fromisoformat(job["run_date"]), settings, "bench-clean-1")
+    return {"seconds": time.perf_counter() - start, "rows": silver_rows(job)}
+
+
+def silver_rows(job: dict) -> int:
+    """Rows in the job's silver tables, from the Delta logs (no data read)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    from jobs import shop_schema
+
+    lake = Path(job["folder"]) / "data" / "lake" / "silver"
+    return sum(pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()
+               for name in shop_schema.SHOP_TABLES)
