@@ -56,9 +56,10 @@ def bronze_orders(spark, batches: dict[str, list[dict]]):
     """Bronze rows of `orders` per batch id (the run date as text), source values as extracted."""
     table = shop_schema.orders
     columns = [f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns]
-    schema = ", ".join(columns + ["_batch_id string", "_run_id string", "_extracted_at timestamp", "_op string"])
+    schema = ", ".join(columns + ["_batch_id string", "_run_id string", "_extracted_at timestamp", "_op string",
+                                  "_unreadable string"])
     data = [
-        tuple(row.get(c.name) for c in table.columns) + (batch_id, "run-0", CREATED, row.get("_op", "U"))
+        tuple(row.get(c.name) for c in table.columns) + (batch_id, "run-0", CREATED, row.get("_op", "U"), None)
         for batch_id, rows in batches.items() for row in rows
     ]
     return spark.createDataFrame(data, schema)
