@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import inspect
 import json
 import logging
@@ -43,7 +42,7 @@ import time
 from datetime import date, datetime, time as clock, timedelta
 from pathlib import Path
 
-from harness import clean_night_one, code_version, run_stage
+from harness import clean_night_one, code_version, dbservers, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
@@ -446,18 +445,9 @@ STAGES = {"extract": stage_extract, "clean": stage_clean, "spark_orders": stage_
 # --------------------------------------------------------------------------------------------------------
 
 
-def postgres_server_factory():
-    """`postgres_server` from tests/dbservers.py (imported by path: tests/ is no package)."""
-    spec = importlib.util.spec_from_file_location("crm_bench_dbservers", REPO / "tests" / "dbservers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module.postgres_server
-
-
 def one_size(customers: int, args: argparse.Namespace) -> None:
     """Fill a fresh shop of `customers`, run every stage on it and print its table, row by row."""
-    postgres_server = postgres_server_factory()
+    postgres_server = dbservers().postgres_server
     folder = Path(tempfile.mkdtemp(prefix=f"crm-bench-extract-{customers}-", dir=args.tmp))
     # The server runs as the `postgres` user when we are root: it must reach its folder inside ours.
     folder.chmod(0o755)

@@ -74,7 +74,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from harness import benchmark_main, clean_night_one, code_version, run_stage
+from harness import benchmark_main, clean_night_one, code_version, dbservers, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
@@ -328,18 +328,9 @@ def change_one_percent(url: str, at: datetime) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def ferretdb_server_factory():
-    """`ferretdb_server` from tests/dbservers.py (imported by path: tests/ is no package)."""
-    spec = importlib.util.spec_from_file_location("crm_bench_dbservers", REPO / "tests" / "dbservers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module.ferretdb_server
-
-
 def one_size(customers: int, args: argparse.Namespace) -> None:
     """Write a fresh document shop of `customers`, run every stage on it and print its table, row by row."""
-    ferretdb_server = ferretdb_server_factory()
+    ferretdb_server = dbservers().ferretdb_server
     folder = Path(tempfile.mkdtemp(prefix=f"crm-bench-extract-documents-{customers}-", dir=args.tmp))
     log = folder / "stages.log"
     results: dict = {"customers": customers, "started": datetime.now().isoformat(timespec="seconds"),

@@ -126,3 +126,15 @@ def silver_rows(job: dict) -> int:
     lake = Path(job["folder"]) / "data" / "lake" / "silver"
     return sum(pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()
                for name in shop_schema.SHOP_TABLES)
+
+
+def dbservers():
+    """tests/dbservers.py (the throwaway PostgreSQL, MariaDB and FerretDB servers), imported by path: tests/
+    is no package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crm_bench_dbservers", REPO / "tests" / "dbservers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -358,10 +358,7 @@ class DocumentShop:
                 raw = column.get(row, parent)
                 if raw is None:
                     if column is key_column and parent is not None:  # an element without a key of its own
-                        try:
-                            raw = element_key(stable_key(_parent_id(parent)), position)
-                        except WrongType:
-                            pass
+                        raw = _element_key_or_none(parent, position)
                     values[index].append(raw)
                     continue
                 try:
@@ -408,16 +405,12 @@ class DocumentShop:
                     projection[parent_field.split(".")[0]] = 1
                 for document in database[mapping.source].find({}, projection, batch_size=self.fetch_size):
                     for position, element in enumerate(_elements(document, mapping.embedded)):
-                        keys.append(_key_or_none(get_id(element, document)) if get_id(element, document) is not None
-                                    else _element_key_or_none(document, position))
+                        key = get_id(element, document)
+                        keys.append(_element_key_or_none(document, position) if key is None else _key_or_none(key))
             else:
                 for document in database[mapping.source].find({}, {id_field.split(".")[0]: 1}, batch_size=self.fetch_size):
                     keys.append(_key_or_none(get_id(document, None)))
         return pa.array([key for key in keys if key is not None], pa.int64())
-
-
-def _parent_id(parent: dict):
-    return parent.get("_id")
 
 
 def _key_or_none(value) -> int | None:
@@ -428,7 +421,7 @@ def _key_or_none(value) -> int | None:
 
 
 def _element_key_or_none(parent: dict, position: int) -> int | None:
-    key = _key_or_none(_parent_id(parent))
+    key = _key_or_none(parent.get("_id"))
     return None if key is None else element_key(key, position)
 
 
