@@ -80,6 +80,21 @@ class GeneratorSettings(_Section):
 
     customers: int = Field(gt=0, description="number of customers of the demo shop")
     seed: int = Field(description="random seed: the same seed gives the same shop")
+    events: Literal["none", "table", "files"] = Field(description="where generate-shop writes browsing events: the shop table `events`, NDJSON files in events.landing_dir (one per day), or none")
+    events_days: int = Field(gt=0, description="generate-shop writes events for the last N days of the history")
+
+
+class EventSettings(_Section):
+    """Browsing and click events (jobs/events.py): where they come from and how they are sessionised."""
+
+    source: Literal["files", "table", "both", "none"] = Field(description="files: NDJSON/Parquet files dropped in landing_dir; table: the shop table `table`; both; none: no events")
+    landing_dir: str = Field(description="folder where event files (*.ndjson, *.jsonl, *.json, *.parquet) are dropped; each file is ingested once (name, size, SHA-256)")
+    table: str = Field(description="the shop table of events (source table or both)")
+    settle_seconds: int = Field(ge=0, description="a file changed less than this long before the night starts may still be being written: it waits for the next night")
+    late_days: int = Field(ge=0, description="events that occurred up to N days before the run date still land; older ones go to quarantine (too_late)")
+    session_gap_minutes: int = Field(gt=0, description="a visit ends after this long without an event of its session")
+    browse_abandonment_days: int = Field(gt=0, description="a product viewed or carted and not bought within N days is browse-abandoned")
+    top_categories: int = Field(gt=0, description="categories listed in customer_activity.top_categories")
 
 
 class RfmSettings(_Section):
@@ -302,6 +317,7 @@ class Settings(_Section):
     insights: InsightSettings
     uplift: UpliftSettings
     recommend: RecommendSettings
+    events: EventSettings
     airflow: AirflowSettings
 
     @property

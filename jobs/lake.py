@@ -159,7 +159,7 @@ class Lake(LakeLayout):
     def merge(self, df: DataFrame, layer: str, table: str, keys: Sequence[str],
               delete_when: str | None = None, update_when: str | None = None,
               insert_when: str | None = None, control_columns: Sequence[str] = (),
-              evolve: bool = False) -> dict[str, int]:
+              evolve: bool = False, target_condition: str | None = None) -> dict[str, int]:
         """Upsert `df` into the table by `keys` in one commit (Delta MERGE); returns rows inserted/updated/deleted.
 
         `delete_when` is a SQL condition on the incoming row, its columns prefixed `s.`
@@ -167,6 +167,8 @@ class Lake(LakeLayout):
         `update_when` guards updates of existing rows (columns of the table prefixed `t.`), e.g.
         `s.updated_at >= t.updated_at` so an older version never overwrites a newer one.
         `insert_when` guards inserts of new keys (default: not `delete_when`).
+        `target_condition` narrows the table's rows the MERGE looks at (e.g. `t.event_date >= '2026-11-01'`):
+        Delta reads only the partitions and files it can match.
         `control_columns` of `df` are used in those conditions but not written. `evolve` adds the columns
         of `df` the table lacks (as they are) and fills the table's columns `df` lacks with nulls.
         Creates the table from `df` when it does not exist yet.
@@ -190,7 +192,7 @@ class Lake(LakeLayout):
 
         self._check_schema(df.select(*data_columns).schema, layer, table)
         target = DeltaTable.forPath(self.spark, self.path(layer, table))
-        on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
+        on = " AND ".join([f"t.`{key}` = s.`{key}`" for key in keys] + ([f"({target_condition})"] if target_condition else []))
         values = {f"`{column}`": f"s.`{column}`" for column in data_columns}
         builder = target.alias("t").merge(df.alias("s"), on)
         insert_condition = insert_when

@@ -177,3 +177,26 @@ FOREIGN_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 assert set(SHOP_TABLES) == set(metadata.tables), "SHOP_TABLES must list every canonical table"
+
+#: Browsing and click events: append-only and keyed by a text `event_id`, so they are not a canonical table
+#: (no integer id, no updated_at) and have their own metadata. They come from this table in the shop
+#: database or from files in the landing folder (`jobs/events.py`).
+events_metadata = MetaData()
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "search", "add_to_cart", "remove_from_cart", "checkout")
+EVENT_CHANNELS: tuple[str, ...] = ("web", "app", "mini-program", "social")
+
+events = Table(
+    "events",
+    events_metadata,
+    Column("event_id", String(64), primary_key=True, comment="unique id of the event, set by the tracker"),
+    Column("customer_id", BigInteger, comment="-> customers.id; null while the visitor is not logged in"),
+    Column("session_id", String(64), nullable=False, comment="the tracker's session (device and browser)"),
+    Column("event_type", String(20), nullable=False, comment=", ".join(EVENT_TYPES)),
+    Column("product_id", BigInteger, comment="-> products.id, for product events"),
+    Column("category", String(60), comment="product category viewed or searched"),
+    Column("channel", String(20), comment=", ".join(EVENT_CHANNELS)),
+    Column("occurred_at", DateTime, nullable=False, comment="when it happened (UTC)"),
+    Column("properties", Text, comment="JSON object: page, referrer, search query, ..."),
+    comment="one row per browsing or click event",
+)

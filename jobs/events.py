@@ -1,0 +1,582 @@
+"""events: browsing and click events -> bronze/events -> silver/events, deduplicated, stitched, sessionised.
+
+Events are what customers view, click, search and put in the cart: append-only, many more rows than orders,
+keyed by the tracker's text `event_id`. They come from files dropped in a landing folder, from a table of
+the shop database, or both (`events.source`).
+
+**Files** (`events.landing_dir`, default `<data>/landing/events/`, subfolders too): newline-delimited JSON
+(`*.ndjson`, `*.jsonl`, `*.json`: one event object per line, `properties` a JSON object) or Parquet
+(`*.parquet`, `properties` as JSON text or a struct). Each file is ingested once:
+- the ledger `bronze/_landing_files` records every file ingested: name, size, SHA-256, modification time,
+  the batch (run date) and its rows. A file whose checksum is in the ledger under an earlier batch is not
+  read again, whatever its name now (a file dropped twice); a rerun of the same date reads its own files
+  again and replaces its own batch;
+- a file may still be being written when the night starts: one changed less than `events.settle_seconds`
+  before, a Parquet file without its footer, or a JSON file whose last line is cut, waits for the next
+  night (the run's summary lists it). Names starting with "." or "_", or ending in .tmp, .partial or
+  .inprogress, are never read: write under such a name and rename when done;
+- a file that grows after it was ingested is a new version (new checksum) and is read again: its events
+  already in silver are dropped there as duplicates.
+
+**Table** (`events.table` of the shop database, SQL shops): the rows that occurred from `events.late_days`
+days before the run date on (every row on the first night), read as Arrow and staged as one Parquet file.
+
+**Bronze** (`bronze/events`, partitioned by `event_date`, the UTC date of `occurred_at`) holds the events as
+they came, every value as text, with `_source` (the file or table), `_batch_id` (the run date), `_run_id`,
+`_extracted_at` and `_corrupt` (a line that is not a JSON object). A rerun replaces its own batch.
+
+**Silver** (`silver/events`, partitioned by `event_date`) holds each event once:
+- rows breaking a rule go to `silver/_quarantine/events` with the rule and a reason naming the field and
+  value: `unreadable` (not a JSON object), `null_key` (no event_id or session_id), `wrong_type` (a
+  customer_id or product_id that is not an integer), `invalid_value` (an occurred_at that is not a time,
+  properties that are not a JSON object), `unknown_event_type`, `unknown_channel`, `too_late` (occurred more
+  than `events.late_days` days before the run date), `future_timestamp` (after the moment it was read);
+- duplicates by `event_id` are dropped: within the batch and against silver (insert-only MERGE);
+- **identity**: an anonymous event (no customer_id) takes the customer of the next event of its session
+  that carries one (the visitor logged in), else of the latest earlier one (`identified_by`: `login` when
+  the event carried the customer, `session` when it was stitched, null when the session never logged in).
+  A login applies back to the session's earlier events within `events.late_days` + 1 days before the
+  batch's earliest event;
+- **visits**: a session's events split into visits after `events.session_gap_minutes` without an event
+  (`visit_id` = session_id#n, `visit_started_at`).
+The sessions of the batch are recomputed with their earlier events and written in the same MERGE as the new
+events: one commit, so a killed run leaves silver as it was, and a rerun of the same date inserts nothing
+and updates nothing. Batches whose silver step did not run (a night that failed after bronze) are applied by
+the next run (`silver/_event_batches` records the batches applied).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from jobs import shop_schema
+from jobs.config import Settings
+from jobs.lake import ArrowLake, Lake
+
+log = logging.getLogger(__name__)
+
+TABLE = "events"
+LEDGER_TABLE = "_landing_files"
+APPLIED_TABLE = "_event_batches"
+QUARANTINE_TABLE = "_quarantine/events"
+JSON_SUFFIXES = (".ndjson", ".jsonl", ".json")
+PARQUET_SUFFIXES = (".parquet",)
+#: Names a writer uses while a file is not finished: never read.
+UNFINISHED_SUFFIXES = (".tmp", ".partial", ".inprogress", ".crc")
+#: The event's columns as they come; bronze keeps each as text.
+SOURCE_COLUMNS = tuple(column.name for column in shop_schema.events.columns)
+#: A clock difference between the tracker and this machine tolerated before an event is in the future.
+CLOCK_SKEW = timedelta(minutes=10)
+LEDGER_SCHEMA = pa.schema([
+    ("file", pa.string()), ("size", pa.int64()), ("sha256", pa.string()),
+    ("modified_at", pa.timestamp("us", tz="UTC")), ("batch_id", pa.string()), ("rows", pa.int64()),
+    ("run_id", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """A file in the landing folder, as it was when the night looked at it."""
+
+    path: Path
+    name: str  # relative to the landing folder
+    size: int
+    modified_at: datetime
+    sha256: str = ""
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.suffix.lower() in PARQUET_SUFFIXES
+
+
+@dataclass(frozen=True)
+class LandingPlan:
+    """What a night does with each file of the landing folder."""
+
+    ingest: list[LandingFile]
+    already: list[tuple[LandingFile, str]]  # read by an earlier batch: (file, that batch and file name)
+    waiting: list[tuple[LandingFile, str]]  # maybe still being written: (file, why)
+
+
+def run(run_date: date, settings: Settings, run_id: str) -> dict[str, object]:
+    """Ingest the night's events into bronze, then apply every batch not yet applied to silver."""
+    from jobs.spark import spark_session
+
+    config = settings.events
+    if config.source == "none":
+        return {"source": "none"}
+    started = datetime.now(timezone.utc).replace(microsecond=0)
+    with spark_session(settings, "events") as spark:
+        lake = Lake(spark, settings.lake_dir)
+        bronze = ingest(lake, settings, run_date, run_id, started)
+        silver = apply_batches(lake, settings, run_date, run_id)
+    return {"source": config.source, **bronze, **silver}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Landing files
+# --------------------------------------------------------------------------------------------------------
+
+
+def landing_files(folder: Path) -> list[LandingFile]:
+    """The event files in the landing folder and its subfolders, by name; unfinished names left out."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith((".", "_")) for part in relative.parts):
+            continue
+        if path.name.lower().endswith(UNFINISHED_SUFFIXES) or path.suffix.lower() not in JSON_SUFFIXES + PARQUET_SUFFIXES:
+            continue
+        stat = path.stat()
+        found.append(LandingFile(path, relative.as_posix(), stat.st_size,
+                                 datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+    return found
+
+
+def plan_landing(files: list[LandingFile], ledger: dict[str, tuple[str, str]], run_date: date,
+                 now: datetime, settle_seconds: int) -> LandingPlan:
+    """Which files to read tonight: settled, complete, and not read by an earlier batch (by checksum).
+
+    `ledger` maps a checksum to the (batch, file name) that read it first.
+    """
+    ingest, already, waiting = [], [], []
+    for file in files:
+        age = (now - file.modified_at).total_seconds()
+        if age < settle_seconds:
+            waiting.append((file, f"changed {max(age, 0):.0f} s before the night started "
+                                  f"(events.settle_seconds: {settle_seconds})"))
+            continue
+        incomplete = unfinished(file)
+        if incomplete:
+            waiting.append((file, incomplete))
+            continue
+        file = LandingFile(file.path, file.name, file.size, file.modified_at, sha256_of(file.path))
+        first = ledger.get(file.sha256)
+        if first is not None and first[0] != run_date.isoformat():
+            already.append((file, f"read on {first[0]} as {first[1]}"))
+        else:
+            ingest.append(file)
+    return LandingPlan(ingest, already, waiting)
+
+
+def unfinished(file: LandingFile) -> str | None:
+    """Why the file looks cut short (still being written), or None when it looks whole."""
+    if file.size == 0:
+        return "empty"
+    with file.path.open("rb") as handle:
+        if file.is_parquet:
+            if file.size < 12:
+                return "shorter than a Parquet file"
+            handle.seek(-4, os.SEEK_END)
+            return None if handle.read(4) == b"PAR1" else "no Parquet footer yet"
+        handle.seek(max(0, file.size - 65536))
+        tail = handle.read()
+    if tail.endswith(b"\n"):
+        return None
+    last = tail.rsplit(b"\n", 1)[-1].strip()
+    import json
+
+    try:  # a file may end without a newline: its last line must then be a whole JSON object
+        json.loads(last)
+    except ValueError:
+        return "its last line is cut (no newline, not a whole JSON object)"
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_ledger(lake: Lake) -> dict[str, tuple[str, str]]:
+    """Checksum -> (batch, file name) of its first ingestion."""
+    if not ArrowLake(lake.root).exists("bronze", LEDGER_TABLE):
+        return {}
+    rows = ArrowLake(lake.root).read("bronze", LEDGER_TABLE, ["sha256", "batch_id", "file"]).to_pylist()
+    first: dict[str, tuple[str, str]] = {}
+    for row in sorted(rows, key=lambda row: row["batch_id"]):
+        first.setdefault(row["sha256"], (row["batch_id"], row["file"]))
+    return first
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bronze
+# --------------------------------------------------------------------------------------------------------
+
+
+def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started: datetime) -> dict[str, object]:
+    """Write the run date's bronze batch (replacing a previous run's) and record its files in the ledger."""
+    from pyspark.sql import functions as F
+
+    config = settings.events
+    batch_id = run_date.isoformat()
+    frames, summary = [], {}
+    plan = LandingPlan([], [], [])
+    if config.source in ("files", "both"):
+        folder = Path(config.landing_dir)
+        if not folder.is_dir():
+            log.warning("events: the landing folder %s does not exist: no event files tonight", folder)
+        plan = plan_landing(landing_files(folder), read_ledger(lake), run_date, started, config.settle_seconds)
+        for file, why in plan.waiting:
+            log.warning("events: %s waits for the next night: %s", file.name, why)
+        for file, why in plan.already:
+            log.info("events: %s already ingested (%s): skipped", file.name, why)
+        frames += _file_frames(lake.spark, plan.ingest)
+    staging = None
+    if config.source in ("table", "both"):
+        staging = settings.lake_dir / "_staging" / "events" / batch_id
+        table_rows = _stage_table(settings, run_date, staging, first_night=not lake.exists("silver", TABLE))
+        summary["table_rows_read"] = table_rows
+        if table_rows:
+            frames.append(_as_bronze_text(lake.spark.read.parquet(str(staging)), f"table:{config.table}"))
+    try:
+        rows = 0
+        if frames:
+            batch = frames[0]
+            for frame in frames[1:]:
+                batch = batch.unionByName(frame)
+            batch = batch.select(
+                *SOURCE_COLUMNS, "_corrupt", "_source",
+                F.lit(batch_id).alias("_batch_id"), F.lit(run_id).alias("_run_id"),
+                F.lit(started.replace(tzinfo=None)).cast("timestamp").alias("_extracted_at"),
+                F.to_date(F.expr("try_cast(occurred_at AS timestamp)")).alias("event_date"),
+            )
+            lake.replace_partition(batch, "bronze", TABLE, {"_batch_id": batch_id}, partition_by=("event_date",))
+            rows = lake.rows_written("bronze", TABLE)
+        elif lake.exists("bronze", TABLE) and lake.has_rows("bronze", TABLE, {"_batch_id": batch_id}):
+            # A rerun that finds nothing new: its earlier batch stays (its files are in the ledger).
+            rows = ArrowLake(lake.root).read("bronze", TABLE, ["_batch_id"],
+                                             where=_batch_filter(batch_id)).num_rows
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    if plan.ingest:
+        _record_files(lake, plan.ingest, batch_id, run_id, started)
+    summary.update({
+        "bronze_rows": rows,
+        "files_ingested": len(plan.ingest),
+        "files_already_ingested": len(plan.already),
+        "files_waiting": [f"{file.name}: {why}" for file, why in plan.waiting],
+    })
+    return summary
+
+
+def _batch_filter(batch_id: str):
+    import pyarrow.compute as pc
+
+    return pc.field("_batch_id") == batch_id
+
+
+def _file_frames(spark, files: list[LandingFile]) -> list:
+    """The files' events as bronze text columns (`_corrupt`: a JSON line that is not an event object)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    frames = []
+    json_files = [file for file in files if not file.is_parquet]
+    parquet_files = [file for file in files if file.is_parquet]
+    if json_files:
+        # Every field as text: Spark gives a JSON object's raw text for a string field (properties), and
+        # typing happens in silver, where a bad value is quarantined with its reason.
+        schema = StructType([StructField(name, StringType()) for name in SOURCE_COLUMNS]
+                            + [StructField("_corrupt", StringType())])
+        frame = (spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
+                 .json([str(file.path) for file in json_files]))
+        # Each row's file, by its landing name (Spark names it by URI: a small lookup, broadcast).
+        names = spark.createDataFrame([(uri, file.name) for file in json_files for uri in _uris(file.path)],
+                                      "_path string, _source string")
+        frame = frame.withColumn("_path", F.col("_metadata.file_path"))
+        frames.append(frame.join(F.broadcast(names), "_path", "left").drop("_path"))
+    for file in parquet_files:  # one at a time: trackers' Parquet files need not share a schema
+        frame = spark.read.parquet(str(file.path))
+        frames.append(_as_bronze_text(frame, file.name))
+    return frames
+
+
+def _uris(path: Path) -> set[str]:
+    """The ways Spark may name a local file in `_metadata.file_path`."""
+    return {path.as_uri(), f"file:{path}", str(path)}
+
+
+def _as_bronze_text(frame, source: str):
+    """A frame of events with every source column as text (missing ones null), `_corrupt` null and `_source`."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType, StructType, TimestampNTZType, TimestampType
+
+    columns = []
+    types = dict((field.name, field.dataType) for field in frame.schema.fields)
+    for name in SOURCE_COLUMNS:
+        kind = types.get(name)
+        if kind is None:
+            columns.append(F.lit(None).cast("string").alias(name))
+        elif isinstance(kind, (StructType, MapType)):
+            columns.append(F.to_json(F.col(name)).alias(name))
+        elif isinstance(kind, (TimestampType, TimestampNTZType)):
+            columns.append(F.date_format(F.col(name), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias(name))
+        else:
+            columns.append(F.col(name).cast("string").alias(name))
+    return frame.select(*columns, F.lit(None).cast("string").alias("_corrupt"), F.lit(source).alias("_source"))
+
+
+def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: bool) -> int:
+    """Read the shop's events table (from late_days before the run date; all on the first night) into a
+    Parquet file in `folder`; returns the rows read."""
+    import pyarrow.parquet as pq
+
+    from jobs import db, documents
+    from jobs.source_reader import read_batches
+
+    config = settings.events
+    url = settings.shop.url
+    if documents.is_document_shop(url):
+        raise ValueError(f"events.source {config.source!r}: a document shop has no events table; "
+                         f"use events.source: files (event files in {config.landing_dir})")
+    from sqlalchemy import inspect
+
+    engine = db.engine(url)
+    try:
+        names = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if config.table not in names:
+        raise ValueError(f"events.source {config.source!r}: the shop {db.masked(url)} has no table "
+                         f"{config.table!r} (events.table); expected columns {', '.join(SOURCE_COLUMNS)}")
+    quote = '`' if db.kind(url) == "mysql" else '"'
+    columns = ", ".join(f"{quote}{name}{quote}" for name in SOURCE_COLUMNS)
+    query = f"SELECT {columns} FROM {quote}{config.table}{quote}"
+    if not first_night:
+        low = datetime.combine(run_date - timedelta(days=config.late_days), datetime.min.time())
+        query += f" WHERE {quote}occurred_at{quote} >= '{low:%Y-%m-%d %H:%M:%S}'"
+    schema = pa.schema([(name, pa.string()) for name in SOURCE_COLUMNS])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rows = 0
+    with pq.ParquetWriter(folder / "table.parquet", schema) as writer:
+        for batch in read_batches(url, query, schema, config.table, settings.shop.fetch_size):
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _record_files(lake: Lake, files: list[LandingFile], batch_id: str, run_id: str, started: datetime) -> None:
+    """Replace the batch's rows of the ledger with the files it read (after bronze committed)."""
+    import pyarrow.compute as pc
+
+    arrow = ArrowLake(lake.root)
+    rows_by_file = {}
+    if arrow.exists("bronze", TABLE):
+        counted = arrow.read("bronze", TABLE, ["_source"], where=_batch_filter(batch_id)).column("_source")
+        rows_by_file = {row["values"]: row["counts"] for row in pc.value_counts(counted).to_pylist()}
+    ledger = pa.table({
+        "file": [file.name for file in files],
+        "size": [file.size for file in files],
+        "sha256": [file.sha256 for file in files],
+        "modified_at": [file.modified_at for file in files],
+        "batch_id": [batch_id] * len(files),
+        "rows": [int(rows_by_file.get(file.name, 0)) for file in files],
+        "run_id": [run_id] * len(files),
+        "ingested_at": [started] * len(files),
+    }, schema=LEDGER_SCHEMA)
+    arrow.replace_partition(ledger, "bronze", LEDGER_TABLE, {"batch_id": batch_id})
+
+
+# --------------------------------------------------------------------------------------------------------
+# Silver
+# --------------------------------------------------------------------------------------------------------
+
+
+def apply_batches(lake: Lake, settings: Settings, run_date: date, run_id: str) -> dict[str, object]:
+    """Apply to silver the run date's bronze batch and any earlier batch not applied yet."""
+    from pyspark.sql import functions as F
+
+    if not lake.exists("bronze", TABLE):
+        return {"silver_inserted": 0, "silver_restitched": 0, "duplicates": 0, "quarantined": 0}
+    batch_id = run_date.isoformat()
+    written = {row["_batch_id"] for row in lake.read("bronze", TABLE).select("_batch_id").distinct().collect()}
+    applied = set()
+    if lake.exists("silver", APPLIED_TABLE):
+        applied = {row["batch_id"] for row in lake.read("silver", APPLIED_TABLE).select("batch_id").collect()}
+    batches = sorted(b for b in written if b == batch_id or (b < batch_id and b not in applied))
+    if not batches:
+        return {"silver_inserted": 0, "silver_restitched": 0, "duplicates": 0, "quarantined": 0}
+    bronze = lake.read("bronze", TABLE).where(F.col("_batch_id").isin(batches))
+    counts = apply_events(lake, bronze, settings, run_date, run_id)
+    recorded = lake.spark.createDataFrame(
+        [(b, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for b in batches],
+        "batch_id string, run_id string, applied_at timestamp")
+    lake.merge(recorded, "silver", APPLIED_TABLE, keys=["batch_id"])
+    return {"batches_applied": batches, **counts}
+
+
+def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id: str) -> dict[str, int]:
+    """Type, check and deduplicate bronze rows, then stitch and sessionise their sessions into silver (one MERGE)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    config = settings.events
+    flagged = flag_invalid_events(bronze, run_date, config.late_days).localCheckpoint(eager=True)
+    rejected = flagged.where(F.col("_rule").isNotNull())
+    valid = flagged.where(F.col("_rule").isNull())
+    first = Window.partitionBy("event_id").orderBy("occurred_at", "_extracted_at", "_source")
+    unique = valid.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).drop("_n")
+    earliest = unique.agg(F.min("event_date")).first()[0]
+    duplicates_in_batch = valid.count() - unique.count()
+    inserted = restitched = duplicates_in_silver = 0
+    if earliest is not None:
+        exists = lake.exists("silver", TABLE)
+        incoming = unique.select(*EVENT_COLUMNS_IN)
+        if exists:
+            window_start = earliest - timedelta(days=config.late_days + 1)
+            silver = lake.read("silver", TABLE).where(F.col("event_date") >= F.lit(window_start))
+            known = silver.join(incoming.select("event_id"), "event_id", "left_semi")
+            duplicates_in_silver = known.count()
+            new = incoming.join(silver.select("event_id"), "event_id", "left_anti")
+            sessions = new.select("session_id").distinct()
+            related = silver.join(sessions, "session_id", "left_semi").select(*EVENT_COLUMNS_IN)
+            combined = related.unionByName(new)
+        else:
+            combined = incoming
+        rows = sessionised(stitched(combined), config.session_gap_minutes).localCheckpoint(eager=True)
+        if exists:
+            result = lake.merge(
+                rows, "silver", TABLE, keys=["event_id"],
+                target_condition=f"t.event_date >= '{(earliest - timedelta(days=config.late_days + 1)).isoformat()}'",
+                update_when="NOT (t.customer_id <=> s.customer_id AND t.identified_by <=> s.identified_by "
+                            "AND t.visit_id <=> s.visit_id AND t.visit_started_at <=> s.visit_started_at)",
+            )
+        else:
+            lake.overwrite(rows, "silver", TABLE, partition_by=("event_date",))
+            result = {"inserted": lake.rows_written("silver", TABLE), "updated": 0}
+        inserted, restitched = result["inserted"], result["updated"]
+    quarantine = rejected.select(
+        "event_id", F.col("_rule").alias("rule"), F.col("_reason").alias("reason"),
+        F.col("_source_row").alias("source_row"), F.lit(run_id).alias("run_id"), F.lit(run_date).alias("run_date"),
+    ).localCheckpoint(eager=True)
+    bad = quarantine.count()
+    if bad or not lake.exists("silver", QUARANTINE_TABLE) or lake.has_rows("silver", QUARANTINE_TABLE, {"run_date": run_date}):
+        lake.replace_partition(quarantine, "silver", QUARANTINE_TABLE, {"run_date": run_date})
+    return {"silver_inserted": inserted, "silver_restitched": restitched,
+            "duplicates": duplicates_in_batch + duplicates_in_silver, "quarantined": bad}
+
+
+#: Silver's columns before stitching and sessionising.
+EVENT_COLUMNS_IN = ("event_id", "customer_id", "source_customer_id", "session_id", "event_type", "product_id",
+                    "category", "channel", "occurred_at", "event_date", "properties", "source", "batch_id",
+                    "ingested_at")
+
+
+def flag_invalid_events(bronze, run_date: date, late_days: int):
+    """Bronze rows typed, with `_rule` and `_reason` of the first rule each breaks (null when valid)."""
+    from pyspark.sql import functions as F
+
+    def try_cast(column: str, kind: str):
+        return F.expr(f"try_cast(`{column}` AS {kind})")
+
+    occurred = try_cast("occurred_at", "timestamp")
+    customer, product = try_cast("customer_id", "bigint"), try_cast("product_id", "bigint")
+    earliest = datetime.combine(run_date - timedelta(days=late_days), datetime.min.time())
+    properties_ok = F.col("properties").isNull() | F.from_json(
+        F.col("properties"), "map<string,string>").isNotNull()
+    types = F.array(*[F.lit(kind) for kind in shop_schema.EVENT_TYPES])
+    channels = F.array(*[F.lit(kind) for kind in shop_schema.EVENT_CHANNELS])
+
+    def value(column: str):
+        return F.coalesce(F.concat(F.lit("'"), F.col(column), F.lit("'")), F.lit("null"))
+
+    rules = [
+        ("unreadable", F.col("_corrupt").isNotNull(),
+         F.concat(F.lit("events (" ), F.col("_source"), F.lit("): the line is not a JSON event object: "),
+                  F.substring(F.col("_corrupt"), 1, 200))),
+        ("null_key", F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""),
+         F.concat(F.lit("events.event_id is "), value("event_id"), F.lit(": expected the tracker's event id"))),
+        ("null_key", F.col("session_id").isNull() | (F.trim(F.col("session_id")) == ""),
+         F.concat(F.lit("events.session_id is "), value("session_id"), F.lit(": expected the tracker's session id"))),
+        ("wrong_type", F.col("customer_id").isNotNull() & customer.isNull(),
+         F.concat(F.lit("events.customer_id = "), value("customer_id"), F.lit(": expected an integer customer id or null"))),
+        ("wrong_type", F.col("product_id").isNotNull() & product.isNull(),
+         F.concat(F.lit("events.product_id = "), value("product_id"), F.lit(": expected an integer product id or null"))),
+        ("invalid_value", occurred.isNull(),
+         F.concat(F.lit("events.occurred_at = "), value("occurred_at"), F.lit(": expected a time (ISO 8601, UTC)"))),
+        ("invalid_value", ~properties_ok,
+         F.concat(F.lit("events.properties = "), F.substring(value("properties"), 1, 200),
+                  F.lit(": expected a JSON object"))),
+        ("unknown_event_type", F.col("event_type").isNull() | ~F.array_contains(types, F.col("event_type")),
+         F.concat(F.lit("events.event_type = "), value("event_type"),
+                  F.lit(f": expected one of {', '.join(shop_schema.EVENT_TYPES)}"))),
+        ("unknown_channel", F.col("channel").isNotNull() & ~F.array_contains(channels, F.col("channel")),
+         F.concat(F.lit("events.channel = "), value("channel"),
+                  F.lit(f": expected one of {', '.join(shop_schema.EVENT_CHANNELS)} or null"))),
+        ("too_late", occurred < F.lit(earliest),
+         F.concat(F.lit("events.occurred_at = "), value("occurred_at"),
+                  F.lit(f": more than {late_days} day(s) before the run date {run_date} (events.late_days)"))),
+        ("future_timestamp", occurred > F.col("_extracted_at") + F.expr(f"INTERVAL {int(CLOCK_SKEW.total_seconds())} SECONDS"),
+         F.concat(F.lit("events.occurred_at = "), value("occurred_at"), F.lit(" is after the moment it was read, "),
+                  F.col("_extracted_at").cast("string"))),
+    ]
+    rule = reason = None
+    for name, failed, why in rules:
+        rule = F.when(failed, F.lit(name)) if rule is None else rule.when(failed, F.lit(name))
+        reason = F.when(failed, why) if reason is None else reason.when(failed, why)
+    source_row = F.to_json(F.struct(*[F.col(name) for name in SOURCE_COLUMNS], F.col("_source")))
+    return bronze.select(
+        F.col("event_id"), customer.alias("customer_id"), customer.alias("source_customer_id"),
+        F.col("session_id"), F.col("event_type"), product.alias("product_id"), F.col("category"),
+        F.col("channel"), occurred.alias("occurred_at"), F.to_date(occurred).alias("event_date"),
+        F.col("properties"), F.col("_source").alias("source"), F.col("_batch_id").alias("batch_id"),
+        F.col("_extracted_at").alias("ingested_at"), F.col("_extracted_at"), F.col("_source"),
+        rule.otherwise(F.lit(None).cast("string")).alias("_rule"),
+        reason.otherwise(F.lit(None).cast("string")).alias("_reason"),
+        source_row.alias("_source_row"),
+    )
+
+
+def stitched(events):
+    """Each event attributed to a customer: its own, else the next one its session logged in as, else the
+    latest earlier one; `identified_by` says which (login, session, or null: never logged in)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("session_id").orderBy("occurred_at", "event_id")
+    later = order.rowsBetween(Window.currentRow, Window.unboundedFollowing)
+    earlier = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    attributed = F.coalesce(F.col("source_customer_id"),
+                            F.first("source_customer_id", ignorenulls=True).over(later),
+                            F.last("source_customer_id", ignorenulls=True).over(earlier))
+    return events.withColumn("customer_id", attributed).withColumn(
+        "identified_by",
+        F.when(F.col("source_customer_id").isNotNull(), F.lit("login"))
+        .when(F.col("customer_id").isNotNull(), F.lit("session"))
+        .otherwise(F.lit(None).cast("string")),
+    )
+
+
+def sessionised(events, gap_minutes: int):
+    """Visits: a session's events split where `gap_minutes` pass without an event (`visit_id` = session#n)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("session_id").orderBy("occurred_at", "event_id")
+    gap = F.col("occurred_at").cast("long") - F.lag(F.col("occurred_at").cast("long")).over(order)
+    starts = F.when(gap.isNull() | (gap > gap_minutes * 60), 1).otherwise(0)
+    numbered = events.withColumn("_starts", starts).withColumn(
+        "_visit", F.sum("_starts").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+    visit = Window.partitionBy("session_id", "_visit")
+    return numbered.select(
+        "event_id", "customer_id", "identified_by", "source_customer_id", "session_id",
+        F.concat(F.col("session_id"), F.lit("#"), F.col("_visit").cast("string")).alias("visit_id"),
+        F.min("occurred_at").over(visit).alias("visit_started_at"),
+        "event_type", "product_id", "category", "channel", "occurred_at", "event_date", "properties",
+        "source", "batch_id", "ingested_at",
+    )
