@@ -6,8 +6,10 @@ in its conf, which `crm run --date` does). Each task is one job of `jobs/`, read
 date's partition, and hands data to the next task through the Delta lake, so any task can be rerun alone:
 
 `extract` (what changed in the shop -> bronze; conf `{"full": true}` reloads everything) →
-`validate_bronze` → `clean` (bronze -> silver by MERGE, bad rows to quarantine) → `validate_silver` →
-`features` (silver -> gold/customer_features, point in time) → `score` (RFM segments, movement,
+`validate_bronze` → `clean` (bronze -> silver by MERGE, bad rows to quarantine) → `events` (browsing events
+from the landing folder and/or the shop's events table -> bronze/events -> silver/events: each file once,
+each event once, sessions stitched to the customer who logged in, visits) → `validate_silver` →
+`features` (silver -> gold/customer_features and customer_activity, point in time) → `score` (RFM segments, movement,
 behavioural clusters, customer profiles: gold/customer_segments, customer_clusters, customer_profile,
 segment_summary, segment_movement) and, beside it, `predict` (churn probability with reasons from the
 MLflow `champion` model, P(alive), expected orders, 12-month CLV with its interval, next order date:
@@ -104,13 +106,18 @@ def crm_nightly():
         return run_job("clean", context)
 
     @task
+    def events(**context):
+        """Browsing events: landing files and/or the shop's events table -> bronze/events -> silver/events (deduplicated, stitched, sessionised)."""
+        return run_job("events", context)
+
+    @task
     def validate_silver(**context):
         """Quality gate on silver: unique keys, references, amounts, ranges, e-mails (`expectations/silver.py`)."""
         return run_job("validate", context, layer="silver")
 
     @task
     def features(**context):
-        """Per-customer features as of the run date: RFM, trend, baskets, carts, reviews, inquiries (`gold/customer_features`)."""
+        """Per-customer features as of the run date: RFM, trend, baskets, carts, reviews, inquiries, browsing (`gold/customer_features`, `customer_activity`)."""
         return run_job("features", context)
 
     @task
@@ -163,7 +170,7 @@ def crm_nightly():
         """Write the run report `<data>/reports/<run_date>/index.html` (static HTML with plots); returns its path."""
         return run_job("report", context)
 
-    gold = extract() >> validate_bronze() >> clean() >> validate_silver() >> features()
+    gold = extract() >> validate_bronze() >> clean() >> events() >> validate_silver() >> features()
     checked = validate_gold()
     scored, predicted, recommended, targeted = score(), predict(), recommend(), campaigns()
     gold >> [scored, predicted, recommended]

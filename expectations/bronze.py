@@ -20,7 +20,7 @@ TABLES: tuple[str, ...] = shop_schema.SHOP_TABLES
 OPERATIONS = ("U", "D")  # upsert, delete
 
 
-def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
+def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
     """The run date's batch of a bronze table."""
     return table.where(F.col("_batch_id") == run_date.isoformat())
 

@@ -21,10 +21,11 @@ from models.triage import TOPICS, URGENCIES
 
 TABLES: tuple[str, ...] = ("customer_features", "customer_segments", "customer_profile", "customer_scores",
                            "review_insights", "review_alerts", "inquiry_triage", "customer_satisfaction",
-                           "coupon_offers", "category_propensity", "recommendations", "campaign_audiences")
+                           "coupon_offers", "category_propensity", "recommendations", "campaign_audiences",
+                           "customer_activity")
 
 
-def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
+def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
     """The run date's partition of a gold table."""
     return table.where(F.col("as_of") == F.lit(run_date))
 
@@ -133,6 +134,20 @@ def expectations(table: str) -> list[gxe.Expectation]:
             gxe.ExpectColumnValuesToBeInSet(column="suppression_reason", value_set=list(SUPPRESSION_REASONS),
                                             severity=CRITICAL),
             gxe.ExpectColumnValuesToBeBetween(column="audience_rank", min_value=1, severity=CRITICAL),
+        ],
+        "customer_activity": [
+            *_columns_written("customer_activity", "jobs/features.py"),
+            *_one_row_per_customer(),
+            *[gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, severity=CRITICAL)
+              for column in ("views_7d", "views_30d", "visits_7d", "visits_30d", "visits_previous_30d", "searches_30d",
+                             "cart_adds_30d", "days_since_last_visit", "browse_abandoned_products",
+                             "cart_abandoned_products")],
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="views_30d", column_B="views_7d", or_equal=True,
+                                                        severity=CRITICAL, description="7 days are within 30"),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="browse_abandoned_products",
+                                                        column_B="cart_abandoned_products", or_equal=True,
+                                                        severity=CRITICAL),
+            *_between("view_to_purchase_30d", 0, 1),
         ],
     }
     return rules[table]

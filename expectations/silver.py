@@ -1,6 +1,8 @@
-"""Silver: what the current state of each shop table must satisfy after `clean`.
+"""Silver: what the current state of each shop table must satisfy after `clean`, and the events after `events`.
 
-Rows checked: the whole table (one row per `id`). Every table gets the rules of the canonical model
+Rows checked: the whole table (one row per `id`); for `events`, the rows the run date's batch brought
+(`batch_id`): the table grows by millions, and its older rows were checked on their night. A lake without
+events (`events.source: none`, or no file yet) has no silver/events, which is not a failure. Every table gets the rules of the canonical model
 (`model_expectations`): its columns present, `id` set and unique, every foreign-key column set. Then its own
 rules (`table_expectations`), listed per table. `clean` quarantines rows that break the critical rules, so
 a critical failure here means a bug in `clean` or a bypassed lake; an enumeration outside its known values
@@ -17,7 +19,10 @@ from expectations.severity import CRITICAL, WARNING, columns_present_and_keyed
 from jobs import shop_schema
 from jobs.clean import EMAIL_PATTERN, RATING_RANGE  # the rules `clean` quarantines by
 
-TABLES: tuple[str, ...] = shop_schema.SHOP_TABLES
+TABLES: tuple[str, ...] = (*shop_schema.SHOP_TABLES, "events")
+#: Tables a lake may not have yet: not validated until they exist.
+OPTIONAL_TABLES: tuple[str, ...] = ("events",)
+IDENTIFIED_BY = ["login", "session"]
 
 ORDER_STATUSES = ["placed", "paid", "shipped", "delivered", "cancelled", "returned"]
 CART_STATUSES = ["open", "abandoned", "converted"]
@@ -25,14 +30,40 @@ INQUIRY_STATUSES = ["open", "pending", "resolved"]
 LANGUAGES = ["en", "zh"]
 
 
-def rows_to_check(table: DataFrame, run_date: date) -> DataFrame:
-    """All of a silver table: it is the current state as of the run."""
+def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
+    """All of a silver table (it is the current state as of the run); of events, the run date's batch."""
+    if name == "events":
+        from pyspark.sql import functions as F
+
+        return table.where(F.col("batch_id") == run_date.isoformat())
     return table
 
 
 def expectations(table: str) -> list[gxe.Expectation]:
     """Everything checked on silver/<table>: the model's rules, then the table's own."""
+    if table == "events":
+        return event_expectations()
     return model_expectations(table) + table_expectations(table)
+
+
+def event_expectations() -> list[gxe.Expectation]:
+    """silver/events: the rules `jobs/events.py` quarantines by, and what stitching and visits guarantee."""
+    from jobs.events import SILVER_COLUMNS
+
+    return [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(SILVER_COLUMNS), exact_match=True, severity=CRITICAL,
+                                         description="the columns `jobs/events.py` writes"),
+        gxe.ExpectColumnValuesToBeUnique(column="event_id", severity=CRITICAL,
+                                         description="each event once (duplicates by event_id are dropped)"),
+        *[gxe.ExpectColumnValuesToNotBeNull(column=column, severity=CRITICAL)
+          for column in ("event_id", "session_id", "visit_id", "visit_started_at", "event_type", "occurred_at",
+                         "event_date")],
+        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(shop_schema.EVENT_TYPES), severity=CRITICAL),
+        gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(shop_schema.EVENT_CHANNELS), severity=CRITICAL),
+        gxe.ExpectColumnValuesToBeInSet(column="identified_by", value_set=IDENTIFIED_BY, severity=CRITICAL),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="occurred_at", column_B="visit_started_at", or_equal=True,
+                                                    severity=CRITICAL, description="a visit starts with its first event"),
+    ]
 
 
 def model_expectations(table: str) -> list[gxe.Expectation]:

@@ -30,6 +30,14 @@ CANCELLED, RETURNED = "cancelled", "returned"
 MONEY = "decimal(18,2)"
 
 
+def silver_tables(lake) -> dict[str, DataFrame]:
+    """The silver tables the features read (`INPUT_TABLES`), and `events` when the lake has them."""
+    tables = {table: lake.read("silver", table) for table in INPUT_TABLES}
+    if lake.exists("silver", "events"):
+        tables["events"] = lake.read("silver", "events")
+    return tables
+
+
 def end_of(as_of: date) -> datetime:
     """The first instant after the day `as_of` (UTC): everything before it is known at `as_of`."""
     return datetime.combine(as_of + timedelta(days=1), time.min)
@@ -57,8 +65,22 @@ def orders_as_of(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str
     )
 
 
+def purchased_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
+    """The order lines of purchases known at `as_of`: customer_id, product_id, quantity, created_at (the order's)."""
+    purchases = orders_as_of(silver["orders"], as_of, purchase_statuses).where("is_purchase")
+    return (known_at(silver["order_items"], as_of).select("order_id", "product_id", "quantity")
+            .join(purchases.select(F.col("id").alias("order_id"), "customer_id", "created_at"), "order_id")
+            .select("customer_id", "product_id", "quantity", "created_at"))
+
+
 def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
-    """One row per customer registered by `as_of`, with the columns of `features.registry.FEATURES`."""
+    """One row per customer registered by `as_of`, with the columns of `features.registry.FEATURES`.
+
+    The browsing columns come from `silver["events"]` when it is there (`features/activity.py`); without
+    events their counts are 0 and days_since_last_visit null.
+    """
+    from features.activity import CHURN_COLUMNS, activity_counts
+
     day = F.lit(as_of)
     orders = orders_as_of(silver["orders"], as_of, purchase_statuses)
     purchases = orders.where("is_purchase")
@@ -73,6 +95,7 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         .join(_carts(silver["carts"], silver["cart_items"], as_of), "customer_id", "left")
         .join(_reviews(silver["reviews"], as_of), "customer_id", "left")
         .join(_inquiries(silver["inquiries"], as_of), "customer_id", "left")
+        .join(activity_counts(silver.get("events"), customers.select("customer_id"), as_of), "customer_id", "left")
     )
     zero = F.lit(0)
     return frame.select(
@@ -104,6 +127,7 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         F.coalesce("inquiry_count", zero).cast("int").alias("inquiry_count"),
         F.coalesce("open_inquiries", zero).cast("int").alias("open_inquiries"),
         satisfaction_score().alias("satisfaction_score"),
+        *CHURN_COLUMNS,
     )
 
 

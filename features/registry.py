@@ -69,6 +69,16 @@ FEATURES: tuple[Feature, ...] = (
             "their inquiries still open, of the parts they have; null with neither reviews nor inquiries "
             "(the star-rating form of customer_satisfaction, which reads the texts)", "double", "score (-1 to 1)",
             label="satisfaction"),
+    Feature("views_30d", "product views in the last 30 days (browsing events; 0 without events)", "bigint", "views",
+            label="product views in the last 30 days"),
+    Feature("visits_30d", "visits in the last 30 days: sessions split after events.session_gap_minutes idle",
+            "bigint", "visits", label="visits in the last 30 days"),
+    Feature("visits_previous_30d", "visits in the 30 days before those", "bigint", "visits",
+            label="visits in the 30 days before"),
+    Feature("cart_adds_30d", "products put in the cart in the last 30 days", "bigint", "events",
+            label="products put in the cart in the last 30 days"),
+    Feature("days_since_last_visit", "days from the latest browsing event to as_of; null without events", "int",
+            "days", label="days since the last visit"),
 )
 
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

@@ -15,13 +15,13 @@ from jobs import runlog
 from jobs.config import load_config
 from jobs.rundate import business_date
 
-NIGHTLY_JOBS = ("extract", "validate", "clean", "features", "score", "predict", "recommend", "insights", "offers",
+NIGHTLY_JOBS = ("extract", "validate", "clean", "events", "features", "score", "predict", "recommend", "insights", "offers",
                 "campaigns", "publish", "export", "report")
 #: Every job a task may run: the night's, and the training DAG's.
 JOBS = (*NIGHTLY_JOBS, "train")
 #: The night in order: (job, its options); `validate` is the quality gate of the layer just written.
 NIGHTLY_STEPS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("extract", {}), ("validate", {"layer": "bronze"}), ("clean", {}), ("validate", {"layer": "silver"}),
+    ("extract", {}), ("validate", {"layer": "bronze"}), ("clean", {}), ("events", {}), ("validate", {"layer": "silver"}),
     ("features", {}), ("score", {}), ("predict", {}), ("recommend", {}), ("insights", {}),
     ("offers", {}), ("campaigns", {}), ("validate", {"layer": "gold"}), ("publish", {}),
     ("export", {}), ("report", {}),

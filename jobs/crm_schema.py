@@ -297,7 +297,30 @@ def crm_metadata(schema: str | None) -> MetaData:
         *_run_columns(),
         comment="one row per customer and recommended product (recommend.top_n per customer)",
     )
+    Table(
+        "customer_activity",
+        metadata,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
+        *_activity_columns(),
+        *_run_columns(),
+        Index("ix_customer_activity_abandoned", "browse_abandoned_products"),
+        comment="one row per customer: browsing activity (views, visits, searches, carts) as of the run date, "
+                "from the browsing events; counts 0 without events",
+    )
     return metadata
+
+
+def _activity_columns() -> list[Column]:
+    """customer_activity's columns from `features.activity.ACTIVITY_COLUMNS` (the one place they are defined)."""
+    from features.activity import ACTIVITY_COLUMNS
+
+    kinds = {"bigint": (BigInteger, False), "int": (Integer, True), "double": (Float, True),
+             "timestamp": (DateTime, True), "string": (String(400), True)}
+    columns = []
+    for name, kind, meaning in ACTIVITY_COLUMNS:
+        sql_type, nullable = kinds[kind]
+        columns.append(Column(name, sql_type, nullable=nullable, comment=meaning))
+    return columns
 
 
 def database_metadata(schema: str | None) -> MetaData:

@@ -477,6 +477,12 @@ EVENT_COLUMNS_IN = ("event_id", "customer_id", "source_customer_id", "session_id
                     "ingested_at")
 
 
+#: silver/events, in order.
+SILVER_COLUMNS = ("event_id", "customer_id", "identified_by", "source_customer_id", "session_id", "visit_id",
+                  "visit_started_at", "event_type", "product_id", "category", "channel", "occurred_at", "event_date",
+                  "properties", "source", "batch_id", "ingested_at")
+
+
 def flag_invalid_events(bronze, run_date: date, late_days: int):
     """Bronze rows typed, with `_rule` and `_reason` of the first rule each breaks (null when valid)."""
     from pyspark.sql import functions as F
@@ -573,10 +579,7 @@ def sessionised(events, gap_minutes: int):
     numbered = events.withColumn("_starts", starts).withColumn(
         "_visit", F.sum("_starts").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
     visit = Window.partitionBy("session_id", "_visit")
-    return numbered.select(
-        "event_id", "customer_id", "identified_by", "source_customer_id", "session_id",
-        F.concat(F.col("session_id"), F.lit("#"), F.col("_visit").cast("string")).alias("visit_id"),
-        F.min("occurred_at").over(visit).alias("visit_started_at"),
-        "event_type", "product_id", "category", "channel", "occurred_at", "event_date", "properties",
-        "source", "batch_id", "ingested_at",
-    )
+    return numbered.withColumns({
+        "visit_id": F.concat(F.col("session_id"), F.lit("#"), F.col("_visit").cast("string")),
+        "visit_started_at": F.min("occurred_at").over(visit),
+    }).select(*SILVER_COLUMNS)

@@ -1,26 +1,36 @@
-"""features: silver -> gold/customer_features, the partition of the run date (`as_of`)."""
+"""features: silver -> gold/customer_features and gold/customer_activity, the partitions of the run date (`as_of`)."""
 from __future__ import annotations
 
 import logging
 from datetime import date
 
-from features.customer import INPUT_TABLES, customer_features
+from features.activity import customer_activity
+from features.customer import customer_features, known_at, purchased_lines, silver_tables
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
+from jobs.types import write_gold_partition
 
 log = logging.getLogger(__name__)
 
 TABLE = "customer_features"
+ACTIVITY_TABLE = "customer_activity"
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> int:
-    """Compute the customer features as of `run_date`; returns the number of customers."""
+    """Compute the customer features and browsing activity as of `run_date`; returns the number of customers."""
+    from pyspark.sql import functions as F
+
     with spark_session(settings, "features") as spark:
         lake = Lake(spark, settings.lake_dir)
-        silver = {table: lake.read("silver", table) for table in INPUT_TABLES}
+        silver = silver_tables(lake)
         features = customer_features(silver, run_date, settings.rfm.scored_statuses)
         lake.replace_partition(features, "gold", TABLE, {"as_of": run_date}, evolve=True)
         customers = lake.rows_written("gold", TABLE)
-    log.info("gold/%s: %d customers as of %s (run %s)", TABLE, customers, run_date, run_id)
+        registered = known_at(silver["customers"], run_date).select(F.col("id").alias("customer_id"))
+        activity = customer_activity(silver.get("events"), registered,
+                                     purchased_lines(silver, run_date, settings.rfm.scored_statuses), run_date,
+                                     settings.events.browse_abandonment_days, settings.events.top_categories)
+        write_gold_partition(lake, activity, ACTIVITY_TABLE, run_date, run_id)
+    log.info("gold/%s and gold/%s: %d customers as of %s (run %s)", TABLE, ACTIVITY_TABLE, customers, run_date, run_id)
     return customers

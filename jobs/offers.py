@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from features.customer import INPUT_TABLES, customer_features, end_of, known_at
+from features.customer import customer_features, end_of, known_at, silver_tables
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
@@ -95,7 +95,7 @@ def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn
     """The campaigns' outcome rows with each customer's features as of the day before the campaign started,
     the coupon's term features, a held-out flag and, for the churn-risk baseline, the churn champion's
     probability then (NaN without a champion or a purchase)."""
-    silver = {table: lake.read("silver", table) for table in INPUT_TABLES}
+    silver = silver_tables(lake)
     parts = []
     for campaign, rows in outcomes.groupby("campaign", sort=True):
         as_of = pd.Timestamp(rows["valid_from"].iloc[0]).date() - timedelta(days=1)

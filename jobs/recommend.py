@@ -22,7 +22,7 @@ from datetime import date, timedelta
 
 from pyspark.sql import functions as F
 
-from features.customer import INPUT_TABLES
+from features.customer import silver_tables
 from jobs.config import Settings
 from jobs.lake import Lake
 from jobs.spark import spark_session
@@ -48,7 +48,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows.
         spark.sparkContext.setCheckpointDir(checkpoints)
         lake = Lake(spark, settings.lake_dir)
-        silver = {table: lake.read("silver", table) for table in INPUT_TABLES}
+        silver = silver_tables(lake)
         first_order = silver["orders"].agg(F.min("created_at")).first()[0]
         history_days = (run_date - first_order.date()).days if first_order is not None else 0
 

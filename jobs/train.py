@@ -27,7 +27,7 @@ import sklearn
 from mlflow.models import infer_signature
 from pyspark.sql import functions as F
 
-from features.customer import INPUT_TABLES, customer_features
+from features.customer import customer_features, silver_tables
 from features.purchases import purchase_history, with_future_purchases
 from jobs.config import Settings
 from jobs.lake import Lake
@@ -67,7 +67,7 @@ def train(lake: Lake, run_date: date, settings: Settings, run_id: str) -> dict:
 def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
     """The point-in-time snapshot of the buyers at `as_of`, labelled by the `churn.horizon_days` after it."""
     statuses = settings.rfm.scored_statuses
-    silver = {table: lake.read("silver", table) for table in INPUT_TABLES}
+    silver = silver_tables(lake)
     buyers = customer_features(silver, as_of, statuses).where(F.col("frequency") > 0)
     labelled = (
         buyers.transform(with_future_purchases, silver["orders"], as_of, settings.churn.horizon_days, statuses)

@@ -79,9 +79,10 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str,
         layer_rules = expectations.LAYER_SUITES[layer]
         for table in tables_to_check or expectations.tables(layer):
             if not lake.exists(layer, table):
-                missing.append(table)
+                if table not in getattr(layer_rules, "OPTIONAL_TABLES", ()):
+                    missing.append(table)
                 continue
-            rows = layer_rules.rows_to_check(lake.read(layer, table), run_date)
+            rows = layer_rules.rows_to_check(lake.read(layer, table), run_date, table)
             report, result_id = validate_table(context, layer, table, rows, gx_run)
             tables[table] = report
             result_ids.append(result_id)

@@ -62,7 +62,7 @@ def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
     upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
     assert upstream == {
         "extract": [], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
-        "validate_silver": ["clean"], "features": ["validate_silver"], "score": ["features"],
+        "events": ["clean"], "validate_silver": ["events"], "features": ["validate_silver"], "score": ["features"],
         "predict": ["features"], "recommend": ["features"], "insights": ["predict"], "offers": ["predict"],
         "campaigns": ["insights", "offers", "recommend", "score"], "validate_gold": ["campaigns"],
         "publish": ["validate_gold"],

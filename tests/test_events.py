@@ -247,3 +247,15 @@ def test_a_missing_events_table_is_a_clear_error(spark, lake_settings, tmp_path)
     })
     with pytest.raises(ValueError, match=r"has no table 'events' \(events.table\); expected columns event_id"):
         night(table_source, NIGHT_1)
+
+
+def test_the_silver_quality_gate_checks_the_nights_events(spark, lake_settings):
+    from jobs import validate
+
+    landing = Path(lake_settings.events.landing_dir)
+    drop(landing, "gate.ndjson", [event("g1", "2026-11-24T10:00:00Z", customer=1),
+                                  event("g2", "2026-11-24T10:05:00Z", kind="add_to_cart")])
+    night(lake_settings, NIGHT_1)
+    summary = validate.run(NIGHT_1, lake_settings, "gate-test", "silver", tables_to_check=["events"])
+    assert summary["passed"] and summary["tables"]["events"]["rows"] == 2
+    assert summary["tables"]["events"]["expectations"] >= 10

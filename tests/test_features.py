@@ -193,6 +193,8 @@ def test_features_of_one_customer_mean_what_the_registry_says(spark):
         "abandoned_cart_value": Decimal("3.00"), "cancelled_orders": 0, "returned_orders": 1,
         "review_count": 2, "avg_rating": 4.5, "inquiry_count": 1, "open_inquiries": 1,
         "satisfaction_score": -0.125,  # mean of stars (4.5 - 3) / 2 = 0.75 and inquiries -1 / 1 (still open)
+        # No events in this lake: the browsing counts are 0 (tests/test_activity.py has them with events).
+        "views_30d": 0, "visits_30d": 0, "visits_previous_30d": 0, "cart_adds_30d": 0, "days_since_last_visit": None,
     }
 
 
