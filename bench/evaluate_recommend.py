@@ -3,7 +3,8 @@
     CRM_ENV=demo .venv/bin/python bench/evaluate_recommend.py --data /work/main/data --date 2026-11-26 \\
         [--rank 16 --alpha 10 --reg-param 0.1 --max-iter 10] [--skip-propensity]
 
-Recommendations: ALS (with its popularity fallback) and popularity alone, both fitted on purchases known at
+Recommendations: ALS (with its popularity fallback; with the lake's browsing events when it has them, and
+then also ALS on purchases alone) and popularity alone, both fitted on purchases known at
 `date - recommend.holdout_days`, precision@10 / recall@10 against the products bought after that (see
 `models.recommend.evaluate_recommendations`). Propensity: hit rate@1/@3 and mean average precision of the
 model and of the most-bought-category baseline, horizon `recommend.holdout_days`
@@ -37,6 +38,7 @@ def main() -> None:
     from jobs.lake import Lake
     from jobs.spark import spark_session
     from models.propensity import evaluate_propensity
+    from features.customer import silver_tables
     from models.recommend import evaluate_recommendations
 
     settings = load_config()
@@ -48,16 +50,18 @@ def main() -> None:
     with spark_session(settings, "evaluate-recommend") as spark, tempfile.TemporaryDirectory() as checkpoints:
         spark.sparkContext.setCheckpointDir(checkpoints)
         lake = Lake(spark, settings.lake_dir)
-        silver = {name: lake.read("silver", name) for name in ("orders", "order_items", "products", "customers")}
+        silver = silver_tables(lake)  # with silver/events when the lake has them
         started = time.perf_counter()
         figures = evaluate_recommendations(silver, args.date, statuses, options)
         seconds = time.perf_counter() - started
         print(f"\nrecommendations, fitted on purchases to {figures['cutoff']}, holdout to {args.date} "
               f"({figures['train_interactions']} customer-product pairs in training; {seconds:.1f} s)")
-        print(f"{'':12} {'customers':>9} {'P@10':>7} {'R@10':>7} | {'warm':>5} {'P@10':>7} {'R@10':>7}")
-        for name in ("als", "popularity"):
+        print(f"{'':18} {'customers':>9} {'P@10':>7} {'R@10':>7} | {'warm':>5} {'P@10':>7} {'R@10':>7}")
+        for name in ("als", "als_purchases_only", "popularity"):
+            if f"{name}_customers" not in figures:  # no events: ALS is on purchases alone anyway
+                continue
             f = {key.removeprefix(f"{name}_"): value for key, value in figures.items() if key.startswith(f"{name}_")}
-            print(f"{name:12} {f['customers']:>9} {f['precision_at_10']:>7.4f} {f['recall_at_10']:>7.4f} | "
+            print(f"{name:18} {f['customers']:>9} {f['precision_at_10']:>7.4f} {f['recall_at_10']:>7.4f} | "
                   f"{f['warm_customers']:>5} {f['warm_precision_at_10']:>7.4f} {f['warm_recall_at_10']:>7.4f}")
         if args.skip_propensity:
             return

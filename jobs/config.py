@@ -283,6 +283,21 @@ class RecommendSettings(_Section):
     reg_param: float = Field(ge=0, description="ALS regularisation")
     alpha: float = Field(gt=0, description="ALS implicit-feedback confidence scale")
     exclude_bought: bool = Field(description="leave out products the customer already bought")
+    event_weights: dict[str, float] = Field(description="browsing events in ALS: what one event of each type adds to a (customer, product) observation, beside 1 per purchase order; {} or 0: purchases only")
+    event_days: int = Field(gt=0, description="ALS counts the browsing events of the last N days")
+
+    @field_validator("event_weights")
+    @classmethod
+    def _known_event_types(cls, weights: dict[str, float]) -> dict[str, float]:
+        from jobs.shop_schema import EVENT_TYPES
+
+        unknown = [kind for kind in weights if kind not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}; expected: {', '.join(EVENT_TYPES)}")
+        negative = {kind: weight for kind, weight in weights.items() if weight < 0}
+        if negative:
+            raise ValueError(f"weights must be >= 0; got {negative}")
+        return weights
     popularity_days: int = Field(gt=0, description="the popularity fallback ranks products by their order lines in the last N days")
     holdout_days: int = Field(gt=0, description="time-split evaluation: the last N days before the run date are the holdout")
     top_categories: int = Field(gt=0, description="categories per customer in category_propensity")

@@ -86,14 +86,20 @@ def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id:
     """Recall@10 and precision@10 of ALS and of popularity on the last `holdout_days` (MLflow)."""
     conf = settings.recommend
     figures = recommend.evaluate_recommendations(silver, run_date, settings.rfm.scored_statuses, conf)
+    baselines = {"popularity": figures["popularity_recall_at_10"]}
+    if "als_purchases_only_recall_at_10" in figures:  # the lake has events: ALS on purchases alone, beside
+        baselines["ALS on purchases alone"] = figures["als_purchases_only_recall_at_10"]
     tracking.log_evaluation(
         "product_recommendations", run_date, run_id,
-        f"purchases of the last {conf.holdout_days} days, fitted on those before ({figures['cutoff']})",
-        "recall_at_10", figures["als_recall_at_10"], {"popularity": figures["popularity_recall_at_10"]},
+        f"purchases of the last {conf.holdout_days} days, fitted on those (and the browsing events) before "
+        f"({figures['cutoff']})",
+        "recall_at_10", figures["als_recall_at_10"], baselines,
         params={"rank": conf.rank, "max_iter": conf.max_iter, "reg_param": conf.reg_param, "alpha": conf.alpha,
-                "exclude_bought": conf.exclude_bought, "seed": conf.seed},
+                "exclude_bought": conf.exclude_bought, "seed": conf.seed, "event_weights": conf.event_weights,
+                "event_days": conf.event_days},
         metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))})
-    return {"als_recall_at_10": figures["als_recall_at_10"], "popularity_recall_at_10": figures["popularity_recall_at_10"]}
+    return {name: figures[name] for name in ("als_recall_at_10", "popularity_recall_at_10",
+                                             "als_purchases_only_recall_at_10") if name in figures}
 
 
 def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:

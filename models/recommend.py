@@ -8,6 +8,12 @@ choice), and ALS weighs it with the confidence c_ui = 1 + alpha * r_ui (eq. 2, `
 Purchases are those known at `as_of` (`features.customer.orders_as_of`: an order changed later counts as
 it was then), lines of orders created up to the end of `as_of`; nothing later leaks in.
 
+Browsing events add to the observation when the lake has them (`silver/events`): each event of a customer
+on a product in the `recommend.event_days` days up to `as_of` adds its type's weight
+(`recommend.event_weights`, e.g. a view 0.1, an add to cart 0.5), so r_ui = purchase orders + weighted
+events. A customer who browsed but never bought is then known to ALS. "Bought" (what is excluded, and the
+evaluation's truth) stays purchases only.
+
 Every customer of the given list gets `top_n` products (fewer only when the catalogue minus the products
 they bought is smaller): first the ALS scores of customers ALS knows (`reason` 'similar_customers', score
 = predicted preference p_ui, unitless, about 0..1), then, for customers ALS cannot score (no purchase yet)
@@ -62,8 +68,30 @@ def interactions(lines: DataFrame) -> DataFrame:
     )
 
 
-def fit_als(bought: DataFrame, options: RecommendSettings, nonnegative: bool = False) -> ALSModel:
-    """Implicit ALS (Hu et al. 2008) on `interactions` rows: r_ui = `orders`, confidence 1 + alpha * r_ui,
+def preferences(bought: DataFrame, events: DataFrame | None, as_of: date, options: RecommendSettings) -> DataFrame:
+    """The observations ALS fits: (customer_id, product_id, `preference` = purchase orders + the weights of
+    the customer's events on the product in the `event_days` days up to `as_of`); purchases alone without
+    `events` or weights."""
+    purchased = bought.select("customer_id", "product_id", F.col("orders").cast("double").alias("_orders"))
+    weights = {kind: weight for kind, weight in options.event_weights.items() if weight > 0}
+    if events is None or not weights:
+        return purchased.withColumnRenamed("_orders", "preference")
+    weight = F.lit(0.0)
+    for kind, value in weights.items():
+        weight = F.when(F.col("event_type") == kind, F.lit(float(value))).otherwise(weight)
+    browsed = (events.where(F.col("customer_id").isNotNull() & F.col("product_id").isNotNull()
+                            & F.col("event_type").isin(list(weights))
+                            & (F.col("occurred_at") < F.lit(end_of(as_of)))
+                            & (F.col("occurred_at") >= F.lit(end_of(as_of) - timedelta(days=options.event_days))))
+               .groupBy("customer_id", "product_id").agg(F.sum(weight).alias("_events")))
+    return (purchased.join(browsed, ["customer_id", "product_id"], "full")
+            .select("customer_id", "product_id",
+                    (F.coalesce("_orders", F.lit(0.0)) + F.coalesce("_events", F.lit(0.0))).alias("preference")))
+
+
+def fit_als(observed: DataFrame, options: RecommendSettings, nonnegative: bool = False) -> ALSModel:
+    """Implicit ALS (Hu et al. 2008) on `preferences` rows (or `interactions` rows: r_ui = `orders`),
+    confidence 1 + alpha * r_ui,
     `coldStartStrategy='drop'` so unknown ids never give NaN scores.
 
     `nonnegative` factors (NNLS) are off by default: on small, cleanly separated data they collapsed to
@@ -71,12 +99,13 @@ def fit_als(bought: DataFrame, options: RecommendSettings, nonnegative: bool = F
     `max_iter`; without a checkpoint folder (`SparkContext.setCheckpointDir`) a deep one can overflow the
     JVM stack (seen at max_iter 10 in the test JVM), so the job sets one.
     """
-    _check_ids(bought)
-    als = ALS(userCol="customer_id", itemCol="product_id", ratingCol="orders", implicitPrefs=True,
+    _check_ids(observed)
+    rating = "preference" if "preference" in observed.columns else "orders"
+    als = ALS(userCol="customer_id", itemCol="product_id", ratingCol=rating, implicitPrefs=True,
               rank=options.rank, maxIter=options.max_iter, regParam=options.reg_param, alpha=options.alpha,
               seed=options.seed, nonnegative=nonnegative, coldStartStrategy="drop")
-    return als.fit(bought.select(F.col("customer_id").cast("int"), F.col("product_id").cast("int"),
-                                 F.col("orders").cast("float")))
+    return als.fit(observed.select(F.col("customer_id").cast("int"), F.col("product_id").cast("int"),
+                                   F.col(rating).cast("float")))
 
 
 def popular_products(lines: DataFrame, products: DataFrame, as_of: date, popularity_days: int) -> DataFrame:
@@ -133,7 +162,8 @@ def recommendations(silver: Mapping[str, DataFrame], customers: DataFrame, as_of
     popularity fallback of the last `options.popularity_days` days; columns `RECOMMENDATION_COLUMNS`."""
     lines = purchase_lines(silver, as_of, purchase_statuses)
     bought = interactions(lines).cache()  # read by the fit, the exclusion and the ALS depth
-    model = fit_als(bought, options) if bought.take(1) else None
+    observed = preferences(bought, silver.get("events"), as_of, options)
+    model = fit_als(observed, options) if observed.take(1) else None
     popular = popular_products(lines, silver["products"], as_of, options.popularity_days)
     return recommend_products(customers, bought, popular, options.top_n, options.exclude_bought, model)
 
@@ -147,6 +177,8 @@ def evaluate_recommendations(silver: Mapping[str, DataFrame], as_of: date, purch
     with at least one such product are evaluated; with `exclude_bought` the products they had bought by the
     cutoff are not counted in their truth (neither recommender may propose them). Precision = hits / k,
     recall = hits / truth size, both averaged over customers; `warm_*` are the customers ALS knows.
+    With events in `silver`, ALS is fitted on purchases and events (`als_*`) and also on purchases alone
+    (`als_purchases_only_*`), so the events' worth is measured each time.
     """
     cutoff = as_of - timedelta(days=options.holdout_days)
     train_lines = purchase_lines(silver, cutoff, purchase_statuses)
@@ -159,15 +191,21 @@ def evaluate_recommendations(silver: Mapping[str, DataFrame], as_of: date, purch
     truth = later.cache()  # joined with both recommenders
     customers = truth.select("customer_id").distinct()
     popular = popular_products(train_lines, silver["products"], cutoff, options.popularity_days)
-    model = fit_als(bought, options)
+    observed = preferences(bought, silver.get("events"), cutoff, options).cache()
+    model = fit_als(observed, options)
     als = recommend_products(customers, bought, popular, k, options.exclude_bought, model)
     baseline = recommend_products(customers, bought, popular, k, options.exclude_bought)
-    warm = bought.select("customer_id").distinct().withColumn("is_warm", F.lit(True))
+    compared = [("als", als), ("popularity", baseline)]
+    if silver.get("events") is not None:
+        purchases_only = recommend_products(customers, bought, popular, k, options.exclude_bought, fit_als(bought, options))
+        compared.append(("als_purchases_only", purchases_only))
+    warm = observed.select("customer_id").distinct().withColumn("is_warm", F.lit(True))
     figures: dict[str, float | int | str] = {"cutoff": cutoff.isoformat(), "k": k,
-                                              "train_interactions": bought.count()}
-    for name, recommended in (("als", als), ("popularity", baseline)):
+                                              "train_interactions": bought.count(), "train_observations": observed.count()}
+    for name, recommended in compared:
         figures.update({f"{name}_{key}": value for key, value in _ranking_metrics(recommended, truth, warm, k).items()})
     bought.unpersist()
+    observed.unpersist()
     truth.unpersist()
     return figures
 

@@ -15,6 +15,7 @@ from models.recommend import (
     SIMILAR_CUSTOMERS,
     evaluate_recommendations,
     interactions,
+    preferences,
     purchase_lines,
     recommendations,
 )
@@ -24,7 +25,8 @@ AS_OF = date(2026, 6, 30)
 BOOKS, GARDEN = (1, 2, 3), (4, 5, 6)
 CATEGORY = {**{p: "books" for p in BOOKS}, **{p: "garden" for p in GARDEN}}
 OPTIONS = RecommendSettings(top_n=3, rank=2, max_iter=5, reg_param=0.1, alpha=10.0, exclude_bought=True,
-                            popularity_days=90, holdout_days=10, top_categories=2, seed=23)
+                            popularity_days=90, holdout_days=10, top_categories=2, seed=23,
+                            event_weights={"view": 0.1, "add_to_cart": 0.5}, event_days=90)
 
 
 def shop(extra_orders: list[tuple[int, str, datetime, tuple[int, ...]]] = ()) -> dict[str, list[dict]]:
@@ -110,6 +112,38 @@ def test_the_time_split_fits_on_nothing_after_the_cutoff(spark):
     # Only customer 1 bought in the holdout (book 3): ALS proposes it, popularity the garden's product 4.
     assert (figures["als_customers"], figures["als_precision_at_1"], figures["als_recall_at_1"]) == (1, 1.0, 1.0)
     assert (figures["popularity_precision_at_1"], figures["popularity_recall_at_1"]) == (0.0, 0.0)
+
+
+def browsing(spark, rows):
+    """silver/events rows: (customer, product, event_type, when)."""
+    return spark.createDataFrame(
+        [(f"e{i}", customer, product, kind, when) for i, (customer, product, kind, when) in enumerate(rows)],
+        "event_id string, customer_id long, product_id long, event_type string, occurred_at timestamp")
+
+
+def test_a_customer_who_only_browsed_gets_recommendations_from_what_they_browsed(spark, silver):
+    # Customer 9 never bought, but viewed garden products 5 and 6 and put 6 in the cart; a view after as_of
+    # and one older than event_days do not count.
+    events = browsing(spark, [(9, 5, "view", datetime(2026, 6, 20)), (9, 6, "view", datetime(2026, 6, 21)),
+                              (9, 6, "add_to_cart", datetime(2026, 6, 21)), (9, 1, "view", datetime(2026, 7, 1)),
+                              (9, 2, "view", datetime(2026, 1, 2))])
+    customers = spark.createDataFrame([(9,)], "customer_id long")
+    rows = recommendations({**silver, "events": events}, customers, AS_OF, PURCHASE_STATUSES, OPTIONS).collect()
+    ranked = [(r["product_id"], r["reason"]) for r in sorted(rows, key=lambda r: r["rank"])]
+    assert ranked[0][1] == SIMILAR_CUSTOMERS and {product for product, _ in ranked[:3]} <= set(GARDEN)
+    observed = {(r["customer_id"], r["product_id"]): r["preference"] for r in
+                preferences(interactions(purchase_lines(silver, AS_OF, PURCHASE_STATUSES)), events, AS_OF, OPTIONS).collect()}
+    assert observed[(9, 6)] == pytest.approx(0.6) and observed[(9, 5)] == pytest.approx(0.1)
+    assert (9, 1) not in observed and (9, 2) not in observed
+    assert observed[(1, 1)] == 2.0  # purchases: one per order
+
+
+def test_with_events_the_evaluation_also_measures_als_on_purchases_alone(spark):
+    silver = silver_frames(spark, shop([(1, "delivered", datetime(2026, 6, 25), (3,))]))
+    events = browsing(spark, [(1, 3, "view", datetime(2026, 6, 18))])
+    figures = evaluate_recommendations({**silver, "events": events}, AS_OF, PURCHASE_STATUSES, OPTIONS, k=1)
+    assert figures["als_recall_at_1"] == 1.0 and "als_purchases_only_recall_at_1" in figures
+    assert figures["train_observations"] == figures["train_interactions"] + 1  # (1, 3): viewed, not bought
 
 
 def test_propensity_ranks_a_customers_usual_category_first(silver):
