@@ -53,8 +53,9 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
     The customer features, the segment (with `segment_since`), the scores, consent and language from the
     profile, `has_email`, `clv_12m_rank` (the customer's percentile of clv_12m among the scored, 0-1) and
     `run_date` itself (for conditions such as `next_order_date <= date_add(run_date, 14)`), and from the
-    night's other models `satisfaction_score`, `likely_category` (with `likely_category_probability`) and
-    `offered_coupon` (with its `expected_uplift`). No personal data: a campaign selects on behaviour, the
+    night's other models `satisfaction_score`, `likely_category` (with `likely_category_probability`),
+    `offered_coupon` (with its `expected_uplift`) and the browsing activity (`customer_activity`: views, visits,
+    top categories, browse_abandoned_products and their ids, ...). No personal data: a campaign selects on behaviour, the
     export adds the contact.
     """
     day = F.col("as_of") == F.lit(run_date)
@@ -76,8 +77,10 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
         F.col("probability").alias("likely_category_probability"))
     offers = lake.read("gold", "coupon_offers").where(day).select(
         "customer_id", F.col("coupon").alias("offered_coupon"), "expected_uplift")
+    activity = lake.read("gold", "customer_activity").where(day).drop("as_of", "run_id")
+    activity = activity.select("customer_id", *[name for name in activity.columns if name not in features.columns])
     view = features
-    for part in (segments, scores, profile, ranks, satisfaction, likely, offers):
+    for part in (segments, scores, profile, ranks, satisfaction, likely, offers, activity):
         view = view.join(part, "customer_id", "left")
     return view.withColumn("run_date", F.lit(run_date))
 

@@ -39,12 +39,13 @@ from jobs.spark import spark_session
 
 log = logging.getLogger(__name__)
 
+#: 3.3: customer_activity exported by default (browsing activity, browse-abandoned products).
 #: 3.2: coupon_offers and recommendations exported by default. 3.1: campaign_audiences exported by default, and per campaign its treatment group alone in
 #: campaigns/<campaign>.csv|parquet (manifest entries with `campaign`). 3.0: a Parquet file next to each CSV, JSON Schemas in schemas/, the PII policy per dataset (export.pii),
 #: and `format` (plus `dataset`, `pii`, `schema` for data files) in each manifest entry; the schema files are
 #: listed there too. 2.1: customer_scores.csv added (its churn columns are empty while no churn model can be
 #: trained yet, its value columns while the shop has no repeat buyer); 2.0: customer_segments.csv columns changed.
-SCHEMA_VERSION = "3.2"
+SCHEMA_VERSION = "3.3"
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 SCHEMAS = "schemas"

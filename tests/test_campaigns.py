@@ -21,7 +21,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 def test_the_shipped_campaigns_load_in_priority_order():
     names = [campaign.name for campaign in load_campaigns(REPO_CAMPAIGNS)]
-    assert names == ["win_back", "cart_reminder", "vip", "new_customer_nurture"]
+    assert names == ["win_back", "cart_reminder", "browse_abandonment", "vip", "new_customer_nurture"]
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -112,10 +112,21 @@ def recommendation_rows(as_of: date, run_id: str) -> list[dict]:
             {**common, "customer_id": 3, "rank": 1, "product_id": 7, "score": 0.05, "reason": "popular"}]
 
 
+def activity_rows(as_of: date, run_id: str) -> list[dict]:
+    from features.activity import ACTIVITY_COLUMNS
+
+    quiet = {name: 0 if kind == "bigint" else None for name, kind, _ in ACTIVITY_COLUMNS}
+    return [{**quiet, "customer_id": 1, "views_7d": 4, "views_30d": 9, "visits_7d": 2, "visits_30d": 5,
+             "browse_abandoned_products": 2, "browse_abandoned_product_ids": "7,9", "as_of": as_of, "run_id": run_id},
+            {**quiet, "customer_id": 3, "as_of": as_of, "run_id": run_id}]
+
+
 GOLD = {"customer_segments": segment_rows, "customer_scores": score_rows, "customer_profile": profile_rows,
-        "campaign_audiences": campaign_rows, "coupon_offers": offer_rows, "recommendations": recommendation_rows}
+        "campaign_audiences": campaign_rows, "coupon_offers": offer_rows, "recommendations": recommendation_rows,
+        "customer_activity": activity_rows}
 #: The datasets exported by default, as error messages list them.
-DEFAULT_DATASETS = "customer_segments, customer_scores, campaign_audiences, coupon_offers, recommendations"
+DEFAULT_DATASETS = ("customer_segments, customer_scores, campaign_audiences, coupon_offers, recommendations, "
+                    "customer_activity")
 
 
 def write_gold(spark, settings, dates: list[date]) -> None:
@@ -200,7 +211,7 @@ def test_an_export_writes_csv_and_parquet_with_the_same_rows_a_valid_manifest_an
     assert (settings.exports_dir / "latest").resolve() == folder.resolve()
     manifest = assert_complete(folder)
     validator(json.loads((folder / export.MANIFEST_SCHEMA).read_text(encoding="utf-8"))).validate(manifest)
-    assert manifest["schema_version"] == export.SCHEMA_VERSION == "3.2"
+    assert manifest["schema_version"] == export.SCHEMA_VERSION == "3.3"
     assert (manifest["run_id"], manifest["run_date"]) == ("run-1", D1.isoformat())
     assert sorted(manifest["files"]) == sorted(
         [export.MANIFEST_SCHEMA]
@@ -455,6 +466,7 @@ def test_crm_export_without_gold_rows_for_the_date_fails_naming_it_and_the_night
     mixed = crm_export(monkeypatch, tmp_path, "--date", D1.isoformat())
     assert mixed.exit_code == 1
     assert (f"gold rows for {D1} come from 2 runs (customer_segments: run-unfinished; customer_scores: run-{D1}; "
-            f"campaign_audiences: run-{D1}; coupon_offers: run-{D1}; recommendations: run-{D1}): "
+            f"campaign_audiences: run-{D1}; coupon_offers: run-{D1}; recommendations: run-{D1}; "
+            f"customer_activity: run-{D1}): "
             f"a night for {D1} did not finish; run it again: crm run --date {D1}") in mixed.stderr
     assert not settings.exports_dir.exists()
