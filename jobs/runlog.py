@@ -181,6 +181,20 @@ def _outcome(stage: dict[str, Any]) -> str:
     if isinstance(summary, dict) and "passed" in summary:  # a quality gate
         return (f"quality {'passed' if summary['passed'] else 'FAILED'}: {summary.get('critical_failures', 0)} "
                 f"critical failure(s)")
+    if isinstance(summary, dict) and "source" in summary:  # the events stage
+        if summary["source"] == "none":
+            return "no events (events.source: none)"
+        waiting = len(summary.get("files_waiting") or [])
+        parts = [f"{summary.get('files_ingested', 0):,} files read"
+                 + (f" ({summary['files_already_ingested']:,} already read" if summary.get("files_already_ingested") else "")
+                 + (f"{', ' if summary.get('files_already_ingested') else ' ('}{waiting:,} waiting" if waiting else "")
+                 + (")" if summary.get("files_already_ingested") or waiting else ""),
+                 f"{summary['table_rows_read']:,} table rows read" if "table_rows_read" in summary else "",
+                 f"{summary.get('silver_inserted', 0):,} new events",
+                 f"{summary['duplicates']:,} duplicates dropped" if summary.get("duplicates") else "",
+                 f"{summary['silver_restitched']:,} stitched to a login" if summary.get("silver_restitched") else "",
+                 f"{summary['quarantined']:,} quarantined" if summary.get("quarantined") else ""]
+        return ", ".join(part for part in parts if part)[:200]
     if isinstance(summary, dict) and "figures" in summary:  # a model job: rows written, holdout figures
         parts = [", ".join(f"{table} {rows:,}" for table, rows in summary.get("rows", {}).items()),
                  f"{sum(summary['offers'].values()):,} offers" if "offers" in summary else "",
