@@ -52,8 +52,16 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--schema", "schema", default="auto", show_default=True,
               help="Table and column names of the shop: a mapping in conf/mappings/ (e.g. woocommerce); auto: "
                    "canonical for a SQL shop, mongodb for a document shop.")
+@click.option("--events", type=click.Choice(["none", "table", "files"]), default=None,
+              help="Browsing events: the shop table `events` (SQL shops), one NDJSON file per day in --landing, or "
+                   "none (default: generator.events).")
+@click.option("--events-days", type=click.IntRange(min=1), default=None,
+              help="Events for the last N days of the history (default: generator.events_days).")
+@click.option("--landing", type=click.Path(path_type=Path), default=None,
+              help="Folder of the event files (default: events.landing_dir).")
 @click.pass_context
-def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace, schema):
+def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace, schema, events, events_days,
+                          landing):
     """Write a realistic generated shop (and its ground truth, kept apart) to a database."""
     def work():
         from jobs import db, documents
@@ -69,6 +77,8 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
         mapping = load_mapping(settings.conf_dir / "mappings" / f"{name}.yaml")
         count = customers or settings.generator.customers
         truth = truth_dir or settings.data_dir / "truth"
+        events_output = events or settings.generator.events
+        landing_dir = landing or Path(settings.events.landing_dir)
         if not document_shop and db.kind(target) == "sqlite":
             from sqlalchemy.engine import make_url
 
@@ -80,6 +90,8 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
                 target, customers=count, seed=settings.generator.seed if seed is None else seed,
                 end_date=end_date or yesterday(), truth_dir=truth, replace=replace,
                 progress=lambda done: bar.update(done - bar.pos), mapping=mapping if document_shop else None,
+                events=events_output, events_days=events_days or settings.generator.events_days,
+                landing_dir=landing_dir if events_output == "files" else None,
             )
         if document_shop:
             written = {}
@@ -95,6 +107,13 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
             rename_shop(target, mapping)
             rows = ", ".join(f"{mapping[table].source} {count:,}" for table, count in summary["rows"].items())
             click.echo(f"shop written to {db.masked(target)}: {rows}")
+        if "events" in summary:
+            written = summary["events"]
+            where = (f"{written['files']} NDJSON file(s) in {landing_dir}" if events_output == "files"
+                     else f"table events of {db.masked(target)}")
+            click.echo(f"events: {written['written']:,} written to {where}, {written['first_day']} to "
+                       f"{written['last_day']} ({written['duplicates']:,} re-sent, "
+                       f"{written['bad']['unknown_event_type']:,} of an unknown type)")
         click.echo(f"ground truth in {truth}")
 
     _guarded(ctx, work)

@@ -30,7 +30,8 @@ they came, every value as text, with `_source` (the file or table), `_batch_id` 
   value: `unreadable` (not a JSON object), `null_key` (no event_id or session_id), `wrong_type` (a
   customer_id or product_id that is not an integer), `invalid_value` (an occurred_at that is not a time,
   properties that are not a JSON object), `unknown_event_type`, `unknown_channel`, `too_late` (occurred more
-  than `events.late_days` days before the run date), `future_timestamp` (after the moment it was read);
+  than `events.late_days` days before the run date; not on the first night with events, which takes the
+  whole history as its backfill), `future_timestamp` (after the moment it was read);
 - duplicates by `event_id` are dropped: within the batch and against silver (insert-only MERGE);
 - **identity**: an anonymous event (no customer_id) takes the customer of the next event of its session
   that carries one (the visitor logged in), else of the latest earlier one (`identified_by`: `login` when
@@ -426,7 +427,9 @@ def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id:
     from pyspark.sql import functions as F
 
     config = settings.events
-    flagged = flag_invalid_events(bronze, run_date, config.late_days).localCheckpoint(eager=True)
+    # The first night with events takes their whole history (a backfill); later ones only the late window.
+    late_days = config.late_days if lake.exists("silver", TABLE) else None
+    flagged = flag_invalid_events(bronze, run_date, late_days).localCheckpoint(eager=True)
     rejected = flagged.where(F.col("_rule").isNotNull())
     valid = flagged.where(F.col("_rule").isNull())
     first = Window.partitionBy("event_id").orderBy("occurred_at", "_extracted_at", "_source")
@@ -483,8 +486,9 @@ SILVER_COLUMNS = ("event_id", "customer_id", "identified_by", "source_customer_i
                   "properties", "source", "batch_id", "ingested_at")
 
 
-def flag_invalid_events(bronze, run_date: date, late_days: int):
-    """Bronze rows typed, with `_rule` and `_reason` of the first rule each breaks (null when valid)."""
+def flag_invalid_events(bronze, run_date: date, late_days: int | None):
+    """Bronze rows typed, with `_rule` and `_reason` of the first rule each breaks (null when valid);
+    `late_days` None: no event is too late."""
     from pyspark.sql import functions as F
 
     def try_cast(column: str, kind: str):
@@ -492,7 +496,7 @@ def flag_invalid_events(bronze, run_date: date, late_days: int):
 
     occurred = try_cast("occurred_at", "timestamp")
     customer, product = try_cast("customer_id", "bigint"), try_cast("product_id", "bigint")
-    earliest = datetime.combine(run_date - timedelta(days=late_days), datetime.min.time())
+    earliest = datetime.combine(run_date - timedelta(days=late_days or 0), datetime.min.time())
     properties_ok = F.col("properties").isNull() | F.from_json(
         F.col("properties"), "map<string,string>").isNotNull()
     types = F.array(*[F.lit(kind) for kind in shop_schema.EVENT_TYPES])
@@ -524,7 +528,7 @@ def flag_invalid_events(bronze, run_date: date, late_days: int):
         ("unknown_channel", F.col("channel").isNotNull() & ~F.array_contains(channels, F.col("channel")),
          F.concat(F.lit("events.channel = "), value("channel"),
                   F.lit(f": expected one of {', '.join(shop_schema.EVENT_CHANNELS)} or null"))),
-        ("too_late", occurred < F.lit(earliest),
+        ("too_late", F.lit(late_days is not None) & (occurred < F.lit(earliest)),
          F.concat(F.lit("events.occurred_at = "), value("occurred_at"),
                   F.lit(f": more than {late_days} day(s) before the run date {run_date} (events.late_days)"))),
         ("future_timestamp", occurred > F.col("_extracted_at") + F.expr(f"INTERVAL {int(CLOCK_SKEW.total_seconds())} SECONDS"),

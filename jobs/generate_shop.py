@@ -8,6 +8,8 @@ with probability p ~ Beta(a, b). Order values follow a Gamma-Gamma-like spend mo
 42(4), 415-430): each customer has a mean order value drawn from a Gamma, and each order's target value
 scatters around it. Past coupon campaigns were randomised (treatment or control, 50 % each), so uplift
 models can be checked against the true effects. Small counted shares of bad rows exercise quarantine.
+Optionally, browsing and click events of the last days of the history (`jobs.generate_events`): the visits
+behind the orders and the browsing around them, into the shop table `events` or NDJSON files.
 
 The truth (latent parameters, assignments, bad-row counts) goes to files in `truth_dir`, never into the
 shop. Money is in CNY, generated as integer cents; times are whole seconds, UTC without a zone. The history
@@ -15,11 +17,12 @@ covers the three years up to and including `end_date`: every good row is dated b
 `end_date + 1 day, 00:00:00`.
 
 Determinism: randomness comes from `numpy.random.SeedSequence(seed)`: one child stream (spawn key (0,))
-for the catalogue and public coupons, and one (spawn key (1, block)) per block of `BLOCK_CUSTOMERS`
-customers. A chunk written in one transaction is a whole number of blocks, so the chunk size does not
-change any row. The same seed, end date, customer count and numpy version give the same rows in SQLite,
-PostgreSQL and MySQL/MariaDB. Ids are sequential per table from 1 in generation order (customer by
-customer); a deleted order leaves a gap (its items are the orphan items).
+for the catalogue and public coupons, one (spawn key (1, block)) per block of `BLOCK_CUSTOMERS` customers,
+and one (spawn key (2, block)) for that block's events, so generating events changes no other row. A chunk
+written in one transaction is a whole number of blocks, so the chunk size does not change any row (nor any
+event, nor the order of an event file's lines). The same seed, end date, customer count and numpy version
+give the same rows in SQLite, PostgreSQL and MySQL/MariaDB. Ids are sequential per table from 1 in
+generation order (customer by customer); a deleted order leaves a gap (its items are the orphan items).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,10 +41,10 @@ from sqlalchemy import Boolean, Date, DateTime, Numeric, create_engine, event, i
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import Column, Table
 
-from jobs import db, documents
+from jobs import db, documents, generate_events
 from jobs.documents import is_document_shop
 from jobs.mapping import SourceMapping, load_mapping
-from jobs.shop_schema import SHOP_TABLES, metadata
+from jobs.shop_schema import SHOP_TABLES, events_metadata, metadata
 
 GENERATOR_VERSION = 1
 #: Customers per random stream: the unit of determinism (part of the generator's version).
@@ -51,6 +55,8 @@ CURRENCY = "CNY"
 BAD_ROW_SHARE = 0.003
 #: Rows per executemany call.
 INSERT_BATCH_ROWS = 10_000
+#: The shop table of browsing events (jobs.shop_schema.events, written with events="table").
+_EVENTS_TABLE = "events"
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -395,6 +401,9 @@ def generate_shop(
     chunk_customers: int = 5000,
     progress: Callable[[int], None] | None = None,
     mapping: SourceMapping | None = None,
+    events: str = "none",
+    events_days: int = 240,
+    landing_dir: pathlib.Path | None = None,
 ) -> dict:
     """Write a realistic shop to the SQLAlchemy `url` (SQLite, PostgreSQL or MySQL/MariaDB) or to a MongoDB
     database (`mongodb://host:port/<database>`), and its truth.
@@ -415,10 +424,16 @@ def generate_shop(
             it bounds memory and does not change the rows.
         progress: called with the number of customers done after each chunk.
         mapping: document shops: the collection and field names (default: conf/mappings/mongodb.yaml).
+        events: browsing and click events (`jobs.generate_events`): "none", "table" (the shop table
+            `events`, SQL shops only; dropped and recreated like the other tables) or "files" (one NDJSON
+            file per day in `landing_dir`). Any choice leaves the other tables' rows as they are; "none"
+            also leaves an events table or event files of an earlier run alone.
+        events_days: events cover the last N days of the history (1 to HISTORY_DAYS).
+        landing_dir: the folder of the event files (created); required with events="files".
 
     Returns:
         The summary also written to summary.json: seed, customers, end_date, rows per table, bad rows per
-        table and rule, generator_version.
+        table and rule, generator_version; with events, what was written where (`events`).
     """
     if isinstance(end_date, dt.datetime) or not isinstance(end_date, dt.date):
         raise TypeError(f"end_date: expected a datetime.date, got {type(end_date).__name__}")
@@ -428,7 +443,18 @@ def generate_shop(
         raise ValueError(f"seed: expected a non-negative integer, got {seed}")
     if chunk_customers < 1:
         raise ValueError(f"chunk_customers: expected at least 1, got {chunk_customers}")
+    if events not in generate_events.OUTPUTS:
+        raise ValueError(f"events: expected one of {', '.join(generate_events.OUTPUTS)}, got {events!r}")
+    if not 1 <= events_days <= HISTORY_DAYS:
+        raise ValueError(f"events_days: expected 1 to {HISTORY_DAYS} (the history's days), got {events_days}")
+    if events == "files" and landing_dir is None:
+        raise ValueError("landing_dir: required with events='files' (the folder the event files go to)")
+    if events == "table" and is_document_shop(url):
+        raise ValueError(f"{documents.masked(url)}: events of a document shop can only go to files "
+                         "(--events files), not to a table")
     truth_dir = pathlib.Path(truth_dir)
+    event_options = {"events": events, "events_days": events_days,
+                     "landing_dir": None if landing_dir is None else pathlib.Path(landing_dir)}
     if is_document_shop(url):
         if mapping is None:
             from jobs.config import conf_dir
@@ -438,14 +464,15 @@ def generate_shop(
             writer = documents.DocumentWriter(url, database, mapping)
             writer.prepare(replace)
             summary = _write_shop(_DocumentSink(writer), customers, seed, end_date, truth_dir, chunk_customers,
-                                  progress)
+                                  progress, **event_options)
         return summary
     db.kind(url)  # refuses unsupported database kinds with a clear message
     engine = _shop_engine(url)
     try:
-        _prepare_tables(engine, url, replace)
+        _prepare_tables(engine, url, replace, with_events=events == "table")
         with engine.connect() as connection:
-            return _write_shop(_SqlSink(connection), customers, seed, end_date, truth_dir, chunk_customers, progress)
+            return _write_shop(_SqlSink(connection), customers, seed, end_date, truth_dir, chunk_customers, progress,
+                               **event_options)
     finally:
         engine.dispose()
 
@@ -470,19 +497,24 @@ def _shop_engine(url: str) -> Engine:
     return engine
 
 
-def _prepare_tables(engine: Engine, url: str, replace: bool) -> None:
-    """Create the shop tables; refuse to touch tables holding rows unless `replace`."""
+def _prepare_tables(engine: Engine, url: str, replace: bool, with_events: bool = False) -> None:
+    """Create the shop tables (and the events table, `with_events`); refuse to touch tables holding rows
+    unless `replace`."""
     shop_tables = [metadata.tables[name] for name in SHOP_TABLES]
+    event_tables = [events_metadata.tables[_EVENTS_TABLE]] if with_events else []
     existing = set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        filled = [t.name for t in shop_tables
-                  if t.name in existing and conn.execute(select(t.c.id).limit(1)).first() is not None]
+        filled = [t.name for t in shop_tables + event_tables
+                  if t.name in existing
+                  and conn.execute(select(t.primary_key.columns[0]).limit(1)).first() is not None]
     refuse_filled_tables(url, filled, replace)
     # Existing tables are dropped even when empty, so every run starts from the canonical definition.
     metadata.drop_all(engine, tables=shop_tables, checkfirst=True)
+    events_metadata.drop_all(engine, tables=event_tables, checkfirst=True)
     metadata.create_all(engine, tables=shop_tables)
+    events_metadata.create_all(engine, tables=event_tables)
     if engine.dialect.name in ("mysql", "mariadb"):
-        _ensure_utf8mb4(engine, shop_tables)
+        _ensure_utf8mb4(engine, shop_tables + event_tables)
 
 
 def _ensure_utf8mb4(engine: Engine, tables: list[Table]) -> None:
@@ -542,22 +574,26 @@ def _rows(table: Table, columns: dict[str, np.ndarray], t0: dt.datetime, start: 
 
 def _insert(conn: Connection, table: Table, columns: dict[str, np.ndarray], t0: dt.datetime) -> int:
     """Insert the generated rows of one table in batches; returns the number of rows."""
-    n_rows = len(columns["id"])
+    n_rows = len(next(iter(columns.values())))
     for start in range(0, n_rows, INSERT_BATCH_ROWS):
         conn.execute(table.insert(), _rows(table, columns, t0, start, min(n_rows, start + INSERT_BATCH_ROWS)))
     return n_rows
 
 
 class _SqlSink:
-    """Writes each chunk's tables in one transaction of the shop's SQL connection."""
+    """Writes each chunk's tables (the shop tables, and `events` when given) in one transaction of the shop's
+    SQL connection."""
+
+    TABLES: dict[str, Table] = {**{name: metadata.tables[name] for name in SHOP_TABLES},
+                                _EVENTS_TABLE: events_metadata.tables[_EVENTS_TABLE]}
 
     def __init__(self, connection: Connection):
         self.connection = connection
 
     def write(self, tables: dict[str, dict[str, np.ndarray]], t0: dt.datetime) -> dict[str, int]:
         with self.connection.begin():
-            return {name: _insert(self.connection, metadata.tables[name], tables[name], t0)
-                    for name in SHOP_TABLES if name in tables}
+            return {name: _insert(self.connection, table, tables[name], t0)
+                    for name, table in self.TABLES.items() if name in tables}
 
 
 class _DocumentSink:
@@ -615,6 +651,7 @@ class _Context:
     welcome_coupon_id: int
     double11: tuple[tuple[int, int, int], ...]  # (coupon id, start_s, stop_s)
     plant_at_least_one: bool  # each bad-row rule gets at least one row (in block 0)
+    events: generate_events.EventWindow | None = None  # None: no events
 
 
 _TRUTH_CUSTOMERS_SCHEMA = pa.schema([
@@ -656,11 +693,13 @@ _TRUTH_SCHEMAS = {
 
 
 def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end_date: dt.date,
-                truth_dir: pathlib.Path, chunk_customers: int, progress: Callable[[int], None] | None) -> dict:
-    """Insert the catalogue and public coupons, then the customers chunk by chunk; write the truth beside.
+                truth_dir: pathlib.Path, chunk_customers: int, progress: Callable[[int], None] | None,
+                events: str = "none", events_days: int = 240, landing_dir: pathlib.Path | None = None) -> dict:
+    """Insert the catalogue and public coupons, then the customers chunk by chunk (with their events, unless
+    `events` is "none": into the sink's `events` table or files in `landing_dir`); write the truth beside.
 
-    The truth's parquet files are written as *.partial and renamed at the end; summary.json comes last, so
-    its presence says the truth is complete.
+    The truth's parquet files and the event files are written under temporary names and renamed at the end;
+    summary.json comes last, so its presence says the truth is complete.
     """
     end_at = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time())
     t0 = end_at - dt.timedelta(days=HISTORY_DAYS)
@@ -668,8 +707,14 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
     upfront_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     catalogue, product_rows = _make_catalogue(upfront_rng, product_count(customers), end_s)
     coupon_rows, welcome_id, double11 = _public_coupons(t0, end_date)
+    event_window = None if events == "none" else generate_events.event_window(
+        t0, end_s, events_days, catalogue, tuple(c[0] for c in CATEGORIES),
+        tuple(tuple(noun.lower() for noun in c[5]) for c in CATEGORIES))
     ctx = _Context(seed, customers, t0, end_s, catalogue, _campaign_windows(end_date, t0), welcome_id, double11,
-                   plant_at_least_one=customers >= 200)
+                   plant_at_least_one=customers >= 200, events=event_window)
+    truth_schemas = dict(_TRUTH_SCHEMAS)
+    if event_window is not None:
+        truth_schemas["event_sessions"] = generate_events.EVENT_SESSIONS_SCHEMA
 
     rows = {name: 0 for name in SHOP_TABLES}
     bad = {table: {rule: 0 for rule in rules} for table, rules in _BAD_RULES.items()}
@@ -681,8 +726,10 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
 
     truth_dir.mkdir(parents=True, exist_ok=True)
     (truth_dir / "summary.json").unlink(missing_ok=True)
-    partial = {name: truth_dir / f"{name}.parquet.partial" for name in _TRUTH_SCHEMAS}
-    writers = {name: pq.ParquetWriter(partial[name], schema) for name, schema in _TRUTH_SCHEMAS.items()}
+    partial = {name: truth_dir / f"{name}.parquet.partial" for name in truth_schemas}
+    writers = {name: pq.ParquetWriter(partial[name], schema) for name, schema in truth_schemas.items()}
+    event_files = generate_events.EventFiles(landing_dir, event_window) if events == "files" else None
+    events_written, event_duplicates, event_counts = 0, 0, Counter()
     try:
         for name, count in sink.write({"products": product_rows, "coupons": coupon_rows}, t0).items():
             rows[name] += count
@@ -696,7 +743,17 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
                 blocks.append(generated)
             chunk = {name: _concat(parts) for name in SHOP_TABLES
                      if (parts := [b.tables[name] for b in blocks if name in b.tables])}
-            for name, count in sink.write(chunk, t0).items():
+            browsing = [b.events for b in blocks if b.events is not None]
+            if events == "table":
+                chunk[_EVENTS_TABLE] = generate_events.table_columns(browsing, event_window)
+            elif events == "files":
+                events_written += event_files.append(browsing)
+                event_duplicates += sum(b.resent.size for b in browsing)
+            for b in browsing:
+                event_counts.update(b.counts)
+            written = sink.write(chunk, t0)
+            events_written += written.pop(_EVENTS_TABLE, 0)
+            for name, count in written.items():
                 rows[name] += count
             for name, writer in writers.items():
                 writer.write_table(pa.concat_tables([b.truth[name] for b in blocks]))
@@ -710,7 +767,10 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
         for name, writer in writers.items():
             writer.close()
             partial[name].unlink(missing_ok=True)
+        if event_files is not None:
+            event_files.discard()
         raise
+    event_file_count = event_files.publish() if event_files is not None else 0
     for name, writer in writers.items():
         writer.close()
         os.replace(partial[name], truth_dir / f"{name}.parquet")
@@ -725,6 +785,9 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
     }
     if isinstance(sink, _DocumentSink):  # rows that have no parent document to be embedded in
         summary["not_written"] = sink.not_written
+    if event_window is not None:
+        summary["events"] = generate_events.events_summary(events, event_window, events_written, event_duplicates,
+                                                           dict(event_counts), event_file_count)
     (truth_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -846,6 +909,7 @@ class _Block:
     rows_added: dict[str, int]  # ids consumed per table (deleted orders consume ids too)
     truth: dict[str, pa.Table]
     bad: dict[str, dict[str, int]]
+    events: generate_events.BlockEvents | None = None  # browsing events, when the shop has them
 
 
 def _uniform_int(rng: np.random.Generator, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -1127,8 +1191,19 @@ def _generate_block(ctx: _Context, block: int, n: int, next_id: dict[str, int]) 
             "topic": inquiry_topics,
         }, schema=_TRUTH_INQUIRIES_SCHEMA),
     }
+    browsing = None
+    if ctx.events is not None:
+        history = generate_events.CustomerHistory(
+            customer_ids=cust.ids, customer_type=_TYPE_NAMES[cust.ctype], signup_s=cust.signup,
+            dropped_at_s=dropped_at, preferred_category=cust.preferred_category, order_customer=order_customer,
+            order_time_s=order_time, line_order=lines["order"], line_product=lines["product"],
+            line_quantity=lines["quantity"])
+        browsing = generate_events.block_events(
+            np.random.default_rng(np.random.SeedSequence(ctx.seed, spawn_key=(2, block))), ctx.events, history,
+            plant_at_least_one=plant)
+        truth["event_sessions"] = browsing.sessions
     return _Block(tables=tables, rows_added=rows_added, truth=truth,
-                  bad={"orders": n_bad, "order_items": item_bad})
+                  bad={"orders": n_bad, "order_items": item_bad}, events=browsing)
 
 
 def _truth_times(t0: dt.datetime, seconds: np.ndarray) -> pa.Array:

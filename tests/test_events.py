@@ -126,6 +126,17 @@ def test_a_late_file_lands_once_and_events_beyond_the_late_window_go_to_quaranti
     assert sorted(row["event_id"] for row in bronze) == ["a1", "l1", "l2"]  # the rerun replaced its batch
 
 
+def test_the_first_night_takes_the_whole_history_and_later_nights_only_the_late_window(spark, lake_settings):
+    landing = Path(lake_settings.events.landing_dir)
+    drop(landing, "history.ndjson", [event("h1", "2026-03-01T08:00:00Z", customer=3),
+                                     event("h2", "2026-11-20T08:00:00Z", customer=3)])
+    first = night(lake_settings, NIGHT_1)
+    assert first["silver_inserted"] == 2 and first["quarantined"] == 0
+    drop(landing, "old.ndjson", [event("h3", "2026-03-02T08:00:00Z", customer=3)])
+    second = night(lake_settings, NIGHT_2)
+    assert second["silver_inserted"] == 0 and second["quarantined"] == 1
+
+
 def test_events_of_a_session_before_login_are_attributed_to_the_customer(spark, lake_settings):
     landing = Path(lake_settings.events.landing_dir)
     drop(landing, "night-1.ndjson", [
