@@ -143,11 +143,20 @@ def landing_files(folder: Path) -> list[LandingFile]:
     return found
 
 
-def plan_landing(files: list[LandingFile], ledger: dict[str, tuple[str, str]], run_date: date,
-                 now: datetime, settle_seconds: int) -> LandingPlan:
+@dataclass(frozen=True)
+class Ledger:
+    """What earlier nights read: by checksum, and by file as it was then (name, size, modification time)."""
+
+    by_checksum: dict[str, tuple[str, str]]  # sha256 -> (batch, file name) of its first ingestion
+    by_file: dict[tuple[str, int, datetime], tuple[str, str]]  # (name, size, modified_at) -> (batch, sha256)
+
+
+def plan_landing(files: list[LandingFile], ledger: Ledger, run_date: date, now: datetime,
+                 settle_seconds: int) -> LandingPlan:
     """Which files to read tonight: settled, complete, and not read by an earlier batch (by checksum).
 
-    `ledger` maps a checksum to the (batch, file name) that read it first.
+    A file whose name, size and modification time are in the ledger is not read again to be hashed: it is
+    the file the ledger's checksum was taken of.
     """
     ingest, already, waiting = [], [], []
     for file in files:
@@ -156,12 +165,15 @@ def plan_landing(files: list[LandingFile], ledger: dict[str, tuple[str, str]], r
             waiting.append((file, f"changed {max(age, 0):.0f} s before the night started "
                                   f"(events.settle_seconds: {settle_seconds})"))
             continue
-        incomplete = unfinished(file)
-        if incomplete:
-            waiting.append((file, incomplete))
-            continue
-        file = LandingFile(file.path, file.name, file.size, file.modified_at, sha256_of(file.path))
-        first = ledger.get(file.sha256)
+        known = ledger.by_file.get((file.name, file.size, file.modified_at))
+        if known is None:
+            incomplete = unfinished(file)
+            if incomplete:
+                waiting.append((file, incomplete))
+                continue
+        checksum = known[1] if known is not None else sha256_of(file.path)
+        file = LandingFile(file.path, file.name, file.size, file.modified_at, checksum)
+        first = ledger.by_checksum.get(file.sha256)
         if first is not None and first[0] != run_date.isoformat():
             already.append((file, f"read on {first[0]} as {first[1]}"))
         else:
@@ -201,15 +213,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_ledger(lake: Lake) -> dict[str, tuple[str, str]]:
-    """Checksum -> (batch, file name) of its first ingestion."""
-    if not ArrowLake(lake.root).exists("bronze", LEDGER_TABLE):
-        return {}
-    rows = ArrowLake(lake.root).read("bronze", LEDGER_TABLE, ["sha256", "batch_id", "file"]).to_pylist()
-    first: dict[str, tuple[str, str]] = {}
+def read_ledger(lake: Lake) -> Ledger:
+    """The files earlier nights (and earlier runs of this one) read, from `bronze/_landing_files`."""
+    arrow = ArrowLake(lake.root)
+    if not arrow.exists("bronze", LEDGER_TABLE):
+        return Ledger({}, {})
+    rows = arrow.read("bronze", LEDGER_TABLE, ["file", "size", "modified_at", "sha256", "batch_id"]).to_pylist()
+    by_checksum: dict[str, tuple[str, str]] = {}
+    by_file: dict[tuple[str, int, datetime], tuple[str, str]] = {}
     for row in sorted(rows, key=lambda row: row["batch_id"]):
-        first.setdefault(row["sha256"], (row["batch_id"], row["file"]))
-    return first
+        by_checksum.setdefault(row["sha256"], (row["batch_id"], row["file"]))
+        by_file.setdefault((row["file"], row["size"], row["modified_at"]), (row["batch_id"], row["sha256"]))
+    return Ledger(by_checksum, by_file)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -238,7 +253,8 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
     staging = None
     if config.source in ("table", "both"):
         staging = settings.lake_dir / "_staging" / "events" / batch_id
-        table_rows = _stage_table(settings, run_date, staging, first_night=not lake.exists("silver", TABLE))
+        backfill = not any(batch < batch_id for batch in applied_batches(lake))  # as in apply_batches
+        table_rows = _stage_table(settings, run_date, staging, first_night=backfill)
         summary["table_rows_read"] = table_rows
         if table_rows:
             frames.append(_as_bronze_text(lake.spark.read.parquet(str(staging)), f"table:{config.table}"))
@@ -406,14 +422,15 @@ def apply_batches(lake: Lake, settings: Settings, run_date: date, run_id: str) -
         return {"silver_inserted": 0, "silver_restitched": 0, "duplicates": 0, "quarantined": 0}
     batch_id = run_date.isoformat()
     written = {row["_batch_id"] for row in lake.read("bronze", TABLE).select("_batch_id").distinct().collect()}
-    applied = set()
-    if lake.exists("silver", APPLIED_TABLE):
-        applied = {row["batch_id"] for row in lake.read("silver", APPLIED_TABLE).select("batch_id").collect()}
+    applied = applied_batches(lake)
     batches = sorted(b for b in written if b == batch_id or (b < batch_id and b not in applied))
     if not batches:
         return {"silver_inserted": 0, "silver_restitched": 0, "duplicates": 0, "quarantined": 0}
     bronze = lake.read("bronze", TABLE).where(F.col("_batch_id").isin(batches))
-    counts = apply_events(lake, bronze, settings, run_date, run_id)
+    # The first batches with events take their whole history (a backfill), whichever run applies them,
+    # so a rerun of the first night judges its events as the first run did; later ones the late window.
+    backfill = not any(batch < batches[0] for batch in applied)
+    counts = apply_events(lake, bronze, settings, run_date, run_id, None if backfill else settings.events.late_days)
     recorded = lake.spark.createDataFrame(
         [(b, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for b in batches],
         "batch_id string, run_id string, applied_at timestamp")
@@ -421,14 +438,21 @@ def apply_batches(lake: Lake, settings: Settings, run_date: date, run_id: str) -
     return {"batches_applied": batches, **counts}
 
 
-def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id: str) -> dict[str, int]:
-    """Type, check and deduplicate bronze rows, then stitch and sessionise their sessions into silver (one MERGE)."""
+def applied_batches(lake: Lake) -> set[str]:
+    """The batches (run dates) already applied to silver (`silver/_event_batches`)."""
+    if not ArrowLake(lake.root).exists("silver", APPLIED_TABLE):
+        return set()
+    return set(ArrowLake(lake.root).read("silver", APPLIED_TABLE, ["batch_id"]).column("batch_id").to_pylist())
+
+
+def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id: str,
+                 late_days: int | None) -> dict[str, int]:
+    """Type, check and deduplicate bronze rows, then stitch and sessionise their sessions into silver (one
+    MERGE); `late_days` None: no event is too late (a backfill)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     config = settings.events
-    # The first night with events takes their whole history (a backfill); later ones only the late window.
-    late_days = config.late_days if lake.exists("silver", TABLE) else None
     flagged = flag_invalid_events(bronze, run_date, late_days).localCheckpoint(eager=True)
     rejected = flagged.where(F.col("_rule").isNotNull())
     valid = flagged.where(F.col("_rule").isNull())

@@ -132,6 +132,8 @@ def test_the_first_night_takes_the_whole_history_and_later_nights_only_the_late_
                                      event("h2", "2026-11-20T08:00:00Z", customer=3)])
     first = night(lake_settings, NIGHT_1)
     assert first["silver_inserted"] == 2 and first["quarantined"] == 0
+    rerun = night(lake_settings, NIGHT_1, run_id="rerun")  # judged as the first run was
+    assert rerun["silver_inserted"] == 0 and rerun["quarantined"] == 0 and rerun["duplicates"] == 2
     drop(landing, "old.ndjson", [event("h3", "2026-03-02T08:00:00Z", customer=3)])
     second = night(lake_settings, NIGHT_2)
     assert second["silver_inserted"] == 0 and second["quarantined"] == 1
