@@ -83,12 +83,25 @@ class ArrowLake(LakeLayout):
     """
 
     def read(self, layer: str, table: str, columns: Sequence[str] | None = None, where=None) -> "pa.Table":
-        """The table, or some of its columns and the rows matching `where` (a `pyarrow.compute` expression)."""
+        """The table, or some of its columns and the rows matching `where` (a `pyarrow.compute` expression).
+
+        The files of the current version come from the Delta log (delta-rs); pyarrow reads them itself, with
+        the partition values from their folder names. delta-rs' own `to_pyarrow_dataset` left a thread
+        behind that aborted the interpreter at exit ("terminate called without an active exception") in
+        about one short-lived process in four, which would fail a command that had succeeded.
+        """
+        import pyarrow as pa
+        import pyarrow.dataset as ds
         from deltalake import DeltaTable
 
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
-        dataset = DeltaTable(self.path(layer, table)).to_pyarrow_dataset()
+        delta = DeltaTable(self.path(layer, table))
+        schema = pa.schema(delta.schema().to_arrow())
+        partitions = delta.metadata().partition_columns
+        partitioning = (ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive")
+                        if partitions else None)
+        dataset = ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
         return dataset.to_table(columns=list(columns) if columns else None, filter=where)
 
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object],

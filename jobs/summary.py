@@ -34,6 +34,30 @@ def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
+def event_lines(settings: Settings, run_date: date, counts: dict[str, dict[str, int]]) -> list[str]:
+    """Browsing events: how many silver holds, what the night's files brought (ledger), where the files are."""
+    from jobs import events
+    from jobs.lake import ArrowLake
+
+    if settings.events.source == "none":
+        return ["Browsing events: off (events.source: none)"]
+    lake = ArrowLake(settings.lake_dir)
+    in_silver = counts.get("silver", {}).get(events.TABLE)
+    if in_silver is None:
+        return [f"Browsing events: none yet (events.source: {settings.events.source}; files go to "
+                f"{settings.events.landing_dir})"]
+    line = f"Browsing events: {in_silver:,} in silver/events"
+    if lake.exists("bronze", events.LEDGER_TABLE):
+        import pyarrow.compute as pc
+
+        ledger = lake.read("bronze", events.LEDGER_TABLE, ["rows"], where=pc.field("batch_id") == run_date.isoformat())
+        if ledger.num_rows:
+            line += f"; tonight {ledger.num_rows:,} file(s) with {pc.sum(ledger.column('rows')).as_py():,} events"
+    quarantined = counts.get("silver", {}).get(events.QUARANTINE_TABLE, 0)
+    return [line + f", {quarantined:,} in quarantine (silver/{events.QUARANTINE_TABLE})",
+            "  per customer as of the run date: CRM table customer_activity"]
+
+
 def segment_counts(settings: Settings) -> dict[str, int]:
     """Customers per segment in the CRM table `customer_segments`."""
     table = crm_table(settings, "customer_segments")
@@ -133,6 +157,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         kept = sum(rows for name, rows in tables.items() if not name.startswith("_quarantine/"))
         extra = f", {quarantined} rows in quarantine" if layer == "silver" else ""
         lines.append(f"  {layer:<7} {len(tables):>3} tables {kept:>10,} rows{extra}")
+    lines += ["", *event_lines(settings, run_date, counts)]
     lines += ["", *quality_lines(settings, run_date)]
     lines += ["", "Customers per segment (CRM table customer_segments):"]
     segments = segment_counts(settings)
