@@ -13,7 +13,7 @@ from sqlalchemy import MetaData
 from features import registry
 from jobs.config import REPO_ROOT, settings_reference
 from jobs.crm_schema import database_metadata
-from jobs.shop_schema import SHOP_TABLES
+from jobs.shop_schema import SHOP_TABLES, events_metadata
 from jobs.shop_schema import metadata as shop_metadata
 
 README = REPO_ROOT / "README.md"
@@ -47,10 +47,21 @@ def campaign_fields_markdown() -> str:
     return "\n".join(rows)
 
 
+def silver_events_markdown() -> str:
+    """The columns of silver/events: column, type, meaning."""
+    from jobs.events import SILVER_EVENT_COLUMNS
+
+    rows = ["| column | type | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | {kind} | {meaning} |" for name, (kind, meaning) in SILVER_EVENT_COLUMNS.items()]
+    return "\n".join(rows)
+
+
 def sections() -> dict[str, str]:
     crm = database_metadata(None)
     return {
         "shop-schema": tables_markdown(shop_metadata, list(SHOP_TABLES)),
+        "events-schema": tables_markdown(events_metadata, ["events"]),
+        "silver-events": silver_events_markdown(),
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),
         "customer-features": registry.markdown(),
         "configuration": settings_reference(),

@@ -51,7 +51,7 @@ import hashlib
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -504,10 +504,27 @@ EVENT_COLUMNS_IN = ("event_id", "customer_id", "source_customer_id", "session_id
                     "ingested_at")
 
 
-#: silver/events, in order.
-SILVER_COLUMNS = ("event_id", "customer_id", "identified_by", "source_customer_id", "session_id", "visit_id",
-                  "visit_started_at", "event_type", "product_id", "category", "channel", "occurred_at", "event_date",
-                  "properties", "source", "batch_id", "ingested_at")
+#: silver/events, in order: column -> (type, meaning). The README's table is generated from it.
+SILVER_EVENT_COLUMNS: dict[str, tuple[str, str]] = {
+    "event_id": ("string", "the tracker's id of the event; each once (key)"),
+    "customer_id": ("bigint", "the customer: the event's own, else the one its session logged in as; null if it never did"),
+    "identified_by": ("string", "login (the event carried the customer), session (stitched from the session's login) or null"),
+    "source_customer_id": ("bigint", "customer_id as the source sent it (null while anonymous)"),
+    "session_id": ("string", "the tracker's session (device and browser)"),
+    "visit_id": ("string", "session_id#n: the session's n-th visit, split after events.session_gap_minutes idle"),
+    "visit_started_at": ("timestamp", "the first event of the visit (UTC)"),
+    "event_type": ("string", "view, click, search, add_to_cart, remove_from_cart or checkout"),
+    "product_id": ("bigint", "-> products.id, for product events"),
+    "category": ("string", "the product's category, or the category searched"),
+    "channel": ("string", "web, app, mini-program, social, or null"),
+    "occurred_at": ("timestamp", "when it happened (UTC)"),
+    "event_date": ("date", "the UTC date of occurred_at (the partition)"),
+    "properties": ("string", "JSON object as sent: page, referrer, search query, ..."),
+    "source": ("string", "the landing file (its path in the landing folder) or table:<events.table>"),
+    "batch_id": ("string", "the run date of the night that ingested it"),
+    "ingested_at": ("timestamp", "when that night read it (UTC)"),
+}
+SILVER_COLUMNS = tuple(SILVER_EVENT_COLUMNS)
 
 
 def flag_invalid_events(bronze, run_date: date, late_days: int | None):

@@ -179,6 +179,8 @@ def test_a_session_splits_into_visits_after_the_gap(spark, lake_settings):
     assert rows[2]["visit_started_at"] == rows[2]["occurred_at"]
     assert json.loads(rows[0]["properties"]) == {"page": "/p/7"}  # a JSON object, kept as its text
     assert rows[0]["event_date"] == date(2026, 11, 24) and rows[0]["source"] == "visits.ndjson"
+    written = spark.read.format("delta").load(str(lake_settings.lake_dir / "silver" / "events")).dtypes
+    assert written == [(name, kind) for name, (kind, _) in events.SILVER_EVENT_COLUMNS.items()]
 
 
 def test_bad_events_go_to_quarantine_with_a_reason_naming_the_field(spark, lake_settings):

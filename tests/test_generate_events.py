@@ -3,7 +3,6 @@ less browsing before churn, identical rows in the table and the files, counted d
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import pathlib
 import re
@@ -15,7 +14,8 @@ from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.engine import Engine
 
 from jobs.generate_shop import generate_shop
-from jobs.shop_schema import EVENT_CHANNELS, EVENT_TYPES, SHOP_TABLES, events, metadata
+from test_generate_shop import _table_hashes
+from jobs.shop_schema import EVENT_CHANNELS, EVENT_TYPES, events, metadata
 
 CUSTOMERS = 400
 SEED = 20240630
@@ -65,17 +65,6 @@ def _event_rows(engine: Engine) -> list[dict]:
 
 def _sessions(truth_dir: pathlib.Path) -> dict[str, dict]:
     return {row["session_id"]: row for row in pq.read_table(truth_dir / "event_sessions.parquet").to_pylist()}
-
-
-def _table_hashes(engine: Engine) -> dict[str, str]:
-    hashes = {}
-    with engine.connect() as conn:
-        for name in SHOP_TABLES:
-            digest = hashlib.sha256()
-            for row in conn.execute(select(T[name]).order_by(T[name].c.id)):
-                digest.update(repr(tuple(row)).encode())
-            hashes[name] = digest.hexdigest()
-    return hashes
 
 
 def _file_rows(landing: pathlib.Path) -> list[tuple[str, dict]]:
