@@ -86,6 +86,9 @@ def nightly_runs(tmp_path_factory, postgres, mariadb):
     # The PostgreSQL and MariaDB runs share one CRM database: give each its own schema.
     runs["postgresql"]["CRM__CRM__SCHEMA_NAME"] = "crm"
     runs["mariadb"]["CRM__CRM__SCHEMA_NAME"] = "crm_from_mariadb"
+    # Browsing events: NDJSON files in the SQLite run's landing folder, the shop's events table in the others.
+    for kind in ("postgresql", "mariadb"):
+        runs[kind].update({"CRM__GENERATOR__EVENTS": "table", "CRM__EVENTS__SOURCE": "table"})
     errors: dict[str, BaseException] = {}
 
     def work(kind: str) -> None:
@@ -166,7 +169,40 @@ def test_every_planted_bad_row_is_quarantined_with_its_rule(nightly_runs, spark)
                 table = name.split("/", 1)[1]
                 for row in lake.read(layer, name).where(F.col("run_date") == RUN_DATE).groupBy("rule").count().collect():
                     found.setdefault(table, {})[row["rule"]] = row["count"]
+        events = found.pop("events")
         assert found == truth(run)["bad_rows"], kind
+        assert events == {"unknown_event_type": truth(run)["events"]["bad"]["unknown_event_type"]}, kind
+
+
+def test_browsing_events_land_once_and_each_session_is_attributed_to_whoever_logged_in(nightly_runs, spark):
+    """Event files (the SQLite run) and the shop's events table (PostgreSQL, MariaDB), against the generator's
+    truth: every good event once in silver (the re-sent copies dropped, the unknown types quarantined),
+    every event of a session that logged in attributed to its owner, none of a session that never did."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from jobs.lake import Lake
+
+    for kind in ("sqlite", "postgresql", "mariadb"):
+        run = nightly_runs[kind]
+        facts = truth(run)["events"]
+        assert facts["output"] == ("files" if kind == "sqlite" else "table")
+        silver = Lake(spark, Path(run["CRM_DATA_DIR"]) / "lake").read("silver", "events")
+        good = facts["written"] - facts["duplicates"] - facts["bad"]["unknown_event_type"]
+        assert silver.count() == silver.select("event_id").distinct().count() == good, kind
+        sessions = pq.read_table(Path(run["CRM_DATA_DIR"]) / "truth" / "event_sessions.parquet").to_pandas()
+        owners = spark.createDataFrame(sessions[["session_id", "customer_id", "logged_in"]].rename(
+            columns={"customer_id": "owner"}).astype({"owner": "float64"}))
+        events = silver.join(owners, "session_id")
+        assert events.count() == good, kind  # every session is in the truth
+        logged_in = events.where("logged_in")
+        assert logged_in.where(F.col("customer_id").isNull() | (F.col("customer_id") != F.col("owner"))).count() == 0
+        stitched = logged_in.where(F.col("identified_by") == "session").count()
+        assert 0 < stitched <= facts["anonymous_before_login"], kind
+        assert events.where(~F.col("logged_in") & F.col("customer_id").isNotNull()).count() == 0, kind
+    activity = crm_rows(nightly_runs["sqlite"], "customer_activity")
+    assert len(activity) == CUSTOMERS and sum(row["visits_30d"] > 0 for row in activity) > CUSTOMERS / 4
+    assert all(row["views_30d"] >= row["views_7d"] >= 0 for row in activity)
 
 
 def test_silver_holds_every_good_row_once(nightly_runs, spark):
@@ -195,7 +231,9 @@ def test_every_lake_table_counts_the_same_in_spark_and_delta_rs(nightly_runs, sp
     tables = lake.tables()
     gold = {name for layer, name in tables if layer == "gold"}
     assert gold == {"customer_features", *crm_metadata(None).tables}, "a gold table per CRM table, and the features"
-    assert len(tables) == 12 + 12 + 11 + len(gold)  # bronze + watermarks, silver + applied, quarantine, gold
+    # bronze + watermarks + events + landing-file ledger, silver + applied + events + event batches,
+    # quarantine (of events too), gold
+    assert len(tables) == 14 + 14 + 12 + len(gold)
     for layer, name in tables:
         delta_rs = DeltaTable(lake.path(layer, name))
         # Files of the current snapshot read by pyarrow (delta-rs' own to_pandas can abort at exit).
@@ -335,6 +373,7 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
 
 #: The model outputs a rerun must reproduce, with their order (ALS, the text models and uplift are seeded).
 TARGETING_TABLES = {"recommendations": "customer_id, rank", "category_propensity": "customer_id, rank",
+                    "customer_activity": "customer_id",
                     "coupon_offers": "customer_id", "inquiry_triage": "inquiry_id",
                     "review_insights": "product_id, aspect", "customer_satisfaction": "customer_id"}
 MODEL_CHECKS = ("review_sentiment", "inquiry_triage", "coupon_uplift", "product_recommendations",
