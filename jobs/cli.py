@@ -318,6 +318,19 @@ def status_command(ctx, runs):
     _guarded(ctx, work)
 
 
+@main.command("landing")
+@click.option("--date", "run_date", type=DATE, default=None, help="The night to plan for (default: yesterday, UTC).")
+@click.pass_context
+def landing_command(ctx, run_date):
+    """The event files in the landing folder: read by which night, waiting (and why), or new."""
+    def work():
+        from jobs.events import landing_report
+
+        click.echo("\n".join(landing_report(load_config(), run_date or yesterday())))
+
+    _guarded(ctx, work)
+
+
 @main.command("report")
 @click.option("--date", "run_date", type=DATE, default=None, help="Run date (default: the latest with a report, else yesterday).")
 @click.option("--open", "open_it", is_flag=True, help="Open the report in the web browser.")

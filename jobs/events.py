@@ -213,7 +213,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_ledger(lake: Lake) -> Ledger:
+def read_ledger(lake: "Lake | ArrowLake") -> Ledger:
     """The files earlier nights (and earlier runs of this one) read, from `bronze/_landing_files`."""
     arrow = ArrowLake(lake.root)
     if not arrow.exists("bronze", LEDGER_TABLE):
@@ -225,6 +225,33 @@ def read_ledger(lake: Lake) -> Ledger:
         by_checksum.setdefault(row["sha256"], (row["batch_id"], row["file"]))
         by_file.setdefault((row["file"], row["size"], row["modified_at"]), (row["batch_id"], row["sha256"]))
     return Ledger(by_checksum, by_file)
+
+
+def landing_report(settings: Settings, run_date: date) -> list[str]:
+    """What the landing folder holds and what the night of `run_date` would do with each file (`crm landing`)."""
+    config = settings.events
+    folder = Path(config.landing_dir)
+    lines = [f"landing folder {folder} (events.source: {config.source}; events.settle_seconds: {config.settle_seconds})"]
+    if config.source not in ("files", "both"):
+        lines.append("  not read: events.source does not include files")
+    files = landing_files(folder)
+    if not files:
+        return lines + [f"  no event file{'' if folder.is_dir() else ' (the folder does not exist)'}"]
+    lake = ArrowLake(settings.lake_dir)
+    plan = plan_landing(files, read_ledger(lake), run_date, datetime.now(timezone.utc), config.settle_seconds)
+    rows = {}
+    if lake.exists("bronze", LEDGER_TABLE):
+        rows = {(row["sha256"], row["batch_id"]): row["rows"]
+                for row in lake.read("bronze", LEDGER_TABLE, ["sha256", "batch_id", "rows"]).to_pylist()}
+    states = {file.name: f"already {why}" for file, why in plan.already}
+    states |= {file.name: f"waiting: {why}" for file, why in plan.waiting}
+    for file in plan.ingest:
+        read = rows.get((file.sha256, run_date.isoformat()))
+        states[file.name] = (f"read by the night of {run_date} ({read:,} events); a rerun reads it again"
+                             if read is not None else f"new: the night of {run_date} reads it")
+    width = max(len(file.name) for file in files)
+    lines += [f"  {file.name:<{width}} {file.size / 2**20:>9.1f} MB  {states[file.name]}" for file in files]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -75,6 +75,10 @@ def test_a_file_dropped_twice_is_counted_once(spark, lake_settings):
     assert [row["event_id"] for row in silver(lake_settings)] == [f"e{i}" for i in range(5)]
     ledger = ArrowLake(lake_settings.lake_dir).read("bronze", "_landing_files").to_pylist()
     assert [(row["file"], row["batch_id"], row["rows"]) for row in ledger] == [("2026-11-24.ndjson", "2026-11-24", 5)]
+    drop(landing, "fresh.ndjson", [event("f1", "2026-11-25T10:00:00Z")], settled=False)
+    report = "\n".join(events.landing_report(lake_settings, NIGHT_3))  # what `crm landing` prints
+    assert "2026-11-24.ndjson" in report and "already read on 2026-11-24 as 2026-11-24.ndjson" in report
+    assert "resent/2026-11-24-copy.ndjson" in report and "fresh.ndjson" in report and "waiting: changed" in report
 
 
 def test_a_file_still_being_written_waits_and_then_counts_once(spark, lake_settings):
