@@ -278,3 +278,20 @@ def test_the_silver_quality_gate_checks_the_nights_events(spark, lake_settings):
     summary = validate.run(NIGHT_1, lake_settings, "gate-test", "silver", tables_to_check=["events"])
     assert summary["passed"] and summary["tables"]["events"]["rows"] == 2
     assert summary["tables"]["events"]["expectations"] >= 10
+
+
+def test_a_night_that_stopped_after_bronze_is_applied_by_the_next_one(spark, lake_settings):
+    from datetime import timezone
+
+    from jobs.lake import Lake
+
+    landing = Path(lake_settings.events.landing_dir)
+    drop(landing, "day-24.ndjson", [event("k1", "2026-11-24T10:00:00Z", customer=1)])
+    # Night 1 is killed after its bronze batch and ledger committed, before silver.
+    events.ingest(Lake(spark, lake_settings.lake_dir), lake_settings, NIGHT_1, "killed",
+                  datetime.now(timezone.utc).replace(microsecond=0))
+    assert not ArrowLake(lake_settings.lake_dir).exists("silver", "events")
+    drop(landing, "day-25.ndjson", [event("k2", "2026-11-25T10:00:00Z", customer=1)])
+    second = night(lake_settings, NIGHT_2)
+    assert second["batches_applied"] == ["2026-11-24", "2026-11-25"] and second["silver_inserted"] == 2
+    assert [row["event_id"] for row in silver(lake_settings)] == ["k1", "k2"]
