@@ -2,8 +2,10 @@
 `horizon_days` days, from what they bought by `as_of`.
 
 Features (point in time, `category_features`): per category the purchase orders holding it, their share
-of the customer's purchase orders and the days since the last one; overall the purchase orders
-(frequency), days since the last purchase, spend (shop currency) and days since registration. The model
+of the customer's purchase orders, the days since the last one and, when the lake has browsing events, the
+customer's product views in the category in the last `VIEW_DAYS` days (what they look at before they buy);
+overall the purchase orders (frequency), days since the last purchase, spend (shop currency) and days
+since registration. The model
 is one scikit-learn logistic regression per category (binary relevance) on those features made linear
 (counts and amounts log1p, days as a decay exp(-days / `RECENCY_SCALE_DAYS`), standardised): fitted on the
 features at `as_of - horizon_days` with the labels "bought the category in (as_of - horizon_days, as_of]",
@@ -40,6 +42,8 @@ NEVER_DAYS = 10_000
 OVERALL_FEATURES = ("frequency", "recency_days", "monetary", "tenure_days")
 #: Days over which the weight of a last purchase decays by a factor e in the model's inputs.
 RECENCY_SCALE_DAYS = 90.0
+#: Days of browsing counted in the `views_<category>` features.
+VIEW_DAYS = 30
 #: Inverse L2 regularisation strength of each category's logistic regression.
 INVERSE_REGULARISATION = 1.0
 
@@ -54,7 +58,8 @@ def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
                       categories: Sequence[str]) -> pd.DataFrame:
     """One row per customer registered by `as_of`, indexed by customer_id: `orders_<c>` (purchase orders
     with category c), `share_<c>` (their share of the customer's purchase orders, 0..1), `days_since_<c>`
-    (days since the last one; `NEVER_DAYS` if never), and `OVERALL_FEATURES` (orders, days, shop currency)."""
+    (days since the last one; `NEVER_DAYS` if never), `views_<c>` (product views in c in the last `VIEW_DAYS`
+    days; 0 without events), and `OVERALL_FEATURES` (orders, days, shop currency)."""
     day = F.lit(as_of)
     lines = (purchase_lines(silver, as_of, purchase_statuses)
              .join(silver["products"].select(F.col("id").alias("product_id"), "category"), "product_id"))
@@ -69,8 +74,16 @@ def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         F.date_diff(day, F.to_date(F.max("ordered_at"))).alias("days_since")))
     customers = known_at(silver["customers"], as_of).select(
         F.col("id").alias("customer_id"), F.date_diff(day, F.to_date("created_at")).alias("tenure_days"))
-    frame = (customers.join(overall, "customer_id", "left").join(per_category, "customer_id", "left")
-             .toPandas().set_index("customer_id").sort_index())
+    frame = customers.join(overall, "customer_id", "left").join(per_category, "customer_id", "left")
+    events = silver.get("events")
+    if events is not None:
+        since = end_of(as_of) - timedelta(days=VIEW_DAYS)
+        views = (events.where((F.col("event_type") == "view") & F.col("customer_id").isNotNull()
+                              & (F.col("occurred_at") >= F.lit(since)) & (F.col("occurred_at") < F.lit(end_of(as_of))))
+                 .groupBy("customer_id").pivot("category", list(categories)).count()
+                 .select("customer_id", *[F.col(f"`{c}`").alias(f"{c}_views") for c in categories]))
+        frame = frame.join(views, "customer_id", "left")
+    frame = frame.toPandas().set_index("customer_id").sort_index()
     features = pd.DataFrame(index=frame.index)
     frequency = frame["frequency"].fillna(0).astype(float)
     for category in categories:
@@ -78,6 +91,8 @@ def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         features[f"orders_{category}"] = count
         features[f"share_{category}"] = np.where(frequency > 0, count / frequency.where(frequency > 0, 1), 0.0)
         features[f"days_since_{category}"] = frame[f"{category}_days_since"].fillna(NEVER_DAYS).astype(float)
+        views = frame[f"{category}_views"] if f"{category}_views" in frame else pd.Series(0.0, index=frame.index)
+        features[f"views_{category}"] = views.fillna(0).astype(float)
     features["frequency"] = frequency
     features["recency_days"] = frame["recency_days"].fillna(NEVER_DAYS).astype(float)
     features["monetary"] = frame["monetary"].fillna(0).astype(float)
@@ -131,14 +146,14 @@ class CategoryPropensityModel:
 
 
 def model_inputs(features: pd.DataFrame) -> np.ndarray:
-    """The features made linear: counts and amounts log1p, days since as exp(-days / RECENCY_SCALE_DAYS)
+    """The features made linear: counts (orders, views) and amounts log1p, days since as exp(-days / RECENCY_SCALE_DAYS)
     (0 for never), shares and tenure as they are (tenure in years)."""
     columns = []
     for name in features.columns:
         values = features[name].to_numpy(dtype=float)
         if name.startswith("days_since_") or name == "recency_days":
             columns.append(np.exp(-values / RECENCY_SCALE_DAYS))
-        elif name.startswith("orders_") or name in ("frequency", "monetary"):
+        elif name.startswith(("orders_", "views_")) or name in ("frequency", "monetary"):
             columns.append(np.log1p(values))
         elif name == "tenure_days":
             columns.append(values / 365.25)

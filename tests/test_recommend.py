@@ -117,8 +117,8 @@ def test_the_time_split_fits_on_nothing_after_the_cutoff(spark):
 def browsing(spark, rows):
     """silver/events rows: (customer, product, event_type, when)."""
     return spark.createDataFrame(
-        [(f"e{i}", customer, product, kind, when) for i, (customer, product, kind, when) in enumerate(rows)],
-        "event_id string, customer_id long, product_id long, event_type string, occurred_at timestamp")
+        [(f"e{i}", customer, product, CATEGORY[product], kind, when) for i, (customer, product, kind, when) in enumerate(rows)],
+        "event_id string, customer_id long, product_id long, category string, event_type string, occurred_at timestamp")
 
 
 def test_a_customer_who_only_browsed_gets_recommendations_from_what_they_browsed(spark, silver):
@@ -144,6 +144,17 @@ def test_with_events_the_evaluation_also_measures_als_on_purchases_alone(spark):
     figures = evaluate_recommendations({**silver, "events": events}, AS_OF, PURCHASE_STATUSES, OPTIONS, k=1)
     assert figures["als_recall_at_1"] == 1.0 and "als_purchases_only_recall_at_1" in figures
     assert figures["train_observations"] == figures["train_interactions"] + 1  # (1, 3): viewed, not bought
+
+
+def test_propensity_features_count_each_categorys_views_of_the_last_30_days(spark, silver):
+    from models.propensity import category_features
+
+    events = browsing(spark, [(1, 4, "view", datetime(2026, 6, 20)), (1, 5, "view", datetime(2026, 6, 25)),
+                              (1, 6, "add_to_cart", datetime(2026, 6, 25)), (1, 2, "view", datetime(2026, 5, 1))])
+    features = category_features({**silver, "events": events}, AS_OF, PURCHASE_STATUSES, ["books", "garden"])
+    assert (features.loc[1, "views_garden"], features.loc[1, "views_books"]) == (2.0, 0.0)  # the May view is older
+    assert features.loc[2, "views_garden"] == 0.0
+    assert "views_books" in category_features(silver, AS_OF, PURCHASE_STATUSES, ["books", "garden"])  # 0 without events
 
 
 def test_propensity_ranks_a_customers_usual_category_first(silver):
