@@ -60,6 +60,11 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
 
     def fit(self, X: pd.DataFrame, y) -> ChurnClassifier:
+        # A feature with no value at all in training (browsing activity before a shop had events) carries no
+        # information, and histogram binning cannot bin it: it is held at 0, in training and scoring alike.
+        self.without_values_ = []
+        matrix = self.feature_matrix(X)
+        self.without_values_ = [name for name in self.features if len(matrix) and matrix[name].isna().all()]
         matrix = self.feature_matrix(X)
         labels = np.asarray(y, dtype=bool)
         if labels.all() or not labels.any():
@@ -113,7 +118,9 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         missing = [name for name in self.features if name not in X.columns]
         if missing:
             raise ValueError(f"churn features missing from the input: {missing}; present: {list(X.columns)}")
-        return X[list(self.features)].astype("float64")
+        matrix = X[list(self.features)].astype("float64")
+        held = getattr(self, "without_values_", [])
+        return matrix.assign(**{name: 0.0 for name in held}) if held else matrix
 
 
 def _reason(feature: str, value: float, typical: float) -> str:

@@ -100,6 +100,21 @@ def test_missing_features_and_one_sided_labels_are_clear_errors(snapshots):
         churn.ChurnClassifier(["recency_days"]).fit(training.features, np.zeros(1500, dtype=bool))
 
 
+def test_a_feature_without_any_value_in_training_is_held_at_zero(snapshots):
+    # A shop's first nights with browsing events: the training snapshot predates them (days_since_last_visit
+    # null for everyone), which histogram binning cannot bin.
+    training, holdout = snapshots
+    features = ["frequency", "recency_days", "days_since_last_visit"]
+    train = training.features.assign(days_since_last_visit=np.nan)
+    for algorithm in churn.ALGORITHMS:
+        model = churn.ChurnClassifier(features, algorithm, "isotonic", 0).fit(train, training.outcome["is_churned"])
+        assert model.without_values_ == ["days_since_last_visit"]
+        scored = holdout.features.assign(days_since_last_visit=3.0)  # values later change nothing it learned
+        probability = model.churn_probability(scored)
+        assert np.allclose(probability, model.churn_probability(holdout.features.assign(days_since_last_visit=np.nan)))
+        assert churn.scores(holdout.outcome["is_churned"], probability)["roc_auc"] > 0.7
+
+
 def with_churn(settings, tmp_path, **churn_options):
     """The test settings with their own MLflow store under tmp_path and the given churn options."""
     return settings.model_copy(update={
