@@ -254,7 +254,8 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
     from jobs.export import SCHEMA_VERSION
 
     assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"] == SCHEMA_VERSION
-    datasets = ("customer_segments", "customer_scores", "campaign_audiences", "coupon_offers", "recommendations")
+    datasets = ("customer_segments", "customer_scores", "campaign_audiences", "coupon_offers", "recommendations",
+                "customer_activity")
     campaigns = sorted({row["campaign"] for row in crm_rows(nightly_runs["sqlite"], "campaign_audiences", "campaign")})
     assert campaigns, "no campaign qualified anyone on the test shop"
     assert sorted(manifest["files"]) == sorted(
