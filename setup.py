@@ -14,7 +14,8 @@ setup(
     package_data={"jobs": ["migrations/script.py.mako", "migrations/versions/*.py"]},
     install_requires=[
         "apache-airflow>=3.3,<3.4",
-        "pyspark>=4.2,<4.3",
+        # [connect]: the tasks are Spark Connect clients of the night's server (jobs/spark_server.py).
+        "pyspark[connect]>=4.2,<4.3",
         "delta-spark>=4.4,<4.5",
         "deltalake>=1.6,<2",
         "great-expectations>=1.24,<2",

@@ -3,7 +3,9 @@
 
 Runs at 02:00 UTC for the day before (the *run date*; a manual run may pass `{"run_date": "YYYY-MM-DD"}`
 in its conf, which `crm run --date` does). Each task is one job of `jobs/`, reads and writes only the run
-date's partition, and hands data to the next task through the Delta lake, so any task can be rerun alone:
+date's partition, and hands data to the next task through the Delta lake, so any task can be rerun alone.
+The tasks share one Spark: `spark_up` starts the night's Spark Connect server and `spark_down` stops it
+(a setup and teardown pair; `spark.remote` points them at a server you run instead).
 
 `extract` (what changed in the shop -> bronze; conf `{"full": true}` reloads everything) →
 `validate_bronze` → `clean` (bronze -> silver by MERGE, bad rows to quarantine) → `events` (browsing events
@@ -70,7 +72,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import dag, task
 
 from jobs import assets
-from jobs.airflow_task import record_failure, run_job
+from jobs.airflow_task import record_failure, run_job, start_night_spark, stop_night_spark
 
 
 @dag(
@@ -90,6 +92,16 @@ from jobs.airflow_task import record_failure, run_job
                   "execution_timeout": timedelta(hours=2), "on_failure_callback": record_failure},
 )
 def crm_nightly():
+    @task
+    def spark_up():
+        """Start the night's Spark server (`jobs/spark_server.py`), unless `spark.remote` names one: every task connects to it."""
+        return start_night_spark()
+
+    @task
+    def spark_down():
+        """Stop the night's Spark server; runs when the night ends, failed or not."""
+        return stop_night_spark()
+
     @task
     def extract(**context):
         """Copy every shop table into bronze as the run date's batch (`lake/bronze/<table>`)."""
@@ -170,7 +182,10 @@ def crm_nightly():
         """Write the run report `<data>/reports/<run_date>/index.html` (static HTML with plots); returns its path."""
         return run_job("report", context)
 
-    gold = extract() >> validate_bronze() >> clean() >> events() >> validate_silver() >> features()
+    spark = spark_up()
+    first = extract()
+    spark >> first
+    gold = first >> validate_bronze() >> clean() >> events() >> validate_silver() >> features()
     checked = validate_gold()
     scored, predicted, recommended, targeted = score(), predict(), recommend(), campaigns()
     gold >> [scored, predicted, recommended]
@@ -178,7 +193,7 @@ def crm_nightly():
     valued = [insights(), offers()]
     predicted >> valued
     [scored, recommended, *valued] >> targeted >> checked
-    checked >> [publish(), export(), report()]
+    checked >> [publish(), export(), report()] >> spark_down().as_teardown(setups=spark)
 
 
 crm_nightly()

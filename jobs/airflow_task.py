@@ -8,12 +8,14 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
-from jobs import runlog
+from jobs import runlog, spark_server
 from jobs.config import load_config
 from jobs.rundate import business_date
+from jobs.spark import night_task
 
 NIGHTLY_JOBS = ("extract", "validate", "clean", "events", "features", "score", "predict", "recommend", "insights", "offers",
                 "campaigns", "publish", "export", "report")
@@ -47,13 +49,36 @@ def run_job(name: str, context: dict[str, Any], **options: Any) -> Any:
     started = datetime.now(timezone.utc)
     runlog.record(settings, attempt, "running", started)
     try:
-        result = json.loads(json.dumps(job.run(run_date, settings, context["run_id"], **options), default=str))
+        # The night's jobs share the night's Spark server (started here when `spark_up` has not); the
+        # training DAG's one job uses it when it is up, else a Spark of its own.
+        with night_task() if name in NIGHTLY_JOBS else nullcontext():
+            outcome = job.run(run_date, settings, context["run_id"], **options)
+        result = json.loads(json.dumps(outcome, default=str))
     except BaseException as error:  # recorded, then raised as it was (a timeout too)
         runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc),
                       error=f"{type(error).__name__}: {error}")
         raise
     runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
+
+
+def start_night_spark() -> str:
+    """The DAG's setup task: start the night's Spark server without waiting for it (it boots while `extract`,
+    which needs no Spark, runs); says which Spark the night uses."""
+    settings = load_config()
+    if settings.spark.remote:
+        return f"Spark Connect server {settings.spark.remote} (spark.remote)"
+    if not settings.spark.night_server:
+        return "a local Spark per task (spark.night_server is off)"
+    return f"night Spark server {spark_server.start(settings, wait=False)}"
+
+
+def stop_night_spark() -> str:
+    """The DAG's teardown task: stop the night's Spark server (it runs even when a task failed)."""
+    settings = load_config()
+    if settings.spark.remote or not settings.spark.night_server:
+        return "nothing to stop"
+    return "stopped" if spark_server.stop(settings) else "no night Spark server was running"
 
 
 def record_failure(context: dict[str, Any]) -> None:

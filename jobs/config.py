@@ -73,6 +73,16 @@ class SparkSettings(_Section):
     java_options: str = Field(description="extra JVM options of the driver (local mode: of all of Spark)")
     jars_dir: str = Field(description="project-local Ivy cache for those packages, so later starts need no network")
     extra: dict[str, str] = Field(description="any other Spark settings, passed as they are")
+    remote: str = Field(description="sc://host:port of a Spark Connect server you run (a cluster's, say): every task connects to it and no local Spark starts; empty: see night_server")
+    night_server: bool = Field(description="without `remote`: the night's tasks share one local Spark Connect server (this master, memory and packages), started by the DAG's spark_up task and stopped by spark_down, instead of a JVM per task")
+    server_idle_minutes: int = Field(gt=0, description="a night server with no Spark job and no task connecting for this long stops by itself (a night killed before its spark_down)")
+
+    @field_validator("remote")
+    @classmethod
+    def _connect_url(cls, value: str) -> str:
+        if value and not value.startswith("sc://"):
+            raise ValueError(f"expected a Spark Connect URL sc://host:port, got {value!r}")
+        return value
 
 
 class GeneratorSettings(_Section):

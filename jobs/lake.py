@@ -7,12 +7,13 @@ behind that check.
 """
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -201,19 +202,27 @@ class Lake(LakeLayout):
             rows = df if keep is None else df.alias("s").where(keep)
             self._write(rows.select(*data_columns), layer, table, "overwrite", ())
             return {"inserted": self.rows_written(layer, table), "updated": 0, "deleted": 0}
-        from delta.tables import DeltaTable
-
         self._check_schema(df.select(*data_columns).schema, layer, table)
-        target = DeltaTable.forPath(self.spark, self.path(layer, table))
+        # SQL MERGE rather than delta-spark's DeltaTable builder: the same statement runs in a local
+        # session and through Spark Connect, whose servers need no Delta Connect plugin for it.
+        source = f"_merge_source_{uuid.uuid4().hex}"
+        plain_string_types(df).createOrReplaceTempView(source)
         on = " AND ".join([f"t.`{key}` = s.`{key}`" for key in keys] + ([f"({target_condition})"] if target_condition else []))
-        values = {f"`{column}`": f"s.`{column}`" for column in data_columns}
-        builder = target.alias("t").merge(df.alias("s"), on)
+        columns = ", ".join(f"`{column}`" for column in data_columns)
+        clauses = []
         insert_condition = insert_when
         if delete_when is not None:
-            builder = builder.whenMatchedDelete(condition=delete_when)
+            clauses.append(f"WHEN MATCHED AND ({delete_when}) THEN DELETE")
             insert_condition = insert_when or f"NOT ({delete_when})"
-        builder = builder.whenMatchedUpdate(condition=update_when, set=values)
-        metrics = builder.whenNotMatchedInsert(condition=insert_condition, values=values).execute().first()
+        clauses.append(f"WHEN MATCHED{f' AND ({update_when})' if update_when else ''} THEN UPDATE SET "
+                       + ", ".join(f"t.`{column}` = s.`{column}`" for column in data_columns))
+        clauses.append(f"WHEN NOT MATCHED{f' AND ({insert_condition})' if insert_condition else ''} THEN INSERT "
+                       f"({columns}) VALUES ({', '.join(f's.`{column}`' for column in data_columns)})")
+        try:
+            metrics = self.spark.sql(f"MERGE INTO delta.`{self.path(layer, table)}` AS t USING {source} AS s ON {on} "
+                                     + " ".join(clauses)).first()
+        finally:
+            self.spark.catalog.dropTempView(source)
         return {"inserted": int(metrics["num_inserted_rows"]), "updated": int(metrics["num_updated_rows"]),
                 "deleted": int(metrics["num_deleted_rows"])}
 
@@ -223,7 +232,7 @@ class Lake(LakeLayout):
             if evolve:
                 df = self._with_table_columns(df, layer, table)
             self._check_schema(df.schema, layer, table, evolve)
-        writer = df.write.format("delta").mode(mode)
+        writer = plain_string_types(df).write.format("delta").mode(mode)
         if evolve:
             writer = writer.option("mergeSchema", "true")
         if partition_by:
@@ -249,6 +258,29 @@ class Lake(LakeLayout):
                 f"lake table {layer}/{table}: the write does not match the table's schema: "
                 + "; ".join(problems)
             )
+
+
+def plain_string_types(df: DataFrame) -> DataFrame:
+    """`df` with its text columns of Spark's plain `string` type, as every reader of the lake expects.
+
+    Spark Connect's Python client sends each string type with its collation (UTF8_BINARY) spelled out; the
+    server keeps it as an explicit collation and Delta writes `string collate UTF8_BINARY` into the table's
+    schema, a type delta-rs (the extraction's writer and the tests' independent reader) refuses. A cast to
+    the type's DDL name gives the plain type back; a local session needs none.
+    """
+    from jobs.spark import is_connect
+
+    if not is_connect(df.sparkSession):
+        return df
+    from pyspark.sql import functions as F
+
+    def holds_text(kind: DataType) -> bool:
+        return isinstance(kind, StringType) or (
+            isinstance(kind, (ArrayType, MapType, StructType)) and "string" in kind.simpleString())
+
+    columns = [F.col(f"`{field.name}`").cast(field.dataType.simpleString()).alias(field.name)
+               if holds_text(field.dataType) else F.col(f"`{field.name}`") for field in df.schema.fields]
+    return df.select(*columns)
 
 
 def schema_differences(table_schema: StructType, write_schema: StructType) -> list[str]:

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from features.customer import silver_tables
 from jobs.config import Settings
 from jobs.lake import Lake
-from jobs.spark import spark_session
+from jobs.spark import checkpoint_dir, spark_session
 from jobs.types import write_gold_partition
 from models import propensity, recommend, tracking
 
@@ -44,9 +44,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     figures: dict[str, float] = {}
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with spark_session(settings, "recommend") as spark, \
-            tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints:
-        # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows.
-        spark.sparkContext.setCheckpointDir(checkpoints)
+            tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints, \
+            checkpoint_dir(spark, checkpoints):  # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows
         lake = Lake(spark, settings.lake_dir)
         silver = silver_tables(lake)
         first_order = silver["orders"].agg(F.min("created_at")).first()[0]

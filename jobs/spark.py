@@ -1,4 +1,9 @@
-"""The Spark session every job opens: local by default, UTC, Delta Lake and the JDBC drivers on board.
+"""The Spark session every job opens: a Connect client of the night's server, or a local Spark of its own.
+
+- `spark.remote` set: a client of that Spark Connect server (one you run, e.g. on a cluster).
+- Else, with `spark.night_server` (the default), a client of the data root's night server
+  (`jobs.spark_server`): the DAG's tasks start it when it is not up; other commands use it when it is.
+- Else a classic local session in this process: UTC, Delta Lake and the JDBC drivers on board.
 
 The JVM packages (Delta, PostgreSQL, MariaDB and SQLite JDBC drivers) are resolved from Maven Central on
 first use and kept in the project's own Ivy folder (`spark.jars_dir`); the resolved jar list is noted
@@ -80,14 +85,14 @@ def _remember_classpath(session, packages: list[str], jars_dir: str) -> None:
         os.replace(temporary, target)
 
 
-def get_spark(settings: Settings, app_name: str = "shop-crm"):
-    """Open (or join) the process's Spark session configured from `settings`."""
+def get_spark(settings: Settings, app_name: str = "shop-crm", overrides: dict[str, str] | None = None):
+    """Open (or join) the process's classic local Spark session configured from `settings` (plus `overrides`)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
-    for key, value in spark_settings(settings, app_name).items():
+    for key, value in {**spark_settings(settings, app_name), **(overrides or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
@@ -95,12 +100,44 @@ def get_spark(settings: Settings, app_name: str = "shop-crm"):
     return session
 
 
+#: Set while a DAG task runs (`night_task`): its jobs start the night's server when it is not up.
+_in_night_task = False
+
+
+@contextmanager
+def night_task() -> Iterator[None]:
+    """Within a task of a night: a job's Spark session comes from the night's server, started if needed."""
+    global _in_night_task
+    previous, _in_night_task = _in_night_task, True
+    try:
+        yield
+    finally:
+        _in_night_task = previous
+
+
+def connect_url(settings: Settings) -> str | None:
+    """The Spark Connect server a job should use, or None for a local Spark of its own (see the module doc)."""
+    if settings.spark.remote:
+        return settings.spark.remote
+    if not settings.spark.night_server:
+        return None
+    from jobs import spark_server
+
+    return spark_server.ensure_running(settings) if _in_night_task else spark_server.running_url(settings)
+
+
+def is_connect(spark) -> bool:
+    """Whether `spark` is a Spark Connect client (no SparkContext in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 @contextmanager
 def spark_session(settings: Settings, app_name: str) -> Iterator:
-    """A Spark session for one job, stopped at the end so the next job starts clean.
+    """A Spark session for one job, closed at the end so the next job starts clean.
 
-    Under the Airflow scheduler every task is its own process; stopping here makes `dag.test()`, which
-    runs all tasks in one process, behave the same: nothing passes between tasks but the lake.
+    Under the Airflow scheduler every task is its own process; closing here makes `dag.test()`, which
+    runs all tasks in one process, behave the same: nothing passes between tasks but the lake. A Connect
+    session's cached data lives in the server: it is dropped with the session.
     """
     from pyspark.sql import SparkSession
 
@@ -108,11 +145,32 @@ def spark_session(settings: Settings, app_name: str) -> Iterator:
     if active is not None:  # a caller (a test session, a notebook) owns it: use it, leave it open
         yield active
         return
-    session = get_spark(settings, app_name)
+    url = connect_url(settings)
+    if url is None:
+        session = get_spark(settings, app_name)
+        try:
+            yield session
+        finally:
+            session.stop()
+        return
+    session = SparkSession.builder.remote(url).create()
+    session.addTag(f"shop-crm-{app_name}")
     try:
         yield session
     finally:
-        session.stop()
+        try:
+            session.catalog.clearCache()
+        finally:
+            session.stop()
+
+
+@contextmanager
+def checkpoint_dir(spark, folder: str) -> Iterator[None]:
+    """Checkpoints (ALS's deep lineage) go to `folder` in a local Spark; a Connect server has its own
+    (`spark.checkpoint.dir`, set when the night's server starts)."""
+    if not is_connect(spark):
+        spark.sparkContext.setCheckpointDir(folder)
+    yield
 
 
 def for_each_table(work: Callable[[str], T], tables: Iterable[str], workers: int = 4) -> dict[str, T]:

@@ -61,13 +61,16 @@ def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
     dag = dag_bag.get_dag("crm_nightly")
     upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
     assert upstream == {
-        "extract": [], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
+        "spark_up": [], "extract": ["spark_up"], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
         "events": ["clean"], "validate_silver": ["events"], "features": ["validate_silver"], "score": ["features"],
         "predict": ["features"], "recommend": ["features"], "insights": ["predict"], "offers": ["predict"],
         "campaigns": ["insights", "offers", "recommend", "score"], "validate_gold": ["campaigns"],
         "publish": ["validate_gold"],
         "export": ["validate_gold"], "report": ["validate_gold"],
+        "spark_down": ["export", "publish", "report", "spark_up"],
     }
+    # The night's Spark server is a setup/teardown pair: spark_down runs however the night ends.
+    assert dag.get_task("spark_up").is_setup and dag.get_task("spark_down").is_teardown
 
 
 def test_a_backfill_years_back_still_runs_the_tasks(dag_bag):

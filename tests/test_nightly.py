@@ -61,7 +61,7 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
     with log.open("w") as out:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env, stdout=out,
                        stderr=subprocess.STDOUT, check=True, cwd=REPO)
-        for task in TASKS:
+        def run_task(task: str) -> None:
             result = subprocess.run(
                 [sys.executable, "-m", "airflow", "tasks", "test", "crm_nightly", task,
                  logical_date_for(RUN_DATE).isoformat()],
@@ -69,6 +69,15 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
             )
             if result.returncode != 0:
                 raise AssertionError(f"task {task} failed; see {log}")
+
+        # The night's Spark server: started by the setup task, used by every task's own process, stopped by
+        # the teardown task whatever happened.
+        run_task("spark_up")
+        try:
+            for task in TASKS:
+                run_task(task)
+        finally:
+            run_task("spark_down")
 
 
 @pytest.fixture(scope="module")
@@ -1145,3 +1154,23 @@ def test_the_night_writes_its_run_report(nightly_runs):
     for section in ("overview", "segments", "scores", "clv", "calibration", "quality", "changes"):
         assert f'<section id="{section}"' in page, section
     assert RUN_DATE.isoformat() in page and page.count('data-plot="') >= 4
+
+
+def test_the_night_runs_on_one_spark_server_that_its_dag_starts_and_stops(nightly_runs):
+    """Every Spark task of a night is a client of one night server (jobs/spark_server.py): started by `spark_up`,
+    stopped by `spark_down`; no task started a JVM of its own, even with each task in its own process."""
+    from jobs import spark_server
+
+    for kind in ("sqlite", "postgresql", "mariadb"):
+        data_dir = Path(nightly_runs[kind]["CRM_DATA_DIR"])
+        servers = sorted((data_dir / "logs").glob("spark-server-*.log"))
+        assert len(servers) == 1, (kind, servers)
+        log = servers[0].read_text()
+        assert "ready on port" in log, kind
+        assert not (data_dir / "spark" / "server.json").exists(), f"{kind}: the night's server was not stopped"
+    # Each task of the SQLite night ran in its own `airflow tasks test` process: none of them started Spark
+    # (a local JVM prints its log4j profile line), and the Spark jobs of every task ran in the one server.
+    tasks_log = (nightly_runs["base"] / "sqlite-tasks.log").read_text()
+    assert "Using Spark's default log4j profile" not in tasks_log
+    server_log = next((Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "logs").glob("spark-server-*.log")).read_text()
+    assert server_log.count("Using Spark's default log4j profile") == 1
