@@ -128,10 +128,16 @@ def _spark(settings: Settings) -> str:
     from pyspark.sql import functions as F
 
     from jobs.lake import Lake
-    from jobs.spark import spark_session
+    from jobs.spark import connect_url, spark_session
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="crm-doctor-") as folder, spark_session(settings, "doctor") as spark:
+    url = connect_url(settings)
+    which = ("local" if url is None else f"Spark Connect server {settings.spark.remote}" if settings.spark.remote
+             else "the night's Spark server")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Under the data root: a Spark server reads and writes the lake's file system, not this process's /tmp.
+    with tempfile.TemporaryDirectory(prefix="crm-doctor-", dir=settings.data_dir) as folder, \
+            spark_session(settings, "doctor") as spark:
         lake = Lake(spark, Path(folder))
         today = datetime.now(timezone.utc).date()
         lake.replace_partition(spark.range(3).withColumn("as_of", F.lit(today)), "gold", "doctor", {"as_of": today})
@@ -139,7 +145,7 @@ def _spark(settings: Settings) -> str:
         version = spark.version
     if rows != 3:
         raise RuntimeError(f"wrote 3 rows to a Delta table and read {rows}")
-    return (f"Spark {version} local with Delta Lake: wrote and read a Delta table in "
+    return (f"Spark {version} ({which}) with Delta Lake: wrote and read a Delta table in "
             f"{time.perf_counter() - started:.1f} s (jars: {settings.spark.jars_dir})")
 
 

@@ -228,7 +228,7 @@ def _launch(settings: Settings) -> ServerState:
                         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), log=str(log_file),
                         token=secrets.token_urlsafe(32))
     _write_state(settings, state)
-    log.info("night Spark server starting: pid %d, %s, log %s", child.pid, state.url, log_file)
+    log.info("night Spark server starting: pid %d, port %d, log %s", child.pid, port, log_file)
     return state
 
 
@@ -326,13 +326,17 @@ def _main(argv: list[str]) -> int:
     if command == "serve":
         serve(settings, int(argv[argv.index("--port") + 1]))
     elif command == "start":
-        print(start(settings, wait=True))
+        start(settings, wait=True)
+        state = read_state(settings)
+        print(f"night Spark server {state.pid} up on 127.0.0.1:{state.port} (token in {state_path(settings)})")
     elif command == "stop":
         print("stopped" if stop(settings) else "no night Spark server was running")
     elif command == "status":
-        url = running_url(settings)
-        print(url or "no night Spark server is running")
-        return 0 if url else 1
+        if running_url(settings) is None:
+            print("no night Spark server is running")
+            return 1
+        state = read_state(settings)
+        print(f"night Spark server {state.pid} up on 127.0.0.1:{state.port} since {state.started_at}; log {state.log}")
     else:
         print(f"unknown command {command!r}; expected start, stop, status", file=sys.stderr)
         return 2
