@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: How long a task waits for a starting server to answer (a cold start with the jars cached: ~10-30 s).
 START_TIMEOUT_S = 300
+#: Starts tried before a task gives up (the port a server was given may be taken before it binds it).
+START_ATTEMPTS = 2
 #: How long a stop waits for the server to end its session before it is killed.
 STOP_TIMEOUT_S = 30
 #: How often the server checks whether it should stop.
@@ -174,17 +176,27 @@ def _start_lock(settings: Settings) -> Iterator[None]:
 def start(settings: Settings, wait: bool = True) -> str:
     """Start the night's server unless one with these settings runs (or is starting); returns its URL.
 
-    With `wait`, returns once it answers, else at once (it boots in the background).
+    With `wait`, returns once it answers, else at once (it boots in the background). A server that ends
+    while starting (its port taken meanwhile by another process, say) is started once more.
     """
-    with _start_lock(settings):
-        state = read_state(settings)
-        if state is not None and _alive(state.pid):
-            if state.settings_digest == settings_digest(settings):
-                return _wait_ready(settings, state) if wait else state.url
-            log.info("night Spark server %d runs with other settings: replacing it", state.pid)
-            _stop_process(state.pid)
-        state = _launch(settings)
-    return _wait_ready(settings, state) if wait else state.url
+    for attempt in range(START_ATTEMPTS):
+        with _start_lock(settings):
+            state = read_state(settings)
+            if state is None or not _alive(state.pid):
+                state = _launch(settings)
+            elif state.settings_digest != settings_digest(settings):
+                log.info("night Spark server %d runs with other settings: replacing it", state.pid)
+                _stop_process(state.pid)
+                state = _launch(settings)
+        if not wait:
+            return state.url
+        try:
+            return _wait_ready(settings, state)
+        except SparkServerError as error:
+            if attempt == START_ATTEMPTS - 1 or _alive(state.pid):
+                raise
+            log.warning("night Spark server did not start (%s); starting it again", str(error).splitlines()[0])
+    raise AssertionError("unreachable")
 
 
 def ensure_running(settings: Settings) -> str:
