@@ -25,8 +25,6 @@ per step, and the ratio of night 2 to the floor. Load is the mean 1-minute load 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import shutil
 import subprocess
@@ -37,7 +35,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import extract as shop_fill
-from harness import code_version, dbservers, run_stage
+from harness import benchmark_main, code_version, dbservers, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = shop_fill.RUN_DATE
@@ -280,14 +278,7 @@ def main() -> None:
     parser.add_argument("--tmp", default="/tmp", help="where the database and the lake go (on disk by default)")
     parser.add_argument("--keep", action="store_true", help="keep each size's folder (lake, logs)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        job = json.loads(sys.stdin.read())
-        print(json.dumps(STAGES[job["stage"]](job)))
-        return
-    for size in args.sizes:
-        one_size(size, args)
+    benchmark_main(parser, STAGES, one_size)
 
 
 if __name__ == "__main__":
