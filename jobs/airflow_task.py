@@ -1,7 +1,8 @@
 """What every Airflow task of the nightly DAG does: find its run date, load the configuration, run its job.
 
 Called inside the task (never at DAG import), so a task is its own unit: it reads the configuration of the
-process it runs in, opens its own Spark session and passes data on only through the lake.
+process it runs in, opens its own Spark session (a Connect session of the night's Spark server, see
+`jobs/spark_server.py`) and passes data on only through the lake.
 """
 from __future__ import annotations
 
