@@ -48,14 +48,21 @@ def run_stage(script: str, job: dict, environment: dict[str, str], log: Path, ch
 
 
 def _tree_rss(process) -> int:
+    return rss_of_trees([process.pid])
+
+
+def rss_of_trees(roots: list[int]) -> int:
+    """Resident memory (bytes) of the processes under `roots`, each process counted once (a tree may hold
+    another root, e.g. a server started by a process of the first tree)."""
     import psutil
 
+    members: dict[int, "psutil.Process"] = {}
+    for pid in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            members.update({member.pid: member for member in (root, *root.children(recursive=True))})
     total = 0
-    try:
-        members = [process, *process.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    for member in members:
+    for member in members.values():
         with contextlib.suppress(psutil.NoSuchProcess):  # a member may end between listing and sampling
             total += member.memory_info().rss
     return total

@@ -35,7 +35,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import extract as shop_fill
-from harness import benchmark_main, code_version, dbservers, run_stage
+from harness import benchmark_main, code_version, dbservers, rss_of_trees, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = shop_fill.RUN_DATE
@@ -90,7 +90,7 @@ def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
             state = spark_server.read_state(settings)
             if state is not None:
                 roots.append(state.pid)
-            peak = max(peak, _rss_of_trees(roots))
+            peak = max(peak, rss_of_trees(roots))
             loads.append(os.getloadavg()[0])
             time.sleep(SAMPLE_INTERVAL_S)
     wall = time.perf_counter() - start
@@ -98,27 +98,6 @@ def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
         raise RuntimeError(f"crm run --date {run_date} failed (exit {child.returncode}); see {log}")
     return {"wall": wall, "peak_mb": round(peak / 2**20), "load": sum(loads) / max(1, len(loads)),
             "tasks": task_seconds(settings, run_date)}
-
-
-def _rss_of_trees(roots: list[int]) -> int:
-    """Resident memory of the processes under `roots` (bytes), each process counted once."""
-    import psutil
-
-    members: dict[int, "psutil.Process"] = {}
-    for pid in roots:
-        try:
-            root = psutil.Process(pid)
-            for member in (root, *root.children(recursive=True)):
-                members[member.pid] = member
-        except psutil.NoSuchProcess:
-            continue
-    total = 0
-    for member in members.values():
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:  # ended between listing and sampling
-            pass
-    return total
 
 
 def task_seconds(settings, run_date: date) -> dict[str, float]:
