@@ -15,6 +15,7 @@ from typing import Any
 
 from jobs import runlog, spark_server
 from jobs.config import load_config
+from jobs.db import masked_uri
 from jobs.rundate import business_date
 from jobs.spark import night_task
 
@@ -68,10 +69,10 @@ def start_night_spark() -> str:
     which needs no Spark, runs); says which Spark the night uses."""
     settings = load_config()
     if settings.spark.remote:
-        return f"Spark Connect server {settings.spark.remote} (spark.remote)"
+        return f"Spark Connect server {masked_uri(settings.spark.remote)} (spark.remote)"
     if not settings.spark.night_server:
         return "a local Spark per task (spark.night_server is off)"
-    return f"night Spark server {spark_server.start(settings, wait=False)}"
+    return f"night Spark server {masked_uri(spark_server.start(settings, wait=False))}"
 
 
 def stop_night_spark() -> str:

@@ -285,6 +285,7 @@ def config_command(ctx, reference):
         settings = load_config().model_dump(mode="json")
         settings["shop"]["url"] = db.masked(settings["shop"]["url"])
         settings["crm"]["db_url"] = db.masked(settings["crm"]["db_url"])
+        settings["spark"]["remote"] = db.masked_uri(settings["spark"]["remote"])
         click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
 
     _guarded(ctx, work)

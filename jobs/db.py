@@ -36,8 +36,8 @@ def masked(url: str) -> str:
 
 def masked_uri(uri: str) -> str:
     """Any URI (a store that may not be SQLAlchemy's, e.g. MLflow's http://user:password@host) with its
-    user and password replaced by ***."""
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+    user and password replaced by ***, and a Spark Connect URL's token (sc://host:port/;token=...) too."""
+    return re.sub(r"(;token=)[^;]*", r"\1***", re.sub(r"//[^/@]*@", "//***@", uri))
 
 
 def engine(url: str) -> Engine:

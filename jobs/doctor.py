@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from jobs import db
 from jobs.config import ConfigError, Settings, load_config
 from jobs.crm_schema import schema_of
 from jobs.documents import is_document_shop
@@ -91,7 +92,7 @@ def _database(url: str, created_by_the_pipeline: bool = False, schema: str | Non
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from jobs import db, migrate
+    from jobs import migrate
 
     database = make_url(url).database
     if db.kind(url) == "sqlite" and database and not Path(database).exists():  # connecting would create it
@@ -132,7 +133,8 @@ def _spark(settings: Settings) -> str:
 
     started = time.perf_counter()
     url = connect_url(settings)
-    which = ("local" if url is None else f"Spark Connect server {settings.spark.remote}" if settings.spark.remote
+    which = ("local" if url is None else f"Spark Connect server {db.masked_uri(settings.spark.remote)}"
+             if settings.spark.remote
              else "the night's Spark server")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Under the data root: a Spark server reads and writes the lake's file system, not this process's /tmp.

@@ -106,3 +106,12 @@ def test_personal_data_is_exported_only_with_a_policy_for_each_column():
     decided = {"email": "plain", "first_name": "plain", "last_name": "drop", "phone": "drop", "address_line1": "drop"}
     settings = load_config(environ={**profile, "CRM__EXPORT__PII": json.dumps({"customer_profile": decided})})
     assert settings.export.pii["customer_profile"] == decided
+
+
+def test_crm_config_masks_the_spark_connect_token():
+    """`spark.remote` carries the server's bearer token: `crm config` shows where, never the token."""
+    from conftest import run_crm
+
+    shown = run_crm("config", env={"CRM__SPARK__REMOTE": "sc://localhost:15002/;token=s3cret-token"}).stdout
+    assert "sc://localhost:15002/;token=***" in shown
+    assert "s3cret-token" not in shown
