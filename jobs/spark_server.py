@@ -234,7 +234,7 @@ def _launch(settings: Settings) -> ServerState:
         child = subprocess.Popen(
             [sys.executable, "-m", "jobs.spark_server", "serve", "--port", str(port)],
             cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "CRM_DATA_DIR": str(settings.data_dir)},  # the configuration is the environment's
+            env=_server_environment(settings),
         )
     state = ServerState(pid=child.pid, port=port, settings_digest=settings_digest(settings),
                         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), log=str(log_file),
@@ -242,6 +242,15 @@ def _launch(settings: Settings) -> ServerState:
     _write_state(settings, state)
     log.info("night Spark server starting: pid %d, port %d, log %s", child.pid, port, log_file)
     return state
+
+
+def _server_environment(settings: Settings) -> dict[str, str]:
+    """The server's environment: this process's (its configuration is the environment's) with its data root,
+    without what would make its own session a Connect client (set once this process opened a Connect session)."""
+    environment = {**os.environ, "CRM_DATA_DIR": str(settings.data_dir)}
+    for name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "CRM__SPARK__REMOTE"):
+        environment.pop(name, None)
+    return environment
 
 
 def _wait_ready(settings: Settings, state: ServerState) -> str:

@@ -57,7 +57,7 @@ def ferretdb() -> Iterator[DbServer]:
 # BEGIN environment, configuration and Spark
 #
 # Every test runs with CRM_ENV=test and its data root in a session temp folder, never the repo's data/.
-# One local SparkSession for the unit tests (jobs reuse an active session and leave it open).
+# One Spark Connect server for the session (`shared_spark_server`); the unit tests' session is its client.
 # =========================================================================== #
 
 import os
@@ -81,22 +81,59 @@ def test_environment(tmp_path_factory) -> Iterator[Path]:
     os.environ.update(saved)
 
 
+#: The test session's one Spark Connect server: a long-lived JVM, so the full JIT (the test overlay's quick
+#: compiler suits the many short JVMs of a night's own server), room for two nights and the unit tests at once.
+SHARED_SERVER_SETTINGS = {
+    "CRM__SPARK__DRIVER_MEMORY": "3g",
+    "CRM__SPARK__JAVA_OPTIONS": "-XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m",
+    "CRM__SPARK__SERVER_IDLE_MINUTES": "120",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_spark_server(tmp_path_factory, test_environment) -> Iterator[str]:
+    """One Spark Connect server for the whole session, as `spark.remote` (CRM__SPARK__REMOTE) of every test.
+
+    The unit tests and the nights the tests run (`crm run`, jobs called in-process) are its clients: one JVM,
+    started and warmed once, instead of one per night. The night's own server (started by the DAG's
+    `spark_up`, stopped by `spark_down`) keeps its tests: tests/test_spark_server.py, and the SQLite night of
+    tests/test_nightly.py, which runs without `spark.remote`.
+    """
+    from jobs import spark_server
+    from jobs.config import load_config
+
+    root = tmp_path_factory.mktemp("shared-spark")
+    environ = {**os.environ, **SHARED_SERVER_SETTINGS, "CRM_DATA_DIR": str(root)}
+    server = load_config(environ=environ)
+    saved = dict(os.environ)
+    os.environ.update(environ)  # the server process reads its configuration from the environment
+    try:
+        url = spark_server.start(server, wait=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    os.environ["CRM__SPARK__REMOTE"] = url
+    yield url
+    os.environ.pop("CRM__SPARK__REMOTE", None)
+    spark_server.stop(server)
+
+
 @pytest.fixture(scope="session")
-def settings(test_environment):
+def settings(test_environment, shared_spark_server):
     from jobs.config import load_config
 
     return load_config("test")
 
 
 @pytest.fixture(scope="session")
-def spark(settings):
-    """The one SparkSession of the unit tests: local, small, UTC, Delta on board."""
-    from jobs.spark import get_spark
+def spark(shared_spark_server):
+    """The unit tests' Spark session: a client of the session's shared server (UTC, Delta on board).
 
-    # It lives through the whole session and runs many jobs in-process: twice a task's memory, so that what
-    # the earlier tests leave in it cannot starve a later one (an out-of-memory failure was seen at 1g).
-    roomy = settings.model_copy(update={"spark": settings.spark.model_copy(update={"driver_memory": "2g"})})
-    session = get_spark(roomy, "shop-crm-tests")
+    Jobs called in a test use it (the active session) and leave it open.
+    """
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(shared_spark_server).getOrCreate()
     yield session
     session.stop()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -53,7 +54,8 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
     from jobs.config import load_config
     from jobs.orchestrate import airflow_environment, logical_date_for
 
-    full_env = {**os.environ, **env}
+    # Without the session's shared server: this night starts and stops its own, as the DAG does in production.
+    full_env = {key: value for key, value in {**os.environ, **env}.items() if key != "CRM__SPARK__REMOTE"}
     settings = load_config(environ=full_env)
     airflow_env = {**full_env, **airflow_environment(settings),
                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -1158,19 +1160,23 @@ def test_the_night_writes_its_run_report(nightly_runs):
 
 def test_the_night_runs_on_one_spark_server_that_its_dag_starts_and_stops(nightly_runs):
     """Every Spark task of a night is a client of one night server (jobs/spark_server.py): started by `spark_up`,
-    stopped by `spark_down`; no task started a JVM of its own, even with each task in its own process."""
-    from jobs import spark_server
-
-    for kind in ("sqlite", "postgresql", "mariadb"):
-        data_dir = Path(nightly_runs[kind]["CRM_DATA_DIR"])
-        servers = sorted((data_dir / "logs").glob("spark-server-*.log"))
-        assert len(servers) == 1, (kind, servers)
-        log = servers[0].read_text()
-        assert "ready on port" in log, kind
-        assert not (data_dir / "spark" / "server.json").exists(), f"{kind}: the night's server was not stopped"
+    stopped by `spark_down`; no task started a JVM of its own, even with each task in its own process. With
+    `spark.remote` (the PostgreSQL and MariaDB nights, on the test session's shared server) the night starts none."""
+    sqlite_dir = Path(nightly_runs["sqlite"]["CRM_DATA_DIR"])
+    servers = sorted((sqlite_dir / "logs").glob("spark-server-*.log"))
+    assert len(servers) == 1, servers
+    server_log = servers[0].read_text()
+    assert "ready on port" in server_log
+    assert not (sqlite_dir / "spark" / "server.json").exists(), "the night's server was not stopped"
     # Each task of the SQLite night ran in its own `airflow tasks test` process: none of them started Spark
     # (a local JVM prints its log4j profile line), and the Spark jobs of every task ran in the one server.
     tasks_log = (nightly_runs["base"] / "sqlite-tasks.log").read_text()
     assert "Using Spark's default log4j profile" not in tasks_log
-    server_log = next((Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "logs").glob("spark-server-*.log")).read_text()
     assert server_log.count("Using Spark's default log4j profile") == 1
+    # spark_up's result names the server; its token (a password to the night's Spark) shows masked only.
+    assert "night Spark server sc://localhost:" in tasks_log and ";token=***" in tasks_log
+    assert not re.search(r";token=(?!\*\*\*)", tasks_log + server_log)
+    for kind in ("postgresql", "mariadb"):
+        data_dir = Path(nightly_runs[kind]["CRM_DATA_DIR"])
+        assert not list((data_dir / "logs").glob("spark-server-*.log")), f"{kind}: started a server of its own"
+        assert not (data_dir / "spark" / "server.json").exists(), kind

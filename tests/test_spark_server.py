@@ -22,6 +22,7 @@ def server_settings(tmp_path, monkeypatch):
     from jobs.config import load_config
 
     monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CRM__SPARK__REMOTE", raising=False)  # the session's shared server: not the one tested here
     settings = load_config()
     yield settings
     from jobs import spark_server
