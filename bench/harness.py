@@ -19,8 +19,6 @@ def run_stage(script: str, job: dict, environment: dict[str, str], log: Path, ch
 
     A failed stage raises, or with `check=False` comes back as skipped, naming its error and the log.
     """
-    import psutil
-
     # The job goes in on stdin: its URL holds the server's password, which `ps` would show in an argument.
     with open(log, "ab") as err, tempfile.TemporaryFile() as out:
         child = subprocess.Popen([sys.executable, script, "--child"], stdin=subprocess.PIPE, stdout=out,
@@ -28,9 +26,8 @@ def run_stage(script: str, job: dict, environment: dict[str, str], log: Path, ch
         child.stdin.write(json.dumps(job).encode())
         child.stdin.close()
         peak, loads = 0, []
-        tree = psutil.Process(child.pid)
         while child.poll() is None:
-            peak = max(peak, _tree_rss(tree))
+            peak = max(peak, rss_of_trees([child.pid]))
             loads.append(os.getloadavg()[0])
             time.sleep(SAMPLE_INTERVAL_S)
         out.seek(0)
@@ -45,10 +42,6 @@ def run_stage(script: str, job: dict, environment: dict[str, str], log: Path, ch
     result["peak_mb"] = round(peak / 2**20)
     result["load"] = sum(loads) / max(1, len(loads))
     return result
-
-
-def _tree_rss(process) -> int:
-    return rss_of_trees([process.pid])
 
 
 def rss_of_trees(roots: list[int]) -> int:

@@ -71,8 +71,6 @@ def fill_events(url: str, customers: int, first_day: date, days: int, per_custom
 
 def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
     """`crm run --date` in a child process; its wall time, the peak RSS of its tree and the night's Spark server."""
-    import psutil
-
     from jobs import spark_server
     from jobs.config import load_config
 

@@ -133,9 +133,12 @@ def _spark(settings: Settings) -> str:
 
     started = time.perf_counter()
     url = connect_url(settings)
-    which = ("local" if url is None else f"Spark Connect server {db.masked_uri(settings.spark.remote)}"
-             if settings.spark.remote
-             else "the night's Spark server")
+    if url is None:
+        which = "local"
+    elif settings.spark.remote:
+        which = f"Spark Connect server {db.masked_uri(url)}"
+    else:
+        which = "the night's Spark server"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Under the data root: a Spark server reads and writes the lake's file system, not this process's /tmp.
     with tempfile.TemporaryDirectory(prefix="crm-doctor-", dir=settings.data_dir) as folder, \

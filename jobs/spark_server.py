@@ -248,7 +248,7 @@ def _server_environment(settings: Settings) -> dict[str, str]:
     """The server's environment: this process's (its configuration is the environment's) with its data root,
     without what would make its own session a Connect client (set once this process opened a Connect session)."""
     environment = {**os.environ, "CRM_DATA_DIR": str(settings.data_dir)}
-    for name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "CRM__SPARK__REMOTE"):
+    for name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):
         environment.pop(name, None)
     return environment
 

@@ -102,16 +102,11 @@ def shared_spark_server(tmp_path_factory, test_environment) -> Iterator[str]:
     from jobs import spark_server
     from jobs.config import load_config
 
-    root = tmp_path_factory.mktemp("shared-spark")
-    environ = {**os.environ, **SHARED_SERVER_SETTINGS, "CRM_DATA_DIR": str(root)}
-    server = load_config(environ=environ)
-    saved = dict(os.environ)
-    os.environ.update(environ)  # the server process reads its configuration from the environment
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # the server process reads its configuration from the environment
+        for name, value in {**SHARED_SERVER_SETTINGS, "CRM_DATA_DIR": str(tmp_path_factory.mktemp("shared-spark"))}.items():
+            patch.setenv(name, value)
+        server = load_config()
         url = spark_server.start(server, wait=True)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     os.environ["CRM__SPARK__REMOTE"] = url
     yield url
     os.environ.pop("CRM__SPARK__REMOTE", None)
