@@ -8,13 +8,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["jobs", "jobs.*", "features", "features.*", "models", "models.*",
-                                    "expectations", "expectations.*"]),
+    packages=find_packages(include=[f"{package}{tail}" for package in
+                                    ("jobs", "core", "cli", "demo_shop", "features", "models", "expectations")
+                                    for tail in ("", ".*")]),
     # The migrations' revision files are read by Alembic from their folder, not imported as modules.
-    package_data={"jobs": ["migrations/script.py.mako", "migrations/versions/*.py"]},
+    package_data={"core": ["migrations/script.py.mako", "migrations/versions/*.py"]},
     install_requires=[
         "apache-airflow>=3.3,<3.4",
-        # [connect]: the tasks are Spark Connect clients of the night's server (jobs/spark_server.py).
+        # [connect]: the tasks are Spark Connect clients of the night's server (core/spark_server.py).
         "pyspark[connect]>=4.2,<4.3",
         "delta-spark>=4.4,<4.5",
         "deltalake>=1.6,<2",
@@ -26,7 +27,7 @@ setup(
         "numpy>=2",
         "scipy",
         "sqlalchemy>=2.1,<2.2",
-        "alembic>=1.16,<2",  # the CRM schema's migrations (jobs/migrations/)
+        "alembic>=1.16,<2",  # the CRM schema's migrations (core/migrations/)
         "pydantic>=2.14,<3",
         "pyyaml",
         "click>=8.1",
@@ -36,7 +37,7 @@ setup(
         "adbc-driver-postgresql>=1.13,<2",
         "adbc-driver-manager>=1.13,<2",
         "connectorx>=0.4.6,<0.5",
-        # Document shops (MongoDB, or FerretDB in the tests): jobs/documents.py.
+        # Document shops (MongoDB, or FerretDB in the tests): core/documents.py.
         "pymongo>=4.20,<5",
         # The lexicon baseline of the review sentiment model (models/reviews.py; English only).
         "vaderSentiment>=3.3,<4",
@@ -47,5 +48,5 @@ setup(
         # bench/extract.py: the process-tree memory sampler.
         "bench": ["psutil"],
     },
-    entry_points={"console_scripts": ["crm=jobs.cli:main"]},
+    entry_points={"console_scripts": ["crm=cli.main:main"]},
 )

@@ -31,7 +31,7 @@ Each stage runs in a child process of its own:
      12 months are 360 days. Its CLV is revenue: it is multiplied by the margin afterwards (untimed) to
      compare it with this project's, which is profit.
 2. **shop-crm** (this project's code, as `jobs/predict.py` runs it):
-   - spark start: `jobs.spark.spark_session` (`local[2]`, `--driver-memory`), a cold JVM;
+   - spark start: `core.spark.spark_session` (`local[2]`, `--driver-memory`), a cold JVM;
    - summary: `features.purchases.purchase_history` on `Lake.read("silver", "orders")`, `.toPandas()`
      (Spark reads the Delta table itself: this step includes the read);
    - bgnbd fit, gamma-gamma fit: `models.lifetime.BetaGeoModel().fit`, `GammaGammaModel().fit` (repeat
@@ -145,7 +145,7 @@ def stage_lifetimes(job: dict) -> dict:
     settings = _settings(job)
     steps = {}
     orders = _timed(steps, "read", lambda: read_orders(settings.lake_dir))
-    summary, purchases = _timed(steps, "summary", lambda: lifetimes_summary(orders, settings.rfm.scored_statuses))
+    summary, purchases = _timed(steps, "summary", lambda orders=orders: lifetimes_summary(orders, settings.rfm.scored_statuses))
     del orders
     x, recency, T, m = (summary[column] for column in ("frequency", "recency", "T", "monetary_value"))
     beta_geo, penalizer = lifetimes_bg_nbd(steps, x, recency, T)
@@ -161,9 +161,9 @@ def stage_lifetimes(job: dict) -> dict:
 def stage_shop_crm(job: dict) -> dict:
     from dataclasses import asdict
 
+    from core.lake import Lake
+    from core.spark import spark_session
     from features.purchases import purchase_history
-    from jobs.lake import Lake
-    from jobs.spark import spark_session
     from models.lifetime import (
         DAYS_PER_MONTH,
         BetaGeoModel,

@@ -37,11 +37,11 @@ def main() -> None:
 
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from core.config import load_config
+    from core.lake import Lake
+    from core.spark import spark_session
     from features.activity import CHURN_COLUMNS
     from features.customer import silver_tables
-    from jobs.config import load_config
-    from jobs.lake import Lake
-    from jobs.spark import spark_session
     from jobs.train import snapshot
     from models.churn import ChurnClassifier
     from models.recommend import evaluate_recommendations

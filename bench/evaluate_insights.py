@@ -23,7 +23,7 @@ from deltalake import DeltaTable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobs.config import load_config  # noqa: E402
+from core.config import load_config  # noqa: E402
 from models.reviews import evaluate_sentiment, rating_sentiment  # noqa: E402
 from models.triage import evaluate_triage, keyword_topics, load_triage_keywords  # noqa: E402
 

@@ -34,11 +34,11 @@ def main() -> None:
     os.environ["CRM_DATA_DIR"] = args.data
     os.environ.setdefault("CRM_ENV", "demo")
 
-    from jobs.config import load_config
-    from jobs.lake import Lake
-    from jobs.spark import spark_session
-    from models.propensity import evaluate_propensity
+    from core.config import load_config
+    from core.lake import Lake
+    from core.spark import spark_session
     from features.customer import silver_tables
+    from models.propensity import evaluate_propensity
     from models.recommend import evaluate_recommendations
 
     settings = load_config()

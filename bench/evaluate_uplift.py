@@ -49,7 +49,7 @@ def main() -> None:
     from deltalake import DeltaTable
     from threadpoolctl import threadpool_limits
 
-    from jobs.config import load_config
+    from core.config import load_config
     from models import uplift
 
     threadpool_limits(1)  # the cores are shared with Spark; OpenMP threads in gradient boosting oversubscribe them
@@ -117,7 +117,7 @@ def main() -> None:
         holdout.loc[rows.index, "campaign_model"] = model.expected_uplift(rows)
 
     train_size = train["campaign"].value_counts().to_dict()
-    print(f"\n== holdout evaluation (qini: normalised, 1 = perfect, 0 = random; uplift@k: probability points)")
+    print("\n== holdout evaluation (qini: normalised, 1 = perfect, 0 = random; uplift@k: probability points)")
     for name, rows in [*holdout.groupby("campaign"), ("POOLED (all holdouts)", holdout)]:
         # Scores of the per-campaign models are on different scales; pooled over campaigns they are still
         # each campaign's own uplift estimate, which is what one would rank by.
@@ -159,9 +159,9 @@ def main() -> None:
 def campaign_features(settings, outcomes: pd.DataFrame, terms: pd.DataFrame, end_date, started: float):
     """Per campaign: its outcome rows with the customer features and churn risk at valid_from - 1 day;
     and the features at `end_date` (Spark)."""
+    from core.lake import Lake
+    from core.spark import spark_session
     from features.customer import INPUT_TABLES, customer_features
-    from jobs.lake import Lake
-    from jobs.spark import spark_session
     from jobs.train import snapshot
     from models import churn
 

@@ -43,7 +43,7 @@ EVENTS_PER_CUSTOMER_240_DAYS = 246
 
 
 def _settings():
-    from jobs.config import load_config
+    from core.config import load_config
 
     return load_config()
 
@@ -62,9 +62,9 @@ def stage_shop(job: dict) -> dict:
 
 def stage_events(job: dict) -> dict:
     """One night of `jobs.events`: the bronze ingest and the silver apply timed apart, in one Spark session."""
+    from core.lake import Lake
+    from core.spark import spark_session
     from jobs import events
-    from jobs.lake import Lake
-    from jobs.spark import spark_session
 
     settings = _settings()
     run_date = date.fromisoformat(job["run_date"])
@@ -87,11 +87,11 @@ def stage_features(job: dict) -> dict:
     """`jobs.features.run` (customer features with activity, and gold/customer_activity), then the activity alone."""
     from pyspark.sql import functions as F
 
+    from core.lake import Lake
+    from core.spark import spark_session
     from features.activity import customer_activity
     from features.customer import known_at, purchased_lines, silver_tables
     from jobs import features
-    from jobs.lake import Lake
-    from jobs.spark import spark_session
 
     settings = _settings()
     run_date = date.fromisoformat(job["run_date"])
@@ -134,7 +134,7 @@ def next_day_file(landing: Path, last_day: date) -> tuple[Path, int]:
 
 
 def one_size(events_target: int, args) -> None:
-    from jobs.generate_shop import generate_shop
+    from demo_shop.generate_shop import generate_shop
 
     customers = max(1, round(events_target * 240 / args.days / EVENTS_PER_CUSTOMER_240_DAYS))
     folder = Path(tempfile.mkdtemp(prefix=f"crm-bench-events-{events_target}-", dir=args.tmp))

@@ -29,17 +29,16 @@ stage: the machine may be shared, and a figure taken under load says so. Spark r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, time as clock, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 from harness import clean_night_one, code_version, dbservers, run_stage
@@ -244,7 +243,7 @@ def fill_shop(url: str, customers: int, orders_per_customer: int, run_date: date
     """Create the canonical tables and fill them on the server; returns seconds per step."""
     from sqlalchemy import text
 
-    from jobs import db, shop_schema
+    from core import db, shop_schema
 
     engine = db.engine(url)
     shop_schema.metadata.create_all(engine)
@@ -272,7 +271,7 @@ def fill_shop(url: str, customers: int, orders_per_customer: int, run_date: date
 def table_rows(url: str) -> dict[str, int]:
     from sqlalchemy import text
 
-    from jobs import db, shop_schema
+    from core import db, shop_schema
 
     engine = db.engine(url)
     with engine.connect() as connection:
@@ -286,7 +285,7 @@ def change_one_percent(url: str, day: date) -> dict[str, int]:
     """Change 1 % of every table's rows at random times on `day`; returns rows changed per table."""
     from sqlalchemy import text
 
-    from jobs import db, shop_schema
+    from core import db, shop_schema
 
     at = f"(TIMESTAMP '{day:%Y-%m-%d}' + interval '1 second' * (id * 7919 % 86400))"  # per row, any time of day
     engine = db.engine(url)
@@ -331,7 +330,7 @@ def _rows_read(value: int | dict) -> int:
 
 def _settings(job: dict):
     """The configuration from the environment; `reconcile: false` turns the nightly key comparison off."""
-    from jobs.config import load_config
+    from core.config import load_config
 
     settings = load_config()
     if job.get("reconcile") is False:
@@ -351,8 +350,8 @@ def stage_spark_orders(job: dict) -> dict:
 
     from sqlalchemy import text
 
-    from jobs import db
-    from jobs.spark import spark_session
+    from core import db
+    from core.spark import spark_session
 
     settings = _settings(job)
     url = settings.shop.url

@@ -6,7 +6,7 @@
 
 Per size (number of customers) a throwaway FerretDB (`ferretdb_server()` of tests/dbservers.py: the MongoDB
 wire protocol over SQLite, its data folder on disk under --tmp, `make ferretdb` builds the binary) gets a
-database `shop`, written by `jobs.generate_shop.generate_shop` (seed 42, history ending 2026-11-26) as the
+database `shop`, written by `demo_shop.generate_shop.generate_shop` (seed 42, history ending 2026-11-26) as the
 documents of conf/mappings/mongodb.yaml: order items, addresses and cart items embedded in their parents.
 Then each stage runs in a child process of its own:
 
@@ -17,7 +17,7 @@ Then each stage runs in a child process of its own:
 3. references on the same data, the orders collection alone: a plain pymongo cursor (`batch_size =
    shop.fetch_size`, documents counted, nothing converted): what the server and the driver cost; the orders
    and order_items tables through `DocumentShop.rows` into Arrow batches (counted, no Delta write): what
-   jobs/documents.py adds to the cursor; and, when pymongoarrow is installed (it is not a dependency of the
+   core/documents.py adds to the cursor; and, when pymongoarrow is installed (it is not a dependency of the
    project), `pymongoarrow.api.find_arrow_all` of orders with the schema inferred (the embedded items
    become a list of structs) and with a flat schema of the orders table's top-level fields as the
    mapping names them. find_arrow_all collects the whole collection into one Arrow table: its peak MB
@@ -67,7 +67,6 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -93,7 +92,7 @@ SAMPLE_INTERVAL_S = 0.1
 
 def _settings(job: dict):
     """The configuration from the environment; `reconcile: false` turns the nightly key comparison off."""
-    from jobs.config import load_config
+    from core.config import load_config
 
     settings = load_config()
     if job.get("reconcile") is False:
@@ -104,7 +103,7 @@ def _settings(job: dict):
 
 def stage_generate(job: dict) -> dict:
     """`generate_shop` into the FerretDB database: the rows written per table."""
-    from jobs.generate_shop import generate_shop
+    from demo_shop.generate_shop import generate_shop
 
     start = time.perf_counter()
     summary = generate_shop(job["url"], job["customers"], SEED, RUN_DATE, Path(job["folder"]) / "truth")
@@ -146,8 +145,8 @@ def stage_clean(job: dict) -> dict:
 
 def stage_cursor(job: dict) -> dict:
     """The orders collection through a plain pymongo cursor, with the extract's client options: counted only."""
+    from core.db import document_database as connect
     from jobs import extract
-    from jobs.documents import connect
 
     settings = _settings(job)
     collection = extract.source_mapping(settings).tables[job["table"]].source
@@ -161,11 +160,11 @@ def stage_cursor(job: dict) -> dict:
 
 def stage_documents(job: dict) -> dict:
     """One table through `DocumentShop.rows` into Arrow record batches (as the full load reads it), counted,
-    not written: the cursor plus the conversion of jobs/documents.py. The schema check is timed apart."""
+    not written: the cursor plus the conversion of core/documents.py. The schema check is timed apart."""
     import pyarrow as pa
 
+    from core.documents import DocumentShop
     from jobs import extract
-    from jobs.documents import DocumentShop
 
     settings = _settings(job)
     shop = DocumentShop(settings.shop.url, settings.shop.fetch_size)
@@ -192,8 +191,8 @@ def stage_pymongoarrow(job: dict) -> dict:
     from pymongoarrow.api import Schema, find_arrow_all
     from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, Numeric
 
+    from core.db import document_database as connect
     from jobs import extract
-    from jobs.documents import connect
 
     settings = _settings(job)
     source = extract.source_mapping(settings).tables[job["table"]]
@@ -286,7 +285,7 @@ def staged(server, job: dict, environment: dict[str, str], log: Path, check: boo
 
 
 def collection_documents(url: str) -> dict[str, int]:
-    from jobs.documents import connect
+    from core.db import document_database as connect
 
     with connect(url) as database:
         return {name: database[name].count_documents({}) for name in sorted(database.list_collection_names())}
@@ -302,7 +301,7 @@ def change_one_percent(url: str, at: datetime) -> dict[str, int]:
     at 12,700 orders), which would take hours at 100,000 customers; a find, a delete_many and an insert_many
     are two scans and one bulk insert. The extract reads documents, not an oplog: it cannot tell the two apart.
     """
-    from jobs.documents import connect
+    from core.db import document_database as connect
 
     changes = {"orders": lambda document: {"status": "returned" if document.get("status") == "delivered"
                                            else "delivered"},
@@ -361,8 +360,8 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             generated["collections"] = written
             results["shop"] = {"collections": written, "table_rows": generated["table_rows"],
                                "not_written": generated["not_written"]}
-            print(f"documents per collection: " + ", ".join(f"{name} {count:,}" for name, count in written.items()))
-            print(f"rows per table: " + ", ".join(f"{name} {count:,}" for name, count in generated["table_rows"].items())
+            print("documents per collection: " + ", ".join(f"{name} {count:,}" for name, count in written.items()))
+            print("rows per table: " + ", ".join(f"{name} {count:,}" for name, count in generated["table_rows"].items())
                   + (f"; not written (no parent document): {generated['not_written']}" if generated["not_written"] else ""))
             print_header()
             record("write", "write: generate_shop -> FerretDB", generated)

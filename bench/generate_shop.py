@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def one_size(customers: int, url: str | None) -> dict:
-    from jobs.generate_shop import generate_shop
+    from demo_shop.generate_shop import generate_shop
 
     folder = Path(tempfile.mkdtemp(prefix="crm-bench-"))
     target = url or f"sqlite:///{folder / 'shop.sqlite'}"

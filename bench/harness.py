@@ -9,6 +9,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_INTERVAL_S = 0.1
@@ -73,7 +77,7 @@ def code_version(job_file: str) -> str:
     return f"commit {git('rev-parse', '--short', 'HEAD')}" + (f", jobs/ changed ({job_file} {digest})" if changed else "")
 
 
-def lake_benchmark_parser(description: str, default_sizes: list[int], keeps: str) -> "argparse.ArgumentParser":
+def lake_benchmark_parser(description: str, default_sizes: list[int], keeps: str) -> argparse.ArgumentParser:
     """The options of a benchmark on a generated lake: sizes, orders per customer, driver memory, folders."""
     import argparse
 
@@ -121,7 +125,7 @@ def silver_rows(job: dict) -> int:
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    from jobs import shop_schema
+    from core import shop_schema
 
     lake = Path(job["folder"]) / "data" / "lake" / "silver"
     return sum(pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()

@@ -47,7 +47,7 @@ def fill_events(url: str, customers: int, first_day: date, days: int, per_custom
     them anonymous; returns the rows inserted."""
     from sqlalchemy import text
 
-    from jobs import db, shop_schema
+    from core import db, shop_schema
 
     engine = db.engine(url)
     shop_schema.events_metadata.create_all(engine)
@@ -71,8 +71,8 @@ def fill_events(url: str, customers: int, first_day: date, days: int, per_custom
 
 def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
     """`crm run --date` in a child process; its wall time, the peak RSS of its tree and the night's Spark server."""
-    from jobs import spark_server
-    from jobs.config import load_config
+    from core import spark_server
+    from core.config import load_config
 
     settings = load_config(environ=environment)
     crm = Path(sys.executable).with_name("crm")
@@ -100,7 +100,7 @@ def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
 
 def task_seconds(settings, run_date: date) -> dict[str, float]:
     """Each task's seconds in the newest run of `run_date`, from the run log."""
-    from jobs import runlog
+    from core import runlog
 
     for run in runlog.recent_runs(settings, 5):
         stages = run["stages"]
@@ -121,13 +121,13 @@ def stage_floor(job: dict) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
     from deltalake import DeltaTable
-
-    from features.customer import end_of
-    from jobs import shop_schema
-    from jobs.config import load_config
-    from jobs.lake import ArrowLake
-    from models.lifetime import BetaGeoModel, GammaGammaModel
     from rfm import DUCKDB_RFM
+
+    from core import shop_schema
+    from core.config import load_config
+    from core.lake import ArrowLake
+    from core.rundate import end_of
+    from models.lifetime import BetaGeoModel, GammaGammaModel
 
     settings = load_config()
     night = date.fromisoformat(job["run_date"])
@@ -156,7 +156,7 @@ def stage_floor(job: dict) -> dict:
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'; SET threads = 2")
     connection.execute(DUCKDB_RFM.format(
-        orders=files["orders"], customers=files["customers"], cutoff=f"{end_of(night).isoformat()}+00:00",
+        orders=files["orders"], customers=files["customers"], cutoff=f"{end_of(night).isoformat()}",
         as_of=night.isoformat(), statuses=", ".join(f"'{status}'" for status in settings.rfm.scored_statuses)))
     seconds["duckdb_rfm"] = time.perf_counter() - start
 
@@ -165,7 +165,7 @@ def stage_floor(job: dict) -> dict:
     summary = connection.execute(f"""
         WITH o AS (SELECT customer_id, CAST(created_at AS DATE) AS day, sum(total_amount) AS amount
                    FROM read_parquet({files['orders']})
-                   WHERE created_at < TIMESTAMPTZ '{end_of(night).isoformat()}+00:00' GROUP BY 1, 2)
+                   WHERE created_at < TIMESTAMPTZ '{end_of(night).isoformat()}' GROUP BY 1, 2)
         SELECT customer_id, count(*) - 1 AS frequency,
                date_diff('day', min(day), max(day)) AS recency, date_diff('day', min(day), DATE '{night}') AS T,
                CASE WHEN count(*) > 1 THEN (sum(amount) - arg_min(amount, day)) / (count(*) - 1) ELSE 0 END AS monetary

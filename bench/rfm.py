@@ -173,7 +173,7 @@ def _decimal_bytes(cents) -> bytes:
 
 
 def _settings(job: dict):
-    from jobs.config import load_config
+    from core.config import load_config
 
     return load_config("demo", {**os.environ, "CRM_DATA_DIR": job["data_dir"], "CRM__SPARK__MASTER": "local[2]",
                                 "CRM__SPARK__DRIVER_MEMORY": job["driver_memory"]})
@@ -250,9 +250,9 @@ def stage_rfm(job: dict) -> dict:
     from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
+    from core.lake import Lake
+    from core.spark_local import get_spark
     from features.customer import end_of
-    from jobs.lake import Lake
-    from jobs.spark import get_spark
     from models.rfm import with_rfm_scores
 
     settings = _settings(job)
@@ -279,7 +279,7 @@ def stage_rfm(job: dict) -> dict:
 
     files = {name: [f"{uri}" for uri in DeltaTable(lake.path("silver", name)).file_uris()] for name in ("orders", "customers")}
     sql = DUCKDB_RFM.format(
-        orders=files["orders"], customers=files["customers"], cutoff=f"{end_of(RUN_DATE).isoformat()}+00:00",
+        orders=files["orders"], customers=files["customers"], cutoff=f"{end_of(RUN_DATE).isoformat()}",
         as_of=RUN_DATE.isoformat(), statuses=", ".join(f"'{status}'" for status in statuses))
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'; SET threads = 2")

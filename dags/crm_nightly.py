@@ -33,7 +33,7 @@ Configuration: `conf/` and `CRM_*` environment variables of the worker (see the 
 
 #### Assets: other DAGs can run on this one's data
 
-Three tasks declare what they finish as Airflow assets (`jobs/assets.py`); each success records an asset
+Three tasks declare what they finish as Airflow assets (`core/assets.py`); each success records an asset
 event per asset, whose extra says which night it is of: `{"run_date": "YYYY-MM-DD", "run_id": ...}`.
 
 | task | assets | an event means |
@@ -51,7 +51,7 @@ Airflow queues no run for a paused DAG: unpause it. `crm export` runs outside Ai
 ```python
 from datetime import date
 from airflow.sdk import dag, task
-from jobs import assets
+from core import assets
 
 SCORES = assets.crm_table("customer_scores")  # elsewhere: Asset("shop-crm://crm/customer_scores", group="crm")
 
@@ -71,8 +71,8 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from jobs import assets
-from jobs.airflow_task import record_failure, run_job, start_night_spark, stop_night_spark
+from core import assets
+from core.airflow_task import full_reload, record_failure, run_task, start_night_spark, stop_night_spark
 
 
 @dag(
@@ -92,9 +92,11 @@ from jobs.airflow_task import record_failure, run_job, start_night_spark, stop_n
                   "execution_timeout": timedelta(hours=2), "on_failure_callback": record_failure},
 )
 def crm_nightly():
+    # Each task names its job's function, imported inside the task: the scheduler parses this file often, and
+    # a job's imports (Spark, pandas, scikit-learn) belong to the task's own process.
     @task
     def spark_up():
-        """Start the night's Spark server (`jobs/spark_server.py`), unless `spark.remote` names one: every task connects to it."""
+        """Start the night's Spark server (`core/spark_server.py`), unless `spark.remote` names one: every task connects to it."""
         return start_night_spark()
 
     @task
@@ -105,82 +107,114 @@ def crm_nightly():
     @task
     def extract(**context):
         """Copy every shop table into bronze as the run date's batch (`lake/bronze/<table>`)."""
-        return run_job("extract", context)
+        from jobs.extract import run
+
+        return run_task(run, context, full=full_reload(context))
 
     @task
     def validate_bronze(**context):
         """Quality gate on the run's bronze batch: columns, keys, operations (`expectations/bronze.py`)."""
-        return run_job("validate", context, layer="bronze")
+        from jobs.validate import run
+
+        return run_task(run, context, layer="bronze")
 
     @task
     def clean(**context):
         """Type and deduplicate bronze into silver (current state); bad rows to `silver/_quarantine/<table>`."""
-        return run_job("clean", context)
+        from jobs.clean import run
+
+        return run_task(run, context)
 
     @task
     def events(**context):
         """Browsing events: landing files and/or the shop's events table -> bronze/events -> silver/events (deduplicated, stitched, sessionised)."""
-        return run_job("events", context)
+        from jobs.events import run
+
+        return run_task(run, context)
 
     @task
     def validate_silver(**context):
         """Quality gate on silver: unique keys, references, amounts, ranges, e-mails (`expectations/silver.py`)."""
-        return run_job("validate", context, layer="silver")
+        from jobs.validate import run
+
+        return run_task(run, context, layer="silver")
 
     @task
     def features(**context):
         """Per-customer features as of the run date: RFM, trend, baskets, carts, reviews, inquiries, browsing (`gold/customer_features`, `customer_activity`)."""
-        return run_job("features", context)
+        from jobs.features import run
+
+        return run_task(run, context)
 
     @task
     def score(**context):
         """RFM scores, segments and movement, clusters, profiles (`gold/customer_*`, `segment_*`); returns customers per segment."""
-        return run_job("score", context)
+        from jobs.score import run
+
+        return run_task(run, context)
 
     @task
     def predict(**context):
         """Churn (MLflow champion; trained first if none), P(alive), expected orders, CLV with interval (`gold/customer_scores`)."""
-        return run_job("predict", context)
+        from jobs.predict import run
+
+        return run_task(run, context)
 
     @task
     def recommend(**context):
         """ALS recommendations with a popularity fallback, category propensity (`gold/recommendations`, `category_propensity`)."""
-        return run_job("recommend", context)
+        from jobs.recommend import run
+
+        return run_task(run, context)
 
     @task
     def insights(**context):
         """Review sentiment, aspects and alerts; inquiry triage; satisfaction (`gold/review_*`, `inquiry_triage`, `customer_satisfaction`)."""
-        return run_job("insights", context)
+        from jobs.insights import run
+
+        return run_task(run, context)
 
     @task
     def offers(**context):
         """Coupon offers by uplift from past randomised coupon campaigns, within the budget (`gold/coupon_offers`)."""
-        return run_job("offers", context)
+        from jobs.offers import run
+
+        return run_task(run, context)
 
     @task
     def campaigns(**context):
         """Campaign audiences from conf/campaigns/*.yaml: treatment, control, suppressed with reason (`gold/campaign_audiences`)."""
-        return run_job("campaigns", context)
+        from jobs.campaigns import run
+
+        return run_task(run, context)
 
     @task(outlets=assets.gold_tables(), pre_execute=assets.stamp_run_date)
     def validate_gold(**context):
         """Quality gate on the run date's gold partitions: one row per customer, scores 1-5 (`expectations/gold.py`)."""
-        return run_job("validate", context, layer="gold")
+        from jobs.validate import run
+
+        return run_task(run, context, layer="gold")
 
     @task(outlets=assets.crm_tables(), pre_execute=assets.stamp_run_date)
     def publish(**context):
         """Replace every CRM table with the run date's results, all in one transaction."""
-        return run_job("publish", context)
+        from jobs.publish import run
+
+        return run_task(run, context)
 
     @task(outlets=[assets.EXPORTS], pre_execute=assets.stamp_run_date)
     def export(**context):
         """Write `exports/<run_date>/` (CSV and Parquet per dataset, JSON Schemas, manifest.json), then move `exports/latest`."""
-        return run_job("export", context)
+        from jobs.export import run
+
+        return run_task(run, context)
 
     @task
     def report(**context):
         """Write the run report `<data>/reports/<run_date>/index.html` (static HTML with plots); returns its path."""
-        return run_job("report", context)
+        from jobs.report import run
+
+        return run_task(run, context)
 
     spark = spark_up()
     first = extract()

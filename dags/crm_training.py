@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from jobs.airflow_task import record_failure, run_job
+from core.airflow_task import record_failure, run_task
 
 
 @dag(
@@ -38,7 +38,9 @@ def crm_training():
     @task(execution_timeout=timedelta(hours=3))
     def train_churn(**context):
         """Snapshots, challenger and baselines, MLflow logging, and the champion decision (`jobs/train.py`)."""
-        return run_job("train", context)
+        from jobs.train import run
+
+        return run_task(run, context, night=False)
 
     train_churn()
 

@@ -12,8 +12,8 @@ import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from core import shop_schema
 from expectations.severity import CRITICAL, columns_present_and_keyed
-from jobs import shop_schema
 from jobs.extract import BRONZE_COLUMNS
 
 TABLES: tuple[str, ...] = shop_schema.SHOP_TABLES

@@ -12,8 +12,8 @@ import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from core.crm_schema import columns_of
 from expectations.severity import CRITICAL
-from jobs.crm_schema import columns_of
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
 from models.campaigns import GROUPS, SUPPRESSION_REASONS
 from models.rfm import SCORE_RANGE

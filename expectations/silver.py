@@ -15,8 +15,8 @@ from datetime import date
 import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
 
+from core import shop_schema
 from expectations.severity import CRITICAL, WARNING, columns_present_and_keyed
-from jobs import shop_schema
 from jobs.clean import EMAIL_PATTERN, RATING_RANGE  # the rules `clean` quarantines by
 
 TABLES: tuple[str, ...] = (*shop_schema.SHOP_TABLES, "events")
@@ -67,7 +67,7 @@ def event_expectations() -> list[gxe.Expectation]:
 
 
 def model_expectations(table: str) -> list[gxe.Expectation]:
-    """The rules every silver table gets from the canonical model (`jobs/shop_schema.py`)."""
+    """The rules every silver table gets from the canonical model (`core/shop_schema.py`)."""
     columns = [column.name for column in shop_schema.metadata.tables[table].columns]
     return [
         *columns_present_and_keyed(columns, "every canonical column is present (carried extra columns are fine)"),

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features.customer import end_of
+from core.rundate import end_of
 
 #: Products listed in `browse_abandoned_product_ids`, most recent interaction first.
 ABANDONED_IDS_LISTED = 5

@@ -16,10 +16,13 @@ Amounts are in the shop's currency; days are whole days. `features/registry.py` 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from core.rundate import end_of
+from features.activity import CHURN_COLUMNS, activity_counts
 
 #: Days in each half of the spend trend: the last N days up to `as_of`, and the N days before.
 TREND_DAYS = 90
@@ -36,11 +39,6 @@ def silver_tables(lake) -> dict[str, DataFrame]:
     if lake.exists("silver", "events"):
         tables["events"] = lake.read("silver", "events")
     return tables
-
-
-def end_of(as_of: date) -> datetime:
-    """The first instant after the day `as_of` (UTC): everything before it is known at `as_of`."""
-    return datetime.combine(as_of + timedelta(days=1), time.min)
 
 
 def known_at(table: DataFrame, as_of: date) -> DataFrame:
@@ -79,8 +77,6 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
     The browsing columns come from `silver["events"]` when it is there (`features/activity.py`); without
     events their counts are 0 and days_since_last_visit null.
     """
-    from features.activity import CHURN_COLUMNS, activity_counts
-
     day = F.lit(as_of)
     orders = orders_as_of(silver["orders"], as_of, purchase_statuses)
     purchases = orders.where("is_purchase")

@@ -15,7 +15,8 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features.customer import end_of, orders_as_of
+from core.rundate import end_of
+from features.customer import orders_as_of
 
 HISTORY_COLUMNS = ("customer_id", "frequency", "recency_days", "T_days", "monetary_value")
 

@@ -1,6 +1,6 @@
 """The feature registry: every column of `gold/customer_features`, what it means, its type and unit.
 
-The README's feature table is generated from this list (`python -m jobs.docs`), and a test checks that
+The README's feature table is generated from this list (`python -m cli.docs`), and a test checks that
 `features.customer.customer_features` writes exactly these columns with these types, so the two cannot
 drift apart.
 """

@@ -1,7 +1,2 @@
-"""The pipeline's jobs (one module per verb) and their shared plumbing: configuration, Spark, the lake, databases."""
-import os
-
-# MLflow sends usage telemetry unless told not to: this pipeline does not phone home. Set here, in the
-# package every entry point (CLI, DAG tasks, tests) imports before MLflow; MLFLOW_DISABLE_TELEMETRY=false
-# in the environment allows it.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+"""The pipeline's jobs, one module per verb: each `run(run_date, settings, run_id)` reads the lake, calls the
+pure transforms of `features/` and `models/`, and writes. The platform they stand on is `core/`."""

@@ -13,11 +13,11 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.config import Settings
-from jobs.lake import Lake
-from jobs.spark import spark_session
-from jobs.types import write_gold_partition
-from models.campaigns import Campaign, Suppression, audiences, check_expressions, load_campaigns
+from core.config import Settings
+from core.lake import Lake
+from core.spark import spark_session
+from core.types import write_gold_partition
+from models.campaigns import Suppression, audiences, check_expressions, load_campaigns
 
 log = logging.getLogger(__name__)
 

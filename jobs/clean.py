@@ -26,19 +26,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from sqlalchemy import Date, DateTime, Table
 
-from jobs import shop_schema
-from jobs.config import Settings
-from jobs.documents import UNREADABLE
+from core import shop_schema
+from core.config import Settings
+from core.documents import UNREADABLE
+from core.lake import Lake
+from core.rundate import end_of
+from core.spark import for_each_table, spark_session
+from core.types import canonical_schema
 from jobs.extract import BRONZE_COLUMNS, STATE_TABLE, later_night
-from jobs.lake import Lake
-from jobs.spark import for_each_table, spark_session
-from jobs.types import canonical_schema
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def with_canonical_types(batch: DataFrame, table: Table, carried: list[str] | tu
 def row_checks(table: Table, run_date: date) -> list[Check]:
     """The rules that look at one row at a time, in order of precedence."""
     name = table.name
-    end_of_day = datetime.combine(run_date + timedelta(days=1), time.min)
+    end_of_day = end_of(run_date)
     checks = [Check("wrong_type", F.col(UNREADABLE).isNotNull(), F.col(UNREADABLE)),
               Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null"))]
     for column, parent in shop_schema.FOREIGN_KEYS.get(name, ()):

@@ -57,9 +57,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from jobs import shop_schema
-from jobs.config import Settings
-from jobs.lake import ArrowLake, Lake
+from core import shop_schema
+from core.config import Settings
+from core.lake import ArrowLake, Lake
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class LandingPlan:
 
 def run(run_date: date, settings: Settings, run_id: str) -> dict[str, object]:
     """Ingest the night's events into bronze, then apply every batch not yet applied to silver."""
-    from jobs.spark import spark_session
+    from core.spark import spark_session
 
     config = settings.events
     if config.source == "none":
@@ -379,12 +379,12 @@ def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: 
     Parquet file in `folder`; returns the rows read."""
     import pyarrow.parquet as pq
 
-    from jobs import db, documents
-    from jobs.source_reader import read_batches
+    from core import db
+    from core.source_reader import read_batches
 
     config = settings.events
     url = settings.shop.url
-    if documents.is_document_shop(url):
+    if db.is_document_shop(url):
         raise ValueError(f"events.source {config.source!r}: a document shop has no events table; "
                          f"use events.source: files (event files in {config.landing_dir})")
     from sqlalchemy import inspect

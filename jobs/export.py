@@ -32,10 +32,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import functions as F
 from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, Numeric, String, Table
 
-from jobs.config import PII_POLICIES, Settings
-from jobs.crm_schema import crm_metadata
-from jobs.lake import Lake
-from jobs.spark import spark_session
+from core.config import PII_POLICIES, Settings
+from core.crm_schema import crm_metadata
+from core.lake import Lake
+from core.spark import spark_session
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def rerun(settings: Settings, run_date: date | None = None) -> Path:
     replaces it, and its manifest names the run that wrote those gold rows. Only rows that passed the
     night's gold quality gate are exported: the run log must record it.
     """
-    from jobs import runlog
+    from core import runlog
 
     with spark_session(settings, "export") as spark:
         lake = Lake(spark, settings.lake_dir)

@@ -1,7 +1,7 @@
 """extract: what changed in the shop since the last night -> bronze, the shop's append-only change log.
 
 Each run writes one batch per table (`_batch_id` = the run date) with the source columns under their
-canonical names (see `jobs/mapping.py`) plus `_batch_id`, `_run_id`, `_extracted_at` and `_op` (`U`: the
+canonical names (see `core/mapping.py`) plus `_batch_id`, `_run_id`, `_extracted_at` and `_op` (`U`: the
 row as it is now; `D`: the row is gone). The batch is written with `replaceWhere` on `_batch_id`, so a
 rerun of the same date replaces its own batch and nothing else.
 
@@ -20,7 +20,7 @@ bronze batch of the run has committed. A batch starts from the watermark of the 
 rerunning a date reads at least what its first run read, and a run killed before the watermarks commit
 simply reads the same rows again.
 
-Tables are read into Arrow record batches (`jobs/source_reader.py`: ADBC for PostgreSQL, connectorx for
+Tables are read into Arrow record batches (`core/source_reader.py`: ADBC for PostgreSQL, connectorx for
 MySQL/MariaDB, sqlite3 for SQLite) in ranges of the integer key (`shop.rows_per_partition` rows each) and
 streamed into bronze by delta-rs, so no table is ever held whole in memory and no JVM starts. Columns are
 read as the canonical types, so bronze looks the same whatever the source database; dates, timestamps and
@@ -28,7 +28,7 @@ amounts are read as the source's text (SQLite has no such types) and typed, amou
 `clean`, which quarantines a value it cannot read. A value that does not fit its column's type at all is
 nulled and named in `_unreadable`, and `clean` quarantines its row as `wrong_type`.
 
-A document shop (`mongodb://`) is read by `jobs.documents.DocumentShop` instead of `RelationalShop`: the
+A document shop (`mongodb://`) is read by `core.documents.DocumentShop` instead of `RelationalShop`: the
 same watermarks, overlap, reconcile and bronze batches, with one cursor per collection filtered on its
 `updatedAt` field and each embedded array read as its child table.
 """
@@ -36,23 +36,24 @@ from __future__ import annotations
 
 import logging
 import math
-from itertools import chain
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
+from itertools import chain
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Date, DateTime, Numeric, text
 
-from jobs import db, shop_schema
-from jobs.config import Settings
-from jobs.documents import UNREADABLE, DocumentShop, is_document_shop
-from jobs.lake import ArrowLake, LakeLayout
-from jobs.mapping import CheckedTable, SourceMapping, check_source, load_mapping
-from jobs.source_reader import read_batches
-from jobs.spark import for_each_table
-from jobs.types import bronze_arrow_type
+from core import db, shop_schema
+from core.config import Settings
+from core.db import is_document_shop
+from core.documents import UNREADABLE, DocumentShop
+from core.lake import ArrowLake, LakeLayout
+from core.mapping import CheckedTable, SourceMapping, check_source, load_mapping
+from core.source_reader import SourceScope, read_batches
+from core.spark import for_each_table
+from core.types import bronze_arrow_type
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +89,6 @@ class BatchState:
     reconciled: bool  # keys compared with the shop (always true for a full batch)
     run_id: str
     extracted_at: datetime
-
-
-@dataclass(frozen=True)
-class SourceScope:
-    """The key range and size of the rows a batch reads, and their latest past `updated_at`."""
-
-    lowest_id: int
-    highest_id: int
-    rows: int
-    latest_update: datetime | None
-    now: datetime | None = None  # when the batch was taken: a later updated_at is not a watermark
 
 
 #: What `extract.mapping: auto` means, per kind of shop.

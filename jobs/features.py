@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from core.config import Settings
+from core.lake import Lake
+from core.spark import spark_session
+from core.types import write_gold_partition
 from features.activity import customer_activity
 from features.customer import customer_features, known_at, purchased_lines, silver_tables
-from jobs.config import Settings
-from jobs.lake import Lake
-from jobs.spark import spark_session
-from jobs.types import write_gold_partition
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features.customer import end_of, known_at
-from jobs.config import Settings
-from jobs.lake import Lake
-from jobs.spark import spark_session
-from jobs.types import write_gold_partition
+from core.config import Settings
+from core.lake import Lake
+from core.rundate import end_of
+from core.spark import spark_session
+from core.types import write_gold_partition
+from features.customer import known_at
 from models import reviews as review_model
 from models import tracking, triage
 

@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from features.customer import customer_features, end_of, known_at, silver_tables
-from jobs.config import Settings
-from jobs.lake import Lake
-from jobs.spark import spark_session
-from jobs.types import write_gold_partition
+from core.config import Settings
+from core.lake import Lake
+from core.rundate import end_of
+from core.spark import spark_session
+from core.types import write_gold_partition
+from features.customer import customer_features, known_at, silver_tables
 from models import tracking, uplift
 
 log = logging.getLogger(__name__)

@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
+from core.config import ClvSettings, Settings
+from core.crm_schema import columns_of
+from core.lake import Lake
+from core.spark import spark_session
 from features.purchases import purchase_history
 from jobs import train
-from jobs.config import ClvSettings, Settings
-from jobs.crm_schema import columns_of
-from jobs.lake import Lake
-from jobs.spark import spark_session
 from models import churn, tracking
 from models.lifetime import (
     PURCHASE_MODELS,

@@ -10,15 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 from sqlalchemy import Date, MetaData, Table, case, exists, func, literal, null, select
 
-from jobs import db, migrate
-from jobs.config import Settings
-from jobs.crm_schema import RUN_DATE_HISTORY, SEGMENT_HISTORY, crm_metadata, database_metadata, schema_of, table_in
-from jobs.lake import Lake
-from jobs.spark import spark_session
+from core import db, migrate
+from core.config import Settings
+from core.crm_schema import RUN_DATE_HISTORY, SEGMENT_HISTORY, crm_metadata, database_metadata, schema_of, table_in
+from core.lake import Lake
+from core.spark import spark_session
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     return replace_tables(engine, metadata, rows, run_date)
 
 
-def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, "pa.Table"], run_date: date) -> dict[str, int]:
+def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, pa.Table], run_date: date) -> dict[str, int]:
     """Replace each table's rows with its pyarrow Table, all in one transaction; returns rows per table.
 
     First brings the database to the newest migration. A reader sees the previous run in every table until
@@ -101,7 +105,7 @@ def record_segment_stays(connection, segments: Table, stays: Table, run_date: da
     return opened.rowcount
 
 
-def _insert(connection, table: Table, data: "pa.Table") -> int:
+def _insert(connection, table: Table, data: pa.Table) -> int:
     for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
         connection.execute(table.insert(), batch.select([column.name for column in table.columns]).to_pylist())
     return data.num_rows

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from datetime import date, timedelta
+from datetime import date
 
 from pyspark.sql import functions as F
 
+from core.config import Settings
+from core.lake import Lake
+from core.spark import checkpoint_dir, spark_session
+from core.types import write_gold_partition
 from features.customer import silver_tables
-from jobs.config import Settings
-from jobs.lake import Lake
-from jobs.spark import checkpoint_dir, spark_session
-from jobs.types import write_gold_partition
 from models import propensity, recommend, tracking
 
 log = logging.getLogger(__name__)

@@ -33,9 +33,9 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from jobs.config import Settings
-from jobs.db import masked_uri
-from jobs.lake import LAYERS, LakeLayout
+from core.config import Settings
+from core.db import masked
+from core.lake import LAYERS, LakeLayout
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[
         return "not available: no churn model scored this run date", ""
     label = str(scores["churn_model_version"].dropna().mode().iloc[0])
     name, _, version = label.rpartition("/")
-    uri, shown = settings.mlflow.tracking_uri, masked_uri(settings.mlflow.tracking_uri)
+    uri, shown = settings.mlflow.tracking_uri, masked(settings.mlflow.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # Opening a missing SQLite store would create it: the report only reads.
         return f"not available: no MLflow store at {shown}", ""
@@ -311,7 +311,7 @@ for (const img of document.querySelectorAll("img[data-plot]")) {
 
 
 def overview_section(run: RunData) -> str:
-    from jobs import db
+    from core import db
 
     settings, segments = run.settings, run.segments
     exports = settings.exports_dir / run.run_date.isoformat()
@@ -337,7 +337,7 @@ def overview_section(run: RunData) -> str:
          else f"{_code(exports)} {_missing_inline('not exported for this run date')}"),
         ("lake", _code(settings.lake_dir)),
         ("Data Docs (quality)", _link(docs, docs) if docs else _missing_inline("no gate results")),
-        ("MLflow store", _code(masked_uri(settings.mlflow.tracking_uri))),
+        ("MLflow store", _code(masked(settings.mlflow.tracking_uri))),
     ]
     table = "<table>" + "".join(f"<tr><th>{_text(key)}</th><td>{value}</td></tr>" for key, value in rows) + "</table>"
     return _section("overview", table)
@@ -701,8 +701,8 @@ def _percent(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m jobs.report --date YYYY-MM-DD`: build the report of that run date and print its path."""
-    from jobs.config import load_config
-    from jobs.rundate import parse_run_date
+    from core.config import load_config
+    from core.rundate import parse_run_date
 
     parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
     parser.add_argument("--date", required=True, help="run date, YYYY-MM-DD")

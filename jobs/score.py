@@ -17,10 +17,10 @@ from datetime import date
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.config import Settings
-from jobs.crm_schema import columns_of
-from jobs.lake import Lake
-from jobs.spark import spark_session
+from core.config import Settings
+from core.crm_schema import columns_of
+from core.lake import Lake
+from core.spark import spark_session
 from models import clusters
 from models.rfm import SegmentRules, with_rfm_scores, with_segment
 

@@ -27,11 +27,11 @@ import sklearn
 from mlflow.models import infer_signature
 from pyspark.sql import functions as F
 
+from core.config import Settings
+from core.lake import Lake
+from core.spark import spark_session
 from features.customer import customer_features, silver_tables
 from features.purchases import purchase_history, with_future_purchases
-from jobs.config import Settings
-from jobs.lake import Lake
-from jobs.spark import spark_session
 from models import churn, plots, tracking
 from models.lifetime import BetaGeoModel
 

@@ -15,21 +15,20 @@ result and Data Docs page then show.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from jobs.config import Settings
-from jobs.lake import LAYERS, Lake
-from jobs.spark import spark_session
+from core.config import Settings
+from core.lake import LAYERS, Lake
+from core.spark import spark_session
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +113,10 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str,
 def quality_context(settings: Settings):
     """The file-backed GX project under `<data_dir>/quality` (created on first use), progress bars off, the
     Data Docs index limited to the newest `DATA_DOCS_INDEX_RESULTS` results."""
-    import expectations  # noqa: F401  (first: it imports GX so that a failed import is an error, not an exit)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    import expectations  # noqa: F401  (first: it imports GX so that a failed import is an error, not an exit)
 
     context = gx.get_context(mode="file", project_root_dir=quality_dir(settings))
     bars = context.variables.progress_bars  # a dict once read back from great_expectations.yml

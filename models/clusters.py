@@ -18,7 +18,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from jobs.config import ClusterSettings
+from core.config import ClusterSettings
 
 #: Features clustered, how each is transformed before scaling, and the words for a high and a low centroid.
 #: Skewed amounts and counts are log-scaled so a few big spenders do not make their own clusters.

@@ -32,8 +32,9 @@ from sklearn.metrics import average_precision_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.customer import end_of, known_at
-from jobs.config import RecommendSettings
+from core.config import RecommendSettings
+from core.rundate import end_of
+from features.customer import known_at
 from models.recommend import purchase_lines
 
 PROPENSITY_COLUMNS = ("customer_id", "rank", "category", "probability")

@@ -33,8 +33,9 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.customer import end_of, known_at, orders_as_of
-from jobs.config import RecommendSettings
+from core.config import RecommendSettings
+from core.rundate import end_of
+from features.customer import known_at, orders_as_of
 
 #: Reasons written to `recommendations.reason`.
 SIMILAR_CUSTOMERS, POPULAR = "similar_customers", "popular"

@@ -20,7 +20,7 @@ a second, salted hash) are kept up to `max_training_rows`. The same id always la
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
+
+from core.rundate import end_of
 
 SENTIMENTS = ("negative", "neutral", "positive")
 ASPECTS = ("delivery", "quality", "price", "size_fit", "service")
@@ -348,7 +350,7 @@ def negative_review_alerts(insights: pd.DataFrame, customer_clv: pd.DataFrame, r
                         "clv_12m": pd.to_numeric(customer_clv["clv_12m"].astype(float))})
     threshold = clv["clv_12m"].quantile(alert_clv_quantile)
     valuable = clv[clv["clv_12m"] >= threshold]
-    end = datetime.combine(run_date + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    end = end_of(run_date)
     start = end - timedelta(days=alert_days)
     reviewed_at = pd.to_datetime(insights["reviewed_at"], utc=True)
     recent = insights[insights["sentiment"].eq("negative") & (reviewed_at >= start) & (reviewed_at < end)]

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from jobs.config import MlflowSettings
+from core.config import MlflowSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ age at the end of the run date instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
 
-from models.reviews import (capped_sample, is_holdout, keyword_hits, keyword_pattern, read_keyword_table,
-                            require_columns, text_classifier)
+from core.rundate import end_of
+from models.reviews import capped_sample, is_holdout, keyword_hits, keyword_pattern, read_keyword_table, require_columns, text_classifier
 
 TOPICS = ("shipping", "return_refund", "product_question", "payment", "complaint")
 URGENCIES = ("high", "normal", "low")
@@ -51,7 +51,7 @@ def inquiry_text(inquiries: pd.DataFrame) -> pd.Series:
 
 def run_end(run_date: date) -> pd.Timestamp:
     """The moment the run date ends: midnight UTC after `run_date`; "as of the run date" means before it."""
-    return pd.Timestamp(datetime.combine(run_date + timedelta(days=1), time.min, tzinfo=timezone.utc))
+    return pd.Timestamp(end_of(run_date))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -60,9 +63,6 @@ def ferretdb() -> Iterator[DbServer]:
 # One Spark Connect server for the session (`shared_spark_server`); the unit tests' session is its client.
 # =========================================================================== #
 
-import os
-import sys
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,8 +99,8 @@ def shared_spark_server(tmp_path_factory, test_environment) -> Iterator[str]:
     `spark_up`, stopped by `spark_down`) keeps its tests: tests/test_spark_server.py, and the SQLite night of
     tests/test_nightly.py, which runs without `spark.remote`.
     """
-    from jobs import spark_server
-    from jobs.config import load_config
+    from core import spark_server
+    from core.config import load_config
 
     with pytest.MonkeyPatch.context() as patch:  # the server process reads its configuration from the environment
         for name, value in {**SHARED_SERVER_SETTINGS, "CRM_DATA_DIR": str(tmp_path_factory.mktemp("shared-spark"))}.items():
@@ -115,7 +115,7 @@ def shared_spark_server(tmp_path_factory, test_environment) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(test_environment, shared_spark_server):
-    from jobs.config import load_config
+    from core.config import load_config
 
     return load_config("test")
 
@@ -148,3 +148,13 @@ def run_crm(*args: str, env: dict[str, str] | None = None, check: bool = True, t
 # =========================================================================== #
 # END environment, configuration and Spark
 # =========================================================================== #
+
+
+def nightly_dag():
+    """The crm_nightly DAG as dags/crm_nightly.py builds it (no DagBag, no Airflow database needed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crm_nightly_dag_file", REPO / "dags" / "crm_nightly.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.crm_nightly()

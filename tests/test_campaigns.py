@@ -2,13 +2,22 @@
 suppressed and why; a control group that never moves."""
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pytest
 
-from models.campaigns import (BUCKETS, Campaign, CampaignError, Suppression, audiences, check_expressions,
-                              control_bucket, control_bucket_column, load_campaign, load_campaigns)
+from models.campaigns import (
+    BUCKETS,
+    Campaign,
+    CampaignError,
+    Suppression,
+    audiences,
+    check_expressions,
+    control_bucket,
+    control_bucket_column,
+    load_campaign,
+    load_campaigns,
+)
 
 REPO_CAMPAIGNS = Path(__file__).resolve().parent.parent / "conf" / "campaigns"
 

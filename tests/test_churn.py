@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -9,10 +10,13 @@ import pytest
 
 from models import churn
 
+if TYPE_CHECKING:
+    from jobs.train import Snapshot
+
 RUN_DATE = date(2026, 11, 26)
 
 
-def buyers(seed: int, customers: int = 1500, as_of: date = RUN_DATE) -> "Snapshot":
+def buyers(seed: int, customers: int = 1500, as_of: date = RUN_DATE) -> Snapshot:
     """Buyers of a BG/NBD-like shop at day 720, labelled by purchases in the 90 days after (known truth).
 
     Each buyer orders as a Poisson process (rate ~ Gamma) and drops out after each order with a Beta

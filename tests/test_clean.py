@@ -5,9 +5,9 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from jobs import shop_schema
+from core import shop_schema
+from core.types import bronze_type
 from jobs.clean import current_state, flag_invalid_rows
-from jobs.types import bronze_type
 
 RUN_DATE = date(2026, 11, 26)
 

@@ -23,7 +23,7 @@ def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_pa
                      check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed task(s): extract" in result.stderr
-    assert f"cause: jobs.mapping.SourceSchemaError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
+    assert f"cause: core.mapping.SourceSchemaError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
     assert not (tmp_path / "missing.sqlite").exists()
     assert not (tmp_path / "lake").exists()
     # The run log has the failed stage and why; nothing after it ran.
@@ -100,7 +100,7 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     import json
     from datetime import date, datetime
 
-    from jobs.runlog import render_status
+    from core.runlog import render_status
 
     started = datetime(2026, 11, 27, 2, 0)
 

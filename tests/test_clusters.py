@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jobs.config import ClusterSettings
+from core.config import ClusterSettings
 from models.clusters import CLUSTER_FEATURES, centroid_rows, fit, from_units, to_units
 
 SETTINGS = ClusterSettings(k_min=2, k_max=6, sample_customers=10_000, silhouette_customers=2_000, seed=7)

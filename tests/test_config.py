@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import REPO_ROOT, ConfigError, load_config
+from core.config import REPO_ROOT, ConfigError, load_config
 
 
 @pytest.fixture()

@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from jobs.config import REPO_ROOT
+from core.config import REPO_ROOT
 
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 
@@ -18,8 +17,8 @@ DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 def dag_bag(tmp_path_factory):
     import os
 
-    from jobs.config import load_config
-    from jobs.orchestrate import prepare_airflow
+    from cli.orchestrate import prepare_airflow
+    from core.config import load_config
 
     prepare_airflow(load_config("test"))
     from airflow.dag_processing.dagbag import DagBag
@@ -77,7 +76,7 @@ def test_a_backfill_years_back_still_runs_the_tasks(dag_bag):
     """Airflow runs no task of a run whose logical date is before the DAG's start_date (and calls it a success)."""
     from datetime import date
 
-    from jobs.orchestrate import logical_date_for
+    from cli.orchestrate import logical_date_for
 
     dag = dag_bag.get_dag("crm_nightly")
     assert dag.start_date <= logical_date_for(date(2001, 1, 1))
@@ -88,8 +87,8 @@ def test_a_backfill_years_back_still_runs_the_tasks(dag_bag):
 def test_the_nightly_tasks_that_finish_data_declare_it_as_assets(dag_bag):
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from jobs import assets
-    from jobs.crm_schema import crm_metadata
+    from core import assets
+    from core.crm_schema import crm_metadata
 
     nightly = dag_bag.get_dag("crm_nightly")
     # What the scheduler sees: the DAG as serialized to the metadata database.
@@ -115,7 +114,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
-from jobs import assets
+from core import assets
 
 START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -160,7 +159,7 @@ from sqlalchemy import select
 from airflow import settings
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
-from jobs.orchestrate import logical_date_for
+from cli.orchestrate import logical_date_for
 
 run_date = date.fromisoformat(sys.argv[2])
 bag = DagBag(dag_folder=sys.argv[1])
@@ -178,7 +177,7 @@ print(json.dumps({"state": str(dag_run.state), "run_id": dag_run.run_id, "events
 
 def test_a_producing_run_records_asset_events_with_its_run_date_and_queues_the_consumer(tmp_path):
     """A real run on a throwaway AIRFLOW_HOME (SQLite): the events land in Airflow's asset_event table."""
-    from jobs import assets
+    from core import assets
 
     home, dags = tmp_path / "airflow", tmp_path / "dags"
     dags.mkdir()

@@ -9,16 +9,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 from deltalake import DeltaTable
 
-from jobs import extract, shop_schema
-from jobs.documents import (DocumentShop, DocumentShopError, WrongType, connect, converter, element_key, masked,
-                            stable_key)
-from jobs.generate_shop import ShopExistsError, generate_shop
-from jobs.mapping import MappingError, SourceSchemaError, load_mapping
+from core import shop_schema
+from core.db import DocumentShopError, masked
+from core.db import document_database as connect
+from core.documents import DocumentShop, WrongType, converter, element_key, stable_key
+from core.mapping import MappingError, SourceSchemaError, load_mapping
+from demo_shop.existing import ShopExistsError
+from demo_shop.generate_shop import generate_shop
+from jobs import extract
 
 RUN_DATE = date(2026, 11, 26)
 CONF = Path(__file__).resolve().parent.parent / "conf"

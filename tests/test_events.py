@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.lake import ArrowLake
 from jobs import events
-from jobs.lake import ArrowLake
 
 NIGHT_1 = date(2026, 11, 24)
 NIGHT_2 = date(2026, 11, 25)
@@ -219,7 +219,7 @@ def test_bad_events_go_to_quarantine_with_a_reason_naming_the_field(spark, lake_
 def test_parquet_files_and_the_shop_table_are_read_too(spark, lake_settings, tmp_path):
     from sqlalchemy import create_engine
 
-    from jobs import shop_schema
+    from core import shop_schema
 
     landing = Path(lake_settings.events.landing_dir)
     landing.mkdir(parents=True)
@@ -283,7 +283,7 @@ def test_the_silver_quality_gate_checks_the_nights_events(spark, lake_settings):
 def test_a_night_that_stopped_after_bronze_is_applied_by_the_next_one(spark, lake_settings):
     from datetime import timezone
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     landing = Path(lake_settings.events.landing_dir)
     drop(landing, "day-24.ndjson", [event("k1", "2026-11-24T10:00:00Z", customer=1)])

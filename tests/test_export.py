@@ -20,11 +20,11 @@ import pytest
 from jsonschema import Draft202012Validator, ValidationError
 from pyspark.sql.types import StructType
 
+from core.config import ConfigError, load_config
+from core.crm_schema import columns_of, crm_metadata
+from core.lake import Lake
+from core.types import canonical_schema
 from jobs import export
-from jobs.config import ConfigError, load_config
-from jobs.crm_schema import columns_of, crm_metadata
-from jobs.lake import Lake
-from jobs.types import canonical_schema
 
 REPO = Path(__file__).resolve().parent.parent
 D1, D2, D3 = date(2026, 11, 24), date(2026, 11, 25), date(2026, 11, 26)
@@ -267,7 +267,7 @@ KILLED_EXPORT = textwrap.dedent("""
     from pathlib import Path
 
     from jobs import export
-    from jobs.config import load_config
+    from core.config import load_config
 
     marker, run_date = Path(sys.argv[1]), date.fromisoformat(sys.argv[2])
     write_csv = export.write_csv
@@ -381,7 +381,7 @@ def crm_export(monkeypatch, folder: Path, *args: str, **export_options):
     `export.*` keys set through the environment, as an operator would."""
     from click.testing import CliRunner
 
-    from jobs.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("CRM_DATA_DIR", str(folder))
     for key, value in export_options.items():
@@ -395,7 +395,7 @@ def manifest_of(folder: Path) -> dict:
 
 def passed_the_gate(settings, *run_dates: date) -> None:
     """What the night's validate_gold task writes to the run log when the gold rows of `run-<date>` pass."""
-    from jobs import runlog
+    from core import runlog
 
     for day in run_dates:
         attempt = runlog.Attempt(f"run-{day}", export.QUALITY_GATE, 1, "crm_nightly", day)

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.engine import Engine
-
-from jobs.generate_shop import generate_shop
 from test_generate_shop import _table_hashes
-from jobs.shop_schema import EVENT_CHANNELS, EVENT_TYPES, events, metadata
+
+from core.shop_schema import EVENT_CHANNELS, EVENT_TYPES, events, metadata
+from demo_shop.generate_shop import generate_shop
 
 CUSTOMERS = 400
 SEED = 20240630

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
-from jobs.generate_shop import REVIEW_TEXT, ShopExistsError, generate_shop
-from jobs.shop_schema import SHOP_TABLES, metadata
+from core.shop_schema import SHOP_TABLES, metadata
+from demo_shop.existing import ShopExistsError
+from demo_shop.generate_shop import REVIEW_TEXT, generate_shop
 
 CUSTOMERS = 500
 SEED = 20240630

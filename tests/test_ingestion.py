@@ -4,17 +4,19 @@ Small SQLite shops written by the generator (the same seed, so the same rows), r
 """
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from jobs import clean, extract, shop_schema
-from jobs.generate_shop import generate_shop
-from jobs.lake import Lake
-from jobs.mapping import SourceSchemaError, check_source, load_mapping, rename_shop
+from core import shop_schema
+from core.lake import Lake
+from core.mapping import SourceSchemaError, check_source, load_mapping
+from demo_shop.generate_shop import generate_shop
+from demo_shop.mapped import rename_shop
+from jobs import clean, extract
 
 RUN_DATE = date(2026, 11, 26)
 NIGHT2 = date(2026, 11, 27)
@@ -142,7 +144,7 @@ def test_an_incompatible_column_type_is_named_with_what_was_expected(tmp_path):
 
 
 def test_a_mapping_naming_an_unknown_column_fails_naming_the_file_and_key(tmp_path):
-    from jobs.mapping import MappingError
+    from core.mapping import MappingError
 
     path = tmp_path / "bad.yaml"
     path.write_text("tables:\n  orders:\n    columns: {totl_amount: order_total}\n")

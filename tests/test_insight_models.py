@@ -12,11 +12,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.reviews import (ASPECTS, KeywordTableError, customer_review_summary, evaluate_sentiment,
-                            fit_sentiment, load_aspects, mark_aspects, negative_review_alerts,
-                            predict_sentiment, product_review_summary, review_insights)
-from models.triage import (customer_satisfaction, evaluate_triage, fit_triage, inquiry_times, inquiry_urgency,
-                           keyword_topics, load_triage_keywords, predict_topics, triage_inquiries)
+from models.reviews import (
+    ASPECTS,
+    KeywordTableError,
+    customer_review_summary,
+    evaluate_sentiment,
+    fit_sentiment,
+    load_aspects,
+    mark_aspects,
+    negative_review_alerts,
+    predict_sentiment,
+    product_review_summary,
+    review_insights,
+)
+from models.triage import (
+    customer_satisfaction,
+    evaluate_triage,
+    fit_triage,
+    inquiry_times,
+    inquiry_urgency,
+    keyword_topics,
+    load_triage_keywords,
+    predict_topics,
+    triage_inquiries,
+)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -9,7 +9,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.lake import Lake, SchemaMismatchError
+from core.lake import Lake, SchemaMismatchError
 
 
 @pytest.fixture()

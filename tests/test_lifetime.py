@@ -14,12 +14,12 @@ from lifetimes.utils import calibration_and_holdout_data
 from models import lifetime
 from models.lifetime import (
     DAYS_PER_MONTH,
+    PURCHASE_MODELS,
     BetaGeoModel,
     BetaGeoParams,
     ConvergenceError,
     GammaGammaModel,
     GammaGammaParams,
-    PURCHASE_MODELS,
     LifetimeInputError,
     ModifiedBetaGeoModel,
     collapse_rows,

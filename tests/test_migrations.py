@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from jobs import migrate
-from jobs.crm_schema import SEGMENT_HISTORY, VIEWS, database_metadata
+from core import migrate
+from core.crm_schema import SEGMENT_HISTORY, VIEWS, database_metadata
 
 _DATABASES = itertools.count()
 

@@ -17,12 +17,18 @@ import sys
 import threading
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import REPO, run_crm
-from jobs import airflow_task
+from conftest import REPO, nightly_dag, run_crm
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import pandas as pd
+    from pyspark.sql import DataFrame
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +37,10 @@ CUSTOMERS = 500
 NIGHT_TIMEOUT_S = 3600
 SEED = 7
 RUN_DATE = date(2026, 11, 26)
-#: The DAG's task ids in the order `crm run` runs them (the quality gates are validate_<layer>).
-TASKS = tuple(f"{job}_{options['layer']}" if options else job for job, options in airflow_task.NIGHTLY_STEPS)
+NIGHTLY_DAG = nightly_dag()
+#: The DAG's task ids in an order that keeps its dependencies, without the Spark server's setup and teardown.
+TASKS = tuple(task.task_id for task in NIGHTLY_DAG.task_group.topological_sort()
+              if task.task_id not in ("spark_up", "spark_down"))
 
 
 def crm_env(data_dir: Path, shop_url: str | None = None, db_url: str | None = None) -> dict[str, str]:
@@ -51,8 +59,8 @@ def generate(env: dict[str, str]) -> None:
 
 def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
     """Each task of the nightly DAG in a process of its own, in DAG order (as the scheduler would)."""
-    from jobs.config import load_config
-    from jobs.orchestrate import airflow_environment, logical_date_for
+    from cli.orchestrate import airflow_environment, logical_date_for
+    from core.config import load_config
 
     # Without the session's shared server: this night starts and stops its own, as the DAG does in production.
     full_env = {key: value for key, value in {**os.environ, **env}.items() if key != "CRM__SPARK__REMOTE"}
@@ -169,7 +177,7 @@ def test_the_same_seed_gives_the_same_segments_from_sqlite_postgresql_and_mariad
 def test_every_planted_bad_row_is_quarantined_with_its_rule(nightly_runs, spark):
     from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     for kind in ("sqlite", "mariadb"):
         run = nightly_runs[kind]
@@ -192,7 +200,7 @@ def test_browsing_events_land_once_and_each_session_is_attributed_to_whoever_log
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     for kind in ("sqlite", "postgresql", "mariadb"):
         run = nightly_runs[kind]
@@ -217,8 +225,7 @@ def test_browsing_events_land_once_and_each_session_is_attributed_to_whoever_log
 
 
 def test_silver_holds_every_good_row_once(nightly_runs, spark):
-    from jobs.crm_schema import crm_metadata
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     run = nightly_runs["sqlite"]
     lake = Lake(spark, Path(run["CRM_DATA_DIR"]) / "lake")
@@ -234,8 +241,8 @@ def test_every_lake_table_counts_the_same_in_spark_and_delta_rs(nightly_runs, sp
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
-    from jobs.crm_schema import crm_metadata
-    from jobs.lake import Lake
+    from core.crm_schema import crm_metadata
+    from core.lake import Lake
 
     run = nightly_runs["sqlite"]
     lake = Lake(spark, Path(run["CRM_DATA_DIR"]) / "lake")
@@ -261,7 +268,7 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
     import pyarrow.parquet as pq
     from jsonschema import Draft202012Validator
 
-    from jobs.crm_schema import columns_of
+    from core.crm_schema import columns_of
     from jobs.export import SCHEMA_VERSION
 
     assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"] == SCHEMA_VERSION
@@ -297,8 +304,8 @@ def test_each_campaign_goes_from_its_yaml_to_its_export_file(nightly_runs, spark
     file holds exactly the treatment group; the control group is about its share."""
     import csv as csv_module
 
+    from core.lake import Lake
     from jobs.campaigns import customer_view
-    from jobs.lake import Lake
     from models.campaigns import load_campaigns
 
     run = nightly_runs["sqlite"]
@@ -342,14 +349,15 @@ def test_crm_campaigns_checks_the_files_and_shows_whom_each_selects(nightly_runs
     assert "win_back.yaml" in bad.stderr and "audiance" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightly_runs, spark):
-    """Every job of the night again, for the same date: same rows everywhere, nothing appended twice.
+def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightly_runs, spark, monkeypatch):
+    """Every task of the night again, for the same date: same rows everywhere, nothing appended twice.
 
-    The jobs run here in the test's own Spark session (the code each Airflow task calls).
+    The DAG's own task functions run here, in this process, on the test session's Spark server.
     """
-    from jobs import airflow_task
-    from jobs.config import load_config
-    from jobs.lake import Lake
+    from types import SimpleNamespace
+
+    from core.config import load_config
+    from core.lake import Lake
 
     run = nightly_runs["postgresql"]
     settings = load_config(environ={**os.environ, **run})
@@ -361,8 +369,12 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
               "history": {table: crm_rows(run, table, order) for table, order in history.items()},
               **{table: crm_rows(run, table, order) for table, order in TARGETING_TABLES.items()}}
 
-    for name, options in airflow_task.NIGHTLY_STEPS:
-        __import__(f"jobs.{name}", fromlist=["run"]).run(RUN_DATE, settings, "rerun-1", **options)
+    for name, value in run.items():
+        monkeypatch.setenv(name, value)
+    for task_id in TASKS:
+        context = {"run_id": "rerun-1", "dag_run": SimpleNamespace(conf={"run_date": RUN_DATE.isoformat()}),
+                   "ti": SimpleNamespace(task_id=task_id, try_number=1, dag_id=NIGHTLY_DAG.dag_id)}
+        NIGHTLY_DAG.get_task(task_id).python_callable(**context)
 
     after_crm = crm_segments(run)
     assert {row["run_id"] for row in after_crm} == {"rerun-1"}
@@ -395,7 +407,7 @@ MODEL_CHECKS = ("review_sentiment", "inquiry_triage", "coupon_uplift", "product_
 def test_the_night_publishes_insights_offers_and_recommendations_and_lists_their_model_checks(nightly_runs):
     """Every customer gets recommend.top_n recommendations; offers stay within the budget, one per customer;
     every inquiry is triaged; the summary lists each model's holdout figure beside its baseline."""
-    from jobs.config import load_config
+    from core.config import load_config
 
     run = nightly_runs["postgresql"]
     settings = load_config(environ={**os.environ, **run})
@@ -436,7 +448,7 @@ def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nigh
     from mlflow import MlflowClient
     from sklearn.metrics import roc_auc_score
 
-    from jobs.config import load_config
+    from core.config import load_config
     from models import tracking
 
     run = nightly_runs["sqlite"]
@@ -477,7 +489,7 @@ def test_the_training_dag_keeps_the_champion_when_the_challenger_is_no_better(ni
     so it cannot beat it by the margin: a new version, not promoted."""
     from mlflow import MlflowClient
 
-    from jobs.config import load_config
+    from core.config import load_config
     from models import tracking
 
     run = nightly_runs["sqlite"]
@@ -497,7 +509,7 @@ NIGHT2 = date(2026, 11, 27)
 
 
 def settings_of(run: dict[str, str]):
-    from jobs.config import load_config
+    from core.config import load_config
 
     return load_config(environ={**os.environ, **run})
 
@@ -507,9 +519,9 @@ def change_the_shop(url: str, lake, high: dict[str, "datetime"]) -> dict[str, in
     from datetime import datetime, timedelta
 
     from pyspark.sql import functions as F
-    from sqlalchemy import func, insert, select, update, delete
+    from sqlalchemy import delete, func, insert, select, update
 
-    from jobs import shop_schema as s
+    from core import shop_schema as s
 
     old = high["orders"] - timedelta(days=30)
     settled = (lake.read("silver", "orders").where((F.col("status") == "delivered") & (F.col("updated_at") < old))
@@ -556,7 +568,7 @@ def watermarks(lake, batch: date) -> dict[str, "datetime"]:
 def rows_updated_after(url: str, low: dict[str, "datetime"]) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from jobs import shop_schema as s
+    from core import shop_schema as s
 
     with create_engine(url).connect() as connection:
         return {name: connection.execute(select(func.count()).where(s.metadata.tables[name].c.updated_at > low[name])
@@ -567,7 +579,7 @@ def rows_updated_after(url: str, low: dict[str, "datetime"]) -> dict[str, int]:
 def bronze_batch(lake, batch: date) -> dict[str, dict[str, int]]:
     from pyspark.sql import functions as F
 
-    from jobs import shop_schema
+    from core import shop_schema
 
     found = {}
     for name in shop_schema.SHOP_TABLES:
@@ -587,7 +599,7 @@ def run_killed_midway(job: str, run: dict[str, str], watched: str, log: Path) ->
 
     lake_dir = Path(run["CRM_DATA_DIR"]) / "lake"
     before = set(glob.glob(str(lake_dir / watched)))
-    code = (f"from datetime import date; from jobs.config import load_config; import jobs.{job} as job; "
+    code = (f"from datetime import date; from core.config import load_config; import jobs.{job} as job; "
             f"job.run(date.fromisoformat('{NIGHT2.isoformat()}'), load_config(), 'killed-{job}')")
     with log.open("w") as out:
         child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
@@ -608,7 +620,7 @@ def run_killed_midway(job: str, run: dict[str, str], watched: str, log: Path) ->
 
 
 def silver_tables(lake) -> dict[str, "DataFrame"]:
-    from jobs import shop_schema
+    from core import shop_schema
 
     return {name: lake.read("silver", name) for name in shop_schema.SHOP_TABLES}
 
@@ -627,8 +639,8 @@ def night_two(nightly_runs, spark, tmp_path_factory):
     """
     from datetime import datetime, timedelta
 
+    from core.lake import Lake
     from jobs import clean, extract, features, score
-    from jobs.lake import Lake
 
     logs = tmp_path_factory.mktemp("night-two")
     outcome = {}
@@ -681,7 +693,7 @@ def test_night_two_reads_only_the_rows_changed_since_the_watermark(night_two, ki
 def test_night_two_silver_is_the_shops_current_state(nightly_runs, night_two, spark, kind):
     from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     changes = night_two[kind]["changes"]
     lake = Lake(spark, settings_of(nightly_runs[kind]).lake_dir)
@@ -701,8 +713,8 @@ def test_night_two_silver_is_the_shops_current_state(nightly_runs, night_two, sp
 
 
 def test_incremental_silver_equals_a_full_reload_of_the_same_shop(nightly_runs, night_two, spark, tmp_path):
+    from core.lake import Lake
     from jobs import clean, extract
-    from jobs.lake import Lake
 
     run = nightly_runs["postgresql"]
     settings = settings_of(run)
@@ -741,7 +753,7 @@ def silver_counts_of_night_one(lake) -> dict[str, int]:
     """Rows per silver table after night 1 (Delta time travel to before night 2, if night 2 has run)."""
     from pyspark.sql import functions as F
 
-    from jobs import shop_schema
+    from core import shop_schema
 
     before = {}
     if lake.exists("silver", "_applied"):
@@ -763,7 +775,7 @@ def change_the_document_shop(url: str, high: dict[str, "datetime"]) -> dict[str,
     into an existing order, and an order whose customerId is a string (a wrong type in a required field)."""
     from datetime import datetime, timedelta
 
-    from jobs.documents import connect
+    from core.db import document_database as connect
 
     morning = datetime.combine(NIGHT2, datetime.min.time()) + timedelta(hours=9)
     with connect(url) as shop:
@@ -807,7 +819,8 @@ def change_the_document_shop(url: str, high: dict[str, "datetime"]) -> dict[str,
 
 def documents_changed_after(url: str, settings, low: dict[str, "datetime"]) -> dict[str, int]:
     """Per table, how many documents of its collection are stamped after `low` (what night 2 must read)."""
-    from jobs.documents import DocumentShop, connect
+    from core.db import document_database as connect
+    from core.documents import DocumentShop
     from jobs.extract import source_mapping
 
     mapping = source_mapping(settings)
@@ -822,8 +835,8 @@ def mongodb_nights(nightly_runs, ferretdb, spark, tmp_path_factory):
     document changes and night 2 (extract, clean), then a full reload of the changed shop beside it."""
     from datetime import timedelta
 
+    from core.lake import Lake
     from jobs import clean, extract, features, score
-    from jobs.lake import Lake
 
     ferretdb.create_database("shop")
     run = crm_env(tmp_path_factory.mktemp("mongodb"), ferretdb.url("shop"))
@@ -860,7 +873,7 @@ def datetime_min():
 
 def test_the_same_seed_gives_the_same_silver_and_segments_from_sqlite_postgresql_and_mongodb(nightly_runs, mongodb_nights,
                                                                                              spark):
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     counts = {kind: silver_counts_of_night_one(Lake(spark, settings_of(nightly_runs[kind]).lake_dir))
               for kind in ("sqlite", "postgresql")}
@@ -887,9 +900,8 @@ def test_mongodb_night_two_reads_only_the_documents_changed_since_the_watermark(
 
 
 def test_mongodb_night_two_silver_is_the_shops_current_state(mongodb_nights, spark):
-    from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     changes = mongodb_nights["changes"]
     lake = Lake(spark, mongodb_nights["lake"])
@@ -910,7 +922,7 @@ def test_mongodb_night_two_silver_is_the_shops_current_state(mongodb_nights, spa
 def test_a_document_with_a_wrong_type_in_a_required_field_is_quarantined_naming_the_field(mongodb_nights, spark):
     from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     lake = Lake(spark, mongodb_nights["lake"])
     quarantined = lake.read("silver", "_quarantine/orders").where(
@@ -935,7 +947,7 @@ def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
     import pandas as pd
     from test_rfm import reference_scores  # the rank formula in pandas, shared with the unit tests
 
-    from jobs.config import REPO_ROOT
+    from core.config import REPO_ROOT
     from models.rfm import SegmentRules
 
     settings = settings_of(run)
@@ -978,8 +990,8 @@ def test_editing_the_segment_rule_table_changes_the_segments_without_a_code_chan
 
     import yaml
 
+    from core.config import REPO_ROOT, load_config
     from jobs import score
-    from jobs.config import REPO_ROOT, load_config
 
     source = Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "lake"
     for layer, table in (("gold", "customer_features"), ("silver", "customers"), ("silver", "addresses")):
@@ -1007,7 +1019,7 @@ def test_editing_the_segment_rule_table_changes_the_segments_without_a_code_chan
 def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_runs, night_two, spark, tmp_path):
     from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
+    from core.lake import Lake
 
     lake = Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)
     segments = lake.read("gold", "customer_segments")
@@ -1027,8 +1039,9 @@ def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_run
     assert sum(count for (old, new), count in moved.items() if old != new) > 0  # a day passed: some moved
     # Publishing both nights keeps each customer's stays: the open one is night two's segment, and a move
     # closed the old one at night two (in a CRM database of its own: the nightly one keeps night one).
-    from jobs import migrate, publish
-    from jobs.crm_schema import columns_of, crm_metadata
+    from core import migrate
+    from core.crm_schema import columns_of, crm_metadata
+    from jobs import publish
 
     url = f"sqlite:///{tmp_path}/stays.sqlite"
     migrate.upgrade(url, None)
@@ -1049,11 +1062,10 @@ def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_run
 
 
 def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs, night_two, spark):
+    import numpy as np
     from pyspark.sql import functions as F
 
-    import numpy as np
-
-    from jobs.lake import Lake
+    from core.lake import Lake
     from models.clusters import CLUSTER_FEATURES, from_units
 
     lake = Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)
@@ -1075,7 +1087,8 @@ YOUNG_NIGHT = """
 import json, sys
 from datetime import date
 from jobs import features, insights, offers, predict, recommend, validate
-from jobs.config import load_config
+from core.config import load_config
+
 settings, day = load_config(), date.fromisoformat(sys.argv[1])
 features.run(day, settings, "young-shop")
 result = predict.run(day, settings, "young-shop")
@@ -1094,8 +1107,8 @@ def test_a_young_shop_is_scored_without_the_churn_model_it_cannot_train_yet(nigh
     import pandas as pd
     from deltalake import DeltaTable
 
+    from core.config import load_config
     from features.customer import INPUT_TABLES
-    from jobs.config import load_config
 
     source = Path(nightly_runs["sqlite"]["CRM_DATA_DIR"]) / "lake" / "silver"
     for table in (*INPUT_TABLES, "coupons"):
@@ -1159,7 +1172,7 @@ def test_the_night_writes_its_run_report(nightly_runs):
 
 
 def test_the_night_runs_on_one_spark_server_that_its_dag_starts_and_stops(nightly_runs):
-    """Every Spark task of a night is a client of one night server (jobs/spark_server.py): started by `spark_up`,
+    """Every Spark task of a night is a client of one night server (core/spark_server.py): started by `spark_up`,
     stopped by `spark_down`; no task started a JVM of its own, even with each task in its own process. With
     `spark.remote` (the PostgreSQL and MariaDB nights, on the test session's shared server) the night starts none."""
     sqlite_dir = Path(nightly_runs["sqlite"]["CRM_DATA_DIR"])

@@ -6,8 +6,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from core.config import load_config
 from jobs import predict
-from jobs.config import load_config
 
 
 def test_without_a_repeat_buyer_the_value_scores_are_null_and_the_reason_is_given():

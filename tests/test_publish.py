@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
 
-from jobs import migrate, publish
-from jobs.crm_schema import SEGMENT_HISTORY, crm_metadata, database_metadata
+from core import migrate
+from core.crm_schema import SEGMENT_HISTORY, crm_metadata, database_metadata
+from jobs import publish
 
 
 def segments(as_of: date, customer_ids: list[int], run_id: str, segment_of: dict[int, str] | None = None,
@@ -133,7 +134,7 @@ import pyarrow as pa
 from sqlalchemy import create_engine
 
 from jobs import publish
-from jobs.crm_schema import columns_of, crm_metadata
+from core.crm_schema import columns_of, crm_metadata
 
 url, runs = sys.argv[1], int(sys.argv[2])
 metadata = crm_metadata("crm")

@@ -4,8 +4,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from features.purchases import purchase_history, with_future_purchases
 from test_features import PURCHASE_STATUSES, silver_frames
+
+from features.purchases import purchase_history, with_future_purchases
 
 AS_OF = date(2026, 6, 30)
 

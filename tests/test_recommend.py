@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 from pyspark.sql import functions as F
+from test_features import PURCHASE_STATUSES, silver_frames
 
-from jobs.config import RecommendSettings
+from core.config import RecommendSettings
 from models.propensity import category_propensity
 from models.recommend import (
     POPULAR,
@@ -19,7 +20,6 @@ from models.recommend import (
     purchase_lines,
     recommendations,
 )
-from test_features import PURCHASE_STATUSES, silver_frames
 
 AS_OF = date(2026, 6, 30)
 BOOKS, GARDEN = (1, 2, 3), (4, 5, 6)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from jobs.config import REPO_ROOT
+from core.config import REPO_ROOT
 from models.rfm import SegmentRules, SegmentRulesError, cut_positions, with_rfm_scores, with_segment
 
 RULES_FILE = REPO_ROOT / "conf" / "segments.yaml"

@@ -6,6 +6,7 @@ from datetime import date
 from types import SimpleNamespace
 
 import pytest
+from dbservers import _pg_admin
 from psycopg2.errors import InsufficientPrivilege
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import URL
@@ -13,9 +14,8 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.schema import DropTable
 
 from conftest import run_crm
-from dbservers import _pg_admin
-from jobs import migrate
-from jobs.crm_schema import crm_metadata
+from core import migrate
+from core.crm_schema import crm_metadata
 
 DATABASE = "roles_test"
 ANALYST, WRITER = "crm_analyst", "crm_writer"

@@ -4,9 +4,8 @@ from __future__ import annotations
 import sqlite3
 
 import pyarrow as pa
-import pytest
 
-from jobs.source_reader import _plain_uri, read_batches
+from core.source_reader import _plain_uri, read_batches
 
 SCHEMA = pa.schema([("id", pa.int64()), ("total_amount", pa.decimal128(12, 2)), ("paid", pa.bool_()),
                     ("created_at", pa.string())])

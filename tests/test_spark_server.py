@@ -1,4 +1,4 @@
-"""The night's Spark server (jobs/spark_server.py): one warm Spark that the night's tasks connect to.
+"""The night's Spark server (core/spark_server.py): one warm Spark that the night's tasks connect to.
 
 These tests start a real server (a JVM with Spark Connect) in its own data root, as the DAG's `spark_up` does,
 and talk to it from client processes, as tasks do.
@@ -19,13 +19,13 @@ from conftest import REPO
 
 @pytest.fixture
 def server_settings(tmp_path, monkeypatch):
-    from jobs.config import load_config
+    from core.config import load_config
 
     monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("CRM__SPARK__REMOTE", raising=False)  # the session's shared server: not the one tested here
     settings = load_config()
     yield settings
-    from jobs import spark_server
+    from core import spark_server
 
     spark_server.stop(settings)
 
@@ -33,9 +33,9 @@ def server_settings(tmp_path, monkeypatch):
 CLIENT = """
 import sys
 from datetime import date
-from jobs.config import load_config
-from jobs.lake import Lake
-from jobs.spark import night_task, spark_session, is_connect
+from core.config import load_config
+from core.lake import Lake
+from core.spark import night_task, spark_session, is_connect
 from pyspark.sql import functions as F
 
 settings = load_config()
@@ -60,7 +60,7 @@ def test_tasks_share_one_server_that_writes_a_lake_every_reader_understands(serv
     delta-rs reads (no `string collate UTF8_BINARY` from Spark Connect's client in the schema)."""
     from deltalake import DeltaTable
 
-    from jobs import spark_server
+    from core import spark_server
 
     url = spark_server.start(server_settings, wait=True)
     pid = spark_server.read_state(server_settings).pid
@@ -91,7 +91,7 @@ def test_tasks_share_one_server_that_writes_a_lake_every_reader_understands(serv
 
 def test_only_a_client_with_the_servers_token_may_use_it(server_settings):
     """Anyone on the machine can reach 127.0.0.1: the server answers only to the token in its 0600 state file."""
-    from jobs import spark_server
+    from core import spark_server
 
     url = spark_server.start(server_settings, wait=True)
     assert oct(spark_server.state_path(server_settings).stat().st_mode & 0o777) == "0o600"
@@ -105,8 +105,8 @@ def test_only_a_client_with_the_servers_token_may_use_it(server_settings):
 
 
 def test_a_server_started_with_other_settings_is_replaced_and_a_dead_one_is_not_used(server_settings, monkeypatch):
-    from jobs import spark_server
-    from jobs.config import load_config
+    from core import spark_server
+    from core.config import load_config
 
     spark_server.start(server_settings, wait=False)
     first = spark_server.read_state(server_settings)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs import shop_schema, validate
-from jobs.extract import BRONZE_COLUMNS
-from jobs.lake import Lake
+from core import shop_schema
+from core.lake import Lake
+from core.types import bronze_type, canonical_schema
+from jobs import validate
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
-from jobs.types import bronze_type, canonical_schema
 
 RUN_DATE = date(2026, 11, 26)
 CREATED = datetime(2026, 11, 1, 10, 0)

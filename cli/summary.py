@@ -11,10 +11,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from jobs import db
-from jobs.config import Settings
-from jobs.crm_schema import crm_table
-from jobs.lake import LAYERS
+from core import db
+from core.config import Settings
+from core.crm_schema import crm_table
+from core.lake import LAYERS
 from models import tracking
 
 
@@ -36,8 +36,8 @@ def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
 
 def event_lines(settings: Settings, run_date: date, counts: dict[str, dict[str, int]]) -> list[str]:
     """Browsing events: how many silver holds, what the night's files brought (ledger), where the files are."""
+    from core.lake import ArrowLake
     from jobs import events
-    from jobs.lake import ArrowLake
 
     if settings.events.source == "none":
         return ["Browsing events: off (events.source: none)"]
@@ -177,7 +177,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
         "  Airflow UI     make airflow   (then open http://localhost:8080)",
-        f"  MLflow store   {db.masked_uri(settings.mlflow.tracking_uri)}  (models, training runs, plots)",
+        f"  MLflow store   {db.masked(settings.mlflow.tracking_uri)}  (models, training runs, plots)",
         f"  MLflow UI      {mlflow_ui_command(settings)}   (then open http://localhost:5000)",
     ]
     return "\n".join(lines)

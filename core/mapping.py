@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, String, Table
 from sqlalchemy.types import NullType
 
-from jobs import db, shop_schema
+from core import db, shop_schema
 
 NewColumns = Literal["ignore", "carry"]
 #: How a column of an embedded table names a field of its parent document, e.g. `$parent._id`.
@@ -136,6 +136,20 @@ def load_mapping(path: Path) -> SourceMapping:
     return SourceMapping(path.stem, path, tables)
 
 
+def watermark_field(mapping: SourceMapping, source: SourceTable) -> str | None:
+    """The field a document collection is read incrementally by: the table's own `watermark`, its mapped
+    `updated_at`, or (an embedded table) its parent's."""
+    if source.watermark:
+        return source.watermark
+    if not source.embedded:
+        return source.source_column("updated_at")
+    own = source.source_column("updated_at")
+    if own.startswith(PARENT_FIELD):
+        return own[len(PARENT_FIELD):]
+    readers = [other for other in mapping.tables.values() if other.source == source.source and not other.embedded]
+    return readers[0].source_column("updated_at") if readers else None
+
+
 @dataclass(frozen=True)
 class CheckedTable:
     """A source table as found in the shop: the mapping plus the extra columns to carry."""
@@ -214,38 +228,3 @@ def _family(canonical_type) -> str:
     if isinstance(canonical_type, (DateTime, Date)):
         return "a date/time or text column"
     return "any column"
-
-
-def clear_renamed_tables(url: str, mapping: SourceMapping, replace: bool) -> None:
-    """Make room for `rename_shop`: drop the shop tables the mapping renames to that exist already.
-
-    A table holding rows is dropped only with `replace`; otherwise `ShopExistsError` names it.
-    """
-    from sqlalchemy import inspect
-
-    from jobs.generate_shop import refuse_filled_tables
-
-    engine = db.engine(url)
-    quote = engine.dialect.identifier_preparer.quote
-    renamed = [source.source for name, source in mapping.tables.items() if source.source != name]
-    existing = [table for table in renamed if table in set(inspect(engine).get_table_names())]
-    with engine.begin() as connection:
-        filled = [table for table in existing
-                  if connection.exec_driver_sql(f"SELECT 1 FROM {quote(table)} LIMIT 1").first() is not None]
-        refuse_filled_tables(url, filled, replace)
-        for table in existing:
-            connection.exec_driver_sql(f"DROP TABLE {quote(table)}")
-
-
-def rename_shop(url: str, mapping: SourceMapping) -> None:
-    """Rename a canonical shop's tables and columns to the mapping's names (`generate-shop --schema`)."""
-    engine = db.engine(url)
-    quote = engine.dialect.identifier_preparer.quote
-    with engine.begin() as connection:
-        for name, source in mapping.tables.items():
-            for canonical, shop_column in source.columns.items():
-                if canonical != shop_column:
-                    connection.exec_driver_sql(
-                        f"ALTER TABLE {quote(name)} RENAME COLUMN {quote(canonical)} TO {quote(shop_column)}")
-            if source.source != name:
-                connection.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME TO {quote(source.source)}")

@@ -18,7 +18,7 @@ its cached data is dropped when it ends).
   other Spark settings than the configuration's now is replaced.
 - `spark.remote` (a server you run, e.g. on a cluster) bypasses all of this: tasks connect there.
 
-Run by hand: `python -m jobs.spark_server start|stop|status` (the data root and settings of the
+Run by hand: `python -m core.spark_server start|stop|status` (the data root and settings of the
 environment, as for every job).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jobs.config import REPO_ROOT, Settings
+from core.config import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def state_path(settings: Settings) -> Path:
 
 def server_settings(settings: Settings, port: int, token: str = "") -> dict[str, str]:
     """The classic Spark settings of the server process: the configured local Spark plus Spark Connect."""
-    from jobs.spark import spark_settings
+    from core.spark_local import spark_settings
 
     values = spark_settings(settings, "shop-crm-night")
     values.update({
@@ -232,7 +232,7 @@ def _launch(settings: Settings) -> ServerState:
         # Its own session: the server outlives the task that started it (under the scheduler each task is
         # a process of its own), and a signal to the task's process group does not reach it.
         child = subprocess.Popen(
-            [sys.executable, "-m", "jobs.spark_server", "serve", "--port", str(port)],
+            [sys.executable, "-m", "core.spark_server", "serve", "--port", str(port)],
             cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env=_server_environment(settings),
         )
@@ -292,7 +292,7 @@ def _tail(path: str, lines: int = 20) -> str:
 
 def serve(settings: Settings, port: int) -> None:
     """The server process: Spark with Connect's plugin, until SIGTERM or `server_idle_minutes` idle."""
-    from jobs.spark import get_spark
+    from core.spark_local import get_spark
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -339,7 +339,7 @@ def _busy(spark) -> bool:
 
 
 def _main(argv: list[str]) -> int:
-    from jobs.config import load_config
+    from core.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_config()

@@ -1,11 +1,12 @@
-"""Database access: SQLAlchemy URLs for Python, the same URLs translated for Spark's JDBC reader.
+"""Database access: SQLAlchemy engines for SQL databases, pymongo for document shops (MongoDB).
 
-Users configure one SQLAlchemy URL per database (`CRM_SHOP_URL`, `CRM_DB_URL`); passwords stay in it and
-never reach a log: `masked()` is what gets printed.
+Users configure one URL per database (`CRM_SHOP_URL`, `CRM_DB_URL`); passwords stay in it and never reach
+a log: `masked()` is what gets printed, of any URL.
 """
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import create_engine
@@ -30,14 +31,10 @@ def kind(url: str) -> str:
 
 
 def masked(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def masked_uri(uri: str) -> str:
-    """Any URI (a store that may not be SQLAlchemy's, e.g. MLflow's http://user:password@host) with its
-    user and password replaced by ***, and a Spark Connect URL's token (sc://host:port/;token=...) too."""
-    return re.sub(r"(;token=)[^;]*", r"\1***", re.sub(r"//[^/@]*@", "//***@", uri))
+    """Any URL (a database, MongoDB, MLflow's http://user:password@host, Spark Connect's sc://host/;token=...)
+    with its password and token replaced by ***; the user name stays, so the message says who connected."""
+    without_password = re.sub(r"//([^/@:]*):[^/]*@", r"//\1:***@", url)
+    return re.sub(r"(;token=)[^;]*", r"\1***", without_password)
 
 
 def engine(url: str) -> Engine:
@@ -93,3 +90,48 @@ def jdbc_target(url: str) -> JdbcTarget:
         parsed.username,
         parsed.password,
     )
+
+
+# ---- document shops (MongoDB) ------------------------------------------------------------------------------
+
+DOCUMENT_SCHEMES = ("mongodb", "mongodb+srv")
+#: How long a client waits for the server before it gives up (milliseconds).
+SERVER_TIMEOUT_MS = 20_000
+
+
+class DocumentShopError(ValueError):
+    """A document shop that cannot be reached or read as configured; the message names what and where."""
+
+
+def is_document_shop(url: str) -> bool:
+    """Whether the shop URL names a document store (MongoDB) rather than a SQL database."""
+    return url.split("://", 1)[0].lower() in DOCUMENT_SCHEMES
+
+
+def document_error(error: Exception) -> str:
+    """A driver error in one line: pymongo's server-selection errors end in a long topology description."""
+    return str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
+
+
+@contextmanager
+def document_database(url: str):
+    """The shop's database (pymongo), closed on exit; a URL without a database is an error naming it."""
+    from pymongo import MongoClient
+    from pymongo.errors import ConfigurationError, InvalidURI
+    from pymongo.uri_parser import parse_uri
+
+    try:
+        parsed = parse_uri(url)
+    except (InvalidURI, ConfigurationError, ValueError) as error:
+        raise DocumentShopError(f"shop URL {masked(url)}: not a MongoDB URL: {error}") from None
+    name = parsed["database"]
+    if not name:
+        raise DocumentShopError(f"shop URL {masked(url)}: names no database; expected mongodb://host:port/<database>")
+    # The URL's own options (serverSelectionTimeoutMS, tls, authSource, ...) win over these defaults.
+    given = {option.lower() for option in parsed["options"]}
+    defaults = {"serverSelectionTimeoutMS": SERVER_TIMEOUT_MS} if "serverselectiontimeoutms" not in given else {}
+    client = MongoClient(url, tz_aware=False, uuidRepresentation="standard", **defaults)
+    try:
+        yield client[name]
+    finally:
+        client.close()

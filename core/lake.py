@@ -11,9 +11,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -83,7 +87,7 @@ class ArrowLake(LakeLayout):
     same tables. Timestamps must be Arrow `timestamp[us, tz=UTC]`, which Delta and Spark call `timestamp`.
     """
 
-    def read(self, layer: str, table: str, columns: Sequence[str] | None = None, where=None) -> "pa.Table":
+    def read(self, layer: str, table: str, columns: Sequence[str] | None = None, where=None) -> pa.Table:
         """The table, or some of its columns and the rows matching `where` (a `pyarrow.compute` expression).
 
         The files of the current version come from the Delta log (delta-rs); pyarrow reads them itself, with
@@ -268,7 +272,7 @@ def plain_string_types(df: DataFrame) -> DataFrame:
     schema, a type delta-rs (the extraction's writer and the tests' independent reader) refuses. A cast to
     the type's DDL name gives the plain type back; a local session needs none.
     """
-    from jobs.spark import is_connect
+    from core.spark import is_connect
 
     if not is_connect(df.sparkSession):
         return df

@@ -3,6 +3,7 @@ the gold tables that become CRM tables."""
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,7 +22,10 @@ from pyspark.sql.types import (
 )
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, Float, Integer, Numeric, String, Table, Text
 
-from jobs.crm_schema import crm_metadata
+from core.crm_schema import crm_metadata
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def spark_type(sql_type) -> DataType:
@@ -57,7 +61,7 @@ def bronze_type(sql_type) -> DataType:
     return spark_type(sql_type)
 
 
-def bronze_arrow_type(sql_type) -> "pa.DataType":
+def bronze_arrow_type(sql_type) -> pa.DataType:
     """`bronze_type` as Arrow: how the JVM-free extraction writes the column into bronze."""
     import pyarrow as pa
 

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from jobs import db
-from jobs.config import ConfigError, Settings, load_config
-from jobs.crm_schema import schema_of
-from jobs.documents import is_document_shop
+from core import db
+from core.config import ConfigError, Settings, load_config
+from core.crm_schema import schema_of
+from core.db import is_document_shop
 
 #: Free space below which the data root is reported as too full.
 MIN_FREE_GB = 2.0
@@ -75,15 +75,15 @@ def _reason(error: Exception) -> str:
 
 
 def _document_shop(url: str) -> str:
-    from jobs.documents import connect, masked, reason
+    from core.db import document_database, document_error, masked
 
     started = time.perf_counter()
     try:
-        with connect(url) as database:
+        with document_database(url) as database:
             version = database.client.server_info().get("version", "?")
             collections = len(database.list_collection_names())
     except Exception as error:
-        raise RuntimeError(f"{masked(url)}: {reason(error)}") from None
+        raise RuntimeError(f"{masked(url)}: {document_error(error)}") from None
     return (f"{masked(url)} answers (MongoDB protocol {version}, {collections} collections, "
             f"{1000 * (time.perf_counter() - started):.0f} ms)")
 
@@ -92,7 +92,7 @@ def _database(url: str, created_by_the_pipeline: bool = False, schema: str | Non
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from jobs import migrate
+    from core import migrate
 
     database = make_url(url).database
     if db.kind(url) == "sqlite" and database and not Path(database).exists():  # connecting would create it
@@ -128,15 +128,15 @@ def _java() -> str:
 def _spark(settings: Settings) -> str:
     from pyspark.sql import functions as F
 
-    from jobs.lake import Lake
-    from jobs.spark import connect_url, spark_session
+    from core.lake import Lake
+    from core.spark import connect_url, spark_session
 
     started = time.perf_counter()
     url = connect_url(settings)
     if url is None:
         which = "local"
     elif settings.spark.remote:
-        which = f"Spark Connect server {db.masked_uri(url)}"
+        which = f"Spark Connect server {db.masked(url)}"
     else:
         which = "the night's Spark server"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _airflow(settings: Settings) -> str:
     if not (home / "airflow.db").exists():
         raise RuntimeError(f"no Airflow metadata database in {home}: it is created by the first `crm run` "
                            f"(or run `make airflow`)")
-    from jobs.orchestrate import DAGS_FOLDER
+    from cli.orchestrate import DAGS_FOLDER
 
     dags = sorted(path.stem for path in DAGS_FOLDER.glob("*.py"))
     expected = {settings.airflow.dag_id, settings.airflow.training_dag_id}

@@ -30,10 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -41,64 +39,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, Numeric
 
-from jobs.mapping import PARENT_FIELD, CheckedTable, SourceMapping, SourceSchemaError, SourceTable
+from core.db import DocumentShopError, document_database, document_error, masked
+from core.mapping import PARENT_FIELD, CheckedTable, SourceMapping, SourceSchemaError, SourceTable, watermark_field
+from core.source_reader import SourceScope
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("mongodb", "mongodb+srv")
 #: The bronze column naming what could not be read in a row (null when everything could).
 UNREADABLE = "_unreadable"
 #: Documents per collection the schema check looks at (the first ones in natural order).
 SAMPLE_DOCUMENTS = 200
-#: How long a client waits for the server before it gives up (milliseconds).
-SERVER_TIMEOUT_MS = 20_000
-
-
-class DocumentShopError(ValueError):
-    """A document shop that cannot be reached or read as configured; the message names what and where."""
-
-
 class WrongType(ValueError):
     """A field value of a type the canonical column cannot hold; the message says what was expected."""
-
-
-def is_document_shop(url: str) -> bool:
-    """Whether the shop URL names a document store (MongoDB) rather than a SQL database."""
-    return url.split("://", 1)[0].lower() in SCHEMES
-
-
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
-
-
-def reason(error: Exception) -> str:
-    """A driver error in one line: pymongo's server-selection errors end in a long topology description."""
-    return str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
-
-
-@contextmanager
-def connect(url: str):
-    """The shop's database (pymongo), closed on exit; a URL without a database is an error naming it."""
-    from pymongo import MongoClient
-    from pymongo.errors import ConfigurationError, InvalidURI
-    from pymongo.uri_parser import parse_uri
-
-    try:
-        parsed = parse_uri(url)
-    except (InvalidURI, ConfigurationError, ValueError) as error:
-        raise DocumentShopError(f"shop URL {masked(url)}: not a MongoDB URL: {error}") from None
-    name = parsed["database"]
-    if not name:
-        raise DocumentShopError(f"shop URL {masked(url)}: names no database; expected mongodb://host:port/<database>")
-    # The URL's own options (serverSelectionTimeoutMS, tls, authSource, ...) win over these defaults.
-    given = {option.lower() for option in parsed["options"]}
-    defaults = {"serverSelectionTimeoutMS": SERVER_TIMEOUT_MS} if "serverselectiontimeoutms" not in given else {}
-    client = MongoClient(url, tz_aware=False, uuidRepresentation="standard", **defaults)
-    try:
-        yield client[name]
-    finally:
-        client.close()
 
 
 # ---- keys and values ------------------------------------------------------------------------------------
@@ -265,12 +217,12 @@ class DocumentShop:
 
         problems, plan = [], {}
         try:
-            with connect(self.url) as database:
+            with document_database(self.url) as database:
                 present = set(database.list_collection_names())
                 samples = {name: list(database[name].find({}, limit=SAMPLE_DOCUMENTS))
                            for name in {source.source for source in mapping.tables.values()} & present}
         except PyMongoError as error:
-            raise DocumentShopError(f"shop {masked(self.url)}: cannot be read: {reason(error)}") from None
+            raise DocumentShopError(f"shop {masked(self.url)}: cannot be read: {document_error(error)}") from None
         for name, source in mapping.tables.items():
             label = self.label(source)
             if source.deleted_when:
@@ -279,7 +231,7 @@ class DocumentShop:
             if source.source not in present:
                 problems.append(f"{label}: collection {source.source} is missing")
                 continue
-            watermark = self._watermark_field(mapping, source)
+            watermark = watermark_field(mapping, source)
             if watermark is None:
                 problems.append(f"{label}: no field to read it incrementally by; map updated_at to "
                                 f"$parent.<field> or set tables.{name}.watermark")
@@ -311,23 +263,9 @@ class DocumentShop:
                                     f"({mapping.path}); nothing was read: " + "; ".join(problems))
         return plan
 
-    @staticmethod
-    def _watermark_field(mapping: SourceMapping, source: SourceTable) -> str | None:
-        if source.watermark:
-            return source.watermark
-        if not source.embedded:
-            return source.source_column("updated_at")
-        own = source.source_column("updated_at")
-        if own.startswith(PARENT_FIELD):
-            return own[len(PARENT_FIELD):]
-        readers = [other for other in mapping.tables.values() if other.source == source.source and not other.embedded]
-        return readers[0].source_column("updated_at") if readers else None
-
     def scope(self, source: CheckedTable, low: datetime | None, now: datetime):
         """No query: a document read needs no key ranges, and its high watermark (the latest watermark value
         not after `now`) is taken from the documents `rows` reads (`high_watermark`), not by another scan."""
-        from jobs.extract import SourceScope
-
         return SourceScope(0, 0, 0, None, now)
 
     def high_watermark(self, source: CheckedTable, scope) -> datetime | None:
@@ -369,7 +307,7 @@ class DocumentShop:
                                   f"a {type(raw).__name__}, expected {expected}")
             unreadable.append(f"{label}: " + "; ".join(errors) if errors else None)
 
-        with connect(self.url) as database:
+        with document_database(self.url) as database:
             cursor = database[mapping.source].find(changed, batch_size=self.fetch_size)
             try:
                 for document in cursor:
@@ -397,7 +335,7 @@ class DocumentShop:
         id_field = mapping.source_column("id")
         get_id = field_getter(id_field)
         keys = []
-        with connect(self.url) as database:
+        with document_database(self.url) as database:
             if mapping.embedded:
                 projection = {mapping.embedded: 1, "_id": 1}
                 parent_field = id_field[len(PARENT_FIELD):] if id_field.startswith(PARENT_FIELD) else None
@@ -446,91 +384,3 @@ def _batch(values: list[list], unreadable: list, schema: pa.Schema) -> pa.Record
             arrays.append(pa.array(column, field.type))
         column.clear()
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-# ---- writing a shop (crm generate-shop --url mongodb://...) -------------------------------------------------
-
-
-class DocumentWriter:
-    """Writes canonical rows as a mapping's documents: each table into its collection under its fields, the
-    rows of an embedded table into the array field of their parent's document.
-
-    Rows come as dicts of canonical column -> Python value, one call per table group (a parent and its
-    embedded tables together, so every child finds its parent). A null value leaves its field out, as
-    document shops do. A child whose parent is not among the rows (an order item of a deleted order) has
-    no document to live in: it is counted in `not_embedded` and not written.
-    """
-
-    def __init__(self, url: str, database, mapping: SourceMapping, batch_documents: int = 10_000):
-        self.url = url
-        self.database = database
-        self.mapping = mapping
-        self.batch_documents = batch_documents
-        self.not_embedded: dict[str, int] = {}
-
-    def collections(self) -> list[str]:
-        return sorted({source.source for source in self.mapping.tables.values()})
-
-    def watermark_fields(self) -> dict[str, str]:
-        """Per collection, the field incremental reads filter on (what `create_indexes` indexes)."""
-        return {source.source: DocumentShop._watermark_field(self.mapping, source)
-                for source in self.mapping.tables.values() if not source.embedded}
-
-    def prepare(self, replace: bool) -> None:
-        """Drop the mapping's collections (refused when one holds documents, unless `replace`), then
-        create them with an index on their watermark field."""
-        from jobs.generate_shop import refuse_filled_tables
-
-        present = set(self.database.list_collection_names())
-        filled = [name for name in self.collections() if name in present and self.database[name].find_one({}, {"_id": 1})]
-        refuse_filled_tables(self.url, filled, replace)
-        for name in self.collections():
-            self.database[name].drop()
-            self.database.create_collection(name)
-        for collection, field in self.watermark_fields().items():
-            if field:
-                self.database[collection].create_index(field)
-
-    def write(self, rows: dict[str, list[dict]]) -> None:
-        """Insert the documents of the given tables (top-level tables with their embedded children)."""
-        by_collection: dict[str, list[dict]] = {}
-        for name, source in self.mapping.tables.items():
-            if source.embedded or name not in rows:
-                continue
-            documents = [self._document(source, row) for row in rows[name]]
-            for child_name, child in self.mapping.tables.items():
-                if child.source == source.source and child.embedded:
-                    self._embed(child_name, child, documents, rows.get(child_name, []))
-            by_collection.setdefault(source.source, []).extend(documents)
-        for collection, documents in by_collection.items():
-            for start in range(0, len(documents), self.batch_documents):
-                self.database[collection].insert_many(documents[start:start + self.batch_documents], ordered=False)
-
-    def _embed(self, name: str, child: SourceTable, parents: list[dict], rows: list[dict]) -> None:
-        parent_column = next(column for column, field in child.columns.items() if field == f"{PARENT_FIELD}_id")
-        by_parent: dict[object, list[dict]] = {}
-        for row in rows:
-            by_parent.setdefault(row[parent_column], []).append(self._document(child, row))
-        for document in parents:
-            _set_path(document, child.embedded, by_parent.pop(document["_id"], []))
-        orphans = sum(len(elements) for elements in by_parent.values())
-        self.not_embedded[name] = self.not_embedded.get(name, 0) + orphans
-
-    @staticmethod
-    def _document(source: SourceTable, row: dict) -> dict:
-        document: dict = {}
-        for column, value in row.items():
-            field = source.columns[column]
-            if value is None or field.startswith(PARENT_FIELD):
-                continue
-            if isinstance(value, date) and not isinstance(value, datetime):
-                value = datetime(value.year, value.month, value.day)  # BSON has dates with a time only
-            _set_path(document, field, value)
-        return document
-
-
-def _set_path(document: dict, path: str, value) -> None:
-    parts = path.split(".")
-    for part in parts[:-1]:
-        document = document.setdefault(part, {})
-    document[parts[-1]] = value

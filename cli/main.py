@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from jobs.config import ConfigError, Settings, load_config
-from jobs.rundate import RunDateError, parse_run_date, yesterday
+from core.config import ConfigError, Settings, load_config
+from core.rundate import RunDateError, parse_run_date, yesterday
 
 
 class _Date(click.ParamType):
@@ -64,15 +64,15 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
                           landing):
     """Write a realistic generated shop (and its ground truth, kept apart) to a database."""
     def work():
-        from jobs import db, documents
+        from core import db
+        from core.mapping import load_mapping
+        from demo_shop.generate_shop import generate_shop
+        from demo_shop.mapped import clear_renamed_tables, rename_shop
         from jobs.extract import AUTO_MAPPING
-        from jobs.generate_shop import generate_shop
-
-        from jobs.mapping import clear_renamed_tables, load_mapping, rename_shop
 
         settings = load_config()
         target = url or settings.shop.url
-        document_shop = documents.is_document_shop(target)
+        document_shop = db.is_document_shop(target)
         name = AUTO_MAPPING["documents" if document_shop else "relational"] if schema == "auto" else schema
         mapping = load_mapping(settings.conf_dir / "mappings" / f"{name}.yaml")
         count = customers or settings.generator.customers
@@ -100,7 +100,7 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
                 where = f"{source.source}.{source.embedded}" if source.embedded else source.source
                 written[where] = rows
             rows = ", ".join(f"{where} {count:,}" for where, count in written.items())
-            click.echo(f"shop written to {documents.masked(target)} (documents; embedded arrays as collection.field): {rows}")
+            click.echo(f"shop written to {db.masked(target)} (documents; embedded arrays as collection.field): {rows}")
             for table, left_out in summary.get("not_written", {}).items():
                 click.echo(f"  {left_out:,} {table} row(s) left out: their parent is not in the shop (no document to embed them in)")
         else:
@@ -141,7 +141,7 @@ def run_command(ctx, run_date, first, last, full):
     def work():
         from datetime import timedelta
 
-        from jobs import orchestrate, summary
+        from cli import orchestrate, summary
 
         settings = load_config()
         if first is not None:
@@ -165,7 +165,7 @@ def _backfill(settings: Settings, days: list[date], full: bool) -> tuple[str, Pa
     time left (where stderr is no terminal, only a line per night); each finished night gets a line on
     stdout. Returns the last night's run id and log.
     """
-    from jobs import orchestrate
+    from cli import orchestrate
 
     click.echo(f"backfill of {len(days)} nights, {days[0]} to {days[-1]}, through Airflow "
                f"(home {settings.airflow.home}; logs in {settings.data_dir / 'logs'}) ...", err=True)
@@ -201,7 +201,7 @@ def _above_the_bar(line: str) -> None:
 def train_command(ctx, run_date):
     """Train a churn challenger through Airflow (DAG crm_training) and make it the champion if it wins."""
     def work():
-        from jobs import orchestrate, summary
+        from cli import orchestrate, summary
 
         settings = load_config()
         day = run_date or yesterday()
@@ -252,10 +252,10 @@ def demo_command(ctx):
 def _shop_has_customers(url: str) -> bool:
     from sqlalchemy import inspect, text
 
-    from jobs import db, documents
+    from core import db
 
-    if documents.is_document_shop(url):
-        with documents.connect(url) as database:
+    if db.is_document_shop(url):
+        with db.document_database(url) as database:
             return database["customers"].find_one({}, {"_id": 1}) is not None
     if db.kind(url) == "sqlite":
         from sqlalchemy.engine import make_url
@@ -277,7 +277,7 @@ def config_command(ctx, reference):
     def work():
         import yaml
 
-        from jobs import config, db
+        from core import config, db
 
         if reference:
             click.echo(config.settings_reference())
@@ -285,7 +285,7 @@ def config_command(ctx, reference):
         settings = load_config().model_dump(mode="json")
         settings["shop"]["url"] = db.masked(settings["shop"]["url"])
         settings["crm"]["db_url"] = db.masked(settings["crm"]["db_url"])
-        settings["spark"]["remote"] = db.masked_uri(settings["spark"]["remote"])
+        settings["spark"]["remote"] = db.masked(settings["spark"]["remote"])
         click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
 
     _guarded(ctx, work)
@@ -298,7 +298,7 @@ def airflow_env_command(ctx):
     def work():
         import shlex
 
-        from jobs.orchestrate import prepare_airflow
+        from cli.orchestrate import prepare_airflow
 
         for key, value in prepare_airflow(load_config()).items():
             click.echo(f"export {key}={shlex.quote(value)}")
@@ -312,7 +312,7 @@ def airflow_env_command(ctx):
 def status_command(ctx, runs):
     """The latest pipeline runs: each stage's outcome, time and what it did (CRM table pipeline_runs)."""
     def work():
-        from jobs import runlog
+        from core import runlog
 
         click.echo(runlog.render_status(runlog.recent_runs(load_config(), runs)))
 
@@ -364,7 +364,7 @@ def doctor_command(ctx, quick):
     checks = []
 
     def work():
-        from jobs import doctor
+        from cli import doctor
 
         checks.extend(doctor.run_checks(quick=quick))
         click.echo(doctor.render(checks))
@@ -375,7 +375,7 @@ def doctor_command(ctx, quick):
 
 
 def _role_name(ctx, param, value: str) -> str:
-    from jobs.roles import check_role_name
+    from core.roles import check_role_name
 
     try:
         return check_role_name(value, "role name")
@@ -402,8 +402,8 @@ def db_roles_command(ctx, analyst, writer):
 
         from sqlalchemy.engine import make_url
 
-        from jobs import db
-        from jobs.roles import create_roles
+        from core import db
+        from core.roles import create_roles
 
         settings = load_config()
         crm_url = settings.crm.db_url
@@ -448,7 +448,7 @@ def campaigns_command(ctx, run_date):
 
 
 @main.command("db-upgrade")
-@click.option("--revision", default="head", show_default=True, help="Revision to migrate to (see jobs/migrations/versions/).")
+@click.option("--revision", default="head", show_default=True, help="Revision to migrate to (see core/migrations/versions/).")
 @click.option("--sql", "as_sql", is_flag=True, help="Print the SQL that builds the schema from nothing, without connecting.")
 @click.pass_context
 def db_upgrade_command(ctx, revision, as_sql):
@@ -460,8 +460,8 @@ def db_upgrade_command(ctx, revision, as_sql):
     def work():
         from alembic.util import CommandError
 
-        from jobs import db, migrate
-        from jobs.crm_schema import schema_of
+        from core import db, migrate
+        from core.crm_schema import schema_of
 
         settings = load_config()
         url, schema = settings.crm.db_url, schema_of(settings.crm.db_url, settings.crm.schema_name)

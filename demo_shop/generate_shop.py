@@ -8,7 +8,7 @@ with probability p ~ Beta(a, b). Order values follow a Gamma-Gamma-like spend mo
 42(4), 415-430): each customer has a mean order value drawn from a Gamma, and each order's target value
 scatters around it. Past coupon campaigns were randomised (treatment or control, 50 % each), so uplift
 models can be checked against the true effects. Small counted shares of bad rows exercise quarantine.
-Optionally, browsing and click events of the last days of the history (`jobs.generate_events`): the visits
+Optionally, browsing and click events of the last days of the history (`demo_shop.generate_events`): the visits
 behind the orders and the browsing around them, into the shop table `events` or NDJSON files.
 
 The truth (latent parameters, assignments, bad-row counts) goes to files in `truth_dir`, never into the
@@ -37,14 +37,17 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Boolean, Date, DateTime, Numeric, create_engine, event, inspect, select, text
+from sqlalchemy import Boolean, Date, DateTime, Numeric, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import Column, Table
 
-from jobs import db, documents, generate_events
-from jobs.documents import is_document_shop
-from jobs.mapping import SourceMapping, load_mapping
-from jobs.shop_schema import SHOP_TABLES, events_metadata, metadata
+from core import db
+from core.db import is_document_shop
+from core.mapping import SourceMapping, load_mapping
+from core.shop_schema import SHOP_TABLES, events_metadata, metadata
+from demo_shop import generate_events
+from demo_shop.documents import DocumentWriter
+from demo_shop.existing import refuse_filled_tables
 
 GENERATOR_VERSION = 1
 #: Customers per random stream: the unit of determinism (part of the generator's version).
@@ -55,7 +58,7 @@ CURRENCY = "CNY"
 BAD_ROW_SHARE = 0.003
 #: Rows per executemany call.
 INSERT_BATCH_ROWS = 10_000
-#: The shop table of browsing events (jobs.shop_schema.events, written with events="table").
+#: The shop table of browsing events (core.shop_schema.events, written with events="table").
 _EVENTS_TABLE = "events"
 
 DAY_S = 86_400
@@ -65,17 +68,6 @@ MISSING = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
 
 
-class ShopExistsError(ValueError):
-    """The target database already holds a shop; pass replace=True to drop and regenerate it."""
-
-
-def refuse_filled_tables(url: str, filled: list[str], replace: bool) -> None:
-    """Raise ShopExistsError naming the shop tables that hold rows, unless `replace` allows dropping them."""
-    if filled and not replace:
-        shown = documents.masked(url) if is_document_shop(url) else db.masked(url)
-        raise ShopExistsError(
-            f"{shown}: shop tables already hold rows ({', '.join(filled)}); "
-            "pass replace=True (crm generate-shop --replace) to drop and regenerate them")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -411,7 +403,7 @@ def generate_shop(
     Args:
         url: SQLAlchemy database URL of the shop (SQLite, PostgreSQL, MySQL/MariaDB); MySQL connections use
             utf8mb4 unless the URL names a charset. Or a MongoDB URL naming the database: the same rows as
-            documents (`jobs.documents.DocumentWriter`): order items, addresses and cart items embedded in
+            documents (`demo_shop.documents.DocumentWriter`): order items, addresses and cart items embedded in
             their parents; an order item of a deleted order has no document to live in and is left out
             (counted in the summary's `not_written`).
         customers: number of customers to generate (>= 1).
@@ -424,7 +416,7 @@ def generate_shop(
             it bounds memory and does not change the rows.
         progress: called with the number of customers done after each chunk.
         mapping: document shops: the collection and field names (default: conf/mappings/mongodb.yaml).
-        events: browsing and click events (`jobs.generate_events`): "none", "table" (the shop table
+        events: browsing and click events (`demo_shop.generate_events`): "none", "table" (the shop table
             `events`, SQL shops only; dropped and recreated like the other tables) or "files" (one NDJSON
             file per day in `landing_dir`). Any choice leaves the other tables' rows as they are; "none"
             also leaves an events table or event files of an earlier run alone.
@@ -450,18 +442,18 @@ def generate_shop(
     if events == "files" and landing_dir is None:
         raise ValueError("landing_dir: required with events='files' (the folder the event files go to)")
     if events == "table" and is_document_shop(url):
-        raise ValueError(f"{documents.masked(url)}: events of a document shop can only go to files "
+        raise ValueError(f"{db.masked(url)}: events of a document shop can only go to files "
                          "(--events files), not to a table")
     truth_dir = pathlib.Path(truth_dir)
     event_options = {"events": events, "events_days": events_days,
                      "landing_dir": None if landing_dir is None else pathlib.Path(landing_dir)}
     if is_document_shop(url):
         if mapping is None:
-            from jobs.config import conf_dir
+            from core.config import conf_dir
 
             mapping = load_mapping(conf_dir() / "mappings" / "mongodb.yaml")
-        with documents.connect(url) as database:
-            writer = documents.DocumentWriter(url, database, mapping)
+        with db.document_database(url) as database:
+            writer = DocumentWriter(url, database, mapping)
             writer.prepare(replace)
             summary = _write_shop(_DocumentSink(writer), customers, seed, end_date, truth_dir, chunk_customers,
                                   progress, **event_options)
@@ -483,7 +475,7 @@ def generate_shop(
 
 
 def _shop_engine(url: str) -> Engine:
-    """The shop's engine (utf8mb4 for MySQL/MariaDB, see jobs.db); SQLite gets bulk-load pragmas."""
+    """The shop's engine (utf8mb4 for MySQL/MariaDB, see core.db); SQLite gets bulk-load pragmas."""
     engine = db.engine(url)
     if engine.dialect.name == "sqlite":
         # The pragmas last for the generator's own connections only; a crash needs replace=True anyway.
@@ -599,7 +591,7 @@ class _SqlSink:
 class _DocumentSink:
     """Writes each chunk's tables as documents (children embedded in their parents)."""
 
-    def __init__(self, writer: "documents.DocumentWriter"):
+    def __init__(self, writer: "DocumentWriter"):
         self.writer = writer
 
     @property

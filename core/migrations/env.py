@@ -1,4 +1,4 @@
-"""Alembic's entry for the CRM schema's migrations; `jobs.migrate` runs them (`crm db-upgrade`).
+"""Alembic's entry for the CRM schema's migrations; `core.migrate` runs them (`crm db-upgrade`).
 
 The caller passes the connection (`config.attributes["connection"]`, inside its transaction) and the
 schema (`config.attributes["schema"]`: None for SQLite); the version table lives in that schema. Offline
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from jobs.crm_schema import database_metadata
-
-from jobs.migrate import VERSION_TABLE, is_crm_object
+from core.crm_schema import database_metadata
+from core.migrate import VERSION_TABLE, is_crm_object
 
 config = context.config
 schema = config.attributes.get("schema")

@@ -6,7 +6,7 @@ A nightly run processes the day before it starts: the run triggered at 2026-11-2
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 
@@ -31,6 +31,11 @@ def parse_run_date(text: str, what: str = "run date") -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise RunDateError(f"{what}: {text!r} is not a date; expected YYYY-MM-DD") from None
+
+
+def end_of(day: date) -> datetime:
+    """The first instant after `day` (UTC): whatever happened before it happened by the end of `day`."""
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=timezone.utc)
 
 
 def yesterday(now: datetime | None = None) -> date:

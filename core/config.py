@@ -202,7 +202,7 @@ class ExportSettings(_Section):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, datasets: list[str]) -> list[str]:
-        from jobs.crm_schema import crm_metadata
+        from core.crm_schema import crm_metadata
 
         tables = crm_metadata(None).tables
         unknown = [name for name in datasets if name not in tables]
@@ -213,7 +213,7 @@ class ExportSettings(_Section):
     @field_validator("pii")
     @classmethod
     def _known_policies(cls, pii: dict[str, dict[str, str]], info: ValidationInfo) -> dict[str, dict[str, str]]:
-        from jobs.crm_schema import crm_metadata, pii_columns
+        from core.crm_schema import crm_metadata, pii_columns
 
         if "datasets" not in info.data:  # invalid: its own error says why
             return pii
@@ -299,7 +299,7 @@ class RecommendSettings(_Section):
     @field_validator("event_weights")
     @classmethod
     def _known_event_types(cls, weights: dict[str, float]) -> dict[str, float]:
-        from jobs.shop_schema import EVENT_TYPES
+        from core.shop_schema import EVENT_TYPES
 
         unknown = [kind for kind in weights if kind not in EVENT_TYPES]
         if unknown:

@@ -1,6 +1,6 @@
 """Generated parts of the README: the shop schema, the CRM tables, the features and the configuration reference.
 
-`python -m jobs.docs` rewrites the sections between `<!-- BEGIN name -->` and `<!-- END name -->`;
+`python -m cli.docs` rewrites the sections between `<!-- BEGIN name -->` and `<!-- END name -->`;
 a test fails when the README and the code disagree, so the docs cannot drift from what is written.
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ import sys
 
 from sqlalchemy import MetaData
 
+from core.config import REPO_ROOT, settings_reference
+from core.crm_schema import database_metadata
+from core.shop_schema import SHOP_TABLES, events_metadata
+from core.shop_schema import metadata as shop_metadata
 from features import registry
-from jobs.config import REPO_ROOT, settings_reference
-from jobs.crm_schema import database_metadata
-from jobs.shop_schema import SHOP_TABLES, events_metadata
-from jobs.shop_schema import metadata as shop_metadata
 
 README = REPO_ROOT / "README.md"
 

@@ -20,11 +20,24 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 from sqlalchemy.engine import make_url
 
-from jobs import db
+from core import db
+
+
+@dataclass(frozen=True)
+class SourceScope:
+    """The key range and size of the rows a batch reads, and their latest past `updated_at`."""
+
+    lowest_id: int
+    highest_id: int
+    rows: int
+    latest_update: datetime | None
+    now: datetime | None = None  # when the batch was taken: a later updated_at is not a watermark
 
 
 UNREADABLE = "_unreadable"

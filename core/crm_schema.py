@@ -6,7 +6,7 @@ The gold table of the same name holds every run date (`as_of` partitions); for t
 database also keeps `segment_summary_history` and `segment_movement_history` (every published run date) and
 `customer_segment_history` (each customer's segments over time, one row per stay: SCD type 2).
 
-The migrations in `jobs/migrations/` create and upgrade these tables (`crm db-upgrade`); what they build
+The migrations in `core/migrations/` create and upgrade these tables (`crm db-upgrade`); what they build
 equals `database_metadata()` (tested), so a change here needs a new migration.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
 )
 
 MONEY = Numeric(18, 2)
@@ -36,7 +37,7 @@ RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movem
                     "campaign_audiences": "campaign_audiences_history"}
 #: Each customer's segment over time (SCD type 2), kept from the published customer_segments.
 SEGMENT_HISTORY = "customer_segment_history"
-#: Views for analysts, created by the migrations (jobs/migrations/versions/).
+#: Views for analysts, created by the migrations (core/migrations/versions/).
 VIEWS = ("customer_overview", "segment_trend")
 
 
@@ -326,8 +327,6 @@ def _activity_columns() -> list[Column]:
 def database_metadata(schema: str | None) -> MetaData:
     """Every table of the CRM schema: the published tables (`crm_metadata`), their history and the run log.
     The migrations build exactly this."""
-    from jobs.runlog import run_log_table
-
     metadata = crm_metadata(schema)
     Table(
         "segment_summary_history", metadata,
@@ -377,13 +376,13 @@ def columns_of(table: str) -> list[str]:
 
 def schema_of(db_url: str, schema_name: str) -> str | None:
     """The schema the CRM tables live in: `crm.schema_name`, or none for SQLite (which has no schemas)."""
-    from jobs import db
+    from core import db
 
     return None if db.kind(db_url) == "sqlite" else schema_name
 
 
 def crm_table(settings, name: str) -> Table:
-    """The CRM table `name` in the configured database's schema (`settings`: jobs.config.Settings)."""
+    """The CRM table `name` in the configured database's schema (`settings`: core.config.Settings)."""
     metadata = crm_metadata(schema_of(settings.crm.db_url, settings.crm.schema_name))
     return table_in(metadata, name)
 
@@ -401,3 +400,27 @@ def ensure_schema(connection, schema: str | None) -> None:
 
     if schema is not None and schema not in inspect(connection).get_schema_names():
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+#: The run log (`core/runlog.py`): one row per task attempt.
+RUN_LOG_TABLE = "pipeline_runs"
+
+
+def run_log_table(schema: str | None, metadata: MetaData | None = None) -> Table:
+    """The `pipeline_runs` table in `schema` (none for SQLite), in `metadata` when given."""
+    return Table(
+        RUN_LOG_TABLE, metadata if metadata is not None else MetaData(schema=schema),
+        Column("run_id", String(250), primary_key=True, comment="Airflow run id (crm run prints it)"),
+        Column("stage", String(100), primary_key=True, comment="task id: extract, validate_bronze, clean, ..."),
+        Column("try_number", Integer, primary_key=True, autoincrement=False, comment="Airflow's attempt number, from 1"),
+        Column("dag_id", String(250), nullable=False, comment="crm_nightly or crm_training"),
+        Column("run_date", Date, nullable=False, comment="the business date the run processes"),
+        Column("state", String(10), nullable=False, comment="running, success or failed"),
+        Column("started_at", DateTime, nullable=False, comment="UTC"),
+        Column("finished_at", DateTime, comment="UTC; null while running"),
+        Column("seconds", Float, comment="wall time of the job"),
+        Column("summary", Text, comment="the job's result as JSON: rows per table, quality outcome, scores"),
+        Column("error", Text, comment="why it failed (first lines); the task log has the traceback"),
+        Index("ix_pipeline_runs_started_at", "started_at"),
+        comment="one row per task attempt of every pipeline run: timing, outcome and what it did",
+    )

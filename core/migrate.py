@@ -1,4 +1,4 @@
-"""migrate: the CRM database's schema brought to this code's version by the migrations in `jobs/migrations/`.
+"""migrate: the CRM database's schema brought to this code's version by the migrations in `core/migrations/`.
 
 Each revision there is a frozen step (tables, indexes, comments, views); the version a database is at is
 kept in its `crm_schema_version` table. Publishing and the run log bring the database to the newest
@@ -20,8 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs import db
-from jobs.crm_schema import ensure_schema
+from core import db
+from core.crm_schema import ensure_schema
 
 log = logging.getLogger(__name__)
 

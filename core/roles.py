@@ -1,7 +1,7 @@
 """roles: the least-privilege PostgreSQL roles of the CRM database.
 
 The analyst role reads the CRM tables and nothing else. The writer role is what the pipeline publishes as:
-it owns the CRM tables and views (publishing first runs any new migration of `jobs/migrations/`, which
+it owns the CRM tables and views (publishing first runs any new migration of `core/migrations/`, which
 creates, alters and drops them) and may create tables in the CRM schema, but no roles and no databases. A role given a password can log in; one without is a group
 role to grant to people.
 """
@@ -12,7 +12,7 @@ import re
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from jobs import db
+from core import db
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

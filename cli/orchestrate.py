@@ -15,7 +15,7 @@ import sys
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from jobs.config import REPO_ROOT, Settings
+from core.config import REPO_ROOT, Settings
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
@@ -116,7 +116,7 @@ def run_nightly_logged(settings: Settings, run_date: date, full: bool = False, t
     flags = [*(["--full"] if full else []), *(["--training"] if training else [])]
     with log.open("w", encoding="utf-8") as out:
         child = subprocess.run(
-            [sys.executable, "-m", "jobs.orchestrate", run_date.isoformat(), str(result_file), *flags],
+            [sys.executable, "-m", "cli.orchestrate", run_date.isoformat(), str(result_file), *flags],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
@@ -138,7 +138,7 @@ def _exceptions_in(text: str) -> list[str]:
 def _main(argv: list[str]) -> int:
     """Child process entry: run the nightly (or with --training the training) DAG for argv[0] (a date);
     write {"run_id"} or {"error"} to argv[1]."""
-    from jobs.config import load_config
+    from core.config import load_config
 
     run_date, result_file = date.fromisoformat(argv[0]), Path(argv[1])
     try:

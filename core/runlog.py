@@ -1,6 +1,6 @@
 """The run log: one row per task attempt of every DAG run, in the CRM database (`pipeline_runs`).
 
-`jobs.airflow_task.run_job` writes a task's row when its job starts (`running`) and when it ends
+`core.airflow_task.run_task` writes a task's row when its job starts (`running`) and when it ends
 (`success` with the job's summary, or `failed` with the error); the DAGs' on-failure callback marks a task
 `failed` that never reached or never left its job (a timeout, a killed worker). `crm status` reads it, and
 so can an operator in SQL. Unlike the published CRM tables, which each night replaces, it only grows.
@@ -17,38 +17,17 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from alembic.util import CommandError
-from sqlalchemy import Column, Date, DateTime, Float, Index, Integer, MetaData, String, Table, Text, delete, func, inspect, select
+from sqlalchemy import Table, delete, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs import db, migrate
-from jobs.config import Settings
-from jobs.crm_schema import schema_of
+from core import db, migrate
+from core.config import Settings
+from core.crm_schema import run_log_table, schema_of
 
 log = logging.getLogger(__name__)
 
-TABLE = "pipeline_runs"
 #: Longest error text kept (the first line is the message; the task log has the traceback).
 ERROR_CHARS = 2000
-
-
-def run_log_table(schema: str | None, metadata: MetaData | None = None) -> Table:
-    """The `pipeline_runs` table in `schema` (none for SQLite), in `metadata` when given."""
-    return Table(
-        TABLE, metadata if metadata is not None else MetaData(schema=schema),
-        Column("run_id", String(250), primary_key=True, comment="Airflow run id (crm run prints it)"),
-        Column("stage", String(100), primary_key=True, comment="task id: extract, validate_bronze, clean, ..."),
-        Column("try_number", Integer, primary_key=True, autoincrement=False, comment="Airflow's attempt number, from 1"),
-        Column("dag_id", String(250), nullable=False, comment="crm_nightly or crm_training"),
-        Column("run_date", Date, nullable=False, comment="the business date the run processes"),
-        Column("state", String(10), nullable=False, comment="running, success or failed"),
-        Column("started_at", DateTime, nullable=False, comment="UTC"),
-        Column("finished_at", DateTime, comment="UTC; null while running"),
-        Column("seconds", Float, comment="wall time of the job"),
-        Column("summary", Text, comment="the job's result as JSON: rows per table, quality outcome, scores"),
-        Column("error", Text, comment="why it failed (first lines); the task log has the traceback"),
-        Index("ix_pipeline_runs_started_at", "started_at"),
-        comment="one row per task attempt of every pipeline run: timing, outcome and what it did",
-    )
 
 
 @dataclass(frozen=True)

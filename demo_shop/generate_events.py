@@ -1,6 +1,6 @@
 """Browsing and click events of the demo shop: the visits behind its orders, and the browsing around them.
 
-`jobs.generate_shop` calls `block_events` once per block of customers, after it has drawn the block's
+`demo_shop.generate_shop` calls `block_events` once per block of customers, after it has drawn the block's
 customers and orders, with the block's own events stream (`numpy.random.SeedSequence(seed, spawn_key=(2,
 block))`). Nothing here draws from the streams of the shop's rows, so adding events changes no row of the
 shop. Times are whole seconds since the history's start t0 (UTC); rates are per day.
@@ -41,9 +41,9 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
-from jobs.shop_schema import EVENT_CHANNELS, EVENT_TYPES
+from core.shop_schema import EVENT_CHANNELS, EVENT_TYPES
 
-#: Marks a null in the int64 arrays of ids, as in jobs.generate_shop (its SQL encoder writes it as null).
+#: Marks a null in the int64 arrays of ids, as in demo_shop.generate_shop (its SQL encoder writes it as null).
 MISSING = np.iinfo(np.int64).min
 DAY_S = 86_400
 OUTPUTS = ("none", "table", "files")
@@ -113,7 +113,7 @@ EVENT_SESSIONS_SCHEMA = pa.schema([
 
 
 class Catalogue(Protocol):
-    """The products events refer to (jobs.generate_shop._Catalogue): index i is product id i + 1, products
+    """The products events refer to (demo_shop.generate_shop._Catalogue): index i is product id i + 1, products
     sorted by category."""
 
     category: np.ndarray  # category index per product
@@ -621,7 +621,7 @@ def _session_truth(events: dict[str, np.ndarray], owner: np.ndarray, customer_id
 
 def table_columns(blocks: list[BlockEvents], window: EventWindow) -> dict[str, np.ndarray]:
     """The events table's columns for the blocks' distinct events (a table's primary key refuses re-sent
-    copies); ids and times as jobs.generate_shop's SQL encoder takes them (MISSING null, seconds since t0)."""
+    copies); ids and times as demo_shop.generate_shop's SQL encoder takes them (MISSING null, seconds since t0)."""
     categories = np.array(list(window.category_names) + [None], dtype=object)
     return {
         "event_id": np.concatenate([b.event_id for b in blocks]),

@@ -1,60 +1,44 @@
-"""What every Airflow task of the nightly DAG does: find its run date, load the configuration, run its job.
+"""What every Airflow task of the DAGs does: find its run date, load the configuration, run its job.
 
-Called inside the task (never at DAG import), so a task is its own unit: it reads the configuration of the
-process it runs in, opens its own Spark session (a Connect session of the night's Spark server, see
-`jobs/spark_server.py`) and passes data on only through the lake.
+A task body is one call, `run_task(jobs.score.run, context)`, made inside the task (never at DAG import),
+so a task is its own unit: it reads the configuration of the process it runs in, opens its own Spark
+session (a Connect session of the night's Spark server, see `core/spark_server.py`) and passes data on only
+through the lake.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
-from jobs import runlog, spark_server
-from jobs.config import load_config
-from jobs.db import masked_uri
-from jobs.rundate import business_date
-from jobs.spark import night_task
-
-NIGHTLY_JOBS = ("extract", "validate", "clean", "events", "features", "score", "predict", "recommend", "insights", "offers",
-                "campaigns", "publish", "export", "report")
-#: Every job a task may run: the night's, and the training DAG's.
-JOBS = (*NIGHTLY_JOBS, "train")
-#: The night in order: (job, its options); `validate` is the quality gate of the layer just written.
-NIGHTLY_STEPS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("extract", {}), ("validate", {"layer": "bronze"}), ("clean", {}), ("events", {}), ("validate", {"layer": "silver"}),
-    ("features", {}), ("score", {}), ("predict", {}), ("recommend", {}), ("insights", {}),
-    ("offers", {}), ("campaigns", {}), ("validate", {"layer": "gold"}), ("publish", {}),
-    ("export", {}), ("report", {}),
-)
+from core import runlog, spark_server
+from core.config import load_config
+from core.db import masked
+from core.rundate import business_date
+from core.spark import night_task
 
 
-def run_job(name: str, context: dict[str, Any], **options: Any) -> Any:
-    """Run `jobs.<name>.run(run_date, settings, run_id, **options)`; returns its small, JSON-ready summary.
+def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = True, **options: Any) -> Any:
+    """Run one job, `job(run_date, settings, run_id, **options)`, as an Airflow task; returns its small,
+    JSON-ready summary.
 
-    The attempt goes to the run log (`jobs.runlog`, CRM table `pipeline_runs`): running, then success with
-    the summary or failed with the error.
+    `night`: the job is one of the nightly DAG's and shares the night's Spark server (started here when
+    `spark_up` has not); otherwise (the training DAG) it uses that server when it is up, else a Spark of its
+    own. The attempt goes to the run log (`core.runlog`, CRM table `pipeline_runs`): running, then success
+    with the summary or failed with the error.
     """
-    if name not in JOBS:
-        raise ValueError(f"unknown job {name!r}; expected one of {', '.join(JOBS)}")
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = load_config()
-    job = importlib.import_module(f"jobs.{name}")
-    if name == "extract":  # `crm run --full` (conf {"full": true}) reloads every table whole
-        dag_run = context.get("dag_run")
-        options["full"] = bool(((getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}).get("full"))
     attempt = _attempt(context, run_date)
     started = datetime.now(timezone.utc)
     runlog.record(settings, attempt, "running", started)
     try:
-        # The night's jobs share the night's Spark server (started here when `spark_up` has not); the
-        # training DAG's one job uses it when it is up, else a Spark of its own.
-        with night_task() if name in NIGHTLY_JOBS else nullcontext():
-            outcome = job.run(run_date, settings, context["run_id"], **options)
+        with night_task() if night else nullcontext():
+            outcome = job(run_date, settings, context["run_id"], **options)
         result = json.loads(json.dumps(outcome, default=str))
     except BaseException as error:  # recorded, then raised as it was (a timeout too)
         runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc),
@@ -64,15 +48,21 @@ def run_job(name: str, context: dict[str, Any], **options: Any) -> Any:
     return result
 
 
+def full_reload(context: dict[str, Any]) -> bool:
+    """Whether the run asks `extract` to reload every table whole: conf `{"full": true}` (`crm run --full`)."""
+    dag_run = context.get("dag_run")
+    return bool(((getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}).get("full"))
+
+
 def start_night_spark() -> str:
     """The DAG's setup task: start the night's Spark server without waiting for it (it boots while `extract`,
     which needs no Spark, runs); says which Spark the night uses."""
     settings = load_config()
     if settings.spark.remote:
-        return f"Spark Connect server {masked_uri(settings.spark.remote)} (spark.remote)"
+        return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
     if not settings.spark.night_server:
         return "a local Spark per task (spark.night_server is off)"
-    return f"night Spark server {masked_uri(spark_server.start(settings, wait=False))}"
+    return f"night Spark server {masked(spark_server.start(settings, wait=False))}"
 
 
 def stop_night_spark() -> str:
