@@ -19,16 +19,17 @@ from jobs.shop_schema import SHOP_TABLES, events_metadata
 from jobs.shop_schema import metadata as shop_metadata
 
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
 
 #: The file that holds each generated section.
 SECTION_FILES: dict[str, Path] = {
-    "shop-schema": README,
-    "events-schema": README,
-    "silver-events": README,
-    "crm-tables": README,
-    "customer-features": README,
-    "configuration": README,
-    "campaign-fields": README,
+    "shop-schema": DOCS / "shop-model.md",
+    "events-schema": DOCS / "shop-model.md",
+    "silver-events": DOCS / "events.md",
+    "crm-tables": DOCS / "crm-tables.md",
+    "customer-features": DOCS / "crm-tables.md",
+    "configuration": DOCS / "configuration.md",
+    "campaign-fields": DOCS / "campaigns.md",
 }
 
 
