@@ -1,12 +1,14 @@
-"""Generated parts of the README: the shop schema, the CRM tables, the features and the configuration reference.
+"""Generated parts of the docs: the shop schema, the CRM tables, the features and the configuration reference.
 
-`python -m cli.docs` rewrites the sections between `<!-- BEGIN name -->` and `<!-- END name -->`;
-a test fails when the README and the code disagree, so the docs cannot drift from what is written.
+`python -m cli.docs` rewrites the sections between `<!-- BEGIN name -->` and `<!-- END name -->` in the
+file that holds each (`SECTION_FILES`); a test fails when the docs and the code disagree, so the docs cannot
+drift from what is written.
 """
 from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 from sqlalchemy import MetaData
 
@@ -17,6 +19,18 @@ from core.shop_schema import metadata as shop_metadata
 from features import registry
 
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
+
+#: The file that holds each generated section.
+SECTION_FILES: dict[str, Path] = {
+    "shop-schema": DOCS / "shop-model.md",
+    "events-schema": DOCS / "shop-model.md",
+    "silver-events": DOCS / "events.md",
+    "crm-tables": DOCS / "crm-tables.md",
+    "customer-features": DOCS / "crm-tables.md",
+    "configuration": DOCS / "configuration.md",
+    "campaign-fields": DOCS / "campaigns.md",
+}
 
 
 def tables_markdown(metadata: MetaData, names: list[str]) -> str:
@@ -69,22 +83,26 @@ def sections() -> dict[str, str]:
     }
 
 
-def render(readme: str) -> str:
-    """The README text with every generated section brought up to date."""
+def render(text: str, path: Path = README) -> str:
+    """The text of `path` with every generated section it holds brought up to date."""
     for name, body in sections().items():
+        if SECTION_FILES[name] != path:
+            continue
         pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
-        if not pattern.search(readme):
-            raise ValueError(f"README.md: missing the markers <!-- BEGIN {name} --> ... <!-- END {name} -->")
-        readme = pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), readme)
-    return readme
+        if not pattern.search(text):
+            raise ValueError(f"{path.relative_to(REPO_ROOT)}: missing the markers "
+                             f"<!-- BEGIN {name} --> ... <!-- END {name} -->")
+        text = pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), text)
+    return text
 
 
 def main() -> int:
-    current = README.read_text(encoding="utf-8")
-    updated = render(current)
-    if updated != current:
-        README.write_text(updated, encoding="utf-8")
-        print("README.md updated")
+    for path in sorted(set(SECTION_FILES.values())):
+        current = path.read_text(encoding="utf-8")
+        updated = render(current, path)
+        if updated != current:
+            path.write_text(updated, encoding="utf-8")
+            print(f"{path.relative_to(REPO_ROOT)} updated")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Every value is validated on load: an unknown key or a wrong type is an error that names the file (or the
 environment variable) and the key. Defaults live in `conf/base.yaml`, documented there and in the
-README's configuration reference. Secrets never live in `conf/`: URLs with passwords come from the
+configuration reference, docs/configuration.md. Secrets never live in `conf/`: URLs with passwords come from the
 environment (`CRM_SHOP_URL`, `CRM_DB_URL`) or from Airflow connections.
 
 Environment variables: the short names below, or `CRM__<SECTION>__<KEY>` for any key
@@ -189,7 +189,7 @@ PII_POLICIES = ("plain", "sha256", "drop")
 
 
 class ExportSettings(_Section):
-    """Files for marketing tools (`exports/<run_date>/`, the export contract in the README)."""
+    """Files for marketing tools (`exports/<run_date>/`, the export contract in docs/export-contract.md)."""
 
     datasets: list[str] = Field(description="gold tables exported per run, each as CSV and Parquet with the CRM table's columns")
     pii: dict[str, dict[str, str]] = Field(
@@ -249,7 +249,7 @@ class ExportSettings(_Section):
 
 
 class CampaignSettings(_Section):
-    """Campaign audiences (conf/campaigns/*.yaml, the README's marketing section)."""
+    """Campaign audiences (conf/campaigns/*.yaml, docs/campaigns.md)."""
 
     folder: str = Field(description="folder of the campaign files, under conf/")
     cooldown_days: int = Field(ge=0, description="a customer in any campaign's treatment group is left out of every "
@@ -515,7 +515,7 @@ def _resolved(settings: Settings) -> Settings:
 
 
 def settings_reference() -> str:
-    """The configuration reference as a Markdown table, generated from the models (for the README)."""
+    """The configuration reference as a Markdown table, generated from the models (for docs/configuration.md)."""
     rows = ["| key | type | meaning |", "| --- | --- | --- |"]
 
     def walk(model: type[BaseModel], prefix: str) -> None:

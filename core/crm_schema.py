@@ -1,4 +1,4 @@
-"""The CRM tables analysts query: names, columns and meaning in one place (the README documents them).
+"""The CRM tables analysts query: names, columns and meaning in one place (docs/crm-tables.md documents them).
 
 In PostgreSQL they live in schema `crm` (configurable); in the demo's SQLite file, unqualified. Each table
 holds the latest published run date; every row carries `as_of` (that date) and the `run_id` that wrote it.

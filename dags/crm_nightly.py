@@ -29,7 +29,7 @@ The `validate_*` tasks are the quality gates: Great Expectations suites (`expect
 just written. A failed critical expectation fails the task, so the CRM tables and exports keep the
 previous run; warnings are only recorded. Results and Data Docs: `<data>/quality/`.
 
-Configuration: `conf/` and `CRM_*` environment variables of the worker (see the README).
+Configuration: `conf/` and `CRM_*` environment variables of the worker (see docs/configuration.md).
 
 #### Assets: other DAGs can run on this one's data
 

@@ -1,6 +1,6 @@
 """The feature registry: every column of `gold/customer_features`, what it means, its type and unit.
 
-The README's feature table is generated from this list (`python -m cli.docs`), and a test checks that
+The feature table in docs/crm-tables.md is generated from this list (`python -m cli.docs`), and a test checks that
 `features.customer.customer_features` writes exactly these columns with these types, so the two cannot
 drift apart.
 """
@@ -85,7 +85,7 @@ NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
 
 
 def markdown() -> str:
-    """The README's feature table."""
+    """The feature table of docs/crm-tables.md."""
     lines = ["| feature | meaning | type | unit | PII |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| `{f.name}` | {f.description} | {f.type} | {f.unit} | {'yes' if f.pii else 'no'} |" for f in FEATURES]
     return "\n".join(lines)

@@ -531,7 +531,7 @@ EVENT_COLUMNS_IN = ("event_id", "customer_id", "source_customer_id", "session_id
                     "ingested_at")
 
 
-#: silver/events, in order: column -> (type, meaning). The README's table is generated from it.
+#: silver/events, in order: column -> (type, meaning). The table in docs/events.md is generated from it.
 SILVER_EVENT_COLUMNS: dict[str, tuple[str, str]] = {
     "event_id": ("string", "the tracker's id of the event; each once (key)"),
     "customer_id": ("bigint", "the customer: the event's own, else the one its session logged in as; null if it never did"),

@@ -152,7 +152,7 @@ def test_mbg_nbd_fit_and_predictions_equal_lifetimes_modified_beta_geo_fitter(cd
 @pytest.mark.parametrize("model", sorted(PURCHASE_MODELS))
 def test_cdnow_holdout_forecast_of_each_purchase_model(cdnow, model, record_property):
     """Predicted against actual repeat purchases in weeks 40-78, in total and per customer, for each model
-    offered (the figures the closing note and the README quote)."""
+    offered (the figures the closing note and docs/scores.md quote)."""
     frequency, recency, T = history(cdnow)
     fitted = PURCHASE_MODELS[model]().fit(frequency, recency, T)
     predicted = fitted.expected_purchases(HOLDOUT_WEEKS, frequency, recency, T)
