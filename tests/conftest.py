@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -150,10 +151,19 @@ def run_crm(*args: str, env: dict[str, str] | None = None, check: bool = True, t
 # =========================================================================== #
 
 
+@functools.cache
 def nightly_dag():
-    """The crm_nightly DAG as dags/crm_nightly.py builds it (no DagBag, no Airflow database needed)."""
+    """The crm_nightly DAG as dags/crm_nightly.py builds it (no DagBag, no Airflow database needed).
+
+    Airflow reads its configuration once, when first imported: point it at the test configuration's Airflow
+    home first, as the DAG tests do (tests/test_dags.py), so that importing it here changes nothing for them.
+    """
     import importlib.util
 
+    from cli.orchestrate import airflow_environment
+    from core.config import load_config
+
+    os.environ.update(airflow_environment(load_config("test")))
     spec = importlib.util.spec_from_file_location("crm_nightly_dag_file", REPO / "dags" / "crm_nightly.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

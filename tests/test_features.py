@@ -83,7 +83,7 @@ def shop_rows(histories: list[dict], as_of: date | None) -> dict[str, list[dict]
 
 def one_history(history: dict, as_of: date | None, shift: timedelta) -> dict[str, list[dict]]:
     """One history's rows (ids from 1, times moved by `shift`), today or at the end of `as_of`."""
-    cutoff = end_of(as_of) if as_of else datetime.max
+    cutoff = end_of(as_of).replace(tzinfo=None) if as_of else datetime.max  # the rows' times are naive UTC
 
     def at(day: int, hour: int = 12) -> datetime:
         return START + shift + timedelta(days=day, hours=hour)

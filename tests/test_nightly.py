@@ -37,10 +37,12 @@ CUSTOMERS = 500
 NIGHT_TIMEOUT_S = 3600
 SEED = 7
 RUN_DATE = date(2026, 11, 26)
-NIGHTLY_DAG = nightly_dag()
-#: The DAG's task ids in an order that keeps its dependencies, without the Spark server's setup and teardown.
-TASKS = tuple(task.task_id for task in NIGHTLY_DAG.task_group.topological_sort()
-              if task.task_id not in ("spark_up", "spark_down"))
+
+
+def night_tasks() -> tuple[str, ...]:
+    """The DAG's task ids in an order that keeps its dependencies, without the Spark server's setup and teardown."""
+    return tuple(task.task_id for task in nightly_dag().task_group.topological_sort()
+                 if task.task_id not in ("spark_up", "spark_down"))
 
 
 def crm_env(data_dir: Path, shop_url: str | None = None, db_url: str | None = None) -> dict[str, str]:
@@ -84,7 +86,7 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
         # the teardown task whatever happened.
         run_task("spark_up")
         try:
-            for task in TASKS:
+            for task in night_tasks():
                 run_task(task)
         finally:
             run_task("spark_down")
@@ -371,10 +373,11 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
 
     for name, value in run.items():
         monkeypatch.setenv(name, value)
-    for task_id in TASKS:
+    night = nightly_dag()
+    for task_id in night_tasks():
         context = {"run_id": "rerun-1", "dag_run": SimpleNamespace(conf={"run_date": RUN_DATE.isoformat()}),
-                   "ti": SimpleNamespace(task_id=task_id, try_number=1, dag_id=NIGHTLY_DAG.dag_id)}
-        NIGHTLY_DAG.get_task(task_id).python_callable(**context)
+                   "ti": SimpleNamespace(task_id=task_id, try_number=1, dag_id=night.dag_id)}
+        night.get_task(task_id).python_callable(**context)
 
     after_crm = crm_segments(run)
     assert {row["run_id"] for row in after_crm} == {"rerun-1"}
@@ -1151,8 +1154,9 @@ def test_the_run_log_has_every_stage_of_the_night_with_its_time_and_outcome(nigh
     by_run: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_run.setdefault(row["run_id"], {})[row["stage"]] = row
-    complete = [stages for stages in by_run.values() if set(stages) == set(TASKS)]
-    assert complete, f"no run with all of {TASKS}: {[sorted(stages) for stages in by_run.values()]}"
+    tasks = night_tasks()
+    complete = [stages for stages in by_run.values() if set(stages) == set(tasks)]
+    assert complete, f"no run with all of {tasks}: {[sorted(stages) for stages in by_run.values()]}"
     stages = complete[0]
     assert all(row["state"] == "success" and row["seconds"] > 0 and row["error"] is None for row in stages.values())
     for layer in ("bronze", "silver", "gold"):
