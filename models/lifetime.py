@@ -369,6 +369,24 @@ def _bg_nbd_negative_log_likelihood(
     return -log_likelihood / total + penalty, -gradient * np.array([r, alpha, a, b]) / total + penalty_gradient
 
 
+def _bg_nbd_rows(first_dropout: int, x: np.ndarray, recency: np.ndarray, T: np.ndarray,
+                 weights: np.ndarray, scale: float = 1.0) -> tuple[tuple, _MixedRows]:
+    """The arguments of `_bg_nbd_negative_log_likelihood` after the log-parameters, for these rows with time
+    divided by `scale`: the ones that stay fixed during a fit, and the mixed rows (which a warm start samples)."""
+    (x_index, recency_index, T_index), weights, (distinct_x, distinct_recency, distinct_T) = _collapse_indexed(
+        x, recency, T, weights=weights)
+    # Rescaled after collapsing: whole days are collapsed by table lookup (`_value_codes`).
+    distinct_recency, distinct_T = distinct_recency / scale, distinct_T / scale
+    customers_by_x = np.bincount(x_index, weights=weights, minlength=len(distinct_x))
+    # BG/NBD customers without a repeat purchase cannot have dropped out: their likelihood is A3 alone.
+    mixed = (distinct_x[x_index] > 0) | bool(first_dropout)
+    rows = _MixedRows(x_index=x_index[mixed], recency_index=recency_index[mixed], T_index=T_index[mixed],
+                      weights=weights[mixed], weighted_x=weights[mixed] * distinct_x[x_index[mixed]])
+    fixed = (first_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed],
+             distinct_recency, distinct_T)
+    return fixed, rows
+
+
 def _gamma_gamma_negative_log_likelihood(
     log_params: np.ndarray,
     distinct_x: np.ndarray, customers_by_x: np.ndarray, log_m_sums: tuple[float, float],
@@ -449,16 +467,7 @@ class BetaGeoModel:
             raise LifetimeInputError(f"{type(self).__name__}.fit: no customer has a repeat purchase (frequency > 0)")
         # Time in units of its mean: the fit then starts from the same point whatever the unit.
         scale = float(weights @ T / weights.sum()) or 1.0
-        (x_index, recency_index, T_index), weights, (distinct_x, distinct_recency, distinct_T) = _collapse_indexed(
-            x, recency, T, weights=weights)
-        distinct_recency, distinct_T = distinct_recency / scale, distinct_T / scale
-        customers_by_x = np.bincount(x_index, weights=weights, minlength=len(distinct_x))
-        # BG/NBD customers without a repeat purchase cannot have dropped out: their likelihood is A3 alone.
-        mixed = (distinct_x[x_index] > 0) | bool(self.first_purchase_dropout)
-        rows = _MixedRows(x_index=x_index[mixed], recency_index=recency_index[mixed], T_index=T_index[mixed],
-                          weights=weights[mixed], weighted_x=weights[mixed] * distinct_x[x_index[mixed]])
-        fixed = (self.first_purchase_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed],
-                 distinct_recency, distinct_T)
+        fixed, rows = _bg_nbd_rows(self.first_purchase_dropout, x, recency, T, weights, scale)
         start, step = np.zeros(4), _warm_start(len(rows.weights))
         if step > 1:
             start = _minimize(type(self).__name__, _bg_nbd_negative_log_likelihood, start, (*fixed, rows.every(step)))
