@@ -299,7 +299,8 @@ def _bg_nbd_negative_log_likelihood(
 ) -> tuple[float, np.ndarray]:
     """Mean negative BG/NBD (MBG/NBD) log-likelihood per customer and its gradient in (ln r, ln alpha, ln a, ln b).
 
-    ln L = A1 + A2 + ln(exp(A3) + [x > 0 or s = 1] exp(A4)) (note 004; Batislam et al. for MBG/NBD), with
+    ln L = A1 + A2 + ln(exp(A3) + [x > 0 or s = 1] exp(A4)), the log of FHL (2005) eq. (6) as note 004 splits it
+    (Batislam et al. for MBG/NBD; tests/lifetime_reference.py writes both as printed), with
     s = `first_dropout` (1 for MBG/NBD: a dropout chance at the first purchase too, else 0),
     A1 = ln G(r+x) - ln G(r) + r ln alpha, A2 = ln G(a+b) + ln G(b+x+s) - ln G(b) - ln G(a+b+x+s),
     A3 = -(r+x) ln(alpha+T), A4 = ln a - ln(b+x+s-1) - (r+x) ln(alpha+t_x).
@@ -493,7 +494,7 @@ class BetaGeoModel:
         return np.where((x > 0) | bool(s), expit(-log_odds_dead), 1.0)
 
     def expected_purchases(self, t: float | np.ndarray, frequency: object, recency: object, T: object) -> np.ndarray:
-        """Expected repeat purchases in (T, T + t], t in the time unit of T (a scalar or one per customer)."""
+        """Expected repeat purchases in (T, T + t], t in the time unit of T (a scalar or one per customer); FHL (2005) eq. (10)."""
         where = f"{type(self).__name__}.expected_purchases"
         x, recency, T = _histories(where, frequency, recency, T)
         return self._expected_purchases(_horizon(where, t, len(x)), x, recency, T)
