@@ -299,7 +299,8 @@ def _bg_nbd_negative_log_likelihood(
 ) -> tuple[float, np.ndarray]:
     """Mean negative BG/NBD (MBG/NBD) log-likelihood per customer and its gradient in (ln r, ln alpha, ln a, ln b).
 
-    ln L = A1 + A2 + ln(exp(A3) + [x > 0 or s = 1] exp(A4)) (note 004; Batislam et al. for MBG/NBD), with
+    ln L = A1 + A2 + ln(exp(A3) + [x > 0 or s = 1] exp(A4)), the log of FHL (2005) eq. (6) as note 004 splits it
+    (Batislam et al. for MBG/NBD; tests/lifetime_reference.py writes both as printed), with
     s = `first_dropout` (1 for MBG/NBD: a dropout chance at the first purchase too, else 0),
     A1 = ln G(r+x) - ln G(r) + r ln alpha, A2 = ln G(a+b) + ln G(b+x+s) - ln G(b) - ln G(a+b+x+s),
     A3 = -(r+x) ln(alpha+T), A4 = ln a - ln(b+x+s-1) - (r+x) ln(alpha+t_x).
@@ -367,6 +368,24 @@ def _bg_nbd_negative_log_likelihood(
     penalty = DROPOUT_CONCENTRATION_PENALTY * excess**2
     penalty_gradient = 2 * DROPOUT_CONCENTRATION_PENALTY * excess * np.array([0.0, 0.0, a / (a + b), b / (a + b)])
     return -log_likelihood / total + penalty, -gradient * np.array([r, alpha, a, b]) / total + penalty_gradient
+
+
+def _bg_nbd_rows(first_dropout: int, x: np.ndarray, recency: np.ndarray, T: np.ndarray,
+                 weights: np.ndarray, scale: float = 1.0) -> tuple[tuple, _MixedRows]:
+    """The arguments of `_bg_nbd_negative_log_likelihood` after the log-parameters, for these rows with time
+    divided by `scale`: the ones that stay fixed during a fit, and the mixed rows (which a warm start samples)."""
+    (x_index, recency_index, T_index), weights, (distinct_x, distinct_recency, distinct_T) = _collapse_indexed(
+        x, recency, T, weights=weights)
+    # Rescaled after collapsing: whole days are collapsed by table lookup (`_value_codes`).
+    distinct_recency, distinct_T = distinct_recency / scale, distinct_T / scale
+    customers_by_x = np.bincount(x_index, weights=weights, minlength=len(distinct_x))
+    # BG/NBD customers without a repeat purchase cannot have dropped out: their likelihood is A3 alone.
+    mixed = (distinct_x[x_index] > 0) | bool(first_dropout)
+    rows = _MixedRows(x_index=x_index[mixed], recency_index=recency_index[mixed], T_index=T_index[mixed],
+                      weights=weights[mixed], weighted_x=weights[mixed] * distinct_x[x_index[mixed]])
+    fixed = (first_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed],
+             distinct_recency, distinct_T)
+    return fixed, rows
 
 
 def _gamma_gamma_negative_log_likelihood(
@@ -449,16 +468,7 @@ class BetaGeoModel:
             raise LifetimeInputError(f"{type(self).__name__}.fit: no customer has a repeat purchase (frequency > 0)")
         # Time in units of its mean: the fit then starts from the same point whatever the unit.
         scale = float(weights @ T / weights.sum()) or 1.0
-        (x_index, recency_index, T_index), weights, (distinct_x, distinct_recency, distinct_T) = _collapse_indexed(
-            x, recency, T, weights=weights)
-        distinct_recency, distinct_T = distinct_recency / scale, distinct_T / scale
-        customers_by_x = np.bincount(x_index, weights=weights, minlength=len(distinct_x))
-        # BG/NBD customers without a repeat purchase cannot have dropped out: their likelihood is A3 alone.
-        mixed = (distinct_x[x_index] > 0) | bool(self.first_purchase_dropout)
-        rows = _MixedRows(x_index=x_index[mixed], recency_index=recency_index[mixed], T_index=T_index[mixed],
-                          weights=weights[mixed], weighted_x=weights[mixed] * distinct_x[x_index[mixed]])
-        fixed = (self.first_purchase_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed],
-                 distinct_recency, distinct_T)
+        fixed, rows = _bg_nbd_rows(self.first_purchase_dropout, x, recency, T, weights, scale)
         start, step = np.zeros(4), _warm_start(len(rows.weights))
         if step > 1:
             start = _minimize(type(self).__name__, _bg_nbd_negative_log_likelihood, start, (*fixed, rows.every(step)))
@@ -484,7 +494,7 @@ class BetaGeoModel:
         return np.where((x > 0) | bool(s), expit(-log_odds_dead), 1.0)
 
     def expected_purchases(self, t: float | np.ndarray, frequency: object, recency: object, T: object) -> np.ndarray:
-        """Expected repeat purchases in (T, T + t], t in the time unit of T (a scalar or one per customer)."""
+        """Expected repeat purchases in (T, T + t], t in the time unit of T (a scalar or one per customer); FHL (2005) eq. (10)."""
         where = f"{type(self).__name__}.expected_purchases"
         x, recency, T = _histories(where, frequency, recency, T)
         return self._expected_purchases(_horizon(where, t, len(x)), x, recency, T)
