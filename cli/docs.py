@@ -12,11 +12,11 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
+from core import feature_schema
 from core.config import REPO_ROOT, settings_reference
 from core.crm_schema import database_metadata
 from core.shop_schema import SHOP_TABLES, events_metadata
 from core.shop_schema import metadata as shop_metadata
-from features import registry
 
 README = REPO_ROOT / "README.md"
 DOCS = REPO_ROOT / "docs"
@@ -77,7 +77,7 @@ def sections() -> dict[str, str]:
         "events-schema": tables_markdown(events_metadata, ["events"]),
         "silver-events": silver_events_markdown(),
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),
-        "customer-features": registry.markdown(),
+        "customer-features": feature_schema.markdown(),
         "configuration": settings_reference(),
         "campaign-fields": campaign_fields_markdown(),
     }
