@@ -12,11 +12,13 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
+from core import feature_schema
 from core.config import REPO_ROOT, settings_reference
 from core.crm_schema import database_metadata
 from core.shop_schema import SHOP_TABLES, events_metadata
 from core.shop_schema import metadata as shop_metadata
-from features import registry
+from jobs.events import SILVER_EVENT_COLUMNS
+from models.campaigns import Campaign
 
 README = REPO_ROOT / "README.md"
 DOCS = REPO_ROOT / "docs"
@@ -49,8 +51,6 @@ def tables_markdown(metadata: MetaData, names: list[str]) -> str:
 
 def campaign_fields_markdown() -> str:
     """The fields of a campaign file: name, default, meaning."""
-    from models.campaigns import Campaign
-
     rows = ["| field | default | meaning |", "| --- | --- | --- |"]
     for name, field in Campaign.model_fields.items():
         if name == "name":
@@ -63,8 +63,6 @@ def campaign_fields_markdown() -> str:
 
 def silver_events_markdown() -> str:
     """The columns of silver/events: column, type, meaning."""
-    from jobs.events import SILVER_EVENT_COLUMNS
-
     rows = ["| column | type | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{name}` | {kind} | {meaning} |" for name, (kind, meaning) in SILVER_EVENT_COLUMNS.items()]
     return "\n".join(rows)
@@ -77,7 +75,7 @@ def sections() -> dict[str, str]:
         "events-schema": tables_markdown(events_metadata, ["events"]),
         "silver-events": silver_events_markdown(),
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),
-        "customer-features": registry.markdown(),
+        "customer-features": feature_schema.markdown(),
         "configuration": settings_reference(),
         "campaign-fields": campaign_fields_markdown(),
     }

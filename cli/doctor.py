@@ -17,10 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from core import db
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from cli.orchestrate import DAGS_FOLDER
+from core import db, migrate
 from core.config import ConfigError, Settings, load_config
 from core.crm_schema import schema_of
-from core.db import is_document_shop
+from core.db import document_database, document_error, is_document_shop, masked
+from core.spark import connect_url, spark_session
 
 #: Free space below which the data root is reported as too full.
 MIN_FREE_GB = 2.0
@@ -75,8 +80,6 @@ def _reason(error: Exception) -> str:
 
 
 def _document_shop(url: str) -> str:
-    from core.db import document_database, document_error, masked
-
     started = time.perf_counter()
     try:
         with document_database(url) as database:
@@ -89,11 +92,6 @@ def _document_shop(url: str) -> str:
 
 
 def _database(url: str, created_by_the_pipeline: bool = False, schema: str | None = None) -> str:
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from core import migrate
-
     database = make_url(url).database
     if db.kind(url) == "sqlite" and database and not Path(database).exists():  # connecting would create it
         if created_by_the_pipeline:
@@ -126,10 +124,10 @@ def _java() -> str:
 
 
 def _spark(settings: Settings) -> str:
+    # deferred: `--quick` skips Spark, and a broken pyspark install fails this check instead of the whole doctor
     from pyspark.sql import functions as F
 
     from core.lake import Lake
-    from core.spark import connect_url, spark_session
 
     started = time.perf_counter()
     url = connect_url(settings)
@@ -159,8 +157,6 @@ def _airflow(settings: Settings) -> str:
     if not (home / "airflow.db").exists():
         raise RuntimeError(f"no Airflow metadata database in {home}: it is created by the first `crm run` "
                            f"(or run `make airflow`)")
-    from cli.orchestrate import DAGS_FOLDER
-
     dags = sorted(path.stem for path in DAGS_FOLDER.glob("*.py"))
     expected = {settings.airflow.dag_id, settings.airflow.training_dag_id}
     missing = expected - set(dags)
@@ -170,7 +166,7 @@ def _airflow(settings: Settings) -> str:
 
 
 def _mlflow(settings: Settings) -> str:
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # deferred: seconds to import; a broken install fails this check, not the doctor
 
     uri = settings.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():

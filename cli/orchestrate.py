@@ -15,7 +15,7 @@ import sys
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from core.config import REPO_ROOT, Settings
+from core.config import REPO_ROOT, Settings, load_config
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
@@ -79,6 +79,7 @@ def run_training(settings: Settings, run_date: date) -> str:
 def run_dag(settings: Settings, dag_id: str, run_date: date, conf: dict) -> str:
     """One run of a project DAG for `run_date` through `dag.test()`; returns the run id or raises PipelineRunError."""
     prepare_airflow(settings)
+    # deferred: Airflow reads AIRFLOW_HOME and its config when imported, which prepare_airflow has just set
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState, TaskInstanceState
 
@@ -138,8 +139,6 @@ def _exceptions_in(text: str) -> list[str]:
 def _main(argv: list[str]) -> int:
     """Child process entry: run the nightly (or with --training the training) DAG for argv[0] (a date);
     write {"run_id"} or {"error"} to argv[1]."""
-    from core.config import load_config
-
     run_date, result_file = date.fromisoformat(argv[0]), Path(argv[1])
     try:
         settings = load_config()

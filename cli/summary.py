@@ -9,19 +9,22 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import mlflow
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 from sqlalchemy import func, select
 
 from core import db
 from core.config import Settings
 from core.crm_schema import crm_table
-from core.lake import LAYERS
+from core.lake import LAYERS, ArrowLake
+from jobs import events
+from jobs.validate import quality_summary
 from models import tracking
 
 
 def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
     """Rows per table per layer, from each table's current Delta snapshot (no data files read)."""
-    from deltalake import DeltaTable
-
     counts: dict[str, dict[str, int]] = {}
     for layer in LAYERS:
         base = lake_dir / layer
@@ -36,9 +39,6 @@ def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
 
 def event_lines(settings: Settings, run_date: date, counts: dict[str, dict[str, int]]) -> list[str]:
     """Browsing events: how many silver holds, what the night's files brought (ledger), where the files are."""
-    from core.lake import ArrowLake
-    from jobs import events
-
     if settings.events.source == "none":
         return ["Browsing events: off (events.source: none)"]
     lake = ArrowLake(settings.lake_dir)
@@ -48,8 +48,6 @@ def event_lines(settings: Settings, run_date: date, counts: dict[str, dict[str, 
                 f"{settings.events.landing_dir})"]
     line = f"Browsing events: {in_silver:,} in silver/events"
     if lake.exists("bronze", events.LEDGER_TABLE):
-        import pyarrow.compute as pc
-
         ledger = lake.read("bronze", events.LEDGER_TABLE, ["rows"], where=pc.field("batch_id") == run_date.isoformat())
         if ledger.num_rows:
             line += f"; tonight {ledger.num_rows:,} file(s) with {pc.sum(ledger.column('rows')).as_py():,} events"
@@ -129,8 +127,6 @@ def mlflow_ui_command(settings: Settings) -> str:
 
 def quality_lines(settings: Settings, run_date: date) -> list[str]:
     """The quality gates' outcome per layer and where their Data Docs are."""
-    from jobs.validate import quality_summary
-
     layers = quality_summary(settings, run_date) or {}
     if not layers:
         return ["Data quality: no gate results for this date"]
@@ -185,10 +181,6 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
 
 def render_training(settings: Settings, run_id: str) -> str:
     """What a training run decided and how each model did on the holdout, from its MLflow run."""
-    import mlflow
-
-    from models import tracking
-
     tracking.connect(settings.mlflow)
     runs = mlflow.search_runs(experiment_names=[settings.mlflow.experiment], output_format="list",
                               filter_string=f"tags.pipeline_run_id = '{run_id}' and tags.kind = 'churn-training'")

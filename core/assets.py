@@ -19,6 +19,9 @@ from typing import Any
 
 from airflow.sdk import Asset
 
+from core.crm_schema import crm_metadata
+from core.rundate import business_date
+
 SCHEME = "shop-crm"
 #: The gold table of customer features; every other gold table has the name and columns of a CRM table.
 FEATURES_TABLE = "customer_features"
@@ -40,15 +43,11 @@ EXPORTS = Asset(f"{SCHEME}://exports", group="exports")
 
 def gold_tables() -> list[Asset]:
     """Every gold table a night writes for its run date: the customer features and one per CRM table."""
-    from core.crm_schema import crm_metadata
-
     return [gold_table(name) for name in (FEATURES_TABLE, *crm_metadata(None).tables)]
 
 
 def crm_tables() -> list[Asset]:
     """Every CRM table `publish` replaces."""
-    from core.crm_schema import crm_metadata
-
     return [crm_table(name) for name in crm_metadata(None).tables]
 
 
@@ -57,8 +56,6 @@ def stamp_run_date(context: dict[str, Any]) -> None:
 
     Airflow sends the events only when the task succeeds, so setting their extra before the job runs is safe.
     """
-    from core.rundate import business_date
-
     about = {"run_date": business_date(context).isoformat(), "run_id": str(context["run_id"])}
     for outlet in context["task"].outlets:
         context["outlet_events"][outlet].extra.update(about)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from core.feature_schema import FEATURES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Short environment variables every deployment sets, and the key each one overrides.
@@ -164,7 +166,6 @@ class ChurnSettings(_Section):
 
     @model_validator(mode="after")
     def _known_features(self):
-        from features.registry import FEATURES
         numeric = {f.name for f in FEATURES if f.type not in ("date", "timestamp", "string")} - {"customer_id"}
         unknown = [name for name in self.features if name not in numeric]
         if unknown:
@@ -202,7 +203,7 @@ class ExportSettings(_Section):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, datasets: list[str]) -> list[str]:
-        from core.crm_schema import crm_metadata
+        from core.crm_schema import crm_metadata  # deferred: the schemas load SQLAlchemy, which `crm --help` need not
 
         tables = crm_metadata(None).tables
         unknown = [name for name in datasets if name not in tables]
@@ -213,7 +214,7 @@ class ExportSettings(_Section):
     @field_validator("pii")
     @classmethod
     def _known_policies(cls, pii: dict[str, dict[str, str]], info: ValidationInfo) -> dict[str, dict[str, str]]:
-        from core.crm_schema import crm_metadata, pii_columns
+        from core.crm_schema import crm_metadata, pii_columns  # deferred: SQLAlchemy, as above
 
         if "datasets" not in info.data:  # invalid: its own error says why
             return pii
@@ -299,7 +300,7 @@ class RecommendSettings(_Section):
     @field_validator("event_weights")
     @classmethod
     def _known_event_types(cls, weights: dict[str, float]) -> dict[str, float]:
-        from core.shop_schema import EVENT_TYPES
+        from core.shop_schema import EVENT_TYPES  # deferred: SQLAlchemy, as above
 
         unknown = [kind for kind in weights if kind not in EVENT_TYPES]
         if unknown:

@@ -26,7 +26,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
+from sqlalchemy.engine import make_url
+
+from core.feature_schema import ACTIVITY_COLUMNS
 
 MONEY = Numeric(18, 2)
 #: Column info of personal data: exporting such a column needs an explicit `export.pii` policy.
@@ -312,9 +317,7 @@ def crm_metadata(schema: str | None) -> MetaData:
 
 
 def _activity_columns() -> list[Column]:
-    """customer_activity's columns from `features.activity.ACTIVITY_COLUMNS` (the one place they are defined)."""
-    from features.activity import ACTIVITY_COLUMNS
-
+    """customer_activity's columns from `core.feature_schema.ACTIVITY_COLUMNS` (the one place they are defined)."""
     kinds = {"bigint": (BigInteger, False), "int": (Integer, True), "double": (Float, True),
              "timestamp": (DateTime, True), "string": (String(400), True)}
     columns = []
@@ -375,10 +378,9 @@ def columns_of(table: str) -> list[str]:
 
 
 def schema_of(db_url: str, schema_name: str) -> str | None:
-    """The schema the CRM tables live in: `crm.schema_name`, or none for SQLite (which has no schemas)."""
-    from core import db
-
-    return None if db.kind(db_url) == "sqlite" else schema_name
+    """The schema the CRM tables live in: `crm.schema_name`, or none for SQLite (which has no schemas).
+    (`core.db.kind` rejects an unsupported URL when the engine is made; a schema module imports no platform code.)"""
+    return None if make_url(db_url).get_backend_name() == "sqlite" else schema_name
 
 
 def crm_table(settings, name: str) -> Table:
@@ -396,8 +398,6 @@ def ensure_schema(connection, schema: str | None) -> None:
     """Create `schema` when it is missing (nothing for SQLite's None). Only then: PostgreSQL checks the right to
     create schemas (CREATE on the database) before it sees that one exists, and the writer role of
     `crm db-roles` has no such right."""
-    from sqlalchemy import inspect, text
-
     if schema is not None and schema not in inspect(connection).get_schema_names():
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 

@@ -116,7 +116,7 @@ def document_error(error: Exception) -> str:
 @contextmanager
 def document_database(url: str):
     """The shop's database (pymongo), closed on exit; a URL without a database is an error naming it."""
-    from pymongo import MongoClient
+    from pymongo import MongoClient  # deferred: pymongo (~0.5 s) only for a document shop
     from pymongo.errors import ConfigurationError, InvalidURI
     from pymongo.uri_parser import parse_uri
 

@@ -58,7 +58,7 @@ class WrongType(ValueError):
 
 def stable_key(value) -> int:
     """A document key as the canonical int64 key: integers as they are, ObjectIds and UUIDs hashed."""
-    from bson import ObjectId
+    from bson import ObjectId  # deferred: bson/pymongo only for a document shop
 
     if isinstance(value, bool):
         raise WrongType("an integer, ObjectId or UUID key")
@@ -91,7 +91,7 @@ def _integer(value) -> int:
 
 
 def _number(value) -> float:
-    from bson.decimal128 import Decimal128
+    from bson.decimal128 import Decimal128  # deferred: bson/pymongo only for a document shop
 
     if isinstance(value, Decimal128):
         return float(value.to_decimal())
@@ -129,7 +129,7 @@ def _date(value) -> str:
 
 
 def _text(value) -> str:
-    from bson import ObjectId
+    from bson import ObjectId  # deferred: bson/pymongo only for a document shop
 
     if isinstance(value, str):
         return value
@@ -213,7 +213,7 @@ class DocumentShop:
         SAMPLE_DOCUMENTS documents has, or a mapping feature documents do not have stops the run before
         anything is read. Fields outside the mapping found in those documents are carried or ignored.
         """
-        from pymongo.errors import PyMongoError
+        from pymongo.errors import PyMongoError  # deferred: bson/pymongo only for a document shop
 
         problems, plan = [], {}
         try:

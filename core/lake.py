@@ -11,13 +11,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import SchemaMismatchError as DeltaSchemaError
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
 
-if TYPE_CHECKING:
-    import pyarrow as pa
+from core.spark import is_connect
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -44,22 +48,15 @@ class LakeLayout:
 
     def version(self, layer: str, table: str) -> int | None:
         """The table's current version, or None when it does not exist yet (read from the log, no JVM)."""
-        from deltalake import DeltaTable
-
         return DeltaTable(self.path(layer, table)).version() if self.exists(layer, table) else None
 
     def rows_written(self, layer: str, table: str) -> int:
         """Rows the table's latest commit wrote (from the operation metrics in its log, whoever wrote it)."""
-        from deltalake import DeltaTable
-
         metrics = DeltaTable(self.path(layer, table)).history(1)[0].get("operationMetrics") or {}
         return int(metrics.get("numOutputRows") or metrics.get("num_added_rows") or 0)
 
     def has_rows(self, layer: str, table: str, partition: Mapping[str, object]) -> bool:
         """Whether the table exists and holds rows in the partition (e.g. `{"run_date": d}`), from file statistics."""
-        import pyarrow.compute as pc
-        from deltalake import DeltaTable
-
         if not self.exists(layer, table):
             return False
         condition = None
@@ -95,10 +92,6 @@ class ArrowLake(LakeLayout):
         behind that aborted the interpreter at exit ("terminate called without an active exception") in
         about one short-lived process in four, which would fail a command that had succeeded.
         """
-        import pyarrow as pa
-        import pyarrow.dataset as ds
-        from deltalake import DeltaTable
-
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
         delta = DeltaTable(self.path(layer, table))
@@ -112,9 +105,6 @@ class ArrowLake(LakeLayout):
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object],
                           evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""
-        from deltalake import write_deltalake
-        from deltalake.exceptions import SchemaMismatchError as DeltaSchemaError
-
         condition = " AND ".join(f"{column} = {_sql_literal(value)}" for column, value in partition.items())
         try:
             write_deltalake(self.path(layer, table), data, mode="overwrite", partition_by=list(partition),
@@ -126,8 +116,6 @@ class ArrowLake(LakeLayout):
 
     def overwrite(self, data, layer: str, table: str) -> None:
         """Replace the whole table in one commit."""
-        from deltalake import write_deltalake
-
         write_deltalake(self.path(layer, table), data, mode="overwrite")
 
 
@@ -247,8 +235,6 @@ class Lake(LakeLayout):
 
     def _with_table_columns(self, df: DataFrame, layer: str, table: str) -> DataFrame:
         """`df` plus, as nulls, the table's columns it lacks (a carried source column that went away)."""
-        from pyspark.sql import functions as F
-
         missing = [field for field in self.read(layer, table).schema.fields if field.name not in df.columns]
         return df.withColumns({field.name: F.lit(None).cast(field.dataType) for field in missing}) if missing else df
 
@@ -272,12 +258,8 @@ def plain_string_types(df: DataFrame) -> DataFrame:
     schema, a type delta-rs (the extraction's writer and the tests' independent reader) refuses. A cast to
     the type's DDL name gives the plain type back; a local session needs none.
     """
-    from core.spark import is_connect
-
     if not is_connect(df.sparkSession):
         return df
-    from pyspark.sql import functions as F
-
     def holds_text(kind: DataType) -> bool:
         return isinstance(kind, StringType) or (
             isinstance(kind, (ArrayType, MapType, StructType)) and "string" in kind.simpleString())

@@ -17,7 +17,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, String, Table
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, String, Table, inspect
+from sqlalchemy.engine import make_url
 from sqlalchemy.types import NullType
 
 from core import db, shop_schema
@@ -167,11 +168,7 @@ class CheckedTable:
 
 def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
     """Compare the shop with the mapping; raises SourceSchemaError naming every problem, else the plan."""
-    from sqlalchemy import inspect
-
     if db.kind(url) == "sqlite":
-        from sqlalchemy.engine import make_url
-
         if not Path(make_url(url).database or "").is_file():
             raise SourceSchemaError(f"shop database {db.masked(url)}: no such SQLite file")
     embedded = sorted(name for name, source in mapping.tables.items() if source.embedded)

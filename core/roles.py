@@ -115,6 +115,6 @@ def _ensure_role(connection, run, role: str, password: str | None) -> None:
 def _scram(connection, role: str, password: str) -> str:
     """The password hashed on this side (as the server's password_encryption asks), so that no server log
     or statement view ever holds it in clear."""
-    from psycopg2.extensions import encrypt_password
+    from psycopg2.extensions import encrypt_password  # deferred: PostgreSQL's driver, needed only for PostgreSQL
 
     return encrypt_password(password, role, connection.connection.dbapi_connection)

@@ -84,7 +84,7 @@ def _cast_each(column: pa.Array, field: pa.Field, table: str, problems: list[lis
 
 
 def _postgresql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
-    import adbc_driver_postgresql.dbapi as adbc
+    import adbc_driver_postgresql.dbapi as adbc  # deferred: each driver only for its database kind (ADBC ~2 s)
 
     with adbc.connect(_plain_uri(url, "postgresql", keep_options=True)) as connection, connection.cursor() as cursor:
         cursor.execute(query)
@@ -92,7 +92,7 @@ def _postgresql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatc
 
 
 def _mysql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
-    import connectorx
+    import connectorx  # deferred: each driver only for its database kind
 
     reader = connectorx.read_sql(_plain_uri(url, "mysql"), query, return_type="arrow_stream", batch_size=fetch_rows)
     yield from reader

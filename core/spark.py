@@ -10,6 +10,7 @@ The local session itself is built by `core/spark_local.py`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -57,7 +58,7 @@ def spark_session(settings: Settings, app_name: str) -> Iterator:
     runs all tasks in one process, behave the same: nothing passes between tasks but the lake. A Connect
     session's cached data lives in the server: it is dropped with the session.
     """
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # deferred: the DAG files import this module; pyspark is the task's
 
     active = SparkSession.getActiveSession()
     if active is not None:  # a caller (a test session, a notebook) owns it: use it, leave it open
@@ -97,8 +98,6 @@ def for_each_table(work: Callable[[str], T], tables: Iterable[str], workers: int
     Small tables spend their time waiting (JDBC round trips, Delta commits, job scheduling), not computing,
     so a few at once keep the cores busy. The first failure is raised once every started table has ended.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     names = list(tables)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names))), thread_name_prefix="table") as pool:
         futures = {name: pool.submit(work, name) for name in names}

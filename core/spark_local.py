@@ -78,7 +78,7 @@ def _remember_classpath(session, packages: list[str], jars_dir: str) -> None:
 
 def get_spark(settings: Settings, app_name: str = "shop-crm", overrides: dict[str, str] | None = None):
     """Open (or join) the process's classic local Spark session configured from `settings` (plus `overrides`)."""
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # deferred: the DAG files import this module; pyspark is the task's
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

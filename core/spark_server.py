@@ -41,7 +41,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.config import REPO_ROOT, Settings
+from core.config import REPO_ROOT, Settings, load_config
+from core.spark_local import get_spark, spark_settings
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ def state_path(settings: Settings) -> Path:
 
 def server_settings(settings: Settings, port: int, token: str = "") -> dict[str, str]:
     """The classic Spark settings of the server process: the configured local Spark plus Spark Connect."""
-    from core.spark_local import spark_settings
-
     values = spark_settings(settings, "shop-crm-night")
     values.update({
         "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
@@ -292,8 +291,6 @@ def _tail(path: str, lines: int = 20) -> str:
 
 def serve(settings: Settings, port: int) -> None:
     """The server process: Spark with Connect's plugin, until SIGTERM or `server_idle_minutes` idle."""
-    from core.spark_local import get_spark
-
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
@@ -339,8 +336,6 @@ def _busy(spark) -> bool:
 
 
 def _main(argv: list[str]) -> int:
-    from core.config import load_config
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_config()
     command = argv[0] if argv else "status"

@@ -3,8 +3,8 @@ the gold tables that become CRM tables."""
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -23,9 +23,6 @@ from pyspark.sql.types import (
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, Float, Integer, Numeric, String, Table, Text
 
 from core.crm_schema import crm_metadata
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 
 def spark_type(sql_type) -> DataType:
@@ -63,8 +60,6 @@ def bronze_type(sql_type) -> DataType:
 
 def bronze_arrow_type(sql_type) -> pa.DataType:
     """`bronze_type` as Arrow: how the JVM-free extraction writes the column into bronze."""
-    import pyarrow as pa
-
     kind = bronze_type(sql_type)
     if isinstance(kind, DecimalType):
         return pa.decimal128(kind.precision, kind.scale)

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import Column, Table
 
 from core import db
+from core.config import conf_dir
 from core.db import is_document_shop
 from core.mapping import SourceMapping, load_mapping
 from core.shop_schema import SHOP_TABLES, events_metadata, metadata
@@ -449,8 +450,6 @@ def generate_shop(
                      "landing_dir": None if landing_dir is None else pathlib.Path(landing_dir)}
     if is_document_shop(url):
         if mapping is None:
-            from core.config import conf_dir
-
             mapping = load_mapping(conf_dir() / "mappings" / "mongodb.yaml")
         with db.document_database(url) as database:
             writer = DocumentWriter(url, database, mapping)

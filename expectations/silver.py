@@ -14,10 +14,12 @@ from datetime import date
 
 import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from core import shop_schema
 from expectations.severity import CRITICAL, WARNING, columns_present_and_keyed
 from jobs.clean import EMAIL_PATTERN, RATING_RANGE  # the rules `clean` quarantines by
+from jobs.events import SILVER_COLUMNS
 
 TABLES: tuple[str, ...] = (*shop_schema.SHOP_TABLES, "events")
 #: Tables a lake may not have yet: not validated until they exist.
@@ -33,8 +35,6 @@ LANGUAGES = ["en", "zh"]
 def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
     """All of a silver table (it is the current state as of the run); of events, the run date's batch."""
     if name == "events":
-        from pyspark.sql import functions as F
-
         return table.where(F.col("batch_id") == run_date.isoformat())
     return table
 
@@ -48,8 +48,6 @@ def expectations(table: str) -> list[gxe.Expectation]:
 
 def event_expectations() -> list[gxe.Expectation]:
     """silver/events: the rules `jobs/events.py` quarantines by, and what stitching and visits guarantee."""
-    from jobs.events import SILVER_COLUMNS
-
     return [
         gxe.ExpectTableColumnsToMatchSet(column_set=list(SILVER_COLUMNS), exact_match=True, severity=CRITICAL,
                                          description="the columns `jobs/events.py` writes"),

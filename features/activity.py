@@ -7,7 +7,7 @@ session's earlier events: stitching is applied to silver as logins arrive, so th
 computed today can count a few more of its anonymous events than it could on that day.
 
 `gold/customer_activity` has the columns of `ACTIVITY_COLUMNS`; the churn features take the `CHURN_COLUMNS`
-part of it (`features/registry.py`).
+part of it (`core/feature_schema.py`).
 """
 from __future__ import annotations
 
@@ -16,34 +16,9 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from core.feature_schema import ABANDONED_IDS_LISTED, ACTIVITY_COLUMNS
 from core.rundate import end_of
 
-#: Products listed in `browse_abandoned_product_ids`, most recent interaction first.
-ABANDONED_IDS_LISTED = 5
-#: The columns of gold/customer_activity after `as_of` and `customer_id`: (name, Spark type, meaning).
-ACTIVITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("views_7d", "bigint", "product views in the last 7 days"),
-    ("views_30d", "bigint", "product views in the last 30 days"),
-    ("visits_7d", "bigint", "visits (sessions split after events.session_gap_minutes idle) in the last 7 days"),
-    ("visits_30d", "bigint", "visits in the last 30 days"),
-    ("visits_previous_30d", "bigint", "visits in the 30 days before those"),
-    ("searches_30d", "bigint", "searches in the last 30 days"),
-    ("cart_adds_30d", "bigint", "products put in the cart in the last 30 days"),
-    ("last_visit_at", "timestamp", "time of the latest event (UTC); null without events"),
-    ("days_since_last_visit", "int", "days from the last visit to as_of; null without events"),
-    ("view_to_purchase_30d", "double",
-     "share of the distinct products viewed in the last 30 days that the customer bought in those 30 days; "
-     "null without views"),
-    ("top_categories", "string", "the categories viewed most in the last 30 days, most first, comma-separated "
-                                 "(events.top_categories of them)"),
-    ("browse_abandoned_products", "bigint",
-     "distinct products viewed or put in the cart in the last events.browse_abandonment_days days and not "
-     "bought since"),
-    ("browse_abandoned_product_ids", "string",
-     f"up to {ABANDONED_IDS_LISTED} of those products' ids, the most recently viewed first, comma-separated"),
-    ("cart_abandoned_products", "bigint",
-     "of those, the products that were put in the cart (and not bought since)"),
-)
 #: The activity columns that join the churn features (gold/customer_features).
 CHURN_COLUMNS = ("views_30d", "visits_30d", "visits_previous_30d", "cart_adds_30d", "days_since_last_visit")
 

@@ -11,7 +11,7 @@ then (`updated_at`, `resolved_at`); a row changed later counts as it was when cr
 So the features of a past `as_of` computed today equal those computed on that day's data
 (`tests/test_features.py` checks this property on generated histories).
 
-Amounts are in the shop's currency; days are whole days. `features/registry.py` documents every column.
+Amounts are in the shop's currency; days are whole days. `core/feature_schema.py` documents every column.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def purchased_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_statu
 
 
 def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
-    """One row per customer registered by `as_of`, with the columns of `features.registry.FEATURES`.
+    """One row per customer registered by `as_of`, with the columns of `core.feature_schema.FEATURES`.
 
     The browsing columns come from `silver["events"]` when it is there (`features/activity.py`); without
     events their counts are 0 and days_since_last_visit null.

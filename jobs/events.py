@@ -48,6 +48,7 @@ the next run (`silver/_event_batches` records the batches applied).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -56,10 +57,18 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import MapType, StringType, StructField, StructType, TimestampNTZType, TimestampType
+from sqlalchemy import inspect
 
-from core import shop_schema
+from core import db, shop_schema
 from core.config import Settings
 from core.lake import ArrowLake, Lake
+from core.source_reader import read_batches
+from core.spark import spark_session
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +117,6 @@ class LandingPlan:
 
 def run(run_date: date, settings: Settings, run_id: str) -> dict[str, object]:
     """Ingest the night's events into bronze, then apply every batch not yet applied to silver."""
-    from core.spark import spark_session
-
     config = settings.events
     if config.source == "none":
         return {"source": "none"}
@@ -196,8 +203,6 @@ def unfinished(file: LandingFile) -> str | None:
     if tail.endswith(b"\n"):
         return None
     last = tail.rsplit(b"\n", 1)[-1].strip()
-    import json
-
     try:  # a file may end without a newline: its last line must then be a whole JSON object
         json.loads(last)
     except ValueError:
@@ -261,8 +266,6 @@ def landing_report(settings: Settings, run_date: date) -> list[str]:
 
 def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started: datetime) -> dict[str, object]:
     """Write the run date's bronze batch (replacing a previous run's) and record its files in the ledger."""
-    from pyspark.sql import functions as F
-
     config = settings.events
     batch_id = run_date.isoformat()
     frames, summary = [], {}
@@ -318,16 +321,11 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
 
 
 def _batch_filter(batch_id: str):
-    import pyarrow.compute as pc
-
     return pc.field("_batch_id") == batch_id
 
 
 def _file_frames(spark, files: list[LandingFile]) -> list:
     """The files' events as bronze text columns (`_corrupt`: a JSON line that is not an event object)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
-
     frames = []
     json_files = [file for file in files if not file.is_parquet]
     parquet_files = [file for file in files if file.is_parquet]
@@ -356,9 +354,6 @@ def _uris(path: Path) -> set[str]:
 
 def _as_bronze_text(frame, source: str):
     """A frame of events with every source column as text (missing ones null), `_corrupt` null and `_source`."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import MapType, StructType, TimestampNTZType, TimestampType
-
     columns = []
     types = dict((field.name, field.dataType) for field in frame.schema.fields)
     for name in SOURCE_COLUMNS:
@@ -377,18 +372,11 @@ def _as_bronze_text(frame, source: str):
 def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: bool) -> int:
     """Read the shop's events table (from late_days before the run date; all on the first night) into a
     Parquet file in `folder`; returns the rows read."""
-    import pyarrow.parquet as pq
-
-    from core import db
-    from core.source_reader import read_batches
-
     config = settings.events
     url = settings.shop.url
     if db.is_document_shop(url):
         raise ValueError(f"events.source {config.source!r}: a document shop has no events table; "
                          f"use events.source: files (event files in {config.landing_dir})")
-    from sqlalchemy import inspect
-
     engine = db.engine(url)
     try:
         names = set(inspect(engine).get_table_names())
@@ -416,8 +404,6 @@ def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: 
 
 def _record_files(lake: Lake, files: list[LandingFile], batch_id: str, run_id: str, started: datetime) -> None:
     """Replace the batch's rows of the ledger with the files it read (after bronze committed)."""
-    import pyarrow.compute as pc
-
     arrow = ArrowLake(lake.root)
     rows_by_file = {}
     if arrow.exists("bronze", TABLE):
@@ -443,8 +429,6 @@ def _record_files(lake: Lake, files: list[LandingFile], batch_id: str, run_id: s
 
 def apply_batches(lake: Lake, settings: Settings, run_date: date, run_id: str) -> dict[str, object]:
     """Apply to silver the run date's bronze batch and any earlier batch not applied yet."""
-    from pyspark.sql import functions as F
-
     if not lake.exists("bronze", TABLE):
         return {"silver_inserted": 0, "silver_restitched": 0, "duplicates": 0, "quarantined": 0}
     batch_id = run_date.isoformat()
@@ -476,9 +460,6 @@ def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id:
                  late_days: int | None) -> dict[str, int]:
     """Type, check and deduplicate bronze rows, then stitch and sessionise their sessions into silver (one
     MERGE); `late_days` None: no event is too late (a backfill)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     config = settings.events
     flagged = flag_invalid_events(bronze, run_date, late_days).localCheckpoint(eager=True)
     rejected = flagged.where(F.col("_rule").isNotNull())
@@ -557,8 +538,6 @@ SILVER_COLUMNS = tuple(SILVER_EVENT_COLUMNS)
 def flag_invalid_events(bronze, run_date: date, late_days: int | None):
     """Bronze rows typed, with `_rule` and `_reason` of the first rule each breaks (null when valid);
     `late_days` None: no event is too late."""
-    from pyspark.sql import functions as F
-
     def try_cast(column: str, kind: str):
         return F.expr(f"try_cast(`{column}` AS {kind})")
 
@@ -623,9 +602,6 @@ def flag_invalid_events(bronze, run_date: date, late_days: int | None):
 def stitched(events):
     """Each event attributed to a customer: its own, else the next one its session logged in as, else the
     latest earlier one; `identified_by` says which (login, session, or null: never logged in)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     order = Window.partitionBy("session_id").orderBy("occurred_at", "event_id")
     later = order.rowsBetween(Window.currentRow, Window.unboundedFollowing)
     earlier = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
@@ -642,9 +618,6 @@ def stitched(events):
 
 def sessionised(events, gap_minutes: int):
     """Visits: a session's events split where `gap_minutes` pass without an event (`visit_id` = session#n)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     order = Window.partitionBy("session_id").orderBy("occurred_at", "event_id")
     gap = F.col("occurred_at").cast("long") - F.lag(F.col("occurred_at").cast("long")).over(order)
     starts = F.when(gap.isNull() | (gap > gap_minutes * 60), 1).otherwise(0)

@@ -28,10 +28,12 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import functions as F
 from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, Numeric, String, Table
 
+from core import runlog
 from core.config import PII_POLICIES, Settings
 from core.crm_schema import crm_metadata
 from core.lake import Lake
@@ -103,8 +105,6 @@ def rerun(settings: Settings, run_date: date | None = None) -> Path:
     replaces it, and its manifest names the run that wrote those gold rows. Only rows that passed the
     night's gold quality gate are exported: the run log must record it.
     """
-    from core import runlog
-
     with spark_session(settings, "export") as spark:
         lake = Lake(spark, settings.lake_dir)
         day = run_date or latest_gold_date(lake, settings.export.datasets)
@@ -183,8 +183,6 @@ def write_campaign_files(data: pa.Table, folder: Path, about: dict) -> dict[str,
     """Per campaign, the customers to contact (its treatment group) in `campaigns/<campaign>.csv|parquet`:
     what a marketing tool loads as the campaign's list. Every campaign of the night gets its files, even
     with no one to contact."""
-    import pyarrow.compute as pc
-
     (folder / "campaigns").mkdir(exist_ok=True)
     files = {}
     for campaign in sorted(set(data.column("campaign").to_pylist())):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from pyspark.sql import functions as F
+
 from core.config import Settings
 from core.lake import Lake
 from core.spark import spark_session
@@ -19,8 +21,6 @@ ACTIVITY_TABLE = "customer_activity"
 
 def run(run_date: date, settings: Settings, run_id: str) -> int:
     """Compute the customer features and browsing activity as of `run_date`; returns the number of customers."""
-    from pyspark.sql import functions as F
-
     with spark_session(settings, "features") as spark:
         lake = Lake(spark, settings.lake_dir)
         silver = silver_tables(lake)

@@ -27,6 +27,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from core.config import ClvSettings, Settings
 from core.crm_schema import columns_of
@@ -97,8 +98,6 @@ def score_schema(scores: pd.DataFrame):
     """The Spark schema of the scores frame: pandas columns that are all null (a score family that could not
     be computed) have no type Spark can infer, so every column's type is given (cast to the CRM table's
     types after)."""
-    from pyspark.sql import types as T
-
     text = {"churn_risk", "churn_reasons", "churn_model_version", "clv_model_run", "run_id"}
     fields = []
     for column in scores.columns:

@@ -32,10 +32,17 @@ from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
 
-from core.config import Settings
+from core import db
+from core.config import Settings, load_config
 from core.db import masked
 from core.lake import LAYERS, LakeLayout
+from core.rundate import parse_run_date
+from jobs.validate import failure_text, quality_summary
+from models import plots
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +122,6 @@ class RunData:
 
 def gather(settings: Settings, run_date: date) -> RunData:
     """Read what the report needs for `run_date` from the lake, the quality folder and MLflow."""
-    from jobs.validate import quality_summary
-
     lake = LakeLayout(settings.lake_dir)
     earlier = [as_of for as_of in gold_dates(lake, "customer_segments") if as_of < run_date]
     previous_date = max(earlier, default=None)
@@ -150,9 +155,6 @@ def read_gold(lake: LakeLayout, table: str, as_of: date, columns: Sequence[str])
     Reads the partition's files of the current snapshot with pyarrow rather than through delta-rs's
     `to_pandas`, which can abort the interpreter at exit (PITFALLS.md, delta-rs#2184).
     """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
     actions = _add_actions(lake, "gold", table)
     base = Path(lake.path("gold", table))
     files = [_data_file(base, path) for path, value in zip(actions.get("path", []), actions.get("partition.as_of", []))
@@ -182,9 +184,6 @@ def quarantined_rows(lake: LakeLayout, run_date: date) -> dict[str, int]:
 
 def _add_actions(lake: LakeLayout, layer: str, table: str) -> dict[str, list]:
     """The table's current data files as columns (path, num_records, partition.<column>), empty if no table."""
-    import pyarrow as pa
-    from deltalake import DeltaTable
-
     if not lake.exists(layer, table):
         return {}
     return pa.table(DeltaTable(lake.path(layer, table)).get_add_actions(flatten=True)).to_pydict()
@@ -233,7 +232,7 @@ def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[
         return f"not available: no MLflow store at {shown}", ""
     try:
         with _quiet_mlflow():
-            from mlflow import MlflowClient
+            from mlflow import MlflowClient  # deferred: seconds to import, for this one section, with its logs quieted
 
             client = MlflowClient(uri, uri)
             run_id = client.get_model_version(name, version).run_id
@@ -311,8 +310,6 @@ for (const img of document.querySelectorAll("img[data-plot]")) {
 
 
 def overview_section(run: RunData) -> str:
-    from core import db
-
     settings, segments = run.settings, run.segments
     exports = settings.exports_dir / run.run_date.isoformat()
     manifest = exports / "manifest.json"
@@ -477,8 +474,6 @@ def clv_section(run: RunData) -> str:
 
 
 def calibration_section(run: RunData) -> str:
-    from models import plots
-
     if isinstance(run.calibration, str):
         return _section("calibration", _missing(f"Churn calibration {run.calibration}."))
     tables = run.calibration
@@ -498,8 +493,6 @@ def calibration_section(run: RunData) -> str:
 
 
 def quality_section(run: RunData) -> str:
-    from jobs.validate import failure_text  # the gate's own wording of a failure
-
     if not run.quality:
         note = _missing(f"No quality gate results for {run.run_date} under {run.settings.data_dir / 'quality'}.")
         return _section("quality", note)
@@ -635,8 +628,6 @@ def _clv_figure(table: pd.DataFrame, level: float):
 
 def _pyplot():
     """matplotlib's pyplot with the Agg backend (chosen by `models.plots`, which the report also uses)."""
-    from models import plots
-
     return plots.plt
 
 
@@ -701,9 +692,6 @@ def _percent(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m jobs.report --date YYYY-MM-DD`: build the report of that run date and print its path."""
-    from core.config import load_config
-    from core.rundate import parse_run_date
-
     parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
     parser.add_argument("--date", required=True, help="run date, YYYY-MM-DD")
     options = parser.parse_args(argv)

@@ -30,6 +30,9 @@ from core.config import Settings
 from core.lake import LAYERS, Lake
 from core.spark import spark_session
 
+# Great Expectations (and `expectations`, which imports it) is imported inside the functions that validate:
+# it takes ~15 s to import, and the report and the run summary import this module only to read results.
+
 log = logging.getLogger(__name__)
 
 DATASOURCE = "lake"

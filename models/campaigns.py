@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType
@@ -130,8 +131,6 @@ def _problem(problem: dict) -> str:
 
 def check_expressions(campaign: Campaign, view: DataFrame, where: str) -> None:
     """Refuse an `audience` or `order_by` that Spark cannot evaluate on the customer view, naming the field."""
-    from pyspark.errors import AnalysisException, ParseException
-
     def fail(field: str, reason: str) -> None:
         raise CampaignError(f"{where}: {field}: {reason}; expected Spark SQL over the customer view's columns: "
                             f"{', '.join(view.columns)}")

@@ -24,7 +24,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.registry import FEATURES
+from core.feature_schema import FEATURES
 
 ALGORITHMS = ("hist_gradient_boosting", "logistic_regression")
 REASONS = 3

@@ -30,6 +30,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from core.rundate import end_of
 
@@ -213,8 +214,6 @@ def lexicon_sentiment(reviews: pd.DataFrame) -> pd.DataFrame:
 
     English lexicon only: text without English words (Chinese) scores 0, i.e. neutral.
     """
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     analyzer = SentimentIntensityAnalyzer()
     compound = np.array([analyzer.polarity_scores(text)["compound"] for text in review_text(reviews)], dtype=float)
     return pd.DataFrame({

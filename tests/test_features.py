@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.feature_schema import FEATURES, markdown
 from core.rundate import end_of
 from core.shop_schema import metadata as shop_metadata
 from core.types import canonical_schema
 from features.customer import INPUT_TABLES, customer_features
-from features.registry import FEATURES, markdown
 
 PURCHASE_STATUSES = ["placed", "paid", "shipped", "delivered"]
 START = datetime(2026, 1, 1)

@@ -1,4 +1,6 @@
-"""The feature registry: every column of `gold/customer_features`, what it means, its type and unit.
+"""The feature tables' columns: every column of `gold/customer_features` (the feature registry), what it means, its
+type and unit; and the columns of `gold/customer_activity` (`ACTIVITY_COLUMNS`), which the CRM table of that name
+also has.
 
 The feature table in docs/crm-tables.md is generated from this list (`python -m cli.docs`), and a test checks that
 `features.customer.customer_features` writes exactly these columns with these types, so the two cannot
@@ -7,6 +9,33 @@ drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: Products listed in `browse_abandoned_product_ids`, most recent interaction first.
+ABANDONED_IDS_LISTED = 5
+#: The columns of gold/customer_activity after `as_of` and `customer_id`: (name, Spark type, meaning).
+ACTIVITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("views_7d", "bigint", "product views in the last 7 days"),
+    ("views_30d", "bigint", "product views in the last 30 days"),
+    ("visits_7d", "bigint", "visits (sessions split after events.session_gap_minutes idle) in the last 7 days"),
+    ("visits_30d", "bigint", "visits in the last 30 days"),
+    ("visits_previous_30d", "bigint", "visits in the 30 days before those"),
+    ("searches_30d", "bigint", "searches in the last 30 days"),
+    ("cart_adds_30d", "bigint", "products put in the cart in the last 30 days"),
+    ("last_visit_at", "timestamp", "time of the latest event (UTC); null without events"),
+    ("days_since_last_visit", "int", "days from the last visit to as_of; null without events"),
+    ("view_to_purchase_30d", "double",
+     "share of the distinct products viewed in the last 30 days that the customer bought in those 30 days; "
+     "null without views"),
+    ("top_categories", "string", "the categories viewed most in the last 30 days, most first, comma-separated "
+                                 "(events.top_categories of them)"),
+    ("browse_abandoned_products", "bigint",
+     "distinct products viewed or put in the cart in the last events.browse_abandonment_days days and not "
+     "bought since"),
+    ("browse_abandoned_product_ids", "string",
+     f"up to {ABANDONED_IDS_LISTED} of those products' ids, the most recently viewed first, comma-separated"),
+    ("cart_abandoned_products", "bigint",
+     "of those, the products that were put in the cart (and not bought since)"),
+)
 
 
 @dataclass(frozen=True)
