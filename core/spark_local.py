@@ -1,7 +1,7 @@
 """A classic Spark session in this process, configured from the settings: UTC, ANSI SQL, Delta Lake.
 
 Used by the night's Spark Connect server (`core/spark_server.py`) and, without a server, by a job itself
-(`core/spark.py` chooses). The JVM packages (Delta, and the JDBC drivers) are resolved from Maven Central on
+(`core/spark.py` chooses). The JVM packages (`spark.packages`: Delta Lake) are resolved from Maven Central on
 first use and kept in the project's own Ivy folder (`spark.jars_dir`); the resolved jar list is noted
 there too, so later starts use the jars directly: no Ivy resolution, no network. To run without network
 access, copy a filled `.cache/ivy` folder from a machine that has it.
