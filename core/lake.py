@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
 
+from core.crm_schema import crm_metadata
+from core.types import gold_rows, no_gold_rows
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -173,6 +176,23 @@ class Lake(LakeLayout):
         condition = " AND ".join(f"`{column}` = {_sql_literal(value)}" for column, value in partition.items())
         self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition,
                     evolve=evolve)
+
+    def write_gold(self, rows: DataFrame | None, table: str, run_date: date, run_id: str) -> int:
+        """Replace the run date's partition (`as_of`) of gold/<table> with `rows` in one commit; returns the
+        rows written (from the commit, no re-read). The way every job writes gold, so a rerun of a date
+        rewrites only that date.
+
+        A table that becomes a CRM table gets exactly the CRM table's columns, in its order and types, with
+        `as_of` and `run_id` set here (`core.types.gold_rows`); None writes an empty partition (nothing
+        tonight). `customer_features`, which has no CRM table (its columns are the feature registry's and
+        carry `as_of`), is written as it comes.
+        """
+        if table in crm_metadata(None).tables:
+            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(self.spark, table)
+        elif rows is None:
+            raise ValueError(f"gold/{table}: no rows given and no CRM table to take empty columns from")
+        self.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
+        return self.rows_written("gold", table)
 
     def merge(self, df: DataFrame, layer: str, table: str, keys: Sequence[str],
               delete_when: str | None = None, update_when: str | None = None,

@@ -29,7 +29,6 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from core.config import ClvSettings, Settings
-from core.crm_schema import columns_of
 from core.lake import Lake
 from core.spark import spark_session
 from features.purchases import purchase_history
@@ -84,7 +83,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             "next_order_date": F.to_date("next_order_date"),
             "as_of": F.to_date("as_of"),
         })
-        lake.replace_partition(frame.select(*columns_of(TABLE)), "gold", TABLE, {"as_of": run_date}, evolve=True)
+        lake.write_gold(frame, TABLE, run_date, run_id)
     bands = scores["churn_risk"].value_counts().to_dict()
     model = tracking.version_label(version) if version is not None else None
     log.info("gold/%s as of %s: %d customers, churn risk %s, model %s%s", TABLE, run_date, len(scores), bands,
