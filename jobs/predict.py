@@ -35,6 +35,7 @@ from features.purchases import purchase_history
 from jobs import train
 from models import churn, tracking
 from models.lifetime import (
+    DAYS_PER_MONTH,
     PURCHASE_MODELS,
     ConvergenceError,
     GammaGammaModel,
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 TABLE = "customer_scores"
 CLV_MONTHS = 12
-DAYS_PER_MONTH = 365.25 / 12
 EXPECTED_ORDER_DAYS = (30, 90, 365)
 NEXT_ORDER_PROBABILITY = 0.5
 #: A next purchase not 50% likely within this many days has no date (null): too far off to plan with.
