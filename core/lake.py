@@ -94,9 +94,9 @@ class ArrowLake(LakeLayout):
         """The table, or some of its columns and the rows matching `where` (a `pyarrow.compute` expression).
 
         The files of the current version come from the Delta log (delta-rs); pyarrow reads them itself, with
-        the partition values from their folder names. delta-rs' own `to_pyarrow_dataset` left a thread
-        behind that aborted the interpreter at exit ("terminate called without an active exception") in
-        about one short-lived process in four, which would fail a command that had succeeded.
+        the partition values from their folder names, rather than through delta-rs' own
+        `to_pyarrow_dataset`, which can leave a thread behind that aborts the interpreter at exit
+        ("terminate called without an active exception") and so fails a command that had succeeded.
         """
         import pyarrow as pa
         import pyarrow.dataset as ds
