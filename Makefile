@@ -19,6 +19,7 @@ demo: system $(INSTALLED)
 	$(BIN)/crm demo
 
 test: system $(INSTALLED) $(FERRETDB)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 airflow: system $(INSTALLED)

@@ -44,7 +44,7 @@ setup(
     ],
     extras_require={
         # lifetimes: the reference the BG/NBD and Gamma-Gamma tests compare with, and its CDNOW data.
-        "test": ["pytest", "hypothesis", "duckdb", "polars", "lifetimes"],
+        "test": ["pytest", "hypothesis", "duckdb", "polars", "lifetimes", "ruff"],
         # bench/extract.py: the process-tree memory sampler.
         "bench": ["psutil"],
     },

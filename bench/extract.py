@@ -11,8 +11,7 @@ on `updated_at` per table, VACUUM ANALYZE. Then each stage runs in a child proce
 1. full load: `jobs.extract.run(run_date, settings, run_id, full=True)` (`full` only where `run` has it);
 2. references on the same data, the orders table alone: read with ADBC into Arrow record batches (streamed,
    counted, never collected): what reading alone costs; the same stream written into a Delta table by
-   `deltalake.write_deltalake`; Spark JDBC into a Delta table in id ranges (how the extract read before it
-   moved to Arrow; `--no-spark-reference` skips it);
+   `deltalake.write_deltalake`;
 3. night 2, only where `run` has `full` (the incremental extract): `jobs.clean.run` for night 1 first (the
    incremental extract starts from tables that silver has; timed, but it is not extraction), then 1 % of
    every table's rows change on the next day (`updated_at` on that day, a value changed), then
@@ -344,32 +343,6 @@ def stage_clean(job: dict) -> dict:
     return clean_night_one(job, _settings(job))
 
 
-def stage_spark_orders(job: dict) -> dict:
-    """The orders table through Spark JDBC into a Delta table, read as the extract reads (id ranges)."""
-    import math
-
-    from sqlalchemy import text
-
-    from core import db
-    from core.spark import spark_session
-
-    settings = _settings(job)
-    url = settings.shop.url
-    with db.engine(url).connect() as connection:
-        lowest, highest, rows = connection.execute(text("SELECT min(id), max(id), count(*) FROM orders")).one()
-    target = str(Path(job["folder"]) / "spark_orders")
-    start = time.perf_counter()
-    with spark_session(settings, "bench-spark-orders") as spark:
-        started = time.perf_counter()
-        (spark.read.format("jdbc").options(**db.jdbc_target(url).options())
-         .option("dbtable", f"({ORDERS_QUERY}) orders").option("fetchsize", settings.shop.fetch_size)
-         .option("partitionColumn", "id").option("lowerBound", lowest).option("upperBound", highest + 1)
-         .option("numPartitions", max(1, math.ceil(rows / settings.shop.rows_per_partition)))
-         .load().write.format("delta").mode("overwrite").save(target))
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": _delta_rows_written(target), "jvm_start_s": started - start}
-
-
 def _delta_rows_written(path: str) -> int:
     from deltalake import DeltaTable
 
@@ -377,7 +350,7 @@ def _delta_rows_written(path: str) -> int:
     return int(metrics.get("num_added_rows") or metrics.get("numOutputRows") or -1)
 
 
-#: The orders table as bronze has it, for the reference readers (Spark types `numeric(12, 2)` itself).
+#: The orders table as bronze has it, for the reference readers.
 ORDERS_QUERY = ("SELECT id, customer_id, status, total_amount, currency, coupon_id, created_at, updated_at "
                 "FROM orders")
 
@@ -435,8 +408,8 @@ def stage_adbc_delta(job: dict) -> dict:
     return {"seconds": seconds, "rows": _delta_rows_written(target)}
 
 
-STAGES = {"extract": stage_extract, "clean": stage_clean, "spark_orders": stage_spark_orders,
-          "adbc_arrow": stage_adbc_arrow, "adbc_delta": stage_adbc_delta}
+STAGES = {"extract": stage_extract, "clean": stage_clean, "adbc_arrow": stage_adbc_arrow,
+          "adbc_delta": stage_adbc_delta}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -476,13 +449,8 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
                       f"{full['tables']}")
             references = [("orders, ADBC -> Arrow batches (reference)", "adbc_arrow"),
                           ("orders, ADBC -> Delta, deltalake (reference)", "adbc_delta")]
-            if args.spark_reference:
-                references.append(("orders, Spark JDBC -> Delta (reference)", "spark_orders"))
             for title, stage in references:
-                result = run_stage(__file__, {**night_1, "stage": stage}, environment, log, check=False)
-                print_row(title, result)
-                if "jvm_start_s" in result:
-                    print(f"  of which the Spark session start (JVM, jars): {result['jvm_start_s']:.1f} s")
+                print_row(title, run_stage(__file__, {**night_1, "stage": stage}, environment, log, check=False))
 
             if not full["incremental"]:
                 print_row("night 2, 1 % changed", {"skipped": "jobs.extract.run has no `full` parameter yet: "
@@ -529,9 +497,6 @@ def main() -> None:
     parser.add_argument("--orders-per-customer", type=int, default=8)
     parser.add_argument("--driver-memory", default="3g", help="Spark driver heap (local mode: all of Spark)")
     parser.add_argument("--tmp", default="/tmp", help="where the database and the lake go (on disk by default)")
-    parser.add_argument("--no-spark-reference", dest="spark_reference", action="store_false",
-                        help="skip the Spark JDBC read of orders alone (the full load's stages.log times each "
-                        "table too); it takes ~10 min at 1M customers")
     parser.add_argument("--keep", action="store_true", help="keep each size's folder (lake, logs); the "
                         "PostgreSQL server is stopped and its data removed by tests/dbservers.py in any case")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

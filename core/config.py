@@ -70,7 +70,7 @@ class SparkSettings(_Section):
     master: str = Field(description="Spark master URL; local[*] uses every core of this machine")
     driver_memory: str = Field(description="JVM heap of the driver, e.g. 2g (local mode: all of Spark)")
     shuffle_partitions: int = Field(gt=0, description="spark.sql.shuffle.partitions; 2-4 per core")
-    packages: list[str] = Field(description="Maven coordinates of the JVM packages: Delta and the JDBC drivers")
+    packages: list[str] = Field(description="Maven coordinates of the JVM packages Spark loads (Delta Lake)")
     parallel_tables: int = Field(gt=0, description="tables a job reads or writes at once (they mostly wait on I/O)")
     java_options: str = Field(description="extra JVM options of the driver (local mode: of all of Spark)")
     jars_dir: str = Field(description="project-local Ivy cache for those packages, so later starts need no network")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
@@ -48,48 +47,6 @@ def engine(url: str) -> Engine:
         raise UnsupportedDatabaseError(
             f"database URL {masked(url)}: its driver {error.name} is not installed; expected one of the "
             "installed drivers: postgresql+psycopg2://, mysql+pymysql:// (MariaDB too) or sqlite:///") from None
-
-
-@dataclass(frozen=True)
-class JdbcTarget:
-    """What Spark's JDBC data source needs to reach a database."""
-
-    url: str
-    driver: str
-    user: str | None
-    password: str | None
-
-    def options(self) -> dict[str, str]:
-        values = {"url": self.url, "driver": self.driver}
-        if self.user is not None:
-            values["user"] = self.user
-        if self.password is not None:
-            values["password"] = self.password
-        return values
-
-
-def jdbc_target(url: str) -> JdbcTarget:
-    """Translate a SQLAlchemy URL into a JDBC URL, driver class and credentials."""
-    parsed = make_url(url)
-    database_kind = kind(url)
-    if database_kind == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise UnsupportedDatabaseError(f"database URL {masked(url)}: Spark needs a SQLite file, not memory")
-        return JdbcTarget(f"jdbc:sqlite:{parsed.database}", "org.sqlite.JDBC", None, None)
-    host = parsed.host or "localhost"
-    if database_kind == "postgresql":
-        port = parsed.port or 5432
-        return JdbcTarget(f"jdbc:postgresql://{host}:{port}/{parsed.database}", "org.postgresql.Driver",
-                          parsed.username, parsed.password)
-    # Spark picks its MySQL dialect (backtick quoting) only for jdbc:mysql: URLs; the MariaDB driver
-    # accepts that scheme when asked to.
-    port = parsed.port or 3306
-    return JdbcTarget(
-        f"jdbc:mysql://{host}:{port}/{parsed.database}?permitMysqlScheme&useUnicode=true&characterEncoding=utf8",
-        "org.mariadb.jdbc.Driver",
-        parsed.username,
-        parsed.password,
-    )
 
 
 # ---- document shops (MongoDB) ------------------------------------------------------------------------------

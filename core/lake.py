@@ -21,7 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
 
+from core.crm_schema import crm_metadata
 from core.spark import is_connect
+from core.types import gold_rows, no_gold_rows
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -88,9 +90,9 @@ class ArrowLake(LakeLayout):
         """The table, or some of its columns and the rows matching `where` (a `pyarrow.compute` expression).
 
         The files of the current version come from the Delta log (delta-rs); pyarrow reads them itself, with
-        the partition values from their folder names. delta-rs' own `to_pyarrow_dataset` left a thread
-        behind that aborted the interpreter at exit ("terminate called without an active exception") in
-        about one short-lived process in four, which would fail a command that had succeeded.
+        the partition values from their folder names, rather than through delta-rs' own
+        `to_pyarrow_dataset`, which can leave a thread behind that aborts the interpreter at exit
+        ("terminate called without an active exception") and so fails a command that had succeeded.
         """
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
@@ -161,6 +163,23 @@ class Lake(LakeLayout):
         condition = " AND ".join(f"`{column}` = {_sql_literal(value)}" for column, value in partition.items())
         self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition,
                     evolve=evolve)
+
+    def write_gold(self, rows: DataFrame | None, table: str, run_date: date, run_id: str) -> int:
+        """Replace the run date's partition (`as_of`) of gold/<table> with `rows` in one commit; returns the
+        rows written (from the commit, no re-read). The way every job writes gold, so a rerun of a date
+        rewrites only that date.
+
+        A table that becomes a CRM table gets exactly the CRM table's columns, in its order and types, with
+        `as_of` and `run_id` set here (`core.types.gold_rows`); None writes an empty partition (nothing
+        tonight). `customer_features`, which has no CRM table (its columns are the feature registry's and
+        carry `as_of`), is written as it comes.
+        """
+        if table in crm_metadata(None).tables:
+            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(self.spark, table)
+        elif rows is None:
+            raise ValueError(f"gold/{table}: no rows given and no CRM table to take empty columns from")
+        self.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
+        return self.rows_written("gold", table)
 
     def merge(self, df: DataFrame, layer: str, table: str, keys: Sequence[str],
               delete_when: str | None = None, update_when: str | None = None,

@@ -8,8 +8,8 @@ result in memory at once:
 - SQLite: the standard library's `sqlite3`, `shop.fetch_size` rows at a time (SQLite is the demo and test
   shop; its columns have no fixed types, so each batch is typed here).
 
-Measured on this machine (bench/extract.py): a read of 8M orders into Arrow runs at about 1.3M rows/s with
-ADBC; pandas' `read_sql` took six times longer and ten times the memory.
+Arrow rather than pandas' `read_sql`, which is several times slower and needs many times the memory
+(`bench/extract.py` measures the Arrow read).
 
 Every batch is cast to the schema the caller asks for (bronze's canonical types). A value that does not
 fit (SQLite lets any column hold text) is not guessed at: it is left null and the row gets an `_unreadable`

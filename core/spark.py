@@ -3,7 +3,7 @@
 - `spark.remote` set: a client of that Spark Connect server (one you run, e.g. on a cluster).
 - Else, with `spark.night_server` (the default), a client of the data root's night server
   (`core.spark_server`): the DAG's tasks start it when it is not up; other commands use it when it is.
-- Else a classic local session in this process: UTC, Delta Lake and the JDBC drivers on board.
+- Else a classic local session in this process: UTC, Delta Lake on board.
 
 The local session itself is built by `core/spark_local.py`.
 """
@@ -95,7 +95,7 @@ def checkpoint_dir(spark, folder: str) -> Iterator[None]:
 def for_each_table(work: Callable[[str], T], tables: Iterable[str], workers: int = 4) -> dict[str, T]:
     """Run `work(table)` for several tables at once, in threads of this driver; results by table.
 
-    Small tables spend their time waiting (JDBC round trips, Delta commits, job scheduling), not computing,
+    Small tables spend their time waiting (source reads, Delta commits, job scheduling), not computing,
     so a few at once keep the cores busy. The first failure is raised once every started table has ended.
     """
     names = list(tables)

@@ -1,7 +1,7 @@
 """A classic Spark session in this process, configured from the settings: UTC, ANSI SQL, Delta Lake.
 
 Used by the night's Spark Connect server (`core/spark_server.py`) and, without a server, by a job itself
-(`core/spark.py` chooses). The JVM packages (Delta, and the JDBC drivers) are resolved from Maven Central on
+(`core/spark.py` chooses). The JVM packages (`spark.packages`: Delta Lake) are resolved from Maven Central on
 first use and kept in the project's own Ivy folder (`spark.jars_dir`); the resolved jar list is noted
 there too, so later starts use the jars directly: no Ivy resolution, no network. To run without network
 access, copy a filled `.cache/ivy` folder from a machine that has it.
@@ -39,8 +39,7 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.ansi.enabled": "true",
         # delta-rs, DuckDB and Polars read the lake too: keep to features they all understand.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
-        # Rebuilding a table's state from its log is small work: more tasks only add overhead (measured:
-        # a 500-row partition rewrite takes 0.9 s with one partition, 1.4 s with two).
+        # Rebuilding a table's state from its log is small work: more tasks only add overhead.
         "spark.databricks.delta.snapshotPartitions": "1",
         "spark.sql.sources.partitionOverwriteMode": "static",
         # A source's VARCHAR(n) must not become a length constraint on the lake table.

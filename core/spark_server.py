@@ -1,11 +1,10 @@
 """The night's Spark: one local Spark Connect server that every task of a night talks to.
 
-A task used to start its own JVM, load Delta and warm up the JIT before its first query; a night of 16 tasks
-paid that 16 times, and a cold JVM pays 1-2 s for a Delta commit that a warm one makes in a fraction of it.
-Here one JVM (the configured local Spark: `spark.master`, driver memory, packages, options) runs Spark
-Connect's plugin, and tasks are thin gRPC clients. Tasks stay separate processes that pass data only
-through the lake; the server holds no state between them (each task has its own Connect session, and
-its cached data is dropped when it ends).
+Why: a task with a Spark of its own starts a JVM, loads Delta and warms up the JIT before its first query,
+once per task, and a cold JVM makes a Delta commit far slower than a warm one. Here one JVM (the configured
+local Spark: `spark.master`, driver memory, packages, options) runs Spark Connect's plugin, and tasks are thin
+gRPC clients. Tasks stay separate processes that pass data only through the lake; the server holds no state
+between them (each task has its own Connect session, and its cached data is dropped when it ends).
 
 - The DAG's `spark_up` task starts the server (without waiting: it boots while `extract`, which needs no
   Spark, runs); a task that needs Spark waits for it, or starts it when none runs (a task rerun alone, a

@@ -81,11 +81,3 @@ def gold_rows(df: DataFrame, table: str, run_date: date, run_id: str) -> DataFra
 def no_gold_rows(spark: SparkSession, table: str) -> DataFrame:
     """An empty frame with gold/<table>'s columns (a night with nothing to write still writes its partition)."""
     return spark.createDataFrame([], canonical_schema(crm_metadata(None).tables[table]))
-
-
-def write_gold_partition(lake, rows: DataFrame | None, table: str, run_date: date, run_id: str) -> int:
-    """Replace the run date's partition of gold/<table> with `rows` (None: nothing tonight, an empty
-    partition), with the CRM table's columns; returns the rows written (from the commit, no re-read)."""
-    frame = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(lake.spark, table)
-    lake.replace_partition(frame, "gold", table, {"as_of": run_date}, evolve=True)
-    return lake.rows_written("gold", table)

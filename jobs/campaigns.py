@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 from core.config import Settings
 from core.lake import Lake
 from core.spark import spark_session
-from core.types import write_gold_partition
 from models.campaigns import Suppression, audiences, check_expressions, load_campaigns
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         result = audiences(view, campaigns, Suppression(contacted_recently=recent))
         if result is None:
             log.warning("no enabled campaign in %s: campaign_audiences for %s is empty", folder, run_date)
-        write_gold_partition(lake, result, TABLE, run_date, run_id)
+        lake.write_gold(result, TABLE, run_date, run_id)
         written = lake.read("gold", TABLE).where(F.col("as_of") == F.lit(run_date))
         counts: dict[str, dict[str, int]] = {campaign.name: {} for campaign in campaigns}
         for row in written.groupBy("campaign", "audience_group").count().collect():

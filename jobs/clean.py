@@ -246,13 +246,11 @@ def with_canonical_types(batch: DataFrame, table: Table, carried: list[str] | tu
     """Cast bronze columns to the canonical types; keep raw date/time text and the source row as JSON."""
     schema = canonical_schema(table)
     temporal = [column.name for column in table.columns if isinstance(column.type, (DateTime, Date))]
-    # Bronze written before the readers named unreadable values has no such column: nothing was unreadable.
-    unreadable = F.col(UNREADABLE) if UNREADABLE in batch.columns else F.lit(None).cast("string")
     return batch.select(
         *[F.col(field.name).try_cast(field.dataType).alias(field.name) for field in schema.fields],
         *[F.col(name).cast("string").alias(name) for name in carried],
         *[F.col(name).alias(f"_raw_{name}") for name in temporal],
-        unreadable.alias(UNREADABLE),
+        F.col(UNREADABLE),
         F.to_json(F.struct(*[F.col(column.name) for column in table.columns])).alias("_source_row"),
     )
 

@@ -192,7 +192,7 @@ def extract_table(lake: ArrowLake, settings: Settings, shop: "RelationalShop | D
         with_batch_columns(chain(changes, deleted_rows(gone, read_schema)), schema, run_date.isoformat(),
                            run_id, extracted_at),
         written))
-    # Evolving: carried columns, and bronze written before `_unreadable` existed, take the new columns.
+    # Evolving: a carried column the mapping adds becomes a new bronze column.
     lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=True)
     high = shop.high_watermark(source, scope)  # known once the rows are read (documents: from them)
     if incremental and last.high_watermark is not None:

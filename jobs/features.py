@@ -9,7 +9,6 @@ from pyspark.sql import functions as F
 from core.config import Settings
 from core.lake import Lake
 from core.spark import spark_session
-from core.types import write_gold_partition
 from features.activity import customer_activity
 from features.customer import customer_features, known_at, purchased_lines, silver_tables
 
@@ -25,12 +24,11 @@ def run(run_date: date, settings: Settings, run_id: str) -> int:
         lake = Lake(spark, settings.lake_dir)
         silver = silver_tables(lake)
         features = customer_features(silver, run_date, settings.rfm.scored_statuses)
-        lake.replace_partition(features, "gold", TABLE, {"as_of": run_date}, evolve=True)
-        customers = lake.rows_written("gold", TABLE)
+        customers = lake.write_gold(features, TABLE, run_date, run_id)
         registered = known_at(silver["customers"], run_date).select(F.col("id").alias("customer_id"))
         activity = customer_activity(silver.get("events"), registered,
                                      purchased_lines(silver, run_date, settings.rfm.scored_statuses), run_date,
                                      settings.events.browse_abandonment_days, settings.events.top_categories)
-        write_gold_partition(lake, activity, ACTIVITY_TABLE, run_date, run_id)
+        lake.write_gold(activity, ACTIVITY_TABLE, run_date, run_id)
     log.info("gold/%s and gold/%s: %d customers as of %s (run %s)", TABLE, ACTIVITY_TABLE, customers, run_date, run_id)
     return customers

@@ -30,7 +30,6 @@ from core.config import Settings
 from core.lake import Lake
 from core.rundate import end_of
 from core.spark import spark_session
-from core.types import write_gold_partition
 from features.customer import known_at
 from models import reviews as review_model
 from models import tracking, triage
@@ -88,7 +87,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             "inquiry_triage": inquiry_rows(triaged) if triaged is not None else None,
             "customer_satisfaction": satisfaction(spark, scored, triaged),
         }
-        counts = {table: write_gold_partition(lake, rows, table, run_date, run_id) for table, rows in tables.items()}
+        counts = {table: lake.write_gold(rows, table, run_date, run_id) for table, rows in tables.items()}
     for reason in degraded.values():
         log.warning("insights for %s: %s", run_date, reason)
     log.info("insights for %s: %s; %s", run_date, counts, figures)

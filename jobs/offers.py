@@ -28,7 +28,6 @@ from core.config import Settings
 from core.lake import Lake
 from core.rundate import end_of
 from core.spark import spark_session
-from core.types import write_gold_partition
 from features.customer import customer_features, known_at, silver_tables
 from models import tracking, uplift
 
@@ -48,7 +47,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         outcomes, reason = finished_campaigns(lake, run_date, settings.rfm.scored_statuses)
         if reason:
             log.warning("offers for %s: %s; coupon_offers is empty", run_date, reason)
-            write_gold_partition(lake, None, TABLE, run_date, run_id)
+            lake.write_gold(None, TABLE, run_date, run_id)
             return {"offers": {}, "figures": {}, "degraded": {"offers": reason}}
         champion = tracking.champion(client, settings.mlflow.churn_model)
         churn_model = tracking.load_version(champion) if champion is not None else None
@@ -65,7 +64,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
                                      schema="customer_id long, coupon string, expected_uplift double, "
                                             "expected_incremental_revenue double, expected_cost double, "
                                             "uplift_model_run string")
-        write_gold_partition(lake, rows, TABLE, run_date, run_id)
+        lake.write_gold(rows, TABLE, run_date, run_id)
     per_coupon = offers.groupby("coupon").size().to_dict()
     log.info("offers for %s: %d customers (%s), expected cost %.2f, expected incremental revenue %.2f; %s",
              run_date, len(offers), per_coupon, offers["expected_cost"].sum(),

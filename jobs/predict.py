@@ -30,13 +30,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.config import ClvSettings, Settings
-from core.crm_schema import columns_of
 from core.lake import Lake
 from core.spark import spark_session
 from features.purchases import purchase_history
 from jobs import train
 from models import churn, tracking
 from models.lifetime import (
+    DAYS_PER_MONTH,
     PURCHASE_MODELS,
     ConvergenceError,
     GammaGammaModel,
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 TABLE = "customer_scores"
 CLV_MONTHS = 12
-DAYS_PER_MONTH = 365.25 / 12
 EXPECTED_ORDER_DAYS = (30, 90, 365)
 NEXT_ORDER_PROBABILITY = 0.5
 #: A next purchase not 50% likely within this many days has no date (null): too far off to plan with.
@@ -85,7 +84,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             "next_order_date": F.to_date("next_order_date"),
             "as_of": F.to_date("as_of"),
         })
-        lake.replace_partition(frame.select(*columns_of(TABLE)), "gold", TABLE, {"as_of": run_date}, evolve=True)
+        lake.write_gold(frame, TABLE, run_date, run_id)
     bands = scores["churn_risk"].value_counts().to_dict()
     model = tracking.version_label(version) if version is not None else None
     log.info("gold/%s as of %s: %d customers, churn risk %s, model %s%s", TABLE, run_date, len(scores), bands,

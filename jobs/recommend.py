@@ -25,7 +25,6 @@ from pyspark.sql import functions as F
 from core.config import Settings
 from core.lake import Lake
 from core.spark import checkpoint_dir, spark_session
-from core.types import write_gold_partition
 from features.customer import silver_tables
 from models import propensity, recommend, tracking
 
@@ -70,7 +69,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
                                                f"more than 2 x recommend.holdout_days ({2 * conf.holdout_days})")
             likely = None
 
-        counts = {table: write_gold_partition(lake, rows, table, run_date, run_id)
+        counts = {table: lake.write_gold(rows, table, run_date, run_id)
                   for table, rows in (("recommendations", recommended), ("category_propensity", likely))}
         reasons = {row["reason"]: row["customers"] for row in
                    lake.read("gold", "recommendations").where((F.col("as_of") == F.lit(run_date)) & (F.col("rank") == 1))

@@ -153,7 +153,7 @@ def read_gold(lake: LakeLayout, table: str, as_of: date, columns: Sequence[str])
     """The `as_of` partition of a gold table (those columns, decimals as float), or None when it has none.
 
     Reads the partition's files of the current snapshot with pyarrow rather than through delta-rs's
-    `to_pandas`, which can abort the interpreter at exit (PITFALLS.md, delta-rs#2184).
+    `to_pandas`, which can abort the interpreter at exit (delta-rs#2184).
     """
     actions = _add_actions(lake, "gold", table)
     base = Path(lake.path("gold", table))

@@ -39,7 +39,6 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     with spark_session(settings, "score") as spark:
         lake = Lake(spark, settings.lake_dir)
         features = lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).cache()
-        stamp = {"as_of": F.lit(run_date), "run_id": F.lit(run_id)}
 
         model = fit_clusters(lake, features, run_date, settings)
         scored = (
@@ -48,20 +47,20 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
             .withColumn("cluster_id", F.when(F.col("frequency") > 0, model.assignment()))
         )
         previous_date = previous_as_of(lake, TABLE, run_date)
-        segments = with_previous_segment(scored, lake, previous_date, run_date).withColumns(stamp)
-        write(lake, segments, TABLE, run_date)
+        segments = with_previous_segment(scored, lake, previous_date, run_date)
+        lake.write_gold(segments, TABLE, run_date, run_id)
         segments = current(lake, TABLE, run_date).cache()
 
         sizes = {row["cluster_id"]: row["count"] for row in segments.groupBy("cluster_id").count().collect()}
         rows = clusters.centroid_rows(model, sizes)
         centroids = spark.createDataFrame(rows.astype(object).where(rows.notna(), None).values.tolist(),
-                                          clusters.CENTROID_SCHEMA).withColumns(stamp)
-        write(lake, centroids, "customer_clusters", run_date)
+                                          clusters.CENTROID_SCHEMA)
+        lake.write_gold(centroids, "customer_clusters", run_date, run_id)
 
-        write(lake, profiles(lake, features, segments, centroids).withColumns(stamp), "customer_profile", run_date)
-        write(lake, segment_summary(segments).withColumns(stamp), "segment_summary", run_date)
+        lake.write_gold(profiles(lake, features, segments, centroids), "customer_profile", run_date, run_id)
+        lake.write_gold(segment_summary(segments), "segment_summary", run_date, run_id)
         movement = segment_movement(segments).withColumn("previous_as_of", F.lit(previous_date).cast("date"))
-        write(lake, movement.withColumns(stamp), "segment_movement", run_date)
+        lake.write_gold(movement, "segment_movement", run_date, run_id)
 
         counts = {row["segment"]: row["count"] for row in segments.groupBy("segment").count().collect()}
         segments.unpersist()
@@ -69,11 +68,6 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     log.info("gold/%s as of %s: %s; %d clusters (silhouette %.3f)", TABLE, run_date, counts, len(model.ids),
              model.silhouette)
     return counts
-
-
-def write(lake: Lake, frame: DataFrame, table: str, run_date: date) -> None:
-    """Replace the run date's partition of a gold output with the output's columns, in their order."""
-    lake.replace_partition(frame.select(*columns_of(table)), "gold", table, {"as_of": run_date}, evolve=True)
 
 
 def current(lake: Lake, table: str, run_date: date) -> DataFrame:

@@ -160,8 +160,7 @@ def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[
     )
     row_count = rows.count()
     # GX runs several Spark jobs over the rows: read the Delta table once. Few partitions, since each job's
-    # overhead outweighs the work on small tables (silver/orders, 31k rows: 10 jobs and 1.7 s over its two
-    # files' partitions, 5 jobs and 1.0 s over one).
+    # overhead outweighs the work on small tables.
     cached = rows.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION))).persist()
     try:
         result = definition.run(batch_parameters={"dataframe": cached}, result_format="BOOLEAN_ONLY", run_id=gx_run)

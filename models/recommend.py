@@ -95,10 +95,10 @@ def fit_als(observed: DataFrame, options: RecommendSettings, nonnegative: bool =
     confidence 1 + alpha * r_ui,
     `coldStartStrategy='drop'` so unknown ids never give NaN scores.
 
-    `nonnegative` factors (NNLS) are off by default: on small, cleanly separated data they collapsed to
+    `nonnegative` factors (NNLS) are off by default: on small, cleanly separated data they can collapse to
     zero for a whole customer group (every score 0, tests/test_recommend.py). Lineage grows with
     `max_iter`; without a checkpoint folder (`SparkContext.setCheckpointDir`) a deep one can overflow the
-    JVM stack (seen at max_iter 10 in the test JVM), so the job sets one.
+    JVM stack, so the job sets one.
     """
     _check_ids(observed)
     rating = "preference" if "preference" in observed.columns else "orders"

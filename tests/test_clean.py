@@ -6,6 +6,7 @@ from datetime import date
 from pyspark.sql import functions as F
 
 from core import shop_schema
+from core.documents import UNREADABLE
 from core.types import bronze_type
 from jobs.clean import current_state, flag_invalid_rows
 
@@ -13,10 +14,11 @@ RUN_DATE = date(2026, 11, 26)
 
 
 def bronze(spark, table_name: str, rows: list[dict]):
-    """A bronze batch of `table_name` with the given values (other columns null)."""
+    """A bronze batch of `table_name` with the given values (other columns null, `_unreadable` too)."""
     table = shop_schema.metadata.tables[table_name]
-    schema = ", ".join(f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns)
-    data = [tuple(row.get(c.name) for c in table.columns) for row in rows]
+    schema = ", ".join([f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns]
+                       + [f"`{UNREADABLE}` string"])
+    data = [(*(row.get(c.name) for c in table.columns), row.get(UNREADABLE)) for row in rows]
     return spark.createDataFrame(data, schema)
 
 
