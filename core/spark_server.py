@@ -111,6 +111,11 @@ def settings_digest(settings: Settings) -> str:
     values = server_settings(settings, 0)
     for per_start in ("spark.connect.grpc.binding.port", "spark.connect.authenticate.token"):
         values.pop(per_start)
+    # The packages as configured, not as resolved: the first start resolves them with Ivy (spark.jars.packages)
+    # and notes the jars, later starts name the jars (spark.jars); both are the same server.
+    for resolution in ("spark.jars", "spark.jars.packages", "spark.jars.ivy"):
+        values.pop(resolution, None)
+    values["packages"] = ",".join(settings.spark.packages)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

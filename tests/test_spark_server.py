@@ -121,3 +121,25 @@ def test_a_server_started_with_other_settings_is_replaced_and_a_dead_one_is_not_
     while spark_server.running_url(changed) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert spark_server.running_url(changed) is None
+
+
+def test_a_server_is_the_same_whether_its_jars_were_resolved_by_ivy_or_named_from_the_cache(tmp_path, monkeypatch):
+    """The first start resolves the packages with Ivy and notes the jars; the next names the jars. The
+    configuration is the same, so a task must not replace the night's server for that."""
+    from core import spark_server
+    from core.config import load_config
+    from core.spark_local import _classpath_file, spark_settings
+
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CRM__SPARK__JARS_DIR", str(tmp_path / "ivy"))
+    settings = load_config()
+    resolving = spark_server.settings_digest(settings)
+    assert "spark.jars.packages" in spark_settings(settings, "x")
+    jar = tmp_path / "ivy" / "jars" / "delta.jar"
+    jar.parent.mkdir(parents=True)
+    jar.write_text("")
+    _classpath_file(settings.spark.packages, settings.spark.jars_dir).write_text(f"file://{jar}")
+    assert spark_settings(settings, "x")["spark.jars"] == f"file://{jar}"
+    assert spark_server.settings_digest(settings) == resolving
+    monkeypatch.setenv("CRM__SPARK__DRIVER_MEMORY", "5g")
+    assert spark_server.settings_digest(load_config()) != resolving
