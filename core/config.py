@@ -162,6 +162,13 @@ class ChurnSettings(_Section):
     medium_risk: float = Field(gt=0, lt=1, description="churn_probability from which churn_risk is 'medium'")
     seed: int = Field(description="random seed of the model fit")
 
+    @field_validator("features")
+    @classmethod
+    def _current_names(cls, names: list[str]) -> list[str]:
+        """A configuration written before a feature was renamed keeps working (`features.registry.RENAMED`)."""
+        from features.registry import RENAMED
+        return [RENAMED.get(name, name) for name in names]
+
     @model_validator(mode="after")
     def _known_features(self):
         from features.registry import FEATURES

@@ -33,6 +33,7 @@ from core.crm_schema import columns_of
 from core.lake import Lake
 from core.spark import spark_session
 from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history
+from features.registry import RENAMED
 from jobs import train
 from models import churn, tracking
 from models.lifetime import (
@@ -68,7 +69,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         classifier = tracking.load_version(version) if version is not None else None
         buyers = (lake.read("gold", "customer_features")
                   .where((F.col("as_of") == F.lit(run_date)) & (F.col("purchase_count") > 0))
-                  .select("customer_id", *(classifier.features if classifier else []))
+                  .select("customer_id", *(RENAMED.get(name, name) for name in (classifier.features if classifier else [])))
                   .toPandas().set_index("customer_id").sort_index())
         history = (purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
                    .toPandas().set_index("customer_id").reindex(buyers.index))
