@@ -69,6 +69,9 @@ from rfm import RUN_DATE, _settings, make_silver
 
 REPO = Path(__file__).resolve().parent.parent
 CLV_MONTHS = 12
+#: Our purchase history's columns under the names lifetimes' summary gives them, so the two can be compared.
+LIFETIMES_NAMES = {"repeat_purchase_days": "frequency", "purchase_span_days": "recency", "days_since_first_purchase": "T",
+                   "mean_repeat_order_value": "monetary_value"}
 FITS_GOAL_SECONDS = 3.0
 #: lifetimes' BG/NBD penalizers, tried in turn when its unpenalised fit does not converge. On the generated
 #: data 1e-8 converged at 10,000 and 50,000 customers (1e-9 not at 50,000); the larger the penalizer, the
@@ -163,7 +166,7 @@ def stage_shop_crm(job: dict) -> dict:
 
     from core.lake import Lake
     from core.spark import spark_session
-    from features.purchases import purchase_history
+    from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history
     from models.lifetime import (
         DAYS_PER_MONTH,
         BetaGeoModel,
@@ -180,7 +183,8 @@ def stage_shop_crm(job: dict) -> dict:
         orders = Lake(spark, settings.lake_dir).read("silver", "orders")
         history = _timed(steps, "summary", lambda: purchase_history(
             orders, RUN_DATE, settings.rfm.scored_statuses).toPandas())
-        x, recency, T, m = (history[column].to_numpy() for column in ("frequency", "recency_days", "T_days", "monetary_value"))
+        x, recency, T = (history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
+        m = history["mean_repeat_order_value"].to_numpy()
         beta_geo = _timed(steps, "bgnbd fit", lambda: BetaGeoModel().fit(x, recency, T))
         repeat = (x > 0) & (m > 0)
         gamma_gamma = _timed(steps, "gamma-gamma fit", lambda: GammaGammaModel().fit(x[repeat], m[repeat]))
@@ -189,7 +193,7 @@ def stage_shop_crm(job: dict) -> dict:
         clv, low, high = _timed(steps, "clv point + interval", lambda: customer_lifetime_value_with_interval(
             beta_geo, gamma_gamma, x, recency, T, m, seed=options.seed, level=options.interval_level,
             draws=options.interval_draws, **horizon))
-    (history.rename(columns={"recency_days": "recency", "T_days": "T"}).assign(clv=clv, clv_low=low, clv_high=high)
+    (history.rename(columns=LIFETIMES_NAMES).assign(clv=clv, clv_low=low, clv_high=high)
      .to_parquet(Path(job["data_dir"]) / "shop-crm.parquet"))
     return {"steps": steps, "params": {**asdict(beta_geo.params_), **asdict(gamma_gamma.params_)},
             "customers": len(history), "seconds": _total(steps)}

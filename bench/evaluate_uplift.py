@@ -178,7 +178,7 @@ def campaign_features(settings, outcomes: pd.DataFrame, terms: pd.DataFrame, end
             classifier = churn.ChurnClassifier(settings.churn.features, settings.churn.model,
                                                settings.churn.calibration, settings.churn.seed)
             classifier.fit(training.features, training.outcome["is_churned"])
-            buyers = features[features["frequency"] > 0]
+            buyers = features[features["purchase_count"] > 0]
             risk = pd.Series(classifier.churn_probability(buyers), index=buyers["customer_id"])
             part = rows.merge(features, on="customer_id", how="left", validate="one_to_one")
             parts.append(part.assign(churn_probability=part["customer_id"].map(risk)))

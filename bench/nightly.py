@@ -166,13 +166,16 @@ def stage_floor(job: dict) -> dict:
         WITH o AS (SELECT customer_id, CAST(created_at AS DATE) AS day, sum(total_amount) AS amount
                    FROM read_parquet({files['orders']})
                    WHERE created_at < TIMESTAMPTZ '{end_of(night).isoformat()}' GROUP BY 1, 2)
-        SELECT customer_id, count(*) - 1 AS frequency,
-               date_diff('day', min(day), max(day)) AS recency, date_diff('day', min(day), DATE '{night}') AS T,
-               CASE WHEN count(*) > 1 THEN (sum(amount) - arg_min(amount, day)) / (count(*) - 1) ELSE 0 END AS monetary
+        SELECT customer_id, count(*) - 1 AS repeat_purchase_days,
+               date_diff('day', min(day), max(day)) AS purchase_span_days,
+               date_diff('day', min(day), DATE '{night}') AS days_since_first_purchase,
+               CASE WHEN count(*) > 1 THEN (sum(amount) - arg_min(amount, day)) / (count(*) - 1) ELSE 0 END
+                   AS mean_repeat_order_value
         FROM o GROUP BY customer_id""").to_arrow_table()
-    frequency = summary.column("frequency").to_numpy().astype(float)
-    BetaGeoModel().fit(frequency, summary.column("recency").to_numpy().astype(float), summary.column("T").to_numpy().astype(float))
-    GammaGammaModel().fit(frequency, np.asarray(summary.column("monetary").to_numpy(), dtype=float))
+    repeat_purchase_days = summary.column("repeat_purchase_days").to_numpy().astype(float)
+    BetaGeoModel().fit(repeat_purchase_days, summary.column("purchase_span_days").to_numpy().astype(float),
+                       summary.column("days_since_first_purchase").to_numpy().astype(float))
+    GammaGammaModel().fit(repeat_purchase_days, np.asarray(summary.column("mean_repeat_order_value").to_numpy(), dtype=float))
     seconds["lifetime_fits"] = time.perf_counter() - start
 
     # 4. One score row per customer into the CRM database.

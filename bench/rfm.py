@@ -189,7 +189,7 @@ def _median_seconds(work, repeats: int) -> tuple[float, list[float]]:
 
 
 def spark_measures(lake, statuses):
-    """Recency, frequency and monetary value per registered customer, as the features job computes them."""
+    """Recency, purchase count and total spent per registered customer, as the features job computes them."""
     from pyspark.sql import functions as F
 
     from features.customer import known_at, orders_as_of
@@ -197,13 +197,13 @@ def spark_measures(lake, statuses):
     day = F.lit(RUN_DATE)
     purchases = orders_as_of(lake.read("silver", "orders"), RUN_DATE, statuses).where("is_purchase")
     per_customer = purchases.groupBy("customer_id").agg(
-        F.count("*").alias("frequency"), F.sum("total_amount").alias("monetary"), F.max("created_at").alias("last_order_at"))
+        F.count("*").alias("purchase_count"), F.sum("total_amount").alias("total_spent"), F.max("created_at").alias("last_order_at"))
     return (
         known_at(lake.read("silver", "customers"), RUN_DATE).select(F.col("id").alias("customer_id"))
         .join(per_customer, "customer_id", "left")
         .select("customer_id", F.date_diff(day, F.to_date("last_order_at")).alias("recency_days"),
-                F.coalesce("frequency", F.lit(0)).cast("long").alias("frequency"),
-                F.coalesce("monetary", F.lit(0)).cast("decimal(18,2)").alias("monetary"))
+                F.coalesce("purchase_count", F.lit(0)).cast("long").alias("purchase_count"),
+                F.coalesce("total_spent", F.lit(0)).cast("decimal(18,2)").alias("total_spent"))
     )
 
 
@@ -212,11 +212,11 @@ def global_window_scores(measures):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    buyers = measures.where(F.col("frequency") > 0)
+    buyers = measures.where(F.col("purchase_count") > 0)
     everyone = Window.partitionBy()
     scored = buyers
-    for name, column, best_is_high in (("r_score", "recency_days", False), ("f_score", "frequency", True),
-                                       ("m_score", "monetary", True)):
+    for name, column, best_is_high in (("r_score", "recency_days", False), ("f_score", "purchase_count", True),
+                                       ("m_score", "total_spent", True)):
         order = F.col(column).asc() if best_is_high else F.col(column).desc()
         rank = F.rank().over(Window.orderBy(order))
         scored = scored.withColumn(name, F.floor((rank - 1) * 5 / F.count(F.lit(1)).over(everyone)).cast("int") + 1)
@@ -229,18 +229,18 @@ WITH purchases AS (
     SELECT customer_id, total_amount, created_at FROM read_parquet({orders})
     WHERE created_at < TIMESTAMPTZ '{cutoff}' AND (status IN ({statuses}) OR updated_at >= TIMESTAMPTZ '{cutoff}')
 ), per_customer AS (
-    SELECT customer_id, count(*) AS frequency, sum(total_amount) AS monetary, max(created_at) AS last_order_at
+    SELECT customer_id, count(*) AS purchase_count, sum(total_amount) AS total_spent, max(created_at) AS last_order_at
     FROM purchases GROUP BY customer_id
 ), buyers AS (
     SELECT c.id AS customer_id, date_diff('day', CAST(p.last_order_at AS DATE), DATE '{as_of}') AS recency_days,
-           p.frequency, p.monetary
+           p.purchase_count, p.total_spent
     FROM read_parquet({customers}) c JOIN per_customer p ON p.customer_id = c.id
     WHERE c.created_at < TIMESTAMPTZ '{cutoff}'
 )
-SELECT customer_id, recency_days, frequency, monetary,
+SELECT customer_id, recency_days, purchase_count, total_spent,
        CAST(floor((rank() OVER (ORDER BY recency_days DESC) - 1) * 5 / count(*) OVER ()) + 1 AS INTEGER) AS r_score,
-       CAST(floor((rank() OVER (ORDER BY frequency) - 1) * 5 / count(*) OVER ()) + 1 AS INTEGER) AS f_score,
-       CAST(floor((rank() OVER (ORDER BY monetary) - 1) * 5 / count(*) OVER ()) + 1 AS INTEGER) AS m_score
+       CAST(floor((rank() OVER (ORDER BY purchase_count) - 1) * 5 / count(*) OVER ()) + 1 AS INTEGER) AS f_score,
+       CAST(floor((rank() OVER (ORDER BY total_spent) - 1) * 5 / count(*) OVER ()) + 1 AS INTEGER) AS m_score
 FROM buyers
 """
 
@@ -275,7 +275,7 @@ def stage_rfm(job: dict) -> dict:
     window_seconds, window_times = _median_seconds(global_window, job["repeats"])
     scores = ["customer_id", "r_score", "f_score", "m_score"]
     measures = spark_measures(lake, statuses).cache()
-    from_spark = with_rfm_scores(measures).where(F.col("frequency") > 0).select(*scores).toPandas()
+    from_spark = with_rfm_scores(measures).where(F.col("purchase_count") > 0).select(*scores).toPandas()
 
     files = {name: [f"{uri}" for uri in DeltaTable(lake.path("silver", name)).file_uris()] for name in ("orders", "customers")}
     sql = DUCKDB_RFM.format(

@@ -14,7 +14,7 @@ from sqlalchemy import MetaData
 
 from core import feature_schema
 from core.config import REPO_ROOT, settings_reference
-from core.crm_schema import database_metadata
+from core.crm_schema import CRM_NAMES, database_metadata
 from core.shop_schema import SHOP_TABLES, events_metadata
 from core.shop_schema import metadata as shop_metadata
 from jobs.events import SILVER_EVENT_COLUMNS
@@ -30,6 +30,7 @@ SECTION_FILES: dict[str, Path] = {
     "silver-events": DOCS / "events.md",
     "crm-tables": DOCS / "crm-tables.md",
     "customer-features": DOCS / "crm-tables.md",
+    "crm-names": DOCS / "crm-tables.md",
     "configuration": DOCS / "configuration.md",
     "campaign-fields": DOCS / "campaigns.md",
 }
@@ -61,6 +62,15 @@ def campaign_fields_markdown() -> str:
     return "\n".join(rows)
 
 
+def crm_names_markdown() -> str:
+    """The CRM columns named otherwise than their measure (`core.crm_schema.CRM_NAMES`): table, column, measure."""
+    rows = ["| CRM table (and export file) | column | measure in gold/customer_features and the code |",
+            "| --- | --- | --- |"]
+    rows += [f"| `{table}` | `{column}` | `{measure}` |"
+             for table, names in CRM_NAMES.items() for measure, column in names.items()]
+    return "\n".join(rows)
+
+
 def silver_events_markdown() -> str:
     """The columns of silver/events: column, type, meaning."""
     rows = ["| column | type | meaning |", "| --- | --- | --- |"]
@@ -76,6 +86,7 @@ def sections() -> dict[str, str]:
         "silver-events": silver_events_markdown(),
         "crm-tables": tables_markdown(crm, sorted(crm.tables)),
         "customer-features": feature_schema.markdown(),
+        "crm-names": crm_names_markdown(),
         "configuration": settings_reference(),
         "campaign-fields": campaign_fields_markdown(),
     }

@@ -164,6 +164,13 @@ class ChurnSettings(_Section):
     medium_risk: float = Field(gt=0, lt=1, description="churn_probability from which churn_risk is 'medium'")
     seed: int = Field(description="random seed of the model fit")
 
+    @field_validator("features")
+    @classmethod
+    def _current_names(cls, names: list[str]) -> list[str]:
+        """A configuration written before a feature was renamed keeps working (`core.feature_schema.RENAMED`)."""
+        from core.feature_schema import RENAMED
+        return [RENAMED.get(name, name) for name in names]
+
     @model_validator(mode="after")
     def _known_features(self):
         numeric = {f.name for f in FEATURES if f.type not in ("date", "timestamp", "string")} - {"customer_id"}

@@ -44,6 +44,16 @@ RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movem
 SEGMENT_HISTORY = "customer_segment_history"
 #: Views for analysts, created by the migrations (core/migrations/versions/).
 VIEWS = ("customer_overview", "segment_trend")
+#: The CRM columns whose name differs from the measure's name in the code and in gold/customer_features
+#: (core.feature_schema), per table {measure: CRM column}. The CRM (and export) names are older and users rely
+#: on them, so they stay; jobs/score.py renames once, when it writes a CRM table's gold copy. Changing a CRM
+#: name instead needs a migration and an export contract version (docs/crm-tables.md, "Column names").
+CRM_NAMES: dict[str, dict[str, str]] = {
+    "customer_segments": {"purchase_count": "frequency", "total_spent": "monetary"},
+    "customer_profile": {"purchase_count": "orders", "review_count": "reviews", "inquiry_count": "inquiries"},
+    "segment_summary": {"mean_purchase_count": "mean_frequency", "mean_total_spent": "mean_monetary"},
+    "customer_clusters": {"purchase_count": "frequency"},
+}
 
 
 def _run_columns() -> list[Column]:

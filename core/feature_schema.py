@@ -57,10 +57,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("customer_id", "the shop's customer id (customers.id)", "bigint"),
     Feature("recency_days", "days from the last purchase to as_of; null without purchases", "int", "days",
             label="days since the last purchase"),
-    Feature("frequency", "purchases (orders not cancelled or returned by as_of)", "bigint", "orders",
+    Feature("purchase_count", "purchases: orders not cancelled or returned by as_of", "bigint", "orders",
             label="purchases so far"),
-    Feature("monetary", "total spent on those purchases", "decimal(18,2)", "currency", label="total spent"),
-    Feature("avg_order_value", "monetary / frequency; null without purchases", "decimal(18,2)", "currency",
+    Feature("total_spent", "total spent on those purchases (order totals)", "decimal(18,2)", "currency",
+            label="total spent"),
+    Feature("avg_order_value", "total_spent / purchase_count; null without purchases", "decimal(18,2)", "currency",
             label="average order value"),
     Feature("first_order_at", "time of the first purchase", "timestamp", "UTC"),
     Feature("last_order_at", "time of the last purchase", "timestamp", "UTC"),
@@ -111,6 +112,9 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
+#: Former feature names and the feature each is now. The CRM table customer_segments and the campaign
+#: customer view still offer them (users write them); churn models trained under them keep working.
+RENAMED: dict[str, str] = {"frequency": "purchase_count", "monetary": "total_spent"}
 
 
 def markdown() -> str:

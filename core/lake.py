@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
 
-from core.crm_schema import crm_metadata
+from core.crm_schema import CRM_NAMES, crm_metadata
 from core.spark import is_connect
 from core.types import gold_rows, no_gold_rows
 
@@ -175,7 +175,10 @@ class Lake(LakeLayout):
         carry `as_of`), is written as it comes.
         """
         if table in crm_metadata(None).tables:
-            rows = gold_rows(rows, table, run_date, run_id) if rows is not None else no_gold_rows(self.spark, table)
+            if rows is None:
+                rows = no_gold_rows(self.spark, table)
+            else:  # measures under the CRM's older column names: the one place they are renamed
+                rows = gold_rows(rows.withColumnsRenamed(CRM_NAMES.get(table, {})), table, run_date, run_id)
         elif rows is None:
             raise ValueError(f"gold/{table}: no rows given and no CRM table to take empty columns from")
         self.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)

@@ -37,7 +37,7 @@ def expectations(table: str) -> list[gxe.Expectation]:
             *_one_row_per_customer(),
             *[
                 gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, severity=CRITICAL)
-                for column in ("recency_days", "frequency", "monetary", "tenure_days")
+                for column in ("recency_days", "purchase_count", "total_spent", "tenure_days")
             ],
         ],
         "customer_segments": [

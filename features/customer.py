@@ -98,9 +98,9 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         day.alias("as_of"),
         "customer_id",
         F.date_diff(day, F.to_date("last_order_at")).alias("recency_days"),
-        F.coalesce("frequency", zero).cast("long").alias("frequency"),
-        F.coalesce("monetary", zero).cast(MONEY).alias("monetary"),
-        (F.col("monetary") / F.col("frequency")).cast(MONEY).alias("avg_order_value"),
+        F.coalesce("purchase_count", zero).cast("long").alias("purchase_count"),
+        F.coalesce("total_spent", zero).cast(MONEY).alias("total_spent"),
+        (F.col("total_spent") / F.col("purchase_count")).cast(MONEY).alias("avg_order_value"),
         "first_order_at",
         "last_order_at",
         F.date_diff(day, F.to_date("registered_at")).alias("tenure_days"),
@@ -113,7 +113,7 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         "avg_basket_units",
         "favourite_category",
         F.coalesce("categories_bought", zero).cast("int").alias("categories_bought"),
-        F.round(F.col("coupon_orders") / F.col("frequency"), 4).cast("double").alias("coupon_order_share"),
+        F.round(F.col("coupon_orders") / F.col("purchase_count"), 4).cast("double").alias("coupon_order_share"),
         F.coalesce("open_cart_value", zero).cast(MONEY).alias("open_cart_value"),
         F.coalesce("abandoned_cart_value", zero).cast(MONEY).alias("abandoned_cart_value"),
         F.coalesce("cancelled_orders", zero).cast("int").alias("cancelled_orders"),
@@ -139,8 +139,8 @@ def satisfaction_score() -> Column:
 def _purchase_summary(purchases: DataFrame, as_of: date) -> DataFrame:
     days_ago = F.date_diff(F.lit(as_of), F.to_date("created_at"))
     return purchases.groupBy("customer_id").agg(
-        F.count("*").alias("frequency"),
-        F.sum("total_amount").alias("monetary"),
+        F.count("*").alias("purchase_count"),
+        F.sum("total_amount").alias("total_spent"),
         F.min("created_at").alias("first_order_at"),
         F.max("created_at").alias("last_order_at"),
         F.sum(F.when(days_ago < TREND_DAYS, F.col("total_amount"))).alias("spend_last_90d"),

@@ -1,10 +1,12 @@
 """Purchase histories for the repeat-purchase models, and the churn label: Spark functions of silver orders.
 
 The summary follows the BG/NBD convention (Fader, Hardie & Lee 2005), in days: purchases are counted per
-day (several orders on one day are one purchase, of their summed value); `frequency` is the number of
-*repeat* purchase days, `recency_days` the days from the first to the last purchase day, `T_days` the days
-from the first purchase day to `as_of`, `monetary_value` the mean value of the repeat purchase days (0
-without repeats). Values are order totals (after discounts) of orders that count as purchases at `as_of`:
+day (several orders on one day are one purchase, of their summed value). Columns, with the paper's symbol:
+`repeat_purchase_days` (x) the purchase days after the first, `purchase_span_days` (t_x) the days from the
+first to the last purchase day, `days_since_first_purchase` (T) the days from the first purchase day to
+`as_of`, `mean_repeat_order_value` (m_x, shop currency) the mean value of the repeat purchase days (0
+without repeats). lifetimes calls x `frequency`; here `frequency` is not used, since it reads as the
+number of purchases. Values are order totals (after discounts) of orders that count as purchases at `as_of`:
 cancelled and returned orders are left out, never line items (see `features.customer.orders_as_of`).
 """
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pyspark.sql import functions as F
 from core.rundate import end_of
 from features.customer import orders_as_of
 
-HISTORY_COLUMNS = ("customer_id", "frequency", "recency_days", "T_days", "monetary_value")
+#: The purchase model's inputs (BG/NBD's x, t_x, T), in the order `models.lifetime` takes them.
+PURCHASE_MODEL_INPUTS = ("repeat_purchase_days", "purchase_span_days", "days_since_first_purchase")
+HISTORY_COLUMNS = ("customer_id", *PURCHASE_MODEL_INPUTS, "mean_repeat_order_value")
 
 
 def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
-    """One row per customer with a purchase by `as_of`: frequency, recency_days, T_days, monetary_value."""
+    """One row per customer with a purchase by `as_of`: the columns of `HISTORY_COLUMNS` (days, shop currency)."""
     days = (
         orders_as_of(orders, as_of, purchase_statuses).where("is_purchase")
         .groupBy("customer_id", F.to_date("created_at").alias("day"))
@@ -30,19 +34,20 @@ def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence
     )
     first_day = F.min("day")
     per_customer = days.groupBy("customer_id").agg(
-        (F.count("*") - 1).alias("frequency"),
-        F.date_diff(F.max("day"), first_day).alias("recency_days"),
-        F.date_diff(F.lit(as_of), first_day).alias("T_days"),
+        (F.count("*") - 1).alias("repeat_purchase_days"),
+        F.date_diff(F.max("day"), first_day).alias("purchase_span_days"),
+        F.date_diff(F.lit(as_of), first_day).alias("days_since_first_purchase"),
         F.sum("value").alias("_total"),
         F.min_by("value", "day").alias("_first_value"),
     )
     return per_customer.select(
         "customer_id",
-        F.col("frequency").cast("long").alias("frequency"),
-        F.col("recency_days").cast("double").alias("recency_days"),
-        F.col("T_days").cast("double").alias("T_days"),
-        F.when(F.col("frequency") > 0, (F.col("_total") - F.col("_first_value")) / F.col("frequency"))
-        .otherwise(F.lit(0.0)).alias("monetary_value"),
+        F.col("repeat_purchase_days").cast("long").alias("repeat_purchase_days"),
+        F.col("purchase_span_days").cast("double").alias("purchase_span_days"),
+        F.col("days_since_first_purchase").cast("double").alias("days_since_first_purchase"),
+        F.when(F.col("repeat_purchase_days") > 0,
+               (F.col("_total") - F.col("_first_value")) / F.col("repeat_purchase_days"))
+        .otherwise(F.lit(0.0)).alias("mean_repeat_order_value"),
     )
 
 

@@ -14,6 +14,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from core.config import Settings
+from core.crm_schema import CRM_NAMES
+from core.feature_schema import NAMES as FEATURE_NAMES
 from core.lake import Lake
 from core.spark import spark_session
 from models.campaigns import Suppression, audiences, check_expressions, load_campaigns
@@ -49,8 +51,9 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
 def customer_view(lake: Lake, run_date: date) -> DataFrame:
     """One row per customer as of `run_date`: what a campaign's `audience` and `order_by` may use.
 
-    The customer features, the segment (with `segment_since`), the scores, consent and language from the
-    profile, `has_email`, `clv_12m_rank` (the customer's percentile of clv_12m among the scored, 0-1) and
+    The customer features (`purchase_count` and `total_spent` also under their CRM names in customer_segments,
+    `frequency` and `monetary`, which campaign files use), the segment (with `segment_since`), the scores,
+    consent and language from the profile, `has_email`, `clv_12m_rank` (the customer's percentile of clv_12m among the scored, 0-1) and
     `run_date` itself (for conditions such as `next_order_date <= date_add(run_date, 14)`), and from the
     night's other models `satisfaction_score`, `likely_category` (with `likely_category_probability`),
     `offered_coupon` (with its `expected_uplift`) and the browsing activity (`customer_activity`: views, visits,
@@ -58,7 +61,9 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
     export adds the contact.
     """
     day = F.col("as_of") == F.lit(run_date)
-    features = lake.read("gold", "customer_features").where(day).drop("as_of", "run_id")
+    features = lake.read("gold", "customer_features").where(day).select(
+        *[name for name in FEATURE_NAMES if name != "as_of"],
+        *[F.col(measure).alias(crm) for measure, crm in CRM_NAMES["customer_segments"].items()])
     segments = lake.read("gold", "customer_segments").where(day).select(
         "customer_id", "segment", "previous_segment", F.col("changed_at").alias("segment_since"), "rfm_code",
         "r_score", "f_score", "m_score", "cluster_id")

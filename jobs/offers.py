@@ -103,7 +103,7 @@ def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn
         part = rows.merge(features, on="customer_id", how="left", validate="one_to_one")
         risk = np.full(len(part), np.nan)
         if churn_model is not None:
-            bought = (part["frequency"] > 0).to_numpy()
+            bought = (part["purchase_count"] > 0).to_numpy()
             if bought.any():
                 risk[bought] = churn_model.churn_probability(part.loc[bought, churn_model.features])
         part["churn_probability"] = risk

@@ -30,9 +30,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.config import ClvSettings, Settings
+from core.feature_schema import RENAMED
 from core.lake import Lake
 from core.spark import spark_session
-from features.purchases import purchase_history
+from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history
 from jobs import train
 from models import churn, tracking
 from models.lifetime import (
@@ -67,8 +68,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         version, trained_first = champion_or_train(client, lake, run_date, settings, run_id, degraded)
         classifier = tracking.load_version(version) if version is not None else None
         buyers = (lake.read("gold", "customer_features")
-                  .where((F.col("as_of") == F.lit(run_date)) & (F.col("frequency") > 0))
-                  .select("customer_id", *(classifier.features if classifier else []))
+                  .where((F.col("as_of") == F.lit(run_date)) & (F.col("purchase_count") > 0))
+                  .select("customer_id", *(RENAMED.get(name, name) for name in (classifier.features if classifier else [])))
                   .toPandas().set_index("customer_id").sort_index())
         history = (purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
                    .toPandas().set_index("customer_id").reindex(buyers.index))
@@ -148,11 +149,13 @@ def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, ru
     """Fit `clv.purchase_model` (BG/NBD or MBG/NBD) and Gamma-Gamma on `history` (days), log the fit to MLflow;
     per customer the value scores. When the history cannot be fitted (no repeat buyer yet, or a fit that
     does not converge) the value columns are null, no run is logged, and `degraded["value"]` says why."""
-    x, recency, age, spend = (history[column].to_numpy() for column in ("frequency", "recency_days", "T_days", "monetary_value"))
-    repeat = (x > 0) & (spend > 0)
+    purchases = tuple(history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
+    repeat_purchase_days = purchases[0]
+    mean_repeat_order_value = history["mean_repeat_order_value"].to_numpy()
+    repeat = (repeat_purchase_days > 0) & (mean_repeat_order_value > 0)
     try:
-        beta_geo = PURCHASE_MODELS[options.purchase_model]().fit(x, recency, age)
-        gamma_gamma = GammaGammaModel().fit(x[repeat], spend[repeat])
+        beta_geo = PURCHASE_MODELS[options.purchase_model]().fit(*purchases)
+        gamma_gamma = GammaGammaModel().fit(repeat_purchase_days[repeat], mean_repeat_order_value[repeat])
     except (LifetimeInputError, ConvergenceError) as error:
         reason = f"no value model tonight ({len(history)} buyers, {int(repeat.sum())} with a repeat purchase): {error}"
         if degraded is not None:
@@ -163,15 +166,15 @@ def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, ru
     clv_options = dict(period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin,
                        monthly_discount_rate=options.monthly_discount_rate)
     clv, low, high = customer_lifetime_value_with_interval(
-        beta_geo, gamma_gamma, x, recency, age, spend, level=options.interval_level, draws=options.interval_draws,
+        beta_geo, gamma_gamma, *purchases, mean_repeat_order_value, level=options.interval_level, draws=options.interval_draws,
         seed=options.seed, **clv_options)
-    days_to_next = beta_geo.time_to_next_purchase(x, recency, age, probability=NEXT_ORDER_PROBABILITY)
+    days_to_next = beta_geo.time_to_next_purchase(*purchases, probability=NEXT_ORDER_PROBABILITY)
     days_to_next = np.where(days_to_next <= NEXT_ORDER_WITHIN_DAYS, np.ceil(days_to_next), np.nan)
     next_order = pd.Timestamp(run_date) + pd.to_timedelta(days_to_next, unit="D")
     value = pd.DataFrame({
-        "p_alive": beta_geo.probability_alive(x, recency, age),
-        **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, x, recency, age) for days in EXPECTED_ORDER_DAYS},
-        "expected_order_value": gamma_gamma.expected_order_value(x, spend),
+        "p_alive": beta_geo.probability_alive(*purchases),
+        **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS},
+        "expected_order_value": gamma_gamma.expected_order_value(repeat_purchase_days, mean_repeat_order_value),
         "clv_12m": clv,
         "clv_12m_low": low,
         "clv_12m_high": high,

@@ -18,7 +18,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from core.config import Settings
-from core.crm_schema import columns_of
+from core.crm_schema import CRM_NAMES, columns_of
+from core.feature_schema import NAMES as FEATURE_NAMES
 from core.lake import Lake
 from core.spark import spark_session
 from models import clusters
@@ -38,18 +39,19 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     rules = SegmentRules.load(settings.conf_dir / settings.rfm.segments_file)
     with spark_session(settings, "score") as spark:
         lake = Lake(spark, settings.lake_dir)
-        features = lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).cache()
+        features = (lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date))
+                    .select(*FEATURE_NAMES).cache())
 
         model = fit_clusters(lake, features, run_date, settings)
         scored = (
             features.transform(with_rfm_scores)
             .transform(with_segment, rules)
-            .withColumn("cluster_id", F.when(F.col("frequency") > 0, model.assignment()))
+            .withColumn("cluster_id", F.when(F.col("purchase_count") > 0, model.assignment()))
         )
         previous_date = previous_as_of(lake, TABLE, run_date)
         segments = with_previous_segment(scored, lake, previous_date, run_date)
         lake.write_gold(segments, TABLE, run_date, run_id)
-        segments = current(lake, TABLE, run_date).cache()
+        segments = as_measures(current(lake, TABLE, run_date), TABLE).cache()
 
         sizes = {row["cluster_id"]: row["count"] for row in segments.groupBy("cluster_id").count().collect()}
         rows = clusters.centroid_rows(model, sizes)
@@ -70,6 +72,12 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     return counts
 
 
+def as_measures(frame: DataFrame, table: str) -> DataFrame:
+    """A CRM table's gold copy with its measures under their own names again (`Lake.write_gold` gave them
+    their CRM names, `CRM_NAMES`)."""
+    return frame.withColumnsRenamed({crm: measure for measure, crm in CRM_NAMES.get(table, {}).items()})
+
+
 def current(lake: Lake, table: str, run_date: date) -> DataFrame:
     return lake.read("gold", table).where(F.col("as_of") == F.lit(run_date))
 
@@ -83,10 +91,11 @@ def previous_as_of(lake: Lake, table: str, run_date: date) -> date | None:
 
 def fit_clusters(lake: Lake, features: DataFrame, run_date: date, settings: Settings) -> clusters.ClusterModel:
     """Fit the clusters on a sample of buyers; ids matched to the previous run's centroids."""
-    buyers = features.where(F.col("frequency") > 0)
+    buyers = features.where(F.col("purchase_count") > 0)
     frame = clusters.sample(buyers, settings.clusters, buyers.count())
     earlier = previous_as_of(lake, "customer_clusters", run_date)
-    previous = (current(lake, "customer_clusters", earlier).toPandas() if earlier is not None else None)
+    previous = (as_measures(current(lake, "customer_clusters", earlier), "customer_clusters").toPandas()
+                if earlier is not None else None)
     return clusters.fit(frame, settings.clusters, previous)
 
 
@@ -115,9 +124,8 @@ def profiles(lake: Lake, features: DataFrame, segments: DataFrame, centroids: Da
         F.col("id").alias("customer_id"), "email", "first_name", "last_name", "phone", "language", "accepts_marketing",
         F.col("country").alias("customer_country"), F.col("created_at").alias("registered_at"))
     return (
-        features.select("customer_id", "first_order_at", "last_order_at", F.col("frequency").alias("orders"),
-                        F.col("monetary").alias("total_spent"), "avg_order_value", "open_cart_value",
-                        F.col("review_count").alias("reviews"), "avg_rating", F.col("inquiry_count").alias("inquiries"),
+        features.select("customer_id", "first_order_at", "last_order_at", "purchase_count", "total_spent",
+                        "avg_order_value", "open_cart_value", "review_count", "avg_rating", "inquiry_count",
                         "open_inquiries")
         .join(contacts, "customer_id", "left")
         .join(default_address, "customer_id", "left")
@@ -129,15 +137,15 @@ def profiles(lake: Lake, features: DataFrame, segments: DataFrame, centroids: Da
 
 
 def segment_summary(segments: DataFrame) -> DataFrame:
-    """Per segment: customers and revenue with their shares, and mean recency, frequency and monetary value."""
+    """Per segment: customers and revenue with their shares, and mean recency, purchase count and total spent."""
     everyone = Window.partitionBy()
     return (
         segments.groupBy("segment").agg(
             F.count("*").alias("customers"),
-            F.sum("monetary").alias("revenue"),
+            F.sum("total_spent").alias("revenue"),
             F.round(F.avg("recency_days"), 2).alias("mean_recency_days"),
-            F.round(F.avg("frequency"), 2).alias("mean_frequency"),
-            F.avg("monetary").cast("decimal(18,2)").alias("mean_monetary"),
+            F.round(F.avg("purchase_count"), 2).alias("mean_purchase_count"),
+            F.avg("total_spent").cast("decimal(18,2)").alias("mean_total_spent"),
         )
         .withColumn("customer_share", F.round(F.col("customers") / F.sum("customers").over(everyone), 4))
         .withColumn("revenue_share", F.round(

@@ -31,7 +31,7 @@ from core.config import Settings
 from core.lake import Lake
 from core.spark import spark_session
 from features.customer import customer_features, silver_tables
-from features.purchases import purchase_history, with_future_purchases
+from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history, with_future_purchases
 from models import churn, plots, tracking
 from models.lifetime import BetaGeoModel
 
@@ -68,7 +68,7 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
     """The point-in-time snapshot of the buyers at `as_of`, labelled by the `churn.horizon_days` after it."""
     statuses = settings.rfm.scored_statuses
     silver = silver_tables(lake)
-    buyers = customer_features(silver, as_of, statuses).where(F.col("frequency") > 0)
+    buyers = customer_features(silver, as_of, statuses).where(F.col("purchase_count") > 0)
     labelled = (
         buyers.transform(with_future_purchases, silver["orders"], as_of, settings.churn.horizon_days, statuses)
         .toPandas().set_index("customer_id").sort_index()
@@ -92,7 +92,7 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
 
 
 def purchase_history_frame(lake: Lake, as_of: date, settings: Settings, customers: pd.Index) -> pd.DataFrame:
-    """The BG/NBD purchase history at `as_of` of `customers` (repeat purchase days, recency and age in days)."""
+    """The BG/NBD purchase history at `as_of` of `customers` (`features.purchases.HISTORY_COLUMNS`, in days)."""
     frame = (purchase_history(lake.read("silver", "orders"), as_of, settings.rfm.scored_statuses)
              .toPandas().set_index("customer_id"))
     return frame.reindex(customers)
@@ -110,8 +110,8 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
     baseline.fit(training.features, y_train)
 
     history = holdout.history
-    beta_geo = BetaGeoModel().fit(history["frequency"], history["recency_days"], history["T_days"])
-    args = (history["frequency"].to_numpy(), history["recency_days"].to_numpy(), history["T_days"].to_numpy())
+    args = tuple(history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
+    beta_geo = BetaGeoModel().fit(*args)
     expected = beta_geo.expected_purchases(options.horizon_days, *args)
     probabilities = {
         "challenger": challenger.churn_probability(holdout.features),
@@ -139,7 +139,7 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
             mlflow.log_text(table.to_csv(index=False), f"calibration/{name}.csv")
         mlflow.log_figure(plots.calibration_figure(tables), "plots/calibration.png")
         mlflow.log_figure(plots.gains_figure(y_holdout, probabilities), "plots/cumulative_gains.png")
-        mlflow.log_figure(plots.holdout_orders_figure(history["frequency"], holdout.outcome["purchases_in_horizon"],
+        mlflow.log_figure(plots.holdout_orders_figure(history["repeat_purchase_days"], holdout.outcome["purchases_in_horizon"],
                                                       expected), "plots/holdout_purchases.png")
         inputs = challenger.feature_matrix(holdout.features.head(100))
         info = mlflow.sklearn.log_model(

@@ -24,7 +24,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.feature_schema import FEATURES
+from core.feature_schema import FEATURES, RENAMED
 
 ALGORITHMS = ("hist_gradient_boosting", "logistic_regression")
 REASONS = 3
@@ -32,6 +32,7 @@ CALIBRATION_FOLDS = 3
 #: Higher is better for these metrics; lower for the others (Brier score).
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False}
 _WORDS = {feature.name: feature.words for feature in FEATURES}
+_WORDS |= {former: _WORDS[name] for former, name in RENAMED.items()}
 
 
 def estimator(algorithm: str, seed: int) -> BaseEstimator:
@@ -115,6 +116,8 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         return texts
 
     def feature_matrix(self, X: pd.DataFrame) -> pd.DataFrame:
+        # A model trained before a feature was renamed (core.feature_schema.RENAMED) still names it the old way.
+        X = X.rename(columns={RENAMED[name]: name for name in self.features if name in RENAMED and name not in X})
         missing = [name for name in self.features if name not in X.columns]
         if missing:
             raise ValueError(f"churn features missing from the input: {missing}; present: {list(X.columns)}")

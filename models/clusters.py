@@ -24,7 +24,7 @@ from core.config import ClusterSettings
 #: Skewed amounts and counts are log-scaled so a few big spenders do not make their own clusters.
 CLUSTER_FEATURES: dict[str, tuple[str, str, str]] = {
     "recency_days": ("log1p", "lapsed", "recent"),
-    "frequency": ("log1p", "frequent", "one-off"),
+    "purchase_count": ("log1p", "frequent", "one-off"),
     "avg_order_value": ("log1p", "high-spend", "low-spend"),
     "avg_basket_units": ("log1p", "big-basket", "small-basket"),
     "coupon_order_share": ("identity", "coupon-using", "full-price"),

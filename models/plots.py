@@ -41,10 +41,11 @@ def gains_figure(is_churned, probabilities: Mapping[str, np.ndarray]) -> Figure:
     return figure
 
 
-def holdout_orders_figure(frequency, actual, predicted, most: int = 7) -> Figure:
-    """Mean actual and BG/NBD-predicted purchases in the holdout, by repeat purchases before it."""
-    frame = pd.DataFrame({"frequency": np.minimum(np.asarray(frequency), most), "actual": actual, "predicted": predicted})
-    means = frame.groupby("frequency")[["actual", "predicted"]].mean()
+def holdout_orders_figure(repeat_purchase_days, actual, predicted, most: int = 7) -> Figure:
+    """Mean actual and BG/NBD-predicted purchase days in the holdout, by repeat purchase days before it."""
+    frame = pd.DataFrame({"repeat_purchase_days": np.minimum(np.asarray(repeat_purchase_days), most), "actual": actual,
+                          "predicted": predicted})
+    means = frame.groupby("repeat_purchase_days")[["actual", "predicted"]].mean()
     figure, axes = plt.subplots(figsize=(6, 4.5))
     axes.plot(means.index, means["actual"], marker="o", label="actual")
     axes.plot(means.index, means["predicted"], marker="s", linestyle="--", label="BG/NBD expected")

@@ -4,8 +4,8 @@
 Features (point in time, `category_features`): per category the purchase orders holding it, their share
 of the customer's purchase orders, the days since the last one and, when the lake has browsing events, the
 customer's product views in the category in the last `VIEW_DAYS` days (what they look at before they buy);
-overall the purchase orders (frequency), days since the last purchase, spend (shop currency) and days
-since registration. The model
+overall the purchase orders (`purchase_count`), days since the last purchase, spend (`total_spent`, shop
+currency) and days since registration. The model
 is one scikit-learn logistic regression per category (binary relevance) on those features made linear
 (counts and amounts log1p, days as a decay exp(-days / `RECENCY_SCALE_DAYS`), standardised): fitted on the
 features at `as_of - horizon_days` with the labels "bought the category in (as_of - horizon_days, as_of]",
@@ -40,7 +40,7 @@ from models.recommend import purchase_lines
 PROPENSITY_COLUMNS = ("customer_id", "rank", "category", "probability")
 #: Days since the last purchase (of a category) for a customer who never bought it: beyond any history.
 NEVER_DAYS = 10_000
-OVERALL_FEATURES = ("frequency", "recency_days", "monetary", "tenure_days")
+OVERALL_FEATURES = ("purchase_count", "recency_days", "total_spent", "tenure_days")
 #: Days over which the weight of a last purchase decays by a factor e in the model's inputs.
 RECENCY_SCALE_DAYS = 90.0
 #: Days of browsing counted in the `views_<category>` features.
@@ -67,9 +67,9 @@ def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
     orders = (silver["orders"].select(F.col("id").alias("order_id"), "total_amount")
               .join(lines.select("order_id", "customer_id", "ordered_at").distinct(), "order_id"))
     overall = orders.groupBy("customer_id").agg(
-        F.count("*").alias("frequency"),
+        F.count("*").alias("purchase_count"),
         F.date_diff(day, F.to_date(F.max("ordered_at"))).alias("recency_days"),
-        F.sum("total_amount").cast("double").alias("monetary"))
+        F.sum("total_amount").cast("double").alias("total_spent"))
     per_category = (lines.groupBy("customer_id").pivot("category", list(categories)).agg(
         F.count_distinct("order_id").alias("orders"),
         F.date_diff(day, F.to_date(F.max("ordered_at"))).alias("days_since")))
@@ -86,17 +86,17 @@ def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         frame = frame.join(views, "customer_id", "left")
     frame = frame.toPandas().set_index("customer_id").sort_index()
     features = pd.DataFrame(index=frame.index)
-    frequency = frame["frequency"].fillna(0).astype(float)
+    purchase_count = frame["purchase_count"].fillna(0).astype(float)
     for category in categories:
         count = frame[f"{category}_orders"].fillna(0).astype(float)
         features[f"orders_{category}"] = count
-        features[f"share_{category}"] = np.where(frequency > 0, count / frequency.where(frequency > 0, 1), 0.0)
+        features[f"share_{category}"] = np.where(purchase_count > 0, count / purchase_count.where(purchase_count > 0, 1), 0.0)
         features[f"days_since_{category}"] = frame[f"{category}_days_since"].fillna(NEVER_DAYS).astype(float)
         views = frame[f"{category}_views"] if f"{category}_views" in frame else pd.Series(0.0, index=frame.index)
         features[f"views_{category}"] = views.fillna(0).astype(float)
-    features["frequency"] = frequency
+    features["purchase_count"] = purchase_count
     features["recency_days"] = frame["recency_days"].fillna(NEVER_DAYS).astype(float)
-    features["monetary"] = frame["monetary"].fillna(0).astype(float)
+    features["total_spent"] = frame["total_spent"].fillna(0).astype(float)
     features["tenure_days"] = frame["tenure_days"].astype(float)
     return features
 
@@ -154,7 +154,7 @@ def model_inputs(features: pd.DataFrame) -> np.ndarray:
         values = features[name].to_numpy(dtype=float)
         if name.startswith("days_since_") or name == "recency_days":
             columns.append(np.exp(-values / RECENCY_SCALE_DAYS))
-        elif name.startswith(("orders_", "views_")) or name in ("frequency", "monetary"):
+        elif name.startswith(("orders_", "views_")) or name in ("purchase_count", "total_spent"):
             columns.append(np.log1p(values))
         elif name == "tenure_days":
             columns.append(values / 365.25)
@@ -213,7 +213,7 @@ def evaluate_propensity(silver: Mapping[str, DataFrame], as_of: date, horizon_da
     truth = truth[truth.index.isin(features.index)]
     figures: dict[str, float | int | str] = {"scored_at": scored_at.isoformat(), "categories": len(categories),
                                               "customers": len(truth),
-                                              "buyers_at_scoring": int((features["frequency"] > 0).sum())}
+                                              "buyers_at_scoring": int((features["purchase_count"] > 0).sum())}
     for name, scores in (("model", model.probabilities(features)), ("most_bought", most_bought_scores(features, categories))):
         figures.update({f"{name}_{key}": value for key, value in _hit_rates(scores.loc[truth.index], truth).items()})
     return figures

@@ -1,10 +1,11 @@
-"""RFM: quintile scores for recency, frequency and monetary value, and the named segments.
+"""RFM: quintile scores for recency (`recency_days`), frequency (`purchase_count`) and monetary value
+(`total_spent`), and the named segments.
 
 Scores run from 1 (worst) to 5 (best) among the customers with at least one purchase:
 `score = floor((rank - 1) * 5 / n) + 1`, where `rank` is the customer's rank (1 = worst value) among `n`
 customers and tied values share their lowest rank (SQL `RANK()`, pandas `rank(method="min")`). So equal
 values always get the same score, and the result does not depend on row order. Recency ranks the longest
-ago as worst; frequency and monetary rank the smallest as worst. The scores are computed from four exact
+ago as worst; purchase count and total spent rank the smallest as worst. The scores are computed from four exact
 cut points per measure (`cut_points`), which need no global sort: a global `rank()` window would put every
 customer in one partition.
 
@@ -116,8 +117,8 @@ def measures() -> dict[str, Column]:
     """Each score's measure as a whole number whose larger values are better (recency counts against)."""
     return {
         "r_score": -F.col("recency_days").cast("long"),
-        "f_score": F.col("frequency").cast("long"),
-        "m_score": (F.col("monetary") * 100).cast("long"),  # cents: exact as a whole number
+        "f_score": F.col("purchase_count").cast("long"),
+        "m_score": (F.col("total_spent") * 100).cast("long"),  # cents: exact as a whole number
     }
 #: Relative rank error of the approximate quantiles that bracket each exact cut point (see `cut_points`).
 BRACKET_ERROR = 0.001
@@ -194,7 +195,7 @@ def with_rfm_scores(features: DataFrame) -> DataFrame:
     Scores follow the module docstring's rank formula exactly; they are computed from four cut points per
     measure (`cut_points`), so no global sort or single-partition window is needed.
     """
-    is_buyer = F.col("frequency") > 0
+    is_buyer = F.col("purchase_count") > 0
     values = features.where(is_buyer).select(*[expression.alias(name) for name, expression in measures().items()])
     buyers = values.count()
     points = cut_points(values, buyers) if buyers else {name: [] for name in SCORES}

@@ -44,16 +44,17 @@ def buyers(seed: int, customers: int = 1500, as_of: date = RUN_DATE) -> Snapshot
         future = len(times) - len(past)
         days = sorted({int(day) for day in past})
         rows.append({
-            "frequency": len(past), "recency_days": end - past[-1], "tenure_days": end - first_i + 30,
-            "monetary": 40.0 * len(past), "avg_order_value": 40.0, "review_count": int(rng.poisson(1)),
-            "history_frequency": len(days) - 1, "history_recency": float(days[-1] - days[0]),
+            "purchase_count": len(past), "recency_days": end - past[-1], "tenure_days": end - first_i + 30,
+            "total_spent": 40.0 * len(past), "avg_order_value": 40.0, "review_count": int(rng.poisson(1)),
+            "history_repeat_purchase_days": len(days) - 1, "history_recency": float(days[-1] - days[0]),
             "history_T": float(int(end) - days[0]),
         })
         outcome.append(future)
     frame = pd.DataFrame(rows)
     frame.index = pd.Index(np.arange(1, customers + 1), name="customer_id")
-    history = pd.DataFrame({"frequency": frame.pop("history_frequency"), "recency_days": frame.pop("history_recency"),
-                            "T_days": frame.pop("history_T"), "monetary_value": 40.0})
+    history = pd.DataFrame({"repeat_purchase_days": frame.pop("history_repeat_purchase_days"),
+                            "purchase_span_days": frame.pop("history_recency"),
+                            "days_since_first_purchase": frame.pop("history_T"), "mean_repeat_order_value": 40.0})
     purchases = pd.Series(outcome, index=frame.index)
     return Snapshot(as_of=as_of, features=frame, history=history,
                     outcome=pd.DataFrame({"purchases_in_horizon": purchases, "is_churned": purchases == 0}))
@@ -66,7 +67,7 @@ def snapshots():
 
 def test_the_classifier_ranks_and_calibrates_churn_on_a_holdout(snapshots):
     training, holdout = snapshots
-    features = ["frequency", "recency_days", "tenure_days", "monetary"]
+    features = ["purchase_count", "recency_days", "tenure_days", "total_spent"]
     model = churn.ChurnClassifier(features, "hist_gradient_boosting", "isotonic", 0).fit(
         training.features, training.outcome["is_churned"])
     probability = model.churn_probability(holdout.features)
@@ -84,7 +85,7 @@ def test_the_classifier_ranks_and_calibrates_churn_on_a_holdout(snapshots):
 
 def test_reasons_name_what_raises_each_customers_risk_in_words(snapshots):
     training, holdout = snapshots
-    model = churn.ChurnClassifier(["frequency", "recency_days", "tenure_days"], "logistic_regression",
+    model = churn.ChurnClassifier(["purchase_count", "recency_days", "tenure_days"], "logistic_regression",
                                   "sigmoid", 0).fit(training.features, training.outcome["is_churned"])
     long_gone = holdout.features["recency_days"].idxmax()
     reasons = model.reasons(holdout.features.loc[[long_gone]])
@@ -93,6 +94,22 @@ def test_reasons_name_what_raises_each_customers_risk_in_words(snapshots):
     # A contribution is the fall in probability when the feature goes to the population's median.
     contributions = model.contributions(holdout.features.loc[[long_gone]])
     assert contributions.loc[long_gone, "recency_days"] > 0
+
+
+def test_a_model_trained_under_the_former_feature_names_scores_the_renamed_features_alike(snapshots, settings):
+    # A champion registered before `frequency`/`monetary` became purchase_count/total_spent keeps scoring.
+    from core.config import ChurnSettings
+
+    training, holdout = snapshots
+    former = {"purchase_count": "frequency", "total_spent": "monetary"}
+    old = churn.ChurnClassifier(["frequency", "recency_days", "monetary"], "logistic_regression", "sigmoid", 0).fit(
+        training.features.rename(columns=former), training.outcome["is_churned"])
+    new = churn.ChurnClassifier(["purchase_count", "recency_days", "total_spent"], "logistic_regression", "sigmoid",
+                                0).fit(training.features, training.outcome["is_churned"])
+    assert np.array_equal(old.churn_probability(holdout.features), new.churn_probability(holdout.features))
+    assert old.reasons(holdout.features.head(50)) == new.reasons(holdout.features.head(50))
+    options = ChurnSettings.model_validate({**settings.churn.model_dump(), "features": ["frequency", "monetary"]})
+    assert options.features == ["purchase_count", "total_spent"]
 
 
 def test_missing_features_and_one_sided_labels_are_clear_errors(snapshots):
@@ -108,7 +125,7 @@ def test_a_feature_without_any_value_in_training_is_held_at_zero(snapshots):
     # A shop's first nights with browsing events: the training snapshot predates them (days_since_last_visit
     # null for everyone), which histogram binning cannot bin.
     training, holdout = snapshots
-    features = ["frequency", "recency_days", "days_since_last_visit"]
+    features = ["purchase_count", "recency_days", "days_since_last_visit"]
     train = training.features.assign(days_since_last_visit=np.nan)
     for algorithm in churn.ALGORITHMS:
         model = churn.ChurnClassifier(features, algorithm, "isotonic", 0).fit(train, training.outcome["is_churned"])
@@ -137,7 +154,7 @@ def test_a_worse_challenger_leaves_the_champion_and_a_better_one_replaces_it(sna
     training, holdout = snapshots
     # The noise feature alone makes a deliberately weak model; the purchase history a good one.
     weak = with_churn(settings, tmp_path, features=["review_count"])
-    good = with_churn(settings, tmp_path, features=["frequency", "recency_days", "tenure_days", "monetary"])
+    good = with_churn(settings, tmp_path, features=["purchase_count", "recency_days", "tenure_days", "total_spent"])
     client = MlflowClient(good.mlflow.tracking_uri, good.mlflow.tracking_uri)
 
     def champion() -> str:

@@ -23,13 +23,13 @@ def blobs(seed: int, centres: list[dict], per_blob: int = 150) -> pd.DataFrame:
     return frame
 
 
-LOYAL = dict(recency_days=10, frequency=20, avg_order_value=300, avg_basket_units=4, coupon_order_share=0.0,
+LOYAL = dict(recency_days=10, purchase_count=20, avg_order_value=300, avg_basket_units=4, coupon_order_share=0.0,
              categories_bought=8)
-BARGAIN = dict(recency_days=40, frequency=6, avg_order_value=40, avg_basket_units=2, coupon_order_share=0.9,
+BARGAIN = dict(recency_days=40, purchase_count=6, avg_order_value=40, avg_basket_units=2, coupon_order_share=0.9,
                categories_bought=3)
-LAPSED = dict(recency_days=400, frequency=1, avg_order_value=80, avg_basket_units=1, coupon_order_share=0.0,
+LAPSED = dict(recency_days=400, purchase_count=1, avg_order_value=80, avg_basket_units=1, coupon_order_share=0.0,
               categories_bought=1)
-BIG_ONCE = dict(recency_days=200, frequency=1, avg_order_value=2000, avg_basket_units=9, coupon_order_share=0.0,
+BIG_ONCE = dict(recency_days=200, purchase_count=1, avg_order_value=2000, avg_basket_units=9, coupon_order_share=0.0,
                 categories_bought=2)
 
 

@@ -185,7 +185,7 @@ def test_features_of_one_customer_mean_what_the_registry_says(spark):
     (features,) = collected(customer_features(silver_frames(spark, rows), as_of, PURCHASE_STATUSES))
     assert features == {
         "as_of": as_of, "customer_id": 1,
-        "recency_days": 40, "frequency": 3, "monetary": Decimal("120.00"), "avg_order_value": Decimal("40.00"),
+        "recency_days": 40, "purchase_count": 3, "total_spent": Decimal("120.00"), "avg_order_value": Decimal("40.00"),
         "first_order_at": datetime(2026, 3, 22, 10), "last_order_at": datetime(2026, 5, 21, 10),
         "tenure_days": 171, "mean_days_between_orders": 30.0, "std_days_between_orders": 0.0,
         "spend_last_90d": Decimal("80.00"), "spend_previous_90d": Decimal("40.00"), "spend_trend": 2.0,

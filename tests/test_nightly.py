@@ -962,7 +962,7 @@ def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
     # A purchase at as_of: a purchase status now, or any status reached after as_of (then still in progress).
     purchases = orders[orders["status"].isin(settings.rfm.scored_statuses) | (orders["updated_at"] >= cutoff)]
     per_customer = purchases.groupby("customer_id").agg(
-        frequency=("id", "size"), monetary=("total_amount", "sum"), last=("created_at", "max")).reset_index()
+        purchase_count=("id", "size"), total_spent=("total_amount", "sum"), last=("created_at", "max")).reset_index()
     frame = customers.merge(per_customer, on="customer_id", how="left")
     frame["recency_days"] = (pd.Timestamp(as_of) - frame["last"].dt.tz_localize(None).dt.normalize()).dt.days
     scored = frame.set_index("customer_id").join(reference_scores(frame))  # non-buyers: no scores

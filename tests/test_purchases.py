@@ -38,8 +38,10 @@ def test_the_history_counts_repeat_purchase_days_in_days_from_order_totals(spark
     silver = silver_frames(spark, {"orders": ORDERS})
     rows = {row["customer_id"]: row.asDict() for row in purchase_history(silver["orders"], AS_OF, PURCHASE_STATUSES).collect()}
     assert rows == {
-        1: {"customer_id": 1, "frequency": 2, "recency_days": 101.0, "T_days": 121.0, "monetary_value": 50.0},
-        2: {"customer_id": 2, "frequency": 0, "recency_days": 0.0, "T_days": 0.0, "monetary_value": 0.0},
+        1: {"customer_id": 1, "repeat_purchase_days": 2, "purchase_span_days": 101.0, "days_since_first_purchase": 121.0,
+            "mean_repeat_order_value": 50.0},
+        2: {"customer_id": 2, "repeat_purchase_days": 0, "purchase_span_days": 0.0, "days_since_first_purchase": 0.0,
+            "mean_repeat_order_value": 0.0},
     }
 
 

@@ -18,7 +18,7 @@ RULES_FILE = REPO_ROOT / "conf" / "segments.yaml"
 
 def reference_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """The documented formula in pandas: floor((rank_min - 1) * 5 / n) + 1 among buyers."""
-    buyers = frame[frame["frequency"] > 0].copy()
+    buyers = frame[frame["purchase_count"] > 0].copy()
     n = len(buyers)
 
     def score(values: pd.Series, best_is_high: bool) -> pd.Series:
@@ -26,20 +26,20 @@ def reference_scores(frame: pd.DataFrame) -> pd.DataFrame:
         return ((ranks - 1) * 5 // n + 1).astype(int)
 
     buyers["r_score"] = score(buyers["recency_days"], best_is_high=False)
-    buyers["f_score"] = score(buyers["frequency"], best_is_high=True)
-    buyers["m_score"] = score(buyers["monetary"].astype(float), best_is_high=True)
+    buyers["f_score"] = score(buyers["purchase_count"], best_is_high=True)
+    buyers["m_score"] = score(buyers["total_spent"].astype(float), best_is_high=True)
     return buyers.set_index("customer_id")[["r_score", "f_score", "m_score"]]
 
 
 def features_frame(seed: int, customers: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frequency = rng.poisson(1.5, customers)  # many ties at 0, 1 and 2
+    purchase_count = rng.poisson(1.5, customers)  # many ties at 0, 1 and 2
     return pd.DataFrame({
         "as_of": date(2026, 1, 1),
         "customer_id": np.arange(1, customers + 1),
-        "recency_days": np.where(frequency > 0, rng.integers(0, 400, customers), -1),
-        "frequency": frequency,
-        "monetary": np.where(frequency > 0, np.round(rng.gamma(2, 60, customers) * frequency, 2), 0.0),
+        "recency_days": np.where(purchase_count > 0, rng.integers(0, 400, customers), -1),
+        "purchase_count": purchase_count,
+        "total_spent": np.where(purchase_count > 0, np.round(rng.gamma(2, 60, customers) * purchase_count, 2), 0.0),
     })
 
 
@@ -47,10 +47,10 @@ def features_frame(seed: int, customers: int) -> pd.DataFrame:
 def test_scores_equal_the_pandas_reference_customer_for_customer(spark, seed):
     frame = features_frame(seed, 800)
     spark_frame = spark.createDataFrame(
-        [(r.as_of, int(r.customer_id), None if r.frequency == 0 else int(r.recency_days), int(r.frequency), float(r.monetary))
+        [(r.as_of, int(r.customer_id), None if r.purchase_count == 0 else int(r.recency_days), int(r.purchase_count), float(r.total_spent))
          for r in frame.itertuples()],
-        "as_of date, customer_id long, recency_days int, frequency long, monetary double",
-    ).withColumn("monetary", F.col("monetary").cast("decimal(18,2)"))
+        "as_of date, customer_id long, recency_days int, purchase_count long, total_spent double",
+    ).withColumn("total_spent", F.col("total_spent").cast("decimal(18,2)"))
     scored = with_rfm_scores(spark_frame).toPandas().set_index("customer_id")
 
     expected = reference_scores(frame)
@@ -73,7 +73,7 @@ def test_four_cut_points_give_the_rank_formula_for_any_values(values):
 
 def test_tied_values_get_the_same_score_whatever_the_row_order(spark):
     rows = [(date(2026, 1, 1), i, 10, 1 if i <= 6 else 2, 50.0) for i in range(1, 11)]
-    frame = spark.createDataFrame(rows, "as_of date, customer_id long, recency_days int, frequency long, monetary double")
+    frame = spark.createDataFrame(rows, "as_of date, customer_id long, recency_days int, purchase_count long, total_spent double")
     forward = {r.customer_id: r.f_score for r in with_rfm_scores(frame).collect()}
     backward = {r.customer_id: r.f_score for r in with_rfm_scores(frame.orderBy(frame.customer_id.desc())).collect()}
     assert forward == backward
