@@ -1,4 +1,5 @@
 """shop-crm: an analytics pipeline that turns an e-commerce shop's database into a working CRM."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -8,9 +9,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=[f"{package}{tail}" for package in
-                                    ("jobs", "core", "cli", "demo_shop", "features", "models", "expectations")
-                                    for tail in ("", ".*")]),
+    packages=find_packages(
+        include=[
+            f"{package}{tail}"
+            for package in ("jobs", "core", "cli", "demo_shop", "features", "models", "expectations")
+            for tail in ("", ".*")
+        ]
+    ),
     # The migrations' revision files are read by Alembic from their folder, not imported as modules.
     package_data={"core": ["migrations/script.py.mako", "migrations/versions/*.py"]},
     install_requires=[

@@ -51,6 +51,7 @@ A stage that fails is reported with its error (the log: `stages.log`), and the o
 The generated customers drop out: 40% buy until the run date, the others stop at a random point of their
 time since registration (see `make_silver`), so BG/NBD has a dropout rate to estimate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,12 @@ from rfm import RUN_DATE, _settings, make_silver
 REPO = Path(__file__).resolve().parent.parent
 CLV_MONTHS = 12
 #: Our purchase history's columns under the names lifetimes' summary gives them, so the two can be compared.
-LIFETIMES_NAMES = {"repeat_purchase_days": "frequency", "purchase_span_days": "recency", "days_since_first_purchase": "T",
-                   "mean_repeat_order_value": "monetary_value"}
+LIFETIMES_NAMES = {
+    "repeat_purchase_days": "frequency",
+    "purchase_span_days": "recency",
+    "days_since_first_purchase": "T",
+    "mean_repeat_order_value": "monetary_value",
+}
 FITS_GOAL_SECONDS = 3.0
 #: lifetimes' BG/NBD penalizers, tried in turn when its unpenalised fit does not converge. On the generated
 #: data 1e-8 converged at 10,000 and 50,000 customers (1e-9 not at 50,000); the larger the penalizer, the
@@ -102,7 +107,8 @@ def read_orders(lake_dir: Path):
     from deltalake import DeltaTable
 
     table = DeltaTable(str(lake_dir / "silver" / "orders")).to_pyarrow_table(
-        columns=["customer_id", "status", "total_amount", "created_at", "updated_at"])
+        columns=["customer_id", "status", "total_amount", "created_at", "updated_at"]
+    )
     table = table.set_column(2, "total_amount", table["total_amount"].cast(pa.float64()))
     orders = table.to_pandas()
     for column in ("created_at", "updated_at"):
@@ -116,11 +122,10 @@ def lifetimes_summary(orders, statuses: list[str]):
     from lifetimes.utils import summary_data_from_transaction_data
 
     cutoff = pd.Timestamp(RUN_DATE + timedelta(days=1))  # features.customer.end_of(RUN_DATE), UTC
-    purchases = orders[(orders["created_at"] < cutoff)
-                       & (orders["status"].isin(statuses) | (orders["updated_at"] >= cutoff))]
+    purchases = orders[(orders["created_at"] < cutoff) & (orders["status"].isin(statuses) | (orders["updated_at"] >= cutoff))]
     summary = summary_data_from_transaction_data(
-        purchases, "customer_id", "created_at", monetary_value_col="total_amount",
-        observation_period_end=pd.Timestamp(RUN_DATE), freq="D")
+        purchases, "customer_id", "created_at", monetary_value_col="total_amount", observation_period_end=pd.Timestamp(RUN_DATE), freq="D"
+    )
     return summary, len(purchases)
 
 
@@ -154,11 +159,22 @@ def stage_lifetimes(job: dict) -> dict:
     beta_geo, penalizer = lifetimes_bg_nbd(steps, x, recency, T)
     repeat = (x > 0) & (m > 0)
     gamma_gamma = _timed(steps, "gamma-gamma fit", lambda: GammaGammaFitter().fit(x[repeat], m[repeat]))
-    clv = _timed(steps, "clv point", lambda: gamma_gamma.customer_lifetime_value(
-        beta_geo, x, recency, T, m, time=CLV_MONTHS, discount_rate=settings.clv.monthly_discount_rate, freq="D"))
+    clv = _timed(
+        steps,
+        "clv point",
+        lambda: gamma_gamma.customer_lifetime_value(
+            beta_geo, x, recency, T, m, time=CLV_MONTHS, discount_rate=settings.clv.monthly_discount_rate, freq="D"
+        ),
+    )
     summary.assign(clv=settings.clv.margin * clv).reset_index().to_parquet(Path(job["data_dir"]) / "lifetimes.parquet")
-    return {"steps": steps, "params": {**beta_geo.params_.to_dict(), **gamma_gamma.params_.to_dict()},
-            "penalizer": penalizer, "customers": len(summary), "purchases": purchases, "seconds": _total(steps)}
+    return {
+        "steps": steps,
+        "params": {**beta_geo.params_.to_dict(), **gamma_gamma.params_.to_dict()},
+        "penalizer": penalizer,
+        "customers": len(summary),
+        "purchases": purchases,
+        "seconds": _total(steps),
+    }
 
 
 def stage_shop_crm(job: dict) -> dict:
@@ -167,12 +183,7 @@ def stage_shop_crm(job: dict) -> dict:
     from core.lake import Lake
     from core.spark import spark_session
     from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history
-    from models.lifetime import (
-        DAYS_PER_MONTH,
-        BetaGeoModel,
-        GammaGammaModel,
-        customer_lifetime_value_with_interval,
-    )
+    from models.lifetime import DAYS_PER_MONTH, BetaGeoModel, GammaGammaModel, customer_lifetime_value_with_interval
 
     settings = _settings(job)
     options = settings.clv
@@ -181,22 +192,42 @@ def stage_shop_crm(job: dict) -> dict:
     with spark_session(settings, "bench-clv") as spark:
         steps["spark start"] = time.perf_counter() - started
         orders = Lake(spark, settings.lake_dir).read("silver", "orders")
-        history = _timed(steps, "summary", lambda: purchase_history(
-            orders, RUN_DATE, settings.rfm.scored_statuses).toPandas())
+        history = _timed(steps, "summary", lambda: purchase_history(orders, RUN_DATE, settings.rfm.scored_statuses).toPandas())
         x, recency, T = (history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
         m = history["mean_repeat_order_value"].to_numpy()
         beta_geo = _timed(steps, "bgnbd fit", lambda: BetaGeoModel().fit(x, recency, T))
         repeat = (x > 0) & (m > 0)
         gamma_gamma = _timed(steps, "gamma-gamma fit", lambda: GammaGammaModel().fit(x[repeat], m[repeat]))
-        horizon = dict(period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin,
-                       monthly_discount_rate=options.monthly_discount_rate)
-        clv, low, high = _timed(steps, "clv point + interval", lambda: customer_lifetime_value_with_interval(
-            beta_geo, gamma_gamma, x, recency, T, m, seed=options.seed, level=options.interval_level,
-            draws=options.interval_draws, **horizon))
-    (history.rename(columns=LIFETIMES_NAMES).assign(clv=clv, clv_low=low, clv_high=high)
-     .to_parquet(Path(job["data_dir"]) / "shop-crm.parquet"))
-    return {"steps": steps, "params": {**asdict(beta_geo.params_), **asdict(gamma_gamma.params_)},
-            "customers": len(history), "seconds": _total(steps)}
+        horizon = dict(
+            period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin, monthly_discount_rate=options.monthly_discount_rate
+        )
+        clv, low, high = _timed(
+            steps,
+            "clv point + interval",
+            lambda: customer_lifetime_value_with_interval(
+                beta_geo,
+                gamma_gamma,
+                x,
+                recency,
+                T,
+                m,
+                seed=options.seed,
+                level=options.interval_level,
+                draws=options.interval_draws,
+                **horizon,
+            ),
+        )
+    (
+        history.rename(columns=LIFETIMES_NAMES)
+        .assign(clv=clv, clv_low=low, clv_high=high)
+        .to_parquet(Path(job["data_dir"]) / "shop-crm.parquet")
+    )
+    return {
+        "steps": steps,
+        "params": {**asdict(beta_geo.params_), **asdict(gamma_gamma.params_)},
+        "customers": len(history),
+        "seconds": _total(steps),
+    }
 
 
 def _total(steps: dict[str, float]) -> float:
@@ -217,9 +248,12 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     (folder / "lake").mkdir(parents=True)
     started = time.perf_counter()
     rows = make_silver(folder / "lake", customers, args.orders_per_customer)
-    print(f"\n{customers:,} customers, {rows['orders']:,} orders (silver generated in "
-          f"{time.perf_counter() - started:.1f} s); {os.cpu_count()} cores, load average "
-          f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}; {measured_code()}", flush=True)
+    print(
+        f"\n{customers:,} customers, {rows['orders']:,} orders (silver generated in "
+        f"{time.perf_counter() - started:.1f} s); {os.cpu_count()} cores, load average "
+        f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}; {measured_code()}",
+        flush=True,
+    )
     environment = {**os.environ, "PYTHONPATH": str(REPO), "CRM_ENV": "demo"}
     job = {"data_dir": str(folder), "driver_memory": args.driver_memory}
     log = folder / "stages.log"
@@ -233,10 +267,11 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
 
 def measured_code() -> str:
     """`harness.code_version` of the predict job, and digests of the modules measured outside jobs/."""
-    changed = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=REPO, capture_output=True,
-                             text=True).stdout.split()
-    digests = ", ".join(f"{name} {hashlib.sha256((REPO / name).read_bytes()).hexdigest()[:12]}"
-                        f"{' (changed)' if name in changed else ''}" for name in MEASURED)
+    changed = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=REPO, capture_output=True, text=True).stdout.split()
+    digests = ", ".join(
+        f"{name} {hashlib.sha256((REPO / name).read_bytes()).hexdigest()[:12]}{' (changed)' if name in changed else ''}"
+        for name in MEASURED
+    )
     return f"{code_version('predict.py')}; {digests}"
 
 
@@ -247,38 +282,50 @@ def report(results: dict[str, dict], folder: Path) -> None:
             print(f"{name}: {result['skipped']}")
     lifetimes, crm = (results[name].get("steps") for name in STAGES)
     if lifetimes and crm:
-        print(f"{results['lifetimes']['purchases']:,} purchase orders at {RUN_DATE}; buyers: "
-              f"{results['shop-crm']['customers']:,} (shop-crm), {results['lifetimes']['customers']:,} (lifetimes)")
+        print(
+            f"{results['lifetimes']['purchases']:,} purchase orders at {RUN_DATE}; buyers: "
+            f"{results['shop-crm']['customers']:,} (shop-crm), {results['lifetimes']['customers']:,} (lifetimes)"
+        )
     print(f"{'seconds':<30}" + "".join(f"{name:>10}" for name in STAGES))
     for step in STEPS:
         print(f"  {step:<28}" + "".join(_cell((result.get("steps") or {}).get(step)) for result in results.values()))
     print(f"  {'total':<28}" + "".join(_cell(result.get("seconds")) for result in results.values()))
     without = {"lifetimes": "read", "shop-crm": "spark start"}
-    print(f"  {'total without read / start':<28}" + "".join(
-        _cell(result["seconds"] - result["steps"][without[name]] if "steps" in result else None)
-        for name, result in results.items()))
+    print(
+        f"  {'total without read / start':<28}"
+        + "".join(
+            _cell(result["seconds"] - result["steps"][without[name]] if "steps" in result else None) for name, result in results.items()
+        )
+    )
     print(f"  {'peak MB':<28}" + "".join(f"{result.get('peak_mb', '-'):>10}" for result in results.values()))
     print(f"  {'mean load':<28}" + "".join(_cell(result.get("load")) for result in results.values()))
     if lifetimes and "bgnbd fit, not converged" in lifetimes:
-        print(f"  lifetimes' BG/NBD fit converged only with penalizer_coef {results['lifetimes']['penalizer']:g} (the "
-              f"bgnbd fit above); the attempts before it (unpenalised, then smaller penalizers) took "
-              f"{lifetimes['bgnbd fit, not converged']:.2f} s, not in the totals")
+        print(
+            f"  lifetimes' BG/NBD fit converged only with penalizer_coef {results['lifetimes']['penalizer']:g} (the "
+            f"bgnbd fit above); the attempts before it (unpenalised, then smaller penalizers) took "
+            f"{lifetimes['bgnbd fit, not converged']:.2f} s, not in the totals"
+        )
     if crm:
         fits = crm["bgnbd fit"] + crm["gamma-gamma fit"]
-        print(f"goal (a), fits together under {FITS_GOAL_SECONDS:g} s: shop-crm BG/NBD + Gamma-Gamma {fits:.2f} s"
-              + (f" (lifetimes {lifetimes['bgnbd fit'] + lifetimes['gamma-gamma fit']:.2f} s)" if lifetimes else "")
-              + f": {_met(fits, FITS_GOAL_SECONDS)}")
+        print(
+            f"goal (a), fits together under {FITS_GOAL_SECONDS:g} s: shop-crm BG/NBD + Gamma-Gamma {fits:.2f} s"
+            + (f" (lifetimes {lifetimes['bgnbd fit'] + lifetimes['gamma-gamma fit']:.2f} s)" if lifetimes else "")
+            + f": {_met(fits, FITS_GOAL_SECONDS)}"
+        )
     if not (lifetimes and crm):
         return
     compare_params(results["lifetimes"]["params"], results["shop-crm"]["params"])
     compare_customers(folder)
     with_read, with_start = results["lifetimes"]["seconds"], results["shop-crm"]["seconds"]
     without_read, without_start = with_read - lifetimes["read"], with_start - crm["spark start"]
-    print(f"goal (b), silver orders -> 12-month CLV: shop-crm with intervals {without_start:.2f} s (Spark start "
-          f"excluded; {with_start:.2f} s with it) vs lifetimes' point estimates {with_read:.2f} s (its Delta read "
-          f"included; {without_read:.2f} s without it): lifetimes / shop-crm = {with_read / without_start:.2f}x, "
-          f"{_met(without_start, with_read)}; counting Spark start and not lifetimes' read: "
-          f"{without_read / with_start:.2f}x, {_met(with_start, without_read)}", flush=True)
+    print(
+        f"goal (b), silver orders -> 12-month CLV: shop-crm with intervals {without_start:.2f} s (Spark start "
+        f"excluded; {with_start:.2f} s with it) vs lifetimes' point estimates {with_read:.2f} s (its Delta read "
+        f"included; {without_read:.2f} s without it): lifetimes / shop-crm = {with_read / without_start:.2f}x, "
+        f"{_met(without_start, with_read)}; counting Spark start and not lifetimes' read: "
+        f"{without_read / with_start:.2f}x, {_met(with_start, without_read)}",
+        flush=True,
+    )
 
 
 def _cell(value: float | None) -> str:
@@ -292,11 +339,15 @@ def _met(ours: float, theirs: float) -> str:
 def compare_params(theirs: dict[str, float], ours: dict[str, float]) -> None:
     """Both fits' parameters, their relative difference, and BG/NBD's mean dropout probability a / (a + b)."""
     for model, names in (("BG/NBD", ("r", "alpha", "a", "b")), ("Gamma-Gamma", ("p", "q", "v"))):
-        print(f"{model} (lifetimes / shop-crm, relative difference): " + "; ".join(
-            f"{name} {theirs[name]:.6g} / {ours[name]:.6g} ({_relative(ours[name], theirs[name]):.1e})" for name in names))
+        print(
+            f"{model} (lifetimes / shop-crm, relative difference): "
+            + "; ".join(f"{name} {theirs[name]:.6g} / {ours[name]:.6g} ({_relative(ours[name], theirs[name]):.1e})" for name in names)
+        )
     dropout = [params["a"] / (params["a"] + params["b"]) for params in (theirs, ours)]
-    print(f"  BG/NBD mean dropout probability per purchase a / (a + b): {dropout[0]:.6g} / {dropout[1]:.6g} "
-          f"({_relative(dropout[1], dropout[0]):.1e})")
+    print(
+        f"  BG/NBD mean dropout probability per purchase a / (a + b): {dropout[0]:.6g} / {dropout[1]:.6g} "
+        f"({_relative(dropout[1], dropout[0]):.1e})"
+    )
 
 
 def _relative(ours, theirs):
@@ -318,16 +369,20 @@ def compare_customers(folder: Path) -> None:
     differs = {name: both[name] != both[f"{name}_lifetimes"] for name in fields}
     equal = len(both) - int(np.logical_or.reduce(list(differs.values())).sum())
     monetary = _relative(both["monetary_value"], both["monetary_value_lifetimes"]).max()
-    print(f"summary: frequency, recency and T equal for {equal:,} of {len(both):,} customers in both "
-          f"({only:,} in one only; differing: {', '.join(f'{name} {int(rows.sum()):,}' for name, rows in differs.items())}); "
-          f"monetary value: largest relative difference {monetary:.1e}")
+    print(
+        f"summary: frequency, recency and T equal for {equal:,} of {len(both):,} customers in both "
+        f"({only:,} in one only; differing: {', '.join(f'{name} {int(rows.sum()):,}' for name, rows in differs.items())}); "
+        f"monetary value: largest relative difference {monetary:.1e}"
+    )
     relative = _relative(both["clv"], both["clv_lifetimes"])
     inside = ((both["clv"] >= both["clv_low"]) & (both["clv"] <= both["clv_high"])).mean()
-    print(f"12-month CLV per customer (lifetimes x margin: 12 x 30 days; shop-crm: 12 x 365.25/12 days): "
-          f"correlation {np.corrcoef(both['clv'], both['clv_lifetimes'])[0, 1]:.6f}, relative difference "
-          f"median {np.median(relative):.2%}, max {relative.max():.2%}; totals {both['clv_lifetimes'].sum():,.0f} "
-          f"(lifetimes) / {both['clv'].sum():,.0f} (shop-crm); shop-crm's point CLV inside its interval for "
-          f"{inside:.1%}")
+    print(
+        f"12-month CLV per customer (lifetimes x margin: 12 x 30 days; shop-crm: 12 x 365.25/12 days): "
+        f"correlation {np.corrcoef(both['clv'], both['clv_lifetimes'])[0, 1]:.6f}, relative difference "
+        f"median {np.median(relative):.2%}, max {relative.max():.2%}; totals {both['clv_lifetimes'].sum():,.0f} "
+        f"(lifetimes) / {both['clv'].sum():,.0f} (shop-crm); shop-crm's point CLV inside its interval for "
+        f"{inside:.1%}"
+    )
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ ALS fitted on purchases and events, ALS on purchases alone, and popularity; prec
 The lake must hold events from at least 2 x horizon + 60 days before the date (the generator's default
 events_days, 240, does), or the training snapshot has no activity to learn from.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,32 +63,34 @@ def main() -> None:
             with_activity = without + list(CHURN_COLUMNS)
         y_train, y_holdout = training.outcome["is_churned"], holdout.outcome["is_churned"]
         active = (training.features["visits_30d"] > 0).mean()
-        print(f"churn, trained at {training.as_of} ({len(y_train):,} buyers, {y_train.mean():.1%} churned, "
-              f"{active:.0%} with a visit in the 30 days before), judged at {holdout.as_of} "
-              f"({len(y_holdout):,} buyers, {y_holdout.mean():.1%} churned); {options.model}, {options.calibration}")
+        print(
+            f"churn, trained at {training.as_of} ({len(y_train):,} buyers, {y_train.mean():.1%} churned, "
+            f"{active:.0%} with a visit in the 30 days before), judged at {holdout.as_of} "
+            f"({len(y_holdout):,} buyers, {y_holdout.mean():.1%} churned); {options.model}, {options.calibration}"
+        )
         print(f"{'features':<34} {'ROC-AUC':>8} {'PR-AUC':>8}")
-        for title, features in ((f"without activity ({len(without)})", without),
-                                (f"with activity ({len(with_activity)})", with_activity)):
+        for title, features in ((f"without activity ({len(without)})", without), (f"with activity ({len(with_activity)})", with_activity)):
             model = ChurnClassifier(features, options.model, options.calibration, options.seed)
             model.fit(training.features, y_train)
             probability = model.churn_probability(holdout.features)
-            print(f"{title:<34} {roc_auc_score(y_holdout, probability):>8.4f} "
-                  f"{average_precision_score(y_holdout, probability):>8.4f}")
+            print(f"{title:<34} {roc_auc_score(y_holdout, probability):>8.4f} {average_precision_score(y_holdout, probability):>8.4f}")
         print(f"({time.perf_counter() - started:.1f} s)")
         if args.skip_recommend:
             return
         started = time.perf_counter()
-        figures = evaluate_recommendations(silver_tables(lake), args.date, settings.rfm.scored_statuses,
-                                           settings.recommend)
-        print(f"\nrecommendations, fitted on what was known at {figures['cutoff']}, judged on the purchases up to "
-              f"{args.date} ({figures['train_interactions']:,} customer-product purchases, "
-              f"{figures['train_observations']:,} with the events; {time.perf_counter() - started:.1f} s)")
+        figures = evaluate_recommendations(silver_tables(lake), args.date, settings.rfm.scored_statuses, settings.recommend)
+        print(
+            f"\nrecommendations, fitted on what was known at {figures['cutoff']}, judged on the purchases up to "
+            f"{args.date} ({figures['train_interactions']:,} customer-product purchases, "
+            f"{figures['train_observations']:,} with the events; {time.perf_counter() - started:.1f} s)"
+        )
         print(f"{'':20} {'customers':>9} {'P@10':>7} {'R@10':>7} | {'known':>6} {'P@10':>7} {'R@10':>7}")
-        for name, title in (("als", "ALS, with events"), ("als_purchases_only", "ALS, purchases only"),
-                            ("popularity", "popularity")):
+        for name, title in (("als", "ALS, with events"), ("als_purchases_only", "ALS, purchases only"), ("popularity", "popularity")):
             f = {key.removeprefix(f"{name}_"): value for key, value in figures.items() if key.startswith(f"{name}_")}
-            print(f"{title:20} {f['customers']:>9,} {f['precision_at_10']:>7.4f} {f['recall_at_10']:>7.4f} | "
-                  f"{f['warm_customers']:>6,} {f['warm_precision_at_10']:>7.4f} {f['warm_recall_at_10']:>7.4f}")
+            print(
+                f"{title:20} {f['customers']:>9,} {f['precision_at_10']:>7.4f} {f['recall_at_10']:>7.4f} | "
+                f"{f['warm_customers']:>6,} {f['warm_precision_at_10']:>7.4f} {f['warm_recall_at_10']:>7.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the `insights` settings of conf/base.yaml (CRM_ENV overlay applies). Prints:
   true topics, on the held-out inquiries;
 - counts and wall seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,26 +44,25 @@ def main(argv: list[str] | None = None) -> None:
     inquiries = DeltaTable(str(args.lake / "silver" / "inquiries")).to_pandas()
     truth = pd.read_parquet(args.truth / "inquiries.parquet", columns=["inquiry_id", "topic"])
     keywords = load_triage_keywords(settings.conf_dir / insights.triage_file)
-    print(f"settings: holdout_share={insights.holdout_share} max_training_rows={insights.max_training_rows} "
-          f"seed={insights.seed}")
+    print(f"settings: holdout_share={insights.holdout_share} max_training_rows={insights.max_training_rows} seed={insights.seed}")
 
     labels = rating_sentiment(reviews["rating"])
-    print(f"\nreviews: {len(reviews)} ({reviews['language'].value_counts().to_dict()}); star labels "
-          f"{labels.value_counts().to_dict()}")
+    print(f"\nreviews: {len(reviews)} ({reviews['language'].value_counts().to_dict()}); star labels {labels.value_counts().to_dict()}")
     started = time.perf_counter()
     sentiment = evaluate_sentiment(reviews, insights.holdout_share, insights.max_training_rows, insights.seed)
     print(f"sentiment on held-out reviews vs star labels ({time.perf_counter() - started:.1f} s):")
     print(sentiment.to_string(index=False))
 
     rules = keyword_topics(inquiries, keywords)
-    print(f"\ninquiries: {len(inquiries)} (true topics: {len(truth)}; {truth['topic'].value_counts().to_dict()}); "
-          f"keywords label {int(rules['is_unambiguous'].sum())} unambiguously, "
-          f"{int((rules['keyword_topic'].notna() & ~rules['is_unambiguous']).sum())} ambiguously, "
-          f"{int(rules['keyword_topic'].isna().sum())} not at all; urgent keyword in "
-          f"{int(rules['has_urgent_keyword'].sum())}")
+    print(
+        f"\ninquiries: {len(inquiries)} (true topics: {len(truth)}; {truth['topic'].value_counts().to_dict()}); "
+        f"keywords label {int(rules['is_unambiguous'].sum())} unambiguously, "
+        f"{int((rules['keyword_topic'].notna() & ~rules['is_unambiguous']).sum())} ambiguously, "
+        f"{int(rules['keyword_topic'].isna().sum())} not at all; urgent keyword in "
+        f"{int(rules['has_urgent_keyword'].sum())}"
+    )
     started = time.perf_counter()
-    triage = evaluate_triage(inquiries, truth, keywords, insights.holdout_share, insights.max_training_rows,
-                             insights.seed)
+    triage = evaluate_triage(inquiries, truth, keywords, insights.holdout_share, insights.max_training_rows, insights.seed)
     print(f"triage on held-out inquiries vs true topics ({time.perf_counter() - started:.1f} s):")
     print(triage.to_string(index=False))
 

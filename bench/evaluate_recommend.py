@@ -10,6 +10,7 @@ then also ALS on purchases alone) and popularity alone, both fitted on purchases
 model and of the most-bought-category baseline, horizon `recommend.holdout_days`
 (`models.propensity.evaluate_propensity`). Seconds are wall time of each evaluation (Spark already started).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def main() -> None:
     from models.recommend import evaluate_recommendations
 
     settings = load_config()
-    overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_"))
-                 for name in ("rank", "alpha", "reg-param", "max-iter", "holdout-days")}
+    overrides = {
+        name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in ("rank", "alpha", "reg-param", "max-iter", "holdout-days")
+    }
     options = settings.recommend.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     statuses = settings.rfm.scored_statuses
     print(f"recommend options: {options.model_dump()}")
@@ -54,27 +56,35 @@ def main() -> None:
         started = time.perf_counter()
         figures = evaluate_recommendations(silver, args.date, statuses, options)
         seconds = time.perf_counter() - started
-        print(f"\nrecommendations, fitted on purchases to {figures['cutoff']}, holdout to {args.date} "
-              f"({figures['train_interactions']} customer-product pairs in training; {seconds:.1f} s)")
+        print(
+            f"\nrecommendations, fitted on purchases to {figures['cutoff']}, holdout to {args.date} "
+            f"({figures['train_interactions']} customer-product pairs in training; {seconds:.1f} s)"
+        )
         print(f"{'':18} {'customers':>9} {'P@10':>7} {'R@10':>7} | {'warm':>5} {'P@10':>7} {'R@10':>7}")
         for name in ("als", "als_purchases_only", "popularity"):
             if f"{name}_customers" not in figures:  # no events: ALS is on purchases alone anyway
                 continue
             f = {key.removeprefix(f"{name}_"): value for key, value in figures.items() if key.startswith(f"{name}_")}
-            print(f"{name:18} {f['customers']:>9} {f['precision_at_10']:>7.4f} {f['recall_at_10']:>7.4f} | "
-                  f"{f['warm_customers']:>5} {f['warm_precision_at_10']:>7.4f} {f['warm_recall_at_10']:>7.4f}")
+            print(
+                f"{name:18} {f['customers']:>9} {f['precision_at_10']:>7.4f} {f['recall_at_10']:>7.4f} | "
+                f"{f['warm_customers']:>5} {f['warm_precision_at_10']:>7.4f} {f['warm_recall_at_10']:>7.4f}"
+            )
         if args.skip_propensity:
             return
         started = time.perf_counter()
         figures = evaluate_propensity(silver, args.date, options.holdout_days, statuses, options)
         seconds = time.perf_counter() - started
-        print(f"\ncategory propensity, scored at {figures['scored_at']} for the next {options.holdout_days} days: "
-              f"{figures['customers']} customers bought then ({figures['buyers_at_scoring']} buyers at scoring, "
-              f"{figures['categories']} categories; {seconds:.1f} s)")
+        print(
+            f"\ncategory propensity, scored at {figures['scored_at']} for the next {options.holdout_days} days: "
+            f"{figures['customers']} customers bought then ({figures['buyers_at_scoring']} buyers at scoring, "
+            f"{figures['categories']} categories; {seconds:.1f} s)"
+        )
         print(f"{'':12} {'hit@1':>7} {'hit@3':>7} {'MAP':>7}")
         for name in ("model", "most_bought"):
-            print(f"{name:12} {figures[f'{name}_hit_rate_at_1']:>7.4f} {figures[f'{name}_hit_rate_at_3']:>7.4f} "
-                  f"{figures[f'{name}_mean_average_precision']:>7.4f}")
+            print(
+                f"{name:12} {figures[f'{name}_hit_rate_at_1']:>7.4f} {figures[f'{name}_hit_rate_at_3']:>7.4f} "
+                f"{figures[f'{name}_mean_average_precision']:>7.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@
    `uplift.budget`, `uplift.min_expected_uplift`; order value = the customer's mean order value to date,
    else the median of buyers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="data root of a generated shop (lake/silver, truth/)")
     parser.add_argument("--method", choices=("two_model", "class_transformation"), help="default: uplift.method")
-    parser.add_argument("--features-cache", type=Path,
-                        help="parquet folder: reuse the Spark features saved there by an earlier run, else save them")
-    parser.add_argument("--algorithm", default="logistic_regression",
-                        choices=("hist_gradient_boosting", "logistic_regression"))
+    parser.add_argument(
+        "--features-cache", type=Path, help="parquet folder: reuse the Spark features saved there by an earlier run, else save them"
+    )
+    parser.add_argument("--algorithm", default="logistic_regression", choices=("hist_gradient_boosting", "logistic_regression"))
     args = parser.parse_args()
     os.environ["CRM_DATA_DIR"] = str(Path(args.data).resolve())
 
@@ -62,21 +63,32 @@ def main() -> None:
     frames = {t: DeltaTable(str(silver_dir / t)).to_pandas() for t in ("customers", "coupons", "orders")}
     outcomes = uplift.campaign_outcomes(frames["customers"], frames["coupons"], frames["orders"], statuses)
 
-    print(f"shop: {args.data}  customers {len(frames['customers'])}  method {method}  algorithm {args.algorithm}"
-          f"  holdout_share {options.holdout_share}  seed {options.seed}")
+    print(
+        f"shop: {args.data}  customers {len(frames['customers'])}  method {method}  algorithm {args.algorithm}"
+        f"  holdout_share {options.holdout_share}  seed {options.seed}"
+    )
     print("\n== reconstructed assignment vs truth/coupon_assignments.parquet")
     truth = pd.read_parquet(Path(args.data) / "truth" / "coupon_assignments.parquet")
-    both = outcomes.merge(truth[["campaign", "customer_id", "is_treated"]], on=["campaign", "customer_id"],
-                          how="outer", suffixes=("", "_truth"), indicator=True)
+    both = outcomes.merge(
+        truth[["campaign", "customer_id", "is_treated"]],
+        on=["campaign", "customer_id"],
+        how="outer",
+        suffixes=("", "_truth"),
+        indicator=True,
+    )
     compare = both.groupby("campaign").agg(
-        eligible=("is_treated", "count"), eligible_truth=("is_treated_truth", "count"),
-        treated=("is_treated", "sum"), treated_truth=("is_treated_truth", "sum"),
+        eligible=("is_treated", "count"),
+        eligible_truth=("is_treated_truth", "count"),
+        treated=("is_treated", "sum"),
+        treated_truth=("is_treated_truth", "sum"),
         only_here=("_merge", lambda m: int((m == "left_only").sum())),
         only_truth=("_merge", lambda m: int((m == "right_only").sum())),
-        group_differs=("_merge", lambda m: 0))
+        group_differs=("_merge", lambda m: 0),
+    )
     matched = both[both["_merge"] == "both"]
-    compare["group_differs"] = (matched["is_treated"] != matched["is_treated_truth"]).groupby(
-        matched["campaign"]).sum().reindex(compare.index, fill_value=0)
+    compare["group_differs"] = (
+        (matched["is_treated"] != matched["is_treated_truth"]).groupby(matched["campaign"]).sum().reindex(compare.index, fill_value=0)
+    )
     print(compare.to_string())
     print("\n== outcome: P(purchase in window), by group (whole campaign)")
     rates = outcomes.groupby(["campaign", "is_treated"])["has_order"].mean().unstack()
@@ -100,8 +112,9 @@ def main() -> None:
     data = uplift.with_term_features(pd.concat(parts, ignore_index=True))
     data["is_holdout"] = False
     for coupon, rows in data.groupby("campaign"):
-        data.loc[rows.index, "is_holdout"] = uplift.holdout_mask(rows["customer_id"], rows["is_treated"],
-                                                                 options.holdout_share, options.seed)
+        data.loc[rows.index, "is_holdout"] = uplift.holdout_mask(
+            rows["customer_id"], rows["is_treated"], options.holdout_share, options.seed
+        )
     customer_features_used = list(settings.churn.features)
     pooled_features = customer_features_used + list(uplift.TERM_FEATURES)
 
@@ -122,37 +135,58 @@ def main() -> None:
         # Scores of the per-campaign models are on different scales; pooled over campaigns they are still
         # each campaign's own uplift estimate, which is what one would rank by.
         report = uplift.targeting_report(
-            rows, {"pooled_model": rows["pooled_model"], "campaign_model": rows["campaign_model"],
-                   "churn_risk": rows["churn_probability"]}, seed=options.seed)
-        print(f"\n-- {name}: holdout {len(rows)} (treated {int(rows['is_treated'].sum())}, control "
-              f"{int((~rows['is_treated']).sum())}); train {train_size.get(name, len(train))}; "
-              f"no churn score (no purchase yet) {int(rows['churn_probability'].isna().sum())}")
+            rows,
+            {"pooled_model": rows["pooled_model"], "campaign_model": rows["campaign_model"], "churn_risk": rows["churn_probability"]},
+            seed=options.seed,
+        )
+        print(
+            f"\n-- {name}: holdout {len(rows)} (treated {int(rows['is_treated'].sum())}, control "
+            f"{int((~rows['is_treated']).sum())}); train {train_size.get(name, len(train))}; "
+            f"no churn score (no purchase yet) {int(rows['churn_probability'].isna().sum())}"
+        )
         print(report.drop(columns=["customers", "treated", "control"]).round(4).to_string(index=False))
 
-    print(f"\n== offers as of {end_date} (pooled model refitted on all {len(data)} campaign rows; budget "
-          f"{options.budget}, min_expected_uplift {options.min_expected_uplift})")
+    print(
+        f"\n== offers as of {end_date} (pooled model refitted on all {len(data)} campaign rows; budget "
+        f"{options.budget}, min_expected_uplift {options.min_expected_uplift})"
+    )
     model = fitted(data, pooled_features)
     scored = []
     for _, term in terms.iterrows():
-        frame = uplift.with_term_features(today.assign(discount_type=term["discount_type"],
-                                                       discount_value=term["discount_value"],
-                                                       window_days=term["window_days"]))
-        scored.append(pd.DataFrame({"customer_id": today["customer_id"], "coupon": term["coupon"],
-                                    "expected_uplift": model.expected_uplift(frame),
-                                    "baseline_probability": model.baseline_probability(frame)}))
+        frame = uplift.with_term_features(
+            today.assign(discount_type=term["discount_type"], discount_value=term["discount_value"], window_days=term["window_days"])
+        )
+        scored.append(
+            pd.DataFrame(
+                {
+                    "customer_id": today["customer_id"],
+                    "coupon": term["coupon"],
+                    "expected_uplift": model.expected_uplift(frame),
+                    "baseline_probability": model.baseline_probability(frame),
+                }
+            )
+        )
     aov = today["avg_order_value"].astype("float64")
-    order_value = pd.DataFrame({"customer_id": today["customer_id"],
-                                "expected_order_value": aov.fillna(aov.median())})
-    offers = uplift.select_offers(pd.concat(scored, ignore_index=True), order_value, terms, options.budget,
-                                  options.min_expected_uplift)
+    order_value = pd.DataFrame({"customer_id": today["customer_id"], "expected_order_value": aov.fillna(aov.median())})
+    offers = uplift.select_offers(pd.concat(scored, ignore_index=True), order_value, terms, options.budget, options.min_expected_uplift)
     summary = pd.concat(scored).groupby("coupon")["expected_uplift"].describe()[["mean", "25%", "50%", "75%"]]
     print("predicted uplift over all customers, by coupon:\n" + summary.round(4).to_string())
-    print(f"offers {len(offers)} of {len(today)} customers; expected cost {offers['expected_cost'].sum():.2f}; "
-          f"expected incremental revenue {offers['expected_incremental_revenue'].sum():.2f}")
+    print(
+        f"offers {len(offers)} of {len(today)} customers; expected cost {offers['expected_cost'].sum():.2f}; "
+        f"expected incremental revenue {offers['expected_incremental_revenue'].sum():.2f}"
+    )
     if len(offers):
-        print(offers.groupby("coupon").agg(offers=("customer_id", "size"), mean_uplift=("expected_uplift", "mean"),
-                                           revenue=("expected_incremental_revenue", "sum"),
-                                           cost=("expected_cost", "sum")).round(3).to_string())
+        print(
+            offers.groupby("coupon")
+            .agg(
+                offers=("customer_id", "size"),
+                mean_uplift=("expected_uplift", "mean"),
+                revenue=("expected_incremental_revenue", "sum"),
+                cost=("expected_cost", "sum"),
+            )
+            .round(3)
+            .to_string()
+        )
     print(f"\ndone in {time.monotonic() - started:.0f}s")
 
 
@@ -175,16 +209,20 @@ def campaign_features(settings, outcomes: pd.DataFrame, terms: pd.DataFrame, end
             as_of = rows["valid_from"].iloc[0] - timedelta(days=1)
             features = customer_features(silver, as_of, statuses).toPandas()
             training = snapshot(lake, as_of - timedelta(days=settings.churn.horizon_days), settings)
-            classifier = churn.ChurnClassifier(settings.churn.features, settings.churn.model,
-                                               settings.churn.calibration, settings.churn.seed)
+            classifier = churn.ChurnClassifier(
+                settings.churn.features, settings.churn.model, settings.churn.calibration, settings.churn.seed
+            )
             classifier.fit(training.features, training.outcome["is_churned"])
             buyers = features[features["purchase_count"] > 0]
             risk = pd.Series(classifier.churn_probability(buyers), index=buyers["customer_id"])
             part = rows.merge(features, on="customer_id", how="left", validate="one_to_one")
             parts.append(part.assign(churn_probability=part["customer_id"].map(risk)))
-            print(f"features {coupon}: as_of {as_of}, churn model fitted at "
-                  f"{as_of - timedelta(days=settings.churn.horizon_days)} on {len(training.features)} buyers "
-                  f"({time.monotonic() - started:.0f}s)", flush=True)
+            print(
+                f"features {coupon}: as_of {as_of}, churn model fitted at "
+                f"{as_of - timedelta(days=settings.churn.horizon_days)} on {len(training.features)} buyers "
+                f"({time.monotonic() - started:.0f}s)",
+                flush=True,
+            )
         today = customer_features(silver, end_date, statuses).toPandas()
     return parts, today
 

@@ -23,6 +23,7 @@ nightly task pays it). Peak MB is the largest resident memory of the child's pro
 Spark JVM), sampled every 0.1 s. Load is the mean 1-minute load average during the stage. Spark runs
 `CRM_ENV=demo` with `local[2]`.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,11 +77,18 @@ def stage_events(job: dict) -> dict:
         ingested = time.perf_counter()
         silver = events.apply_batches(lake, settings, run_date, f"bench-events-{run_date}")
     done = time.perf_counter()
-    return {"seconds": done - start, "ingest_seconds": ingested - start, "apply_seconds": done - ingested,
-            "rows": bronze["bronze_rows"], "files": bronze["files_ingested"],
-            "already": bronze["files_already_ingested"], "inserted": silver["silver_inserted"],
-            "restitched": silver["silver_restitched"], "duplicates": silver["duplicates"],
-            "quarantined": silver["quarantined"]}
+    return {
+        "seconds": done - start,
+        "ingest_seconds": ingested - start,
+        "apply_seconds": done - ingested,
+        "rows": bronze["bronze_rows"],
+        "files": bronze["files_ingested"],
+        "already": bronze["files_already_ingested"],
+        "inserted": silver["silver_inserted"],
+        "restitched": silver["silver_restitched"],
+        "duplicates": silver["duplicates"],
+        "quarantined": silver["quarantined"],
+    }
 
 
 def stage_features(job: dict) -> dict:
@@ -101,14 +109,24 @@ def stage_features(job: dict) -> dict:
     with spark_session(settings, "bench-activity") as spark:
         silver = silver_tables(Lake(spark, settings.lake_dir))
         registered = known_at(silver["customers"], run_date).select(F.col("id").alias("customer_id"))
-        activity = customer_activity(silver["events"], registered,
-                                     purchased_lines(silver, run_date, settings.rfm.scored_statuses), run_date,
-                                     settings.events.browse_abandonment_days, settings.events.top_categories)
+        activity = customer_activity(
+            silver["events"],
+            registered,
+            purchased_lines(silver, run_date, settings.rfm.scored_statuses),
+            run_date,
+            settings.events.browse_abandonment_days,
+            settings.events.top_categories,
+        )
         alone = time.perf_counter()
         active = activity.where(F.col("visits_30d") > 0).count()
         events_rows = silver["events"].count()
-    return {"seconds": written - start, "activity_seconds": time.perf_counter() - alone, "rows": events_rows,
-            "customers": customers, "active_customers": active}
+    return {
+        "seconds": written - start,
+        "activity_seconds": time.perf_counter() - alone,
+        "rows": events_rows,
+        "customers": customers,
+        "active_customers": active,
+    }
 
 
 STAGES = {"shop": stage_shop, "events": stage_events, "features": stage_features}
@@ -143,27 +161,39 @@ def one_size(events_target: int, args) -> None:
     landing = data / "landing" / "events"
     try:
         start = time.perf_counter()
-        summary = generate_shop(f"sqlite:///{folder / 'shop.sqlite'}", customers=customers, seed=42,
-                                end_date=RUN_DATE, truth_dir=folder / "truth", events="files",
-                                events_days=args.days, landing_dir=landing)
+        summary = generate_shop(
+            f"sqlite:///{folder / 'shop.sqlite'}",
+            customers=customers,
+            seed=42,
+            end_date=RUN_DATE,
+            truth_dir=folder / "truth",
+            events="files",
+            events_days=args.days,
+            landing_dir=landing,
+        )
         generated = time.perf_counter() - start
         for path in landing.iterdir():  # generated a moment ago: settled for the benchmark's nights
             os.utime(path, (time.time() - 3600,) * 2)
         written = summary["events"]
         size = sum(path.stat().st_size for path in landing.iterdir())
-        print(f"\n{written['written']:,} events of {customers:,} customers over {args.days} days in "
-              f"{written['files']} NDJSON files ({size / 2**20:,.0f} MB), generated in {generated:.0f} s; "
-              f"{code_version('events.py')}")
+        print(
+            f"\n{written['written']:,} events of {customers:,} customers over {args.days} days in "
+            f"{written['files']} NDJSON files ({size / 2**20:,.0f} MB), generated in {generated:.0f} s; "
+            f"{code_version('events.py')}"
+        )
         environment = {
-            **os.environ, "CRM_ENV": "demo", "CRM_SHOP_URL": f"sqlite:///{folder / 'shop.sqlite'}",
-            "CRM_DATA_DIR": str(data), "CRM__SPARK__MASTER": "local[2]",
-            "CRM__SPARK__DRIVER_MEMORY": args.driver_memory, "CRM__EVENTS__SETTLE_SECONDS": "0",
+            **os.environ,
+            "CRM_ENV": "demo",
+            "CRM_SHOP_URL": f"sqlite:///{folder / 'shop.sqlite'}",
+            "CRM_DATA_DIR": str(data),
+            "CRM__SPARK__MASTER": "local[2]",
+            "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
+            "CRM__EVENTS__SETTLE_SECONDS": "0",
         }
         night_1 = {"folder": str(folder), "run_date": RUN_DATE.isoformat()}
         night_2 = {**night_1, "run_date": (RUN_DATE + timedelta(days=1)).isoformat()}
         print(f"{'stage':<46} {'seconds':>8} {'rows':>11} {'rows/s':>9} {'peak MB':>8} {'load':>5}", flush=True)
-        print_row("shop tables -> silver (extract, clean)", run_stage(__file__, {**night_1, "stage": "shop"},
-                                                                      environment, log))
+        print_row("shop tables -> silver (extract, clean)", run_stage(__file__, {**night_1, "stage": "shop"}, environment, log))
         first = run_stage(__file__, {**night_1, "stage": "events"}, environment, log)
         print_events("events night 1, files -> bronze -> silver", first)
         again = run_stage(__file__, {**night_1, "stage": "events"}, environment, log)
@@ -173,8 +203,11 @@ def one_size(events_target: int, args) -> None:
         print_events(f"events night 2, one new day ({lines:,} events)", second)
         result = run_stage(__file__, {**night_2, "stage": "features"}, environment, log)
         print_row("features night 2 (customer features + activity)", result)
-        print(f"  {result['customers']:,} customers, {result['active_customers']:,} with a visit in 30 days; "
-              f"customer_activity alone (counted, not written): {result['activity_seconds']:.1f} s", flush=True)
+        print(
+            f"  {result['customers']:,} customers, {result['active_customers']:,} with a visit in 30 days; "
+            f"customer_activity alone (counted, not written): {result['activity_seconds']:.1f} s",
+            flush=True,
+        )
     finally:
         if args.keep:
             print(f"  kept: {folder} (lake in data/lake, files in data/landing/events, stage logs in stages.log)")
@@ -183,16 +216,21 @@ def one_size(events_target: int, args) -> None:
 
 
 def print_row(title: str, result: dict) -> None:
-    print(f"{title:<46} {result['seconds']:>8.1f} {result['rows']:>11,} "
-          f"{round(result['rows'] / max(result['seconds'], 1e-9)):>9,} {result['peak_mb']:>8} {result['load']:>5.1f}",
-          flush=True)
+    print(
+        f"{title:<46} {result['seconds']:>8.1f} {result['rows']:>11,} "
+        f"{round(result['rows'] / max(result['seconds'], 1e-9)):>9,} {result['peak_mb']:>8} {result['load']:>5.1f}",
+        flush=True,
+    )
 
 
 def print_events(title: str, result: dict) -> None:
     print_row(title, result)
-    print(f"  bronze {result['ingest_seconds']:.1f} s ({result['files']} files read, {result['already']} already), "
-          f"silver {result['apply_seconds']:.1f} s: {result['inserted']:,} new, {result['duplicates']:,} duplicates, "
-          f"{result['restitched']:,} restitched, {result['quarantined']:,} quarantined", flush=True)
+    print(
+        f"  bronze {result['ingest_seconds']:.1f} s ({result['files']} files read, {result['already']} already), "
+        f"silver {result['apply_seconds']:.1f} s: {result['inserted']:,} new, {result['duplicates']:,} duplicates, "
+        f"{result['restitched']:,} restitched, {result['quarantined']:,} quarantined",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ over the child's whole process tree (Python and the Spark JVM), sampled by this 
 stage: the machine may be shared, and a figure taken under load says so. Spark runs `CRM_ENV=demo` with
 `local[2]`; the jobs' per-table progress is in each size's `stages.log` (kept with --keep).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,112 +113,150 @@ def fill_sql(customers: int, orders_per_customer: int, run_date: date) -> list[t
     def line_product(first: str, line: str) -> str:
         """The product of an order's (a cart's) line 1-3: distinct within it, as `clean` expects."""
         return f"(1 + ({first} + ({line} - 1) * {products // 3 + 1}) % {products})"
+
     orders = counts["orders"]
     names = ["Li", "Wang", "Zhang", "Anna", "Ben", "Chen", "Maria", "Tom", "Yu", "Sara"]
     surnames = ["Liu", "Huang", "Zhao", "Smith", "Müller", "Garcia", "Wu", "Zhou", "Lee", "Brown"]
     cities = ["Shanghai", "Beijing", "Shenzhen", "Hangzhou", "Chengdu", "Berlin", "London", "Singapore"]
     review_titles = ["Great", "Good value", "As described", "Disappointing", "很好", "质量不错", "一般"]
-    review_bodies = ["Arrived quickly and works as expected.", "The size runs small, order one up.",
-                     "Packaging was damaged but the product is fine.", "物流很快，质量很好，会再买。",
-                     "Not what the pictures show; returned it."]
+    review_bodies = [
+        "Arrived quickly and works as expected.",
+        "The size runs small, order one up.",
+        "Packaging was damaged but the product is fine.",
+        "物流很快，质量很好，会再买。",
+        "Not what the pictures show; returned it.",
+    ]
     return [
-        ("customers", f"""
+        (
+            "customers",
+            f"""
             INSERT INTO customers (id, email, first_name, last_name, phone, language, country,
                                    accepts_marketing, created_at, updated_at)
             SELECT k, 'customer' || k || '@example.com', {pick(names)}, {pick(surnames)},
                    '+86 1' || lpad((k::bigint * 7919 % 10000000000)::text, 10, '0'),
                    CASE WHEN random() < 0.3 THEN 'zh' ELSE 'en' END,
-                   {pick(['CN', 'CN', 'CN', 'CN', 'US', 'DE', 'GB', 'SG'])}, random() < 0.4,
-                   created_at, {later('created_at', 60)}
-            FROM (SELECT k, {signup('k')} AS created_at FROM generate_series(1, {n}) AS k) AS c"""),
-        ("addresses", f"""
+                   {pick(["CN", "CN", "CN", "CN", "US", "DE", "GB", "SG"])}, random() < 0.4,
+                   created_at, {later("created_at", 60)}
+            FROM (SELECT k, {signup("k")} AS created_at FROM generate_series(1, {n}) AS k) AS c""",
+        ),
+        (
+            "addresses",
+            f"""
             INSERT INTO addresses (id, customer_id, line1, city, postal_code, country, is_default,
                                    created_at, updated_at)
-            SELECT i, customer_id, (1 + i % 997) || ' ' || {pick(['Nanjing Road', 'Main Street', 'Park Lane'])},
+            SELECT i, customer_id, (1 + i % 997) || ' ' || {pick(["Nanjing Road", "Main Street", "Park Lane"])},
                    {pick(cities)}, lpad((100000 + i * 37 % 900000)::text, 6, '0'), 'CN', i <= {n},
                    created_at, created_at
             FROM (SELECT i, customer_id,
-                         CASE WHEN i <= {n} THEN {signup('customer_id')} ELSE {later(signup('customer_id'))} END
+                         CASE WHEN i <= {n} THEN {signup("customer_id")} ELSE {later(signup("customer_id"))} END
                            AS created_at
                   FROM (SELECT i, 1 + (i - 1) % {n} AS customer_id
-                        FROM generate_series(1, {counts['addresses']}) AS i) AS s) AS a"""),
-        ("products", f"""
+                        FROM generate_series(1, {counts["addresses"]}) AS i) AS s) AS a""",
+        ),
+        (
+            "products",
+            f"""
             INSERT INTO products (id, sku, name, category, price, created_at, updated_at)
             SELECT i, 'SKU-' || lpad(i::text, 7, '0'),
-                   {pick(['Classic', 'Organic', 'Smart', 'Compact', 'Deluxe'])} || ' '
-                     || {pick(['tea', 'kettle', 'backpack', 'lamp', 'sneakers', 'notebook'])} || ' ' || i,
-                   {pick(['home', 'food', 'fashion', 'electronics', 'outdoor', 'books'])}, {price('i')},
-                   created_at, {later('created_at')}
-            FROM (SELECT i, {anytime(0.5)} AS created_at FROM generate_series(1, {products}) AS i) AS p"""),
-        ("coupons", f"""
+                   {pick(["Classic", "Organic", "Smart", "Compact", "Deluxe"])} || ' '
+                     || {pick(["tea", "kettle", "backpack", "lamp", "sneakers", "notebook"])} || ' ' || i,
+                   {pick(["home", "food", "fashion", "electronics", "outdoor", "books"])}, {price("i")},
+                   created_at, {later("created_at")}
+            FROM (SELECT i, {anytime(0.5)} AS created_at FROM generate_series(1, {products}) AS i) AS p""",
+        ),
+        (
+            "coupons",
+            f"""
             INSERT INTO coupons (id, code, campaign, customer_id, discount_type, discount_value, valid_from,
                                  valid_to, created_at, updated_at)
             SELECT i, 'C' || lpad(i::text, 8, '0'),
-                   {pick(['welcome', 'winback', 'birthday', 'vip', 'holiday'])},
+                   {pick(["welcome", "winback", "birthday", "vip", "holiday"])},
                    CASE WHEN random() < 0.8 THEN {random_id(n)} END,
                    CASE WHEN i % 2 = 0 THEN 'percent' ELSE 'fixed' END,
                    CASE WHEN i % 2 = 0 THEN (5 + i % 26)::numeric ELSE (10 + i % 91)::numeric END,
                    created_at::date, created_at::date + (30 + i % 61), created_at, created_at
-            FROM (SELECT i, {anytime()} AS created_at FROM generate_series(1, {coupons}) AS i) AS c"""),
-        ("orders", f"""
+            FROM (SELECT i, {anytime()} AS created_at FROM generate_series(1, {coupons}) AS i) AS c""",
+        ),
+        (
+            "orders",
+            f"""
             INSERT INTO orders (id, customer_id, status, total_amount, currency, coupon_id, created_at, updated_at)
             SELECT i, customer_id,
-                   {pick(['delivered'] * 6 + ['shipped', 'paid', 'placed', 'cancelled', 'returned'])},
+                   {pick(["delivered"] * 6 + ["shipped", "paid", "placed", "cancelled", "returned"])},
                    {money(15, 800)}, 'CNY', CASE WHEN random() < 0.05 THEN {random_id(coupons)} END,
-                   created_at, {later('created_at', 14)}
+                   created_at, {later("created_at", 14)}
             FROM (SELECT i,
                          (1 + floor(random() * greatest(1, floor({n}::float8 * (i - 1) / {orders}))))::bigint
                            AS customer_id,
                          {start_sql} + interval '1 second' * floor({span_s}::float8 * (i - 1 + random()) / {orders})
                            AS created_at
-                  FROM generate_series(1, {orders}) AS i) AS o"""),
-        ("order_items", f"""
+                  FROM generate_series(1, {orders}) AS i) AS o""",
+        ),
+        (
+            "order_items",
+            f"""
             INSERT INTO order_items (id, order_id, product_id, quantity, unit_price, created_at, updated_at)
             SELECT row_number() OVER (), order_id, product_id, 1 + floor(random() * 3)::int,
-                   {price('product_id')}, created_at, created_at
-            FROM (SELECT o.id AS order_id, o.created_at, {line_product('o.first_product', 'line')} AS product_id
+                   {price("product_id")}, created_at, created_at
+            FROM (SELECT o.id AS order_id, o.created_at, {line_product("o.first_product", "line")} AS product_id
                   FROM (SELECT id, created_at, floor(random() * {products})::bigint AS first_product FROM orders) AS o,
-                       generate_series(1, 1 + (o.id % 3)::int) AS line) AS l"""),
-        ("carts", f"""
+                       generate_series(1, 1 + (o.id % 3)::int) AS line) AS l""",
+        ),
+        (
+            "carts",
+            f"""
             INSERT INTO carts (id, customer_id, status, created_at, updated_at)
-            SELECT i, customer_id, {pick(['open', 'abandoned', 'abandoned', 'converted'])},
-                   created_at, {later('created_at', 3)}
-            FROM (SELECT i, customer_id, {later(signup('customer_id'))} AS created_at
+            SELECT i, customer_id, {pick(["open", "abandoned", "abandoned", "converted"])},
+                   created_at, {later("created_at", 3)}
+            FROM (SELECT i, customer_id, {later(signup("customer_id"))} AS created_at
                   FROM (SELECT i, {random_id(n)} AS customer_id
-                        FROM generate_series(1, {counts['carts']}) AS i) AS s) AS c"""),
-        ("cart_items", f"""
+                        FROM generate_series(1, {counts["carts"]}) AS i) AS s) AS c""",
+        ),
+        (
+            "cart_items",
+            f"""
             INSERT INTO cart_items (id, cart_id, product_id, quantity, unit_price, created_at, updated_at)
             SELECT row_number() OVER (), cart_id, product_id, 1 + floor(random() * 3)::int,
-                   {price('product_id')}, created_at, created_at
-            FROM (SELECT c.id AS cart_id, {line_product('c.first_product', 'line')} AS product_id,
+                   {price("product_id")}, created_at, created_at
+            FROM (SELECT c.id AS cart_id, {line_product("c.first_product", "line")} AS product_id,
                          date_trunc('second', c.created_at + (c.updated_at - c.created_at) * random()) AS created_at
                   FROM (SELECT id, created_at, updated_at, floor(random() * {products})::bigint AS first_product
                         FROM carts) AS c,
-                       generate_series(1, 1 + (c.id % 3)::int) AS line) AS l"""),
-        ("reviews", f"""
+                       generate_series(1, 1 + (c.id % 3)::int) AS line) AS l""",
+        ),
+        (
+            "reviews",
+            f"""
             INSERT INTO reviews (id, customer_id, product_id, rating, title, body, language, created_at, updated_at)
             SELECT order_id / 10, customer_id, {random_id(products)}, {pick([5, 5, 5, 4, 4, 3, 2, 1])},
                    {pick(review_titles)}, {pick(review_bodies)} || ' ' || {pick(review_bodies)},
-                   {pick(['en', 'en', 'zh'])}, created_at, created_at
-            FROM (SELECT o.id AS order_id, o.customer_id, {later('o.updated_at', 30)} AS created_at
-                  FROM orders AS o WHERE o.id % 10 = 0) AS r"""),
-        ("inquiries", f"""
+                   {pick(["en", "en", "zh"])}, created_at, created_at
+            FROM (SELECT o.id AS order_id, o.customer_id, {later("o.updated_at", 30)} AS created_at
+                  FROM orders AS o WHERE o.id % 10 = 0) AS r""",
+        ),
+        (
+            "inquiries",
+            f"""
             INSERT INTO inquiries (id, customer_id, channel, subject, body, status, resolved_at, created_at,
                                    updated_at)
             SELECT i, customer_id, channel, subject, subject || ': please help, order reference ' || i,
-                   status, resolved_at, created_at, coalesce(resolved_at, {later('created_at', 2)})
+                   status, resolved_at, created_at, coalesce(resolved_at, {later("created_at", 2)})
             FROM (SELECT i, customer_id, channel, subject, status, created_at,
-                         CASE WHEN status = 'resolved' THEN {later('created_at', 5)} END AS resolved_at
-                  FROM (SELECT i, customer_id, {later(signup('customer_id'))} AS created_at,
-                               {pick(['email', 'chat', 'phone'])} AS channel,
-                               {pick(['Where is my order?', 'Refund', 'Wrong size', '发票问题'])} AS subject,
-                               {pick(['open', 'pending', 'resolved', 'resolved', 'resolved'])} AS status
+                         CASE WHEN status = 'resolved' THEN {later("created_at", 5)} END AS resolved_at
+                  FROM (SELECT i, customer_id, {later(signup("customer_id"))} AS created_at,
+                               {pick(["email", "chat", "phone"])} AS channel,
+                               {pick(["Where is my order?", "Refund", "Wrong size", "发票问题"])} AS subject,
+                               {pick(["open", "pending", "resolved", "resolved", "resolved"])} AS status
                         FROM (SELECT i, {random_id(n)} AS customer_id
-                              FROM generate_series(1, {counts['inquiries']}) AS i) AS s) AS t) AS q"""),
-        ("coupon_redemptions", """
+                              FROM generate_series(1, {counts["inquiries"]}) AS i) AS s) AS t) AS q""",
+        ),
+        (
+            "coupon_redemptions",
+            """
             INSERT INTO coupon_redemptions (id, coupon_id, customer_id, order_id, created_at, updated_at)
             SELECT row_number() OVER (ORDER BY o.id), o.coupon_id, o.customer_id, o.id, o.created_at, o.created_at
-            FROM orders AS o WHERE o.coupon_id IS NOT NULL"""),
+            FROM orders AS o WHERE o.coupon_id IS NOT NULL""",
+        ),
     ]
 
 
@@ -274,8 +313,7 @@ def table_rows(url: str) -> dict[str, int]:
 
     engine = db.engine(url)
     with engine.connect() as connection:
-        rows = {table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-                for table in shop_schema.SHOP_TABLES}
+        rows = {table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() for table in shop_schema.SHOP_TABLES}
     engine.dispose()
     return rows
 
@@ -292,8 +330,7 @@ def change_one_percent(url: str, day: date) -> dict[str, int]:
     with engine.begin() as connection:
         for table in shop_schema.SHOP_TABLES:
             assignments = ", ".join(part for part in (f"updated_at = {at}", CHANGES[table].format(at=at)) if part)
-            result = connection.execute(text(
-                f"UPDATE {table} SET {assignments} WHERE id % 100 = {CHANGED_ID_REMAINDER}"))
+            result = connection.execute(text(f"UPDATE {table} SET {assignments} WHERE id % 100 = {CHANGED_ID_REMAINDER}"))
             changed[table] = result.rowcount
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("ANALYZE"))
@@ -316,10 +353,14 @@ def stage_extract(job: dict) -> dict:
     start = time.perf_counter()
     tables = extract.run(date.fromisoformat(job["run_date"]), settings, f"bench-night-{job['night']}", **options)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "incremental": has_full, "rows": sum(_rows_read(value) for value in tables.values()),
-            "tables": {name: _rows_read(value) for name, value in tables.items()},
-            "modes": sorted({value["mode"] for value in tables.values() if isinstance(value, dict) and "mode" in value}),
-            "reconciled": any(isinstance(value, dict) and value.get("reconciled") for value in tables.values())}
+    return {
+        "seconds": seconds,
+        "incremental": has_full,
+        "rows": sum(_rows_read(value) for value in tables.values()),
+        "tables": {name: _rows_read(value) for name, value in tables.items()},
+        "modes": sorted({value["mode"] for value in tables.values() if isinstance(value, dict) and "mode" in value}),
+        "reconciled": any(isinstance(value, dict) and value.get("reconciled") for value in tables.values()),
+    }
 
 
 def _rows_read(value: int | dict) -> int:
@@ -333,8 +374,7 @@ def _settings(job: dict):
 
     settings = load_config()
     if job.get("reconcile") is False:
-        settings = settings.model_copy(update={"extract": settings.extract.model_copy(
-            update={"reconcile_every_days": 0})})
+        settings = settings.model_copy(update={"extract": settings.extract.model_copy(update={"reconcile_every_days": 0})})
     return settings
 
 
@@ -351,8 +391,7 @@ def _delta_rows_written(path: str) -> int:
 
 
 #: The orders table as bronze has it, for the reference readers.
-ORDERS_QUERY = ("SELECT id, customer_id, status, total_amount, currency, coupon_id, created_at, updated_at "
-                "FROM orders")
+ORDERS_QUERY = "SELECT id, customer_id, status, total_amount, currency, coupon_id, created_at, updated_at FROM orders"
 
 
 def orders_query() -> str:
@@ -408,8 +447,7 @@ def stage_adbc_delta(job: dict) -> dict:
     return {"seconds": seconds, "rows": _delta_rows_written(target)}
 
 
-STAGES = {"extract": stage_extract, "clean": stage_clean, "adbc_arrow": stage_adbc_arrow,
-          "adbc_delta": stage_adbc_delta}
+STAGES = {"extract": stage_extract, "clean": stage_clean, "adbc_arrow": stage_adbc_arrow, "adbc_delta": stage_adbc_delta}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -431,38 +469,48 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             fill = fill_shop(url, customers, args.orders_per_customer, RUN_DATE)
             rows = table_rows(url)
             environment = {
-                **os.environ, "CRM_ENV": "demo", "CRM_SHOP_URL": url, "CRM_DATA_DIR": str(folder / "data"),
-                "CRM__SPARK__MASTER": "local[2]", "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
+                **os.environ,
+                "CRM_ENV": "demo",
+                "CRM_SHOP_URL": url,
+                "CRM_DATA_DIR": str(folder / "data"),
+                "CRM__SPARK__MASTER": "local[2]",
+                "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
             }
             night_1 = {"url": url, "folder": str(folder), "run_date": RUN_DATE.isoformat()}
             night_2 = {**night_1, "run_date": (RUN_DATE + timedelta(days=1)).isoformat()}
             print(f"\n{customers:,} customers, {code_version('extract.py')}")
-            print(f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, "
-                  f"{rows['order_items']:,} order items); filled in {fill['insert']:.1f} s, indexed in "
-                  f"{fill['index']:.1f} s, vacuumed in {fill['vacuum']:.1f} s")
+            print(
+                f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, "
+                f"{rows['order_items']:,} order items); filled in {fill['insert']:.1f} s, indexed in "
+                f"{fill['index']:.1f} s, vacuumed in {fill['vacuum']:.1f} s"
+            )
             print(f"{'stage':<44} {'seconds':>8} {'rows':>11} {'rows/s':>9} {'peak MB':>8} {'load':>5}", flush=True)
 
             full = run_stage(__file__, {**night_1, "stage": "extract", "night": 1}, environment, log)
             print_row("full load, Arrow -> bronze (extract)", full)
             if full["rows"] != sum(rows.values()):
-                print(f"  warning: the full load wrote {full['rows']:,} rows, the shop has {sum(rows.values()):,}: "
-                      f"{full['tables']}")
-            references = [("orders, ADBC -> Arrow batches (reference)", "adbc_arrow"),
-                          ("orders, ADBC -> Delta, deltalake (reference)", "adbc_delta")]
+                print(f"  warning: the full load wrote {full['rows']:,} rows, the shop has {sum(rows.values()):,}: {full['tables']}")
+            references = [
+                ("orders, ADBC -> Arrow batches (reference)", "adbc_arrow"),
+                ("orders, ADBC -> Delta, deltalake (reference)", "adbc_delta"),
+            ]
             for title, stage in references:
                 print_row(title, run_stage(__file__, {**night_1, "stage": stage}, environment, log, check=False))
 
             if not full["incremental"]:
-                print_row("night 2, 1 % changed", {"skipped": "jobs.extract.run has no `full` parameter yet: "
-                                                              "night 2 needs the incremental extract"})
+                print_row(
+                    "night 2, 1 % changed",
+                    {"skipped": "jobs.extract.run has no `full` parameter yet: night 2 needs the incremental extract"},
+                )
                 return
             # The incremental extract starts only from tables that silver has: clean night 1 as the DAG does.
-            print_row("clean night 1 -> silver (not extraction)",
-                      run_stage(__file__, {**night_1, "stage": "clean"}, environment, log))
+            print_row("clean night 1 -> silver (not extraction)", run_stage(__file__, {**night_1, "stage": "clean"}, environment, log))
             start = time.perf_counter()
             changed = change_one_percent(url, RUN_DATE + timedelta(days=1))
-            print(f"  {sum(changed.values()):,} rows changed on {RUN_DATE + timedelta(days=1)} "
-                  f"in {time.perf_counter() - start:.1f} s", flush=True)
+            print(
+                f"  {sum(changed.values()):,} rows changed on {RUN_DATE + timedelta(days=1)} in {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
             night = run_stage(__file__, {**night_2, "stage": "extract", "night": 2}, environment, log)
             print_row("night 2, 1 % changed, as configured", night)
             print_night(night, changed)
@@ -481,14 +529,19 @@ def print_row(title: str, result: dict) -> None:
     if "skipped" in result:
         print(f"{title:<44} skipped: {result['skipped']}", flush=True)
         return
-    print(f"{title:<44} {result['seconds']:>8.1f} {result['rows']:>11,} "
-          f"{round(result['rows'] / result['seconds']):>9,} {result['peak_mb']:>8} {result['load']:>5.1f}", flush=True)
+    print(
+        f"{title:<44} {result['seconds']:>8.1f} {result['rows']:>11,} "
+        f"{round(result['rows'] / result['seconds']):>9,} {result['peak_mb']:>8} {result['load']:>5.1f}",
+        flush=True,
+    )
 
 
 def print_night(night: dict, changed: dict[str, int]) -> None:
     read = ", ".join(f"{table} {count:,}/{changed[table]:,}" for table, count in night["tables"].items())
-    print(f"  modes {'/'.join(night['modes'])}, keys reconciled: {'yes' if night['reconciled'] else 'no'}; "
-          f"rows read/changed: {read}", flush=True)
+    print(
+        f"  modes {'/'.join(night['modes'])}, keys reconciled: {'yes' if night['reconciled'] else 'no'}; rows read/changed: {read}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -497,8 +550,12 @@ def main() -> None:
     parser.add_argument("--orders-per-customer", type=int, default=8)
     parser.add_argument("--driver-memory", default="3g", help="Spark driver heap (local mode: all of Spark)")
     parser.add_argument("--tmp", default="/tmp", help="where the database and the lake go (on disk by default)")
-    parser.add_argument("--keep", action="store_true", help="keep each size's folder (lake, logs); the "
-                        "PostgreSQL server is stopped and its data removed by tests/dbservers.py in any case")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each size's folder (lake, logs); the "
+        "PostgreSQL server is stopped and its data removed by tests/dbservers.py in any case",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -39,8 +39,9 @@ extract returned (`documents` of `extract.run`), counted once per collection: cu
 `customers` and `addresses`, orders both `orders` and `order_items`, carts both `carts` and `cart_items`,
 and each of those tables reads its collection again; the documents actually read (every table's reads
 summed) are printed under the table and kept in the JSON as `documents_raw`. Not counted as documents:
-what the schema check samples (the first 200 per collection) and the key reconciliation's reads of every `_id` (and every embedded array) of the
-shop on night 2. Docs/s is documents per collection over seconds; rows are the rows written to bronze
+what the schema check samples (the first 200 per collection) and the key reconciliation's reads of every
+`_id` (and every embedded array) of the shop on night 2.
+Docs/s is documents per collection over seconds; rows are the rows written to bronze
 (`changed` + `deleted`), rows/s rows over seconds. Peak MB is the largest sum of resident memory over the
 child's process tree (Python, and the Spark JVM for clean), sampled by this process with psutil every 0.1 s;
 the FerretDB server is not in it: its own peak resident memory during the stage (srv MB) and the CPU seconds
@@ -59,6 +60,7 @@ per-table progress with times, and the children's errors) and, with --keep, the 
 generator's truth and nothing of the server (tests/dbservers.py removes its data in any case). Without
 --keep only results.json and stages.log are left.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +98,7 @@ def _settings(job: dict):
 
     settings = load_config()
     if job.get("reconcile") is False:
-        settings = settings.model_copy(update={"extract": settings.extract.model_copy(
-            update={"reconcile_every_days": 0})})
+        settings = settings.model_copy(update={"extract": settings.extract.model_copy(update={"reconcile_every_days": 0})})
     return settings
 
 
@@ -108,8 +109,13 @@ def stage_generate(job: dict) -> dict:
     start = time.perf_counter()
     summary = generate_shop(job["url"], job["customers"], SEED, RUN_DATE, Path(job["folder"]) / "truth")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": sum(summary["rows"].values()), "table_rows": summary["rows"],
-            "not_written": summary.get("not_written", {}), "bad_rows": summary.get("bad_rows", {})}
+    return {
+        "seconds": seconds,
+        "rows": sum(summary["rows"].values()),
+        "table_rows": summary["rows"],
+        "not_written": summary.get("not_written", {}),
+        "bad_rows": summary.get("bad_rows", {}),
+    }
 
 
 def stage_extract(job: dict) -> dict:
@@ -172,16 +178,20 @@ def stage_documents(job: dict) -> dict:
     plan = shop.check(extract.source_mapping(settings))
     checked = time.perf_counter() - start
     source = plan[job["table"]]
-    read_schema = pa.schema([field for field in extract.bronze_schema(source)
-                             if field.name not in extract.BATCH_COLUMNS])
+    read_schema = pa.schema([field for field in extract.bronze_schema(source) if field.name not in extract.BATCH_COLUMNS])
     rows = batches = 0
     start = time.perf_counter()
     scope = shop.scope(source, None, datetime.now(timezone.utc).replace(tzinfo=None))
     for batch in shop.rows(source, None, scope, read_schema):
         rows += batch.num_rows
         batches += 1
-    return {"seconds": time.perf_counter() - start, "rows": rows, "batches": batches,
-            "documents": shop.documents_read.get(job["table"], 0), "check_s": checked}
+    return {
+        "seconds": time.perf_counter() - start,
+        "rows": rows,
+        "batches": batches,
+        "documents": shop.documents_read.get(job["table"], 0),
+        "check_s": checked,
+    }
 
 
 def stage_pymongoarrow(job: dict) -> dict:
@@ -198,6 +208,7 @@ def stage_pymongoarrow(job: dict) -> dict:
     source = extract.source_mapping(settings).tables[job["table"]]
     schema = None
     if job["schema"] == "flat":
+
         def arrow_type(sql_type) -> pa.DataType:
             if isinstance(sql_type, BigInteger):
                 return pa.int64()
@@ -211,19 +222,29 @@ def stage_pymongoarrow(job: dict) -> dict:
                 return pa.timestamp("ms")
             return pa.string()
 
-        schema = Schema({source.source_column(column.name): arrow_type(column.type)
-                         for column in source.canonical.columns})
+        schema = Schema({source.source_column(column.name): arrow_type(column.type) for column in source.canonical.columns})
     start = time.perf_counter()
     with connect(settings.shop.url) as database:
         table = find_arrow_all(database[source.source], {}, schema=schema, batch_size=settings.shop.fetch_size)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "documents": table.num_rows, "rows": table.num_rows, "columns": table.num_columns,
-            "arrow_mb": round(table.nbytes / 2**20, 1),
-            "schema": ", ".join(f"{field.name}: {field.type}" for field in table.schema)[:400]}
+    return {
+        "seconds": seconds,
+        "documents": table.num_rows,
+        "rows": table.num_rows,
+        "columns": table.num_columns,
+        "arrow_mb": round(table.nbytes / 2**20, 1),
+        "schema": ", ".join(f"{field.name}: {field.type}" for field in table.schema)[:400],
+    }
 
 
-STAGES = {"generate": stage_generate, "extract": stage_extract, "clean": stage_clean, "cursor": stage_cursor,
-          "documents": stage_documents, "pymongoarrow": stage_pymongoarrow}
+STAGES = {
+    "generate": stage_generate,
+    "extract": stage_extract,
+    "clean": stage_clean,
+    "cursor": stage_cursor,
+    "documents": stage_documents,
+    "pymongoarrow": stage_pymongoarrow,
+}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -303,9 +324,10 @@ def change_one_percent(url: str, at: datetime) -> dict[str, int]:
     """
     from core.db import document_database as connect
 
-    changes = {"orders": lambda document: {"status": "returned" if document.get("status") == "delivered"
-                                           else "delivered"},
-               "customers": lambda document: {"acceptsMarketing": document.get("acceptsMarketing") is not True}}
+    changes = {
+        "orders": lambda document: {"status": "returned" if document.get("status") == "delivered" else "delivered"},
+        "customers": lambda document: {"acceptsMarketing": document.get("acceptsMarketing") is not True},
+    }
     chosen = {"_id": {"$mod": [100, CHANGED_OFFSET]}}
     changed: dict[str, int] = {}
     with connect(url) as database:
@@ -332,9 +354,13 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     ferretdb_server = dbservers().ferretdb_server
     folder = Path(tempfile.mkdtemp(prefix=f"crm-bench-extract-documents-{customers}-", dir=args.tmp))
     log = folder / "stages.log"
-    results: dict = {"customers": customers, "started": datetime.now().isoformat(timespec="seconds"),
-                     "code": f"{code_version('documents.py')}; {code_version('extract.py')}",
-                     "cpus": os.cpu_count(), "stages": {}}
+    results: dict = {
+        "customers": customers,
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "code": f"{code_version('documents.py')}; {code_version('extract.py')}",
+        "cpus": os.cpu_count(),
+        "stages": {},
+    }
     stages = results["stages"]
 
     def record(key: str, title: str, result: dict) -> dict:
@@ -346,9 +372,14 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
         with ferretdb_server(base_dir=folder / "ferretdb") as server:
             server.create_database("shop")
             url = server.url("shop")
-            environment = {**os.environ, "CRM_ENV": "demo", "CRM_SHOP_URL": url,
-                           "CRM_DATA_DIR": str(folder / "data"),
-                           "CRM__SPARK__MASTER": "local[2]", "CRM__SPARK__DRIVER_MEMORY": args.driver_memory}
+            environment = {
+                **os.environ,
+                "CRM_ENV": "demo",
+                "CRM_SHOP_URL": url,
+                "CRM_DATA_DIR": str(folder / "data"),
+                "CRM__SPARK__MASTER": "local[2]",
+                "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
+            }
             night_1 = {"url": url, "folder": str(folder), "run_date": RUN_DATE.isoformat()}
             night_2 = {**night_1, "run_date": (RUN_DATE + timedelta(days=1)).isoformat()}
             print(f"\n{customers:,} customers, {results['code']}")
@@ -358,63 +389,91 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             written = collection_documents(url)
             generated["documents"] = sum(written.values())
             generated["collections"] = written
-            results["shop"] = {"collections": written, "table_rows": generated["table_rows"],
-                               "not_written": generated["not_written"]}
+            results["shop"] = {"collections": written, "table_rows": generated["table_rows"], "not_written": generated["not_written"]}
             print("documents per collection: " + ", ".join(f"{name} {count:,}" for name, count in written.items()))
-            print("rows per table: " + ", ".join(f"{name} {count:,}" for name, count in generated["table_rows"].items())
-                  + (f"; not written (no parent document): {generated['not_written']}" if generated["not_written"] else ""))
+            print(
+                "rows per table: "
+                + ", ".join(f"{name} {count:,}" for name, count in generated["table_rows"].items())
+                + (f"; not written (no parent document): {generated['not_written']}" if generated["not_written"] else "")
+            )
             print_header()
             record("write", "write: generate_shop -> FerretDB", generated)
 
-            full = record("full", "full load -> bronze (extract)", staged(
-                server, {**night_1, "stage": "extract", "run_id": "bench-full", "full": True}, environment, log))
+            full = record(
+                "full",
+                "full load -> bronze (extract)",
+                staged(server, {**night_1, "stage": "extract", "run_id": "bench-full", "full": True}, environment, log),
+            )
             print_documents(full)
             expected = {name: count for name, count in generated["table_rows"].items()}
             wrote = {name: int(value["changed"]) for name, value in full["tables"].items()}
             if wrote != expected:
-                differ = {name: f"{wrote.get(name)}/{expected.get(name)}" for name in expected
-                          if wrote.get(name) != expected.get(name)}
+                differ = {name: f"{wrote.get(name)}/{expected.get(name)}" for name in expected if wrote.get(name) != expected.get(name)}
                 print(f"  warning: bronze rows/generated rows differ: {differ}", flush=True)
             for name, count in full["collections"].items():
                 if count != written.get(name):
                     print(f"  warning: collection {name}: {count:,} documents read, {written.get(name, 0):,} in it")
 
-            record("cursor", "orders, pymongo cursor, counted (reference)", staged(
-                server, {**night_1, "stage": "cursor", "table": "orders"}, environment, log, check=False))
+            record(
+                "cursor",
+                "orders, pymongo cursor, counted (reference)",
+                staged(server, {**night_1, "stage": "cursor", "table": "orders"}, environment, log, check=False),
+            )
             for table in ("orders", "order_items"):
-                result = record(f"documents_{table}", f"{table}, DocumentShop.rows -> Arrow (reference)", staged(
-                    server, {**night_1, "stage": "documents", "table": table}, environment, log, check=False))
+                result = record(
+                    f"documents_{table}",
+                    f"{table}, DocumentShop.rows -> Arrow (reference)",
+                    staged(server, {**night_1, "stage": "documents", "table": table}, environment, log, check=False),
+                )
                 if "check_s" in result:
                     print(f"  (its schema check, before: {result['check_s']:.1f} s)", flush=True)
             for schema in ("inferred", "flat"):
                 title = f"orders, pymongoarrow {schema} schema (reference)"
                 if importlib.util.find_spec("pymongoarrow") is None:
-                    record(f"pymongoarrow_{schema}", title, {"skipped": "pymongoarrow is not installed: "
-                           ".venv/bin/python -m pip install -c constraints.txt pymongoarrow"})
+                    record(
+                        f"pymongoarrow_{schema}",
+                        title,
+                        {"skipped": "pymongoarrow is not installed: .venv/bin/python -m pip install -c constraints.txt pymongoarrow"},
+                    )
                     continue
-                result = record(f"pymongoarrow_{schema}", title, staged(
-                    server, {**night_1, "stage": "pymongoarrow", "table": "orders", "schema": schema},
-                    environment, log, check=False))
+                result = record(
+                    f"pymongoarrow_{schema}",
+                    title,
+                    staged(
+                        server, {**night_1, "stage": "pymongoarrow", "table": "orders", "schema": schema}, environment, log, check=False
+                    ),
+                )
                 if "arrow_mb" in result:
-                    print(f"  {result['columns']} columns, {result['arrow_mb']} MB of Arrow: {result['schema']}",
-                          flush=True)
+                    print(f"  {result['columns']} columns, {result['arrow_mb']} MB of Arrow: {result['schema']}", flush=True)
 
             if args.full_load_only:
                 return
-            record("clean", "clean night 1 -> silver (not extraction)",
-                   staged(server, {**night_1, "stage": "clean"}, environment, log))
+            record("clean", "clean night 1 -> silver (not extraction)", staged(server, {**night_1, "stage": "clean"}, environment, log))
             start = time.perf_counter()
             changed = change_one_percent(url, CHANGED_AT)
             results["night_2_changed"] = changed
-            print(f"  {sum(changed.values()):,} documents changed at {CHANGED_AT} "
-                  f"({', '.join(f'{name} {count:,}' for name, count in changed.items())}) "
-                  f"in {time.perf_counter() - start:.1f} s", flush=True)
-            night = record("night_2", "night 2, 1 % changed, as configured", staged(
-                server, {**night_2, "stage": "extract", "run_id": "bench-night2", "full": False}, environment, log))
+            print(
+                f"  {sum(changed.values()):,} documents changed at {CHANGED_AT} "
+                f"({', '.join(f'{name} {count:,}' for name, count in changed.items())}) "
+                f"in {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
+            night = record(
+                "night_2",
+                "night 2, 1 % changed, as configured",
+                staged(server, {**night_2, "stage": "extract", "run_id": "bench-night2", "full": False}, environment, log),
+            )
             print_documents(night)
-            again = record("night_2_rerun", "night 2 rerun, no key reconciliation", staged(
-                server, {**night_2, "stage": "extract", "run_id": "bench-night2-rerun", "full": False,
-                         "reconcile": False}, environment, log))
+            again = record(
+                "night_2_rerun",
+                "night 2 rerun, no key reconciliation",
+                staged(
+                    server,
+                    {**night_2, "stage": "extract", "run_id": "bench-night2-rerun", "full": False, "reconcile": False},
+                    environment,
+                    log,
+                ),
+            )
             print_documents(again)
     finally:
         results["finished"] = datetime.now().isoformat(timespec="seconds")
@@ -427,8 +486,10 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             print(f"  results: {folder / 'results.json'} (stage logs in stages.log)")
 
 
-HEADER = (f"{'stage':<52} {'seconds':>8} {'documents':>10} {'docs/s':>8} {'rows':>10} {'rows/s':>8} "
-          f"{'peak MB':>7} {'srv MB':>6} {'srv CPU':>7} {'load':>5}")
+HEADER = (
+    f"{'stage':<52} {'seconds':>8} {'documents':>10} {'docs/s':>8} {'rows':>10} {'rows/s':>8} "
+    f"{'peak MB':>7} {'srv MB':>6} {'srv CPU':>7} {'load':>5}"
+)
 
 
 def print_header() -> None:
@@ -442,33 +503,52 @@ def print_row(title: str, result: dict) -> None:
         return
     seconds = result["seconds"]
     documents = result.get("documents")
-    shown_documents = f"{documents:>10,} {round(documents / seconds) if seconds else 0:>8,}" \
-        if documents is not None else f"{'':>10} {'':>8}"
-    print(f"{title:<52} {seconds:>8.1f} {shown_documents} {result['rows']:>10,} "
-          f"{round(result['rows'] / seconds) if seconds else 0:>8,} {result['peak_mb']:>7} "
-          f"{result.get('server_peak_mb', ''):>6} {result.get('server_cpu_s', ''):>7} {result['load']:>5.1f}",
-          flush=True)
+    shown_documents = (
+        f"{documents:>10,} {round(documents / seconds) if seconds else 0:>8,}" if documents is not None else f"{'':>10} {'':>8}"
+    )
+    print(
+        f"{title:<52} {seconds:>8.1f} {shown_documents} {result['rows']:>10,} "
+        f"{round(result['rows'] / seconds) if seconds else 0:>8,} {result['peak_mb']:>7} "
+        f"{result.get('server_peak_mb', ''):>6} {result.get('server_cpu_s', ''):>7} {result['load']:>5.1f}",
+        flush=True,
+    )
 
 
 def print_documents(result: dict) -> None:
     """Under an extract row: its modes, documents per collection and as read, rows per table."""
-    print(f"  modes {'/'.join(result['modes'])}, keys reconciled: {'yes' if result['reconciled'] else 'no'}; "
-          f"documents read {result['documents_raw']:,} (each collection once: {result['documents']:,}: "
-          + ", ".join(f"{name} {count:,}" for name, count in result["collections"].items()) + ")", flush=True)
-    print("  rows: " + ", ".join(f"{name} {int(value['changed']):,}" + (f"+{int(value['deleted'])} D" if value["deleted"] else "")
-                                 for name, value in result["tables"].items()), flush=True)
+    print(
+        f"  modes {'/'.join(result['modes'])}, keys reconciled: {'yes' if result['reconciled'] else 'no'}; "
+        f"documents read {result['documents_raw']:,} (each collection once: {result['documents']:,}: "
+        + ", ".join(f"{name} {count:,}" for name, count in result["collections"].items())
+        + ")",
+        flush=True,
+    )
+    print(
+        "  rows: "
+        + ", ".join(
+            f"{name} {int(value['changed']):,}" + (f"+{int(value['deleted'])} D" if value["deleted"] else "")
+            for name, value in result["tables"].items()
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000], help="numbers of customers")
     parser.add_argument("--driver-memory", default="3g", help="Spark driver heap for clean (local mode: all of Spark)")
-    parser.add_argument("--tmp", default="/tmp", help="where the FerretDB data, the lake and the results go "
-                        "(on disk by default)")
-    parser.add_argument("--keep", action="store_true", help="keep each size's lake and truth (results.json and "
-                        "stages.log are kept in any case); the FerretDB data is removed by tests/dbservers.py")
-    parser.add_argument("--full-load-only", action="store_true", help="stop after the full load and its "
-                        "references (no clean, no night 2: on FerretDB a night scans every collection again)")
+    parser.add_argument("--tmp", default="/tmp", help="where the FerretDB data, the lake and the results go (on disk by default)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each size's lake and truth (results.json and "
+        "stages.log are kept in any case); the FerretDB data is removed by tests/dbservers.py",
+    )
+    parser.add_argument(
+        "--full-load-only",
+        action="store_true",
+        help="stop after the full load and its references (no clean, no night 2: on FerretDB a night scans every collection again)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     benchmark_main(parser, STAGES, one_size)
 

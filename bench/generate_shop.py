@@ -4,6 +4,7 @@
 
 Each size runs in a fresh child process (so peak memory is that size's), into a fresh SQLite file by default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,17 @@ def one_size(customers: int, url: str | None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="crm-bench-"))
     target = url or f"sqlite:///{folder / 'shop.sqlite'}"
     start = time.perf_counter()
-    summary = generate_shop(target, customers=customers, seed=1, end_date=date(2026, 11, 26),
-                            truth_dir=folder / "truth", replace=True)
+    summary = generate_shop(target, customers=customers, seed=1, end_date=date(2026, 11, 26), truth_dir=folder / "truth", replace=True)
     seconds = time.perf_counter() - start
     rows = sum(summary["rows"].values())
-    return {"customers": customers, "seconds": round(seconds, 1), "rows": rows,
-            "rows_per_s": round(rows / seconds), "orders": summary["rows"]["orders"],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return {
+        "customers": customers,
+        "seconds": round(seconds, 1),
+        "rows": rows,
+        "rows_per_s": round(rows / seconds),
+        "orders": summary["rows"]["orders"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 def main() -> None:
@@ -45,7 +50,9 @@ def main() -> None:
     for size in args.sizes:
         command = [sys.executable, __file__, "--child", str(size)] + (["--url", args.url] if args.url else [])
         result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        print(f"{result['customers']:>10,} {result['seconds']:>8} {result['rows']:>11,} {result['rows_per_s']:>9,} {result['peak_rss_mb']:>8}")
+        print(
+            f"{result['customers']:>10,} {result['seconds']:>8} {result['rows']:>11,} {result['rows_per_s']:>9,} {result['peak_rss_mb']:>8}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """What the benchmarks share: a stage in a child process with its peak memory, and which code was measured."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,9 @@ def run_stage(script: str, job: dict, environment: dict[str, str], log: Path, ch
     """
     # The job goes in on stdin: its URL holds the server's password, which `ps` would show in an argument.
     with open(log, "ab") as err, tempfile.TemporaryFile() as out:
-        child = subprocess.Popen([sys.executable, script, "--child"], stdin=subprocess.PIPE, stdout=out,
-                                 stderr=err, env=environment, cwd=REPO)
+        child = subprocess.Popen(
+            [sys.executable, script, "--child"], stdin=subprocess.PIPE, stdout=out, stderr=err, env=environment, cwd=REPO
+        )
         child.stdin.write(json.dumps(job).encode())
         child.stdin.close()
         peak, loads = 0, []
@@ -128,8 +130,10 @@ def silver_rows(job: dict) -> int:
     from core import shop_schema
 
     lake = Path(job["folder"]) / "data" / "lake" / "silver"
-    return sum(pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()
-               for name in shop_schema.SHOP_TABLES)
+    return sum(
+        pc.sum(pa.table(DeltaTable(str(lake / name)).get_add_actions(flatten=True))["num_records"]).as_py()
+        for name in shop_schema.SHOP_TABLES
+    )
 
 
 def dbservers():

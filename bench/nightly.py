@@ -22,6 +22,7 @@ Printed per night: every task's seconds (from the run log, `crm status`), the ni
 `crm run` process, its children, and the night's Spark server (a process of its own session). Then the floor
 per step, and the ratio of night 2 to the floor. Load is the mean 1-minute load average during the night.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,8 @@ def fill_events(url: str, customers: int, first_day: date, days: int, per_custom
     rows = int(customers * days * per_customer_day)
     span_s = days * 86400
     with engine.begin() as connection:
-        connection.execute(text(f"""
+        connection.execute(
+            text(f"""
             INSERT INTO events (event_id, customer_id, session_id, event_type, product_id, category, channel,
                                 occurred_at, properties)
             SELECT 'e-{first_day:%Y%m%d}-' || k,
@@ -64,7 +66,8 @@ def fill_events(url: str, customers: int, first_day: date, days: int, per_custom
                    1 + (k * 104729) % 500, 'category-' || (k % 12), 'web',
                    TIMESTAMP '{first_day:%Y-%m-%d}' + interval '1 second' * ((k::bigint * 15485863) % {span_s}),
                    '{{}}'
-            FROM generate_series(1::bigint, {rows}::bigint) AS k"""))
+            FROM generate_series(1::bigint, {rows}::bigint) AS k""")
+        )
     engine.dispose()
     return rows
 
@@ -79,8 +82,9 @@ def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
     start = time.perf_counter()
     peak, loads = 0, []
     with log.open("ab") as out:
-        child = subprocess.Popen([str(crm), "run", "--date", run_date.isoformat()], env=environment, cwd=REPO,
-                                 stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [str(crm), "run", "--date", run_date.isoformat()], env=environment, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
         while child.poll() is None:
             # The night's server runs in a session of its own but may still be a child of `crm run`'s
             # process (dag.test runs spark_up in it): count each process once.
@@ -94,8 +98,12 @@ def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
     wall = time.perf_counter() - start
     if child.returncode != 0:
         raise RuntimeError(f"crm run --date {run_date} failed (exit {child.returncode}); see {log}")
-    return {"wall": wall, "peak_mb": round(peak / 2**20), "load": sum(loads) / max(1, len(loads)),
-            "tasks": task_seconds(settings, run_date)}
+    return {
+        "wall": wall,
+        "peak_mb": round(peak / 2**20),
+        "load": sum(loads) / max(1, len(loads)),
+        "tasks": task_seconds(settings, run_date),
+    }
 
 
 def task_seconds(settings, run_date: date) -> dict[str, float]:
@@ -140,12 +148,13 @@ def stage_floor(job: dict) -> dict:
     overlap = timedelta(minutes=settings.extract.overlap_minutes)
     start = time.perf_counter()
     rows_read = 0
-    with adbc_driver_postgresql.dbapi.connect(shop_fill.adbc_uri(job["shop_url"])) as connection, \
-            connection.cursor() as cursor:
+    with adbc_driver_postgresql.dbapi.connect(shop_fill.adbc_uri(job["shop_url"])) as connection, connection.cursor() as cursor:
         for table in shop_schema.SHOP_TABLES:
             since = (high[table] - overlap).replace(tzinfo=None).isoformat(sep=" ")
-            columns = ", ".join(f"{column.name}::text AS {column.name}" if str(column.type).startswith("NUMERIC")
-                                else column.name for column in shop_schema.metadata.tables[table].columns)
+            columns = ", ".join(
+                f"{column.name}::text AS {column.name}" if str(column.type).startswith("NUMERIC") else column.name
+                for column in shop_schema.metadata.tables[table].columns
+            )
             cursor.execute(f"SELECT {columns} FROM {table} WHERE updated_at > '{since}'")
             rows_read += cursor.fetch_arrow_table().num_rows
     seconds["adbc_read_changed"] = time.perf_counter() - start
@@ -155,16 +164,22 @@ def stage_floor(job: dict) -> dict:
     files = {name: DeltaTable(lake.path("silver", name)).file_uris() for name in ("orders", "customers")}
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'; SET threads = 2")
-    connection.execute(DUCKDB_RFM.format(
-        orders=files["orders"], customers=files["customers"], cutoff=f"{end_of(night).isoformat()}",
-        as_of=night.isoformat(), statuses=", ".join(f"'{status}'" for status in settings.rfm.scored_statuses)))
+    connection.execute(
+        DUCKDB_RFM.format(
+            orders=files["orders"],
+            customers=files["customers"],
+            cutoff=f"{end_of(night).isoformat()}",
+            as_of=night.isoformat(),
+            statuses=", ".join(f"'{status}'" for status in settings.rfm.scored_statuses),
+        )
+    )
     seconds["duckdb_rfm"] = time.perf_counter() - start
 
     # 3. BG/NBD and Gamma-Gamma on the same orders (repeat purchases, recency and age in days).
     start = time.perf_counter()
     summary = connection.execute(f"""
         WITH o AS (SELECT customer_id, CAST(created_at AS DATE) AS day, sum(total_amount) AS amount
-                   FROM read_parquet({files['orders']})
+                   FROM read_parquet({files["orders"]})
                    WHERE created_at < TIMESTAMPTZ '{end_of(night).isoformat()}' GROUP BY 1, 2)
         SELECT customer_id, count(*) - 1 AS repeat_purchase_days,
                date_diff('day', min(day), max(day)) AS purchase_span_days,
@@ -173,16 +188,23 @@ def stage_floor(job: dict) -> dict:
                    AS mean_repeat_order_value
         FROM o GROUP BY customer_id""").to_arrow_table()
     repeat_purchase_days = summary.column("repeat_purchase_days").to_numpy().astype(float)
-    BetaGeoModel().fit(repeat_purchase_days, summary.column("purchase_span_days").to_numpy().astype(float),
-                       summary.column("days_since_first_purchase").to_numpy().astype(float))
+    BetaGeoModel().fit(
+        repeat_purchase_days,
+        summary.column("purchase_span_days").to_numpy().astype(float),
+        summary.column("days_since_first_purchase").to_numpy().astype(float),
+    )
     GammaGammaModel().fit(repeat_purchase_days, np.asarray(summary.column("mean_repeat_order_value").to_numpy(), dtype=float))
     seconds["lifetime_fits"] = time.perf_counter() - start
 
     # 4. One score row per customer into the CRM database.
     start = time.perf_counter()
-    scores = pa.table({"customer_id": summary.column("customer_id"),
-                       "p_alive": pa.array(np.random.default_rng(1).random(summary.num_rows)),
-                       "clv_12m": pa.array(np.random.default_rng(2).random(summary.num_rows) * 100)})
+    scores = pa.table(
+        {
+            "customer_id": summary.column("customer_id"),
+            "p_alive": pa.array(np.random.default_rng(1).random(summary.num_rows)),
+            "clv_12m": pa.array(np.random.default_rng(2).random(summary.num_rows) * 100),
+        }
+    )
     with adbc_driver_postgresql.dbapi.connect(shop_fill.adbc_uri(job["crm_url"])) as crm, crm.cursor() as cursor:
         cursor.adbc_ingest("bench_floor_scores", scores, mode="replace")
         crm.commit()
@@ -207,24 +229,37 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             server.create_database("crm")
             shop_url, crm_url = server.url("shop"), server.url("crm")
             fill = shop_fill.fill_shop(shop_url, customers, args.orders_per_customer, RUN_DATE)
-            events = fill_events(shop_url, customers, RUN_DATE - timedelta(days=args.event_days - 1), args.event_days,
-                                 args.events_per_customer_day)
+            events = fill_events(
+                shop_url, customers, RUN_DATE - timedelta(days=args.event_days - 1), args.event_days, args.events_per_customer_day
+            )
             rows = shop_fill.table_rows(shop_url)
             environment = {
-                **os.environ, "CRM_ENV": "demo", "CRM_SHOP_URL": shop_url, "CRM_DB_URL": crm_url,
-                "CRM_DATA_DIR": str(folder / "data"), "CRM__SPARK__MASTER": "local[2]",
-                "CRM__SPARK__DRIVER_MEMORY": args.driver_memory, "CRM__EVENTS__SOURCE": "table",
+                **os.environ,
+                "CRM_ENV": "demo",
+                "CRM_SHOP_URL": shop_url,
+                "CRM_DB_URL": crm_url,
+                "CRM_DATA_DIR": str(folder / "data"),
+                "CRM__SPARK__MASTER": "local[2]",
+                "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
+                "CRM__EVENTS__SOURCE": "table",
             }
             print(f"\n{customers:,} customers, {code_version('spark_server.py')}")
-            print(f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, {rows['order_items']:,} order "
-                  f"items), {events:,} events; filled in {sum(fill.values()):.1f} s", flush=True)
+            print(
+                f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, {rows['order_items']:,} order "
+                f"items), {events:,} events; filled in {sum(fill.values()):.1f} s",
+                flush=True,
+            )
             night_1 = run_night(RUN_DATE, environment, log)
             changed = shop_fill.change_one_percent(shop_url, RUN_DATE + timedelta(days=1))
             new_events = fill_events(shop_url, customers, RUN_DATE + timedelta(days=1), 1, args.events_per_customer_day)
             print(f"night 2: {sum(changed.values()):,} rows changed, {new_events:,} new events", flush=True)
             night_2 = run_night(RUN_DATE + timedelta(days=1), environment, log)
-            floor = run_stage(__file__, {"stage": "floor", "run_date": (RUN_DATE + timedelta(days=1)).isoformat(),
-                                         "shop_url": shop_url, "crm_url": crm_url}, environment, folder / "floor.log")
+            floor = run_stage(
+                __file__,
+                {"stage": "floor", "run_date": (RUN_DATE + timedelta(days=1)).isoformat(), "shop_url": shop_url, "crm_url": crm_url},
+                environment,
+                folder / "floor.log",
+            )
             print_nights(night_1, night_2, floor)
     finally:
         if args.keep:
@@ -243,8 +278,10 @@ def print_nights(night_1: dict, night_2: dict, floor: dict) -> None:
     print(f"{'peak MB (tree)':<18} {night_1['peak_mb']:>10} {night_2['peak_mb']:>10}")
     print(f"{'load':<18} {night_1['load']:>10.1f} {night_2['load']:>10.1f}")
     steps = ", ".join(f"{name} {value:.2f}" for name, value in floor["steps"].items())
-    print(f"floor (no JVM) {floor['seconds']:.1f} s: {steps}; {floor['rows']:,} changed rows, "
-          f"{floor['customers']:,} buyers; peak {floor['peak_mb']} MB")
+    print(
+        f"floor (no JVM) {floor['seconds']:.1f} s: {steps}; {floor['rows']:,} changed rows, "
+        f"{floor['customers']:,} buyers; peak {floor['peak_mb']} MB"
+    )
     print(f"night 2 / floor: {night_2['wall'] / floor['seconds']:.0f}x", flush=True)
 
 

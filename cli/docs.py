@@ -4,6 +4,7 @@
 file that holds each (`SECTION_FILES`); a test fails when the docs and the code disagree, so the docs cannot
 drift from what is written.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,18 +57,17 @@ def campaign_fields_markdown() -> str:
     for name, field in Campaign.model_fields.items():
         if name == "name":
             continue
-        default = "(required)" if field.is_required() else (
-            f"`{field.default_factory()}`" if field.default_factory else f"`{field.default}`")
+        default = (
+            "(required)" if field.is_required() else (f"`{field.default_factory()}`" if field.default_factory else f"`{field.default}`")
+        )
         rows.append(f"| `{name}` | {default} | {field.description} |")
     return "\n".join(rows)
 
 
 def crm_names_markdown() -> str:
     """The CRM columns named otherwise than their measure (`core.crm_schema.CRM_NAMES`): table, column, measure."""
-    rows = ["| CRM table (and export file) | column | measure in gold/customer_features and the code |",
-            "| --- | --- | --- |"]
-    rows += [f"| `{table}` | `{column}` | `{measure}` |"
-             for table, names in CRM_NAMES.items() for measure, column in names.items()]
+    rows = ["| CRM table (and export file) | column | measure in gold/customer_features and the code |", "| --- | --- | --- |"]
+    rows += [f"| `{table}` | `{column}` | `{measure}` |" for table, names in CRM_NAMES.items() for measure, column in names.items()]
     return "\n".join(rows)
 
 
@@ -99,8 +99,7 @@ def render(text: str, path: Path = README) -> str:
             continue
         pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
-            raise ValueError(f"{path.relative_to(REPO_ROOT)}: missing the markers "
-                             f"<!-- BEGIN {name} --> ... <!-- END {name} -->")
+            raise ValueError(f"{path.relative_to(REPO_ROOT)}: missing the markers <!-- BEGIN {name} --> ... <!-- END {name} -->")
         text = pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), text)
     return text
 

@@ -5,6 +5,7 @@ Java runs; Spark starts in local mode with the Delta Lake jars (from the project
 fetched) and writes and reads a Delta table; Airflow's home has a migrated metadata database and sees the
 project's DAGs; the MLflow store opens; the data root has room. `--quick` leaves out Spark (about 15 s).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -49,8 +50,10 @@ def run_checks(quick: bool = False) -> list[Check]:
     checks = [Check("configuration", True, f"env {settings.env}, conf {settings.conf_dir}, data {settings.data_dir}")]
     steps: list[tuple[str, Callable[[Settings], str]]] = [
         ("shop database", lambda s: _document_shop(s.shop.url) if is_document_shop(s.shop.url) else _database(s.shop.url)),
-        ("CRM database", lambda s: _database(s.crm.db_url, created_by_the_pipeline=True,
-                                             schema=schema_of(s.crm.db_url, s.crm.schema_name))),
+        (
+            "CRM database",
+            lambda s: _database(s.crm.db_url, created_by_the_pipeline=True, schema=schema_of(s.crm.db_url, s.crm.schema_name)),
+        ),
         ("java", lambda s: _java()),
         *([] if quick else [("spark + delta", _spark)]),
         ("airflow", _airflow),
@@ -87,8 +90,7 @@ def _document_shop(url: str) -> str:
             collections = len(database.list_collection_names())
     except Exception as error:
         raise RuntimeError(f"{masked(url)}: {document_error(error)}") from None
-    return (f"{masked(url)} answers (MongoDB protocol {version}, {collections} collections, "
-            f"{1000 * (time.perf_counter() - started):.0f} ms)")
+    return f"{masked(url)} answers (MongoDB protocol {version}, {collections} collections, {1000 * (time.perf_counter() - started):.0f} ms)"
 
 
 def _database(url: str, created_by_the_pipeline: bool = False, schema: str | None = None) -> str:
@@ -109,9 +111,11 @@ def _database(url: str, created_by_the_pipeline: bool = False, schema: str | Non
     detail = f"{db.masked(url)} answers ({db.kind(url)} {shown}, {1000 * (time.perf_counter() - started):.0f} ms)"
     if created_by_the_pipeline:
         newest = migrate.head()
-        detail += (f"; schema at the newest revision, {newest}" if revision == newest else
-                   f"; schema at revision {revision or 'none'}, the next publish (or `crm db-upgrade`) "
-                   f"migrates it to {newest}")
+        detail += (
+            f"; schema at the newest revision, {newest}"
+            if revision == newest
+            else f"; schema at revision {revision or 'none'}, the next publish (or `crm db-upgrade`) migrates it to {newest}"
+        )
     return detail
 
 
@@ -139,8 +143,7 @@ def _spark(settings: Settings) -> str:
         which = "the night's Spark server"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Under the data root: a Spark server reads and writes the lake's file system, not this process's /tmp.
-    with tempfile.TemporaryDirectory(prefix="crm-doctor-", dir=settings.data_dir) as folder, \
-            spark_session(settings, "doctor") as spark:
+    with tempfile.TemporaryDirectory(prefix="crm-doctor-", dir=settings.data_dir) as folder, spark_session(settings, "doctor") as spark:
         lake = Lake(spark, Path(folder))
         today = datetime.now(timezone.utc).date()
         lake.replace_partition(spark.range(3).withColumn("as_of", F.lit(today)), "gold", "doctor", {"as_of": today})
@@ -148,15 +151,16 @@ def _spark(settings: Settings) -> str:
         version = spark.version
     if rows != 3:
         raise RuntimeError(f"wrote 3 rows to a Delta table and read {rows}")
-    return (f"Spark {version} ({which}) with Delta Lake: wrote and read a Delta table in "
-            f"{time.perf_counter() - started:.1f} s (jars: {settings.spark.jars_dir})")
+    return (
+        f"Spark {version} ({which}) with Delta Lake: wrote and read a Delta table in "
+        f"{time.perf_counter() - started:.1f} s (jars: {settings.spark.jars_dir})"
+    )
 
 
 def _airflow(settings: Settings) -> str:
     home = Path(settings.airflow.home)
     if not (home / "airflow.db").exists():
-        raise RuntimeError(f"no Airflow metadata database in {home}: it is created by the first `crm run` "
-                           f"(or run `make airflow`)")
+        raise RuntimeError(f"no Airflow metadata database in {home}: it is created by the first `crm run` (or run `make airflow`)")
     dags = sorted(path.stem for path in DAGS_FOLDER.glob("*.py"))
     expected = {settings.airflow.dag_id, settings.airflow.training_dag_id}
     missing = expected - set(dags)

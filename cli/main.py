@@ -3,6 +3,7 @@
 Errors are printed as one clear message and a non-zero exit code (1: the run or input failed, 2: bad
 usage); `--debug` shows the traceback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,26 +53,40 @@ def main(ctx: click.Context, debug: bool) -> None:
 @main.command("generate-shop")
 @click.option("--customers", type=click.IntRange(min=1), default=None, help="Number of customers (default: generator.customers).")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same shop (default: generator.seed).")
-@click.option("--url", default=None, help="SQLAlchemy URL of the shop database, or mongodb://host:port/<database> for "
-                                        "a document shop (default: shop.url, env CRM_SHOP_URL).")
+@click.option(
+    "--url",
+    default=None,
+    help="SQLAlchemy URL of the shop database, or mongodb://host:port/<database> for "
+    "a document shop (default: shop.url, env CRM_SHOP_URL).",
+)
 @click.option("--end-date", type=DATE, default=None, help="Last day of the shop's history (default: yesterday, UTC).")
-@click.option("--truth-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the ground truth goes (default: <data>/truth).")
+@click.option("--truth-dir", type=click.Path(path_type=Path), default=None, help="Where the ground truth goes (default: <data>/truth).")
 @click.option("--replace", is_flag=True, help="Drop and recreate the shop tables if they hold rows.")
-@click.option("--schema", "schema", default="auto", show_default=True,
-              help="Table and column names of the shop: a mapping in conf/mappings/ (e.g. woocommerce); auto: "
-                   "canonical for a SQL shop, mongodb for a document shop.")
-@click.option("--events", type=click.Choice(["none", "table", "files"]), default=None,
-              help="Browsing events: the shop table `events` (SQL shops), one NDJSON file per day in --landing, or "
-                   "none (default: generator.events).")
-@click.option("--events-days", type=click.IntRange(min=1), default=None,
-              help="Events for the last N days of the history (default: generator.events_days).")
-@click.option("--landing", type=click.Path(path_type=Path), default=None,
-              help="Folder of the event files (default: events.landing_dir).")
+@click.option(
+    "--schema",
+    "schema",
+    default="auto",
+    show_default=True,
+    help="Table and column names of the shop: a mapping in conf/mappings/ (e.g. woocommerce); auto: "
+    "canonical for a SQL shop, mongodb for a document shop.",
+)
+@click.option(
+    "--events",
+    type=click.Choice(["none", "table", "files"]),
+    default=None,
+    help="Browsing events: the shop table `events` (SQL shops), one NDJSON file per day in --landing, or none (default: generator.events).",
+)
+@click.option(
+    "--events-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Events for the last N days of the history (default: generator.events_days).",
+)
+@click.option("--landing", type=click.Path(path_type=Path), default=None, help="Folder of the event files (default: events.landing_dir).")
 @click.pass_context
-def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace, schema, events, events_days,
-                          landing):
+def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replace, schema, events, events_days, landing):
     """Write a realistic generated shop (and its ground truth, kept apart) to a database."""
+
     def work():
         from core import db
         from core.mapping import load_mapping
@@ -96,10 +111,16 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
             clear_renamed_tables(target, mapping, replace)
         with click.progressbar(length=count, label=f"generating {count:,} customers", file=sys.stderr) as bar:
             summary = generate_shop(
-                target, customers=count, seed=settings.generator.seed if seed is None else seed,
-                end_date=end_date or yesterday(), truth_dir=truth, replace=replace,
-                progress=lambda done: bar.update(done - bar.pos), mapping=mapping if document_shop else None,
-                events=events_output, events_days=events_days or settings.generator.events_days,
+                target,
+                customers=count,
+                seed=settings.generator.seed if seed is None else seed,
+                end_date=end_date or yesterday(),
+                truth_dir=truth,
+                replace=replace,
+                progress=lambda done: bar.update(done - bar.pos),
+                mapping=mapping if document_shop else None,
+                events=events_output,
+                events_days=events_days or settings.generator.events_days,
                 landing_dir=landing_dir if events_output == "files" else None,
             )
         if document_shop:
@@ -118,11 +139,16 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
             click.echo(f"shop written to {db.masked(target)}: {rows}")
         if "events" in summary:
             written = summary["events"]
-            where = (f"{written['files']} NDJSON file(s) in {landing_dir}" if events_output == "files"
-                     else f"table events of {db.masked(target)}")
-            click.echo(f"events: {written['written']:,} written to {where}, {written['first_day']} to "
-                       f"{written['last_day']} ({written['duplicates']:,} re-sent, "
-                       f"{written['bad']['unknown_event_type']:,} of an unknown type)")
+            where = (
+                f"{written['files']} NDJSON file(s) in {landing_dir}"
+                if events_output == "files"
+                else f"table events of {db.masked(target)}"
+            )
+            click.echo(
+                f"events: {written['written']:,} written to {where}, {written['first_day']} to "
+                f"{written['last_day']} ({written['duplicates']:,} re-sent, "
+                f"{written['bad']['unknown_event_type']:,} of an unknown type)"
+            )
         click.echo(f"ground truth in {truth}")
 
     _guarded(ctx, work)
@@ -156,8 +182,11 @@ def run_command(ctx, run_date, first, last, full):
             run_id, log = _backfill(settings, [first + timedelta(days=n) for n in range((last - first).days + 1)], full)
         else:
             day = run_date or yesterday()
-            click.echo(f"running {settings.airflow.dag_id} for {day} through Airflow "
-                       f"(home {settings.airflow.home}; log in {settings.data_dir / 'logs'}) ...", err=True)
+            click.echo(
+                f"running {settings.airflow.dag_id} for {day} through Airflow "
+                f"(home {settings.airflow.home}; log in {settings.data_dir / 'logs'}) ...",
+                err=True,
+            )
             run_id, log = orchestrate.run_nightly_logged(settings, day, full=full)
         click.echo(summary.render(settings, day, run_id))
         click.echo(f"  run log        {log}")
@@ -172,8 +201,11 @@ def _backfill(settings: Settings, days: list[date], full: bool) -> tuple[str, Pa
     time left (where stderr is no terminal, only a line per night); each finished night gets a line on
     stdout. Returns the last night's run id and log.
     """
-    click.echo(f"backfill of {len(days)} nights, {days[0]} to {days[-1]}, through Airflow "
-               f"(home {settings.airflow.home}; logs in {settings.data_dir / 'logs'}) ...", err=True)
+    click.echo(
+        f"backfill of {len(days)} nights, {days[0]} to {days[-1]}, through Airflow "
+        f"(home {settings.airflow.home}; logs in {settings.data_dir / 'logs'}) ...",
+        err=True,
+    )
     labels = [f"{settings.airflow.dag_id} for {day} ({number}/{len(days)})" for number, day in enumerate(days, 1)]
     # A label names the night running; where stderr is no terminal, click prints only the label, once per change.
     with click.progressbar(length=len(days), label=labels[0], file=sys.stderr, show_percent=True) as bar:
@@ -186,7 +218,8 @@ def _backfill(settings: Settings, days: list[date], full: bool) -> tuple[str, Pa
                 again = f"crm run --from {day} --to {days[-1]}{' --full' if full and number == 1 else ''}"
                 raise orchestrate.PipelineRunError(
                     f"backfill stopped at {day} (night {number} of {len(days)}): {error}\n"
-                    f"the nights after it did not run; once it is fixed, go on with: {again}") from error
+                    f"the nights after it did not run; once it is fixed, go on with: {again}"
+                ) from error
             _above_the_bar(f"{day}: {run_id} succeeded (log {log})")
             bar.update(1)
     return run_id, log
@@ -205,13 +238,15 @@ def _above_the_bar(line: str) -> None:
 @click.pass_context
 def train_command(ctx, run_date):
     """Train a churn challenger through Airflow (DAG crm_training) and make it the champion if it wins."""
+
     def work():
         from cli import summary
 
         settings = load_config()
         day = run_date or yesterday()
-        click.echo(f"running {settings.airflow.training_dag_id} for {day} through Airflow "
-                   f"(log in {settings.data_dir / 'logs'}) ...", err=True)
+        click.echo(
+            f"running {settings.airflow.training_dag_id} for {day} through Airflow (log in {settings.data_dir / 'logs'}) ...", err=True
+        )
         run_id, log = orchestrate.run_nightly_logged(settings, day, training=True)
         click.echo(summary.render_training(settings, run_id))
         click.echo(f"  run log        {log}")
@@ -220,8 +255,13 @@ def train_command(ctx, run_date):
 
 
 @main.command("export")
-@click.option("--date", "run_date", type=DATE, default=None,
-              help="Run date to export (default: the latest run date that gold holds for every exported dataset).")
+@click.option(
+    "--date",
+    "run_date",
+    type=DATE,
+    default=None,
+    help="Run date to export (default: the latest run date that gold holds for every exported dataset).",
+)
 @click.pass_context
 def export_command(ctx, run_date):
     """Write exports/<run date>/ again from the lake's gold tables, without rerunning the night.
@@ -232,12 +272,15 @@ def export_command(ctx, run_date):
     run id is that of the night whose rows gold holds for the date. Prints the export folder. Airflow is not
     involved: DAGs scheduled on the exports asset (shop-crm://exports) do not run for it.
     """
+
     def work():
         from jobs import export
 
         settings = load_config()
-        click.echo(f"exporting {run_date or 'the latest run date'} from {settings.lake_dir / 'gold'} "
-                   f"({', '.join(settings.export.datasets)}) ...", err=True)
+        click.echo(
+            f"exporting {run_date or 'the latest run date'} from {settings.lake_dir / 'gold'} ({', '.join(settings.export.datasets)}) ...",
+            err=True,
+        )
         click.echo(export.rerun(settings, run_date))
 
     _guarded(ctx, work)
@@ -279,6 +322,7 @@ def _shop_has_customers(url: str) -> bool:
 @click.pass_context
 def config_command(ctx, reference):
     """Print the configuration in effect (passwords masked), after overlays and environment."""
+
     def work():
         from core import config, db
 
@@ -298,6 +342,7 @@ def config_command(ctx, reference):
 @click.pass_context
 def airflow_env_command(ctx):
     """Print `export` lines that point the `airflow` command at this project (used by `make airflow`)."""
+
     def work():
         for key, value in prepare_airflow(load_config()).items():
             click.echo(f"export {key}={shlex.quote(value)}")
@@ -310,6 +355,7 @@ def airflow_env_command(ctx):
 @click.pass_context
 def status_command(ctx, runs):
     """The latest pipeline runs: each stage's outcome, time and what it did (CRM table pipeline_runs)."""
+
     def work():
         from core import runlog
 
@@ -323,6 +369,7 @@ def status_command(ctx, runs):
 @click.pass_context
 def landing_command(ctx, run_date):
     """The event files in the landing folder: read by which night, waiting (and why), or new."""
+
     def work():
         from jobs.events import landing_report
 
@@ -338,6 +385,7 @@ def landing_command(ctx, run_date):
 @click.pass_context
 def report_command(ctx, run_date, open_it, rebuild):
     """Print the path of a run's HTML report (building it when missing); --open shows it in the browser."""
+
     def work():
         import webbrowser
 
@@ -383,12 +431,20 @@ def _role_name(ctx, param, value: str) -> str:
 
 
 @main.command("db-roles")
-@click.option("--analyst", default="crm_analyst", show_default=True, callback=_role_name,
-              help="Read-only role: SELECT on the CRM tables (password: env CRM_ANALYST_PASSWORD; "
-                   "without one a NOLOGIN group role).")
-@click.option("--writer", default="crm_writer", show_default=True, callback=_role_name,
-              help="Role the pipeline publishes as: owns the CRM tables (password: env CRM_WRITER_PASSWORD; "
-                   "without one a NOLOGIN group role).")
+@click.option(
+    "--analyst",
+    default="crm_analyst",
+    show_default=True,
+    callback=_role_name,
+    help="Read-only role: SELECT on the CRM tables (password: env CRM_ANALYST_PASSWORD; without one a NOLOGIN group role).",
+)
+@click.option(
+    "--writer",
+    default="crm_writer",
+    show_default=True,
+    callback=_role_name,
+    help="Role the pipeline publishes as: owns the CRM tables (password: env CRM_WRITER_PASSWORD; without one a NOLOGIN group role).",
+)
 @click.pass_context
 def db_roles_command(ctx, analyst, writer):
     """Create or update the CRM database's read-only analyst role and the pipeline's writer role.
@@ -396,6 +452,7 @@ def db_roles_command(ctx, analyst, writer):
     Connects as env CRM_DB_ADMIN_URL (a user who may create roles and owns the CRM database), else as
     crm.db_url. Running it again only updates the passwords.
     """
+
     def work():
         from sqlalchemy.engine import make_url
 
@@ -408,25 +465,38 @@ def db_roles_command(ctx, analyst, writer):
             raise ValueError(f"roles need PostgreSQL; crm.db_url is {db.masked(crm_url)}")
         admin_url = os.environ.get("CRM_DB_ADMIN_URL") or crm_url
         if make_url(admin_url).database != make_url(crm_url).database:
-            raise ValueError(f"CRM_DB_ADMIN_URL: database {make_url(admin_url).database!r}; expected the CRM "
-                             f"database of crm.db_url, {make_url(crm_url).database!r}")
-        statements = create_roles(admin_url, settings.crm.schema_name, analyst, writer,
-                                  os.environ.get("CRM_ANALYST_PASSWORD") or None,
-                                  os.environ.get("CRM_WRITER_PASSWORD") or None)
+            raise ValueError(
+                f"CRM_DB_ADMIN_URL: database {make_url(admin_url).database!r}; expected the CRM "
+                f"database of crm.db_url, {make_url(crm_url).database!r}"
+            )
+        statements = create_roles(
+            admin_url,
+            settings.crm.schema_name,
+            analyst,
+            writer,
+            os.environ.get("CRM_ANALYST_PASSWORD") or None,
+            os.environ.get("CRM_WRITER_PASSWORD") or None,
+        )
         for statement in statements:
             click.echo(f"{statement};")
-        login = {role: "LOGIN" if os.environ.get(variable) else "NOLOGIN (a group role)"
-                 for role, variable in ((analyst, "CRM_ANALYST_PASSWORD"), (writer, "CRM_WRITER_PASSWORD"))}
-        click.echo(f"{analyst}: reads schema {settings.crm.schema_name} of {db.masked(crm_url)}, "
-                   f"{login[analyst]}", err=True)
+        login = {
+            role: "LOGIN" if os.environ.get(variable) else "NOLOGIN (a group role)"
+            for role, variable in ((analyst, "CRM_ANALYST_PASSWORD"), (writer, "CRM_WRITER_PASSWORD"))
+        }
+        click.echo(f"{analyst}: reads schema {settings.crm.schema_name} of {db.masked(crm_url)}, {login[analyst]}", err=True)
         click.echo(f"{writer}: owns and writes its tables, {login[writer]}", err=True)
 
     _guarded(ctx, work)
 
 
 @main.command("campaigns")
-@click.option("--date", "run_date", type=DATE, default=None,
-              help="Check the conditions against this run date's gold customer view (default: the newest in gold).")
+@click.option(
+    "--date",
+    "run_date",
+    type=DATE,
+    default=None,
+    help="Check the conditions against this run date's gold customer view (default: the newest in gold).",
+)
 @click.pass_context
 def campaigns_command(ctx, run_date):
     """Check the campaign files (conf/campaigns/*.yaml) and show whom each would select, without writing.
@@ -434,6 +504,7 @@ def campaigns_command(ctx, run_date):
     Every file is read and checked (fields, then its Spark SQL against the customer view of a run date in
     gold); a bad one is named with its field, exit 1. For each campaign: customers who meet the condition.
     """
+
     def work():
         from jobs import campaigns
 
@@ -454,6 +525,7 @@ def db_upgrade_command(ctx, revision, as_sql):
     Publishing does it by itself; run it by hand to migrate before a night, as the schema owner (the writer
     role of `crm db-roles`), or with --sql to let a DBA review and run the SQL.
     """
+
     def work():
         from alembic.util import CommandError
 

@@ -5,6 +5,7 @@ task logs in Airflow's metadata database (SQLite under the data root), where the
 shows them. The run happens in a child process whose output goes to `<data>/logs/`, so the terminal shows
 progress and the summary, and a failure shows the end of the log.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,7 @@ def prepare_airflow(settings: Settings) -> dict[str, str]:
     marker = home / ".migrated"
     if not marker.exists():
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env={**os.environ, **environment}, capture_output=True, text=True,
+            [sys.executable, "-m", "airflow", "db", "migrate"], env={**os.environ, **environment}, capture_output=True, text=True
         )
         if result.returncode != 0:
             raise PipelineRunError(f"airflow db migrate failed in {home}:\n{result.stderr[-3000:]}")
@@ -95,8 +95,10 @@ def run_dag(settings: Settings, dag_id: str, run_date: date, conf: dict) -> str:
     dag_run = dag.test(logical_date=logical_date_for(run_date), run_conf={"run_date": run_date.isoformat(), **conf})
     ran = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.SUCCESS]
     if dag_run.state == DagRunState.SUCCESS and not ran:
-        raise PipelineRunError(f"DAG run {dag_run.run_id} for {run_date} ran no task (is {run_date} before the "
-                               f"DAG's start_date?); logs under {Path(settings.airflow.home) / 'logs'}")
+        raise PipelineRunError(
+            f"DAG run {dag_run.run_id} for {run_date} ran no task (is {run_date} before the "
+            f"DAG's start_date?); logs under {Path(settings.airflow.home) / 'logs'}"
+        )
     if dag_run.state != DagRunState.SUCCESS:
         failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == TaskInstanceState.FAILED]
         raise PipelineRunError(
@@ -118,7 +120,9 @@ def run_nightly_logged(settings: Settings, run_date: date, full: bool = False, t
     with log.open("w", encoding="utf-8") as out:
         child = subprocess.run(
             [sys.executable, "-m", "cli.orchestrate", run_date.isoformat(), str(result_file), *flags],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
         )
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
     result_file.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 Reads without Spark: the lake's row counts come from the Delta logs (delta-rs), the segments from the CRM
 database.
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,16 +45,17 @@ def event_lines(settings: Settings, run_date: date, counts: dict[str, dict[str, 
     lake = ArrowLake(settings.lake_dir)
     in_silver = counts.get("silver", {}).get(events.TABLE)
     if in_silver is None:
-        return [f"Browsing events: none yet (events.source: {settings.events.source}; files go to "
-                f"{settings.events.landing_dir})"]
+        return [f"Browsing events: none yet (events.source: {settings.events.source}; files go to {settings.events.landing_dir})"]
     line = f"Browsing events: {in_silver:,} in silver/events"
     if lake.exists("bronze", events.LEDGER_TABLE):
         ledger = lake.read("bronze", events.LEDGER_TABLE, ["rows"], where=pc.field("batch_id") == run_date.isoformat())
         if ledger.num_rows:
             line += f"; tonight {ledger.num_rows:,} file(s) with {pc.sum(ledger.column('rows')).as_py():,} events"
     quarantined = counts.get("silver", {}).get(events.QUARANTINE_TABLE, 0)
-    return [line + f", {quarantined:,} in quarantine (silver/{events.QUARANTINE_TABLE})",
-            "  per customer as of the run date: CRM table customer_activity"]
+    return [
+        line + f", {quarantined:,} in quarantine (silver/{events.QUARANTINE_TABLE})",
+        "  per customer as of the run date: CRM table customer_activity",
+    ]
 
 
 def segment_counts(settings: Settings) -> dict[str, int]:
@@ -68,18 +70,20 @@ def campaign_lines(settings: Settings) -> list[str]:
     """Per campaign: whom to contact, held out and suppressed, from the CRM table `campaign_audiences`."""
     table = crm_table(settings, "campaign_audiences")
     with db.engine(settings.crm.db_url).connect() as connection:
-        rows = connection.execute(select(table.c.campaign, table.c.audience_group, func.count())
-                                  .group_by(table.c.campaign, table.c.audience_group)).all()
+        rows = connection.execute(
+            select(table.c.campaign, table.c.audience_group, func.count()).group_by(table.c.campaign, table.c.audience_group)
+        ).all()
     if not rows:
         return [f"Campaigns: none qualified anyone (conf/{settings.campaigns.folder}/*.yaml)"]
     groups: dict[str, dict[str, int]] = {}
     for campaign, group, count in rows:
         groups.setdefault(campaign, {})[group] = count
-    lines = ["Campaign audiences (CRM table campaign_audiences; exports campaigns/<campaign>.csv):",
-             f"  {'campaign':<22} {'contact':>8} {'control':>8} {'suppressed':>10}"]
+    lines = [
+        "Campaign audiences (CRM table campaign_audiences; exports campaigns/<campaign>.csv):",
+        f"  {'campaign':<22} {'contact':>8} {'control':>8} {'suppressed':>10}",
+    ]
     for campaign, counts in sorted(groups.items()):
-        lines.append(f"  {campaign:<22} {counts.get('treatment', 0):>8,} {counts.get('control', 0):>8,} "
-                     f"{counts.get('suppressed', 0):>10,}")
+        lines.append(f"  {campaign:<22} {counts.get('treatment', 0):>8,} {counts.get('control', 0):>8,} {counts.get('suppressed', 0):>10,}")
     return lines
 
 
@@ -88,17 +92,21 @@ def score_lines(settings: Settings) -> list[str]:
     table = crm_table(settings, "customer_scores")
     with db.engine(settings.crm.db_url).connect() as connection:
         rows = connection.execute(
-            select(table.c.churn_risk, func.count(), func.avg(table.c.churn_probability), func.sum(table.c.clv_12m),
-                   func.max(table.c.churn_model_version))
-            .group_by(table.c.churn_risk)).all()
+            select(
+                table.c.churn_risk,
+                func.count(),
+                func.avg(table.c.churn_probability),
+                func.sum(table.c.clv_12m),
+                func.max(table.c.churn_model_version),
+            ).group_by(table.c.churn_risk)
+        ).all()
     if not rows:
         return ["Scores: none published"]
     model = max((row[4] for row in rows if row[4] is not None), default="none yet")
     lines = [f"Churn risk and 12-month CLV (CRM table customer_scores; model {model}):"]
     order = {"high": 0, "medium": 1, "low": 2}
     for band, customers, probability, clv, _ in sorted(rows, key=lambda row: order.get(row[0], 3)):
-        churn_text = (f"mean churn probability {probability:.2f}" if probability is not None
-                      else "no churn model yet")
+        churn_text = f"mean churn probability {probability:.2f}" if probability is not None else "no churn model yet"
         value_text = f"CLV {float(clv):>14,.2f}" if clv is not None else "no value model yet"
         lines.append(f"  {band or 'unscored':<7} {customers:>8,} customers  {churn_text}  {value_text}")
     return lines
@@ -112,8 +120,9 @@ def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
     lines = ["Model checks on held-out data (MLflow, tag kind = holdout-evaluation; higher is better):"]
     for evaluation in found:
         against = ", ".join(f"{name} {value:.3f}" for name, value in evaluation["baselines"].items())
-        lines.append(f"  {evaluation['model']:<20} {evaluation['metric']} {evaluation['value']:.3f} "
-                     f"against {against}  ({evaluation['holdout']})")
+        lines.append(
+            f"  {evaluation['model']:<20} {evaluation['metric']} {evaluation['value']:.3f} against {against}  ({evaluation['holdout']})"
+        )
     return lines
 
 
@@ -135,8 +144,10 @@ def quality_lines(settings: Settings, run_date: date) -> list[str]:
         if layer in layers:
             outcome = layers[layer]
             verdict = "passed" if outcome["passed"] else "FAILED"
-            lines.append(f"  {layer:<7} {verdict}, {outcome['critical_failures']} critical failures, "
-                         f"{outcome['warnings']} warnings, {len(outcome['tables'])} tables")
+            lines.append(
+                f"  {layer:<7} {verdict}, {outcome['critical_failures']} critical failures, "
+                f"{outcome['warnings']} warnings, {len(outcome['tables'])} tables"
+            )
     docs = next((outcome["data_docs"] for outcome in layers.values() if outcome.get("data_docs")), None)
     if docs:
         lines.append(f"  Data Docs      {docs}")
@@ -182,8 +193,11 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
 def render_training(settings: Settings, run_id: str) -> str:
     """What a training run decided and how each model did on the holdout, from its MLflow run."""
     tracking.connect(settings.mlflow)
-    runs = mlflow.search_runs(experiment_names=[settings.mlflow.experiment], output_format="list",
-                              filter_string=f"tags.pipeline_run_id = '{run_id}' and tags.kind = 'churn-training'")
+    runs = mlflow.search_runs(
+        experiment_names=[settings.mlflow.experiment],
+        output_format="list",
+        filter_string=f"tags.pipeline_run_id = '{run_id}' and tags.kind = 'churn-training'",
+    )
     if not runs:
         return f"training run {run_id}: no MLflow run found in {settings.mlflow.tracking_uri}"
     run = runs[0]
@@ -198,8 +212,12 @@ def render_training(settings: Settings, run_id: str) -> str:
     ]
     for model in ("challenger", "champion", "logistic_baseline", "p_alive_baseline", "bgnbd_no_purchase"):
         if f"{model}_roc_auc" in metrics:
-            lines.append(f"  {model:<20} {metrics[f'{model}_roc_auc']:>8.4f} {metrics[f'{model}_pr_auc']:>8.4f} "
-                         f"{metrics[f'{model}_brier']:>8.4f}")
-    lines += ["", f"  MLflow run     {run.info.run_id} (experiment {settings.mlflow.experiment})",
-              f"  MLflow UI      {mlflow_ui_command(settings)}"]
+            lines.append(
+                f"  {model:<20} {metrics[f'{model}_roc_auc']:>8.4f} {metrics[f'{model}_pr_auc']:>8.4f} {metrics[f'{model}_brier']:>8.4f}"
+            )
+    lines += [
+        "",
+        f"  MLflow run     {run.info.run_id} (experiment {settings.mlflow.experiment})",
+        f"  MLflow UI      {mlflow_ui_command(settings)}",
+    ]
     return "\n".join(lines)

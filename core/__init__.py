@@ -1,4 +1,5 @@
 """The platform every job stands on: configuration, Spark, the lake, databases, schemas, migrations, the run log."""
+
 import os
 
 # MLflow sends usage telemetry unless told not to: this pipeline does not phone home. Set here, in the

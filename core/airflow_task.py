@@ -5,6 +5,7 @@ so a task is its own unit: it reads the configuration of the process it runs in,
 session (a Connect session of the night's Spark server, see `core/spark_server.py`) and passes data on only
 through the lake.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
             outcome = job(run_date, settings, context["run_id"], **options)
         result = json.loads(json.dumps(outcome, default=str))
     except BaseException as error:  # recorded, then raised as it was (a timeout too)
-        runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc),
-                      error=f"{type(error).__name__}: {error}")
+        runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc), error=f"{type(error).__name__}: {error}")
         raise
     runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
@@ -83,13 +83,17 @@ def record_failure(context: dict[str, Any]) -> None:
         logging.getLogger(__name__).warning("run log: failure of %s not recorded: %s", context.get("run_id"), error)
         return
     exception = context.get("exception")
-    runlog.record_failure_if_open(settings, attempt, f"{type(exception).__name__}: {exception}" if exception
-                                  else "failed (no exception passed to the callback)")
+    runlog.record_failure_if_open(
+        settings, attempt, f"{type(exception).__name__}: {exception}" if exception else "failed (no exception passed to the callback)"
+    )
 
 
 def _attempt(context: dict[str, Any], run_date) -> runlog.Attempt:
     ti = context.get("ti") or context.get("task_instance")
     return runlog.Attempt(
-        run_id=str(context["run_id"]), stage=getattr(ti, "task_id", None) or "?",
-        try_number=int(getattr(ti, "try_number", None) or 1), dag_id=getattr(ti, "dag_id", None) or "?",
-        run_date=run_date)
+        run_id=str(context["run_id"]),
+        stage=getattr(ti, "task_id", None) or "?",
+        try_number=int(getattr(ti, "try_number", None) or 1),
+        dag_id=getattr(ti, "dag_id", None) or "?",
+        run_date=run_date,
+    )

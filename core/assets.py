@@ -13,6 +13,7 @@ run id is the one the gold and CRM rows carry). The URIs name the product, not w
 root is only known from the configuration at run time. Each asset is given by its URI alone (its name), so
 `Asset("shop-crm://crm/customer_scores")` written in another project is the same asset.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ Environment variables: the short names below, or `CRM__<SECTION>__<KEY>` for any
 (`CRM__SPARK__DRIVER_MEMORY=4g`); values are read as YAML scalars, so `CRM__SPARK__SHUFFLE_PARTITIONS=8`
 is an integer.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -44,15 +45,25 @@ class _Section(BaseModel):
 class ShopSettings(_Section):
     """The shop database the pipeline reads."""
 
-    url: str = Field(description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb), or mongodb://host:port/<database> for a document shop; env CRM_SHOP_URL")
-    fetch_size: int = Field(gt=0, description="rows per Arrow batch when reading the shop (MySQL/MariaDB, SQLite; PostgreSQL streams); MongoDB: also documents per round trip")
+    url: str = Field(
+        description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb), or mongodb://host:port/<database> for a "
+        "document shop; env CRM_SHOP_URL"
+    )
+    fetch_size: int = Field(
+        gt=0,
+        description="rows per Arrow batch when reading the shop (MySQL/MariaDB, SQLite; PostgreSQL streams); MongoDB: also documents "
+        "per round trip",
+    )
     rows_per_partition: int = Field(gt=0, description="rows per key range read from one table: what one read holds at most")
 
 
 class ExtractSettings(_Section):
     """How the shop is read into bronze each night."""
 
-    mapping: str = Field(description="source mapping: <name> of conf/mappings/<name>.yaml, or a .yaml path (relative to conf/): the shop's table and column names; auto: canonical for a SQL shop, mongodb for a document shop")
+    mapping: str = Field(
+        description="source mapping: <name> of conf/mappings/<name>.yaml, or a .yaml path (relative to conf/): the shop's table and "
+        "column names; auto: canonical for a SQL shop, mongodb for a document shop"
+    )
     overlap_minutes: int = Field(ge=0, description="a night re-reads rows updated this long before the last watermark (late commits)")
     reconcile_every_days: int = Field(ge=0, description="compare the shop's keys with silver every N days to find hard deletes (0: never)")
 
@@ -75,9 +86,19 @@ class SparkSettings(_Section):
     java_options: str = Field(description="extra JVM options of the driver (local mode: of all of Spark)")
     jars_dir: str = Field(description="project-local Ivy cache for those packages, so later starts need no network")
     extra: dict[str, str] = Field(description="any other Spark settings, passed as they are")
-    remote: str = Field(description="sc://host:port of a Spark Connect server you run (a cluster's, say): every task connects to it and no local Spark starts; empty: see night_server")
-    night_server: bool = Field(description="without `remote`: the night's tasks share one local Spark Connect server (this master, memory and packages), started by the DAG's spark_up task and stopped by spark_down, instead of a JVM per task")
-    server_idle_minutes: int = Field(gt=0, description="a night server with no Spark job and no task connecting for this long stops by itself (a night killed before its spark_down)")
+    remote: str = Field(
+        description="sc://host:port of a Spark Connect server you run (a cluster's, say): every task connects to it and no local Spark "
+        "starts; empty: see night_server"
+    )
+    night_server: bool = Field(
+        description="without `remote`: the night's tasks share one local Spark Connect server (this master, memory and packages), "
+        "started by the DAG's spark_up task and stopped by spark_down, instead of a JVM per task"
+    )
+    server_idle_minutes: int = Field(
+        gt=0,
+        description="a night server with no Spark job and no task connecting for this long stops by itself (a night killed before its "
+        "spark_down)",
+    )
 
     @field_validator("remote")
     @classmethod
@@ -92,18 +113,31 @@ class GeneratorSettings(_Section):
 
     customers: int = Field(gt=0, description="number of customers of the demo shop")
     seed: int = Field(description="random seed: the same seed gives the same shop")
-    events: Literal["none", "table", "files"] = Field(description="where generate-shop writes browsing events: the shop table `events`, NDJSON files in events.landing_dir (one per day), or none")
+    events: Literal["none", "table", "files"] = Field(
+        description="where generate-shop writes browsing events: the shop table `events`, NDJSON files in events.landing_dir (one per "
+        "day), or none"
+    )
     events_days: int = Field(gt=0, description="generate-shop writes events for the last N days of the history")
 
 
 class EventSettings(_Section):
     """Browsing and click events (jobs/events.py): where they come from and how they are sessionised."""
 
-    source: Literal["files", "table", "both", "none"] = Field(description="files: NDJSON/Parquet files dropped in landing_dir; table: the shop table `table`; both; none: no events")
-    landing_dir: str = Field(description="folder where event files (*.ndjson, *.jsonl, *.json, *.parquet) are dropped; each file is ingested once (name, size, SHA-256)")
+    source: Literal["files", "table", "both", "none"] = Field(
+        description="files: NDJSON/Parquet files dropped in landing_dir; table: the shop table `table`; both; none: no events"
+    )
+    landing_dir: str = Field(
+        description="folder where event files (*.ndjson, *.jsonl, *.json, *.parquet) are dropped; each file is ingested once (name, "
+        "size, SHA-256)"
+    )
     table: str = Field(description="the shop table of events (source table or both)")
-    settle_seconds: int = Field(ge=0, description="a file changed less than this long before the night starts may still be being written: it waits for the next night")
-    late_days: int = Field(ge=0, description="events that occurred up to N days before the run date still land; older ones go to quarantine (too_late)")
+    settle_seconds: int = Field(
+        ge=0,
+        description="a file changed less than this long before the night starts may still be being written: it waits for the next night",
+    )
+    late_days: int = Field(
+        ge=0, description="events that occurred up to N days before the run date still land; older ones go to quarantine (too_late)"
+    )
     session_gap_minutes: int = Field(gt=0, description="a visit ends after this long without an event of its session")
     browse_abandonment_days: int = Field(gt=0, description="a product viewed or carted and not bought within N days is browse-abandoned")
     top_categories: int = Field(gt=0, description="categories listed in customer_activity.top_categories")
@@ -136,8 +170,9 @@ class ClvSettings(_Section):
     """Repeat purchases and spend (BG/NBD + Gamma-Gamma): P(alive), expected orders, 12-month CLV with its interval."""
 
     purchase_model: Literal["bgnbd", "mbgnbd"] = Field(
-        "bgnbd", description="repeat-purchase model: bgnbd (BG/NBD) or mbgnbd (MBG/NBD: customers may also leave "
-                             "right after their first purchase)")
+        "bgnbd",
+        description="repeat-purchase model: bgnbd (BG/NBD) or mbgnbd (MBG/NBD: customers may also leave right after their first purchase)",
+    )
     margin: float = Field(gt=0, le=1, description="share of order value that is profit: CLV = margin x expected spend")
     annual_discount_rate: float = Field(ge=0, lt=1, description="discount rate per year of future profit (0.1 = 10%)")
     interval_level: float = Field(gt=0, lt=1, description="coverage of the CLV interval (clv_12m_low .. clv_12m_high)")
@@ -155,10 +190,12 @@ class ChurnSettings(_Section):
     horizon_days: int = Field(gt=0, description="churned = no purchase within this many days after as_of")
     features: list[str] = Field(min_length=1, description="gold/customer_features columns the classifier uses")
     model: Literal["hist_gradient_boosting", "logistic_regression"] = Field(
-        description="the challenger's algorithm (logistic regression is also always fitted as the baseline)")
+        description="the challenger's algorithm (logistic regression is also always fitted as the baseline)"
+    )
     calibration: Literal["isotonic", "sigmoid"] = Field(description="probability calibration (cross-validated)")
     promote_metric: Literal["roc_auc", "pr_auc", "brier"] = Field(
-        description="backtest metric that decides between challenger and champion (brier: lower is better)")
+        description="backtest metric that decides between challenger and champion (brier: lower is better)"
+    )
     promote_margin: float = Field(ge=0, description="the challenger must beat the champion by at least this much")
     high_risk: float = Field(gt=0, lt=1, description="churn_probability from which churn_risk is 'high'")
     medium_risk: float = Field(gt=0, lt=1, description="churn_probability from which churn_risk is 'medium'")
@@ -169,6 +206,7 @@ class ChurnSettings(_Section):
     def _current_names(cls, names: list[str]) -> list[str]:
         """A configuration written before a feature was renamed keeps working (`core.feature_schema.RENAMED`)."""
         from core.feature_schema import RENAMED
+
         return [RENAMED.get(name, name) for name in names]
 
     @model_validator(mode="after")
@@ -185,10 +223,15 @@ class ChurnSettings(_Section):
 class MlflowSettings(_Section):
     """Where models and their runs are tracked."""
 
-    tracking_uri: str = Field(description="MLflow tracking store: sqlite:///... (default, under the data root) or a server's http(s) URL (not read from MLFLOW_TRACKING_URI, which MLflow itself sets in-process)")
+    tracking_uri: str = Field(
+        description="MLflow tracking store: sqlite:///... (default, under the data root) or a server's http(s) URL (not read from "
+        "MLFLOW_TRACKING_URI, which MLflow itself sets in-process)"
+    )
     artifact_root: str = Field(description="where run artifacts (models, plots) go for a new experiment")
     experiment: str = Field(description="MLflow experiment of the training and scoring runs")
-    churn_model: str = Field(description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads")
+    churn_model: str = Field(
+        description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads"
+    )
 
 
 #: What `export.pii` may do with a column: keep it, replace it by the hex SHA-256 of its trimmed, lower-cased
@@ -202,10 +245,13 @@ class ExportSettings(_Section):
     datasets: list[str] = Field(description="gold tables exported per run, each as CSV and Parquet with the CRM table's columns")
     pii: dict[str, dict[str, str]] = Field(
         description="PII policy per dataset, column -> plain, sha256 (hex SHA-256 of the trimmed, lower-cased value) "
-                    "or drop; a column that holds personal data (e-mail, names, phone, street) needs one, others not listed "
-                    "are exported plain")
-    keep_runs: int = Field(ge=1, description="dated export folders kept; older ones are removed after a successful "
-                                              "export (never the one exports/latest points at)")
+        "or drop; a column that holds personal data (e-mail, names, phone, street) needs one, others not listed "
+        "are exported plain"
+    )
+    keep_runs: int = Field(
+        ge=1,
+        description="dated export folders kept; older ones are removed after a successful export (never the one exports/latest points at)",
+    )
 
     @field_validator("datasets")
     @classmethod
@@ -236,21 +282,25 @@ class ExportSettings(_Section):
             for name, rule in policy.items():
                 if name not in columns:
                     hint = difflib.get_close_matches(name, columns, n=1)
-                    problems.append(f"{key}.{name}: unknown column" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                    + f"; expected a column of {dataset}: {', '.join(columns)}")
+                    problems.append(
+                        f"{key}.{name}: unknown column"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                        + f"; expected a column of {dataset}: {', '.join(columns)}"
+                    )
                 elif rule not in PII_POLICIES:
-                    problems.append(f"{key}.{name}: unknown policy {rule!r}; expected {', '.join(PII_POLICIES[:-1])} "
-                                    f"or {PII_POLICIES[-1]}")
+                    problems.append(f"{key}.{name}: unknown policy {rule!r}; expected {', '.join(PII_POLICIES[:-1])} or {PII_POLICIES[-1]}")
                 elif rule == "sha256" and columns[name].type.python_type is not str:
-                    problems.append(f"{key}.{name}: sha256 hashes text, but {name} is {columns[name].type}; "
-                                    "expected plain or drop")
+                    problems.append(f"{key}.{name}: sha256 hashes text, but {name} is {columns[name].type}; expected plain or drop")
         for dataset in exported:
             undecided = [name for name in pii_columns(dataset) if name not in pii.get(dataset, {})]
             if undecided:
-                problems.append(f"export.pii.{dataset}: {dataset} is exported with personal data in "
-                                f"{', '.join(undecided)}; expected a policy for each (plain, sha256 or drop), e.g. "
-                                + "{" + ", ".join(f"{name}: {'sha256' if name == 'email' else 'drop'}"
-                                                  for name in undecided) + "}")
+                problems.append(
+                    f"export.pii.{dataset}: {dataset} is exported with personal data in "
+                    f"{', '.join(undecided)}; expected a policy for each (plain, sha256 or drop), e.g. "
+                    + "{"
+                    + ", ".join(f"{name}: {'sha256' if name == 'email' else 'drop'}" for name in undecided)
+                    + "}"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return pii
@@ -260,8 +310,9 @@ class CampaignSettings(_Section):
     """Campaign audiences (conf/campaigns/*.yaml, docs/campaigns.md)."""
 
     folder: str = Field(description="folder of the campaign files, under conf/")
-    cooldown_days: int = Field(ge=0, description="a customer in any campaign's treatment group is left out of every "
-                                                 "campaign for this many days after (0: never)")
+    cooldown_days: int = Field(
+        ge=0, description="a customer in any campaign's treatment group is left out of every campaign for this many days after (0: never)"
+    )
 
 
 class InsightSettings(_Section):
@@ -280,13 +331,16 @@ class InsightSettings(_Section):
 class UpliftSettings(_Section):
     """Coupon targeting by uplift from the shop's past randomised coupon campaigns (models/uplift.py)."""
 
-    method: Literal["two_model", "class_transformation"] = Field(description="uplift model: two classifiers "
-                                                                              "(treated, control) or one on the transformed class")
+    method: Literal["two_model", "class_transformation"] = Field(
+        description="uplift model: two classifiers (treated, control) or one on the transformed class"
+    )
     algorithm: Literal["logistic_regression", "hist_gradient_boosting"] = Field(
-        description="classifier inside the uplift model (gradient boosting overfits the few thousand customers of a small shop)")
+        description="classifier inside the uplift model (gradient boosting overfits the few thousand customers of a small shop)"
+    )
     budget: float = Field(ge=0, description="most expected discount cost of the offers of one run, shop currency")
-    min_expected_uplift: float = Field(ge=0, le=1, description="a customer is offered a coupon only above this "
-                                                               "increase in P(order in the coupon window)")
+    min_expected_uplift: float = Field(
+        ge=0, le=1, description="a customer is offered a coupon only above this increase in P(order in the coupon window)"
+    )
     holdout_share: float = Field(gt=0, lt=1, description="share of past campaign customers held out for the Qini evaluation")
     seed: int = Field(description="random seed of the holdout split and the model fits")
 
@@ -301,7 +355,10 @@ class RecommendSettings(_Section):
     reg_param: float = Field(ge=0, description="ALS regularisation")
     alpha: float = Field(gt=0, description="ALS implicit-feedback confidence scale")
     exclude_bought: bool = Field(description="leave out products the customer already bought")
-    event_weights: dict[str, float] = Field(description="browsing events in ALS: what one event of each type adds to a (customer, product) observation, beside 1 per purchase order; {} or 0: purchases only")
+    event_weights: dict[str, float] = Field(
+        description="browsing events in ALS: what one event of each type adds to a (customer, product) observation, beside 1 per "
+        "purchase order; {} or 0: purchases only"
+    )
     event_days: int = Field(gt=0, description="ALS counts the browsing events of the last N days")
 
     @field_validator("event_weights")
@@ -316,6 +373,7 @@ class RecommendSettings(_Section):
         if negative:
             raise ValueError(f"weights must be >= 0; got {negative}")
         return weights
+
     popularity_days: int = Field(gt=0, description="the popularity fallback ranks products by their order lines in the last N days")
     holdout_days: int = Field(gt=0, description="time-split evaluation: the last N days before the run date are the holdout")
     top_categories: int = Field(gt=0, description="categories per customer in category_propensity")
@@ -444,7 +502,7 @@ def _environment_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if name in SHORT_ENV_VARS:
             path = SHORT_ENV_VARS[name]
         elif name.startswith(ENV_PREFIX):
-            path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         else:
             continue
         node = overrides

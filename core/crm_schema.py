@@ -9,6 +9,7 @@ database also keeps `segment_summary_history` and `segment_movement_history` (ev
 The migrations in `core/migrations/` create and upgrade these tables (`crm db-upgrade`); what they build
 equals `database_metadata()` (tested), so a change here needs a new migration.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -38,8 +39,11 @@ MONEY = Numeric(18, 2)
 PII = {"pii": True}
 
 #: Published tables whose every run date is also kept, and the table that keeps them.
-RUN_DATE_HISTORY = {"segment_summary": "segment_summary_history", "segment_movement": "segment_movement_history",
-                    "campaign_audiences": "campaign_audiences_history"}
+RUN_DATE_HISTORY = {
+    "segment_summary": "segment_summary_history",
+    "segment_movement": "segment_movement_history",
+    "campaign_audiences": "campaign_audiences_history",
+}
 #: Each customer's segment over time (SCD type 2), kept from the published customer_segments.
 SEGMENT_HISTORY = "customer_segment_history"
 #: Views for analysts, created by the migrations (core/migrations/versions/).
@@ -80,11 +84,18 @@ def _campaign_audience_columns() -> list[Column]:
     return [
         Column("campaign", String(60), primary_key=True, comment="campaign name: its file conf/campaigns/<campaign>.yaml"),
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
-        Column("audience_group", String(10), nullable=False,
-               comment="treatment (to contact), control (held out to measure the campaign) or suppressed"),
-        Column("suppression_reason", String(20),
-               comment="why a qualifying customer is not contacted: unsubscribed, no_email, open_inquiry, "
-                       "contacted_recently, other_campaign or audience_limit; null in treatment and control"),
+        Column(
+            "audience_group",
+            String(10),
+            nullable=False,
+            comment="treatment (to contact), control (held out to measure the campaign) or suppressed",
+        ),
+        Column(
+            "suppression_reason",
+            String(20),
+            comment="why a qualifying customer is not contacted: unsubscribed, no_email, open_inquiry, "
+            "contacted_recently, other_campaign or audience_limit; null in treatment and control",
+        ),
         Column("audience_rank", Integer, comment="position in the campaign's order_by among those not suppressed"),
         Column("channel", String(10), nullable=False, comment="email, sms, push or any"),
         Column("offer", String(100), comment="the campaign's offer (coupon code, message id); null: none"),
@@ -155,10 +166,20 @@ def crm_metadata(schema: str | None) -> MetaData:
         Index("ix_customer_profile_email", "email"),
         comment="one row per customer: contact, default address, purchases, carts, reviews, inquiries, segment",
     )
-    Table("segment_summary", metadata, *_segment_summary_columns(), *_run_columns(),
-          comment="one row per segment: size, revenue and mean R, F and M")
-    Table("segment_movement", metadata, *_segment_movement_columns(), *_run_columns(),
-          comment="one row per (from, to) pair of segments between the previous run date and as_of")
+    Table(
+        "segment_summary",
+        metadata,
+        *_segment_summary_columns(),
+        *_run_columns(),
+        comment="one row per segment: size, revenue and mean R, F and M",
+    )
+    Table(
+        "segment_movement",
+        metadata,
+        *_segment_movement_columns(),
+        *_run_columns(),
+        comment="one row per (from, to) pair of segments between the previous run date and as_of",
+    )
     Table(
         "customer_clusters",
         metadata,
@@ -179,20 +200,25 @@ def crm_metadata(schema: str | None) -> MetaData:
         "customer_scores",
         metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
-        Column("churn_probability", Float,
-               comment="probability of no purchase within churn.horizon_days (90) after as_of, calibrated; "
-                       "null until the shop has the history to train a churn model (2 x churn.horizon_days)"),
+        Column(
+            "churn_probability",
+            Float,
+            comment="probability of no purchase within churn.horizon_days (90) after as_of, calibrated; "
+            "null until the shop has the history to train a churn model (2 x churn.horizon_days)",
+        ),
         Column("churn_risk", String(6), comment="low, medium or high (churn.medium_risk, churn.high_risk); null as above"),
         Column("churn_reasons", String(1000), comment="up to three features that raise this customer's churn risk most, in words"),
-        Column("p_alive", Float,
-               comment="BG/NBD probability that the customer is still active; this and the value columns are null "
-                       "while the shop has no repeat buyer to fit the value models on"),
+        Column(
+            "p_alive",
+            Float,
+            comment="BG/NBD probability that the customer is still active; this and the value columns are null "
+            "while the shop has no repeat buyer to fit the value models on",
+        ),
         Column("expected_orders_30d", Float, comment="expected purchase days in the next 30 days"),
         Column("expected_orders_90d", Float, comment="expected purchase days in the next 90 days"),
         Column("expected_orders_365d", Float, comment="expected purchase days in the next 365 days"),
         Column("expected_order_value", MONEY, comment="Gamma-Gamma expected value per purchase day, shop currency"),
-        Column("clv_12m", MONEY,
-               comment="expected profit of the next 12 months (clv.margin x spend, discounted), shop currency"),
+        Column("clv_12m", MONEY, comment="expected profit of the next 12 months (clv.margin x spend, discounted), shop currency"),
         Column("clv_12m_low", MONEY, comment="lower end of its interval (clv.interval_level, 80%)"),
         Column("clv_12m_high", MONEY, comment="upper end of that interval"),
         Column("next_order_date", Date, comment="date by which the next purchase is 50% likely; null if not within 2 years"),
@@ -203,23 +229,28 @@ def crm_metadata(schema: str | None) -> MetaData:
         comment="one row per customer with a purchase: churn, activity and lifetime value scores as of the run date",
     )
     Table(
-        "campaign_audiences", metadata, *_campaign_audience_columns(), *_run_columns(),
+        "campaign_audiences",
+        metadata,
+        *_campaign_audience_columns(),
+        *_run_columns(),
         Index("ix_campaign_audiences_group", "campaign", "audience_group"),
-        comment="one row per campaign and qualifying customer as of the run date: treatment, control or "
-                "suppressed with the reason",
+        comment="one row per campaign and qualifying customer as of the run date: treatment, control or suppressed with the reason",
     )
     Table(
         "review_insights",
         metadata,
         Column("product_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop products.id"),
-        Column("aspect", String(20), primary_key=True,
-               comment="'all' for the product's reviews as a whole, else an aspect of conf/aspects.yaml "
-                       "(delivery, quality, price, size_fit, service) and the reviews that mention it"),
+        Column(
+            "aspect",
+            String(20),
+            primary_key=True,
+            comment="'all' for the product's reviews as a whole, else an aspect of conf/aspects.yaml "
+            "(delivery, quality, price, size_fit, service) and the reviews that mention it",
+        ),
         Column("category", String(60), comment="the product's category"),
         Column("reviews", Integer, nullable=False, comment="reviews up to as_of (that mention the aspect)"),
         Column("avg_rating", Float, nullable=False, comment="mean stars of those reviews, 1-5"),
-        Column("sentiment_score", Float, nullable=False,
-               comment="mean of P(positive) - P(negative) by the sentiment model, -1 to 1"),
+        Column("sentiment_score", Float, nullable=False, comment="mean of P(positive) - P(negative) by the sentiment model, -1 to 1"),
         Column("negative_share", Float, nullable=False, comment="share of those reviews the model reads as negative, 0-1"),
         *_run_columns(),
         comment="one row per reviewed product and aspect: what customers say about it, as of the run date",
@@ -238,7 +269,7 @@ def crm_metadata(schema: str | None) -> MetaData:
         *_run_columns(),
         Index("ix_review_alerts_customer", "customer_id"),
         comment="one row per negative review of the last insights.alert_days days by a customer in the top "
-                "CLV band (insights.alert_clv_quantile): whom to call back first",
+        "CLV band (insights.alert_clv_quantile): whom to call back first",
     )
     Table(
         "inquiry_triage",
@@ -247,8 +278,12 @@ def crm_metadata(schema: str | None) -> MetaData:
         Column("customer_id", BigInteger, comment="-> shop customers.id"),
         Column("channel", String(20), comment="email, chat or phone"),
         Column("status", String(20), comment="open, pending or resolved"),
-        Column("topic", String(20), nullable=False,
-               comment="shipping, return_refund, product_question, payment or complaint (the triage model)"),
+        Column(
+            "topic",
+            String(20),
+            nullable=False,
+            comment="shipping, return_refund, product_question, payment or complaint (the triage model)",
+        ),
         Column("topic_probability", Float, nullable=False, comment="the model's probability of that topic, 0-1"),
         Column("urgency", String(10), nullable=False, comment="high, normal or low"),
         Column("created_at", DateTime, comment="when the inquiry was opened (UTC)"),
@@ -263,8 +298,12 @@ def crm_metadata(schema: str | None) -> MetaData:
         "customer_satisfaction",
         metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
-        Column("satisfaction_score", Float, nullable=False,
-               comment="-1 (unhappy) to 1 (happy): review sentiment and inquiry signals combined (README)"),
+        Column(
+            "satisfaction_score",
+            Float,
+            nullable=False,
+            comment="-1 (unhappy) to 1 (happy): review sentiment and inquiry signals combined (README)",
+        ),
         Column("review_sentiment", Float, comment="mean sentiment_score of the customer's reviews; null: none"),
         Column("reviews", Integer, nullable=False, comment="reviews written up to as_of"),
         Column("inquiries", Integer, nullable=False, comment="inquiries opened up to as_of"),
@@ -278,15 +317,23 @@ def crm_metadata(schema: str | None) -> MetaData:
         metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
         Column("coupon", String(60), nullable=False, comment="the past coupon campaign whose terms to offer"),
-        Column("expected_uplift", Float, nullable=False,
-               comment="increase in P(order in the coupon window) the coupon is expected to cause, 0-1"),
-        Column("expected_incremental_revenue", MONEY, nullable=False,
-               comment="revenue the coupon is expected to add, net of the discount, shop currency"),
+        Column(
+            "expected_uplift",
+            Float,
+            nullable=False,
+            comment="increase in P(order in the coupon window) the coupon is expected to cause, 0-1",
+        ),
+        Column(
+            "expected_incremental_revenue",
+            MONEY,
+            nullable=False,
+            comment="revenue the coupon is expected to add, net of the discount, shop currency",
+        ),
         Column("expected_cost", MONEY, nullable=False, comment="expected discount given, shop currency"),
         Column("uplift_model_run", String(64), nullable=False, comment="MLflow run of the uplift models"),
         *_run_columns(),
         comment="one row per customer offered a coupon: the coupon with the best expected incremental revenue, "
-                "within the night's budget (uplift.budget)",
+        "within the night's budget (uplift.budget)",
     )
     Table(
         "category_propensity",
@@ -294,11 +341,14 @@ def crm_metadata(schema: str | None) -> MetaData:
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
         Column("rank", SmallInteger, primary_key=True, autoincrement=False, comment="1 = most likely category"),
         Column("category", String(60), nullable=False, comment="product category"),
-        Column("probability", Float, nullable=False,
-               comment="probability of buying from the category within the next recommend.holdout_days days, 0-1"),
+        Column(
+            "probability",
+            Float,
+            nullable=False,
+            comment="probability of buying from the category within the next recommend.holdout_days days, 0-1",
+        ),
         *_run_columns(),
-        comment="one row per customer and likely category (recommend.top_categories per customer): what they "
-                "need next",
+        comment="one row per customer and likely category (recommend.top_categories per customer): what they need next",
     )
     Table(
         "recommendations",
@@ -306,10 +356,15 @@ def crm_metadata(schema: str | None) -> MetaData:
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
         Column("rank", SmallInteger, primary_key=True, autoincrement=False, comment="1 = best"),
         Column("product_id", BigInteger, nullable=False, comment="-> shop products.id"),
-        Column("score", Float, nullable=False,
-               comment="ALS preference score (reason similar_customers) or popularity share (reason popular)"),
-        Column("reason", String(20), nullable=False,
-               comment="similar_customers (ALS on what customers bought) or popular (no purchase history yet)"),
+        Column(
+            "score", Float, nullable=False, comment="ALS preference score (reason similar_customers) or popularity share (reason popular)"
+        ),
+        Column(
+            "reason",
+            String(20),
+            nullable=False,
+            comment="similar_customers (ALS on what customers bought) or popular (no purchase history yet)",
+        ),
         *_run_columns(),
         comment="one row per customer and recommended product (recommend.top_n per customer)",
     )
@@ -321,15 +376,20 @@ def crm_metadata(schema: str | None) -> MetaData:
         *_run_columns(),
         Index("ix_customer_activity_abandoned", "browse_abandoned_products"),
         comment="one row per customer: browsing activity (views, visits, searches, carts) as of the run date, "
-                "from the browsing events; counts 0 without events",
+        "from the browsing events; counts 0 without events",
     )
     return metadata
 
 
 def _activity_columns() -> list[Column]:
     """customer_activity's columns from `core.feature_schema.ACTIVITY_COLUMNS` (the one place they are defined)."""
-    kinds = {"bigint": (BigInteger, False), "int": (Integer, True), "double": (Float, True),
-             "timestamp": (DateTime, True), "string": (String(400), True)}
+    kinds = {
+        "bigint": (BigInteger, False),
+        "int": (Integer, True),
+        "double": (Float, True),
+        "timestamp": (DateTime, True),
+        "string": (String(400), True),
+    }
     columns = []
     for name, kind, meaning in ACTIVITY_COLUMNS:
         sql_type, nullable = kinds[kind]
@@ -342,28 +402,33 @@ def database_metadata(schema: str | None) -> MetaData:
     The migrations build exactly this."""
     metadata = crm_metadata(schema)
     Table(
-        "segment_summary_history", metadata,
+        "segment_summary_history",
+        metadata,
         Column("as_of", Date, primary_key=True, comment="the run date the row describes (end of that day, UTC)"),
         *_segment_summary_columns(),
         Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
         comment="segment_summary of every published run date (a rerun or backfill replaces its date's rows)",
     )
     Table(
-        "segment_movement_history", metadata,
-        *_segment_movement_columns(), *_run_columns(),
+        "segment_movement_history",
+        metadata,
+        *_segment_movement_columns(),
+        *_run_columns(),
         Index("ix_segment_movement_history_as_of", "as_of"),
         comment="segment_movement of every published run date (a rerun or backfill replaces its date's rows)",
     )
     Table(
-        "campaign_audiences_history", metadata,
+        "campaign_audiences_history",
+        metadata,
         Column("as_of", Date, primary_key=True, comment="the run date the row describes (end of that day, UTC)"),
         *_campaign_audience_columns(),
         Column("run_id", String(250), nullable=False, comment="the pipeline run that produced the row"),
         comment="campaign_audiences of every published run date: who was contacted or held out, when "
-                "(a rerun or backfill replaces its date's rows)",
+        "(a rerun or backfill replaces its date's rows)",
     )
     Table(
-        SEGMENT_HISTORY, metadata,
+        SEGMENT_HISTORY,
+        metadata,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False, comment="-> shop customers.id"),
         Column("valid_from", Date, primary_key=True, comment="first run date the customer was in the segment"),
         Column("valid_to", Date, comment="run date the customer left it (excluded); null: still in it"),
@@ -371,7 +436,7 @@ def database_metadata(schema: str | None) -> MetaData:
         Column("run_id", String(250), nullable=False, comment="the pipeline run that opened the row"),
         Index(f"ix_{SEGMENT_HISTORY}_segment", "segment", "valid_from"),
         comment="each customer's segments over time: one row per stay in a segment (SCD type 2), kept from "
-                "every newest published run; rows with valid_to null are the current segments",
+        "every newest published run; rows with valid_to null are the current segments",
     )
     run_log_table(schema, metadata)
     return metadata
@@ -419,7 +484,8 @@ RUN_LOG_TABLE = "pipeline_runs"
 def run_log_table(schema: str | None, metadata: MetaData | None = None) -> Table:
     """The `pipeline_runs` table in `schema` (none for SQLite), in `metadata` when given."""
     return Table(
-        RUN_LOG_TABLE, metadata if metadata is not None else MetaData(schema=schema),
+        RUN_LOG_TABLE,
+        metadata if metadata is not None else MetaData(schema=schema),
         Column("run_id", String(250), primary_key=True, comment="Airflow run id (crm run prints it)"),
         Column("stage", String(100), primary_key=True, comment="task id: extract, validate_bronze, clean, ..."),
         Column("try_number", Integer, primary_key=True, autoincrement=False, comment="Airflow's attempt number, from 1"),

@@ -3,6 +3,7 @@
 Users configure one URL per database (`CRM_SHOP_URL`, `CRM_DB_URL`); passwords stay in it and never reach
 a log: `masked()` is what gets printed, of any URL.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,9 +24,7 @@ def kind(url: str) -> str:
     """The database kind of a SQLAlchemy URL: sqlite, postgresql or mysql (MariaDB counts as mysql)."""
     backend = make_url(url).get_backend_name()
     if backend not in SUPPORTED:
-        raise UnsupportedDatabaseError(
-            f"database URL {masked(url)}: unsupported kind {backend!r}; expected one of {', '.join(SUPPORTED)}"
-        )
+        raise UnsupportedDatabaseError(f"database URL {masked(url)}: unsupported kind {backend!r}; expected one of {', '.join(SUPPORTED)}")
     return "mysql" if backend == "mariadb" else backend
 
 
@@ -46,7 +45,8 @@ def engine(url: str) -> Engine:
     except ModuleNotFoundError as error:  # e.g. postgresql:// means psycopg 3 to SQLAlchemy 2.1
         raise UnsupportedDatabaseError(
             f"database URL {masked(url)}: its driver {error.name} is not installed; expected one of the "
-            "installed drivers: postgresql+psycopg2://, mysql+pymysql:// (MariaDB too) or sqlite:///") from None
+            "installed drivers: postgresql+psycopg2://, mysql+pymysql:// (MariaDB too) or sqlite:///"
+        ) from None
 
 
 # ---- document shops (MongoDB) ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ handed on as Arrow record batches of `shop.fetch_size` rows, so memory stays bou
 the collection's size. Incremental reads filter on the collection's `updated_at` field (e.g. `updatedAt`),
 which needs an index on that field in a large shop (`crm generate-shop` creates one).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 UNREADABLE = "_unreadable"
 #: Documents per collection the schema check looks at (the first ones in natural order).
 SAMPLE_DOCUMENTS = 200
+
+
 class WrongType(ValueError):
     """A field value of a type the canonical column cannot hold; the message says what was expected."""
 
@@ -163,7 +166,7 @@ def converter(sql_type) -> Callable:
 def field_getter(path: str) -> Callable[[dict, dict | None], object]:
     """Reads a mapped field of a row's document (dotted paths into sub-documents; `$parent.` the parent's)."""
     from_parent = path.startswith(PARENT_FIELD)
-    parts = (path[len(PARENT_FIELD):] if from_parent else path).split(".")
+    parts = (path[len(PARENT_FIELD) :] if from_parent else path).split(".")
 
     def get(document: dict, parent: dict | None):
         value = parent if from_parent else document
@@ -219,27 +222,31 @@ class DocumentShop:
         try:
             with document_database(self.url) as database:
                 present = set(database.list_collection_names())
-                samples = {name: list(database[name].find({}, limit=SAMPLE_DOCUMENTS))
-                           for name in {source.source for source in mapping.tables.values()} & present}
+                samples = {
+                    name: list(database[name].find({}, limit=SAMPLE_DOCUMENTS))
+                    for name in {source.source for source in mapping.tables.values()} & present
+                }
         except PyMongoError as error:
             raise DocumentShopError(f"shop {masked(self.url)}: cannot be read: {document_error(error)}") from None
         for name, source in mapping.tables.items():
             label = self.label(source)
             if source.deleted_when:
-                problems.append(f"{label}: deleted_when is a SQL condition, which a document shop cannot evaluate; "
-                                "leave it out (documents that are gone are found by the key reconcile)")
+                problems.append(
+                    f"{label}: deleted_when is a SQL condition, which a document shop cannot evaluate; "
+                    "leave it out (documents that are gone are found by the key reconcile)"
+                )
             if source.source not in present:
                 problems.append(f"{label}: collection {source.source} is missing")
                 continue
             watermark = watermark_field(mapping, source)
             if watermark is None:
-                problems.append(f"{label}: no field to read it incrementally by; map updated_at to "
-                                f"$parent.<field> or set tables.{name}.watermark")
+                problems.append(
+                    f"{label}: no field to read it incrementally by; map updated_at to $parent.<field> or set tables.{name}.watermark"
+                )
                 continue
             self.watermarks[name] = watermark
             documents = samples[source.source]
-            rows = [element for document in documents for element in _elements(document, source.embedded)] \
-                if source.embedded else documents
+            rows = [element for document in documents for element in _elements(document, source.embedded)] if source.embedded else documents
             seen = {key for row in rows for key in row}
             mapped = set()
             for column in source.canonical.columns:
@@ -250,17 +257,29 @@ class DocumentShop:
                 mapped.add(top)
                 if rows and top not in seen:
                     if column.nullable is False or column.primary_key:
-                        problems.append(f"{label}: field {field} is in none of the first {len(documents)} documents "
-                                        f"(needed for {name}.{column.name}; fields seen: {', '.join(sorted(seen))})")
+                        problems.append(
+                            f"{label}: field {field} is in none of the first {len(documents)} documents "
+                            f"(needed for {name}.{column.name}; fields seen: {', '.join(sorted(seen))})"
+                        )
                     else:
-                        log.warning("%s: field %s is in none of the first %d documents: %s.%s is read as null",
-                                    label, field, len(documents), name, column.name)
-            embedded_here = {other.embedded for other in mapping.tables.values()
-                             if other.source == source.source and other.embedded and not source.embedded}
+                        log.warning(
+                            "%s: field %s is in none of the first %d documents: %s.%s is read as null",
+                            label,
+                            field,
+                            len(documents),
+                            name,
+                            column.name,
+                        )
+            embedded_here = {
+                other.embedded
+                for other in mapping.tables.values()
+                if other.source == source.source and other.embedded and not source.embedded
+            }
             plan[name] = CheckedTable.found(source, tuple(sorted(seen - mapped - embedded_here)))
         if problems:
-            raise SourceSchemaError(f"shop {masked(self.url)} does not match mapping {mapping.name} "
-                                    f"({mapping.path}); nothing was read: " + "; ".join(problems))
+            raise SourceSchemaError(
+                f"shop {masked(self.url)} does not match mapping {mapping.name} ({mapping.path}); nothing was read: " + "; ".join(problems)
+            )
         return plan
 
     def scope(self, source: CheckedTable, low: datetime | None, now: datetime):
@@ -278,8 +297,10 @@ class DocumentShop:
         mapping = source.mapping
         field = self.watermarks[mapping.name]
         changed = {field: {"$gt": low}} if low is not None else {}
-        columns = [_Column(c.name, mapping.source_column(c.name), field_getter(mapping.source_column(c.name)),
-                           converter(c.type)) for c in mapping.canonical.columns]
+        columns = [
+            _Column(c.name, mapping.source_column(c.name), field_getter(mapping.source_column(c.name)), converter(c.type))
+            for c in mapping.canonical.columns
+        ]
         columns += [_Column(name, name, field_getter(name), _carried) for name in source.carried]
         schema = pa.schema(list(read_schema) + [pa.field(UNREADABLE, pa.string())])
         key_column = columns[0] if columns[0].name == "id" else None
@@ -303,8 +324,10 @@ class DocumentShop:
                     values[index].append(column.convert(raw))
                 except WrongType as expected:
                     values[index].append(None)
-                    errors.append(f"{mapping.name}.{column.name} (field {column.field}) = {_describe(raw)}: "
-                                  f"a {type(raw).__name__}, expected {expected}")
+                    errors.append(
+                        f"{mapping.name}.{column.name} (field {column.field}) = {_describe(raw)}: "
+                        f"a {type(raw).__name__}, expected {expected}"
+                    )
             unreadable.append(f"{label}: " + "; ".join(errors) if errors else None)
 
         with document_database(self.url) as database:
@@ -338,7 +361,7 @@ class DocumentShop:
         with document_database(self.url) as database:
             if mapping.embedded:
                 projection = {mapping.embedded: 1, "_id": 1}
-                parent_field = id_field[len(PARENT_FIELD):] if id_field.startswith(PARENT_FIELD) else None
+                parent_field = id_field[len(PARENT_FIELD) :] if id_field.startswith(PARENT_FIELD) else None
                 if parent_field:
                     projection[parent_field.split(".")[0]] = 1
                 for document in database[mapping.source].find({}, projection, batch_size=self.fetch_size):

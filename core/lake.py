@@ -5,6 +5,7 @@ commit, so a job killed midway leaves the table at its previous version. Writes 
 refuse a mismatch with an error naming the table and the columns; Delta's own schema enforcement stays on
 behind that check.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -99,22 +100,24 @@ class ArrowLake(LakeLayout):
         delta = DeltaTable(self.path(layer, table))
         schema = pa.schema(delta.schema().to_arrow())
         partitions = delta.metadata().partition_columns
-        partitioning = (ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive")
-                        if partitions else None)
+        partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
         dataset = ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
         return dataset.to_table(columns=list(columns) if columns else None, filter=where)
 
-    def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object],
-                          evolve: bool = False) -> None:
+    def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object], evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""
         condition = " AND ".join(f"{column} = {_sql_literal(value)}" for column, value in partition.items())
         try:
-            write_deltalake(self.path(layer, table), data, mode="overwrite", partition_by=list(partition),
-                            predicate=condition if self.exists(layer, table) else None,
-                            schema_mode="merge" if evolve else None)
+            write_deltalake(
+                self.path(layer, table),
+                data,
+                mode="overwrite",
+                partition_by=list(partition),
+                predicate=condition if self.exists(layer, table) else None,
+                schema_mode="merge" if evolve else None,
+            )
         except DeltaSchemaError as error:
-            raise SchemaMismatchError(
-                f"lake table {layer}/{table}: the write does not match the table's schema: {error}") from None
+            raise SchemaMismatchError(f"lake table {layer}/{table}: the write does not match the table's schema: {error}") from None
 
     def overwrite(self, data, layer: str, table: str) -> None:
         """Replace the whole table in one commit."""
@@ -129,8 +132,7 @@ class Lake(LakeLayout):
         self.spark = spark
 
     # ---- reads -------------------------------------------------------------------------------
-    def read(self, layer: str, table: str, version: int | None = None,
-             timestamp: datetime | str | None = None) -> DataFrame:
+    def read(self, layer: str, table: str, version: int | None = None, timestamp: datetime | str | None = None) -> DataFrame:
         """The table now, or as it was at a version or timestamp (Delta time travel)."""
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
@@ -142,27 +144,24 @@ class Lake(LakeLayout):
         return reader.load(self.path(layer, table))
 
     # ---- writes ------------------------------------------------------------------------------
-    def overwrite(self, df: DataFrame, layer: str, table: str,
-                  partition_by: Sequence[str] = (), evolve: bool = False) -> None:
+    def overwrite(self, df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = (), evolve: bool = False) -> None:
         """Replace the whole table in one commit (same schema as before, or more columns with `evolve`)."""
         self._write(df, layer, table, "overwrite", partition_by, evolve=evolve)
 
-    def append(self, df: DataFrame, layer: str, table: str,
-               partition_by: Sequence[str] = ()) -> None:
+    def append(self, df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()) -> None:
         """Add rows in one commit."""
         self._write(df, layer, table, "append", partition_by)
 
-    def replace_partition(self, df: DataFrame, layer: str, table: str,
-                          partition: Mapping[str, object], partition_by: Sequence[str] = (),
-                          evolve: bool = False) -> None:
+    def replace_partition(
+        self, df: DataFrame, layer: str, table: str, partition: Mapping[str, object], partition_by: Sequence[str] = (), evolve: bool = False
+    ) -> None:
         """Replace the rows of one partition (e.g. one run date) in one commit: `replaceWhere`.
 
         Rerunning a date rewrites only that date. Every row of `df` must belong to the partition; Delta
         refuses the commit otherwise. `evolve` lets the write add columns (and leave some out: null).
         """
         condition = " AND ".join(f"`{column}` = {_sql_literal(value)}" for column, value in partition.items())
-        self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition,
-                    evolve=evolve)
+        self._write(df, layer, table, "overwrite", partition_by or tuple(partition), replace_where=condition, evolve=evolve)
 
     def write_gold(self, rows: DataFrame | None, table: str, run_date: date, run_id: str) -> int:
         """Replace the run date's partition (`as_of`) of gold/<table> with `rows` in one commit; returns the
@@ -184,10 +183,19 @@ class Lake(LakeLayout):
         self.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
         return self.rows_written("gold", table)
 
-    def merge(self, df: DataFrame, layer: str, table: str, keys: Sequence[str],
-              delete_when: str | None = None, update_when: str | None = None,
-              insert_when: str | None = None, control_columns: Sequence[str] = (),
-              evolve: bool = False, target_condition: str | None = None) -> dict[str, int]:
+    def merge(
+        self,
+        df: DataFrame,
+        layer: str,
+        table: str,
+        keys: Sequence[str],
+        delete_when: str | None = None,
+        update_when: str | None = None,
+        insert_when: str | None = None,
+        control_columns: Sequence[str] = (),
+        evolve: bool = False,
+        target_condition: str | None = None,
+    ) -> dict[str, int]:
         """Upsert `df` into the table by `keys` in one commit (Delta MERGE); returns rows inserted/updated/deleted.
 
         `delete_when` is a SQL condition on the incoming row, its columns prefixed `s.`
@@ -204,8 +212,7 @@ class Lake(LakeLayout):
         data_columns = [column for column in df.columns if column not in control_columns]
         if evolve and self.exists(layer, table):
             current = self.read(layer, table).schema
-            added = [field for field in df.schema.fields
-                     if field.name in data_columns and field.name not in current.fieldNames()]
+            added = [field for field in df.schema.fields if field.name in data_columns and field.name not in current.fieldNames()]
             if added:
                 columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in added)
                 self.spark.sql(f"ALTER TABLE delta.`{self.path(layer, table)}` ADD COLUMNS ({columns})")
@@ -228,20 +235,36 @@ class Lake(LakeLayout):
         if delete_when is not None:
             clauses.append(f"WHEN MATCHED AND ({delete_when}) THEN DELETE")
             insert_condition = insert_when or f"NOT ({delete_when})"
-        clauses.append(f"WHEN MATCHED{f' AND ({update_when})' if update_when else ''} THEN UPDATE SET "
-                       + ", ".join(f"t.`{column}` = s.`{column}`" for column in data_columns))
-        clauses.append(f"WHEN NOT MATCHED{f' AND ({insert_condition})' if insert_condition else ''} THEN INSERT "
-                       f"({columns}) VALUES ({', '.join(f's.`{column}`' for column in data_columns)})")
+        clauses.append(
+            f"WHEN MATCHED{f' AND ({update_when})' if update_when else ''} THEN UPDATE SET "
+            + ", ".join(f"t.`{column}` = s.`{column}`" for column in data_columns)
+        )
+        clauses.append(
+            f"WHEN NOT MATCHED{f' AND ({insert_condition})' if insert_condition else ''} THEN INSERT "
+            f"({columns}) VALUES ({', '.join(f's.`{column}`' for column in data_columns)})"
+        )
         try:
-            metrics = self.spark.sql(f"MERGE INTO delta.`{self.path(layer, table)}` AS t USING {source} AS s ON {on} "
-                                     + " ".join(clauses)).first()
+            metrics = self.spark.sql(
+                f"MERGE INTO delta.`{self.path(layer, table)}` AS t USING {source} AS s ON {on} " + " ".join(clauses)
+            ).first()
         finally:
             self.spark.catalog.dropTempView(source)
-        return {"inserted": int(metrics["num_inserted_rows"]), "updated": int(metrics["num_updated_rows"]),
-                "deleted": int(metrics["num_deleted_rows"])}
+        return {
+            "inserted": int(metrics["num_inserted_rows"]),
+            "updated": int(metrics["num_updated_rows"]),
+            "deleted": int(metrics["num_deleted_rows"]),
+        }
 
-    def _write(self, df: DataFrame, layer: str, table: str, mode: str, partition_by: Sequence[str],
-               replace_where: str | None = None, evolve: bool = False) -> None:
+    def _write(
+        self,
+        df: DataFrame,
+        layer: str,
+        table: str,
+        mode: str,
+        partition_by: Sequence[str],
+        replace_where: str | None = None,
+        evolve: bool = False,
+    ) -> None:
         if self.exists(layer, table):
             if evolve:
                 df = self._with_table_columns(df, layer, table)
@@ -266,10 +289,7 @@ class Lake(LakeLayout):
         if evolve:  # new columns are welcome; a changed type is not
             problems = [problem for problem in problems if not problem.startswith("unexpected column")]
         if problems:
-            raise SchemaMismatchError(
-                f"lake table {layer}/{table}: the write does not match the table's schema: "
-                + "; ".join(problems)
-            )
+            raise SchemaMismatchError(f"lake table {layer}/{table}: the write does not match the table's schema: " + "; ".join(problems))
 
 
 def plain_string_types(df: DataFrame) -> DataFrame:
@@ -282,12 +302,16 @@ def plain_string_types(df: DataFrame) -> DataFrame:
     """
     if not is_connect(df.sparkSession):
         return df
-    def holds_text(kind: DataType) -> bool:
-        return isinstance(kind, StringType) or (
-            isinstance(kind, (ArrayType, MapType, StructType)) and "string" in kind.simpleString())
 
-    columns = [F.col(f"`{field.name}`").cast(field.dataType.simpleString()).alias(field.name)
-               if holds_text(field.dataType) else F.col(f"`{field.name}`") for field in df.schema.fields]
+    def holds_text(kind: DataType) -> bool:
+        return isinstance(kind, StringType) or (isinstance(kind, (ArrayType, MapType, StructType)) and "string" in kind.simpleString())
+
+    columns = [
+        F.col(f"`{field.name}`").cast(field.dataType.simpleString()).alias(field.name)
+        if holds_text(field.dataType)
+        else F.col(f"`{field.name}`")
+        for field in df.schema.fields
+    ]
     return df.select(*columns)
 
 

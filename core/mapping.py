@@ -9,6 +9,7 @@ writes) and `woocommerce` (WooCommerce-like names, as `crm generate-shop --schem
 `check_source` compares a mapping with the live shop before anything is read: a missing table or column,
 or a column whose type cannot hold the canonical one, stops the run with an error naming both.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,14 +45,19 @@ class TableMapping(BaseModel):
     source: str | None = Field(None, description="the shop's table (default: the canonical name)")
     columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> shop column")
     deleted_when: str | None = Field(
-        None, description="SQL condition on the shop row that marks it deleted (soft delete), e.g. deleted_at IS NOT NULL")
+        None, description="SQL condition on the shop row that marks it deleted (soft delete), e.g. deleted_at IS NOT NULL"
+    )
     new_columns: NewColumns | None = Field(None, description="override of the mapping's new_columns for this table")
     embedded: str | None = Field(
-        None, description="document shops: the array field of the source collection's documents whose elements "
-                          "are this table's rows (columns may then read the parent document as $parent.<field>)")
+        None,
+        description="document shops: the array field of the source collection's documents whose elements "
+        "are this table's rows (columns may then read the parent document as $parent.<field>)",
+    )
     watermark: str | None = Field(
-        None, description="document shops: the field of the collection's documents the incremental read filters "
-                          "on (default: the updated_at field of the table that reads the collection's documents)")
+        None,
+        description="document shops: the field of the collection's documents the incremental read filters "
+        "on (default: the updated_at field of the table that reads the collection's documents)",
+    )
 
 
 class MappingFile(BaseModel):
@@ -59,7 +65,8 @@ class MappingFile(BaseModel):
 
     description: str = ""
     new_columns: NewColumns = Field(
-        "ignore", description="shop columns the model does not know: ignore them, or carry them into bronze and silver as text")
+        "ignore", description="shop columns the model does not know: ignore them, or carry them into bronze and silver as text"
+    )
     tables: dict[str, TableMapping] = Field(default_factory=dict)
 
 
@@ -109,8 +116,9 @@ def load_mapping(path: Path) -> SourceMapping:
         raise MappingError(f"{path}: " + "; ".join(problems)) from None
     unknown_tables = sorted(set(parsed.tables) - set(shop_schema.SHOP_TABLES))
     if unknown_tables:
-        raise MappingError(f"{path}: tables.{unknown_tables[0]}: not a canonical table; "
-                           f"expected one of {', '.join(shop_schema.SHOP_TABLES)}")
+        raise MappingError(
+            f"{path}: tables.{unknown_tables[0]}: not a canonical table; expected one of {', '.join(shop_schema.SHOP_TABLES)}"
+        )
     tables = {}
     for name in shop_schema.SHOP_TABLES:
         table = shop_schema.metadata.tables[name]
@@ -118,13 +126,17 @@ def load_mapping(path: Path) -> SourceMapping:
         canonical_columns = [column.name for column in table.columns]
         unknown = sorted(set(entry.columns) - set(canonical_columns))
         if unknown:
-            raise MappingError(f"{path}: tables.{name}.columns.{unknown[0]}: not a column of canonical table "
-                               f"{name}; expected one of {', '.join(canonical_columns)}")
+            raise MappingError(
+                f"{path}: tables.{name}.columns.{unknown[0]}: not a column of canonical table "
+                f"{name}; expected one of {', '.join(canonical_columns)}"
+            )
         columns = {column: entry.columns.get(column, column) for column in canonical_columns}
         parent_reads = sorted(column for column, field in columns.items() if field.startswith(PARENT_FIELD))
         if parent_reads and not entry.embedded:
-            raise MappingError(f"{path}: tables.{name}.columns.{parent_reads[0]}: {columns[parent_reads[0]]} reads a "
-                               f"parent document, which only an embedded table has (set tables.{name}.embedded)")
+            raise MappingError(
+                f"{path}: tables.{name}.columns.{parent_reads[0]}: {columns[parent_reads[0]]} reads a "
+                f"parent document, which only an embedded table has (set tables.{name}.embedded)"
+            )
         tables[name] = SourceTable(
             canonical=table,
             source=entry.source or name,
@@ -146,7 +158,7 @@ def watermark_field(mapping: SourceMapping, source: SourceTable) -> str | None:
         return source.source_column("updated_at")
     own = source.source_column("updated_at")
     if own.startswith(PARENT_FIELD):
-        return own[len(PARENT_FIELD):]
+        return own[len(PARENT_FIELD) :]
     readers = [other for other in mapping.tables.values() if other.source == source.source and not other.embedded]
     return readers[0].source_column("updated_at") if readers else None
 
@@ -173,8 +185,10 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
             raise SourceSchemaError(f"shop database {db.masked(url)}: no such SQLite file")
     embedded = sorted(name for name, source in mapping.tables.items() if source.embedded)
     if embedded:
-        raise SourceSchemaError(f"mapping {mapping.name} ({mapping.path}) embeds tables.{embedded[0]} in documents, "
-                                f"which only a document shop (mongodb://) has; the shop is {db.masked(url)}")
+        raise SourceSchemaError(
+            f"mapping {mapping.name} ({mapping.path}) embeds tables.{embedded[0]} in documents, "
+            f"which only a document shop (mongodb://) has; the shop is {db.masked(url)}"
+        )
     inspector = inspect(db.engine(url))
     present_tables = set(inspector.get_table_names())
     problems, plan = [], {}
@@ -189,15 +203,20 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
             shop_column = source.columns[column.name]
             mapped.add(shop_column)
             if shop_column not in present:
-                problems.append(f"{label}: column {shop_column} is missing (needed for {name}.{column.name}; "
-                                f"present: {', '.join(sorted(present))})")
+                problems.append(
+                    f"{label}: column {shop_column} is missing (needed for {name}.{column.name}; present: {', '.join(sorted(present))})"
+                )
             elif not readable_as(present[shop_column], column.type):
-                problems.append(f"{label}: column {shop_column} is {present[shop_column]}, which cannot be read "
-                                f"as {name}.{column.name} {column.type} (expected {_family(column.type)})")
+                problems.append(
+                    f"{label}: column {shop_column} is {present[shop_column]}, which cannot be read "
+                    f"as {name}.{column.name} {column.type} (expected {_family(column.type)})"
+                )
         plan[name] = CheckedTable.found(source, tuple(sorted(set(present) - mapped)))
     if problems:
-        raise SourceSchemaError(f"shop database {db.masked(url)} does not match mapping {mapping.name} "
-                                f"({mapping.path}); nothing was read: " + "; ".join(problems))
+        raise SourceSchemaError(
+            f"shop database {db.masked(url)} does not match mapping {mapping.name} "
+            f"({mapping.path}); nothing was read: " + "; ".join(problems)
+        )
     return plan
 
 

@@ -6,6 +6,7 @@ revision themselves (`ensure_current`), so a new release needs no manual step; `
 hand, `--sql` prints the SQL for review instead. Two processes upgrading at once take turns (PostgreSQL
 advisory lock).
 """
+
 from __future__ import annotations
 
 import io
@@ -54,8 +55,7 @@ def head() -> str:
 
 def current(connection, schema: str | None) -> str | None:
     """The revision the database is at; None before its first migration."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE,
-                                                            "version_table_schema": schema})
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE, "version_table_schema": schema})
     return context.get_current_revision()
 
 

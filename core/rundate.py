@@ -4,6 +4,7 @@ A nightly run processes the day before it starts: the run triggered at 2026-11-2
 2026-11-26 (all data up to the end of that day, UTC). `crm run --date D` and manual triggers pass
 `{"run_date": "YYYY-MM-DD"}` in the run's conf, which wins. Every job receives this plain `date`.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone

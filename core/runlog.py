@@ -8,6 +8,7 @@ so can an operator in SQL. Unlike the published CRM tables, which each night rep
 Writing it never fails a task: when the CRM database cannot be reached the job still runs, and the log
 says that its run-log row is missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,26 @@ class Attempt:
     run_date: date
 
 
-def record(settings: Settings, attempt: Attempt, state: str, started_at: datetime,
-           finished_at: datetime | None = None, summary: Any = None, error: str | None = None) -> None:
+def record(
+    settings: Settings,
+    attempt: Attempt,
+    state: str,
+    started_at: datetime,
+    finished_at: datetime | None = None,
+    summary: Any = None,
+    error: str | None = None,
+) -> None:
     """Write (or overwrite) the attempt's row; a database error is logged, never raised."""
     table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))
     row = {
-        "run_id": attempt.run_id, "stage": attempt.stage, "try_number": attempt.try_number,
-        "dag_id": attempt.dag_id, "run_date": attempt.run_date, "state": state,
-        "started_at": _naive_utc(started_at), "finished_at": _naive_utc(finished_at),
+        "run_id": attempt.run_id,
+        "stage": attempt.stage,
+        "try_number": attempt.try_number,
+        "dag_id": attempt.dag_id,
+        "run_date": attempt.run_date,
+        "state": state,
+        "started_at": _naive_utc(started_at),
+        "finished_at": _naive_utc(finished_at),
         "seconds": (finished_at - started_at).total_seconds() if finished_at else None,
         "summary": json.dumps(summary, default=str) if summary is not None else None,
         "error": error[:ERROR_CHARS] if error else None,
@@ -56,13 +69,21 @@ def record(settings: Settings, attempt: Attempt, state: str, started_at: datetim
     try:
         migrate.ensure_current(settings.crm.db_url, table.schema)
         with db.engine(settings.crm.db_url).begin() as connection:
-            connection.execute(delete(table).where(
-                (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage)
-                & (table.c.try_number == attempt.try_number)))
+            connection.execute(
+                delete(table).where(
+                    (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage) & (table.c.try_number == attempt.try_number)
+                )
+            )
             connection.execute(table.insert(), [row])
     except (SQLAlchemyError, CommandError, RuntimeError) as error:
-        log.warning("run log: could not write %s/%s (try %d) to %s: %s", attempt.run_id, attempt.stage,
-                    attempt.try_number, db.masked(settings.crm.db_url), error)
+        log.warning(
+            "run log: could not write %s/%s (try %d) to %s: %s",
+            attempt.run_id,
+            attempt.stage,
+            attempt.try_number,
+            db.masked(settings.crm.db_url),
+            error,
+        )
 
 
 def record_failure_if_open(settings: Settings, attempt: Attempt, error: str) -> None:
@@ -74,9 +95,11 @@ def record_failure_if_open(settings: Settings, attempt: Attempt, error: str) -> 
             if not db_has_table(connection, table):
                 existing = None
             else:
-                existing = connection.execute(select(table.c.state, table.c.started_at).where(
-                    (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage)
-                    & (table.c.try_number == attempt.try_number))).first()
+                existing = connection.execute(
+                    select(table.c.state, table.c.started_at).where(
+                        (table.c.run_id == attempt.run_id) & (table.c.stage == attempt.stage) & (table.c.try_number == attempt.try_number)
+                    )
+                ).first()
     except SQLAlchemyError as db_error:
         log.warning("run log: could not read %s: %s", db.masked(settings.crm.db_url), db_error)
         return
@@ -96,8 +119,9 @@ def stage_succeeded(settings: Settings, run_id: str, stage: str) -> bool:
     with db.engine(settings.crm.db_url).connect() as connection:
         if not db_has_table(connection, table):
             return False
-        found = connection.execute(select(table.c.try_number).where(
-            (table.c.run_id == run_id) & (table.c.stage == stage) & (table.c.state == "success")).limit(1))
+        found = connection.execute(
+            select(table.c.try_number).where((table.c.run_id == run_id) & (table.c.stage == stage) & (table.c.state == "success")).limit(1)
+        )
         return found.first() is not None
 
 
@@ -107,12 +131,16 @@ def recent_runs(settings: Settings, runs: int = 5) -> list[dict[str, Any]]:
     with db.engine(settings.crm.db_url).connect() as connection:
         if not db_has_table(connection, table):
             return []
-        latest = connection.execute(
-            select(table.c.run_id).group_by(table.c.run_id)
-            .order_by(func.max(table.c.started_at).desc()).limit(runs)).scalars().all()
-        rows = connection.execute(
-            select(table).where(table.c.run_id.in_(latest)).order_by(table.c.started_at, table.c.try_number)
-        ).mappings().all()
+        latest = (
+            connection.execute(select(table.c.run_id).group_by(table.c.run_id).order_by(func.max(table.c.started_at).desc()).limit(runs))
+            .scalars()
+            .all()
+        )
+        rows = (
+            connection.execute(select(table).where(table.c.run_id.in_(latest)).order_by(table.c.started_at, table.c.try_number))
+            .mappings()
+            .all()
+        )
     by_run: dict[str, dict[str, dict]] = {run_id: {} for run_id in latest}
     for row in rows:
         by_run[row["run_id"]][row["stage"]] = dict(row)  # a later try replaces an earlier one
@@ -137,8 +165,9 @@ def render_status(runs: list[dict[str, Any]]) -> str:
         state = "failed" if "failed" in states else "running" if "running" in states else "success"
         ends = [stage["finished_at"] for stage in stages if stage["finished_at"] is not None]
         took = f", {(max(ends) - first['started_at']).total_seconds():.0f} s" if ends else ""
-        blocks.append(f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} "
-                      f"(started {first['started_at']:%Y-%m-%d %H:%M} UTC)")
+        blocks.append(
+            f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} (started {first['started_at']:%Y-%m-%d %H:%M} UTC)"
+        )
         for stage in stages:
             seconds = f"{stage['seconds']:7.1f} s" if stage["seconds"] is not None else "        -"
             tries = f" (try {stage['try_number']})" if stage["try_number"] > 1 else ""
@@ -158,32 +187,39 @@ def _outcome(stage: dict[str, Any]) -> str:
         return ""
     summary = json.loads(stage["summary"])
     if isinstance(summary, dict) and "passed" in summary:  # a quality gate
-        return (f"quality {'passed' if summary['passed'] else 'FAILED'}: {summary.get('critical_failures', 0)} "
-                f"critical failure(s)")
+        return f"quality {'passed' if summary['passed'] else 'FAILED'}: {summary.get('critical_failures', 0)} critical failure(s)"
     if isinstance(summary, dict) and "source" in summary:  # the events stage
         if summary["source"] == "none":
             return "no events (events.source: none)"
         waiting = len(summary.get("files_waiting") or [])
-        parts = [f"{summary.get('files_ingested', 0):,} files read"
-                 + (f" ({summary['files_already_ingested']:,} already read" if summary.get("files_already_ingested") else "")
-                 + (f"{', ' if summary.get('files_already_ingested') else ' ('}{waiting:,} waiting" if waiting else "")
-                 + (")" if summary.get("files_already_ingested") or waiting else ""),
-                 f"{summary['table_rows_read']:,} table rows read" if "table_rows_read" in summary else "",
-                 f"{summary.get('silver_inserted', 0):,} new events",
-                 f"{summary['duplicates']:,} duplicates dropped" if summary.get("duplicates") else "",
-                 f"{summary['silver_restitched']:,} stitched to a login" if summary.get("silver_restitched") else "",
-                 f"{summary['quarantined']:,} quarantined" if summary.get("quarantined") else ""]
+        parts = [
+            f"{summary.get('files_ingested', 0):,} files read"
+            + (f" ({summary['files_already_ingested']:,} already read" if summary.get("files_already_ingested") else "")
+            + (f"{', ' if summary.get('files_already_ingested') else ' ('}{waiting:,} waiting" if waiting else "")
+            + (")" if summary.get("files_already_ingested") or waiting else ""),
+            f"{summary['table_rows_read']:,} table rows read" if "table_rows_read" in summary else "",
+            f"{summary.get('silver_inserted', 0):,} new events",
+            f"{summary['duplicates']:,} duplicates dropped" if summary.get("duplicates") else "",
+            f"{summary['silver_restitched']:,} stitched to a login" if summary.get("silver_restitched") else "",
+            f"{summary['quarantined']:,} quarantined" if summary.get("quarantined") else "",
+        ]
         return ", ".join(part for part in parts if part)[:200]
     if isinstance(summary, dict) and "figures" in summary:  # a model job: rows written, holdout figures
-        parts = [", ".join(f"{table} {rows:,}" for table, rows in summary.get("rows", {}).items()),
-                 f"{sum(summary['offers'].values()):,} offers" if "offers" in summary else "",
-                 ", ".join(f"{name} {value:.3f}" for name, value in summary["figures"].items()),
-                 "degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else ""]
+        parts = [
+            ", ".join(f"{table} {rows:,}" for table, rows in summary.get("rows", {}).items()),
+            f"{sum(summary['offers'].values()):,} offers" if "offers" in summary else "",
+            ", ".join(f"{name} {value:.3f}" for name, value in summary["figures"].items()),
+            "degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else "",
+        ]
         return "; ".join(part for part in parts if part)[:200]
-    if isinstance(summary, dict) and summary and all(
-            isinstance(groups, dict) and set(groups) <= CAMPAIGN_GROUPS for groups in summary.values()):
+    if (
+        isinstance(summary, dict)
+        and summary
+        and all(isinstance(groups, dict) and set(groups) <= CAMPAIGN_GROUPS for groups in summary.values())
+    ):
         return f"{len(summary)} campaigns, to contact: " + ", ".join(
-            f"{campaign} {groups.get('treatment', 0):,}" for campaign, groups in summary.items())
+            f"{campaign} {groups.get('treatment', 0):,}" for campaign, groups in summary.items()
+        )
     if isinstance(summary, dict) and summary and all(isinstance(value, dict) for value in summary.values()):
         # per table: extract's changed/deleted (and documents read, from a document shop), clean's
         # inserted/updated/deleted/quarantined
@@ -193,8 +229,10 @@ def _outcome(stage: dict[str, Any]) -> str:
                 if key in table:
                     counts[key] = counts.get(key, 0) + int(table[key] or 0)
         modes = sorted({str(table["mode"]) for table in summary.values() if table.get("mode")})
-        shown = ", ".join(f"{count:,} {'documents read' if key == 'documents' else key}"
-                          for key, count in counts.items() if count) or "no changes"
+        shown = (
+            ", ".join(f"{count:,} {'documents read' if key == 'documents' else key}" for key, count in counts.items() if count)
+            or "no changes"
+        )
         return f"{len(summary)} tables{' (' + '/'.join(modes) + ')' if modes else ''}: {shown}"
     if isinstance(summary, int):
         return f"{summary:,} customers"
@@ -202,6 +240,7 @@ def _outcome(stage: dict[str, Any]) -> str:
         shown = ", ".join(f"{key} {value:,}" for key, value in list(summary.items())[:4])
         return shown + (f", ... ({len(summary)} in all)" if len(summary) > 4 else "")
     if isinstance(summary, dict) and "customers" in summary:
-        return (f"{summary['customers']:,} customers scored, churn model {summary.get('churn_model') or 'none yet'}"
-                + ("; degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else ""))
+        return f"{summary['customers']:,} customers scored, churn model {summary.get('churn_model') or 'none yet'}" + (
+            "; degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else ""
+        )
     return str(summary)[:160]

@@ -6,21 +6,10 @@ the docs cannot drift apart. Foreign keys are documented, not enforced: real sho
 pipeline must see them (they go to quarantine) rather than the database refusing them at write time.
 Money is `NUMERIC(12, 2)` in the shop's currency; timestamps are UTC without a zone.
 """
+
 from __future__ import annotations
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    Text,
-)
+from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text
 
 metadata = MetaData()
 

@@ -16,6 +16,7 @@ fit (SQLite lets any column hold text) is not guessed at: it is left null and th
 column naming the table, column, value and expected type, so `clean` quarantines the row (rule
 `wrong_type`) and the run goes on.
 """
+
 from __future__ import annotations
 
 import sqlite3

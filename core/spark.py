@@ -7,6 +7,7 @@
 
 The local session itself is built by `core/spark_local.py`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator

@@ -6,6 +6,7 @@ first use and kept in the project's own Ivy folder (`spark.jars_dir`); the resol
 there too, so later starts use the jars directly: no Ivy resolution, no network. To run without network
 access, copy a filled `.cache/ivy` folder from a machine that has it.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -20,6 +20,7 @@ between them (each task has its own Connect session, and its cached data is drop
 Run by hand: `python -m core.spark_server start|stop|status` (the data root and settings of the
 environment, as for every job).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -90,19 +91,21 @@ def state_path(settings: Settings) -> Path:
 def server_settings(settings: Settings, port: int, token: str = "") -> dict[str, str]:
     """The classic Spark settings of the server process: the configured local Spark plus Spark Connect."""
     values = spark_settings(settings, "shop-crm-night")
-    values.update({
-        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
-        "spark.connect.grpc.binding.address": "127.0.0.1",
-        "spark.connect.grpc.binding.port": str(port),
-        "spark.connect.authenticate.token": token,
-        # A task killed mid-query leaves its operation detached: interrupt it soon, so that the task's retry
-        # does not race it (a live client reattaches within milliseconds).
-        "spark.connect.execute.manager.detachedTimeout": "30s",
-        # ALS needs a checkpoint folder (its lineage grows with each iteration); a client cannot set one.
-        "spark.checkpoint.dir": str(spark_dir(settings) / "checkpoints"),
-        # Results (toPandas, collect) up to the driver's size, not Connect's 128 MB default batch cap.
-        "spark.connect.grpc.maxInboundMessageSize": str(1 << 30),
-    })
+    values.update(
+        {
+            "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+            "spark.connect.grpc.binding.address": "127.0.0.1",
+            "spark.connect.grpc.binding.port": str(port),
+            "spark.connect.authenticate.token": token,
+            # A task killed mid-query leaves its operation detached: interrupt it soon, so that the task's retry
+            # does not race it (a live client reattaches within milliseconds).
+            "spark.connect.execute.manager.detachedTimeout": "30s",
+            # ALS needs a checkpoint folder (its lineage grows with each iteration); a client cannot set one.
+            "spark.checkpoint.dir": str(spark_dir(settings) / "checkpoints"),
+            # Results (toPandas, collect) up to the driver's size, not Connect's 128 MB default batch cap.
+            "spark.connect.grpc.maxInboundMessageSize": str(1 << 30),
+        }
+    )
     return values
 
 
@@ -236,12 +239,21 @@ def _launch(settings: Settings) -> ServerState:
         # a process of its own), and a signal to the task's process group does not reach it.
         child = subprocess.Popen(
             [sys.executable, "-m", "core.spark_server", "serve", "--port", str(port)],
-            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env=_server_environment(settings),
         )
-    state = ServerState(pid=child.pid, port=port, settings_digest=settings_digest(settings),
-                        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), log=str(log_file),
-                        token=secrets.token_urlsafe(32))
+    state = ServerState(
+        pid=child.pid,
+        port=port,
+        settings_digest=settings_digest(settings),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        log=str(log_file),
+        token=secrets.token_urlsafe(32),
+    )
     _write_state(settings, state)
     log.info("night Spark server starting: pid %d, port %d, log %s", child.pid, port, log_file)
     return state
@@ -261,8 +273,7 @@ def _wait_ready(settings: Settings, state: ServerState) -> str:
     while time.monotonic() < deadline:
         current = read_state(settings)
         if current is None or current.pid != state.pid:
-            raise SparkServerError(f"the night's Spark server {state.pid} was replaced or stopped while starting; "
-                                   f"log: {state.log}")
+            raise SparkServerError(f"the night's Spark server {state.pid} was replaced or stopped while starting; log: {state.log}")
         if not _alive(state.pid):
             raise SparkServerError(f"the night's Spark server ended while starting:\n{_tail(state.log)}\nlog: {state.log}")
         if current.ready and _answers(current.port):

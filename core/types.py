@@ -1,5 +1,6 @@
 """Spark types of the canonical shop columns (typed for silver, as read from the source for bronze), and of
 the gold tables that become CRM tables."""
+
 from __future__ import annotations
 
 from datetime import date

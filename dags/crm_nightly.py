@@ -65,6 +65,7 @@ def sync_scores_to_the_mailing_tool():
     sync()
 ```
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -88,8 +89,13 @@ from core.airflow_task import full_reload, record_failure, run_task, start_night
     doc_md=__doc__,
     # A task that runs longer than execution_timeout is failed (and retried): a hung read or a stuck
     # Spark job must not hold the night. Every failure also lands in the run log (`crm status`).
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "owner": "data-engineering",
-                  "execution_timeout": timedelta(hours=2), "on_failure_callback": record_failure},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "owner": "data-engineering",
+        "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": record_failure,
+    },
 )
 def crm_nightly():
     # Each task names its job's function, imported inside the task: the scheduler parses this file often, and
@@ -127,7 +133,8 @@ def crm_nightly():
 
     @task
     def events(**context):
-        """Browsing events: landing files and/or the shop's events table -> bronze/events -> silver/events (deduplicated, stitched, sessionised)."""
+        """Browsing events: landing files and/or the shop's events table -> bronze/events -> silver/events (deduplicated, stitched,
+        sessionised)."""
         from jobs.events import run
 
         return run_task(run, context)
@@ -141,7 +148,8 @@ def crm_nightly():
 
     @task
     def features(**context):
-        """Per-customer features as of the run date: RFM, trend, baskets, carts, reviews, inquiries, browsing (`gold/customer_features`, `customer_activity`)."""
+        """Per-customer features as of the run date: RFM, trend, baskets, carts, reviews, inquiries, browsing
+        (`gold/customer_features`, `customer_activity`)."""
         from jobs.features import run
 
         return run_task(run, context)
@@ -169,7 +177,8 @@ def crm_nightly():
 
     @task
     def insights(**context):
-        """Review sentiment, aspects and alerts; inquiry triage; satisfaction (`gold/review_*`, `inquiry_triage`, `customer_satisfaction`)."""
+        """Review sentiment, aspects and alerts; inquiry triage; satisfaction (`gold/review_*`, `inquiry_triage`,
+        `customer_satisfaction`)."""
         from jobs.insights import run
 
         return run_task(run, context)

@@ -14,6 +14,7 @@ the `champion` that nightly scoring loads only if it beats the current champion 
 
 Reads the lake only (silver); writes only to MLflow, so it may run beside a nightly run.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -31,8 +32,7 @@ from core.airflow_task import record_failure, run_task
     max_active_runs=1,
     tags=["crm", "training", "mlflow"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=10), "owner": "data-science",
-                  "on_failure_callback": record_failure},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=10), "owner": "data-science", "on_failure_callback": record_failure},
 )
 def crm_training():
     @task(execution_timeout=timedelta(hours=3))

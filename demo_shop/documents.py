@@ -1,5 +1,6 @@
 """A generated shop written as documents (`crm generate-shop --url mongodb://...`): each canonical table into
 the collection and fields a mapping names, embedded tables into their parent's arrays."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -30,8 +31,7 @@ class DocumentWriter:
 
     def watermark_fields(self) -> dict[str, str]:
         """Per collection, the field incremental reads filter on (what `create_indexes` indexes)."""
-        return {source.source: watermark_field(self.mapping, source)
-                for source in self.mapping.tables.values() if not source.embedded}
+        return {source.source: watermark_field(self.mapping, source) for source in self.mapping.tables.values() if not source.embedded}
 
     def prepare(self, replace: bool) -> None:
         """Drop the mapping's collections (refused when one holds documents, unless `replace`), then
@@ -59,7 +59,7 @@ class DocumentWriter:
             by_collection.setdefault(source.source, []).extend(documents)
         for collection, documents in by_collection.items():
             for start in range(0, len(documents), self.batch_documents):
-                self.database[collection].insert_many(documents[start:start + self.batch_documents], ordered=False)
+                self.database[collection].insert_many(documents[start : start + self.batch_documents], ordered=False)
 
     def _embed(self, name: str, child: SourceTable, parents: list[dict], rows: list[dict]) -> None:
         parent_column = next(column for column, field in child.columns.items() if field == f"{PARENT_FIELD}_id")

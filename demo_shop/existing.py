@@ -1,4 +1,5 @@
 """A demo shop is never written over a shop that holds rows, unless asked to (`--replace`)."""
+
 from __future__ import annotations
 
 from core import db
@@ -13,4 +14,5 @@ def refuse_filled_tables(url: str, filled: list[str], replace: bool) -> None:
     if filled and not replace:
         raise ShopExistsError(
             f"{db.masked(url)}: shop tables already hold rows ({', '.join(filled)}); "
-            "pass replace=True (crm generate-shop --replace) to drop and regenerate them")
+            "pass replace=True (crm generate-shop --replace) to drop and regenerate them"
+        )

@@ -29,6 +29,7 @@ The process, per customer:
 Only events of the last `days` of the history are kept. The truth, `event_sessions.parquet`, names each
 session's true owner, which its events hide while anonymous.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -49,8 +50,9 @@ DAY_S = 86_400
 OUTPUTS = ("none", "table", "files")
 UNKNOWN_EVENT_TYPES = ("hover", "scroll", "page_ping")
 _TYPE_NAMES = EVENT_TYPES + UNKNOWN_EVENT_TYPES
-VIEW, CLICK, SEARCH, ADD_TO_CART, REMOVE_FROM_CART, CHECKOUT = (EVENT_TYPES.index(name) for name in (
-    "view", "click", "search", "add_to_cart", "remove_from_cart", "checkout"))
+VIEW, CLICK, SEARCH, ADD_TO_CART, REMOVE_FROM_CART, CHECKOUT = (
+    EVENT_TYPES.index(name) for name in ("view", "click", "search", "add_to_cart", "remove_from_cart", "checkout")
+)
 
 VISITS_PER_DAY = 0.33  # browsing visits per active day at engagement 1
 ENGAGEMENT_SHAPE = 2.0  # Gamma shape of the customers' engagement (smaller: more unequal)
@@ -101,15 +103,17 @@ UNKNOWN_TYPE_SHARE = 0.0005  # events of a type the shop does not know
 # Kinds of visit: a purchase visit ends at its order and always logs in (checkout needs a login).
 _BROWSING, _PURCHASE, _RESEARCH, _EARLY_VIEW, _VISITOR = range(5)
 
-EVENT_SESSIONS_SCHEMA = pa.schema([
-    pa.field("session_id", pa.string()),
-    pa.field("customer_id", pa.int64(),
-             metadata={"unit": "the session's true owner; null for visitors who are not customers"}),
-    pa.field("logged_in", pa.bool_(), metadata={"unit": "some event of the session carries the customer id"}),
-    pa.field("anonymous_events", pa.int64(),
-             metadata={"unit": "events with a null customer_id in the source (before the login, or all)"}),
-    pa.field("events", pa.int64(), metadata={"unit": "distinct events of the session (a re-sent copy not counted)"}),
-])
+EVENT_SESSIONS_SCHEMA = pa.schema(
+    [
+        pa.field("session_id", pa.string()),
+        pa.field("customer_id", pa.int64(), metadata={"unit": "the session's true owner; null for visitors who are not customers"}),
+        pa.field("logged_in", pa.bool_(), metadata={"unit": "some event of the session carries the customer id"}),
+        pa.field(
+            "anonymous_events", pa.int64(), metadata={"unit": "events with a null customer_id in the source (before the login, or all)"}
+        ),
+        pa.field("events", pa.int64(), metadata={"unit": "distinct events of the session (a re-sent copy not counted)"}),
+    ]
+)
 
 
 class Catalogue(Protocol):
@@ -146,16 +150,15 @@ class EventWindow:
         return (self.t0 + dt.timedelta(seconds=self.end_s - 1)).date()
 
 
-def event_window(t0: dt.datetime, end_s: int, days: int, catalogue: Catalogue, category_names: tuple[str, ...],
-                 search_terms: tuple[tuple[str, ...], ...]) -> EventWindow:
+def event_window(
+    t0: dt.datetime, end_s: int, days: int, catalogue: Catalogue, category_names: tuple[str, ...], search_terms: tuple[tuple[str, ...], ...]
+) -> EventWindow:
     """The window of the last `days` days of a history that ends `end_s` seconds after t0 (midnight UTC)."""
     if days < 1 or days * DAY_S > end_s:
         raise ValueError(f"events_days: expected 1 to {end_s // DAY_S} (the history's days), got {days}")
     if len(search_terms) != len(category_names):
-        raise ValueError(f"search_terms: expected one tuple per category ({len(category_names)}), "
-                         f"got {len(search_terms)}")
-    return EventWindow(t0, end_s - days * DAY_S, end_s, catalogue, tuple(category_names),
-                       tuple(tuple(terms) for terms in search_terms))
+        raise ValueError(f"search_terms: expected one tuple per category ({len(category_names)}), got {len(search_terms)}")
+    return EventWindow(t0, end_s - days * DAY_S, end_s, catalogue, tuple(category_names), tuple(tuple(terms) for terms in search_terms))
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,7 @@ def browsing_activity(time_s: np.ndarray, dropped_at_s: np.ndarray, end_s: int) 
 # --------------------------------------------------------------------------------------------------------
 
 
-def block_events(rng: np.random.Generator, window: EventWindow, history: CustomerHistory,
-                 plant_at_least_one: bool) -> BlockEvents:
+def block_events(rng: np.random.Generator, window: EventWindow, history: CustomerHistory, plant_at_least_one: bool) -> BlockEvents:
     """The events of one block of customers in the window, and of visitors who are not customers in
     proportion; `plant_at_least_one` plants at least one re-sent and one unknown-type event."""
     n = history.customer_ids.size
@@ -237,20 +239,28 @@ def block_events(rng: np.random.Generator, window: EventWindow, history: Custome
 
     owner, kind = visits["owner"], visits["kind"]
     is_customer = owner >= 0
-    channel = np.where(is_customer & (rng.random(n_visits) < FAVOURITE_CHANNEL_PROBABILITY),
-                       favourite_channel[np.maximum(owner, 0)],
-                       rng.choice(len(EVENT_CHANNELS), size=n_visits, p=CHANNEL_SHARE))
+    channel = np.where(
+        is_customer & (rng.random(n_visits) < FAVOURITE_CHANNEL_PROBABILITY),
+        favourite_channel[np.maximum(owner, 0)],
+        rng.choice(len(EVENT_CHANNELS), size=n_visits, p=CHANNEL_SHARE),
+    )
     time = _event_times(rng, window, visit, position, n_events, visits["anchor_s"], kind == _PURCHASE)
     customer_id = _logged_in_ids(rng, history, visit, position, n_events, owner, kind, time)
     referrer = _referrers(rng, items["type"], visit, position, channel)
 
     keep = time >= window.start_s
-    events = {"visit": visit[keep], "sequence": 2 * position[keep], "type": items["type"][keep],
-              "product": items["product"][keep], "category": items["category"][keep],
-              "quantity": items["quantity"][keep], "referrer": referrer[keep], "time": time[keep],
-              "customer_id": customer_id[keep]}
-    events = _with_unknown_types(rng, events, _planted_count(rng, events["visit"].size, UNKNOWN_TYPE_SHARE,
-                                                             plant_at_least_one))
+    events = {
+        "visit": visit[keep],
+        "sequence": 2 * position[keep],
+        "type": items["type"][keep],
+        "product": items["product"][keep],
+        "category": items["category"][keep],
+        "quantity": items["quantity"][keep],
+        "referrer": referrer[keep],
+        "time": time[keep],
+        "customer_id": customer_id[keep],
+    }
+    events = _with_unknown_types(rng, events, _planted_count(rng, events["visit"].size, UNKNOWN_TYPE_SHARE, plant_at_least_one))
     order = np.lexsort((events["sequence"], events["visit"], events["time"]))
     events = {name: values[order] for name, values in events.items()}
     m = events["visit"].size
@@ -262,8 +272,9 @@ def block_events(rng: np.random.Generator, window: EventWindow, history: Custome
     n_resent = _planted_count(rng, int(is_known.sum()), DUPLICATE_SHARE, plant_at_least_one)
     resent = np.sort(rng.choice(np.flatnonzero(is_known), size=n_resent, replace=False))
     last_day = (window.end_s - 1) // DAY_S
-    resent_day = np.minimum(events["time"][resent] // DAY_S
-                            + rng.choice(RESEND_DELAY_DAYS, size=n_resent, p=_RESEND_DELAY_PROBABILITY), last_day)
+    resent_day = np.minimum(
+        events["time"][resent] // DAY_S + rng.choice(RESEND_DELAY_DAYS, size=n_resent, p=_RESEND_DELAY_PROBABILITY), last_day
+    )
 
     sessions, counts = _session_truth(events, owner, history.customer_ids, session_ids)
     counts["unknown_event_type"] = int((events["type"] >= len(EVENT_TYPES)).sum())
@@ -306,16 +317,26 @@ def _positions(group: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.arange(group.size) - (np.cumsum(counts) - counts)[group]
 
 
-def _items(visit: np.ndarray, key: np.ndarray, event_type: np.ndarray, product: np.ndarray,
-           category: np.ndarray, quantity: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    return {"visit": visit, "key": key.astype(np.float64), "type": event_type.astype(np.int64),
-            "product": product.astype(np.int64), "category": category.astype(np.int64),
-            "quantity": np.zeros(visit.size, np.int64) if quantity is None else quantity.astype(np.int64)}
+def _items(
+    visit: np.ndarray,
+    key: np.ndarray,
+    event_type: np.ndarray,
+    product: np.ndarray,
+    category: np.ndarray,
+    quantity: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    return {
+        "visit": visit,
+        "key": key.astype(np.float64),
+        "type": event_type.astype(np.int64),
+        "product": product.astype(np.int64),
+        "category": category.astype(np.int64),
+        "quantity": np.zeros(visit.size, np.int64) if quantity is None else quantity.astype(np.int64),
+    }
 
 
 def _visits(owner: np.ndarray, anchor_s: np.ndarray, kind: int) -> dict[str, np.ndarray]:
-    return {"owner": owner.astype(np.int64), "anchor_s": anchor_s.astype(np.int64),
-            "kind": np.full(owner.size, kind, dtype=np.int64)}
+    return {"owner": owner.astype(np.int64), "anchor_s": anchor_s.astype(np.int64), "kind": np.full(owner.size, kind, dtype=np.int64)}
 
 
 def _popular_products(rng: np.random.Generator, catalogue: Catalogue, n: int) -> np.ndarray:
@@ -333,8 +354,7 @@ def _popular_in_category(rng: np.random.Generator, catalogue: Catalogue, categor
     return np.clip(np.searchsorted(cdf, draw, side="right"), start, stop - 1)
 
 
-def _browsing_visits(rng: np.random.Generator, window: EventWindow, history: CustomerHistory,
-                     engagement: np.ndarray) -> _Part:
+def _browsing_visits(rng: np.random.Generator, window: EventWindow, history: CustomerHistory, engagement: np.ndarray) -> _Part:
     """The customers' own visits: Poisson in time at their rate, thinned by `browsing_activity`."""
     first = np.maximum(history.signup_s, window.start_s)
     last = np.minimum(np.minimum(history.dropped_at_s, window.end_s) + CHURN_STOP_DAYS * DAY_S, window.end_s)
@@ -359,7 +379,7 @@ def _visitor_visits(rng: np.random.Generator, window: EventWindow, customer_even
 def _mean_browsing_events() -> float:
     """Mean events of a browsing visit: a geometric length with mean MEAN_VISIT_EVENTS, capped."""
     q = 1.0 - 1.0 / MEAN_VISIT_EVENTS
-    return (1.0 - q ** MAX_VISIT_EVENTS) / (1.0 - q)
+    return (1.0 - q**MAX_VISIT_EVENTS) / (1.0 - q)
 
 
 def _browsing_items(rng: np.random.Generator, catalogue: Catalogue, focus: np.ndarray) -> dict[str, np.ndarray]:
@@ -369,12 +389,15 @@ def _browsing_items(rng: np.random.Generator, catalogue: Catalogue, focus: np.nd
     visit = np.repeat(np.arange(focus.size), n_events)
     position = _positions(visit, n_events)
     m = visit.size
-    event_type = np.where(position == 0,
-                          np.where(rng.random(m) < FIRST_SEARCH_PROBABILITY, SEARCH, VIEW),
-                          _LATER_TYPES[rng.choice(_LATER_TYPES.size, size=m, p=_LATER_TYPE_PROBABILITY)])
+    event_type = np.where(
+        position == 0,
+        np.where(rng.random(m) < FIRST_SEARCH_PROBABILITY, SEARCH, VIEW),
+        _LATER_TYPES[rng.choice(_LATER_TYPES.size, size=m, p=_LATER_TYPE_PROBABILITY)],
+    )
     visit_focus = focus[visit]
-    product = np.where(visit_focus >= 0, _popular_in_category(rng, catalogue, np.maximum(visit_focus, 0)),
-                       _popular_products(rng, catalogue, m))
+    product = np.where(
+        visit_focus >= 0, _popular_in_category(rng, catalogue, np.maximum(visit_focus, 0)), _popular_products(rng, catalogue, m)
+    )
     category = catalogue.category[product]
 
     after_search = np.flatnonzero((event_type[:-1] == SEARCH) & (position[1:] > 0)) + 1
@@ -382,8 +405,7 @@ def _browsing_items(rng: np.random.Generator, catalogue: Catalogue, focus: np.nd
     category[after_search] = category[after_search - 1]
     product[after_search] = _popular_in_category(rng, catalogue, category[after_search])
 
-    added = np.flatnonzero((event_type[:-1] == ADD_TO_CART) & (position[1:] > 0)
-                           & np.isin(event_type[1:], (VIEW, CLICK)))
+    added = np.flatnonzero((event_type[:-1] == ADD_TO_CART) & (position[1:] > 0) & np.isin(event_type[1:], (VIEW, CLICK)))
     removed = added[rng.random(added.size) < REMOVE_PROBABILITY] + 1
     event_type[removed] = REMOVE_FROM_CART
     product[removed] = product[removed - 1]
@@ -411,13 +433,29 @@ def _order_visits(rng: np.random.Generator, window: EventWindow, history: Custom
 
     # Purchase: view and add_to_cart each ordered product, then check out at the order's time.
     k = ordered.size
-    purchase = _Part(_visits(owner, order_time, _PURCHASE), _concat_items([
-        _items(line_visit, 2 * line_rank[line], np.full(line.size, VIEW), history.line_product[line], line_category),
-        _items(line_visit, 2 * line_rank[line] + 1, np.full(line.size, ADD_TO_CART), history.line_product[line],
-               line_category, history.line_quantity[line]),
-        _items(np.arange(k), np.full(k, 2.0 * (lines_per_order.max(initial=0) + 1)), np.full(k, CHECKOUT),
-               np.full(k, -1), np.full(k, -1)),
-    ]))
+    purchase = _Part(
+        _visits(owner, order_time, _PURCHASE),
+        _concat_items(
+            [
+                _items(line_visit, 2 * line_rank[line], np.full(line.size, VIEW), history.line_product[line], line_category),
+                _items(
+                    line_visit,
+                    2 * line_rank[line] + 1,
+                    np.full(line.size, ADD_TO_CART),
+                    history.line_product[line],
+                    line_category,
+                    history.line_quantity[line],
+                ),
+                _items(
+                    np.arange(k),
+                    np.full(k, 2.0 * (lines_per_order.max(initial=0) + 1)),
+                    np.full(k, CHECKOUT),
+                    np.full(k, -1),
+                    np.full(k, -1),
+                ),
+            ]
+        ),
+    )
 
     # Research: the ordered products and similar ones of their categories, in random order.
     researched = np.flatnonzero(rng.random(k) < RESEARCH_PROBABILITY)
@@ -427,40 +465,68 @@ def _order_visits(rng: np.random.Generator, window: EventWindow, history: Custom
     n_similar = 1 + rng.binomial(3, 0.4, researched.size)
     similar_visit = np.repeat(np.arange(researched.size), n_similar)
     similar_order = ordered[researched][similar_visit]
-    like_line = line_start[similar_order] + np.floor(
-        rng.random(similar_visit.size) * lines_per_order[similar_order]).astype(np.int64)
+    like_line = line_start[similar_order] + np.floor(rng.random(similar_visit.size) * lines_per_order[similar_order]).astype(np.int64)
     similar_category = catalogue.category[history.line_product[like_line]]
     own_line = line[research_visit[line_visit] >= 0]
     own_visit = research_visit[visit_of_order[history.line_order[own_line]]]
     searched = np.flatnonzero(rng.random(researched.size) < RESEARCH_SEARCH_PROBABILITY)
     research = _Part(
         _visits(owner[researched], order_time[researched] - np.rint(days_before * DAY_S), _RESEARCH),
-        _concat_items([
-            _items(own_visit, rng.random(own_line.size), np.full(own_line.size, VIEW), history.line_product[own_line],
-                   catalogue.category[history.line_product[own_line]]),
-            _items(similar_visit, rng.random(similar_visit.size), np.full(similar_visit.size, VIEW),
-                   _popular_in_category(rng, catalogue, similar_category), similar_category),
-            _items(searched, np.full(searched.size, -1.0), np.full(searched.size, SEARCH), np.full(searched.size, -1),
-                   catalogue.category[history.line_product[line_start[ordered[researched[searched]]]]]),
-        ]))
+        _concat_items(
+            [
+                _items(
+                    own_visit,
+                    rng.random(own_line.size),
+                    np.full(own_line.size, VIEW),
+                    history.line_product[own_line],
+                    catalogue.category[history.line_product[own_line]],
+                ),
+                _items(
+                    similar_visit,
+                    rng.random(similar_visit.size),
+                    np.full(similar_visit.size, VIEW),
+                    _popular_in_category(rng, catalogue, similar_category),
+                    similar_category,
+                ),
+                _items(
+                    searched,
+                    np.full(searched.size, -1.0),
+                    np.full(searched.size, SEARCH),
+                    np.full(searched.size, -1),
+                    catalogue.category[history.line_product[line_start[ordered[researched[searched]]]]],
+                ),
+            ]
+        ),
+    )
 
     # Early view: one of the order's products, and 0-2 others of its category, weeks before.
     early = np.flatnonzero(rng.random(k) < EARLY_VIEW_PROBABILITY)
     early_order = ordered[early]
-    early_line = line_start[early_order] + np.floor(
-        rng.random(early.size) * lines_per_order[early_order]).astype(np.int64)
+    early_line = line_start[early_order] + np.floor(rng.random(early.size) * lines_per_order[early_order]).astype(np.int64)
     early_category = catalogue.category[history.line_product[early_line]]
     n_others = rng.binomial(2, 0.5, early.size)
     other_visit = np.repeat(np.arange(early.size), n_others)
     early_part = _Part(
-        _visits(owner[early], order_time[early] - np.rint(rng.uniform(*EARLY_VIEW_DAYS, early.size) * DAY_S),
-                _EARLY_VIEW),
-        _concat_items([
-            _items(np.arange(early.size), rng.random(early.size), np.full(early.size, VIEW),
-                   history.line_product[early_line], early_category),
-            _items(other_visit, rng.random(other_visit.size), np.full(other_visit.size, VIEW),
-                   _popular_in_category(rng, catalogue, early_category[other_visit]), early_category[other_visit]),
-        ]))
+        _visits(owner[early], order_time[early] - np.rint(rng.uniform(*EARLY_VIEW_DAYS, early.size) * DAY_S), _EARLY_VIEW),
+        _concat_items(
+            [
+                _items(
+                    np.arange(early.size),
+                    rng.random(early.size),
+                    np.full(early.size, VIEW),
+                    history.line_product[early_line],
+                    early_category,
+                ),
+                _items(
+                    other_visit,
+                    rng.random(other_visit.size),
+                    np.full(other_visit.size, VIEW),
+                    _popular_in_category(rng, catalogue, early_category[other_visit]),
+                    early_category[other_visit],
+                ),
+            ]
+        ),
+    )
     return [purchase, research, early_part]
 
 
@@ -472,13 +538,19 @@ def _combine(parts: list[_Part]) -> tuple[dict[str, np.ndarray], dict[str, np.nd
     """All visits of a block in one set of arrays; each item's visit becomes an index into them."""
     offsets = np.cumsum([0] + [part.visits["owner"].size for part in parts])
     visits = _concat_items([part.visits for part in parts])
-    items = _concat_items([{**part.items, "visit": part.items["visit"] + offset}
-                           for part, offset in zip(parts, offsets)])
+    items = _concat_items([{**part.items, "visit": part.items["visit"] + offset} for part, offset in zip(parts, offsets)])
     return visits, items
 
 
-def _event_times(rng: np.random.Generator, window: EventWindow, visit: np.ndarray, position: np.ndarray,
-                 n_events: np.ndarray, anchor_s: np.ndarray, ends_at_anchor: np.ndarray) -> np.ndarray:
+def _event_times(
+    rng: np.random.Generator,
+    window: EventWindow,
+    visit: np.ndarray,
+    position: np.ndarray,
+    n_events: np.ndarray,
+    anchor_s: np.ndarray,
+    ends_at_anchor: np.ndarray,
+) -> np.ndarray:
     """Event times: seconds to minutes apart within a visit. A purchase visit ends at its anchor (the order),
     squeezed after the window's start if needed; other visits start at theirs, moved earlier to end before
     the end of the history."""
@@ -495,13 +567,20 @@ def _event_times(rng: np.random.Generator, window: EventWindow, visit: np.ndarra
     return np.where(ends_at_anchor[visit], backwards, forwards)
 
 
-def _logged_in_ids(rng: np.random.Generator, history: CustomerHistory, visit: np.ndarray, position: np.ndarray,
-                   n_events: np.ndarray, owner: np.ndarray, kind: np.ndarray, time: np.ndarray) -> np.ndarray:
+def _logged_in_ids(
+    rng: np.random.Generator,
+    history: CustomerHistory,
+    visit: np.ndarray,
+    position: np.ndarray,
+    n_events: np.ndarray,
+    owner: np.ndarray,
+    kind: np.ndarray,
+    time: np.ndarray,
+) -> np.ndarray:
     """The customer id each event carries: null before the visit's login and before the customer's signup."""
     draw = rng.random(owner.size)
     login_at = np.where(draw < ANONYMOUS_START_PROBABILITY, np.minimum(rng.integers(1, 5, owner.size), n_events - 1), 0)
-    never = ((draw >= ANONYMOUS_START_PROBABILITY) & (draw < ANONYMOUS_START_PROBABILITY + NEVER_LOGIN_PROBABILITY)
-             & (kind != _PURCHASE))
+    never = (draw >= ANONYMOUS_START_PROBABILITY) & (draw < ANONYMOUS_START_PROBABILITY + NEVER_LOGIN_PROBABILITY) & (kind != _PURCHASE)
     login_at = np.where(never | (owner < 0), n_events, login_at)
     event_owner = owner[visit]
     known = event_owner >= 0
@@ -510,8 +589,9 @@ def _logged_in_ids(rng: np.random.Generator, history: CustomerHistory, visit: np
     return np.where(carries, history.customer_ids[safe_owner], MISSING)
 
 
-def _referrers(rng: np.random.Generator, event_type: np.ndarray, visit: np.ndarray, position: np.ndarray,
-               channel: np.ndarray) -> np.ndarray:
+def _referrers(
+    rng: np.random.Generator, event_type: np.ndarray, visit: np.ndarray, position: np.ndarray, channel: np.ndarray
+) -> np.ndarray:
     """Referrer index (REFERRERS) of each event: how the visitor came to the page."""
     m = event_type.size
     entry = rng.choice(len(ENTRY_REFERRERS), size=m, p=_ENTRY_REFERRER_SHARE)
@@ -526,8 +606,7 @@ def _planted_count(rng: np.random.Generator, n: int, share: float, at_least_one:
     return max(count, 1) if at_least_one and n > 0 else count
 
 
-def _with_unknown_types(rng: np.random.Generator, events: dict[str, np.ndarray],
-                        n_unknown: int) -> dict[str, np.ndarray]:
+def _with_unknown_types(rng: np.random.Generator, events: dict[str, np.ndarray], n_unknown: int) -> dict[str, np.ndarray]:
     """Add `n_unknown` events of an unknown type, each in the second of a view or click and like it."""
     candidates = np.flatnonzero(np.isin(events["type"], (VIEW, CLICK)))
     origin = rng.choice(candidates, size=min(n_unknown, candidates.size), replace=False)
@@ -556,8 +635,7 @@ def _joined(*parts) -> np.ndarray:
     return out
 
 
-def _properties(rng: np.random.Generator, window: EventWindow, events: dict[str, np.ndarray],
-                checkout_items: np.ndarray) -> np.ndarray:
+def _properties(rng: np.random.Generator, window: EventWindow, events: dict[str, np.ndarray], checkout_items: np.ndarray) -> np.ndarray:
     """The JSON object of each event: the page, and what the event type needs (referrer, query, ...)."""
     string = np.dtypes.StringDType()
     event_type, product = events["type"], events["product"]
@@ -576,8 +654,16 @@ def _properties(rng: np.random.Generator, window: EventWindow, events: dict[str,
         out[rows] = _joined(*[part[rows] if isinstance(part, np.ndarray) else part for part in parts])
 
     fill(event_type == VIEW, '{"page": ', page, ', "referrer": ', _json_tokens(REFERRERS)[events["referrer"]], "}")
-    fill(event_type == CLICK, '{"page": ', category_path[category], ', "element": ',
-         _json_tokens(CLICK_ELEMENTS)[element], ', "target": ', page, "}")
+    fill(
+        event_type == CLICK,
+        '{"page": ',
+        category_path[category],
+        ', "element": ',
+        _json_tokens(CLICK_ELEMENTS)[element],
+        ', "target": ',
+        page,
+        "}",
+    )
     fill(event_type == SEARCH, '{"query": ', _json_tokens(terms)[query], "}")
     fill(event_type == ADD_TO_CART, '{"page": ', page, ', "quantity": ', events["quantity"].astype(string), "}")
     fill(event_type == REMOVE_FROM_CART, '{"page": "/cart", "quantity": ', events["quantity"].astype(string), "}")
@@ -586,8 +672,9 @@ def _properties(rng: np.random.Generator, window: EventWindow, events: dict[str,
     return out
 
 
-def _session_truth(events: dict[str, np.ndarray], owner: np.ndarray, customer_ids: np.ndarray,
-                   session_ids: np.ndarray) -> tuple[pa.Table, dict[str, int]]:
+def _session_truth(
+    events: dict[str, np.ndarray], owner: np.ndarray, customer_ids: np.ndarray, session_ids: np.ndarray
+) -> tuple[pa.Table, dict[str, int]]:
     """One truth row per session with events (in order of its first event), and the block's counts of
     anonymous events: before a login, in customers' sessions that never log in, of visitors."""
     n_visits = owner.size
@@ -599,13 +686,16 @@ def _session_truth(events: dict[str, np.ndarray], owner: np.ndarray, customer_id
     seen, first_event = np.unique(visit, return_index=True)
     sessions = seen[np.argsort(first_event, kind="stable")]
     customer = np.where(is_customer, customer_ids[np.maximum(owner, 0)], 0)
-    table = pa.table({
-        "session_id": pa.array(session_ids[sessions].tolist(), type=pa.string()),
-        "customer_id": pa.array(customer[sessions], type=pa.int64(), mask=~is_customer[sessions]),
-        "logged_in": logged_in[sessions],
-        "anonymous_events": anonymous[sessions],
-        "events": n_events[sessions],
-    }, schema=EVENT_SESSIONS_SCHEMA)
+    table = pa.table(
+        {
+            "session_id": pa.array(session_ids[sessions].tolist(), type=pa.string()),
+            "customer_id": pa.array(customer[sessions], type=pa.int64(), mask=~is_customer[sessions]),
+            "logged_in": logged_in[sessions],
+            "anonymous_events": anonymous[sessions],
+            "events": n_events[sessions],
+        },
+        schema=EVENT_SESSIONS_SCHEMA,
+    )
     counts = {
         "anonymous_before_login": int(anonymous[logged_in].sum()),
         "never_identified": int(n_events[is_customer & ~logged_in].sum()),
@@ -648,15 +738,26 @@ def ndjson_lines(events: BlockEvents, window: EventWindow) -> np.ndarray:
 
     categories = np.concatenate([_json_tokens(window.category_names), np.array(["null"], dtype=string)])
     return _joined(
-        '{"event_id": "', events.event_id,
-        '", "customer_id": ', number_or_null(events.customer_id, events.customer_id == MISSING),
-        ', "session_id": "', events.session_id,
-        '", "event_type": ', _json_tokens(_TYPE_NAMES)[events.event_type],
-        ', "product_id": ', number_or_null(events.product + 1, events.product < 0),
-        ', "category": ', categories[events.category],
-        ', "channel": ', _json_tokens(EVENT_CHANNELS)[events.channel],
-        ', "occurred_at": "', iso,
-        'Z", "properties": ', events.properties, "}")
+        '{"event_id": "',
+        events.event_id,
+        '", "customer_id": ',
+        number_or_null(events.customer_id, events.customer_id == MISSING),
+        ', "session_id": "',
+        events.session_id,
+        '", "event_type": ',
+        _json_tokens(_TYPE_NAMES)[events.event_type],
+        ', "product_id": ',
+        number_or_null(events.product + 1, events.product < 0),
+        ', "category": ',
+        categories[events.category],
+        ', "channel": ',
+        _json_tokens(EVENT_CHANNELS)[events.channel],
+        ', "occurred_at": "',
+        iso,
+        'Z", "properties": ',
+        events.properties,
+        "}",
+    )
 
 
 class EventFiles:
@@ -709,8 +810,7 @@ class EventFiles:
         self._days.clear()
 
 
-def events_summary(output: str, window: EventWindow, written: int, duplicates: int, counts: dict[str, int],
-                   files: int) -> dict:
+def events_summary(output: str, window: EventWindow, written: int, duplicates: int, counts: dict[str, int], files: int) -> dict:
     """The `events` entry of the generator's summary.json. Counts are events (rows or lines): `written`
     includes the re-sent copies, `duplicates` counts them, the anonymous counts are of distinct events."""
     return {

@@ -24,6 +24,7 @@ event, nor the order of an event file's lines). The same seed, end date, custome
 give the same rows in SQLite, PostgreSQL and MySQL/MariaDB. Ids are sequential per table from 1 in
 generation order (customer by customer); a deleted order leaves a gap (its items are the orphan items).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -67,8 +68,6 @@ HOUR_S = 3_600
 #: Marks a null in the int64 arrays that carry ids and times until they are written.
 MISSING = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
-
-
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -146,7 +145,14 @@ UNHAPPY_SATISFACTION = -0.3
 CATEGORIES: tuple[tuple[str, str, float, float, float, tuple[str, ...]], ...] = (
     ("apparel", "APP", 0.16, 29, 699, ("T-Shirt", "Hoodie", "Jeans", "Dress", "Jacket", "Sweater", "Skirt", "Shirt")),
     ("shoes", "SHO", 0.08, 79, 1499, ("Sneakers", "Running Shoes", "Boots", "Sandals", "Loafers", "Slippers")),
-    ("electronics", "ELE", 0.12, 39, 8999, ("Headphones", "Bluetooth Speaker", "Power Bank", "Smartwatch", "Phone Case", "Keyboard", "Mouse", "Tablet")),
+    (
+        "electronics",
+        "ELE",
+        0.12,
+        39,
+        8999,
+        ("Headphones", "Bluetooth Speaker", "Power Bank", "Smartwatch", "Phone Case", "Keyboard", "Mouse", "Tablet"),
+    ),
     ("home", "HOM", 0.14, 9, 2999, ("Mug", "Pillow", "Blanket", "Desk Lamp", "Towel Set", "Storage Box", "Frying Pan", "Knife Set")),
     ("beauty", "BEA", 0.10, 19, 999, ("Face Cream", "Lipstick", "Shampoo", "Serum", "Sunscreen", "Perfume", "Hand Cream")),
     ("sports", "SPO", 0.08, 19, 3999, ("Yoga Mat", "Dumbbells", "Water Bottle", "Tennis Racket", "Backpack", "Jump Rope")),
@@ -157,8 +163,23 @@ CATEGORIES: tuple[tuple[str, str, float, float, float, tuple[str, ...]], ...] = 
 )
 _CATEGORY_SHARE = np.array([c[2] for c in CATEGORIES]) / sum(c[2] for c in CATEGORIES)
 _FIT_CATEGORIES = np.array([c[0] in ("apparel", "shoes") for c in CATEGORIES])
-PRODUCT_ADJECTIVES = ("Classic", "Premium", "Essential", "Deluxe", "Compact", "Organic", "Vintage", "Modern",
-                      "Lightweight", "Eco", "Ultra", "Everyday", "Pro", "Soft", "Smart")
+PRODUCT_ADJECTIVES = (
+    "Classic",
+    "Premium",
+    "Essential",
+    "Deluxe",
+    "Compact",
+    "Organic",
+    "Vintage",
+    "Modern",
+    "Lightweight",
+    "Eco",
+    "Ultra",
+    "Everyday",
+    "Pro",
+    "Soft",
+    "Smart",
+)
 PRODUCT_VARIANTS = ("Black", "White", "Navy", "Grey", "Red", "Green", "Beige", "Pink", "Blue")
 MIN_PRODUCTS, MAX_PRODUCTS = 500, 2000
 MIN_PRODUCTS_PER_CATEGORY = 20
@@ -180,46 +201,188 @@ def product_count(customers: int) -> int:
 # Text: names, places, reviews, inquiries
 # --------------------------------------------------------------------------------------------------------
 
-EN_FIRST_NAMES = ("James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "William",
-                  "Elizabeth", "David", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah",
-                  "Charles", "Karen", "Daniel", "Emily", "Matthew", "Olivia", "Anthony", "Sophie", "Mark",
-                  "Emma", "Oliver", "Grace", "Liam", "Chloe", "Noah", "Hannah", "Lucas", "Amelia", "Ethan",
-                  "Isla", "Jack", "Ava")
-EN_LAST_NAMES = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson",
-                 "Taylor", "Thomas", "Moore", "Martin", "Jackson", "Thompson", "White", "Harris", "Clark",
-                 "Lewis", "Walker", "Hall", "Young", "King", "Wright", "Scott", "Green", "Baker", "Adams",
-                 "Nelson", "Hill", "Campbell", "Mitchell", "Roberts", "Carter", "Phillips", "Evans", "Turner",
-                 "Parker", "Collins", "Edwards")
+EN_FIRST_NAMES = (
+    "James",
+    "Mary",
+    "John",
+    "Patricia",
+    "Robert",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "William",
+    "Elizabeth",
+    "David",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Daniel",
+    "Emily",
+    "Matthew",
+    "Olivia",
+    "Anthony",
+    "Sophie",
+    "Mark",
+    "Emma",
+    "Oliver",
+    "Grace",
+    "Liam",
+    "Chloe",
+    "Noah",
+    "Hannah",
+    "Lucas",
+    "Amelia",
+    "Ethan",
+    "Isla",
+    "Jack",
+    "Ava",
+)
+EN_LAST_NAMES = (
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Miller",
+    "Davis",
+    "Wilson",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Moore",
+    "Martin",
+    "Jackson",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Walker",
+    "Hall",
+    "Young",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+    "Baker",
+    "Adams",
+    "Nelson",
+    "Hill",
+    "Campbell",
+    "Mitchell",
+    "Roberts",
+    "Carter",
+    "Phillips",
+    "Evans",
+    "Turner",
+    "Parker",
+    "Collins",
+    "Edwards",
+)
 # (汉字, pinyin)
-ZH_SURNAMES = (("王", "wang"), ("李", "li"), ("张", "zhang"), ("刘", "liu"), ("陈", "chen"), ("杨", "yang"),
-               ("黄", "huang"), ("赵", "zhao"), ("吴", "wu"), ("周", "zhou"), ("徐", "xu"), ("孙", "sun"),
-               ("马", "ma"), ("朱", "zhu"), ("胡", "hu"), ("郭", "guo"), ("何", "he"), ("高", "gao"),
-               ("林", "lin"), ("罗", "luo"), ("郑", "zheng"), ("梁", "liang"), ("谢", "xie"), ("宋", "song"),
-               ("唐", "tang"), ("韩", "han"), ("冯", "feng"), ("邓", "deng"), ("曹", "cao"), ("彭", "peng"))
-ZH_GIVEN_NAMES = (("伟", "wei"), ("芳", "fang"), ("娜", "na"), ("秀英", "xiuying"), ("敏", "min"),
-                  ("静", "jing"), ("丽", "li"), ("强", "qiang"), ("磊", "lei"), ("军", "jun"), ("洋", "yang"),
-                  ("勇", "yong"), ("艳", "yan"), ("杰", "jie"), ("涛", "tao"), ("明", "ming"), ("超", "chao"),
-                  ("霞", "xia"), ("平", "ping"), ("建华", "jianhua"), ("晓明", "xiaoming"), ("思远", "siyuan"),
-                  ("子涵", "zihan"), ("欣怡", "xinyi"), ("浩然", "haoran"), ("雨桐", "yutong"), ("梓萱", "zixuan"),
-                  ("宇轩", "yuxuan"), ("一诺", "yinuo"), ("嘉怡", "jiayi"), ("俊杰", "junjie"), ("佳琪", "jiaqi"))
+ZH_SURNAMES = (
+    ("王", "wang"),
+    ("李", "li"),
+    ("张", "zhang"),
+    ("刘", "liu"),
+    ("陈", "chen"),
+    ("杨", "yang"),
+    ("黄", "huang"),
+    ("赵", "zhao"),
+    ("吴", "wu"),
+    ("周", "zhou"),
+    ("徐", "xu"),
+    ("孙", "sun"),
+    ("马", "ma"),
+    ("朱", "zhu"),
+    ("胡", "hu"),
+    ("郭", "guo"),
+    ("何", "he"),
+    ("高", "gao"),
+    ("林", "lin"),
+    ("罗", "luo"),
+    ("郑", "zheng"),
+    ("梁", "liang"),
+    ("谢", "xie"),
+    ("宋", "song"),
+    ("唐", "tang"),
+    ("韩", "han"),
+    ("冯", "feng"),
+    ("邓", "deng"),
+    ("曹", "cao"),
+    ("彭", "peng"),
+)
+ZH_GIVEN_NAMES = (
+    ("伟", "wei"),
+    ("芳", "fang"),
+    ("娜", "na"),
+    ("秀英", "xiuying"),
+    ("敏", "min"),
+    ("静", "jing"),
+    ("丽", "li"),
+    ("强", "qiang"),
+    ("磊", "lei"),
+    ("军", "jun"),
+    ("洋", "yang"),
+    ("勇", "yong"),
+    ("艳", "yan"),
+    ("杰", "jie"),
+    ("涛", "tao"),
+    ("明", "ming"),
+    ("超", "chao"),
+    ("霞", "xia"),
+    ("平", "ping"),
+    ("建华", "jianhua"),
+    ("晓明", "xiaoming"),
+    ("思远", "siyuan"),
+    ("子涵", "zihan"),
+    ("欣怡", "xinyi"),
+    ("浩然", "haoran"),
+    ("雨桐", "yutong"),
+    ("梓萱", "zixuan"),
+    ("宇轩", "yuxuan"),
+    ("一诺", "yinuo"),
+    ("嘉怡", "jiayi"),
+    ("俊杰", "junjie"),
+    ("佳琪", "jiaqi"),
+)
 # Reserved example domains (RFC 2606 / RFC 6761): generated addresses can never reach a real mailbox.
 EN_EMAIL_DOMAINS = ("example.com", "example.net", "example.org", "mail.example", "inbox.test")
 ZH_EMAIL_DOMAINS = ("example.com", "qq.example", "163.example", "mail.example", "foxmail.test")
-EN_COUNTRIES = (("US", 0.35), ("GB", 0.15), ("CA", 0.10), ("AU", 0.10), ("DE", 0.08), ("SG", 0.07),
-                ("CN", 0.10), ("NZ", 0.05))
+EN_COUNTRIES = (("US", 0.35), ("GB", 0.15), ("CA", 0.10), ("AU", 0.10), ("DE", 0.08), ("SG", 0.07), ("CN", 0.10), ("NZ", 0.05))
 ZH_COUNTRIES = (("CN", 0.90), ("TW", 0.04), ("HK", 0.03), ("SG", 0.03))
 ZH_SHARE = 0.5
 ACCEPTS_MARKETING_PROBABILITY = 0.8
 SECOND_ADDRESS_PROBABILITY = 0.3
 # '#' is a digit, '@' an upper-case letter.
-PHONE_PATTERNS = {"US": "+1 (###) 555-01##", "CA": "+1 (###) 555-01##", "GB": "+44 7700 900###",
-                  "AU": "+61 491 570 1##", "NZ": "+64 21 ### ####", "DE": "+49 151 ########",
-                  "SG": "+65 8### ####", "CN": "+86 13# #### ####", "TW": "+886 9## ### ###",
-                  "HK": "+852 9### ####"}
+PHONE_PATTERNS = {
+    "US": "+1 (###) 555-01##",
+    "CA": "+1 (###) 555-01##",
+    "GB": "+44 7700 900###",
+    "AU": "+61 491 570 1##",
+    "NZ": "+64 21 ### ####",
+    "DE": "+49 151 ########",
+    "SG": "+65 8### ####",
+    "CN": "+86 13# #### ####",
+    "TW": "+886 9## ### ###",
+    "HK": "+852 9### ####",
+}
 # (language, country) -> ((city, postal code pattern, districts for Chinese addresses), ...)
 CITIES: dict[tuple[str, str], tuple[tuple[str, str, tuple[str, ...]], ...]] = {
-    ("en", "US"): (("New York", "100##", ()), ("Chicago", "606##", ()), ("Seattle", "981##", ()),
-                   ("Austin", "787##", ()), ("Boston", "021##", ()), ("San Francisco", "941##", ())),
+    ("en", "US"): (
+        ("New York", "100##", ()),
+        ("Chicago", "606##", ()),
+        ("Seattle", "981##", ()),
+        ("Austin", "787##", ()),
+        ("Boston", "021##", ()),
+        ("San Francisco", "941##", ()),
+    ),
     ("en", "GB"): (("London", "SW# #@@", ()), ("Manchester", "M# #@@", ()), ("Bristol", "BS# #@@", ())),
     ("en", "CA"): (("Toronto", "M#@ #@#", ()), ("Vancouver", "V#@ #@#", ())),
     ("en", "AU"): (("Sydney", "2###", ()), ("Melbourne", "3###", ())),
@@ -227,17 +390,42 @@ CITIES: dict[tuple[str, str], tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     ("en", "SG"): (("Singapore", "######", ()),),
     ("en", "CN"): (("Beijing", "100###", ()), ("Shanghai", "200###", ()), ("Shenzhen", "518###", ())),
     ("en", "NZ"): (("Auckland", "10##", ()), ("Wellington", "60##", ())),
-    ("zh", "CN"): (("北京", "100###", ("朝阳区", "海淀区", "东城区")), ("上海", "200###", ("浦东新区", "徐汇区", "静安区")),
-                   ("广州", "510###", ("天河区", "越秀区", "海珠区")), ("深圳", "518###", ("南山区", "福田区", "宝安区")),
-                   ("杭州", "310###", ("西湖区", "上城区", "滨江区")), ("成都", "610###", ("武侯区", "锦江区")),
-                   ("南京", "210###", ("鼓楼区", "玄武区")), ("武汉", "430###", ("武昌区", "江汉区")),
-                   ("西安", "710###", ("雁塔区", "碑林区")), ("重庆", "400###", ("渝中区", "江北区"))),
+    ("zh", "CN"): (
+        ("北京", "100###", ("朝阳区", "海淀区", "东城区")),
+        ("上海", "200###", ("浦东新区", "徐汇区", "静安区")),
+        ("广州", "510###", ("天河区", "越秀区", "海珠区")),
+        ("深圳", "518###", ("南山区", "福田区", "宝安区")),
+        ("杭州", "310###", ("西湖区", "上城区", "滨江区")),
+        ("成都", "610###", ("武侯区", "锦江区")),
+        ("南京", "210###", ("鼓楼区", "玄武区")),
+        ("武汉", "430###", ("武昌区", "江汉区")),
+        ("西安", "710###", ("雁塔区", "碑林区")),
+        ("重庆", "400###", ("渝中区", "江北区")),
+    ),
     ("zh", "TW"): (("台北", "106##", ("大安区", "信义区")),),
     ("zh", "HK"): (("香港", "999077", ("中西区", "油尖旺区")),),
     ("zh", "SG"): (("新加坡", "######", ("牛车水", "武吉士")),),
 }
-EN_STREETS = ("Maple", "Oak", "Cedar", "Pine", "Elm", "Lake", "Hill", "Park", "Main", "Church", "Station",
-              "Mill", "River", "King", "Queen", "Victoria", "George", "High")
+EN_STREETS = (
+    "Maple",
+    "Oak",
+    "Cedar",
+    "Pine",
+    "Elm",
+    "Lake",
+    "Hill",
+    "Park",
+    "Main",
+    "Church",
+    "Station",
+    "Mill",
+    "River",
+    "King",
+    "Queen",
+    "Victoria",
+    "George",
+    "High",
+)
 EN_STREET_KINDS = ("Street", "Road", "Avenue", "Lane", "Drive", "Way")
 ZH_ROADS = ("建国路", "中山路", "人民路", "解放路", "长安街", "南京路", "淮海路", "文化路", "新华路", "和平路", "学院路", "科技路")
 
@@ -247,8 +435,7 @@ REVIEW_ASPECTS = ("delivery", "quality", "price", "service", "size_fit")  # size
 REVIEW_TEXT: dict[str, dict[str, dict]] = {
     "en": {
         "negative": {
-            "titles": ("Very disappointed", "Not worth the money", "Would not buy again", "Poor quality",
-                       "Terrible experience"),
+            "titles": ("Very disappointed", "Not worth the money", "Would not buy again", "Poor quality", "Terrible experience"),
             "openers": ("I regret buying this.", "This was a waste of money.", "Really unhappy with this purchase."),
             "closers": ("I want a refund.", "Avoid this one.", "One star is too many."),
             "aspects": {
@@ -333,48 +520,76 @@ _CHANNEL_PROBABILITY = np.array([0.45, 0.40, 0.15])
 #: Inquiry text by language and topic; {order} names the order the inquiry is about.
 INQUIRY_TEXT: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "en": {
-        "shipping": {"subjects": ("Where is my order?", "Delivery delayed", "Tracking not updating"),
-                     "bodies": ("Hi, {order} still has not arrived. Could you check where it is?",
-                                "The tracking for {order} has not changed for days. When will it be delivered?",
-                                "Can I still change the delivery address for {order}?")},
-        "return_refund": {"subjects": ("Return request", "Refund not received", "Wrong item received"),
-                          "bodies": ("I would like to return an item from {order}. How do I send it back?",
-                                     "I returned {order} two weeks ago but have not received my refund yet.",
-                                     "I received the wrong item in {order}. Please arrange an exchange.")},
-        "product_question": {"subjects": ("Question about a product", "Is this item in stock?", "Size advice"),
-                             "bodies": ("Hello, does this product come in other colours?",
-                                        "When will this item be back in stock?",
-                                        "Which size would you recommend for a regular fit?")},
-        "payment": {"subjects": ("Payment failed", "Charged twice", "Coupon code not accepted"),
-                    "bodies": ("My payment keeps failing at checkout. What should I do?",
-                               "I was charged twice for {order}. Please refund the extra payment.",
-                               "My coupon code was not accepted. Can you apply the discount?")},
-        "complaint": {"subjects": ("Very unhappy with my order", "Complaint about your service", "Unacceptable"),
-                      "bodies": ("I am very unhappy with {order}. The item is damaged and nobody answers me.",
-                                 "This is the third time I contact you about {order}. I expect a solution today.",
-                                 "Your service has been terrible. I want to speak to a manager about {order}.")},
+        "shipping": {
+            "subjects": ("Where is my order?", "Delivery delayed", "Tracking not updating"),
+            "bodies": (
+                "Hi, {order} still has not arrived. Could you check where it is?",
+                "The tracking for {order} has not changed for days. When will it be delivered?",
+                "Can I still change the delivery address for {order}?",
+            ),
+        },
+        "return_refund": {
+            "subjects": ("Return request", "Refund not received", "Wrong item received"),
+            "bodies": (
+                "I would like to return an item from {order}. How do I send it back?",
+                "I returned {order} two weeks ago but have not received my refund yet.",
+                "I received the wrong item in {order}. Please arrange an exchange.",
+            ),
+        },
+        "product_question": {
+            "subjects": ("Question about a product", "Is this item in stock?", "Size advice"),
+            "bodies": (
+                "Hello, does this product come in other colours?",
+                "When will this item be back in stock?",
+                "Which size would you recommend for a regular fit?",
+            ),
+        },
+        "payment": {
+            "subjects": ("Payment failed", "Charged twice", "Coupon code not accepted"),
+            "bodies": (
+                "My payment keeps failing at checkout. What should I do?",
+                "I was charged twice for {order}. Please refund the extra payment.",
+                "My coupon code was not accepted. Can you apply the discount?",
+            ),
+        },
+        "complaint": {
+            "subjects": ("Very unhappy with my order", "Complaint about your service", "Unacceptable"),
+            "bodies": (
+                "I am very unhappy with {order}. The item is damaged and nobody answers me.",
+                "This is the third time I contact you about {order}. I expect a solution today.",
+                "Your service has been terrible. I want to speak to a manager about {order}.",
+            ),
+        },
     },
     "zh": {
-        "shipping": {"subjects": ("我的订单到哪里了？", "物流延迟", "物流信息不更新"),
-                     "bodies": ("你好，{order}还没有送到，麻烦查一下到哪里了。",
-                                "{order}的物流好几天没更新了，什么时候能送到？",
-                                "{order}还能修改收货地址吗？")},
-        "return_refund": {"subjects": ("申请退货", "退款还没收到", "发错货了"),
-                          "bodies": ("我想退{order}里的一件商品，怎么寄回？",
-                                     "{order}两周前就退回了，退款还没到账。",
-                                     "{order}发错货了，请帮忙换货。")},
-        "product_question": {"subjects": ("商品咨询", "这个商品有货吗？", "尺码咨询"),
-                             "bodies": ("你好，这个商品还有别的颜色吗？",
-                                        "这个商品什么时候补货？",
-                                        "平时穿M码，这款建议买哪个尺码？")},
-        "payment": {"subjects": ("支付失败", "重复扣款", "优惠券无法使用"),
-                    "bodies": ("结账时一直支付失败，怎么办？",
-                               "{order}被扣了两次款，请退还多扣的钱。",
-                               "我的优惠券用不了，能帮忙处理一下吗？")},
-        "complaint": {"subjects": ("对订单非常不满", "投诉服务", "太过分了"),
-                      "bodies": ("对{order}非常不满意，商品坏了也没人回复。",
-                                 "这是我第三次联系你们关于{order}的问题了，今天必须解决。",
-                                 "你们的服务太差了，我要投诉{order}。")},
+        "shipping": {
+            "subjects": ("我的订单到哪里了？", "物流延迟", "物流信息不更新"),
+            "bodies": (
+                "你好，{order}还没有送到，麻烦查一下到哪里了。",
+                "{order}的物流好几天没更新了，什么时候能送到？",
+                "{order}还能修改收货地址吗？",
+            ),
+        },
+        "return_refund": {
+            "subjects": ("申请退货", "退款还没收到", "发错货了"),
+            "bodies": ("我想退{order}里的一件商品，怎么寄回？", "{order}两周前就退回了，退款还没到账。", "{order}发错货了，请帮忙换货。"),
+        },
+        "product_question": {
+            "subjects": ("商品咨询", "这个商品有货吗？", "尺码咨询"),
+            "bodies": ("你好，这个商品还有别的颜色吗？", "这个商品什么时候补货？", "平时穿M码，这款建议买哪个尺码？"),
+        },
+        "payment": {
+            "subjects": ("支付失败", "重复扣款", "优惠券无法使用"),
+            "bodies": ("结账时一直支付失败，怎么办？", "{order}被扣了两次款，请退还多扣的钱。", "我的优惠券用不了，能帮忙处理一下吗？"),
+        },
+        "complaint": {
+            "subjects": ("对订单非常不满", "投诉服务", "太过分了"),
+            "bodies": (
+                "对{order}非常不满意，商品坏了也没人回复。",
+                "这是我第三次联系你们关于{order}的问题了，今天必须解决。",
+                "你们的服务太差了，我要投诉{order}。",
+            ),
+        },
     },
 }
 
@@ -443,27 +658,27 @@ def generate_shop(
     if events == "files" and landing_dir is None:
         raise ValueError("landing_dir: required with events='files' (the folder the event files go to)")
     if events == "table" and is_document_shop(url):
-        raise ValueError(f"{db.masked(url)}: events of a document shop can only go to files "
-                         "(--events files), not to a table")
+        raise ValueError(f"{db.masked(url)}: events of a document shop can only go to files (--events files), not to a table")
     truth_dir = pathlib.Path(truth_dir)
-    event_options = {"events": events, "events_days": events_days,
-                     "landing_dir": None if landing_dir is None else pathlib.Path(landing_dir)}
+    event_options = {
+        "events": events,
+        "events_days": events_days,
+        "landing_dir": None if landing_dir is None else pathlib.Path(landing_dir),
+    }
     if is_document_shop(url):
         if mapping is None:
             mapping = load_mapping(conf_dir() / "mappings" / "mongodb.yaml")
         with db.document_database(url) as database:
             writer = DocumentWriter(url, database, mapping)
             writer.prepare(replace)
-            summary = _write_shop(_DocumentSink(writer), customers, seed, end_date, truth_dir, chunk_customers,
-                                  progress, **event_options)
+            summary = _write_shop(_DocumentSink(writer), customers, seed, end_date, truth_dir, chunk_customers, progress, **event_options)
         return summary
     db.kind(url)  # refuses unsupported database kinds with a clear message
     engine = _shop_engine(url)
     try:
         _prepare_tables(engine, url, replace, with_events=events == "table")
         with engine.connect() as connection:
-            return _write_shop(_SqlSink(connection), customers, seed, end_date, truth_dir, chunk_customers, progress,
-                               **event_options)
+            return _write_shop(_SqlSink(connection), customers, seed, end_date, truth_dir, chunk_customers, progress, **event_options)
     finally:
         engine.dispose()
 
@@ -495,9 +710,11 @@ def _prepare_tables(engine: Engine, url: str, replace: bool, with_events: bool =
     event_tables = [events_metadata.tables[_EVENTS_TABLE]] if with_events else []
     existing = set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        filled = [t.name for t in shop_tables + event_tables
-                  if t.name in existing
-                  and conn.execute(select(t.primary_key.columns[0]).limit(1)).first() is not None]
+        filled = [
+            t.name
+            for t in shop_tables + event_tables
+            if t.name in existing and conn.execute(select(t.primary_key.columns[0]).limit(1)).first() is not None
+        ]
     refuse_filled_tables(url, filled, replace)
     # Existing tables are dropped even when empty, so every run starts from the canonical definition.
     metadata.drop_all(engine, tables=shop_tables, checkfirst=True)
@@ -513,9 +730,9 @@ def _ensure_utf8mb4(engine: Engine, tables: list[Table]) -> None:
     with engine.begin() as conn:
         for table in tables:
             collation = conn.execute(
-                text("SELECT TABLE_COLLATION FROM information_schema.TABLES "
-                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name"),
-                {"name": table.name}).scalar()
+                text("SELECT TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name"),
+                {"name": table.name},
+            ).scalar()
             if collation is None or not collation.startswith("utf8mb4"):
                 conn.execute(text(f"ALTER TABLE `{table.name}` CONVERT TO CHARACTER SET utf8mb4"))
 
@@ -535,12 +752,14 @@ def _column_encoder(column: Column, t0: dt.datetime) -> Callable[[np.ndarray], l
     elif isinstance(sql_type, Numeric):
         return lambda values: (values / 100).tolist()
     else:
+
         def plain(values: np.ndarray) -> list:
             if values.dtype == np.int64:
                 missing = values == MISSING
                 if missing.any():
                     return np.where(missing, None, values.astype(object)).tolist()
             return values.tolist()
+
         return plain if not isinstance(sql_type, Boolean) else (lambda values: values.astype(bool).tolist())
 
     def times(values: np.ndarray) -> list:
@@ -553,8 +772,7 @@ def _column_encoder(column: Column, t0: dt.datetime) -> Callable[[np.ndarray], l
     return times
 
 
-def _rows(table: Table, columns: dict[str, np.ndarray], t0: dt.datetime, start: int = 0,
-          stop: int | None = None) -> list[dict]:
+def _rows(table: Table, columns: dict[str, np.ndarray], t0: dt.datetime, start: int = 0, stop: int | None = None) -> list[dict]:
     """Generated rows `start:stop` of one table as dicts of column -> Python value."""
     names = [c.name for c in table.columns]
     if set(names) != set(columns):
@@ -575,16 +793,17 @@ class _SqlSink:
     """Writes each chunk's tables (the shop tables, and `events` when given) in one transaction of the shop's
     SQL connection."""
 
-    TABLES: dict[str, Table] = {**{name: metadata.tables[name] for name in SHOP_TABLES},
-                                _EVENTS_TABLE: events_metadata.tables[_EVENTS_TABLE]}
+    TABLES: dict[str, Table] = {
+        **{name: metadata.tables[name] for name in SHOP_TABLES},
+        _EVENTS_TABLE: events_metadata.tables[_EVENTS_TABLE],
+    }
 
     def __init__(self, connection: Connection):
         self.connection = connection
 
     def write(self, tables: dict[str, dict[str, np.ndarray]], t0: dt.datetime) -> dict[str, int]:
         with self.connection.begin():
-            return {name: _insert(self.connection, table, tables[name], t0)
-                    for name, table in self.TABLES.items() if name in tables}
+            return {name: _insert(self.connection, table, tables[name], t0) for name, table in self.TABLES.items() if name in tables}
 
 
 class _DocumentSink:
@@ -600,8 +819,9 @@ class _DocumentSink:
     def write(self, tables: dict[str, dict[str, np.ndarray]], t0: dt.datetime) -> dict[str, int]:
         before = dict(self.writer.not_embedded)
         self.writer.write({name: _rows(metadata.tables[name], columns, t0) for name, columns in tables.items()})
-        return {name: len(columns["id"]) - (self.writer.not_embedded.get(name, 0) - before.get(name, 0))
-                for name, columns in tables.items()}
+        return {
+            name: len(columns["id"]) - (self.writer.not_embedded.get(name, 0) - before.get(name, 0)) for name, columns in tables.items()
+        }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -645,31 +865,34 @@ class _Context:
     events: generate_events.EventWindow | None = None  # None: no events
 
 
-_TRUTH_CUSTOMERS_SCHEMA = pa.schema([
-    pa.field("customer_id", pa.int64()),
-    pa.field("customer_type", pa.string()),
-    pa.field("purchase_rate_per_day", pa.float64(), metadata={"unit": "orders per day, while alive"}),
-    pa.field("dropout_probability", pa.float64(), metadata={"unit": "probability of dropping out after each order"}),
-    pa.field("is_alive_at_end", pa.bool_()),
-    pa.field("mean_order_value", pa.float64(), metadata={"unit": "CNY, before coupon discounts"}),
-    pa.field("n_orders", pa.int64(), metadata={"unit": "good orders in the shop"}),
-    pa.field("n_orders_not_cancelled", pa.int64()),
-    pa.field("signup_at", pa.timestamp("s")),
-    pa.field("last_order_at", pa.timestamp("s"), metadata={"unit": "latest good order, null if none"}),
-])
-_TRUTH_ASSIGNMENTS_SCHEMA = pa.schema([
-    pa.field("campaign", pa.string()),
-    pa.field("customer_id", pa.int64()),
-    pa.field("is_treated", pa.bool_()),
-    pa.field("treatment_effect", pa.float64(),
-             metadata={"unit": "increase in P(order in the coupon window) if treated; also for controls"}),
-    pa.field("redeemed", pa.bool_()),
-])
-_TRUTH_INQUIRIES_SCHEMA = pa.schema([
-    pa.field("inquiry_id", pa.int64()),
-    pa.field("customer_id", pa.int64()),
-    pa.field("topic", pa.string()),
-])
+_TRUTH_CUSTOMERS_SCHEMA = pa.schema(
+    [
+        pa.field("customer_id", pa.int64()),
+        pa.field("customer_type", pa.string()),
+        pa.field("purchase_rate_per_day", pa.float64(), metadata={"unit": "orders per day, while alive"}),
+        pa.field("dropout_probability", pa.float64(), metadata={"unit": "probability of dropping out after each order"}),
+        pa.field("is_alive_at_end", pa.bool_()),
+        pa.field("mean_order_value", pa.float64(), metadata={"unit": "CNY, before coupon discounts"}),
+        pa.field("n_orders", pa.int64(), metadata={"unit": "good orders in the shop"}),
+        pa.field("n_orders_not_cancelled", pa.int64()),
+        pa.field("signup_at", pa.timestamp("s")),
+        pa.field("last_order_at", pa.timestamp("s"), metadata={"unit": "latest good order, null if none"}),
+    ]
+)
+_TRUTH_ASSIGNMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("campaign", pa.string()),
+        pa.field("customer_id", pa.int64()),
+        pa.field("is_treated", pa.bool_()),
+        pa.field(
+            "treatment_effect", pa.float64(), metadata={"unit": "increase in P(order in the coupon window) if treated; also for controls"}
+        ),
+        pa.field("redeemed", pa.bool_()),
+    ]
+)
+_TRUTH_INQUIRIES_SCHEMA = pa.schema(
+    [pa.field("inquiry_id", pa.int64()), pa.field("customer_id", pa.int64()), pa.field("topic", pa.string())]
+)
 _BAD_RULES = {
     "orders": ("null_key", "non_positive_amount", "orphan", "future_timestamp"),
     "order_items": ("non_positive_amount", "orphan", "duplicate"),
@@ -683,9 +906,18 @@ _TRUTH_SCHEMAS = {
 }
 
 
-def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end_date: dt.date,
-                truth_dir: pathlib.Path, chunk_customers: int, progress: Callable[[int], None] | None,
-                events: str = "none", events_days: int = 240, landing_dir: pathlib.Path | None = None) -> dict:
+def _write_shop(
+    sink: "_SqlSink | _DocumentSink",
+    customers: int,
+    seed: int,
+    end_date: dt.date,
+    truth_dir: pathlib.Path,
+    chunk_customers: int,
+    progress: Callable[[int], None] | None,
+    events: str = "none",
+    events_days: int = 240,
+    landing_dir: pathlib.Path | None = None,
+) -> dict:
     """Insert the catalogue and public coupons, then the customers chunk by chunk (with their events, unless
     `events` is "none": into the sink's `events` table or files in `landing_dir`); write the truth beside.
 
@@ -698,11 +930,30 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
     upfront_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     catalogue, product_rows = _make_catalogue(upfront_rng, product_count(customers), end_s)
     coupon_rows, welcome_id, double11 = _public_coupons(t0, end_date)
-    event_window = None if events == "none" else generate_events.event_window(
-        t0, end_s, events_days, catalogue, tuple(c[0] for c in CATEGORIES),
-        tuple(tuple(noun.lower() for noun in c[5]) for c in CATEGORIES))
-    ctx = _Context(seed, customers, t0, end_s, catalogue, _campaign_windows(end_date, t0), welcome_id, double11,
-                   plant_at_least_one=customers >= 200, events=event_window)
+    event_window = (
+        None
+        if events == "none"
+        else generate_events.event_window(
+            t0,
+            end_s,
+            events_days,
+            catalogue,
+            tuple(c[0] for c in CATEGORIES),
+            tuple(tuple(noun.lower() for noun in c[5]) for c in CATEGORIES),
+        )
+    )
+    ctx = _Context(
+        seed,
+        customers,
+        t0,
+        end_s,
+        catalogue,
+        _campaign_windows(end_date, t0),
+        welcome_id,
+        double11,
+        plant_at_least_one=customers >= 200,
+        events=event_window,
+    )
     truth_schemas = dict(_TRUTH_SCHEMAS)
     if event_window is not None:
         truth_schemas["event_sessions"] = generate_events.EVENT_SESSIONS_SCHEMA
@@ -727,13 +978,11 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
         for first_block in range(0, n_blocks, blocks_per_chunk):
             blocks = []
             for block in range(first_block, min(n_blocks, first_block + blocks_per_chunk)):
-                generated = _generate_block(ctx, block, min(BLOCK_CUSTOMERS, customers - block * BLOCK_CUSTOMERS),
-                                            next_id)
+                generated = _generate_block(ctx, block, min(BLOCK_CUSTOMERS, customers - block * BLOCK_CUSTOMERS), next_id)
                 for table, count in generated.rows_added.items():
                     next_id[table] += count
                 blocks.append(generated)
-            chunk = {name: _concat(parts) for name in SHOP_TABLES
-                     if (parts := [b.tables[name] for b in blocks if name in b.tables])}
+            chunk = {name: _concat(parts) for name in SHOP_TABLES if (parts := [b.tables[name] for b in blocks if name in b.tables])}
             browsing = [b.events for b in blocks if b.events is not None]
             if events == "table":
                 chunk[_EVENTS_TABLE] = generate_events.table_columns(browsing, event_window)
@@ -777,8 +1026,9 @@ def _write_shop(sink: "_SqlSink | _DocumentSink", customers: int, seed: int, end
     if isinstance(sink, _DocumentSink):  # rows that have no parent document to be embedded in
         summary["not_written"] = sink.not_written
     if event_window is not None:
-        summary["events"] = generate_events.events_summary(events, event_window, events_written, event_duplicates,
-                                                           dict(event_counts), event_file_count)
+        summary["events"] = generate_events.events_summary(
+            events, event_window, events_written, event_duplicates, dict(event_counts), event_file_count
+        )
     (truth_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -793,8 +1043,7 @@ def _campaign_windows(end_date: dt.date, t0: dt.datetime) -> tuple[_CampaignWind
         valid_from = end_date - dt.timedelta(days=campaign.days_before_end)
         valid_to = valid_from + dt.timedelta(days=campaign.window_days - 1)
         start_s = int((dt.datetime.combine(valid_from, dt.time()) - t0).total_seconds())
-        windows.append(_CampaignWindow(campaign, start_s, start_s + campaign.window_days * DAY_S,
-                                       valid_from, valid_to))
+        windows.append(_CampaignWindow(campaign, start_s, start_s + campaign.window_days * DAY_S, valid_from, valid_to))
     return tuple(windows)
 
 
@@ -871,12 +1120,10 @@ def _make_catalogue(rng: np.random.Generator, n_products: int, end_s: int) -> tu
     for i in range(n_products):
         cat = CATEGORIES[category[i]]
         nouns = cat[5]
-        names.append(f"{PRODUCT_ADJECTIVES[adjective[i]]} {nouns[int(noun_draw[i] * len(nouns))]} - "
-                     f"{PRODUCT_VARIANTS[variant[i]]}")
+        names.append(f"{PRODUCT_ADJECTIVES[adjective[i]]} {nouns[int(noun_draw[i] * len(nouns))]} - {PRODUCT_VARIANTS[variant[i]]}")
         skus.append(f"{cat[1]}-{ids[i]:06d}")
     created = -_uniform_int(rng, np.full(n_products, 30 * DAY_S), np.full(n_products, 700 * DAY_S))
-    updated = np.where(rng.random(n_products) < 0.4, _uniform_int(rng, np.zeros(n_products, np.int64),
-                                                                   np.full(n_products, end_s)), created)
+    updated = np.where(rng.random(n_products) < 0.4, _uniform_int(rng, np.zeros(n_products, np.int64), np.full(n_products, end_s)), created)
     rows = {
         "id": ids,
         "sku": np.array(skus, dtype=object),
@@ -963,17 +1210,16 @@ def _draw_customers(rng: np.random.Generator, n: int, end_s: int, first_id: int)
     rate = np.minimum(rng.gamma(_type_param("r")[ctype], 1.0 / _type_param("alpha")[ctype]), 1.0)
     dropout = rng.beta(_type_param("a")[ctype], _type_param("b")[ctype])
     spend_shape = _type_param("spend_shape")[ctype]
-    mean_order_cents = np.maximum(
-        2000.0, rng.gamma(spend_shape, _type_param("mean_order_value_cny")[ctype] * 100 / spend_shape))
+    mean_order_cents = np.maximum(2000.0, rng.gamma(spend_shape, _type_param("mean_order_value_cny")[ctype] * 100 / spend_shape))
     satisfaction = rng.normal(_type_param("satisfaction_mean")[ctype], 0.8)
     preferred_category = rng.choice(len(CATEGORIES), size=n, p=_CATEGORY_SHARE)
     is_zh = rng.random(n) < ZH_SHARE
-    return _Customers(first_id + np.arange(n, dtype=np.int64), ctype, signup, rate, dropout, mean_order_cents,
-                      satisfaction, preferred_category, is_zh)
+    return _Customers(
+        first_id + np.arange(n, dtype=np.int64), ctype, signup, rate, dropout, mean_order_cents, satisfaction, preferred_category, is_zh
+    )
 
 
-def _natural_orders(rng: np.random.Generator, cust: _Customers,
-                    end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _natural_orders(rng: np.random.Generator, cust: _Customers, end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Orders of the BG/NBD-like process: Poisson(rate) from signup, dropout with probability p after each.
 
     Some customers also order within an hour of signup. Returns each order's customer and time (sorted by
@@ -986,8 +1232,11 @@ def _natural_orders(rng: np.random.Generator, cust: _Customers,
     n_poisson = rng.poisson(cust.rate * (end_s - cust.signup) / DAY_S)
     orders_until_dropout = rng.geometric(np.maximum(cust.dropout, 1e-12))
     poisson_customer = np.repeat(np.arange(n), n_poisson)
-    poisson_time = cust.signup[poisson_customer] + 1 + _uniform_int(
-        rng, np.zeros(poisson_customer.size, np.int64), (end_s - 1 - cust.signup)[poisson_customer])
+    poisson_time = (
+        cust.signup[poisson_customer]
+        + 1
+        + _uniform_int(rng, np.zeros(poisson_customer.size, np.int64), (end_s - 1 - cust.signup)[poisson_customer])
+    )
     customer = np.concatenate([np.flatnonzero(has_first), poisson_customer])
     time = np.concatenate([first_at[has_first], poisson_time])
     order = np.lexsort((time, customer))
@@ -1001,8 +1250,9 @@ def _natural_orders(rng: np.random.Generator, cust: _Customers,
     return customer[kept], time[kept], is_alive_at_end, dropped_at
 
 
-def _assign_campaigns(rng: np.random.Generator, ctx: _Context, cust: _Customers, order_customer: np.ndarray,
-                      order_time: np.ndarray, dropped_at: np.ndarray) -> list[_Assignment]:
+def _assign_campaigns(
+    rng: np.random.Generator, ctx: _Context, cust: _Customers, order_customer: np.ndarray, order_time: np.ndarray, dropped_at: np.ndarray
+) -> list[_Assignment]:
     """Randomise eligible customers into treatment and control, and add the orders the coupons bring.
 
     A customer alive at the window's start orders in it anyway with P0 = 1 - exp(-rate * window days);
@@ -1028,10 +1278,17 @@ def _assign_campaigns(rng: np.random.Generator, ctx: _Context, cust: _Customers,
     return assignments
 
 
-def _apply_coupons(rng: np.random.Generator, ctx: _Context, assignments: list[_Assignment],
-                   personal_coupon_id: list[np.ndarray], order_customer: np.ndarray, order_time: np.ndarray,
-                   order_rank: np.ndarray, subtotal: np.ndarray,
-                   n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _apply_coupons(
+    rng: np.random.Generator,
+    ctx: _Context,
+    assignments: list[_Assignment],
+    personal_coupon_id: list[np.ndarray],
+    order_customer: np.ndarray,
+    order_time: np.ndarray,
+    order_rank: np.ndarray,
+    subtotal: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Coupon id and discount (cents) per order, and per campaign which customers redeemed.
 
     A treated customer's first order in the window that reaches the minimum spend uses the personal coupon;
@@ -1043,8 +1300,13 @@ def _apply_coupons(rng: np.random.Generator, ctx: _Context, assignments: list[_A
     redeemed_by_campaign = []
     for assignment, coupon_of_customer in zip(assignments, personal_coupon_id):
         window, c = assignment.window, assignment.window.campaign
-        candidate = (assignment.treated[order_customer] & (order_time >= window.start_s)
-                     & (order_time < window.stop_s) & (subtotal >= c.min_spend_cny * 100) & (coupon_id == MISSING))
+        candidate = (
+            assignment.treated[order_customer]
+            & (order_time >= window.start_s)
+            & (order_time < window.stop_s)
+            & (subtotal >= c.min_spend_cny * 100)
+            & (coupon_id == MISSING)
+        )
         idx = np.flatnonzero(candidate)
         _, first = np.unique(order_customer[idx], return_index=True)
         use = idx[first]
@@ -1058,8 +1320,13 @@ def _apply_coupons(rng: np.random.Generator, ctx: _Context, assignments: list[_A
     discount[welcome] = _discount_cents(subtotal[welcome], "percent", WELCOME_DISCOUNT_PERCENT)
     double11_draw = rng.random(n_orders)
     for d11_id, start_s, stop_s in ctx.double11:
-        use = ((order_time >= start_s) & (order_time < stop_s) & (coupon_id == MISSING)
-               & (subtotal >= DOUBLE11_MIN_SPEND_CNY * 100) & (double11_draw < DOUBLE11_USE_PROBABILITY))
+        use = (
+            (order_time >= start_s)
+            & (order_time < stop_s)
+            & (coupon_id == MISSING)
+            & (subtotal >= DOUBLE11_MIN_SPEND_CNY * 100)
+            & (double11_draw < DOUBLE11_USE_PROBABILITY)
+        )
         coupon_id[use] = d11_id
         discount[use] = DOUBLE11_DISCOUNT_CNY * 100
     return coupon_id, discount, redeemed_by_campaign
@@ -1078,27 +1345,30 @@ def _generate_block(ctx: _Context, block: int, n: int, next_id: dict[str, int]) 
     # Good orders, sorted by customer then time.
     order_customer = np.concatenate([natural_customer, *(a.induced_customer for a in assignments)])
     order_time = np.concatenate([natural_time, *(a.induced_time for a in assignments)])
-    induced_by = np.concatenate([np.full(natural_customer.size, -1)]
-                                + [np.full(a.induced_customer.size, j) for j, a in enumerate(assignments)])
+    induced_by = np.concatenate(
+        [np.full(natural_customer.size, -1)] + [np.full(a.induced_customer.size, j) for j, a in enumerate(assignments)]
+    )
     order = np.lexsort((order_time, order_customer))
     order_customer, order_time, induced_by = order_customer[order], order_time[order], induced_by[order]
     n_orders = order_customer.size
     order_rank, orders_per_customer, order_starts = _group_rank(order_customer, n)
 
-    coupon_table, personal_coupon_id = _personal_coupons(rng, ctx, [a.treated for a in assignments], cust.ids,
-                                                         cust.signup, next_id["coupons"])
+    coupon_table, personal_coupon_id = _personal_coupons(
+        rng, ctx, [a.treated for a in assignments], cust.ids, cust.signup, next_id["coupons"]
+    )
 
     # Lines: a target value around the customer's mean; a coupon-induced basket aims above the minimum spend.
     target_cents = rng.gamma(ORDER_VALUE_SHAPE, cust.mean_order_cents[order_customer] / ORDER_VALUE_SHAPE)
     for j, a in enumerate(assignments):
         boost = induced_by == j
         target_cents[boost] = np.maximum(target_cents[boost], 1.5 * a.window.campaign.min_spend_cny * 100)
-    lines = _order_lines(rng, ctx.catalogue, cust.preferred_category[order_customer], target_cents,
-                         cust.param("markdown_probability")[order_customer])
-    subtotal = np.bincount(lines["order"], weights=lines["quantity"] * lines["unit_price"],
-                           minlength=n_orders).astype(np.int64)
-    coupon_id, discount, redeemed_by_campaign = _apply_coupons(rng, ctx, assignments, personal_coupon_id,
-                                                               order_customer, order_time, order_rank, subtotal, n)
+    lines = _order_lines(
+        rng, ctx.catalogue, cust.preferred_category[order_customer], target_cents, cust.param("markdown_probability")[order_customer]
+    )
+    subtotal = np.bincount(lines["order"], weights=lines["quantity"] * lines["unit_price"], minlength=n_orders).astype(np.int64)
+    coupon_id, discount, redeemed_by_campaign = _apply_coupons(
+        rng, ctx, assignments, personal_coupon_id, order_customer, order_time, order_rank, subtotal, n
+    )
     return_probability = np.where(cust.unhappy, UNHAPPY_RETURN_PROBABILITY, RETURN_PROBABILITY)[order_customer]
     status, updated, delivered = _order_progress(rng, order_time, end_s, return_probability)
 
@@ -1115,18 +1385,53 @@ def _generate_block(ctx: _Context, block: int, n: int, next_id: dict[str, int]) 
     slot_id = next_id["orders"] + np.arange(n_slots, dtype=np.int64)
     good_order_id = slot_id[is_good_slot]
 
-    orders_table = _orders_table(good_order_id, cust.ids[order_customer], status, subtotal - discount, coupon_id,
-                                 order_time, updated, bad_orders, slot_id[nongood_slot[:n_planted]])
-    items_table, item_bad = _items_table(rng, ctx, lines, good_order_id, order_time,
-                                         slot_id[nongood_slot[n_planted:]], plant, next_id["order_items"])
-    reviews_table = _reviews(rng, ctx, lines, order_customer, delivered, status, cust.satisfaction, cust.ctype,
-                             language, cust.ids, next_id["reviews"])
-    inquiries_table, inquiry_topics = _inquiries(rng, end_s, n, orders_per_customer, order_starts, good_order_id,
-                                                 order_time, cust.signup, cust.unhappy, language, cust.ids,
-                                                 next_id["inquiries"])
-    carts_table, cart_items_table = _carts(rng, ctx, lines, order_customer, order_time, status, cust.signup,
-                                           is_alive_at_end, cust.preferred_category, cust.mean_order_cents,
-                                           cust.ctype, cust.ids, next_id["carts"], next_id["cart_items"])
+    orders_table = _orders_table(
+        good_order_id,
+        cust.ids[order_customer],
+        status,
+        subtotal - discount,
+        coupon_id,
+        order_time,
+        updated,
+        bad_orders,
+        slot_id[nongood_slot[:n_planted]],
+    )
+    items_table, item_bad = _items_table(
+        rng, ctx, lines, good_order_id, order_time, slot_id[nongood_slot[n_planted:]], plant, next_id["order_items"]
+    )
+    reviews_table = _reviews(
+        rng, ctx, lines, order_customer, delivered, status, cust.satisfaction, cust.ctype, language, cust.ids, next_id["reviews"]
+    )
+    inquiries_table, inquiry_topics = _inquiries(
+        rng,
+        end_s,
+        n,
+        orders_per_customer,
+        order_starts,
+        good_order_id,
+        order_time,
+        cust.signup,
+        cust.unhappy,
+        language,
+        cust.ids,
+        next_id["inquiries"],
+    )
+    carts_table, cart_items_table = _carts(
+        rng,
+        ctx,
+        lines,
+        order_customer,
+        order_time,
+        status,
+        cust.signup,
+        is_alive_at_end,
+        cust.preferred_category,
+        cust.mean_order_cents,
+        cust.ctype,
+        cust.ids,
+        next_id["carts"],
+        next_id["cart_items"],
+    )
     used = np.flatnonzero(coupon_id != MISSING)
     redemptions_table = {
         "id": next_id["coupon_redemptions"] + np.arange(used.size, dtype=np.int64),
@@ -1155,46 +1460,60 @@ def _generate_block(ctx: _Context, block: int, n: int, next_id: dict[str, int]) 
     has_orders = orders_per_customer > 0
     last_order[has_orders] = order_time[order_starts[has_orders] + orders_per_customer[has_orders] - 1]
     truth = {
-        "customers": pa.table({
-            "customer_id": cust.ids,
-            "customer_type": _TYPE_NAMES[cust.ctype].astype(str),
-            "purchase_rate_per_day": cust.rate,
-            "dropout_probability": cust.dropout,
-            "is_alive_at_end": is_alive_at_end,
-            "mean_order_value": cust.mean_order_cents / 100,
-            "n_orders": orders_per_customer.astype(np.int64),
-            "n_orders_not_cancelled": np.bincount(order_customer[status != "cancelled"], minlength=n).astype(np.int64),
-            "signup_at": _truth_times(ctx.t0, cust.signup),
-            "last_order_at": _truth_times(ctx.t0, last_order),
-        }, schema=_TRUTH_CUSTOMERS_SCHEMA),
-        "coupon_assignments": pa.concat_tables([
-            pa.table({
-                "campaign": np.full(a.eligible.sum(), a.window.campaign.name, dtype=object),
-                "customer_id": cust.ids[a.eligible],
-                "is_treated": a.treated[a.eligible],
-                "treatment_effect": a.effect[a.eligible],
-                "redeemed": redeemed[a.eligible],
-            }, schema=_TRUTH_ASSIGNMENTS_SCHEMA)
-            for a, redeemed in zip(assignments, redeemed_by_campaign)]),
-        "inquiries": pa.table({
-            "inquiry_id": inquiries_table["id"],
-            "customer_id": inquiries_table["customer_id"],
-            "topic": inquiry_topics,
-        }, schema=_TRUTH_INQUIRIES_SCHEMA),
+        "customers": pa.table(
+            {
+                "customer_id": cust.ids,
+                "customer_type": _TYPE_NAMES[cust.ctype].astype(str),
+                "purchase_rate_per_day": cust.rate,
+                "dropout_probability": cust.dropout,
+                "is_alive_at_end": is_alive_at_end,
+                "mean_order_value": cust.mean_order_cents / 100,
+                "n_orders": orders_per_customer.astype(np.int64),
+                "n_orders_not_cancelled": np.bincount(order_customer[status != "cancelled"], minlength=n).astype(np.int64),
+                "signup_at": _truth_times(ctx.t0, cust.signup),
+                "last_order_at": _truth_times(ctx.t0, last_order),
+            },
+            schema=_TRUTH_CUSTOMERS_SCHEMA,
+        ),
+        "coupon_assignments": pa.concat_tables(
+            [
+                pa.table(
+                    {
+                        "campaign": np.full(a.eligible.sum(), a.window.campaign.name, dtype=object),
+                        "customer_id": cust.ids[a.eligible],
+                        "is_treated": a.treated[a.eligible],
+                        "treatment_effect": a.effect[a.eligible],
+                        "redeemed": redeemed[a.eligible],
+                    },
+                    schema=_TRUTH_ASSIGNMENTS_SCHEMA,
+                )
+                for a, redeemed in zip(assignments, redeemed_by_campaign)
+            ]
+        ),
+        "inquiries": pa.table(
+            {"inquiry_id": inquiries_table["id"], "customer_id": inquiries_table["customer_id"], "topic": inquiry_topics},
+            schema=_TRUTH_INQUIRIES_SCHEMA,
+        ),
     }
     browsing = None
     if ctx.events is not None:
         history = generate_events.CustomerHistory(
-            customer_ids=cust.ids, customer_type=_TYPE_NAMES[cust.ctype], signup_s=cust.signup,
-            dropped_at_s=dropped_at, preferred_category=cust.preferred_category, order_customer=order_customer,
-            order_time_s=order_time, line_order=lines["order"], line_product=lines["product"],
-            line_quantity=lines["quantity"])
+            customer_ids=cust.ids,
+            customer_type=_TYPE_NAMES[cust.ctype],
+            signup_s=cust.signup,
+            dropped_at_s=dropped_at,
+            preferred_category=cust.preferred_category,
+            order_customer=order_customer,
+            order_time_s=order_time,
+            line_order=lines["order"],
+            line_product=lines["product"],
+            line_quantity=lines["quantity"],
+        )
         browsing = generate_events.block_events(
-            np.random.default_rng(np.random.SeedSequence(ctx.seed, spawn_key=(2, block))), ctx.events, history,
-            plant_at_least_one=plant)
+            np.random.default_rng(np.random.SeedSequence(ctx.seed, spawn_key=(2, block))), ctx.events, history, plant_at_least_one=plant
+        )
         truth["event_sessions"] = browsing.sessions
-    return _Block(tables=tables, rows_added=rows_added, truth=truth,
-                  bad={"orders": n_bad, "order_items": item_bad}, events=browsing)
+    return _Block(tables=tables, rows_added=rows_added, truth=truth, bad={"orders": n_bad, "order_items": item_bad}, events=browsing)
 
 
 def _truth_times(t0: dt.datetime, seconds: np.ndarray) -> pa.Array:
@@ -1225,14 +1544,18 @@ def _fill_pattern(pattern: str, draws: np.ndarray) -> str:
     return "".join(out)
 
 
-def _customer_rows(rng: np.random.Generator, customer_ids: np.ndarray, is_zh: np.ndarray, signup: np.ndarray,
-                   end_s: int, next_id: dict[str, int]) -> tuple[dict, dict, np.ndarray]:
+def _customer_rows(
+    rng: np.random.Generator, customer_ids: np.ndarray, is_zh: np.ndarray, signup: np.ndarray, end_s: int, next_id: dict[str, int]
+) -> tuple[dict, dict, np.ndarray]:
     """Customer and address rows (PII) for one block; also each customer's language."""
     n = customer_ids.size
     en_countries, en_p = zip(*EN_COUNTRIES)
     zh_countries, zh_p = zip(*ZH_COUNTRIES)
-    country = np.where(is_zh, np.array(zh_countries, dtype=object)[rng.choice(len(zh_p), n, p=zh_p)],
-                       np.array(en_countries, dtype=object)[rng.choice(len(en_p), n, p=en_p)])
+    country = np.where(
+        is_zh,
+        np.array(zh_countries, dtype=object)[rng.choice(len(zh_p), n, p=zh_p)],
+        np.array(en_countries, dtype=object)[rng.choice(len(en_p), n, p=en_p)],
+    )
     first_draw, last_draw = rng.random(n), rng.random(n)
     email_style, domain_draw = rng.integers(0, 4, n), rng.random(n)
     digits = rng.integers(0, 1 << 30, (n, 12))
@@ -1256,8 +1579,12 @@ def _customer_rows(rng: np.random.Generator, customer_ids: np.ndarray, is_zh: np
             last = EN_LAST_NAMES[int(last_draw[i] * len(EN_LAST_NAMES))]
             first_latin, last_latin, domains = first.lower(), last.lower(), EN_EMAIL_DOMAINS
             languages.append("en")
-        local = (f"{first_latin}.{last_latin}.{cid}", f"{first_latin}{last_latin}{cid}",
-                 f"{first_latin[0]}.{last_latin}{cid}", f"{last_latin}_{first_latin}{cid}")[email_style[i]]
+        local = (
+            f"{first_latin}.{last_latin}.{cid}",
+            f"{first_latin}{last_latin}{cid}",
+            f"{first_latin[0]}.{last_latin}{cid}",
+            f"{last_latin}_{first_latin}{cid}",
+        )[email_style[i]]
         emails.append(f"{local}@{domains[int(domain_draw[i] * len(domains))]}".lower())
         first_names.append(first)
         last_names.append(last)
@@ -1326,8 +1653,14 @@ def _coupon_code(prefix: str, coupon_id: np.ndarray) -> list[str]:
     return codes
 
 
-def _personal_coupons(rng: np.random.Generator, ctx: _Context, treated_by_campaign: list[np.ndarray],
-                      customer_ids: np.ndarray, signup: np.ndarray, first_id: int) -> tuple[dict, list[np.ndarray]]:
+def _personal_coupons(
+    rng: np.random.Generator,
+    ctx: _Context,
+    treated_by_campaign: list[np.ndarray],
+    customer_ids: np.ndarray,
+    signup: np.ndarray,
+    first_id: int,
+) -> tuple[dict, list[np.ndarray]]:
     """One coupon per treated customer and campaign; also, per campaign, the coupon id of each customer."""
     parts, coupon_of_customer, next_coupon = [], [], first_id
     for window, treated in zip(ctx.campaigns, treated_by_campaign):
@@ -1339,18 +1672,20 @@ def _personal_coupons(rng: np.random.Generator, ctx: _Context, treated_by_campai
         lookup[who] = ids
         coupon_of_customer.append(lookup)
         issued = np.maximum(signup[who], window.start_s - 15 * HOUR_S)
-        parts.append({
-            "id": ids,
-            "code": np.array(_coupon_code(c.code_prefix, ids), dtype=object),
-            "campaign": np.full(who.size, c.name, dtype=object),
-            "customer_id": customer_ids[who],
-            "discount_type": np.full(who.size, c.discount_type, dtype=object),
-            "discount_value": np.full(who.size, c.discount_value * 100, dtype=np.int64),
-            "valid_from": np.full(who.size, window.start_s // DAY_S, dtype=np.int64),
-            "valid_to": np.full(who.size, window.stop_s // DAY_S - 1, dtype=np.int64),
-            "created_at": issued,
-            "updated_at": issued,
-        })
+        parts.append(
+            {
+                "id": ids,
+                "code": np.array(_coupon_code(c.code_prefix, ids), dtype=object),
+                "campaign": np.full(who.size, c.name, dtype=object),
+                "customer_id": customer_ids[who],
+                "discount_type": np.full(who.size, c.discount_type, dtype=object),
+                "discount_value": np.full(who.size, c.discount_value * 100, dtype=np.int64),
+                "valid_from": np.full(who.size, window.start_s // DAY_S, dtype=np.int64),
+                "valid_to": np.full(who.size, window.stop_s // DAY_S - 1, dtype=np.int64),
+                "created_at": issued,
+                "updated_at": issued,
+            }
+        )
     return _concat(parts), coupon_of_customer
 
 
@@ -1362,8 +1697,9 @@ def _duplicate_positions(group: np.ndarray, product: np.ndarray, n_products: int
     return order[1:][repeated]
 
 
-def _pick_products(rng: np.random.Generator, catalogue: _Catalogue, category: np.ndarray,
-                   target_unit_cents: np.ndarray, group: np.ndarray) -> np.ndarray:
+def _pick_products(
+    rng: np.random.Generator, catalogue: _Catalogue, category: np.ndarray, target_unit_cents: np.ndarray, group: np.ndarray
+) -> np.ndarray:
     """Product index per line: near the target unit price within the category, weighted by popularity,
     distinct within each group (an order or a cart)."""
     start, stop = catalogue.category_start[category], catalogue.category_stop[category]
@@ -1384,8 +1720,7 @@ def _pick_products(rng: np.random.Generator, catalogue: _Catalogue, category: np
     raise RuntimeError("could not draw distinct products for every order; is the catalogue too small?")
 
 
-def _line_categories(rng: np.random.Generator, catalogue: _Catalogue, preferred: np.ndarray,
-                     unit_target_cents: np.ndarray) -> np.ndarray:
+def _line_categories(rng: np.random.Generator, catalogue: _Catalogue, preferred: np.ndarray, unit_target_cents: np.ndarray) -> np.ndarray:
     """Category per line: the customer's favourite when its price range holds the target unit price (with
     PREFERRED_CATEGORY_PROBABILITY), else a category by catalogue share, penalised outside its price range."""
     low = catalogue.price_cents[catalogue.category_start]
@@ -1395,13 +1730,17 @@ def _line_categories(rng: np.random.Generator, catalogue: _Catalogue, preferred:
     cumulative = np.cumsum(_CATEGORY_SHARE * np.exp(-4.0 * outside), axis=1)
     draw = rng.random(preferred.size) * cumulative[:, -1]
     by_share = np.minimum((cumulative <= draw[:, None]).sum(axis=1), len(CATEGORIES) - 1)
-    keep_preferred = (rng.random(preferred.size) < PREFERRED_CATEGORY_PROBABILITY) & (
-        outside[np.arange(preferred.size), preferred] == 0.0)
+    keep_preferred = (rng.random(preferred.size) < PREFERRED_CATEGORY_PROBABILITY) & (outside[np.arange(preferred.size), preferred] == 0.0)
     return np.where(keep_preferred, preferred, by_share)
 
 
-def _order_lines(rng: np.random.Generator, catalogue: _Catalogue, preferred_category: np.ndarray,
-                 target_cents: np.ndarray, markdown_probability: np.ndarray) -> dict[str, np.ndarray]:
+def _order_lines(
+    rng: np.random.Generator,
+    catalogue: _Catalogue,
+    preferred_category: np.ndarray,
+    target_cents: np.ndarray,
+    markdown_probability: np.ndarray,
+) -> dict[str, np.ndarray]:
     """Lines of the given orders: 1-5 distinct products, 1-3 units, list price or a markdown of 10-30 %."""
     n_orders = target_cents.size
     n_lines = 1 + rng.binomial(MAX_LINES_PER_ORDER - 1, target_cents / (target_cents + LINES_HALF_VALUE_CENTS))
@@ -1417,12 +1756,19 @@ def _order_lines(rng: np.random.Generator, catalogue: _Catalogue, preferred_cate
     marked_down = rng.random(line_order.size) < markdown_probability[line_order]
     markdown_percent = rng.choice(np.array([10, 15, 20, 30]), size=line_order.size)
     unit_price = np.where(marked_down, (list_price * (100 - markdown_percent) + 50) // 100, list_price)
-    return {"order": line_order, "position": position, "product": product, "quantity": quantity,
-            "unit_price": unit_price, "list_price": list_price}
+    return {
+        "order": line_order,
+        "position": position,
+        "product": product,
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "list_price": list_price,
+    }
 
 
-def _order_progress(rng: np.random.Generator, created: np.ndarray, end_s: int,
-                    return_probability: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _order_progress(
+    rng: np.random.Generator, created: np.ndarray, end_s: int, return_probability: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Status, last change and delivery time (MISSING if not delivered) of orders at the end of the history.
 
     An order is paid minutes (sometimes hours) after it is placed, ships within two days, arrives 1-5
@@ -1451,8 +1797,9 @@ def _order_progress(rng: np.random.Generator, created: np.ndarray, end_s: int,
     return status, updated, delivered_at
 
 
-def _bad_orders(rng: np.random.Generator, ctx: _Context, n_bad: dict[str, int], customer_ids: np.ndarray,
-                signup: np.ndarray) -> dict[str, np.ndarray]:
+def _bad_orders(
+    rng: np.random.Generator, ctx: _Context, n_bad: dict[str, int], customer_ids: np.ndarray, signup: np.ndarray
+) -> dict[str, np.ndarray]:
     """Orders with exactly one defect each, counted per rule; they have no items."""
     end_s = ctx.end_s
     kinds, customer, created, total = [], [], [], []
@@ -1478,8 +1825,14 @@ def _bad_orders(rng: np.random.Generator, ctx: _Context, n_bad: dict[str, int], 
     status, updated, _ = _order_progress(rng, created_all, end_s, np.full(created_all.size, RETURN_PROBABILITY))
     future = created_all >= end_s
     updated[future] = created_all[future]
-    return {"kind": np.array(kinds, dtype=object), "customer_id": np.concatenate(customer),
-            "created_at": created_all, "updated_at": updated, "status": status, "total": np.concatenate(total)}
+    return {
+        "kind": np.array(kinds, dtype=object),
+        "customer_id": np.concatenate(customer),
+        "created_at": created_all,
+        "updated_at": updated,
+        "status": status,
+        "total": np.concatenate(total),
+    }
 
 
 def _orders_table(good_id, customer_id, status, total, coupon_id, created, updated, bad, bad_id) -> dict:
@@ -1497,9 +1850,16 @@ def _orders_table(good_id, customer_id, status, total, coupon_id, created, updat
     }
 
 
-def _items_table(rng: np.random.Generator, ctx: _Context, lines: dict, good_order_id: np.ndarray,
-                 order_time: np.ndarray, deleted_order_id: np.ndarray, plant: bool,
-                 first_id: int) -> tuple[dict, dict[str, int]]:
+def _items_table(
+    rng: np.random.Generator,
+    ctx: _Context,
+    lines: dict,
+    good_order_id: np.ndarray,
+    order_time: np.ndarray,
+    deleted_order_id: np.ndarray,
+    plant: bool,
+    first_id: int,
+) -> tuple[dict, dict[str, int]]:
     """Order items: the good lines, plus lines with quantity <= 0, double submits and items of deleted orders."""
     n_good_lines = lines["order"].size
     order_id = [good_order_id[lines["order"]]]
@@ -1532,9 +1892,13 @@ def _items_table(rng: np.random.Generator, ctx: _Context, lines: dict, good_orde
     # A deleted order's lines look like any order's lines; only the order row is gone.
     n_deleted = deleted_order_id.size
     deleted_time = rng.integers(0, ctx.end_s, n_deleted)
-    deleted_lines = _order_lines(rng, ctx.catalogue, rng.choice(len(CATEGORIES), size=n_deleted, p=_CATEGORY_SHARE),
-                                 rng.gamma(ORDER_VALUE_SHAPE, 25_000 / ORDER_VALUE_SHAPE, n_deleted),
-                                 np.full(n_deleted, 0.08))
+    deleted_lines = _order_lines(
+        rng,
+        ctx.catalogue,
+        rng.choice(len(CATEGORIES), size=n_deleted, p=_CATEGORY_SHARE),
+        rng.gamma(ORDER_VALUE_SHAPE, 25_000 / ORDER_VALUE_SHAPE, n_deleted),
+        np.full(n_deleted, 0.08),
+    )
     order_id.append(deleted_order_id[deleted_lines["order"]])
     sequence.append(deleted_lines["position"].astype(np.float64))
     product.append(deleted_lines["product"])
@@ -1554,8 +1918,7 @@ def _items_table(rng: np.random.Generator, ctx: _Context, lines: dict, good_orde
         "created_at": created_all,
         "updated_at": created_all,
     }
-    bad = {"non_positive_amount": n_non_positive, "orphan": int(deleted_lines["order"].size),
-           "duplicate": n_duplicates}
+    bad = {"non_positive_amount": n_non_positive, "orphan": int(deleted_lines["order"].size), "duplicate": n_duplicates}
     return table, bad
 
 
@@ -1563,9 +1926,19 @@ def _rating_level(rating: np.ndarray) -> np.ndarray:
     return np.where(rating <= 2, 0, np.where(rating == 3, 1, 2))
 
 
-def _reviews(rng: np.random.Generator, ctx: _Context, lines: dict, order_customer: np.ndarray,
-             delivered: np.ndarray, status: np.ndarray, satisfaction: np.ndarray, ctype: np.ndarray,
-             language: np.ndarray, customer_ids: np.ndarray, first_id: int) -> dict:
+def _reviews(
+    rng: np.random.Generator,
+    ctx: _Context,
+    lines: dict,
+    order_customer: np.ndarray,
+    delivered: np.ndarray,
+    status: np.ndarray,
+    satisfaction: np.ndarray,
+    ctype: np.ndarray,
+    language: np.ndarray,
+    customer_ids: np.ndarray,
+    first_id: int,
+) -> dict:
     """Reviews of a share of delivered (or returned) lines; the rating follows the customer's satisfaction."""
     line_customer = order_customer[lines["order"]]
     line_delivered = delivered[lines["order"]]
@@ -1574,15 +1947,15 @@ def _reviews(rng: np.random.Generator, ctx: _Context, lines: dict, order_custome
     chosen = np.flatnonzero(wants & (line_delivered != MISSING) & (review_time < ctx.end_s))
     returned = status[lines["order"][chosen]] == "returned"
     customer = line_customer[chosen]
-    rating = np.clip(np.rint(3.7 + satisfaction[customer] + rng.normal(0.0, 0.9, chosen.size) - 2.2 * returned),
-                     1, 5).astype(np.int64)
+    rating = np.clip(np.rint(3.7 + satisfaction[customer] + rng.normal(0.0, 0.9, chosen.size) - 2.2 * returned), 1, 5).astype(np.int64)
     level = _rating_level(rating)
     product = lines["product"][chosen]
     fits = _FIT_CATEGORIES[ctx.catalogue.category[product]]
     aspect_draw = rng.integers(0, 1 << 30, (chosen.size, 6))
     edited = rng.random(chosen.size) < 0.1
-    updated = np.where(edited, np.minimum(review_time[chosen] + rng.integers(HOUR_S, 5 * DAY_S, chosen.size),
-                                          ctx.end_s - 1), review_time[chosen])
+    updated = np.where(
+        edited, np.minimum(review_time[chosen] + rng.integers(HOUR_S, 5 * DAY_S, chosen.size), ctx.end_s - 1), review_time[chosen]
+    )
     titles, bodies = [], []
     for k in range(chosen.size):
         lang = language[customer[k]]
@@ -1590,8 +1963,7 @@ def _reviews(rng: np.random.Generator, ctx: _Context, lines: dict, order_custome
         draws = aspect_draw[k]
         aspects = REVIEW_ASPECTS if fits[k] else REVIEW_ASPECTS[:-1]
         first_aspect = aspects[draws[0] % len(aspects)]
-        parts = [text_set["openers"][draws[1] % len(text_set["openers"])],
-                 text_set["aspects"][first_aspect][draws[2] % 2]]
+        parts = [text_set["openers"][draws[1] % len(text_set["openers"])], text_set["aspects"][first_aspect][draws[2] % 2]]
         if draws[3] % 2:
             second_aspect = aspects[(draws[0] + 1 + draws[4] % (len(aspects) - 1)) % len(aspects)]
             parts.append(text_set["aspects"][second_aspect][draws[2] // 2 % 2])
@@ -1611,10 +1983,20 @@ def _reviews(rng: np.random.Generator, ctx: _Context, lines: dict, order_custome
     }
 
 
-def _inquiries(rng: np.random.Generator, end_s: int, n: int, orders_per_customer: np.ndarray,
-               order_starts: np.ndarray, good_order_id: np.ndarray, order_time: np.ndarray, signup: np.ndarray,
-               unhappy: np.ndarray, language: np.ndarray, customer_ids: np.ndarray,
-               first_id: int) -> tuple[dict, np.ndarray]:
+def _inquiries(
+    rng: np.random.Generator,
+    end_s: int,
+    n: int,
+    orders_per_customer: np.ndarray,
+    order_starts: np.ndarray,
+    good_order_id: np.ndarray,
+    order_time: np.ndarray,
+    signup: np.ndarray,
+    unhappy: np.ndarray,
+    language: np.ndarray,
+    customer_ids: np.ndarray,
+    first_id: int,
+) -> tuple[dict, np.ndarray]:
     """Support inquiries: more for customers with many orders, and more complaints from unhappy ones."""
     expected = (0.08 + 0.06 * orders_per_customer) * np.where(unhappy, 1.6, 1.0)
     per_customer = rng.poisson(expected)
@@ -1628,17 +2010,18 @@ def _inquiries(rng: np.random.Generator, end_s: int, n: int, orders_per_customer
     horizon = np.where(has_order, np.minimum(10 * DAY_S, end_s - anchor), end_s - anchor)
     created = anchor + np.floor(rng.random(m) * horizon).astype(np.int64)
     topic_draw = rng.random(m)
-    topic_cdf = np.where(~has_order[:, None], np.cumsum(_NO_ORDER_TOPIC_PROBABILITY),
-                         np.where(unhappy[customer][:, None], np.cumsum(_UNHAPPY_TOPIC_PROBABILITY),
-                                  np.cumsum(_TOPIC_PROBABILITY)))
+    topic_cdf = np.where(
+        ~has_order[:, None],
+        np.cumsum(_NO_ORDER_TOPIC_PROBABILITY),
+        np.where(unhappy[customer][:, None], np.cumsum(_UNHAPPY_TOPIC_PROBABILITY), np.cumsum(_TOPIC_PROBABILITY)),
+    )
     topic = np.minimum((topic_cdf <= topic_draw[:, None]).sum(axis=1), len(INQUIRY_TOPICS) - 1)
     channel = rng.choice(len(INQUIRY_CHANNELS), size=m, p=_CHANNEL_PROBABILITY)
     resolved_at = created + 1800 + np.floor(rng.exponential(1.5 * DAY_S, m)).astype(np.int64)
     is_resolved = resolved_at < end_s
     pending = ~is_resolved & (end_s - created > 4 * HOUR_S) & (rng.random(m) < 0.6)
     status = np.where(is_resolved, "resolved", np.where(pending, "pending", "open")).astype(object)
-    updated = np.where(is_resolved, resolved_at,
-                       np.where(pending, _uniform_int(rng, created, np.full(m, end_s)), created))
+    updated = np.where(is_resolved, resolved_at, np.where(pending, _uniform_int(rng, created, np.full(m, end_s)), created))
     text_draw = rng.integers(0, 1 << 30, (m, 2))
     subjects, bodies = [], []
     for k in range(m):
@@ -1664,16 +2047,27 @@ def _inquiries(rng: np.random.Generator, end_s: int, n: int, orders_per_customer
     return table, np.array(INQUIRY_TOPICS, dtype=object)[topic].astype(str)
 
 
-def _carts(rng: np.random.Generator, ctx: _Context, lines: dict, order_customer: np.ndarray,
-           order_time: np.ndarray, status: np.ndarray, signup: np.ndarray, is_alive_at_end: np.ndarray,
-           preferred_category: np.ndarray, mean_order_cents: np.ndarray, ctype: np.ndarray,
-           customer_ids: np.ndarray, first_cart_id: int, first_item_id: int) -> tuple[dict, dict]:
+def _carts(
+    rng: np.random.Generator,
+    ctx: _Context,
+    lines: dict,
+    order_customer: np.ndarray,
+    order_time: np.ndarray,
+    status: np.ndarray,
+    signup: np.ndarray,
+    is_alive_at_end: np.ndarray,
+    preferred_category: np.ndarray,
+    mean_order_cents: np.ndarray,
+    ctype: np.ndarray,
+    customer_ids: np.ndarray,
+    first_cart_id: int,
+    first_item_id: int,
+) -> tuple[dict, dict]:
     """Carts: converted ones behind a quarter of the orders, and open or abandoned ones near the end."""
     end_s, n = ctx.end_s, signup.size
     # Converted: the order's lines were in a cart minutes to two days before the order.
     converted = np.flatnonzero((status != "cancelled") & (rng.random(order_time.size) < 0.25))
-    converted_created = np.maximum(signup[order_customer[converted]],
-                                   order_time[converted] - rng.integers(120, 2 * DAY_S, converted.size))
+    converted_created = np.maximum(signup[order_customer[converted]], order_time[converted] - rng.integers(120, 2 * DAY_S, converted.size))
     # Open (touched in the last week) and abandoned (untouched for 8-90 days) carts.
     cart_probability = _type_param("cart_probability")[ctype]
     draw = rng.random(n)
@@ -1688,17 +2082,19 @@ def _carts(rng: np.random.Generator, ctx: _Context, lines: dict, order_customer:
 
     cart_customer = np.concatenate([order_customer[converted], idle])
     cart_created = np.concatenate([converted_created, np.where(idle_open, open_created[idle], abandoned_created[idle])])
-    cart_updated = np.concatenate([order_time[converted],
-                                   np.where(idle_open, open_updated[idle], abandoned_updated[idle])])
-    cart_status = np.concatenate([np.full(converted.size, "converted", dtype=object),
-                                  np.where(idle_open, "open", "abandoned").astype(object)])
+    cart_updated = np.concatenate([order_time[converted], np.where(idle_open, open_updated[idle], abandoned_updated[idle])])
+    cart_status = np.concatenate(
+        [np.full(converted.size, "converted", dtype=object), np.where(idle_open, "open", "abandoned").astype(object)]
+    )
 
     # Items of idle carts: 1-4 distinct products, list price.
     n_idle_items = 1 + rng.choice(4, size=idle.size, p=[0.45, 0.3, 0.15, 0.1])
     idle_item_cart = np.repeat(np.arange(idle.size), n_idle_items)
-    category = np.where(rng.random(idle_item_cart.size) < PREFERRED_CATEGORY_PROBABILITY,
-                        preferred_category[idle][idle_item_cart],
-                        rng.choice(len(CATEGORIES), size=idle_item_cart.size, p=_CATEGORY_SHARE))
+    category = np.where(
+        rng.random(idle_item_cart.size) < PREFERRED_CATEGORY_PROBABILITY,
+        preferred_category[idle][idle_item_cart],
+        rng.choice(len(CATEGORIES), size=idle_item_cart.size, p=_CATEGORY_SHARE),
+    )
     target = rng.gamma(2.0, mean_order_cents[idle][idle_item_cart] / 4.0)
     idle_product = _pick_products(rng, ctx.catalogue, category, target, idle_item_cart)
     idle_quantity = 1 + (rng.random(idle_item_cart.size) < 0.2)

@@ -1,5 +1,6 @@
 """A generated shop written under a mapping's names (`crm generate-shop --schema woocommerce`): the canonical
 tables created first, then renamed to the shop layout a mapping in `conf/mappings/` reads."""
+
 from __future__ import annotations
 
 from sqlalchemy import inspect
@@ -19,8 +20,7 @@ def clear_renamed_tables(url: str, mapping: SourceMapping, replace: bool) -> Non
     renamed = [source.source for name, source in mapping.tables.items() if source.source != name]
     existing = [table for table in renamed if table in set(inspect(engine).get_table_names())]
     with engine.begin() as connection:
-        filled = [table for table in existing
-                  if connection.exec_driver_sql(f"SELECT 1 FROM {quote(table)} LIMIT 1").first() is not None]
+        filled = [table for table in existing if connection.exec_driver_sql(f"SELECT 1 FROM {quote(table)} LIMIT 1").first() is not None]
         refuse_filled_tables(url, filled, replace)
         for table in existing:
             connection.exec_driver_sql(f"DROP TABLE {quote(table)}")
@@ -34,7 +34,6 @@ def rename_shop(url: str, mapping: SourceMapping) -> None:
         for name, source in mapping.tables.items():
             for canonical, shop_column in source.columns.items():
                 if canonical != shop_column:
-                    connection.exec_driver_sql(
-                        f"ALTER TABLE {quote(name)} RENAME COLUMN {quote(canonical)} TO {quote(shop_column)}")
+                    connection.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME COLUMN {quote(canonical)} TO {quote(shop_column)}")
             if source.source != name:
                 connection.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME TO {quote(source.source)}")

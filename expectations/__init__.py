@@ -5,6 +5,7 @@ What is checked on a table is in the module of its layer, in one function: `bron
 `CRITICAL` stops the run (`jobs.validate.QualityGateError`), `WARNING` is only recorded (validation results,
 Data Docs, the run's quality summary).
 """
+
 from __future__ import annotations
 
 from types import ModuleType

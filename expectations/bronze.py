@@ -4,6 +4,7 @@ Rows checked: the run's batch only (`_batch_id` = the run date). An incremental 
 a table; every check passes on zero rows. Delete markers (`_op = 'D'`, from a key reconcile) carry only
 `id`, so no source column other than `id` is required to be set. Every check is critical.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -30,7 +31,8 @@ def expectations(table: str) -> list[gxe.Expectation]:
     required = [column.name for column in shop_schema.metadata.tables[table].columns] + list(BRONZE_COLUMNS)
     return [
         *columns_present_and_keyed(
-            required, "the canonical columns and the bronze bookkeeping columns are present (carried extra columns are fine)"),
+            required, "the canonical columns and the bronze bookkeeping columns are present (carried extra columns are fine)"
+        ),
         gxe.ExpectColumnValuesToNotBeNull(column="_op", severity=CRITICAL),
         gxe.ExpectColumnValuesToBeInSet(column="_op", value_set=list(OPERATIONS), severity=CRITICAL),
     ]

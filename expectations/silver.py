@@ -2,12 +2,14 @@
 
 Rows checked: the whole table (one row per `id`); for `events`, the rows the run date's batch brought
 (`batch_id`): the table grows by millions, and its older rows were checked on their night. A lake without
-events (`events.source: none`, or no file yet) has no silver/events, which is not a failure. Every table gets the rules of the canonical model
-(`model_expectations`): its columns present, `id` set and unique, every foreign-key column set. Then its own
+events (`events.source: none`, or no file yet) has no silver/events, which is not a failure. Every table gets
+the rules of the canonical model (`model_expectations`): its columns present, `id` set and unique, every foreign-key column set.
+Then its own
 rules (`table_expectations`), listed per table. `clean` quarantines rows that break the critical rules, so
 a critical failure here means a bug in `clean` or a bypassed lake; an enumeration outside its known values
 is a warning (a shop may add a status before the CRM knows it).
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -49,18 +51,26 @@ def expectations(table: str) -> list[gxe.Expectation]:
 def event_expectations() -> list[gxe.Expectation]:
     """silver/events: the rules `jobs/events.py` quarantines by, and what stitching and visits guarantee."""
     return [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(SILVER_COLUMNS), exact_match=True, severity=CRITICAL,
-                                         description="the columns `jobs/events.py` writes"),
-        gxe.ExpectColumnValuesToBeUnique(column="event_id", severity=CRITICAL,
-                                         description="each event once (duplicates by event_id are dropped)"),
-        *[gxe.ExpectColumnValuesToNotBeNull(column=column, severity=CRITICAL)
-          for column in ("event_id", "session_id", "visit_id", "visit_started_at", "event_type", "occurred_at",
-                         "event_date")],
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(SILVER_COLUMNS), exact_match=True, severity=CRITICAL, description="the columns `jobs/events.py` writes"
+        ),
+        gxe.ExpectColumnValuesToBeUnique(
+            column="event_id", severity=CRITICAL, description="each event once (duplicates by event_id are dropped)"
+        ),
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=column, severity=CRITICAL)
+            for column in ("event_id", "session_id", "visit_id", "visit_started_at", "event_type", "occurred_at", "event_date")
+        ],
         gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(shop_schema.EVENT_TYPES), severity=CRITICAL),
         gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(shop_schema.EVENT_CHANNELS), severity=CRITICAL),
         gxe.ExpectColumnValuesToBeInSet(column="identified_by", value_set=IDENTIFIED_BY, severity=CRITICAL),
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="occurred_at", column_B="visit_started_at", or_equal=True,
-                                                    severity=CRITICAL, description="a visit starts with its first event"),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="occurred_at",
+            column_B="visit_started_at",
+            or_equal=True,
+            severity=CRITICAL,
+            description="a visit starts with its first event",
+        ),
     ]
 
 
@@ -71,8 +81,9 @@ def model_expectations(table: str) -> list[gxe.Expectation]:
         *columns_present_and_keyed(columns, "every canonical column is present (carried extra columns are fine)"),
         gxe.ExpectColumnValuesToBeUnique(column="id", severity=CRITICAL),
         *[
-            gxe.ExpectColumnValuesToNotBeNull(column=column, severity=CRITICAL,
-                                              description=f"every {table} row references its {parent} row")
+            gxe.ExpectColumnValuesToNotBeNull(
+                column=column, severity=CRITICAL, description=f"every {table} row references its {parent} row"
+            )
             for column, parent in shop_schema.FOREIGN_KEYS.get(table, ())
         ],
     ]
@@ -82,37 +93,20 @@ def table_expectations(table: str) -> list[gxe.Expectation]:
     """The rules of one table beyond the model's (amounts in shop currency, quantities in units)."""
     rules: dict[str, list[gxe.Expectation]] = {
         "customers": [
-            gxe.ExpectTableRowCountToBeBetween(min_value=1, severity=CRITICAL,
-                                               description="a shop without customers is a broken extract"),
+            gxe.ExpectTableRowCountToBeBetween(min_value=1, severity=CRITICAL, description="a shop without customers is a broken extract"),
             gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL_PATTERN, severity=CRITICAL),
             gxe.ExpectColumnValuesToBeInSet(column="language", value_set=LANGUAGES, severity=WARNING),
         ],
-        "products": [
-            _positive("price"),
-        ],
-        "orders": [
-            _positive("total_amount"),
-            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ORDER_STATUSES, severity=WARNING),
-        ],
-        "order_items": [
-            _positive("quantity"),
-            _positive("unit_price"),
-        ],
-        "carts": [
-            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=CART_STATUSES, severity=WARNING),
-        ],
-        "cart_items": [
-            _positive("quantity"),
-            _positive("unit_price"),
-        ],
+        "products": [_positive("price")],
+        "orders": [_positive("total_amount"), gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ORDER_STATUSES, severity=WARNING)],
+        "order_items": [_positive("quantity"), _positive("unit_price")],
+        "carts": [gxe.ExpectColumnValuesToBeInSet(column="status", value_set=CART_STATUSES, severity=WARNING)],
+        "cart_items": [_positive("quantity"), _positive("unit_price")],
         "reviews": [
-            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=RATING_RANGE[0], max_value=RATING_RANGE[1],
-                                              severity=CRITICAL),
+            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=RATING_RANGE[0], max_value=RATING_RANGE[1], severity=CRITICAL),
             gxe.ExpectColumnValuesToBeInSet(column="language", value_set=LANGUAGES, severity=WARNING),
         ],
-        "inquiries": [
-            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=INQUIRY_STATUSES, severity=WARNING),
-        ],
+        "inquiries": [gxe.ExpectColumnValuesToBeInSet(column="status", value_set=INQUIRY_STATUSES, severity=WARNING)],
     }
     return rules.get(table, [])
 

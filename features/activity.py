@@ -9,6 +9,7 @@ computed today can count a few more of its anonymous events than it could on tha
 `gold/customer_activity` has the columns of `ACTIVITY_COLUMNS`; the churn features take the `CHURN_COLUMNS`
 part of it (`core/feature_schema.py`).
 """
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -23,8 +24,9 @@ from core.rundate import end_of
 CHURN_COLUMNS = ("views_30d", "visits_30d", "visits_previous_30d", "cart_adds_30d", "days_since_last_visit")
 
 
-def customer_activity(events: DataFrame | None, customers: DataFrame, purchase_lines: DataFrame, as_of: date,
-                      abandonment_days: int, top_categories: int) -> DataFrame:
+def customer_activity(
+    events: DataFrame | None, customers: DataFrame, purchase_lines: DataFrame, as_of: date, abandonment_days: int, top_categories: int
+) -> DataFrame:
     """One row per customer of `customers` (`customer_id`), with `as_of` and the columns of ACTIVITY_COLUMNS.
 
     `purchase_lines` are the purchased order lines known at `as_of`: customer_id, product_id, created_at.
@@ -35,19 +37,20 @@ def customer_activity(events: DataFrame | None, customers: DataFrame, purchase_l
         summary = customers.select("customer_id")
     else:
         known = events.where(F.col("customer_id").isNotNull() & (F.col("occurred_at") < F.lit(end_of(as_of))))
-        summary = (customers.select("customer_id")
-                   .join(_counts(known, as_of), "customer_id", "left")
-                   .join(_conversion(known, purchase_lines, as_of), "customer_id", "left")
-                   .join(_categories(known, as_of, top_categories), "customer_id", "left")
-                   .join(_abandoned(known, purchase_lines, as_of, abandonment_days), "customer_id", "left"))
+        summary = (
+            customers.select("customer_id")
+            .join(_counts(known, as_of), "customer_id", "left")
+            .join(_conversion(known, purchase_lines, as_of), "customer_id", "left")
+            .join(_categories(known, as_of, top_categories), "customer_id", "left")
+            .join(_abandoned(known, purchase_lines, as_of, abandonment_days), "customer_id", "left")
+        )
     typed = _typed(summary, as_of, [(name, kind) for name, kind, _ in ACTIVITY_COLUMNS])
     return typed.select(day.alias("as_of"), *typed.columns)
 
 
 def activity_counts(events: DataFrame | None, customers: DataFrame, as_of: date) -> DataFrame:
     """`customer_id` and the CHURN_COLUMNS of `customers` (the cheap part of customer_activity)."""
-    known = None if events is None else events.where(
-        F.col("customer_id").isNotNull() & (F.col("occurred_at") < F.lit(end_of(as_of))))
+    known = None if events is None else events.where(F.col("customer_id").isNotNull() & (F.col("occurred_at") < F.lit(end_of(as_of))))
     summary = customers if known is None else customers.join(_counts(known, as_of), "customer_id", "left")
     return _typed(summary, as_of, [(name, kind) for name, kind, _ in ACTIVITY_COLUMNS if name in CHURN_COLUMNS])
 
@@ -87,39 +90,55 @@ def _counts(events: DataFrame, as_of: date) -> DataFrame:
 
 
 def _conversion(events: DataFrame, purchase_lines: DataFrame, as_of: date) -> DataFrame:
-    viewed = (events.where((F.col("event_type") == "view") & F.col("product_id").isNotNull()
-                           & (F.col("occurred_at") >= _since(as_of, 30)))
-              .select("customer_id", "product_id").distinct())
-    bought = (purchase_lines.where(F.col("created_at") >= _since(as_of, 30))
-              .select("customer_id", "product_id").distinct().withColumn("_bought", F.lit(1)))
-    return viewed.join(bought, ["customer_id", "product_id"], "left").groupBy("customer_id").agg(
-        F.round(F.count("_bought") / F.count("*"), 4).alias("view_to_purchase_30d"))
+    viewed = (
+        events.where((F.col("event_type") == "view") & F.col("product_id").isNotNull() & (F.col("occurred_at") >= _since(as_of, 30)))
+        .select("customer_id", "product_id")
+        .distinct()
+    )
+    bought = (
+        purchase_lines.where(F.col("created_at") >= _since(as_of, 30))
+        .select("customer_id", "product_id")
+        .distinct()
+        .withColumn("_bought", F.lit(1))
+    )
+    return (
+        viewed.join(bought, ["customer_id", "product_id"], "left")
+        .groupBy("customer_id")
+        .agg(F.round(F.count("_bought") / F.count("*"), 4).alias("view_to_purchase_30d"))
+    )
 
 
 def _categories(events: DataFrame, as_of: date, top: int) -> DataFrame:
-    views = (events.where((F.col("event_type") == "view") & F.col("category").isNotNull()
-                          & (F.col("occurred_at") >= _since(as_of, 30)))
-             .groupBy("customer_id", "category").agg(F.count("*").alias("_views")))
+    views = (
+        events.where((F.col("event_type") == "view") & F.col("category").isNotNull() & (F.col("occurred_at") >= _since(as_of, 30)))
+        .groupBy("customer_id", "category")
+        .agg(F.count("*").alias("_views"))
+    )
     # Most views first; equal views: by name, so the list never depends on row order.
     ranked = F.sort_array(F.collect_list(F.struct(-F.col("_views"), F.col("category"))))
-    return views.groupBy("customer_id").agg(
-        F.array_join(F.slice(ranked, 1, top).getField("category"), ", ").alias("top_categories"))
+    return views.groupBy("customer_id").agg(F.array_join(F.slice(ranked, 1, top).getField("category"), ", ").alias("top_categories"))
 
 
 def _abandoned(events: DataFrame, purchase_lines: DataFrame, as_of: date, days: int) -> DataFrame:
     """Products viewed or carted in the last `days` days and not bought since (by the end of as_of)."""
-    interest = (events.where(F.col("event_type").isin("view", "add_to_cart") & F.col("product_id").isNotNull()
-                             & (F.col("occurred_at") >= _since(as_of, days)))
-                .groupBy("customer_id", "product_id")
-                .agg(F.max("occurred_at").alias("_last_seen"),
-                     F.max((F.col("event_type") == "add_to_cart").cast("int")).alias("_carted")))
+    interest = (
+        events.where(
+            F.col("event_type").isin("view", "add_to_cart")
+            & F.col("product_id").isNotNull()
+            & (F.col("occurred_at") >= _since(as_of, days))
+        )
+        .groupBy("customer_id", "product_id")
+        .agg(F.max("occurred_at").alias("_last_seen"), F.max((F.col("event_type") == "add_to_cart").cast("int")).alias("_carted"))
+    )
     last_bought = purchase_lines.groupBy("customer_id", "product_id").agg(F.max("created_at").alias("_bought_at"))
-    open_interest = (interest.join(last_bought, ["customer_id", "product_id"], "left")
-                     .where(F.col("_bought_at").isNull() | (F.col("_bought_at") < F.col("_last_seen"))))
+    open_interest = interest.join(last_bought, ["customer_id", "product_id"], "left").where(
+        F.col("_bought_at").isNull() | (F.col("_bought_at") < F.col("_last_seen"))
+    )
     recent_first = F.sort_array(F.collect_list(F.struct(-F.col("_last_seen").cast("long"), F.col("product_id"))))
     return open_interest.groupBy("customer_id").agg(
         F.count("*").alias("browse_abandoned_products"),
-        F.array_join(F.slice(recent_first, 1, ABANDONED_IDS_LISTED).getField("product_id").cast("array<string>"),
-                     ",").alias("browse_abandoned_product_ids"),
+        F.array_join(F.slice(recent_first, 1, ABANDONED_IDS_LISTED).getField("product_id").cast("array<string>"), ",").alias(
+            "browse_abandoned_product_ids"
+        ),
         F.sum("_carted").alias("cart_abandoned_products"),
     )

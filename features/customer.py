@@ -13,6 +13,7 @@ So the features of a past `as_of` computed today equal those computed on that da
 
 Amounts are in the shop's currency; days are whole days. `core/feature_schema.py` documents every column.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -55,7 +56,11 @@ def orders_as_of(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str
     """Orders known at `as_of` with `is_purchase`, `is_cancelled` and `is_returned` as they were then."""
     settled = changed_by(as_of)
     return known_at(orders, as_of).select(
-        "id", "customer_id", "created_at", "total_amount", "coupon_id",
+        "id",
+        "customer_id",
+        "created_at",
+        "total_amount",
+        "coupon_id",
         # Changed after as_of: still in progress then, a purchase (see the module docstring).
         (F.col("status").isin(list(purchase_statuses)) | ~settled).alias("is_purchase"),
         ((F.col("status") == CANCELLED) & settled).alias("is_cancelled"),
@@ -66,9 +71,12 @@ def orders_as_of(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str
 def purchased_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
     """The order lines of purchases known at `as_of`: customer_id, product_id, quantity, created_at (the order's)."""
     purchases = orders_as_of(silver["orders"], as_of, purchase_statuses).where("is_purchase")
-    return (known_at(silver["order_items"], as_of).select("order_id", "product_id", "quantity")
-            .join(purchases.select(F.col("id").alias("order_id"), "customer_id", "created_at"), "order_id")
-            .select("customer_id", "product_id", "quantity", "created_at"))
+    return (
+        known_at(silver["order_items"], as_of)
+        .select("order_id", "product_id", "quantity")
+        .join(purchases.select(F.col("id").alias("order_id"), "customer_id", "created_at"), "order_id")
+        .select("customer_id", "product_id", "quantity", "created_at")
+    )
 
 
 def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
@@ -80,11 +88,9 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
     day = F.lit(as_of)
     orders = orders_as_of(silver["orders"], as_of, purchase_statuses)
     purchases = orders.where("is_purchase")
-    customers = known_at(silver["customers"], as_of).select(
-        F.col("id").alias("customer_id"), F.col("created_at").alias("registered_at"))
+    customers = known_at(silver["customers"], as_of).select(F.col("id").alias("customer_id"), F.col("created_at").alias("registered_at"))
     frame = (
-        customers
-        .join(_purchase_summary(purchases, as_of), "customer_id", "left")
+        customers.join(_purchase_summary(purchases, as_of), "customer_id", "left")
         .join(_intervals(purchases), "customer_id", "left")
         .join(_order_outcomes(orders), "customer_id", "left")
         .join(_baskets(purchases, silver["order_items"], silver["products"], as_of), "customer_id", "left")
@@ -109,7 +115,8 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         F.coalesce("spend_last_90d", zero).cast(MONEY).alias("spend_last_90d"),
         F.coalesce("spend_previous_90d", zero).cast(MONEY).alias("spend_previous_90d"),
         F.when(F.col("spend_previous_90d") > 0, F.round(F.col("spend_last_90d") / F.col("spend_previous_90d"), 4))
-        .cast("double").alias("spend_trend"),
+        .cast("double")
+        .alias("spend_trend"),
         "avg_basket_units",
         "favourite_category",
         F.coalesce("categories_bought", zero).cast("int").alias("categories_bought"),
@@ -132,8 +139,11 @@ def satisfaction_score() -> Column:
     share still open at as_of, -1 to 0); null with neither. Point in time, so the churn model can learn it."""
     stars = (F.col("avg_rating") - 3) / 2
     inquiries = -F.col("open_inquiries") / F.col("inquiry_count")
-    return (F.when(stars.isNotNull() & inquiries.isNotNull(), F.round((stars + inquiries) / 2, 4))
-            .otherwise(F.round(F.coalesce(stars, inquiries), 4)).cast("double"))
+    return (
+        F.when(stars.isNotNull() & inquiries.isNotNull(), F.round((stars + inquiries) / 2, 4))
+        .otherwise(F.round(F.coalesce(stars, inquiries), 4))
+        .cast("double")
+    )
 
 
 def _purchase_summary(purchases: DataFrame, as_of: date) -> DataFrame:
@@ -157,8 +167,10 @@ def _intervals(purchases: DataFrame) -> DataFrame:
         purchases.select("customer_id", (seconds / 86400.0).alias("gap_days"))
         .where(F.col("gap_days").isNotNull())
         .groupBy("customer_id")
-        .agg(F.round(F.avg("gap_days"), 2).alias("mean_days_between_orders"),
-             F.round(F.stddev_samp("gap_days"), 2).alias("std_days_between_orders"))
+        .agg(
+            F.round(F.avg("gap_days"), 2).alias("mean_days_between_orders"),
+            F.round(F.stddev_samp("gap_days"), 2).alias("std_days_between_orders"),
+        )
     )
 
 
@@ -172,7 +184,8 @@ def _order_outcomes(orders: DataFrame) -> DataFrame:
 def _baskets(purchases: DataFrame, order_items: DataFrame, products: DataFrame, as_of: date) -> DataFrame:
     """Units per purchase, and the category mix: the category with the most spend, and how many were bought."""
     lines = (
-        known_at(order_items, as_of).select("order_id", "product_id", "quantity", "unit_price")
+        known_at(order_items, as_of)
+        .select("order_id", "product_id", "quantity", "unit_price")
         .join(purchases.select(F.col("id").alias("order_id"), "customer_id"), "order_id")
         .join(products.select(F.col("id").alias("product_id"), "category"), "product_id", "left")
     )
@@ -180,12 +193,15 @@ def _baskets(purchases: DataFrame, order_items: DataFrame, products: DataFrame, 
         F.round(F.sum("quantity") / F.countDistinct("order_id"), 2).alias("avg_basket_units"),
         F.countDistinct("category").alias("categories_bought"),
     )
-    spend = lines.where(F.col("category").isNotNull()).groupBy("customer_id", "category").agg(
-        F.sum(F.col("quantity") * F.col("unit_price")).alias("category_spend"))
+    spend = (
+        lines.where(F.col("category").isNotNull())
+        .groupBy("customer_id", "category")
+        .agg(F.sum(F.col("quantity") * F.col("unit_price")).alias("category_spend"))
+    )
     # Most spend first; equal spend: the first category by name, so the result never depends on row order.
     favourite = spend.groupBy("customer_id").agg(
-        F.sort_array(F.collect_list(F.struct(-F.col("category_spend"), F.col("category"))))[0]["category"]
-        .alias("favourite_category"))
+        F.sort_array(F.collect_list(F.struct(-F.col("category_spend"), F.col("category"))))[0]["category"].alias("favourite_category")
+    )
     return units.join(favourite, "customer_id", "left")
 
 
@@ -193,26 +209,36 @@ def _carts(carts: DataFrame, cart_items: DataFrame, as_of: date) -> DataFrame:
     """Value of the carts open at `as_of`, and of those abandoned by then."""
     settled = changed_by(as_of)
     states = known_at(carts, as_of).select(
-        F.col("id").alias("cart_id"), "customer_id",
+        F.col("id").alias("cart_id"),
+        "customer_id",
         ((F.col("status") == "open") | ~settled).alias("is_open"),
         ((F.col("status") == "abandoned") & settled).alias("is_abandoned"),
     )
     value = F.col("quantity") * F.col("unit_price")
     return (
-        known_at(cart_items, as_of).select("cart_id", value.alias("value"))
+        known_at(cart_items, as_of)
+        .select("cart_id", value.alias("value"))
         .join(states, "cart_id")
         .groupBy("customer_id")
-        .agg(F.sum(F.when(F.col("is_open"), F.col("value"))).alias("open_cart_value"),
-             F.sum(F.when(F.col("is_abandoned"), F.col("value"))).alias("abandoned_cart_value"))
+        .agg(
+            F.sum(F.when(F.col("is_open"), F.col("value"))).alias("open_cart_value"),
+            F.sum(F.when(F.col("is_abandoned"), F.col("value"))).alias("abandoned_cart_value"),
+        )
     )
 
 
 def _reviews(reviews: DataFrame, as_of: date) -> DataFrame:
-    return known_at(reviews, as_of).groupBy("customer_id").agg(
-        F.count("*").alias("review_count"), F.round(F.avg("rating"), 2).alias("avg_rating"))
+    return (
+        known_at(reviews, as_of)
+        .groupBy("customer_id")
+        .agg(F.count("*").alias("review_count"), F.round(F.avg("rating"), 2).alias("avg_rating"))
+    )
 
 
 def _inquiries(inquiries: DataFrame, as_of: date) -> DataFrame:
     still_open = F.col("resolved_at").isNull() | (F.col("resolved_at") >= F.lit(end_of(as_of)))
-    return known_at(inquiries, as_of).groupBy("customer_id").agg(
-        F.count("*").alias("inquiry_count"), F.count(F.when(still_open, 1)).alias("open_inquiries"))
+    return (
+        known_at(inquiries, as_of)
+        .groupBy("customer_id")
+        .agg(F.count("*").alias("inquiry_count"), F.count(F.when(still_open, 1)).alias("open_inquiries"))
+    )

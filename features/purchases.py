@@ -9,6 +9,7 @@ without repeats). lifetimes calls x `frequency`; here `frequency` is not used, s
 number of purchases. Values are order totals (after discounts) of orders that count as purchases at `as_of`:
 cancelled and returned orders are left out, never line items (see `features.customer.orders_as_of`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,7 +29,8 @@ HISTORY_COLUMNS = ("customer_id", *PURCHASE_MODEL_INPUTS, "mean_repeat_order_val
 def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
     """One row per customer with a purchase by `as_of`: the columns of `HISTORY_COLUMNS` (days, shop currency)."""
     days = (
-        orders_as_of(orders, as_of, purchase_statuses).where("is_purchase")
+        orders_as_of(orders, as_of, purchase_statuses)
+        .where("is_purchase")
         .groupBy("customer_id", F.to_date("created_at").alias("day"))
         .agg(F.sum("total_amount").cast("double").alias("value"))
     )
@@ -45,14 +47,15 @@ def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence
         F.col("repeat_purchase_days").cast("long").alias("repeat_purchase_days"),
         F.col("purchase_span_days").cast("double").alias("purchase_span_days"),
         F.col("days_since_first_purchase").cast("double").alias("days_since_first_purchase"),
-        F.when(F.col("repeat_purchase_days") > 0,
-               (F.col("_total") - F.col("_first_value")) / F.col("repeat_purchase_days"))
-        .otherwise(F.lit(0.0)).alias("mean_repeat_order_value"),
+        F.when(F.col("repeat_purchase_days") > 0, (F.col("_total") - F.col("_first_value")) / F.col("repeat_purchase_days"))
+        .otherwise(F.lit(0.0))
+        .alias("mean_repeat_order_value"),
     )
 
 
-def with_future_purchases(customers: DataFrame, orders: DataFrame, as_of: date, horizon_days: int,
-                          purchase_statuses: Sequence[str]) -> DataFrame:
+def with_future_purchases(
+    customers: DataFrame, orders: DataFrame, as_of: date, horizon_days: int, purchase_statuses: Sequence[str]
+) -> DataFrame:
     """Add what happened after `as_of`: `purchases_in_horizon` (purchase days in the next `horizon_days`
     days) and `is_churned` (none), as known at the horizon's end.
 
@@ -64,8 +67,11 @@ def with_future_purchases(customers: DataFrame, orders: DataFrame, as_of: date, 
     bought = (
         orders_as_of(orders, horizon_end, purchase_statuses)
         .where(F.col("is_purchase") & (F.col("created_at") >= F.lit(end_of(as_of))))
-        .groupBy("customer_id").agg(F.count_distinct(F.to_date("created_at")).alias("purchases_in_horizon"))
+        .groupBy("customer_id")
+        .agg(F.count_distinct(F.to_date("created_at")).alias("purchases_in_horizon"))
     )
-    return (customers.join(bought, "customer_id", "left")
-            .withColumn("purchases_in_horizon", F.coalesce("purchases_in_horizon", F.lit(0)).cast("long"))
-            .withColumn("is_churned", F.col("purchases_in_horizon") == 0))
+    return (
+        customers.join(bought, "customer_id", "left")
+        .withColumn("purchases_in_horizon", F.coalesce("purchases_in_horizon", F.lit(0)).cast("long"))
+        .withColumn("is_churned", F.col("purchases_in_horizon") == 0)
+    )

@@ -5,6 +5,7 @@ customer view before anything is written, and writes, for every campaign, its el
 their group (treatment, control, suppressed) and reason (models/campaigns.py). "Contacted recently" looks
 only at earlier run dates in gold, so a rerun of a date writes the same audiences.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,26 +62,60 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
     export adds the contact.
     """
     day = F.col("as_of") == F.lit(run_date)
-    features = lake.read("gold", "customer_features").where(day).select(
-        *[name for name in FEATURE_NAMES if name != "as_of"],
-        *[F.col(measure).alias(crm) for measure, crm in CRM_NAMES["customer_segments"].items()])
-    segments = lake.read("gold", "customer_segments").where(day).select(
-        "customer_id", "segment", "previous_segment", F.col("changed_at").alias("segment_since"), "rfm_code",
-        "r_score", "f_score", "m_score", "cluster_id")
-    scores = lake.read("gold", "customer_scores").where(day).select(
-        "customer_id", "churn_probability", "churn_risk", "p_alive", "expected_orders_30d", "expected_orders_90d",
-        "expected_orders_365d", "expected_order_value", "clv_12m", "next_order_date")
-    profile = lake.read("gold", "customer_profile").where(day).select(
-        "customer_id", "language", "country", "accepts_marketing", F.col("email").isNotNull().alias("has_email"),
-        "registered_at")
+    features = (
+        lake.read("gold", "customer_features")
+        .where(day)
+        .select(
+            *[name for name in FEATURE_NAMES if name != "as_of"],
+            *[F.col(measure).alias(crm) for measure, crm in CRM_NAMES["customer_segments"].items()],
+        )
+    )
+    segments = (
+        lake.read("gold", "customer_segments")
+        .where(day)
+        .select(
+            "customer_id",
+            "segment",
+            "previous_segment",
+            F.col("changed_at").alias("segment_since"),
+            "rfm_code",
+            "r_score",
+            "f_score",
+            "m_score",
+            "cluster_id",
+        )
+    )
+    scores = (
+        lake.read("gold", "customer_scores")
+        .where(day)
+        .select(
+            "customer_id",
+            "churn_probability",
+            "churn_risk",
+            "p_alive",
+            "expected_orders_30d",
+            "expected_orders_90d",
+            "expected_orders_365d",
+            "expected_order_value",
+            "clv_12m",
+            "next_order_date",
+        )
+    )
+    profile = (
+        lake.read("gold", "customer_profile")
+        .where(day)
+        .select("customer_id", "language", "country", "accepts_marketing", F.col("email").isNotNull().alias("has_email"), "registered_at")
+    )
     ranks = scores.where(F.col("clv_12m").isNotNull()).select(
-        "customer_id", F.percent_rank().over(Window.orderBy("clv_12m")).alias("clv_12m_rank"))
+        "customer_id", F.percent_rank().over(Window.orderBy("clv_12m")).alias("clv_12m_rank")
+    )
     satisfaction = lake.read("gold", "customer_satisfaction").where(day).select("customer_id", "satisfaction_score")
-    likely = lake.read("gold", "category_propensity").where(day & (F.col("rank") == 1)).select(
-        "customer_id", F.col("category").alias("likely_category"),
-        F.col("probability").alias("likely_category_probability"))
-    offers = lake.read("gold", "coupon_offers").where(day).select(
-        "customer_id", F.col("coupon").alias("offered_coupon"), "expected_uplift")
+    likely = (
+        lake.read("gold", "category_propensity")
+        .where(day & (F.col("rank") == 1))
+        .select("customer_id", F.col("category").alias("likely_category"), F.col("probability").alias("likely_category_probability"))
+    )
+    offers = lake.read("gold", "coupon_offers").where(day).select("customer_id", F.col("coupon").alias("offered_coupon"), "expected_uplift")
     activity = lake.read("gold", "customer_activity").where(day).drop("as_of", "run_id")
     activity = activity.select("customer_id", *[name for name in activity.columns if name not in features.columns])
     view = features
@@ -93,10 +128,15 @@ def contacted_recently(lake: Lake, run_date: date, cooldown_days: int) -> DataFr
     """Customers in the treatment group of any campaign on a run date within `cooldown_days` before `run_date`."""
     if cooldown_days == 0 or not lake.exists("gold", TABLE):
         return lake.spark.createDataFrame([], "customer_id long")
-    return (lake.read("gold", TABLE)
-            .where(F.col("as_of").between(F.lit(run_date - timedelta(days=cooldown_days)), F.lit(run_date - timedelta(days=1)))
-                   & (F.col("audience_group") == "treatment"))
-            .select("customer_id").distinct())
+    return (
+        lake.read("gold", TABLE)
+        .where(
+            F.col("as_of").between(F.lit(run_date - timedelta(days=cooldown_days)), F.lit(run_date - timedelta(days=1)))
+            & (F.col("audience_group") == "treatment")
+        )
+        .select("customer_id")
+        .distinct()
+    )
 
 
 def preview(settings: Settings, run_date: date | None = None) -> list[str]:
@@ -107,16 +147,19 @@ def preview(settings: Settings, run_date: date | None = None) -> list[str]:
     with spark_session(settings, "campaigns") as spark:
         lake = Lake(spark, settings.lake_dir)
         if not lake.exists("gold", "customer_scores"):
-            raise ValueError(f"no gold customer view in {settings.lake_dir / 'gold'} to check the campaigns against; "
-                             "run a night first: crm run --date YYYY-MM-DD")
+            raise ValueError(
+                f"no gold customer view in {settings.lake_dir / 'gold'} to check the campaigns against; "
+                "run a night first: crm run --date YYYY-MM-DD"
+            )
         day = run_date or lake.read("gold", "customer_scores").agg(F.max("as_of")).first()[0]
         view = customer_view(lake, day).cache()
-        lines = [f"{len(campaigns)} campaign(s) in {folder}, checked against the customer view of {day} "
-                 f"({view.count():,} customers):"]
+        lines = [f"{len(campaigns)} campaign(s) in {folder}, checked against the customer view of {day} ({view.count():,} customers):"]
         for campaign in campaigns:
             check_expressions(campaign, view, str(folder / f"{campaign.name}.yaml"))
             selected = view.where(F.expr(campaign.audience)).count()
             cap = f", at most {campaign.max_audience:,}" if campaign.max_audience else ""
-            lines.append(f"  {campaign.priority:>4}  {campaign.name:<24} {selected:>8,} selected{cap}, "
-                         f"{campaign.channel}, control {campaign.control_share:.0%}: {campaign.description}")
+            lines.append(
+                f"  {campaign.priority:>4}  {campaign.name:<24} {selected:>8,} selected{cap}, "
+                f"{campaign.channel}, control {campaign.control_share:.0%}: {campaign.description}"
+            )
     return lines

@@ -22,6 +22,7 @@ Rules, first match wins:
 - `orphan`: a reference to a row that is not in the parent's silver table (children of quarantined or
   deleted rows follow them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,10 +52,7 @@ POSITIVE_COLUMNS: dict[str, tuple[str, ...]] = {
     "products": ("price",),
 }
 #: A line repeating these columns of an earlier line (lower id) is a duplicate.
-DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {
-    "order_items": ("order_id", "product_id"),
-    "cart_items": ("cart_id", "product_id"),
-}
+DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {"order_items": ("order_id", "product_id"), "cart_items": ("cart_id", "product_id")}
 RATING_RANGE = (1, 5)
 #: What an e-mail address must look like: something, one @, a domain with a dot, no spaces.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
@@ -79,14 +77,16 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         modes = batch_modes(lake, run_date)
         if not modes:  # no batch to apply (a backfill behind the lake extracts none): silver stays as it is
             later = later_night(lake, run_date)
-            log.warning("no bronze batch for %s%s: silver left as it is", run_date,
-                        f" (the lake holds the later night of {later})" if later else "")
+            log.warning(
+                "no bronze batch for %s%s: silver left as it is", run_date, f" (the lake holds the later night of {later})" if later else ""
+            )
             return {name: {"skipped": True, "later_night": later} for name in shop_schema.SHOP_TABLES}
         before = silver_versions_before(lake, run_date, run_id)
         for wave in load_waves():  # parents before children; the tables of a wave at once
             results = for_each_table(
                 lambda name: clean_table(lake, name, run_date, run_id, modes.get(name, "full"), before.get(name)),
-                wave, settings.spark.parallel_tables,
+                wave,
+                settings.spark.parallel_tables,
             )
             for name, table_counts in results.items():
                 counts[name] = table_counts
@@ -107,7 +107,8 @@ def silver_versions_before(lake: Lake, run_date: date, run_id: str) -> dict[str,
     versions = {name: lake.version("silver", name) for name in shop_schema.SHOP_TABLES}
     recorded = lake.spark.createDataFrame(
         [(name, run_date.isoformat(), version, run_id) for name, version in versions.items()],
-        "table string, batch_id string, version_before long, run_id string")
+        "table string, batch_id string, version_before long, run_id string",
+    )
     lake.merge(recorded, "silver", APPLIED_TABLE, keys=["table", "batch_id"])
     return versions
 
@@ -129,8 +130,7 @@ def batch_modes(lake: Lake, run_date: date) -> dict[str, str]:
     return {row["table"]: row["mode"] for row in rows}
 
 
-def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
-                version_before: int | None) -> dict[str, object]:
+def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str, version_before: int | None) -> dict[str, object]:
     """Apply one table's batch to silver (MERGE, or a rebuild from a full batch) and quarantine its bad rows.
 
     The batch is judged against silver as it was before the batch (`version_before`, Delta time travel)
@@ -139,13 +139,11 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
     table = shop_schema.metadata.tables[name]
     batch = lake.read("bronze", name).where(F.col("_batch_id") == run_date.isoformat())
     carried = [c for c in batch.columns if c not in {col.name for col in table.columns} and c not in BRONZE_COLUMNS]
-    parents = {column: lake.read("silver", parent).select("id")
-               for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())}
+    parents = {column: lake.read("silver", parent).select("id") for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())}
     rebuild = mode == "full" or version_before is None
     existing = None if rebuild else lake.read("silver", name, version=version_before)
     # Checkpointed: silver changes below, and these rows must not be recomputed against the new silver.
-    flagged = flag_invalid_rows(batch.where(F.col("_op") == "U"), table, run_date, parents, existing,
-                                carried).localCheckpoint(eager=True)
+    flagged = flag_invalid_rows(batch.where(F.col("_op") == "U"), table, run_date, parents, existing, carried).localCheckpoint(eager=True)
     deletes = batch.where(F.col("_op") == "D").select("id").distinct()
     valid = current_state(flagged.where(F.col("_rule").isNull()), table, carried)
     rejected = flagged.where(F.col("_rule").isNotNull())
@@ -158,27 +156,28 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
         # Rows of this batch (changed or deleted) are decided by the batch; only the others can be orphaned.
         orphaned = orphaned_by_parents(existing, name, parents, batch.select("id").where(F.col("id").isNotNull()))
         # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned.
-        rejected_newest = (rejected.join(valid.select("id"), "id", "left_anti")
-                           .join(in_silver, "id", "left_semi").select("id", "updated_at"))
+        rejected_newest = rejected.join(valid.select("id"), "id", "left_anti").join(in_silver, "id", "left_semi").select("id", "updated_at")
         shop_deletes = deletes.join(rejected_newest, "id", "left_anti").join(in_silver, "id", "left_semi")
         changes = (
             # Rows read again (the overlap) whose version silver already has change nothing.
-            valid.join(in_silver, (valid["id"] == in_silver["id"]) & (valid["updated_at"] == F.col("_silver_updated_at")),
-                       "left_anti").withColumn("_action", F.lit("upsert"))
+            valid.join(in_silver, (valid["id"] == in_silver["id"]) & (valid["updated_at"] == F.col("_silver_updated_at")), "left_anti")
+            .withColumn("_action", F.lit("upsert"))
             .unionByName(_removals(rejected_newest, "remove", valid))
             .unionByName(_removals(shop_deletes.withColumn("updated_at", F.lit(None).cast("timestamp")), "delete", valid))
-            .unionByName(_removals(orphaned.select("id", F.lit(None).cast("timestamp").alias("updated_at")),
-                                   "delete", valid))
+            .unionByName(_removals(orphaned.select("id", F.lit(None).cast("timestamp").alias("updated_at")), "delete", valid))
         ).localCheckpoint(eager=True)
         applied = {"inserted": 0, "updated": 0, "deleted": 0}
         if not changes.isEmpty():
             applied = lake.merge(
-                changes, "silver", name, keys=["id"],
-                delete_when="s._action = 'delete' OR (s._action = 'remove' AND "
-                            "(s.updated_at IS NULL OR s.updated_at >= t.updated_at))",
+                changes,
+                "silver",
+                name,
+                keys=["id"],
+                delete_when="s._action = 'delete' OR (s._action = 'remove' AND (s.updated_at IS NULL OR s.updated_at >= t.updated_at))",
                 update_when="s._action = 'upsert' AND s.updated_at >= t.updated_at",
                 insert_when="s._action = 'upsert'",
-                control_columns=["_action"], evolve=bool(carried),
+                control_columns=["_action"],
+                evolve=bool(carried),
             )
         quarantine = quarantined(rejected, run_date, run_id).unionByName(quarantined(orphaned, run_date, run_id))
     quarantine = quarantine.localCheckpoint(eager=True)
@@ -194,39 +193,49 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str,
 
 def _removals(keys: DataFrame, action: str, like: DataFrame) -> DataFrame:
     """Rows of `like`'s columns for keys to take out of silver: `id`, `updated_at`, `_action`, the rest null."""
-    return keys.select(*[
-        F.col(field.name) if field.name in ("id", "updated_at")
-        else F.lit(None).cast(field.dataType).alias(field.name)
-        for field in like.schema.fields
-    ], F.lit(action).alias("_action"))
+    return keys.select(
+        *[
+            F.col(field.name) if field.name in ("id", "updated_at") else F.lit(None).cast(field.dataType).alias(field.name)
+            for field in like.schema.fields
+        ],
+        F.lit(action).alias("_action"),
+    )
 
 
-def orphaned_by_parents(existing: DataFrame, name: str, parents: dict[str, DataFrame],
-                        in_batch: DataFrame) -> DataFrame:
+def orphaned_by_parents(existing: DataFrame, name: str, parents: dict[str, DataFrame], in_batch: DataFrame) -> DataFrame:
     """Silver rows (not in this batch) whose parent is no longer in the parent's silver, flagged as orphans."""
     table = shop_schema.metadata.tables[name]
     rows = None
     for column, parent_keys in parents.items():
         keys = parent_keys.select(F.col("id").alias("_parent"))
-        children = existing.where(F.col(column).isNotNull()).join(
-            keys, existing[column] == F.col("_parent"), "left_anti")
+        children = existing.where(F.col(column).isNotNull()).join(keys, existing[column] == F.col("_parent"), "left_anti")
         flagged = children.select(
             *existing.columns,
             F.lit("orphan").alias("_rule"),
-            F.format_string(f"{column} = %s: {_parent_of(name, column)}.id %s left silver (deleted or quarantined)",
-                            F.col(column).cast("string"), F.col(column).cast("string")).alias("_reason"),
+            F.format_string(
+                f"{column} = %s: {_parent_of(name, column)}.id %s left silver (deleted or quarantined)",
+                F.col(column).cast("string"),
+                F.col(column).cast("string"),
+            ).alias("_reason"),
         )
         rows = flagged if rows is None else rows.unionByName(flagged)
     if rows is None:
-        return existing.limit(0).withColumns({"_rule": F.lit(None).cast("string"), "_reason": F.lit(None).cast("string"),
-                                              "_source_row": F.lit(None).cast("string")})
+        return existing.limit(0).withColumns(
+            {"_rule": F.lit(None).cast("string"), "_reason": F.lit(None).cast("string"), "_source_row": F.lit(None).cast("string")}
+        )
     rows = rows.dropDuplicates(["id"]).join(in_batch, "id", "left_anti")
     source_row = F.to_json(F.struct(*[F.col(c.name).cast("string") for c in table.columns]))
     return rows.withColumn("_source_row", source_row).localCheckpoint(eager=True)
 
 
-def flag_invalid_rows(batch: DataFrame, table: Table, run_date: date, parents: dict[str, DataFrame],
-                      existing: DataFrame | None = None, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:
+def flag_invalid_rows(
+    batch: DataFrame,
+    table: Table,
+    run_date: date,
+    parents: dict[str, DataFrame],
+    existing: DataFrame | None = None,
+    carried: list[str] | tuple[str, ...] = (),
+) -> DataFrame:
     """Typed rows of one table with `_rule` and `_reason` set where a rule fails (null when valid).
 
     `parents` maps each reference column to the parent's valid keys (a DataFrame with column `id`);
@@ -259,33 +268,57 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
     """The rules that look at one row at a time, in order of precedence."""
     name = table.name
     end_of_day = end_of(run_date)
-    checks = [Check("wrong_type", F.col(UNREADABLE).isNotNull(), F.col(UNREADABLE)),
-              Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null"))]
+    checks = [
+        Check("wrong_type", F.col(UNREADABLE).isNotNull(), F.col(UNREADABLE)),
+        Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null")),
+    ]
     for column, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
-        checks.append(Check("null_key", F.col(column).isNull(),
-                            F.lit(f"{name}.{column} is null: every {name} row needs its {parent} row")))
+        checks.append(Check("null_key", F.col(column).isNull(), F.lit(f"{name}.{column} is null: every {name} row needs its {parent} row")))
     for column in table.columns:
         if isinstance(column.type, (DateTime, Date)):
             raw = F.col(f"_raw_{column.name}")
-            checks.append(Check(
-                "invalid_value", raw.isNotNull() & F.col(column.name).isNull(),
-                F.format_string(f"{name}.{column.name} = '%s': not a valid {'timestamp' if isinstance(column.type, DateTime) else 'date'}", raw),
-            ))
+            checks.append(
+                Check(
+                    "invalid_value",
+                    raw.isNotNull() & F.col(column.name).isNull(),
+                    F.format_string(
+                        f"{name}.{column.name} = '%s': not a valid {'timestamp' if isinstance(column.type, DateTime) else 'date'}", raw
+                    ),
+                )
+            )
     for column in POSITIVE_COLUMNS.get(name, ()):
-        checks.append(Check("non_positive_amount", F.col(column) <= 0,
-                            F.format_string(f"{name}.{column} = %s: must be > 0", F.col(column).cast("string"))))
+        checks.append(
+            Check(
+                "non_positive_amount",
+                F.col(column) <= 0,
+                F.format_string(f"{name}.{column} = %s: must be > 0", F.col(column).cast("string")),
+            )
+        )
     if name == "customers":
-        checks.append(Check("invalid_email", F.col("email").isNotNull() & ~F.col("email").rlike(EMAIL_PATTERN),
-                            F.format_string("customers.email = '%s': not an e-mail address", F.col("email"))))
+        checks.append(
+            Check(
+                "invalid_email",
+                F.col("email").isNotNull() & ~F.col("email").rlike(EMAIL_PATTERN),
+                F.format_string("customers.email = '%s': not an e-mail address", F.col("email")),
+            )
+        )
     if name == "reviews":
         low, high = RATING_RANGE
-        checks.append(Check("out_of_range", ~F.col("rating").between(low, high),
-                            F.format_string(f"reviews.rating = %s: must be {low} to {high}", F.col("rating").cast("string"))))
+        checks.append(
+            Check(
+                "out_of_range",
+                ~F.col("rating").between(low, high),
+                F.format_string(f"reviews.rating = %s: must be {low} to {high}", F.col("rating").cast("string")),
+            )
+        )
     for column in ("created_at", "updated_at"):
-        checks.append(Check(
-            "future_timestamp", F.col(column) >= F.lit(end_of_day),
-            F.format_string(f"{name}.{column} = %s: after the run date {run_date.isoformat()}", F.col(column).cast("string")),
-        ))
+        checks.append(
+            Check(
+                "future_timestamp",
+                F.col(column) >= F.lit(end_of_day),
+                F.format_string(f"{name}.{column} = %s: after the run date {run_date.isoformat()}", F.col(column).cast("string")),
+            )
+        )
     return checks
 
 
@@ -303,13 +336,17 @@ def with_duplicate_rule(flagged: DataFrame, table_name: str, existing: DataFrame
     earliest = lines.groupBy(*keys).agg(F.min("id").alias("_earliest"))
     joined = flagged.join(earliest, list(keys), "left")
     is_duplicate = F.col("_rule").isNull() & (F.col("id") != F.col("_earliest"))
-    reason = F.format_string(
-        f"{table_name}: repeats line id %s ({', '.join(keys)} equal)", F.col("_earliest").cast("string")
+    reason = F.format_string(f"{table_name}: repeats line id %s ({', '.join(keys)} equal)", F.col("_earliest").cast("string"))
+    return (
+        joined.withColumns(
+            {
+                "_reason": F.when(is_duplicate, reason).otherwise(F.col("_reason")),
+                "_rule": F.when(is_duplicate, F.lit("duplicate")).otherwise(F.col("_rule")),
+            }
+        )
+        .drop("_earliest")
+        .select(*flagged.columns)
     )
-    return joined.withColumns({
-        "_reason": F.when(is_duplicate, reason).otherwise(F.col("_reason")),
-        "_rule": F.when(is_duplicate, F.lit("duplicate")).otherwise(F.col("_rule")),
-    }).drop("_earliest").select(*flagged.columns)
 
 
 def with_orphan_rule(flagged: DataFrame, column: str, parent_keys: DataFrame, parent: str) -> DataFrame:
@@ -319,10 +356,12 @@ def with_orphan_rule(flagged: DataFrame, column: str, parent_keys: DataFrame, pa
     joined = flagged.join(keys, flagged[column] == keys[f"_parent_{column}"], "left")
     is_orphan = F.col("_rule").isNull() & F.col(marker).isNull()
     reason = F.format_string(f"{column} = %s: no such {parent}.id (or it is quarantined)", F.col(column).cast("string"))
-    return joined.withColumns({
-        "_reason": F.when(is_orphan, reason).otherwise(F.col("_reason")),
-        "_rule": F.when(is_orphan, F.lit("orphan")).otherwise(F.col("_rule")),
-    }).drop(marker, f"_parent_{column}")
+    return joined.withColumns(
+        {
+            "_reason": F.when(is_orphan, reason).otherwise(F.col("_reason")),
+            "_rule": F.when(is_orphan, F.lit("orphan")).otherwise(F.col("_rule")),
+        }
+    ).drop(marker, f"_parent_{column}")
 
 
 def current_state(valid: DataFrame, table: Table, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:

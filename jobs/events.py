@@ -45,6 +45,7 @@ events: one commit, so a killed run leaves silver as it was, and a rerun of the 
 and updates nothing. Batches whose silver step did not run (a night that failed after bronze) are applied by
 the next run (`silver/_event_batches` records the batches applied).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,11 +85,18 @@ UNFINISHED_SUFFIXES = (".tmp", ".partial", ".inprogress", ".crc")
 SOURCE_COLUMNS = tuple(column.name for column in shop_schema.events.columns)
 #: A clock difference between the tracker and this machine tolerated before an event is in the future.
 CLOCK_SKEW = timedelta(minutes=10)
-LEDGER_SCHEMA = pa.schema([
-    ("file", pa.string()), ("size", pa.int64()), ("sha256", pa.string()),
-    ("modified_at", pa.timestamp("us", tz="UTC")), ("batch_id", pa.string()), ("rows", pa.int64()),
-    ("run_id", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC")),
-])
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("size", pa.int64()),
+        ("sha256", pa.string()),
+        ("modified_at", pa.timestamp("us", tz="UTC")),
+        ("batch_id", pa.string()),
+        ("rows", pa.int64()),
+        ("run_id", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,7 @@ def landing_files(folder: Path) -> list[LandingFile]:
         if path.name.lower().endswith(UNFINISHED_SUFFIXES) or path.suffix.lower() not in JSON_SUFFIXES + PARQUET_SUFFIXES:
             continue
         stat = path.stat()
-        found.append(LandingFile(path, relative.as_posix(), stat.st_size,
-                                 datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+        found.append(LandingFile(path, relative.as_posix(), stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
     return found
 
 
@@ -158,8 +165,7 @@ class Ledger:
     by_file: dict[tuple[str, int, datetime], tuple[str, str]]  # (name, size, modified_at) -> (batch, sha256)
 
 
-def plan_landing(files: list[LandingFile], ledger: Ledger, run_date: date, now: datetime,
-                 settle_seconds: int) -> LandingPlan:
+def plan_landing(files: list[LandingFile], ledger: Ledger, run_date: date, now: datetime, settle_seconds: int) -> LandingPlan:
     """Which files to read tonight: settled, complete, and not read by an earlier batch (by checksum).
 
     A file whose name, size and modification time are in the ledger is not read again to be hashed: it is
@@ -169,8 +175,7 @@ def plan_landing(files: list[LandingFile], ledger: Ledger, run_date: date, now: 
     for file in files:
         age = (now - file.modified_at).total_seconds()
         if age < settle_seconds:
-            waiting.append((file, f"changed {max(age, 0):.0f} s before the night started "
-                                  f"(events.settle_seconds: {settle_seconds})"))
+            waiting.append((file, f"changed {max(age, 0):.0f} s before the night started (events.settle_seconds: {settle_seconds})"))
             continue
         known = ledger.by_file.get((file.name, file.size, file.modified_at))
         if known is None:
@@ -246,14 +251,19 @@ def landing_report(settings: Settings, run_date: date) -> list[str]:
     plan = plan_landing(files, read_ledger(lake), run_date, datetime.now(timezone.utc), config.settle_seconds)
     rows = {}
     if lake.exists("bronze", LEDGER_TABLE):
-        rows = {(row["sha256"], row["batch_id"]): row["rows"]
-                for row in lake.read("bronze", LEDGER_TABLE, ["sha256", "batch_id", "rows"]).to_pylist()}
+        rows = {
+            (row["sha256"], row["batch_id"]): row["rows"]
+            for row in lake.read("bronze", LEDGER_TABLE, ["sha256", "batch_id", "rows"]).to_pylist()
+        }
     states = {file.name: f"already {why}" for file, why in plan.already}
     states |= {file.name: f"waiting: {why}" for file, why in plan.waiting}
     for file in plan.ingest:
         read = rows.get((file.sha256, run_date.isoformat()))
-        states[file.name] = (f"read by the night of {run_date} ({read:,} events); a rerun reads it again"
-                             if read is not None else f"new: the night of {run_date} reads it")
+        states[file.name] = (
+            f"read by the night of {run_date} ({read:,} events); a rerun reads it again"
+            if read is not None
+            else f"new: the night of {run_date} reads it"
+        )
     width = max(len(file.name) for file in files)
     lines += [f"  {file.name:<{width}} {file.size / 2**20:>9.1f} MB  {states[file.name]}" for file in files]
     return lines
@@ -295,8 +305,11 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
             for frame in frames[1:]:
                 batch = batch.unionByName(frame)
             batch = batch.select(
-                *SOURCE_COLUMNS, "_corrupt", "_source",
-                F.lit(batch_id).alias("_batch_id"), F.lit(run_id).alias("_run_id"),
+                *SOURCE_COLUMNS,
+                "_corrupt",
+                "_source",
+                F.lit(batch_id).alias("_batch_id"),
+                F.lit(run_id).alias("_run_id"),
                 F.lit(started.replace(tzinfo=None)).cast("timestamp").alias("_extracted_at"),
                 F.to_date(F.expr("try_cast(occurred_at AS timestamp)")).alias("event_date"),
             )
@@ -304,19 +317,20 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
             rows = lake.rows_written("bronze", TABLE)
         elif lake.exists("bronze", TABLE) and lake.has_rows("bronze", TABLE, {"_batch_id": batch_id}):
             # A rerun that finds nothing new: its earlier batch stays (its files are in the ledger).
-            rows = ArrowLake(lake.root).read("bronze", TABLE, ["_batch_id"],
-                                             where=_batch_filter(batch_id)).num_rows
+            rows = ArrowLake(lake.root).read("bronze", TABLE, ["_batch_id"], where=_batch_filter(batch_id)).num_rows
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     if plan.ingest:
         _record_files(lake, plan.ingest, batch_id, run_id, started)
-    summary.update({
-        "bronze_rows": rows,
-        "files_ingested": len(plan.ingest),
-        "files_already_ingested": len(plan.already),
-        "files_waiting": [f"{file.name}: {why}" for file, why in plan.waiting],
-    })
+    summary.update(
+        {
+            "bronze_rows": rows,
+            "files_ingested": len(plan.ingest),
+            "files_already_ingested": len(plan.already),
+            "files_waiting": [f"{file.name}: {why}" for file, why in plan.waiting],
+        }
+    )
     return summary
 
 
@@ -332,13 +346,15 @@ def _file_frames(spark, files: list[LandingFile]) -> list:
     if json_files:
         # Every field as text: Spark gives a JSON object's raw text for a string field (properties), and
         # typing happens in silver, where a bad value is quarantined with its reason.
-        schema = StructType([StructField(name, StringType()) for name in SOURCE_COLUMNS]
-                            + [StructField("_corrupt", StringType())])
-        frame = (spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
-                 .json([str(file.path) for file in json_files]))
+        schema = StructType([StructField(name, StringType()) for name in SOURCE_COLUMNS] + [StructField("_corrupt", StringType())])
+        frame = (
+            spark.read.schema(schema)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", "_corrupt")
+            .json([str(file.path) for file in json_files])
+        )
         # Each row's file, by its landing name (Spark names it by URI: a small lookup, broadcast).
-        names = spark.createDataFrame([(uri, file.name) for file in json_files for uri in _uris(file.path)],
-                                      "_path string, _source string")
+        names = spark.createDataFrame([(uri, file.name) for file in json_files for uri in _uris(file.path)], "_path string, _source string")
         frame = frame.withColumn("_path", F.col("_metadata.file_path"))
         frames.append(frame.join(F.broadcast(names), "_path", "left").drop("_path"))
     for file in parquet_files:  # one at a time: trackers' Parquet files need not share a schema
@@ -375,17 +391,21 @@ def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: 
     config = settings.events
     url = settings.shop.url
     if db.is_document_shop(url):
-        raise ValueError(f"events.source {config.source!r}: a document shop has no events table; "
-                         f"use events.source: files (event files in {config.landing_dir})")
+        raise ValueError(
+            f"events.source {config.source!r}: a document shop has no events table; "
+            f"use events.source: files (event files in {config.landing_dir})"
+        )
     engine = db.engine(url)
     try:
         names = set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
     if config.table not in names:
-        raise ValueError(f"events.source {config.source!r}: the shop {db.masked(url)} has no table "
-                         f"{config.table!r} (events.table); expected columns {', '.join(SOURCE_COLUMNS)}")
-    quote = '`' if db.kind(url) == "mysql" else '"'
+        raise ValueError(
+            f"events.source {config.source!r}: the shop {db.masked(url)} has no table "
+            f"{config.table!r} (events.table); expected columns {', '.join(SOURCE_COLUMNS)}"
+        )
+    quote = "`" if db.kind(url) == "mysql" else '"'
     columns = ", ".join(f"{quote}{name}{quote}" for name in SOURCE_COLUMNS)
     query = f"SELECT {columns} FROM {quote}{config.table}{quote}"
     if not first_night:
@@ -409,16 +429,19 @@ def _record_files(lake: Lake, files: list[LandingFile], batch_id: str, run_id: s
     if arrow.exists("bronze", TABLE):
         counted = arrow.read("bronze", TABLE, ["_source"], where=_batch_filter(batch_id)).column("_source")
         rows_by_file = {row["values"]: row["counts"] for row in pc.value_counts(counted).to_pylist()}
-    ledger = pa.table({
-        "file": [file.name for file in files],
-        "size": [file.size for file in files],
-        "sha256": [file.sha256 for file in files],
-        "modified_at": [file.modified_at for file in files],
-        "batch_id": [batch_id] * len(files),
-        "rows": [int(rows_by_file.get(file.name, 0)) for file in files],
-        "run_id": [run_id] * len(files),
-        "ingested_at": [started] * len(files),
-    }, schema=LEDGER_SCHEMA)
+    ledger = pa.table(
+        {
+            "file": [file.name for file in files],
+            "size": [file.size for file in files],
+            "sha256": [file.sha256 for file in files],
+            "modified_at": [file.modified_at for file in files],
+            "batch_id": [batch_id] * len(files),
+            "rows": [int(rows_by_file.get(file.name, 0)) for file in files],
+            "run_id": [run_id] * len(files),
+            "ingested_at": [started] * len(files),
+        },
+        schema=LEDGER_SCHEMA,
+    )
     arrow.replace_partition(ledger, "bronze", LEDGER_TABLE, {"batch_id": batch_id})
 
 
@@ -444,7 +467,8 @@ def apply_batches(lake: Lake, settings: Settings, run_date: date, run_id: str) -
     counts = apply_events(lake, bronze, settings, run_date, run_id, None if backfill else settings.events.late_days)
     recorded = lake.spark.createDataFrame(
         [(b, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for b in batches],
-        "batch_id string, run_id string, applied_at timestamp")
+        "batch_id string, run_id string, applied_at timestamp",
+    )
     lake.merge(recorded, "silver", APPLIED_TABLE, keys=["batch_id"])
     return {"batches_applied": batches, **counts}
 
@@ -456,8 +480,7 @@ def applied_batches(lake: Lake) -> set[str]:
     return set(ArrowLake(lake.root).read("silver", APPLIED_TABLE, ["batch_id"]).column("batch_id").to_pylist())
 
 
-def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id: str,
-                 late_days: int | None) -> dict[str, int]:
+def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id: str, late_days: int | None) -> dict[str, int]:
     """Type, check and deduplicate bronze rows, then stitch and sessionise their sessions into silver (one
     MERGE); `late_days` None: no event is too late (a backfill)."""
     config = settings.events
@@ -486,30 +509,54 @@ def apply_events(lake: Lake, bronze, settings: Settings, run_date: date, run_id:
         rows = sessionised(stitched(combined), config.session_gap_minutes).localCheckpoint(eager=True)
         if exists:
             result = lake.merge(
-                rows, "silver", TABLE, keys=["event_id"],
+                rows,
+                "silver",
+                TABLE,
+                keys=["event_id"],
                 target_condition=f"t.event_date >= '{(earliest - timedelta(days=config.late_days + 1)).isoformat()}'",
                 update_when="NOT (t.customer_id <=> s.customer_id AND t.identified_by <=> s.identified_by "
-                            "AND t.visit_id <=> s.visit_id AND t.visit_started_at <=> s.visit_started_at)",
+                "AND t.visit_id <=> s.visit_id AND t.visit_started_at <=> s.visit_started_at)",
             )
         else:
             lake.overwrite(rows, "silver", TABLE, partition_by=("event_date",))
             result = {"inserted": lake.rows_written("silver", TABLE), "updated": 0}
         inserted, restitched = result["inserted"], result["updated"]
     quarantine = rejected.select(
-        "event_id", F.col("_rule").alias("rule"), F.col("_reason").alias("reason"),
-        F.col("_source_row").alias("source_row"), F.lit(run_id).alias("run_id"), F.lit(run_date).alias("run_date"),
+        "event_id",
+        F.col("_rule").alias("rule"),
+        F.col("_reason").alias("reason"),
+        F.col("_source_row").alias("source_row"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(run_date).alias("run_date"),
     ).localCheckpoint(eager=True)
     bad = quarantine.count()
     if bad or not lake.exists("silver", QUARANTINE_TABLE) or lake.has_rows("silver", QUARANTINE_TABLE, {"run_date": run_date}):
         lake.replace_partition(quarantine, "silver", QUARANTINE_TABLE, {"run_date": run_date})
-    return {"silver_inserted": inserted, "silver_restitched": restitched,
-            "duplicates": duplicates_in_batch + duplicates_in_silver, "quarantined": bad}
+    return {
+        "silver_inserted": inserted,
+        "silver_restitched": restitched,
+        "duplicates": duplicates_in_batch + duplicates_in_silver,
+        "quarantined": bad,
+    }
 
 
 #: Silver's columns before stitching and sessionising.
-EVENT_COLUMNS_IN = ("event_id", "customer_id", "source_customer_id", "session_id", "event_type", "product_id",
-                    "category", "channel", "occurred_at", "event_date", "properties", "source", "batch_id",
-                    "ingested_at")
+EVENT_COLUMNS_IN = (
+    "event_id",
+    "customer_id",
+    "source_customer_id",
+    "session_id",
+    "event_type",
+    "product_id",
+    "category",
+    "channel",
+    "occurred_at",
+    "event_date",
+    "properties",
+    "source",
+    "batch_id",
+    "ingested_at",
+)
 
 
 #: silver/events, in order: column -> (type, meaning). The table in docs/events.md is generated from it.
@@ -538,14 +585,14 @@ SILVER_COLUMNS = tuple(SILVER_EVENT_COLUMNS)
 def flag_invalid_events(bronze, run_date: date, late_days: int | None):
     """Bronze rows typed, with `_rule` and `_reason` of the first rule each breaks (null when valid);
     `late_days` None: no event is too late."""
+
     def try_cast(column: str, kind: str):
         return F.expr(f"try_cast(`{column}` AS {kind})")
 
     occurred = try_cast("occurred_at", "timestamp")
     customer, product = try_cast("customer_id", "bigint"), try_cast("product_id", "bigint")
     earliest = datetime.combine(run_date - timedelta(days=late_days or 0), datetime.min.time())
-    properties_ok = F.col("properties").isNull() | F.from_json(
-        F.col("properties"), "map<string,string>").isNotNull()
+    properties_ok = F.col("properties").isNull() | F.from_json(F.col("properties"), "map<string,string>").isNotNull()
     types = F.array(*[F.lit(kind) for kind in shop_schema.EVENT_TYPES])
     channels = F.array(*[F.lit(kind) for kind in shop_schema.EVENT_CHANNELS])
 
@@ -553,34 +600,77 @@ def flag_invalid_events(bronze, run_date: date, late_days: int | None):
         return F.coalesce(F.concat(F.lit("'"), F.col(column), F.lit("'")), F.lit("null"))
 
     rules = [
-        ("unreadable", F.col("_corrupt").isNotNull(),
-         F.concat(F.lit("events (" ), F.col("_source"), F.lit("): the line is not a JSON event object: "),
-                  F.substring(F.col("_corrupt"), 1, 200))),
-        ("null_key", F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""),
-         F.concat(F.lit("events.event_id is "), value("event_id"), F.lit(": expected the tracker's event id"))),
-        ("null_key", F.col("session_id").isNull() | (F.trim(F.col("session_id")) == ""),
-         F.concat(F.lit("events.session_id is "), value("session_id"), F.lit(": expected the tracker's session id"))),
-        ("wrong_type", F.col("customer_id").isNotNull() & customer.isNull(),
-         F.concat(F.lit("events.customer_id = "), value("customer_id"), F.lit(": expected an integer customer id or null"))),
-        ("wrong_type", F.col("product_id").isNotNull() & product.isNull(),
-         F.concat(F.lit("events.product_id = "), value("product_id"), F.lit(": expected an integer product id or null"))),
-        ("invalid_value", occurred.isNull(),
-         F.concat(F.lit("events.occurred_at = "), value("occurred_at"), F.lit(": expected a time (ISO 8601, UTC)"))),
-        ("invalid_value", ~properties_ok,
-         F.concat(F.lit("events.properties = "), F.substring(value("properties"), 1, 200),
-                  F.lit(": expected a JSON object"))),
-        ("unknown_event_type", F.col("event_type").isNull() | ~F.array_contains(types, F.col("event_type")),
-         F.concat(F.lit("events.event_type = "), value("event_type"),
-                  F.lit(f": expected one of {', '.join(shop_schema.EVENT_TYPES)}"))),
-        ("unknown_channel", F.col("channel").isNotNull() & ~F.array_contains(channels, F.col("channel")),
-         F.concat(F.lit("events.channel = "), value("channel"),
-                  F.lit(f": expected one of {', '.join(shop_schema.EVENT_CHANNELS)} or null"))),
-        ("too_late", F.lit(late_days is not None) & (occurred < F.lit(earliest)),
-         F.concat(F.lit("events.occurred_at = "), value("occurred_at"),
-                  F.lit(f": more than {late_days} day(s) before the run date {run_date} (events.late_days)"))),
-        ("future_timestamp", occurred > F.col("_extracted_at") + F.expr(f"INTERVAL {int(CLOCK_SKEW.total_seconds())} SECONDS"),
-         F.concat(F.lit("events.occurred_at = "), value("occurred_at"), F.lit(" is after the moment it was read, "),
-                  F.col("_extracted_at").cast("string"))),
+        (
+            "unreadable",
+            F.col("_corrupt").isNotNull(),
+            F.concat(
+                F.lit("events ("),
+                F.col("_source"),
+                F.lit("): the line is not a JSON event object: "),
+                F.substring(F.col("_corrupt"), 1, 200),
+            ),
+        ),
+        (
+            "null_key",
+            F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""),
+            F.concat(F.lit("events.event_id is "), value("event_id"), F.lit(": expected the tracker's event id")),
+        ),
+        (
+            "null_key",
+            F.col("session_id").isNull() | (F.trim(F.col("session_id")) == ""),
+            F.concat(F.lit("events.session_id is "), value("session_id"), F.lit(": expected the tracker's session id")),
+        ),
+        (
+            "wrong_type",
+            F.col("customer_id").isNotNull() & customer.isNull(),
+            F.concat(F.lit("events.customer_id = "), value("customer_id"), F.lit(": expected an integer customer id or null")),
+        ),
+        (
+            "wrong_type",
+            F.col("product_id").isNotNull() & product.isNull(),
+            F.concat(F.lit("events.product_id = "), value("product_id"), F.lit(": expected an integer product id or null")),
+        ),
+        (
+            "invalid_value",
+            occurred.isNull(),
+            F.concat(F.lit("events.occurred_at = "), value("occurred_at"), F.lit(": expected a time (ISO 8601, UTC)")),
+        ),
+        (
+            "invalid_value",
+            ~properties_ok,
+            F.concat(F.lit("events.properties = "), F.substring(value("properties"), 1, 200), F.lit(": expected a JSON object")),
+        ),
+        (
+            "unknown_event_type",
+            F.col("event_type").isNull() | ~F.array_contains(types, F.col("event_type")),
+            F.concat(F.lit("events.event_type = "), value("event_type"), F.lit(f": expected one of {', '.join(shop_schema.EVENT_TYPES)}")),
+        ),
+        (
+            "unknown_channel",
+            F.col("channel").isNotNull() & ~F.array_contains(channels, F.col("channel")),
+            F.concat(
+                F.lit("events.channel = "), value("channel"), F.lit(f": expected one of {', '.join(shop_schema.EVENT_CHANNELS)} or null")
+            ),
+        ),
+        (
+            "too_late",
+            F.lit(late_days is not None) & (occurred < F.lit(earliest)),
+            F.concat(
+                F.lit("events.occurred_at = "),
+                value("occurred_at"),
+                F.lit(f": more than {late_days} day(s) before the run date {run_date} (events.late_days)"),
+            ),
+        ),
+        (
+            "future_timestamp",
+            occurred > F.col("_extracted_at") + F.expr(f"INTERVAL {int(CLOCK_SKEW.total_seconds())} SECONDS"),
+            F.concat(
+                F.lit("events.occurred_at = "),
+                value("occurred_at"),
+                F.lit(" is after the moment it was read, "),
+                F.col("_extracted_at").cast("string"),
+            ),
+        ),
     ]
     rule = reason = None
     for name, failed, why in rules:
@@ -588,11 +678,22 @@ def flag_invalid_events(bronze, run_date: date, late_days: int | None):
         reason = F.when(failed, why) if reason is None else reason.when(failed, why)
     source_row = F.to_json(F.struct(*[F.col(name) for name in SOURCE_COLUMNS], F.col("_source")))
     return bronze.select(
-        F.col("event_id"), customer.alias("customer_id"), customer.alias("source_customer_id"),
-        F.col("session_id"), F.col("event_type"), product.alias("product_id"), F.col("category"),
-        F.col("channel"), occurred.alias("occurred_at"), F.to_date(occurred).alias("event_date"),
-        F.col("properties"), F.col("_source").alias("source"), F.col("_batch_id").alias("batch_id"),
-        F.col("_extracted_at").alias("ingested_at"), F.col("_extracted_at"), F.col("_source"),
+        F.col("event_id"),
+        customer.alias("customer_id"),
+        customer.alias("source_customer_id"),
+        F.col("session_id"),
+        F.col("event_type"),
+        product.alias("product_id"),
+        F.col("category"),
+        F.col("channel"),
+        occurred.alias("occurred_at"),
+        F.to_date(occurred).alias("event_date"),
+        F.col("properties"),
+        F.col("_source").alias("source"),
+        F.col("_batch_id").alias("batch_id"),
+        F.col("_extracted_at").alias("ingested_at"),
+        F.col("_extracted_at"),
+        F.col("_source"),
         rule.otherwise(F.lit(None).cast("string")).alias("_rule"),
         reason.otherwise(F.lit(None).cast("string")).alias("_reason"),
         source_row.alias("_source_row"),
@@ -605,9 +706,11 @@ def stitched(events):
     order = Window.partitionBy("session_id").orderBy("occurred_at", "event_id")
     later = order.rowsBetween(Window.currentRow, Window.unboundedFollowing)
     earlier = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    attributed = F.coalesce(F.col("source_customer_id"),
-                            F.first("source_customer_id", ignorenulls=True).over(later),
-                            F.last("source_customer_id", ignorenulls=True).over(earlier))
+    attributed = F.coalesce(
+        F.col("source_customer_id"),
+        F.first("source_customer_id", ignorenulls=True).over(later),
+        F.last("source_customer_id", ignorenulls=True).over(earlier),
+    )
     return events.withColumn("customer_id", attributed).withColumn(
         "identified_by",
         F.when(F.col("source_customer_id").isNotNull(), F.lit("login"))
@@ -622,9 +725,12 @@ def sessionised(events, gap_minutes: int):
     gap = F.col("occurred_at").cast("long") - F.lag(F.col("occurred_at").cast("long")).over(order)
     starts = F.when(gap.isNull() | (gap > gap_minutes * 60), 1).otherwise(0)
     numbered = events.withColumn("_starts", starts).withColumn(
-        "_visit", F.sum("_starts").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+        "_visit", F.sum("_starts").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    )
     visit = Window.partitionBy("session_id", "_visit")
-    return numbered.withColumns({
-        "visit_id": F.concat(F.col("session_id"), F.lit("#"), F.col("_visit").cast("string")),
-        "visit_started_at": F.min("occurred_at").over(visit),
-    }).select(*SILVER_COLUMNS)
+    return numbered.withColumns(
+        {
+            "visit_id": F.concat(F.col("session_id"), F.lit("#"), F.col("_visit").cast("string")),
+            "visit_started_at": F.min("occurred_at").over(visit),
+        }
+    ).select(*SILVER_COLUMNS)

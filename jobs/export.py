@@ -11,6 +11,7 @@ successful export only the newest `export.keep_runs` dated folders are kept.
 `crm export` (`rerun`) writes a run date's folder again from gold the same way, without rerunning the night:
 after a change of `export.pii` or `export.datasets`, with the run id of the night that wrote those rows.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,9 +43,10 @@ from core.spark import spark_session
 log = logging.getLogger(__name__)
 
 #: 3.3: customer_activity exported by default (browsing activity, browse-abandoned products).
-#: 3.2: coupon_offers and recommendations exported by default. 3.1: campaign_audiences exported by default, and per campaign its treatment group alone in
-#: campaigns/<campaign>.csv|parquet (manifest entries with `campaign`). 3.0: a Parquet file next to each CSV, JSON Schemas in schemas/, the PII policy per dataset (export.pii),
-#: and `format` (plus `dataset`, `pii`, `schema` for data files) in each manifest entry; the schema files are
+#: 3.2: coupon_offers and recommendations exported by default. 3.1: campaign_audiences exported by default,
+#: and per campaign its treatment group alone in campaigns/<campaign>.csv|parquet (manifest entries with
+#: `campaign`). 3.0: a Parquet file next to each CSV, JSON Schemas in schemas/, the PII policy per dataset
+#: (export.pii), and `format` (plus `dataset`, `pii`, `schema` for data files) in each manifest entry; the schema files are
 #: listed there too. 2.1: customer_scores.csv added (its churn columns are empty while no churn model can be
 #: trained yet, its value columns while the shop has no repeat buyer); 2.0: customer_segments.csv columns changed.
 SCHEMA_VERSION = "3.3"
@@ -79,12 +81,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> Path:
                 lake = Lake(spark, settings.lake_dir)
                 for dataset in settings.export.datasets:
                     files.update(write_dataset(lake, dataset, run_date, settings.export.pii.get(dataset, {}), staging))
-            manifest = {
-                "schema_version": SCHEMA_VERSION,
-                "run_id": run_id,
-                "run_date": run_date.isoformat(),
-                "files": files,
-            }
+            manifest = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "run_date": run_date.isoformat(), "files": files}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             (staging / SUCCESS_MARKER).touch()
             target = exports / run_date.isoformat()
@@ -110,9 +107,11 @@ def rerun(settings: Settings, run_date: date | None = None) -> Path:
         day = run_date or latest_gold_date(lake, settings.export.datasets)
         run_id = gold_run_id(lake, settings.export.datasets, day)
         if not runlog.stage_succeeded(settings, run_id, QUALITY_GATE):
-            raise ValueError(f"gold rows for {day} come from run {run_id}, whose quality gate ({QUALITY_GATE}) the "
-                             f"run log (crm status) does not record as passed: they are not exported; "
-                             f"run the night again: crm run --date {day}")
+            raise ValueError(
+                f"gold rows for {day} come from run {run_id}, whose quality gate ({QUALITY_GATE}) the "
+                f"run log (crm status) does not record as passed: they are not exported; "
+                f"run the night again: crm run --date {day}"
+            )
         return run(day, settings, run_id)
 
 
@@ -123,8 +122,10 @@ def latest_gold_date(lake: Lake, datasets: list[str]) -> date:
         held = set(gold_dates(lake, dataset))
         common = held if common is None else common & held
     if not common:
-        raise ValueError(f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.root / 'gold'}; "
-                         f"run the night first: crm run --date YYYY-MM-DD")
+        raise ValueError(
+            f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.root / 'gold'}; "
+            f"run the night first: crm run --date YYYY-MM-DD"
+        )
     return max(common)
 
 
@@ -141,13 +142,16 @@ def gold_run_id(lake: Lake, datasets: list[str], run_date: date) -> str:
     runs = {dataset: gold_run_ids(lake, dataset, run_date) for dataset in datasets}
     missing = [dataset for dataset, run_ids in runs.items() if not run_ids]
     if missing:
-        raise ValueError(f"gold holds no rows of {', '.join(missing)} for {run_date}; "
-                         f"run the night for it first: crm run --date {run_date}")
+        raise ValueError(
+            f"gold holds no rows of {', '.join(missing)} for {run_date}; run the night for it first: crm run --date {run_date}"
+        )
     found = sorted({run_id for run_ids in runs.values() for run_id in run_ids})
     if len(found) > 1:
         by_dataset = "; ".join(f"{dataset}: {', '.join(run_ids)}" for dataset, run_ids in runs.items())
-        raise ValueError(f"gold rows for {run_date} come from {len(found)} runs ({by_dataset}): a night for {run_date} "
-                         f"did not finish; run it again: crm run --date {run_date}")
+        raise ValueError(
+            f"gold rows for {run_date} come from {len(found)} runs ({by_dataset}): a night for {run_date} "
+            f"did not finish; run it again: crm run --date {run_date}"
+        )
     return found[0]
 
 
@@ -203,6 +207,7 @@ def contract_table(dataset: str) -> Table:
 
 # ---- PII ---------------------------------------------------------------------------------------------
 
+
 def with_pii_policy(table: pa.Table, policy: Mapping[str, str]) -> pa.Table:
     """`table` with the policy applied: `sha256` columns hashed (`pii_sha256`), `drop` columns left out."""
     for column, rule in policy.items():
@@ -222,6 +227,7 @@ def pii_sha256(value: str | None) -> str | None:
 
 
 # ---- files -------------------------------------------------------------------------------------------
+
 
 def write_csv(table: pa.Table, path: Path) -> dict:
     """Write a pyarrow Table as UTF-8 CSV with a header; returns its manifest entry."""
@@ -254,8 +260,7 @@ def write_parquet(table: pa.Table, path: Path) -> dict:
 
 def file_entry(table: pa.Table, path: Path) -> dict:
     """A data file's manifest entry: rows, columns, sha256 and size in bytes."""
-    return {"rows": table.num_rows, "columns": table.column_names, "sha256": sha256_of(path),
-            "bytes": path.stat().st_size}
+    return {"rows": table.num_rows, "columns": table.column_names, "sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def write_json(document: dict, path: Path) -> dict:
@@ -273,6 +278,7 @@ def sha256_of(path: Path) -> str:
 
 
 # ---- JSON Schemas ------------------------------------------------------------------------------------
+
 
 def dataset_schema(dataset: str, policy: Mapping[str, str]) -> dict:
     """JSON Schema (draft 2020-12) of one row of the dataset's files, from its CRM table and the PII policy.
@@ -309,7 +315,7 @@ def column_schema(column: Column, rule: str) -> dict:
     elif isinstance(kind, Numeric):
         whole = kind.precision - kind.scale
         spec = {"type": "string", "pattern": rf"^-?[0-9]{{1,{whole}}}\.[0-9]{{{kind.scale}}}$"}
-        description += f" (decimal({kind.precision},{kind.scale}) as text, e.g. \"40.{'0' * kind.scale}\")"
+        description += f' (decimal({kind.precision},{kind.scale}) as text, e.g. "40.{"0" * kind.scale}")'
     elif isinstance(kind, DateTime):
         spec = {"type": "string", "format": "date-time"}
     elif isinstance(kind, Date):
@@ -354,15 +360,25 @@ def manifest_schema() -> dict:
                     "format": {"enum": ["csv", "parquet"]},
                     "dataset": {"type": "string", "description": "the CRM table whose columns the file has"},
                     "rows": {"type": "integer", "minimum": 0, "description": "data rows (CSV: without the header)"},
-                    "columns": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True,
-                                "description": "the file's columns, in order"},
+                    "columns": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "description": "the file's columns, in order",
+                    },
                     "sha256": sha256,
                     "bytes": size,
-                    "pii": {"type": "object", "additionalProperties": {"enum": list(PII_POLICIES)},
-                            "description": "PII policy applied, column -> policy; columns not listed are plain"},
+                    "pii": {
+                        "type": "object",
+                        "additionalProperties": {"enum": list(PII_POLICIES)},
+                        "description": "PII policy applied, column -> policy; columns not listed are plain",
+                    },
                     "schema": {"type": "string", "description": "JSON Schema of one row, relative to the folder"},
-                    "campaign": {"type": "string", "description": "campaigns/<campaign>.*: the campaign whose "
-                                                                  "treatment group (whom to contact) the file holds"},
+                    "campaign": {
+                        "type": "string",
+                        "description": "campaigns/<campaign>.*: the campaign whose treatment group (whom to contact) the file holds",
+                    },
                 },
                 "required": ["format", "dataset", "rows", "columns", "sha256", "bytes", "pii", "schema"],
                 "additionalProperties": False,
@@ -379,6 +395,7 @@ def manifest_schema() -> dict:
 
 
 # ---- publishing and retention ------------------------------------------------------------------------
+
 
 @contextmanager
 def exclusive(exports: Path) -> Iterator[None]:

@@ -32,6 +32,7 @@ A document shop (`mongodb://`) is read by `core.documents.DocumentShop` instead 
 same watermarks, overlap, reconcile and bronze batches, with one cursor per collection filtered on its
 `updatedAt` field and each embedded array read as its child table.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,18 +61,31 @@ log = logging.getLogger(__name__)
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")  # Delta's (and Spark's) `timestamp`
 #: What extraction adds to every bronze row; `_op` comes with the source row, the others with the batch.
 #: `_unreadable` names the values a source could not read as their column's type (the row goes to quarantine).
-BOOKKEEPING_FIELDS = (pa.field("_batch_id", pa.string()), pa.field("_run_id", pa.string()),
-                      pa.field("_extracted_at", UTC_TIMESTAMP), pa.field("_op", pa.string()),
-                      pa.field(UNREADABLE, pa.string()))
+BOOKKEEPING_FIELDS = (
+    pa.field("_batch_id", pa.string()),
+    pa.field("_run_id", pa.string()),
+    pa.field("_extracted_at", UTC_TIMESTAMP),
+    pa.field("_op", pa.string()),
+    pa.field(UNREADABLE, pa.string()),
+)
 BRONZE_COLUMNS = tuple(field.name for field in BOOKKEEPING_FIELDS)
 #: Added to the rows read: per batch, and `_unreadable` (null) when the reader did not set it.
 BATCH_COLUMNS = tuple(name for name in BRONZE_COLUMNS if name != "_op")
 STATE_TABLE = "_watermarks"
-STATE_SCHEMA = pa.schema([
-    ("table", pa.string()), ("batch_id", pa.string()), ("mode", pa.string()),
-    ("low_watermark", UTC_TIMESTAMP), ("high_watermark", UTC_TIMESTAMP), ("changed", pa.int64()),
-    ("deleted", pa.int64()), ("reconciled", pa.bool_()), ("run_id", pa.string()), ("extracted_at", UTC_TIMESTAMP),
-])
+STATE_SCHEMA = pa.schema(
+    [
+        ("table", pa.string()),
+        ("batch_id", pa.string()),
+        ("mode", pa.string()),
+        ("low_watermark", UTC_TIMESTAMP),
+        ("high_watermark", UTC_TIMESTAMP),
+        ("changed", pa.int64()),
+        ("deleted", pa.int64()),
+        ("reconciled", pa.bool_()),
+        ("run_id", pa.string()),
+        ("extracted_at", UTC_TIMESTAMP),
+    ]
+)
 TIMESTAMP_LITERAL = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -113,22 +127,37 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
     lake = ArrowLake(settings.lake_dir)
     later = later_night(lake, run_date)
     if later is not None:
-        log.warning("bronze already holds the night of %s, later than %s: nothing extracted (the shop's state "
-                    "of %s cannot be read any more; the features of that date come from silver, point in time)",
-                    later, run_date, run_date)
-        return {name: {"mode": "skipped", "changed": 0, "deleted": 0, "reconciled": False, "later_night": later}
-                for name in shop_schema.SHOP_TABLES}
+        log.warning(
+            "bronze already holds the night of %s, later than %s: nothing extracted (the shop's state "
+            "of %s cannot be read any more; the features of that date come from silver, point in time)",
+            later,
+            run_date,
+            run_date,
+        )
+        return {
+            name: {"mode": "skipped", "changed": 0, "deleted": 0, "reconciled": False, "later_night": later}
+            for name in shop_schema.SHOP_TABLES
+        }
     earlier = earlier_batches(lake, run_date)
-    states = list(for_each_table(
-        lambda name: extract_table(lake, settings, shop, plan[name], run_date, run_id, extracted_at,
-                                   earlier.get(name, []), full),
-        shop_schema.SHOP_TABLES, settings.spark.parallel_tables,
-    ).values())
+    states = list(
+        for_each_table(
+            lambda name: extract_table(lake, settings, shop, plan[name], run_date, run_id, extracted_at, earlier.get(name, []), full),
+            shop_schema.SHOP_TABLES,
+            settings.spark.parallel_tables,
+        ).values()
+    )
     record_watermarks(lake, states)  # the watermarks advance only now, after every bronze batch has committed
     documents = getattr(shop, "documents_read", {})
-    return {s.table: {"mode": s.mode, "changed": s.changed, "deleted": s.deleted, "reconciled": s.reconciled,
-                      **({"documents": documents[s.table]} if s.table in documents else {})}
-            for s in states}
+    return {
+        s.table: {
+            "mode": s.mode,
+            "changed": s.changed,
+            "deleted": s.deleted,
+            "reconciled": s.reconciled,
+            **({"documents": documents[s.table]} if s.table in documents else {}),
+        }
+        for s in states
+    }
 
 
 class RelationalShop:
@@ -144,8 +173,7 @@ class RelationalShop:
     def scope(self, source: CheckedTable, low: datetime | None, now: datetime) -> SourceScope:
         return source_scope(self.url, source, low, now)
 
-    def rows(self, source: CheckedTable, low: datetime | None, scope: SourceScope,
-             read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def rows(self, source: CheckedTable, low: datetime | None, scope: SourceScope, read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         return read_rows(self.settings, source, low, scope, read_schema)
 
     def high_watermark(self, source: CheckedTable, scope: SourceScope) -> datetime | None:
@@ -156,8 +184,7 @@ class RelationalShop:
         url = self.url
         key = _quoted(url, source.mapping.source_column("id"))
         query = f"SELECT {key} AS {_quoted(url, 'id')} FROM {_quoted(url, source.mapping.source)} WHERE {key} IS NOT NULL"
-        keys = read_batches(url, query, pa.schema([("id", pa.int64())]), source.mapping.source,
-                            self.settings.shop.fetch_size)
+        keys = read_batches(url, query, pa.schema([("id", pa.int64())]), source.mapping.source, self.settings.shop.fetch_size)
         return pa.chunked_array([batch.column(0) for batch in keys], pa.int64()).combine_chunks()
 
 
@@ -168,9 +195,17 @@ def shop_reader(settings: Settings) -> "RelationalShop | DocumentShop":
     return RelationalShop(settings)
 
 
-def extract_table(lake: ArrowLake, settings: Settings, shop: "RelationalShop | DocumentShop", source: CheckedTable,
-                  run_date: date, run_id: str, extracted_at: datetime, earlier: list[BatchState],
-                  full: bool) -> BatchState:
+def extract_table(
+    lake: ArrowLake,
+    settings: Settings,
+    shop: "RelationalShop | DocumentShop",
+    source: CheckedTable,
+    run_date: date,
+    run_id: str,
+    extracted_at: datetime,
+    earlier: list[BatchState],
+    full: bool,
+) -> BatchState:
     """Read one table's changes (or all of it) and write them as its bronze batch; returns the batch state."""
     name = source.mapping.name
     last = max(earlier, key=lambda state: state.batch_id, default=None)
@@ -188,19 +223,38 @@ def extract_table(lake: ArrowLake, settings: Settings, shop: "RelationalShop | D
         gone = keys_gone(lake, shop, source)
         reconciled = True
     written = {"U": 0, "D": 0}
-    stream = pa.RecordBatchReader.from_batches(schema, counted(
-        with_batch_columns(chain(changes, deleted_rows(gone, read_schema)), schema, run_date.isoformat(),
-                           run_id, extracted_at),
-        written))
+    stream = pa.RecordBatchReader.from_batches(
+        schema,
+        counted(
+            with_batch_columns(chain(changes, deleted_rows(gone, read_schema)), schema, run_date.isoformat(), run_id, extracted_at), written
+        ),
+    )
     # Evolving: a carried column the mapping adds becomes a new bronze column.
     lake.replace_partition(stream, "bronze", name, {"_batch_id": run_date.isoformat()}, evolve=True)
     high = shop.high_watermark(source, scope)  # known once the rows are read (documents: from them)
     if incremental and last.high_watermark is not None:
         high = max(filter(None, (high, last.high_watermark)))
-    state = BatchState(name, run_date.isoformat(), "incremental" if incremental else "full", low, high,
-                       written["U"], written["D"], reconciled, run_id, extracted_at)
-    log.info("bronze/%s: %s batch %s, %d changed and %d deleted rows (updated after %s)",
-             name, state.mode, state.batch_id, state.changed, state.deleted, low or "the beginning")
+    state = BatchState(
+        name,
+        run_date.isoformat(),
+        "incremental" if incremental else "full",
+        low,
+        high,
+        written["U"],
+        written["D"],
+        reconciled,
+        run_id,
+        extracted_at,
+    )
+    log.info(
+        "bronze/%s: %s batch %s, %d changed and %d deleted rows (updated after %s)",
+        name,
+        state.mode,
+        state.batch_id,
+        state.changed,
+        state.deleted,
+        low or "the beginning",
+    )
     return state
 
 
@@ -240,13 +294,17 @@ def earlier_batches(lake: ArrowLake, run_date: date) -> dict[str, list[BatchStat
 
 def record_watermarks(lake: ArrowLake, states: list[BatchState]) -> None:
     """Write the batches' states into `bronze/_watermarks` (replacing a rerun's earlier row) in one commit."""
-    rows = [{key: value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
-             for key, value in asdict(state).items()} for state in states]
+    rows = [
+        {key: value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value for key, value in asdict(state).items()}
+        for state in states
+    ]
     new = pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
     if lake.exists("bronze", STATE_TABLE):
         kept = lake.read("bronze", STATE_TABLE).cast(STATE_SCHEMA)
-        replaced = pc.is_in(pc.binary_join_element_wise(kept["table"], kept["batch_id"], "/"),
-                            value_set=pc.binary_join_element_wise(new["table"], new["batch_id"], "/"))
+        replaced = pc.is_in(
+            pc.binary_join_element_wise(kept["table"], kept["batch_id"], "/"),
+            value_set=pc.binary_join_element_wise(new["table"], new["batch_id"], "/"),
+        )
         new = pa.concat_tables([kept.filter(pc.invert(replaced)), new])
     lake.overwrite(new.sort_by([("batch_id", "ascending"), ("table", "ascending")]), "bronze", STATE_TABLE)
 
@@ -259,20 +317,21 @@ def reconcile_due(earlier: list[BatchState], run_date: date, every_days: int) ->
     return not done or (run_date - max(done)).days >= every_days
 
 
-def with_batch_columns(batches, schema: pa.Schema, batch_id: str, run_id: str,
-                       extracted_at: datetime) -> Iterator[pa.RecordBatch]:
+def with_batch_columns(batches, schema: pa.Schema, batch_id: str, run_id: str, extracted_at: datetime) -> Iterator[pa.RecordBatch]:
     """The source rows (with their `_op`) and the other bronze bookkeeping columns, as `schema`."""
     stamp = extracted_at.replace(tzinfo=timezone.utc)
     for batch in batches:
         rows = batch.num_rows
-        constants = {"_batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), rows),
-                     "_run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
-                     "_extracted_at": pa.repeat(pa.scalar(stamp, UTC_TIMESTAMP), rows)}
+        constants = {
+            "_batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), rows),
+            "_run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
+            "_extracted_at": pa.repeat(pa.scalar(stamp, UTC_TIMESTAMP), rows),
+        }
         if UNREADABLE not in batch.schema.names:
             constants[UNREADABLE] = pa.nulls(rows, pa.string())
         yield pa.RecordBatch.from_arrays(
-            [constants[field.name] if field.name in constants else batch.column(field.name) for field in schema],
-            schema=schema)
+            [constants[field.name] if field.name in constants else batch.column(field.name) for field in schema], schema=schema
+        )
 
 
 def counted(batches, written: dict[str, int]) -> Iterator[pa.RecordBatch]:
@@ -289,31 +348,40 @@ def deleted_rows(keys: pa.Array, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     if len(keys) == 0:
         return
     yield pa.RecordBatch.from_arrays(
-        [keys if field.name == "id" else pa.repeat(pa.scalar("D", pa.string()), len(keys)) if field.name == "_op"
-         else pa.nulls(len(keys), field.type) for field in schema],
-        schema=schema)
+        [
+            keys
+            if field.name == "id"
+            else pa.repeat(pa.scalar("D", pa.string()), len(keys))
+            if field.name == "_op"
+            else pa.nulls(len(keys), field.type)
+            for field in schema
+        ],
+        schema=schema,
+    )
 
 
 def source_scope(url: str, source: CheckedTable, low: datetime | None, now: datetime) -> SourceScope:
     """Key range, row count and latest past `updated_at` of the rows updated after `low` (all when None)."""
     key, updated = (_quoted(url, source.mapping.source_column(c)) for c in ("id", "updated_at"))
     where = f" WHERE {updated} > '{low.strftime(TIMESTAMP_LITERAL)}'" if low else ""
-    sql = (f"SELECT min({key}), max({key}), count(*), "
-           f"max(CASE WHEN {updated} <= '{now.strftime(TIMESTAMP_LITERAL)}' THEN {updated} END) "
-           f"FROM {_quoted(url, source.mapping.source)}{where}")
+    sql = (
+        f"SELECT min({key}), max({key}), count(*), "
+        f"max(CASE WHEN {updated} <= '{now.strftime(TIMESTAMP_LITERAL)}' THEN {updated} END) "
+        f"FROM {_quoted(url, source.mapping.source)}{where}"
+    )
     with db.engine(url).connect() as connection:
         lowest, highest, rows, latest = connection.execute(text(sql)).one()
     return SourceScope(int(lowest or 0), int(highest or 0), int(rows), _as_datetime(latest))
 
 
-def read_rows(settings: Settings, source: CheckedTable, low: datetime | None, scope: SourceScope,
-              read_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def read_rows(
+    settings: Settings, source: CheckedTable, low: datetime | None, scope: SourceScope, read_schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
     """The shop rows updated after `low` (all when None) as canonical bronze columns and `_op`, key range by
     key range."""
     url = settings.shop.url
     mapping = source.mapping
-    selected = [f"{_as_read(url, mapping.source_column(c.name), c.type)} AS {_quoted(url, c.name)}"
-                for c in mapping.canonical.columns]
+    selected = [f"{_as_read(url, mapping.source_column(c.name), c.type)} AS {_quoted(url, c.name)}" for c in mapping.canonical.columns]
     selected += [f"{_as_read(url, column, None)} AS {_quoted(url, column)}" for column in source.carried]
     deleted_when = f"CASE WHEN ({mapping.deleted_when}) THEN 'D' ELSE 'U' END" if mapping.deleted_when else "'U'"
     selected.append(f"{deleted_when} AS {_quoted(url, '_op')}")
@@ -362,6 +430,8 @@ def _as_read(url: str, column: str, sql_type) -> str:
         value = f"ROUND({quoted}, {sql_type.scale or 0})" if kind == "sqlite" else quoted
         return f"CAST({value} AS {as_text})"
     return quoted
+
+
 def _as_datetime(value) -> datetime | None:
     """A timestamp as the database returned it (SQLite: text) as a naive UTC datetime."""
     if value is None or isinstance(value, datetime):

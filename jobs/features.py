@@ -1,4 +1,5 @@
 """features: silver -> gold/customer_features and gold/customer_activity, the partitions of the run date (`as_of`)."""
+
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,14 @@ def run(run_date: date, settings: Settings, run_id: str) -> int:
         features = customer_features(silver, run_date, settings.rfm.scored_statuses)
         customers = lake.write_gold(features, TABLE, run_date, run_id)
         registered = known_at(silver["customers"], run_date).select(F.col("id").alias("customer_id"))
-        activity = customer_activity(silver.get("events"), registered,
-                                     purchased_lines(silver, run_date, settings.rfm.scored_statuses), run_date,
-                                     settings.events.browse_abandonment_days, settings.events.top_categories)
+        activity = customer_activity(
+            silver.get("events"),
+            registered,
+            purchased_lines(silver, run_date, settings.rfm.scored_statuses),
+            run_date,
+            settings.events.browse_abandonment_days,
+            settings.events.top_categories,
+        )
         lake.write_gold(activity, ACTIVITY_TABLE, run_date, run_id)
     log.info("gold/%s and gold/%s: %d customers as of %s (run %s)", TABLE, ACTIVITY_TABLE, customers, run_date, run_id)
     return customers

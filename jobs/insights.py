@@ -17,6 +17,7 @@ Written, each in the run date's `as_of` partition with the CRM table's columns:
 Only rows created by the end of the run date are read, so a rerun of a date gives the same tables.
 A shop without reviews (or inquiries) to learn from writes empty partitions and says why (`degraded`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
 
         sample = training_sample(reviews, conf.max_training_rows, conf.seed)
         if sample["rating"].nunique() < 2 or len(sample) < MIN_TRAINING_ROWS:
-            degraded["reviews"] = (f"{len(sample)} reviews with {sample['rating'].nunique()} distinct ratings "
-                                   f"up to {run_date}: too few to learn sentiment from")
+            degraded["reviews"] = (
+                f"{len(sample)} reviews with {sample['rating'].nunique()} distinct ratings "
+                f"up to {run_date}: too few to learn sentiment from"
+            )
             scored = None
         else:
             figures.update(evaluate_sentiment(sample, settings, run_date, run_id))
@@ -70,19 +73,22 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         labels = triage.keyword_topics(sample, keywords)
         labelled = labels[labels["is_unambiguous"]]
         if labelled["keyword_topic"].nunique() < 2 or len(labelled) < MIN_TRAINING_ROWS:
-            degraded["inquiries"] = (f"{len(labelled)} inquiries up to {run_date} labelled by conf/{conf.triage_file} "
-                                     f"in {labelled['keyword_topic'].nunique()} topics: too few to learn triage from")
+            degraded["inquiries"] = (
+                f"{len(labelled)} inquiries up to {run_date} labelled by conf/{conf.triage_file} "
+                f"in {labelled['keyword_topic'].nunique()} topics: too few to learn triage from"
+            )
             triaged = None
         else:
             figures.update(evaluate_triage(sample, labelled, keywords, settings, run_date, run_id))
             model = triage.fit_triage(sample, keywords, conf.max_training_rows, conf.seed)
-            triaged = inquiries.mapInPandas(_inquiry_triager(model, keywords, run_date, conf.stale_inquiry_hours),
-                                            TRIAGE_SCHEMA).join(
-                inquiries.select(F.col("id").alias("inquiry_id"), "channel", "resolved_at"), "inquiry_id").cache()
+            triaged = (
+                inquiries.mapInPandas(_inquiry_triager(model, keywords, run_date, conf.stale_inquiry_hours), TRIAGE_SCHEMA)
+                .join(inquiries.select(F.col("id").alias("inquiry_id"), "channel", "resolved_at"), "inquiry_id")
+                .cache()
+            )
 
         tables = {
-            "review_insights": product_insights(scored, lake.read("silver", "products"), aspects)
-            if scored is not None else None,
+            "review_insights": product_insights(scored, lake.read("silver", "products"), aspects) if scored is not None else None,
             "review_alerts": review_alerts(scored, lake, run_date, settings) if scored is not None else None,
             "inquiry_triage": inquiry_rows(triaged) if triaged is not None else None,
             "customer_satisfaction": satisfaction(spark, scored, triaged),
@@ -96,8 +102,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
 
 def training_sample(rows: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """At most `max_rows` rows, a fixed hash sample by id (the same rows on a rerun), as pandas."""
-    return (rows.orderBy(F.xxhash64(F.col("id"), F.lit(seed)), "id").limit(max_rows)
-            .toPandas())
+    return rows.orderBy(F.xxhash64(F.col("id"), F.lit(seed)), "id").limit(max_rows).toPandas()
 
 
 def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date, run_id: str) -> dict[str, float]:
@@ -106,18 +111,27 @@ def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date,
     table = review_model.evaluate_sentiment(sample, conf.holdout_share, conf.max_training_rows, conf.seed)
     figure = {(row.method, row.language): row for row in table.itertuples()}
     tracking.log_evaluation(
-        "review_sentiment", run_date, run_id, "held-out reviews, star ratings as labels", "macro_f1",
-        figure["model", "all"].macro_f1, {"VADER lexicon": figure["vader", "all"].macro_f1},
+        "review_sentiment",
+        run_date,
+        run_id,
+        "held-out reviews, star ratings as labels",
+        "macro_f1",
+        figure["model", "all"].macro_f1,
+        {"VADER lexicon": figure["vader", "all"].macro_f1},
         params={"holdout_share": conf.holdout_share, "max_training_rows": conf.max_training_rows, "seed": conf.seed},
-        metrics={f"{method}_{metric}_{language}": getattr(row, metric)
-                 for (method, language), row in figure.items() for metric in ("macro_f1", "accuracy")}
-        | {"holdout_reviews": figure["model", "all"].reviews})
-    return {"sentiment_macro_f1": figure["model", "all"].macro_f1,
-            "vader_macro_f1": figure["vader", "all"].macro_f1}
+        metrics={
+            f"{method}_{metric}_{language}": getattr(row, metric)
+            for (method, language), row in figure.items()
+            for metric in ("macro_f1", "accuracy")
+        }
+        | {"holdout_reviews": figure["model", "all"].reviews},
+    )
+    return {"sentiment_macro_f1": figure["model", "all"].macro_f1, "vader_macro_f1": figure["vader", "all"].macro_f1}
 
 
-def evaluate_triage(sample: pd.DataFrame, labelled: pd.DataFrame, keywords, settings: Settings, run_date: date,
-                    run_id: str) -> dict[str, float]:
+def evaluate_triage(
+    sample: pd.DataFrame, labelled: pd.DataFrame, keywords, settings: Settings, run_date: date, run_id: str
+) -> dict[str, float]:
     """Triage on held-out keyword-labelled inquiries, against always answering the most frequent topic."""
     conf = settings.insights
     truth = labelled.rename(columns={"keyword_topic": "topic"})[["inquiry_id", "topic"]]
@@ -126,18 +140,26 @@ def evaluate_triage(sample: pd.DataFrame, labelled: pd.DataFrame, keywords, sett
     held = truth[review_model.is_holdout(truth["inquiry_id"], conf.holdout_share, conf.seed)]
     majority = triage.majority_macro_f1(held["topic"], truth["topic"].mode().iloc[0])
     tracking.log_evaluation(
-        "inquiry_triage", run_date, run_id, "held-out inquiries, keyword labels of conf/triage.yaml", "macro_f1",
-        model["macro_f1"], {"most frequent topic": majority},
+        "inquiry_triage",
+        run_date,
+        run_id,
+        "held-out inquiries, keyword labels of conf/triage.yaml",
+        "macro_f1",
+        model["macro_f1"],
+        {"most frequent topic": majority},
         params={"holdout_share": conf.holdout_share, "seed": conf.seed},
-        metrics={"accuracy": model["accuracy"], **{name: model[name] for name in table.columns if name.startswith("f1_")}})
+        metrics={"accuracy": model["accuracy"], **{name: model[name] for name in table.columns if name.startswith("f1_")}},
+    )
     return {"triage_macro_f1": float(model["macro_f1"]), "majority_topic_macro_f1": majority}
 
 
 def review_schema(aspects: dict) -> str:
     """The columns `_review_scorer` yields (Spark DDL)."""
     flags = "".join(f", mentions_{aspect} boolean" for aspect in aspects)
-    return ("review_id long, customer_id long, product_id long, rating int, reviewed_at timestamp, "
-            f"sentiment_score double, sentiment string, aspects string{flags}")
+    return (
+        "review_id long, customer_id long, product_id long, rating int, reviewed_at timestamp, "
+        f"sentiment_score double, sentiment string, aspects string{flags}"
+    )
 
 
 def _review_scorer(model, aspects: dict):
@@ -147,12 +169,15 @@ def _review_scorer(model, aspects: dict):
         for batch in batches:
             scored = review_model.review_insights(batch, model, aspects)
             yield scored.assign(aspects=scored["aspects"].replace("", None))[columns]
+
     return score
 
 
-TRIAGE_SCHEMA = ("inquiry_id long, customer_id long, created_at timestamp, status string, topic string, "
-                 "topic_probability double, has_urgent_keyword boolean, urgency string, is_open boolean, "
-                 "resolution_hours double, age_hours double")
+TRIAGE_SCHEMA = (
+    "inquiry_id long, customer_id long, created_at timestamp, status string, topic string, "
+    "topic_probability double, has_urgent_keyword boolean, urgency string, is_open boolean, "
+    "resolution_hours double, age_hours double"
+)
 
 
 def _inquiry_triager(model, keywords, run_date: date, stale_hours: float):
@@ -161,17 +186,25 @@ def _inquiry_triager(model, keywords, run_date: date, stale_hours: float):
     def triage_batch(batches):
         for batch in batches:
             yield triage.triage_inquiries(model, batch, keywords, run_date, stale_hours)[columns]
+
     return triage_batch
 
 
 def product_insights(scored: DataFrame, products: DataFrame, aspects: dict) -> DataFrame:
     """One row per reviewed product and aspect ('all': every review of the product)."""
+
     def summary(rows: DataFrame, aspect: str) -> DataFrame:
-        return rows.groupBy("product_id").agg(
-            F.count("*").alias("reviews"), F.avg("rating").alias("avg_rating"),
-            F.avg("sentiment_score").alias("sentiment_score"),
-            F.avg((F.col("sentiment") == "negative").cast("double")).alias("negative_share"),
-        ).withColumn("aspect", F.lit(aspect))
+        return (
+            rows.groupBy("product_id")
+            .agg(
+                F.count("*").alias("reviews"),
+                F.avg("rating").alias("avg_rating"),
+                F.avg("sentiment_score").alias("sentiment_score"),
+                F.avg((F.col("sentiment") == "negative").cast("double")).alias("negative_share"),
+            )
+            .withColumn("aspect", F.lit(aspect))
+        )
+
     parts = [summary(scored, "all"), *(summary(scored.where(F.col(f"mentions_{aspect}")), aspect) for aspect in aspects)]
     united = parts[0]
     for part in parts[1:]:
@@ -184,46 +217,65 @@ def review_alerts(scored: DataFrame, lake: Lake, run_date: date, settings: Setti
     conf = settings.insights
     start = end_of(run_date) - timedelta(days=conf.alert_days)
     recent = scored.where((F.col("sentiment") == "negative") & (F.col("reviewed_at") >= F.lit(start))).toPandas()
-    clv = (lake.read("gold", "customer_scores").where((F.col("as_of") == F.lit(run_date)) & F.col("clv_12m").isNotNull())
-           .select("customer_id", "clv_12m").toPandas())
+    clv = (
+        lake.read("gold", "customer_scores")
+        .where((F.col("as_of") == F.lit(run_date)) & F.col("clv_12m").isNotNull())
+        .select("customer_id", "clv_12m")
+        .toPandas()
+    )
     if recent.empty or clv.empty:
         return None
     alerts = review_model.negative_review_alerts(recent, clv, run_date, conf.alert_days, conf.alert_clv_quantile)
     alerts = alerts.merge(recent[["review_id", "rating"]], on="review_id")
     alerts["aspects"] = alerts["aspects"].where(alerts["aspects"].notna() & (alerts["aspects"] != ""), None)
-    return lake.spark.createDataFrame(alerts, schema="customer_id long, review_id long, product_id long, "
-                                      "reviewed_at timestamp, sentiment_score double, clv_12m double, "
-                                      "aspects string, rating int")
+    return lake.spark.createDataFrame(
+        alerts,
+        schema="customer_id long, review_id long, product_id long, "
+        "reviewed_at timestamp, sentiment_score double, clv_12m double, "
+        "aspects string, rating int",
+    )
 
 
 def inquiry_rows(triaged: DataFrame) -> DataFrame:
     """inquiry_triage as of the run date: an inquiry resolved later is shown open, without its resolution."""
-    return triaged.withColumns({
-        "status": F.when(F.col("is_open") & (F.col("status") == "resolved"), F.lit("open")).otherwise(F.col("status")),
-        "resolved_at": F.when(F.col("is_open"), F.lit(None)).otherwise(F.col("resolved_at")),
-    })
+    return triaged.withColumns(
+        {
+            "status": F.when(F.col("is_open") & (F.col("status") == "resolved"), F.lit("open")).otherwise(F.col("status")),
+            "resolved_at": F.when(F.col("is_open"), F.lit(None)).otherwise(F.col("resolved_at")),
+        }
+    )
 
 
 def satisfaction(spark, scored: DataFrame | None, triaged: DataFrame | None) -> DataFrame | None:
     """Per customer with a review or an inquiry: models/triage.customer_satisfaction on both."""
-    review_part = (scored.select("customer_id", "sentiment_score").toPandas() if scored is not None
-                   else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "sentiment_score": pd.Series(dtype=float)}))
-    inquiry_part = (triaged.select("customer_id", "topic", "is_open").toPandas() if triaged is not None
-                    else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "topic": pd.Series(dtype=object),
-                                       "is_open": pd.Series(dtype=bool)}))
+    review_part = (
+        scored.select("customer_id", "sentiment_score").toPandas()
+        if scored is not None
+        else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "sentiment_score": pd.Series(dtype=float)})
+    )
+    inquiry_part = (
+        triaged.select("customer_id", "topic", "is_open").toPandas()
+        if triaged is not None
+        else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "topic": pd.Series(dtype=object), "is_open": pd.Series(dtype=bool)})
+    )
     customers = pd.concat([review_part["customer_id"], inquiry_part["customer_id"]]).dropna()
     if customers.empty:
         return None
     frame = triage.customer_satisfaction(customers, review_part, inquiry_part)
     inquiries = frame["inquiry_count"]
-    rows = pd.DataFrame({
-        "customer_id": frame["customer_id"].astype("int64"),
-        "satisfaction_score": frame["satisfaction_score"].astype(float),
-        "review_sentiment": frame["mean_sentiment_score"].astype(float),
-        "reviews": frame["review_count"].astype("int64"),
-        "inquiries": inquiries.astype("int64"),
-        "complaints": (frame["complaint_share"].fillna(0) * inquiries).round().astype("int64"),
-        "open_inquiries": (frame["open_share"].fillna(0) * inquiries).round().astype("int64"),
-    })
-    return spark.createDataFrame(rows, schema="customer_id long, satisfaction_score double, review_sentiment double, "
-                                              "reviews long, inquiries long, complaints long, open_inquiries long")
+    rows = pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].astype("int64"),
+            "satisfaction_score": frame["satisfaction_score"].astype(float),
+            "review_sentiment": frame["mean_sentiment_score"].astype(float),
+            "reviews": frame["review_count"].astype("int64"),
+            "inquiries": inquiries.astype("int64"),
+            "complaints": (frame["complaint_share"].fillna(0) * inquiries).round().astype("int64"),
+            "open_inquiries": (frame["open_share"].fillna(0) * inquiries).round().astype("int64"),
+        }
+    )
+    return spark.createDataFrame(
+        rows,
+        schema="customer_id long, satisfaction_score double, review_sentiment double, "
+        "reviews long, inquiries long, complaints long, open_inquiries long",
+    )

@@ -15,6 +15,7 @@ pooled uplift model (`uplift.method`, `uplift.algorithm`) with the coupon's term
 
 A shop with no finished campaign (or one without a control group) writes an empty partition and says why.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,39 +53,64 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         champion = tracking.champion(client, settings.mlflow.churn_model)
         churn_model = tracking.load_version(champion) if champion is not None else None
         data = training_frame(lake, outcomes, settings, churn_model)
-        today = (lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).drop("as_of", "run_id")
-                 .join(lake.read("gold", "customer_scores").where(F.col("as_of") == F.lit(run_date))
-                       .select("customer_id", "expected_order_value"), "customer_id", "left")
-                 .toPandas())
+        today = (
+            lake.read("gold", "customer_features")
+            .where(F.col("as_of") == F.lit(run_date))
+            .drop("as_of", "run_id")
+            .join(
+                lake.read("gold", "customer_scores").where(F.col("as_of") == F.lit(run_date)).select("customer_id", "expected_order_value"),
+                "customer_id",
+                "left",
+            )
+            .toPandas()
+        )
         features = [*settings.churn.features, *uplift.TERM_FEATURES]
         figures, model_run = evaluate(data, features, settings, run_date, run_id, churn_model is not None)
         model = fit(data, features, settings)
         offers = choose_offers(model, today, uplift.coupon_terms(outcomes), conf.budget, conf.min_expected_uplift)
-        rows = spark.createDataFrame(offers.assign(uplift_model_run=model_run),
-                                     schema="customer_id long, coupon string, expected_uplift double, "
-                                            "expected_incremental_revenue double, expected_cost double, "
-                                            "uplift_model_run string")
+        rows = spark.createDataFrame(
+            offers.assign(uplift_model_run=model_run),
+            schema="customer_id long, coupon string, expected_uplift double, "
+            "expected_incremental_revenue double, expected_cost double, "
+            "uplift_model_run string",
+        )
         lake.write_gold(rows, TABLE, run_date, run_id)
     per_coupon = offers.groupby("coupon").size().to_dict()
-    log.info("offers for %s: %d customers (%s), expected cost %.2f, expected incremental revenue %.2f; %s",
-             run_date, len(offers), per_coupon, offers["expected_cost"].sum(),
-             offers["expected_incremental_revenue"].sum(), figures)
-    return {"offers": {coupon: int(count) for coupon, count in per_coupon.items()},
-            "expected_cost": round(float(offers["expected_cost"].sum()), 2),
-            "expected_incremental_revenue": round(float(offers["expected_incremental_revenue"].sum()), 2),
-            "figures": figures, "degraded": {}}
+    log.info(
+        "offers for %s: %d customers (%s), expected cost %.2f, expected incremental revenue %.2f; %s",
+        run_date,
+        len(offers),
+        per_coupon,
+        offers["expected_cost"].sum(),
+        offers["expected_incremental_revenue"].sum(),
+        figures,
+    )
+    return {
+        "offers": {coupon: int(count) for coupon, count in per_coupon.items()},
+        "expected_cost": round(float(offers["expected_cost"].sum()), 2),
+        "expected_incremental_revenue": round(float(offers["expected_incremental_revenue"].sum()), 2),
+        "figures": figures,
+        "degraded": {},
+    }
 
 
 def finished_campaigns(lake: Lake, run_date: date, statuses) -> tuple[pd.DataFrame | None, str | None]:
     """Outcomes of the personal-coupon campaigns whose window ended by the run date (known then), or the
     reason there are none to learn from."""
-    coupons = (known_at(lake.read("silver", "coupons"), run_date)
-               .where(F.col("customer_id").isNotNull() & (F.col("valid_to") < F.lit(run_date))).toPandas())
+    coupons = (
+        known_at(lake.read("silver", "coupons"), run_date)
+        .where(F.col("customer_id").isNotNull() & (F.col("valid_to") < F.lit(run_date)))
+        .toPandas()
+    )
     if coupons.empty:
         return None, f"no personal-coupon campaign ended before {run_date}"
     customers = known_at(lake.read("silver", "customers"), run_date).select("id", "created_at").toPandas()
-    orders = (lake.read("silver", "orders").where(F.col("created_at") < F.lit(end_of(run_date)))
-              .select("id", "customer_id", "status", "total_amount", "created_at", "updated_at").toPandas())
+    orders = (
+        lake.read("silver", "orders")
+        .where(F.col("created_at") < F.lit(end_of(run_date)))
+        .select("id", "customer_id", "status", "total_amount", "created_at", "updated_at")
+        .toPandas()
+    )
     try:
         return uplift.campaign_outcomes(customers, coupons, orders, statuses), None
     except ValueError as error:
@@ -107,20 +133,21 @@ def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn
             if bought.any():
                 risk[bought] = churn_model.churn_probability(part.loc[bought, churn_model.features])
         part["churn_probability"] = risk
-        part["is_holdout"] = uplift.holdout_mask(part["customer_id"], part["is_treated"],
-                                                 settings.uplift.holdout_share, settings.uplift.seed)
+        part["is_holdout"] = uplift.holdout_mask(
+            part["customer_id"], part["is_treated"], settings.uplift.holdout_share, settings.uplift.seed
+        )
         parts.append(part)
     return uplift.with_term_features(pd.concat(parts, ignore_index=True))
 
 
 def fit(rows: pd.DataFrame, features: list[str], settings: Settings) -> uplift.UpliftModel:
     conf = settings.uplift
-    return uplift.UpliftModel(features, conf.method, conf.algorithm, conf.seed).fit(
-        rows, rows["is_treated"], rows["has_order"])
+    return uplift.UpliftModel(features, conf.method, conf.algorithm, conf.seed).fit(rows, rows["is_treated"], rows["has_order"])
 
 
-def evaluate(data: pd.DataFrame, features: list[str], settings: Settings, run_date: date, run_id: str,
-             has_churn_risk: bool) -> tuple[dict[str, float], str]:
+def evaluate(
+    data: pd.DataFrame, features: list[str], settings: Settings, run_date: date, run_id: str, has_churn_risk: bool
+) -> tuple[dict[str, float], str]:
     """Qini and uplift@k of the model fitted without the held-out customers, on them, against random
     targeting and the highest churn risk; logged to MLflow (its run id is returned)."""
     conf = settings.uplift
@@ -132,32 +159,51 @@ def evaluate(data: pd.DataFrame, features: list[str], settings: Settings, run_da
     figure = report.loc["model"]
     baselines = {name: float(report.loc[name, "qini"]) for name in report.index if name != "model"}
     model_run = tracking.log_evaluation(
-        "coupon_uplift", run_date, run_id,
+        "coupon_uplift",
+        run_date,
+        run_id,
         f"held-out {conf.holdout_share:.0%} of {data['campaign'].nunique()} past coupon campaigns' customers",
-        "qini", float(figure["qini"]), baselines,
-        params={"method": conf.method, "algorithm": conf.algorithm, "seed": conf.seed,
-                "campaigns": ",".join(sorted(data["campaign"].unique())), "features": ",".join(features)},
-        metrics={f"{name.replace(' ', '_')}_{column}": float(report.loc[name, column])
-                 for name in report.index for column in report.columns if column.startswith("uplift_at_")}
-        | {"holdout_customers": len(holdout), "training_customers": len(train)})
-    return {"qini": float(figure["qini"]),
-            **{f"{name.replace(' ', '_')}_qini": value for name, value in baselines.items()}}, model_run
+        "qini",
+        float(figure["qini"]),
+        baselines,
+        params={
+            "method": conf.method,
+            "algorithm": conf.algorithm,
+            "seed": conf.seed,
+            "campaigns": ",".join(sorted(data["campaign"].unique())),
+            "features": ",".join(features),
+        },
+        metrics={
+            f"{name.replace(' ', '_')}_{column}": float(report.loc[name, column])
+            for name in report.index
+            for column in report.columns
+            if column.startswith("uplift_at_")
+        }
+        | {"holdout_customers": len(holdout), "training_customers": len(train)},
+    )
+    return {"qini": float(figure["qini"]), **{f"{name.replace(' ', '_')}_qini": value for name, value in baselines.items()}}, model_run
 
 
-def choose_offers(model: uplift.UpliftModel, today: pd.DataFrame, terms: pd.DataFrame, budget: float,
-                  min_expected_uplift: float) -> pd.DataFrame:
+def choose_offers(
+    model: uplift.UpliftModel, today: pd.DataFrame, terms: pd.DataFrame, budget: float, min_expected_uplift: float
+) -> pd.DataFrame:
     """Each customer's best coupon among the past campaigns' terms, within the budget (models/uplift)."""
     scored = []
     for term in terms.itertuples():
-        frame = uplift.with_term_features(today.assign(discount_type=term.discount_type,
-                                                       discount_value=term.discount_value,
-                                                       window_days=term.window_days))
-        scored.append(pd.DataFrame({"customer_id": today["customer_id"], "coupon": term.coupon,
-                                    "expected_uplift": model.expected_uplift(frame),
-                                    "baseline_probability": model.baseline_probability(frame)}))
+        frame = uplift.with_term_features(
+            today.assign(discount_type=term.discount_type, discount_value=term.discount_value, window_days=term.window_days)
+        )
+        scored.append(
+            pd.DataFrame(
+                {
+                    "customer_id": today["customer_id"],
+                    "coupon": term.coupon,
+                    "expected_uplift": model.expected_uplift(frame),
+                    "baseline_probability": model.baseline_probability(frame),
+                }
+            )
+        )
     value = pd.to_numeric(today["expected_order_value"], errors="coerce").astype(float)
     value = value.fillna(pd.to_numeric(today["avg_order_value"], errors="coerce").astype(float))
-    order_value = pd.DataFrame({"customer_id": today["customer_id"],
-                                "expected_order_value": value.fillna(value.median()).fillna(0.0)})
-    return uplift.select_offers(pd.concat(scored, ignore_index=True), order_value, terms, budget,
-                                min_expected_uplift)
+    order_value = pd.DataFrame({"customer_id": today["customer_id"], "expected_order_value": value.fillna(value.median()).fillna(0.0)})
+    return uplift.select_offers(pd.concat(scored, ignore_index=True), order_value, terms, budget, min_expected_uplift)

@@ -15,6 +15,7 @@ A young shop still publishes what it can: without the history a churn model need
 the churn columns are null, without a repeat buyer the value columns are; the log and the run summary say
 why (`degraded` in the result), and the night succeeds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,7 @@ NEXT_ORDER_PROBABILITY = 0.5
 #: A next purchase not 50% likely within this many days has no date (null): too far off to plan with.
 NEXT_ORDER_WITHIN_DAYS = 730
 MONEY_COLUMNS = ("expected_order_value", "clv_12m", "clv_12m_low", "clv_12m_high")
-VALUE_COLUMNS = ("p_alive", *(f"expected_orders_{days}d" for days in EXPECTED_ORDER_DAYS), *MONEY_COLUMNS,
-                 "next_order_date")
+VALUE_COLUMNS = ("p_alive", *(f"expected_orders_{days}d" for days in EXPECTED_ORDER_DAYS), *MONEY_COLUMNS, "next_order_date")
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> dict:
@@ -67,31 +67,51 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         lake = Lake(spark, settings.lake_dir)
         version, trained_first = champion_or_train(client, lake, run_date, settings, run_id, degraded)
         classifier = tracking.load_version(version) if version is not None else None
-        buyers = (lake.read("gold", "customer_features")
-                  .where((F.col("as_of") == F.lit(run_date)) & (F.col("purchase_count") > 0))
-                  .select("customer_id", *(RENAMED.get(name, name) for name in (classifier.features if classifier else [])))
-                  .toPandas().set_index("customer_id").sort_index())
-        history = (purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
-                   .toPandas().set_index("customer_id").reindex(buyers.index))
+        buyers = (
+            lake.read("gold", "customer_features")
+            .where((F.col("as_of") == F.lit(run_date)) & (F.col("purchase_count") > 0))
+            .select("customer_id", *(RENAMED.get(name, name) for name in (classifier.features if classifier else [])))
+            .toPandas()
+            .set_index("customer_id")
+            .sort_index()
+        )
+        history = (
+            purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
+            .toPandas()
+            .set_index("customer_id")
+            .reindex(buyers.index)
+        )
         value, clv_run = value_scores(history, settings.clv, run_date, run_id, degraded)
         scores = value.assign(
-            **churn_scores(classifier, buyers, settings, version),
-            clv_model_run=clv_run,
-            as_of=pd.Timestamp(run_date),
-            run_id=run_id,
+            **churn_scores(classifier, buyers, settings, version), clv_model_run=clv_run, as_of=pd.Timestamp(run_date), run_id=run_id
         ).reset_index()
-        frame = spark.createDataFrame(scores, schema=score_schema(scores)).withColumns({
-            **{column: F.col(column).cast("decimal(18,2)") for column in MONEY_COLUMNS},
-            "next_order_date": F.to_date("next_order_date"),
-            "as_of": F.to_date("as_of"),
-        })
+        frame = spark.createDataFrame(scores, schema=score_schema(scores)).withColumns(
+            {
+                **{column: F.col(column).cast("decimal(18,2)") for column in MONEY_COLUMNS},
+                "next_order_date": F.to_date("next_order_date"),
+                "as_of": F.to_date("as_of"),
+            }
+        )
         lake.write_gold(frame, TABLE, run_date, run_id)
     bands = scores["churn_risk"].value_counts().to_dict()
     model = tracking.version_label(version) if version is not None else None
-    log.info("gold/%s as of %s: %d customers, churn risk %s, model %s%s", TABLE, run_date, len(scores), bands,
-             model, " (trained first: there was no champion)" if trained_first else "")
-    return {"customers": len(scores), "churn_risk": bands, "churn_model": model,
-            "trained_first": trained_first, "clv_model_run": clv_run, "degraded": degraded}
+    log.info(
+        "gold/%s as of %s: %d customers, churn risk %s, model %s%s",
+        TABLE,
+        run_date,
+        len(scores),
+        bands,
+        model,
+        " (trained first: there was no champion)" if trained_first else "",
+    )
+    return {
+        "customers": len(scores),
+        "churn_risk": bands,
+        "churn_model": model,
+        "trained_first": trained_first,
+        "clv_model_run": clv_run,
+        "degraded": degraded,
+    }
 
 
 def score_schema(scores: pd.DataFrame):
@@ -126,15 +146,13 @@ def churn_scores(classifier, buyers: pd.DataFrame, settings: Settings, version) 
     }
 
 
-def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str,
-                      degraded: dict[str, str]):
+def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str, degraded: dict[str, str]):
     """The champion churn model's version; trains one first when the registry has none. None (and the
     reason in `degraded["churn"]`) when there is none and the lake's history is too short to train one."""
     version = tracking.champion(client, settings.mlflow.churn_model)
     if version is not None:
         return version, False
-    log.warning("no champion of %s in MLflow (%s): training one first", settings.mlflow.churn_model,
-                settings.mlflow.tracking_uri)
+    log.warning("no champion of %s in MLflow (%s): training one first", settings.mlflow.churn_model, settings.mlflow.tracking_uri)
     try:
         train.train(lake, run_date, settings, run_id)
     except train.TrainingDataError as error:
@@ -144,8 +162,9 @@ def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, ru
     return tracking.champion(client, settings.mlflow.churn_model), True
 
 
-def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, run_id: str,
-                 degraded: dict[str, str] | None = None) -> tuple[pd.DataFrame, str | None]:
+def value_scores(
+    history: pd.DataFrame, options: ClvSettings, run_date: date, run_id: str, degraded: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, str | None]:
     """Fit `clv.purchase_model` (BG/NBD or MBG/NBD) and Gamma-Gamma on `history` (days), log the fit to MLflow;
     per customer the value scores. When the history cannot be fitted (no repeat buyer yet, or a fit that
     does not converge) the value columns are null, no run is logged, and `degraded["value"]` says why."""
@@ -163,31 +182,51 @@ def value_scores(history: pd.DataFrame, options: ClvSettings, run_date: date, ru
         log.warning("value scores left empty tonight: %s", reason)
         empty = pd.DataFrame({column: np.nan for column in VALUE_COLUMNS}, index=history.index)
         return empty.assign(next_order_date=pd.NaT).astype({"next_order_date": "datetime64[ns]"}), None
-    clv_options = dict(period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin,
-                       monthly_discount_rate=options.monthly_discount_rate)
+    clv_options = dict(
+        period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin, monthly_discount_rate=options.monthly_discount_rate
+    )
     clv, low, high = customer_lifetime_value_with_interval(
-        beta_geo, gamma_gamma, *purchases, mean_repeat_order_value, level=options.interval_level, draws=options.interval_draws,
-        seed=options.seed, **clv_options)
+        beta_geo,
+        gamma_gamma,
+        *purchases,
+        mean_repeat_order_value,
+        level=options.interval_level,
+        draws=options.interval_draws,
+        seed=options.seed,
+        **clv_options,
+    )
     days_to_next = beta_geo.time_to_next_purchase(*purchases, probability=NEXT_ORDER_PROBABILITY)
     days_to_next = np.where(days_to_next <= NEXT_ORDER_WITHIN_DAYS, np.ceil(days_to_next), np.nan)
     next_order = pd.Timestamp(run_date) + pd.to_timedelta(days_to_next, unit="D")
-    value = pd.DataFrame({
-        "p_alive": beta_geo.probability_alive(*purchases),
-        **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS},
-        "expected_order_value": gamma_gamma.expected_order_value(repeat_purchase_days, mean_repeat_order_value),
-        "clv_12m": clv,
-        "clv_12m_low": low,
-        "clv_12m_high": high,
-        "next_order_date": next_order,
-    }, index=history.index)
-    params = {"purchase_model": options.purchase_model,
-              **{f"{options.purchase_model}_{k}": round(v, 6) for k, v in asdict(beta_geo.params_).items()},
-              **{f"gamma_gamma_{k}": round(v, 6) for k, v in asdict(gamma_gamma.params_).items()},
-              "customers": len(history), "repeat_buyers": int(repeat.sum()), "margin": options.margin,
-              "annual_discount_rate": options.annual_discount_rate, "interval_level": options.interval_level,
-              "interval_draws": options.interval_draws, "seed": options.seed}
-    metrics = {"expected_purchases_365d": float(value["expected_orders_365d"].sum()),
-               "clv_12m_total": float(value["clv_12m"].sum()), "mean_p_alive": float(value["p_alive"].mean())}
+    value = pd.DataFrame(
+        {
+            "p_alive": beta_geo.probability_alive(*purchases),
+            **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS},
+            "expected_order_value": gamma_gamma.expected_order_value(repeat_purchase_days, mean_repeat_order_value),
+            "clv_12m": clv,
+            "clv_12m_low": low,
+            "clv_12m_high": high,
+            "next_order_date": next_order,
+        },
+        index=history.index,
+    )
+    params = {
+        "purchase_model": options.purchase_model,
+        **{f"{options.purchase_model}_{k}": round(v, 6) for k, v in asdict(beta_geo.params_).items()},
+        **{f"gamma_gamma_{k}": round(v, 6) for k, v in asdict(gamma_gamma.params_).items()},
+        "customers": len(history),
+        "repeat_buyers": int(repeat.sum()),
+        "margin": options.margin,
+        "annual_discount_rate": options.annual_discount_rate,
+        "interval_level": options.interval_level,
+        "interval_draws": options.interval_draws,
+        "seed": options.seed,
+    }
+    metrics = {
+        "expected_purchases_365d": float(value["expected_orders_365d"].sum()),
+        "clv_12m_total": float(value["clv_12m"].sum()),
+        "mean_p_alive": float(value["p_alive"].mean()),
+    }
     return value, log_value_fit(run_date, run_id, params, metrics)
 
 
@@ -197,12 +236,13 @@ def log_value_fit(run_date: date, run_id: str, params: dict, metrics: dict[str, 
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     earlier = mlflow.search_runs(
         filter_string=f"tags.kind = 'clv-fit' and tags.run_date = '{run_date.isoformat()}' and tags.fit_digest = '{digest}'",
-        output_format="list", max_results=1)
+        output_format="list",
+        max_results=1,
+    )
     if earlier:
         return earlier[0].info.run_id
     with mlflow.start_run(run_name=f"clv-{run_date}") as clv_run:
-        mlflow.set_tags({"kind": "clv-fit", "run_date": run_date.isoformat(), "pipeline_run_id": run_id,
-                         "fit_digest": digest})
+        mlflow.set_tags({"kind": "clv-fit", "run_date": run_date.isoformat(), "pipeline_run_id": run_id, "fit_digest": digest})
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
     return clv_run.info.run_id

@@ -5,6 +5,7 @@ partial or empty table, nor tables of two different runs. The CRM tables show th
 publishing an older date (a backfill) leaves a newer publication in place. In the same transaction the
 history tables get the run date's segment summary and movement, and each customer's segment stays.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,10 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     with spark_session(settings, "publish") as spark:
         lake = Lake(spark, settings.lake_dir)
         rows = {
-            table: lake.read("gold", table.name).where(F.col("as_of") == F.lit(run_date))
-            .select(*[column.name for column in table.columns]).toArrow()
+            table: lake.read("gold", table.name)
+            .where(F.col("as_of") == F.lit(run_date))
+            .select(*[column.name for column in table.columns])
+            .toArrow()
             for table in metadata.sorted_tables
         }
     return replace_tables(engine, metadata, rows, run_date)
@@ -63,9 +66,11 @@ def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, pa.Table], r
                 history = table_in(everything, RUN_DATE_HISTORY[table.name])
                 connection.execute(history.delete().where(history.c.as_of == run_date))
                 kept[history.name] = _insert(connection, history, data)
-        newer = [(table.fullname, latest) for table in rows
-                 if (latest := connection.execute(select(func.max(table.c.as_of))).scalar()) is not None
-                 and latest > run_date]
+        newer = [
+            (table.fullname, latest)
+            for table in rows
+            if (latest := connection.execute(select(func.max(table.c.as_of))).scalar()) is not None and latest > run_date
+        ]
         if newer:
             log.warning("%s holds %s, later than %s: the CRM is left as it is", *newer[0], run_date)
             return {table.name: 0 for table in rows} | kept
@@ -73,8 +78,7 @@ def replace_tables(engine, metadata: MetaData, rows: Mapping[Table, pa.Table], r
             connection.execute(table.delete())
             counts[table.name] = _insert(connection, table, data)
             if table.name == "customer_segments":
-                kept[SEGMENT_HISTORY] = record_segment_stays(
-                    connection, table, table_in(everything, SEGMENT_HISTORY), run_date)
+                kept[SEGMENT_HISTORY] = record_segment_stays(connection, table, table_in(everything, SEGMENT_HISTORY), run_date)
     counts |= kept
     for name, count in counts.items():
         log.info("%s: %d rows published for %s", name, count, run_date)
@@ -92,16 +96,23 @@ def record_segment_stays(connection, segments: Table, stays: Table, run_date: da
     """
     connection.execute(stays.delete().where(stays.c.valid_from >= run_date))
     connection.execute(stays.update().where(stays.c.valid_to >= run_date).values(valid_to=None))
-    still_in_it = exists().where((segments.c.customer_id == stays.c.customer_id)
-                                 & (segments.c.segment == stays.c.segment))
+    still_in_it = exists().where((segments.c.customer_id == stays.c.customer_id) & (segments.c.segment == stays.c.segment))
     connection.execute(stays.update().where(stays.c.valid_to.is_(None) & ~still_in_it).values(valid_to=run_date))
     other = stays.alias("other")
     known = exists().where(other.c.customer_id == segments.c.customer_id)
     staying = exists().where((other.c.customer_id == segments.c.customer_id) & other.c.valid_to.is_(None))
-    opened = connection.execute(stays.insert().from_select(
-        ["customer_id", "valid_from", "valid_to", "segment", "run_id"],
-        select(segments.c.customer_id, case((known, literal(run_date, Date)), else_=segments.c.changed_at),
-               null(), segments.c.segment, segments.c.run_id).where(~staying)))
+    opened = connection.execute(
+        stays.insert().from_select(
+            ["customer_id", "valid_from", "valid_to", "segment", "run_id"],
+            select(
+                segments.c.customer_id,
+                case((known, literal(run_date, Date)), else_=segments.c.changed_at),
+                null(),
+                segments.c.segment,
+                segments.c.run_id,
+            ).where(~staying),
+        )
+    )
     return opened.rowcount
 
 

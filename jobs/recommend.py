@@ -14,6 +14,7 @@ date, checked on what was bought since): recall@10 of ALS against popularity, me
 the propensity model against "the category the customer bought most". Figures go to MLflow and the run
 summary. A shop younger than the split needs (one or two `holdout_days`) skips the evaluation and says so.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,9 +43,11 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     degraded: dict[str, str] = {}
     figures: dict[str, float] = {}
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with spark_session(settings, "recommend") as spark, \
-            tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints, \
-            checkpoint_dir(spark, checkpoints):  # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows
+    with (
+        spark_session(settings, "recommend") as spark,
+        tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints,
+        checkpoint_dir(spark, checkpoints),
+    ):  # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows
         lake = Lake(spark, settings.lake_dir)
         silver = silver_tables(lake)
         first_order = silver["orders"].agg(F.min("created_at")).first()[0]
@@ -53,27 +56,38 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         if history_days > conf.holdout_days:
             figures.update(evaluate_recommendations(silver, run_date, settings, run_id))
         else:
-            degraded["recommendations_evaluation"] = (f"{history_days} days of orders up to {run_date}: the time "
-                                                      f"split needs more than recommend.holdout_days ({conf.holdout_days})")
-        customers = (lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date))
-                     .select("customer_id"))
+            degraded["recommendations_evaluation"] = (
+                f"{history_days} days of orders up to {run_date}: the time "
+                f"split needs more than recommend.holdout_days ({conf.holdout_days})"
+            )
+        customers = lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).select("customer_id")
         recommended = recommend.recommendations(silver, customers, run_date, statuses, conf)
 
         if history_days > 2 * conf.holdout_days:
             figures.update(evaluate_propensity(silver, run_date, settings, run_id))
             likely = spark.createDataFrame(
                 propensity.category_propensity(silver, run_date, conf.holdout_days, statuses, conf),
-                schema="customer_id long, rank int, category string, probability double")
+                schema="customer_id long, rank int, category string, probability double",
+            )
         else:
-            degraded["category_propensity"] = (f"{history_days} days of orders up to {run_date}: training needs "
-                                               f"more than 2 x recommend.holdout_days ({2 * conf.holdout_days})")
+            degraded["category_propensity"] = (
+                f"{history_days} days of orders up to {run_date}: training needs "
+                f"more than 2 x recommend.holdout_days ({2 * conf.holdout_days})"
+            )
             likely = None
 
-        counts = {table: lake.write_gold(rows, table, run_date, run_id)
-                  for table, rows in (("recommendations", recommended), ("category_propensity", likely))}
-        reasons = {row["reason"]: row["customers"] for row in
-                   lake.read("gold", "recommendations").where((F.col("as_of") == F.lit(run_date)) & (F.col("rank") == 1))
-                   .groupBy("reason").agg(F.count("*").alias("customers")).collect()}
+        counts = {
+            table: lake.write_gold(rows, table, run_date, run_id)
+            for table, rows in (("recommendations", recommended), ("category_propensity", likely))
+        }
+        reasons = {
+            row["reason"]: row["customers"]
+            for row in lake.read("gold", "recommendations")
+            .where((F.col("as_of") == F.lit(run_date)) & (F.col("rank") == 1))
+            .groupBy("reason")
+            .agg(F.count("*").alias("customers"))
+            .collect()
+        }
     for reason in degraded.values():
         log.warning("recommend for %s: %s", run_date, reason)
     log.info("recommend for %s: %s, customers by reason %s; %s", run_date, counts, reasons, figures)
@@ -88,16 +102,30 @@ def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id:
     if "als_purchases_only_recall_at_10" in figures:  # the lake has events: ALS on purchases alone, beside
         baselines["ALS on purchases alone"] = figures["als_purchases_only_recall_at_10"]
     tracking.log_evaluation(
-        "product_recommendations", run_date, run_id,
-        f"purchases of the last {conf.holdout_days} days, fitted on those (and the browsing events) before "
-        f"({figures['cutoff']})",
-        "recall_at_10", figures["als_recall_at_10"], baselines,
-        params={"rank": conf.rank, "max_iter": conf.max_iter, "reg_param": conf.reg_param, "alpha": conf.alpha,
-                "exclude_bought": conf.exclude_bought, "seed": conf.seed, "event_weights": conf.event_weights,
-                "event_days": conf.event_days},
-        metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))})
-    return {name: figures[name] for name in ("als_recall_at_10", "popularity_recall_at_10",
-                                             "als_purchases_only_recall_at_10") if name in figures}
+        "product_recommendations",
+        run_date,
+        run_id,
+        f"purchases of the last {conf.holdout_days} days, fitted on those (and the browsing events) before ({figures['cutoff']})",
+        "recall_at_10",
+        figures["als_recall_at_10"],
+        baselines,
+        params={
+            "rank": conf.rank,
+            "max_iter": conf.max_iter,
+            "reg_param": conf.reg_param,
+            "alpha": conf.alpha,
+            "exclude_bought": conf.exclude_bought,
+            "seed": conf.seed,
+            "event_weights": conf.event_weights,
+            "event_days": conf.event_days,
+        },
+        metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))},
+    )
+    return {
+        name: figures[name]
+        for name in ("als_recall_at_10", "popularity_recall_at_10", "als_purchases_only_recall_at_10")
+        if name in figures
+    }
 
 
 def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:
@@ -105,9 +133,14 @@ def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str)
     conf = settings.recommend
     figures = propensity.evaluate_propensity(silver, run_date, conf.holdout_days, settings.rfm.scored_statuses, conf)
     tracking.log_evaluation(
-        "category_propensity", run_date, run_id,
+        "category_propensity",
+        run_date,
+        run_id,
         f"categories bought in the {conf.holdout_days} days after {figures['scored_at']}",
-        "mean_average_precision", figures["model_mean_average_precision"], {"most bought category": figures["most_bought_mean_average_precision"]},
+        "mean_average_precision",
+        figures["model_mean_average_precision"],
+        {"most bought category": figures["most_bought_mean_average_precision"]},
         params={"horizon_days": conf.holdout_days, "seed": conf.seed},
-        metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))})
+        metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))},
+    )
     return {"propensity_map": figures["model_mean_average_precision"], "most_bought_map": figures["most_bought_mean_average_precision"]}

@@ -11,6 +11,7 @@ plainly when its data is missing (no previous run, no scores yet, no gate result
 
     python -m jobs.report --date 2026-11-26
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,17 @@ SECTIONS = {
 RISK_BANDS = ("high", "medium", "low")
 TOP_CHANGES = 10
 SEGMENT_COLUMNS = ["customer_id", "frequency", "segment", "run_id"]
-SCORE_COLUMNS = ["customer_id", "churn_probability", "churn_risk", "p_alive", "clv_12m", "clv_12m_low",
-                 "clv_12m_high", "churn_model_version", "run_id"]
+SCORE_COLUMNS = [
+    "customer_id",
+    "churn_probability",
+    "churn_risk",
+    "p_alive",
+    "clv_12m",
+    "clv_12m_low",
+    "clv_12m_high",
+    "churn_model_version",
+    "run_id",
+]
 CALIBRATION_MODELS = ("challenger", "logistic_baseline", "bgnbd_no_purchase", "p_alive_baseline")
 NEW = "(new customer)"
 GONE = "(no longer in gold)"
@@ -132,8 +142,7 @@ def gather(settings: Settings, run_date: date) -> RunData:
         run_date=run_date,
         previous_date=previous_date,
         segments=read_gold(lake, "customer_segments", run_date, SEGMENT_COLUMNS),
-        previous_segments=(read_gold(lake, "customer_segments", previous_date, SEGMENT_COLUMNS)
-                           if previous_date else None),
+        previous_segments=(read_gold(lake, "customer_segments", previous_date, SEGMENT_COLUMNS) if previous_date else None),
         scores=scores,
         previous_scores=read_gold(lake, "customer_scores", previous_date, SCORE_COLUMNS) if previous_date else None,
         quality=quality_summary(settings, run_date) or {},
@@ -157,15 +166,17 @@ def read_gold(lake: LakeLayout, table: str, as_of: date, columns: Sequence[str])
     """
     actions = _add_actions(lake, "gold", table)
     base = Path(lake.path("gold", table))
-    files = [_data_file(base, path) for path, value in zip(actions.get("path", []), actions.get("partition.as_of", []))
-             if _as_date(value) == as_of]
+    files = [
+        _data_file(base, path)
+        for path, value in zip(actions.get("path", []), actions.get("partition.as_of", []))
+        if _as_date(value) == as_of
+    ]
     if not files:
         return None
     dataset = ds.dataset(files, format="parquet")
     wanted = [column for column in columns if column in dataset.schema.names]
     data = dataset.to_table(columns=wanted)
-    data = data.cast(pa.schema([pa.field(field.name, pa.float64()) if pa.types.is_decimal(field.type) else field
-                                for field in data.schema]))
+    data = data.cast(pa.schema([pa.field(field.name, pa.float64()) if pa.types.is_decimal(field.type) else field for field in data.schema]))
     return data.to_pandas().reindex(columns=list(columns))
 
 
@@ -177,8 +188,10 @@ def quarantined_rows(lake: LakeLayout, run_date: date) -> dict[str, int]:
             continue
         actions = _add_actions(lake, layer, name)
         counts[name.removeprefix("_quarantine/")] = sum(
-            rows or 0 for rows, value in zip(actions.get("num_records", []), actions.get("partition.run_date", []))
-            if _as_date(value) == run_date)
+            rows or 0
+            for rows, value in zip(actions.get("num_records", []), actions.get("partition.run_date", []))
+            if _as_date(value) == run_date
+        )
     return counts
 
 
@@ -205,8 +218,11 @@ def _as_date(value: Any) -> date | None:
 @contextmanager
 def _quiet_mlflow() -> Iterator[None]:
     """No progress bars, and one quick try against a tracking server: the report must not hang on MLflow."""
-    settings = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    settings = {
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    }
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
@@ -255,10 +271,17 @@ def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[
 
 def render(run: RunData) -> str:
     """The whole page as HTML."""
-    body = "\n".join([
-        overview_section(run), segments_section(run), scores_section(run), clv_section(run),
-        calibration_section(run), quality_section(run), changes_section(run),
-    ])
+    body = "\n".join(
+        [
+            overview_section(run),
+            segments_section(run),
+            scores_section(run),
+            clv_section(run),
+            calibration_section(run),
+            quality_section(run),
+            changes_section(run),
+        ]
+    )
     title = f"shop-crm run report {run.run_date.isoformat()}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -324,14 +347,19 @@ def overview_section(run: RunData) -> str:
             ("buyers (at least one purchase)", _count(int((segments["frequency"] > 0).sum()))),
         ]
     rows += [
-        ("customers scored", _count(len(run.scores)) if run.scores is not None
-         else _missing_inline("no scores for this run date")),
-        ("previous run date in gold", _text(run.previous_date.isoformat()) if run.previous_date
-         else _missing_inline("none: this is the first run date in gold")),
+        ("customers scored", _count(len(run.scores)) if run.scores is not None else _missing_inline("no scores for this run date")),
+        (
+            "previous run date in gold",
+            _text(run.previous_date.isoformat()) if run.previous_date else _missing_inline("none: this is the first run date in gold"),
+        ),
         ("data root", _code(settings.data_dir)),
         ("CRM database", _code(db.masked(settings.crm.db_url))),
-        ("exports", _link(manifest, f"{exports}/manifest.json") if manifest.is_file()
-         else f"{_code(exports)} {_missing_inline('not exported for this run date')}"),
+        (
+            "exports",
+            _link(manifest, f"{exports}/manifest.json")
+            if manifest.is_file()
+            else f"{_code(exports)} {_missing_inline('not exported for this run date')}",
+        ),
         ("lake", _code(settings.lake_dir)),
         ("Data Docs (quality)", _link(docs, docs) if docs else _missing_inline("no gate results")),
         ("MLflow store", _code(masked(settings.mlflow.tracking_uri))),
@@ -347,11 +375,15 @@ def segments_section(run: RunData) -> str:
     counts = segments["segment"].value_counts()
     total = int(counts.sum())
     figure = _barh(counts.index, counts.to_numpy(), "customers", "Customers per segment", value_format="{:,.0f}")
-    table = _table(["segment", "customers", "share"],
-                   [[_text(segment), _count(customers), _percent(customers / total)] for segment, customers in counts.items()],
-                   numeric={1, 2})
-    parts = [f'<div class="figures">{_img("segments", f"Bar chart of customers per segment on {run.run_date}", figure)}'
-             f"{table}</div>", "<h3>Movement since the previous run</h3>"]
+    table = _table(
+        ["segment", "customers", "share"],
+        [[_text(segment), _count(customers), _percent(customers / total)] for segment, customers in counts.items()],
+        numeric={1, 2},
+    )
+    parts = [
+        f'<div class="figures">{_img("segments", f"Bar chart of customers per segment on {run.run_date}", figure)}{table}</div>',
+        "<h3>Movement since the previous run</h3>",
+    ]
     if run.previous_segments is None:
         parts.append(_missing("No previous run date in gold/customer_segments: nothing to compare with."))
     else:
@@ -361,8 +393,9 @@ def segments_section(run: RunData) -> str:
 
 def segment_moves(current: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
     """Customers per (from, to) pair: previous segment (or new) to current segment (or gone)."""
-    both = previous[["customer_id", "segment"]].merge(current[["customer_id", "segment"]], on="customer_id",
-                                                      how="outer", suffixes=("_from", "_to"))
+    both = previous[["customer_id", "segment"]].merge(
+        current[["customer_id", "segment"]], on="customer_id", how="outer", suffixes=("_from", "_to")
+    )
     both = both.fillna({"segment_from": NEW, "segment_to": GONE})
     return both.groupby(["segment_from", "segment_to"]).size().rename("customers").reset_index()
 
@@ -377,8 +410,11 @@ def movement_html(current: pd.DataFrame, previous: pd.DataFrame, previous_date: 
     matrix = matrix.reindex(index=rows, columns=columns, fill_value=0)
     largest = max(int(matrix.to_numpy().max()), 1)
     stayed = int(moves.loc[moves["segment_from"] == moves["segment_to"], "customers"].sum())
-    changed = int(moves.loc[(moves["segment_from"] != moves["segment_to"]) & (moves["segment_from"] != NEW)
-                            & (moves["segment_to"] != GONE), "customers"].sum())
+    changed = int(
+        moves.loc[
+            (moves["segment_from"] != moves["segment_to"]) & (moves["segment_from"] != NEW) & (moves["segment_to"] != GONE), "customers"
+        ].sum()
+    )
     new = int(moves.loc[moves["segment_from"] == NEW, "customers"].sum())
     gone = int(moves.loc[moves["segment_to"] == GONE, "customers"].sum())
     head = "".join(f'<th class="n">{_text(column)}</th>' for column in columns)
@@ -391,11 +427,14 @@ def movement_html(current: pd.DataFrame, previous: pd.DataFrame, previous_date: 
             kind = "n same" if source == target else "n"
             cells.append(f'<td class="{kind}"{shade}>{value:,}</td>' if value else f'<td class="{kind}"></td>')
         body.append(f"<tr><th>{_text(source)}</th>{''.join(cells)}</tr>")
-    summary = (f"<p>From {previous_date} to {run_date}: {_count(changed)} customers changed segment, "
-               f"{_count(stayed)} stayed, {_count(new)} are new"
-               + (f", {_count(gone)} are no longer in gold" if gone else "") + ". Rows: segment on "
-               f"{previous_date}; columns: segment on {run_date}.</p>")
-    return (f'{summary}<table class="matrix"><tr><th>from \\ to</th>{head}</tr>{"".join(body)}</table>')
+    summary = (
+        f"<p>From {previous_date} to {run_date}: {_count(changed)} customers changed segment, "
+        f"{_count(stayed)} stayed, {_count(new)} are new"
+        + (f", {_count(gone)} are no longer in gold" if gone else "")
+        + ". Rows: segment on "
+        f"{previous_date}; columns: segment on {run_date}.</p>"
+    )
+    return f'{summary}<table class="matrix"><tr><th>from \\ to</th>{head}</tr>{"".join(body)}</table>'
 
 
 def scores_section(run: RunData) -> str:
@@ -405,33 +444,58 @@ def scores_section(run: RunData) -> str:
     parts, figures = [], []
     churn = scores["churn_probability"].dropna()
     if churn.empty:
-        parts.append(_missing("No churn probabilities: no churn model yet (the shop needs 2 x churn.horizon_days "
-                              "of purchase history to train one)."))
+        parts.append(
+            _missing("No churn probabilities: no churn model yet (the shop needs 2 x churn.horizon_days of purchase history to train one).")
+        )
     else:
-        figures.append(_img("churn_probability", "Histogram of churn probability over scored customers",
-                            _histogram(churn, "churn probability (no purchase within the horizon)",
-                                       "Churn probability", bounds=(0, 1))))
+        figures.append(
+            _img(
+                "churn_probability",
+                "Histogram of churn probability over scored customers",
+                _histogram(churn, "churn probability (no purchase within the horizon)", "Churn probability", bounds=(0, 1)),
+            )
+        )
     alive = scores["p_alive"].dropna()
     if alive.empty:
         parts.append(_missing("No P(alive): the value models are not fitted yet (no repeat buyer)."))
     else:
-        figures.append(_img("p_alive", "Histogram of P(alive) over scored customers",
-                            _histogram(alive, "P(alive), BG/NBD", "Probability still active", bounds=(0, 1))))
+        figures.append(
+            _img(
+                "p_alive",
+                "Histogram of P(alive) over scored customers",
+                _histogram(alive, "P(alive), BG/NBD", "Probability still active", bounds=(0, 1)),
+            )
+        )
     if figures:
         parts.insert(0, f'<div class="figures">{"".join(figures)}</div>')
     options = run.settings.churn
-    bands = scores.assign(band=scores["churn_risk"].fillna("unscored")).groupby("band").agg(
-        customers=("customer_id", "size"), churn=("churn_probability", "mean"), p_alive=("p_alive", "mean"),
-        clv=("clv_12m", "sum"))
+    bands = (
+        scores.assign(band=scores["churn_risk"].fillna("unscored"))
+        .groupby("band")
+        .agg(customers=("customer_id", "size"), churn=("churn_probability", "mean"), p_alive=("p_alive", "mean"), clv=("clv_12m", "sum"))
+    )
     order = [band for band in (*RISK_BANDS, "unscored") if band in bands.index]
-    rows = [[_text(band), _count(int(bands.at[band, "customers"])), _percent(bands.at[band, "customers"] / len(scores)),
-             _number(bands.at[band, "churn"], "{:.2f}"), _number(bands.at[band, "p_alive"], "{:.2f}"),
-             _number(bands.at[band, "clv"], "{:,.2f}")] for band in order]
+    rows = [
+        [
+            _text(band),
+            _count(int(bands.at[band, "customers"])),
+            _percent(bands.at[band, "customers"] / len(scores)),
+            _number(bands.at[band, "churn"], "{:.2f}"),
+            _number(bands.at[band, "p_alive"], "{:.2f}"),
+            _number(bands.at[band, "clv"], "{:,.2f}"),
+        ]
+        for band in order
+    ]
     models = ", ".join(sorted(scores["churn_model_version"].dropna().unique())) or "none yet"
-    parts.append(f"<h3>Churn risk bands</h3><p>High from churn probability {options.high_risk}, medium from "
-                 f"{options.medium_risk}; churn model {_text(models)}.</p>"
-                 + _table(["churn risk", "customers", "share", "mean churn probability", "mean P(alive)",
-                           "CLV 12 months (sum)"], rows, numeric={1, 2, 3, 4, 5}))
+    parts.append(
+        f"<h3>Churn risk bands</h3><p>High from churn probability {options.high_risk}, medium from "
+        f"{options.medium_risk}; churn model {_text(models)}.</p>"
+        + _table(
+            ["churn risk", "customers", "share", "mean churn probability", "mean P(alive)", "CLV 12 months (sum)"],
+            rows,
+            numeric={1, 2, 3, 4, 5},
+        )
+    )
     return _section("scores", "\n".join(parts))
 
 
@@ -439,9 +503,13 @@ def clv_by_segment(scores: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame
     """Per segment: scored customers, total and mean clv_12m, its share of all CLV, mean interval bounds."""
     joined = scores.merge(segments[["customer_id", "segment"]], on="customer_id", how="left")
     joined["segment"] = joined["segment"].fillna("(no segment)")
-    table = joined.groupby("segment").agg(customers=("customer_id", "size"), clv_total=("clv_12m", "sum"),
-                                          clv_mean=("clv_12m", "mean"), low_mean=("clv_12m_low", "mean"),
-                                          high_mean=("clv_12m_high", "mean"))
+    table = joined.groupby("segment").agg(
+        customers=("customer_id", "size"),
+        clv_total=("clv_12m", "sum"),
+        clv_mean=("clv_12m", "mean"),
+        low_mean=("clv_12m_low", "mean"),
+        high_mean=("clv_12m_high", "mean"),
+    )
     everything = table["clv_total"].sum()
     table["clv_share"] = table["clv_total"] / everything if everything else np.nan
     return table.sort_values("clv_total", ascending=False)
@@ -450,26 +518,42 @@ def clv_by_segment(scores: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame
 def clv_section(run: RunData) -> str:
     scores = run.scores
     if scores is None or scores["clv_12m"].isna().all():
-        reason = ("gold/customer_scores has no rows for this run date" if scores is None
-                  else "the value models are not fitted yet (no repeat buyer)")
+        reason = (
+            "gold/customer_scores has no rows for this run date"
+            if scores is None
+            else "the value models are not fitted yet (no repeat buyer)"
+        )
         return _section("clv", _missing(f"No lifetime values: {reason}."))
     if run.segments is None:
         return _section("clv", _missing("No segments for this run date: CLV cannot be shown by segment."))
     table = clv_by_segment(scores.dropna(subset=["clv_12m"]), run.segments)
     level = run.settings.clv.interval_level
     figure = _clv_figure(table, level)
-    rows = [[_text(segment), _count(int(row.customers)), _number(row.clv_total, "{:,.0f}"),
-             _percent(row.clv_share), _number(row.clv_mean, "{:,.2f}"),
-             f"{_number(row.low_mean, '{:,.2f}')} – {_number(row.high_mean, '{:,.2f}')}"]
-            for segment, row in table.iterrows()]
+    rows = [
+        [
+            _text(segment),
+            _count(int(row.customers)),
+            _number(row.clv_total, "{:,.0f}"),
+            _percent(row.clv_share),
+            _number(row.clv_mean, "{:,.2f}"),
+            f"{_number(row.low_mean, '{:,.2f}')} – {_number(row.high_mean, '{:,.2f}')}",
+        ]
+        for segment, row in table.iterrows()
+    ]
     total = float(table["clv_total"].sum())
-    html_table = _table(["segment", "customers scored", "CLV 12 months, total", "share of total CLV", "mean CLV",
-                         f"mean {level:.0%} interval"], rows, numeric={1, 2, 3, 4, 5})
-    text = (f"<p>Expected profit of the next 12 months (<code>clv_12m</code>, shop currency): "
-            f"{total:,.0f} in total over {_count(int(table['customers'].sum()))} scored customers. The interval "
-            f"columns are the means of the customers' own {level:.0%} intervals (<code>clv_12m_low</code> .. "
-            f"<code>clv_12m_high</code>); bounds of single customers do not add up to an interval of a total.</p>")
-    body = f'{text}<div class="figures">{_img("clv_by_segment", "Bar charts of total and mean 12-month CLV per segment", figure)}</div>{html_table}'
+    html_table = _table(
+        ["segment", "customers scored", "CLV 12 months, total", "share of total CLV", "mean CLV", f"mean {level:.0%} interval"],
+        rows,
+        numeric={1, 2, 3, 4, 5},
+    )
+    text = (
+        f"<p>Expected profit of the next 12 months (<code>clv_12m</code>, shop currency): "
+        f"{total:,.0f} in total over {_count(int(table['customers'].sum()))} scored customers. The interval "
+        f"columns are the means of the customers' own {level:.0%} intervals (<code>clv_12m_low</code> .. "
+        f"<code>clv_12m_high</code>); bounds of single customers do not add up to an interval of a total.</p>"
+    )
+    figures = _img("clv_by_segment", "Bar charts of total and mean 12-month CLV per segment", figure)
+    body = f'{text}<div class="figures">{figures}</div>{html_table}'
     return _section("clv", body)
 
 
@@ -480,15 +564,24 @@ def calibration_section(run: RunData) -> str:
     figure = plots.calibration_figure(tables)
     main = next(iter(tables))
     table = tables[main]
-    rows = [[_text(row["churn_probability"]), _count(int(row["customers"])), _number(row["mean_predicted"], "{:.3f}"),
-             _number(row["observed"], "{:.3f}")] for _, row in table.iterrows()]
-    body = (f"<p>Observed churn rate against the predicted probability on the training run's holdout snapshot, "
-            f"per probability band ({_text(run.calibration_source)}). Points on the diagonal are well calibrated."
-            f"</p><div class=\"figures\">"
-            f"{_img('calibration', 'Calibration plot: observed churn rate against mean predicted probability', figure)}"
-            f"<div><h3>{_text(main)}</h3>"
-            + _table(["churn probability", "customers", "mean predicted", "observed"], rows, numeric={1, 2, 3})
-            + "</div></div>")
+    rows = [
+        [
+            _text(row["churn_probability"]),
+            _count(int(row["customers"])),
+            _number(row["mean_predicted"], "{:.3f}"),
+            _number(row["observed"], "{:.3f}"),
+        ]
+        for _, row in table.iterrows()
+    ]
+    body = (
+        f"<p>Observed churn rate against the predicted probability on the training run's holdout snapshot, "
+        f"per probability band ({_text(run.calibration_source)}). Points on the diagonal are well calibrated."
+        f'</p><div class="figures">'
+        f"{_img('calibration', 'Calibration plot: observed churn rate against mean predicted probability', figure)}"
+        f"<div><h3>{_text(main)}</h3>"
+        + _table(["churn probability", "customers", "mean predicted", "observed"], rows, numeric={1, 2, 3})
+        + "</div></div>"
+    )
     return _section("calibration", body)
 
 
@@ -507,30 +600,51 @@ def quality_section(run: RunData) -> str:
         failed = sum(len(report["critical_failures"]) + len(report["warnings"]) for report in tables.values())
         quarantined = sum(run.quarantined.values()) if layer == "silver" and run.quarantined else None
         verdict = '<span class="good">passed</span>' if summary["passed"] else '<span class="bad">FAILED</span>'
-        rows.append([_text(layer), verdict, _count(len(tables)), _count(evaluated - failed), _count(failed),
-                     _count(summary["critical_failures"]), _count(summary["warnings"]),
-                     _count(quarantined) if quarantined is not None else "—"])
+        rows.append(
+            [
+                _text(layer),
+                verdict,
+                _count(len(tables)),
+                _count(evaluated - failed),
+                _count(failed),
+                _count(summary["critical_failures"]),
+                _count(summary["warnings"]),
+                _count(quarantined) if quarantined is not None else "—",
+            ]
+        )
         for missing in summary.get("not_in_lake", []):
             failures.append([_text(layer), _text(missing), "critical", "table not in the lake", ""])
         for table, report in tables.items():
             for severity, key in (("critical", "critical_failures"), ("warning", "warnings")):
                 for failure in report[key]:
-                    failures.append([_text(layer), _text(table), severity, _text(failure_text(failure)),
-                                     _link(report["data_docs"], "page") if report.get("data_docs") else ""])
-    parts = [f"<p>Great Expectations gates of {run.run_date} (<code>quality/{run.run_date}/&lt;layer&gt;.json"
-             "</code>). Expectations count once per table checked.</p>",
-             _table(["layer", "gate", "tables", "expectations passed", "failed", "critical failures", "warnings",
-                     "rows quarantined"], rows, numeric={2, 3, 4, 5, 6, 7})]
+                    failures.append(
+                        [
+                            _text(layer),
+                            _text(table),
+                            severity,
+                            _text(failure_text(failure)),
+                            _link(report["data_docs"], "page") if report.get("data_docs") else "",
+                        ]
+                    )
+    parts = [
+        f"<p>Great Expectations gates of {run.run_date} (<code>quality/{run.run_date}/&lt;layer&gt;.json"
+        "</code>). Expectations count once per table checked.</p>",
+        _table(
+            ["layer", "gate", "tables", "expectations passed", "failed", "critical failures", "warnings", "rows quarantined"],
+            rows,
+            numeric={2, 3, 4, 5, 6, 7},
+        ),
+    ]
     if failures:
-        parts.append("<h3>Failed expectations</h3>"
-                     + _table(["layer", "table", "severity", "what failed", "Data Docs"], failures))
+        parts.append("<h3>Failed expectations</h3>" + _table(["layer", "table", "severity", "what failed", "Data Docs"], failures))
     else:
         parts.append("<p>No expectation failed.</p>")
     if run.quarantined:
         quarantine = [[_text(table), _count(rows)] for table, rows in sorted(run.quarantined.items()) if rows]
-        parts.append("<h3>Quarantined rows by silver table</h3>" + (
-            _table(["table", "rows"], quarantine, numeric={1}) if quarantine
-            else f"<p>No row was quarantined on {run.run_date}.</p>"))
+        parts.append(
+            "<h3>Quarantined rows by silver table</h3>"
+            + (_table(["table", "rows"], quarantine, numeric={1}) if quarantine else f"<p>No row was quarantined on {run.run_date}.</p>")
+        )
     else:
         parts.append(_missing("No quarantine tables in the lake: quarantined rows are not recorded."))
     return _section("quality", "\n".join(parts))
@@ -538,8 +652,9 @@ def quality_section(run: RunData) -> str:
 
 def score_changes(current: pd.DataFrame, previous: pd.DataFrame, column: str) -> pd.DataFrame:
     """Customers scored on both dates, with `column` before and after, largest absolute change first."""
-    both = previous[["customer_id", column]].merge(current[["customer_id", column]], on="customer_id",
-                                                   suffixes=("_before", "_after")).dropna()
+    both = (
+        previous[["customer_id", column]].merge(current[["customer_id", column]], on="customer_id", suffixes=("_before", "_after")).dropna()
+    )
     both["change"] = both[f"{column}_after"] - both[f"{column}_before"]
     order = both["change"].abs().sort_values(ascending=False, kind="stable").index
     return both.loc[order].reset_index(drop=True)
@@ -551,30 +666,36 @@ def changes_section(run: RunData) -> str:
     parts = []
     if run.segments is not None and run.previous_segments is not None:
         moves = segment_moves(run.segments, run.previous_segments)
-        changed = moves[(moves["segment_from"] != moves["segment_to"]) & (moves["segment_from"] != NEW)
-                        & (moves["segment_to"] != GONE)]
+        changed = moves[(moves["segment_from"] != moves["segment_to"]) & (moves["segment_from"] != NEW) & (moves["segment_to"] != GONE)]
         top = changed.sort_values("customers", ascending=False).head(5)
-        parts.append(f"<p>Since {run.previous_date}: <strong>{_count(int(changed['customers'].sum()))}</strong> "
-                     f"customers changed segment (largest moves: "
-                     + ", ".join(f"{_text(row.segment_from)} → {_text(row.segment_to)} {row.customers:,}"
-                                 for row in top.itertuples()) + ").</p>")
+        parts.append(
+            f"<p>Since {run.previous_date}: <strong>{_count(int(changed['customers'].sum()))}</strong> "
+            f"customers changed segment (largest moves: "
+            + ", ".join(f"{_text(row.segment_from)} → {_text(row.segment_to)} {row.customers:,}" for row in top.itertuples())
+            + ").</p>"
+        )
     if run.scores is None or run.previous_scores is None:
         missing = run.run_date if run.scores is None else run.previous_date
         parts.append(_missing(f"No score changes: gold/customer_scores has no rows for {missing}."))
         return _section("changes", "\n".join(parts))
-    segment_of = (run.segments.set_index("customer_id")["segment"] if run.segments is not None else pd.Series(dtype=str))
+    segment_of = run.segments.set_index("customer_id")["segment"] if run.segments is not None else pd.Series(dtype=str)
     for column, title, fmt in (("clv_12m", "12-month CLV", "{:,.2f}"), ("churn_probability", "Churn probability", "{:.3f}")):
         changes = score_changes(run.scores, run.previous_scores, column)
         parts.append(f"<h3>{title}: top {TOP_CHANGES} changes</h3>")
         if changes.empty:
             parts.append(_missing(f"No customer has {column} on both {run.previous_date} and {run.run_date}."))
             continue
-        rows = [[_text(row.customer_id), _text(segment_of.get(row.customer_id, "")),
-                 _number(getattr(row, f"{column}_before"), fmt), _number(getattr(row, f"{column}_after"), fmt),
-                 _number(row.change, "{:+,.3f}" if column == "churn_probability" else "{:+,.2f}")]
-                for row in changes.head(TOP_CHANGES).itertuples()]
-        parts.append(_table(["customer", "segment now", str(run.previous_date), str(run.run_date), "change"], rows,
-                            numeric={0, 2, 3, 4}))
+        rows = [
+            [
+                _text(row.customer_id),
+                _text(segment_of.get(row.customer_id, "")),
+                _number(getattr(row, f"{column}_before"), fmt),
+                _number(getattr(row, f"{column}_after"), fmt),
+                _number(row.change, "{:+,.3f}" if column == "churn_probability" else "{:+,.2f}"),
+            ]
+            for row in changes.head(TOP_CHANGES).itertuples()
+        ]
+        parts.append(_table(["customer", "segment now", str(run.previous_date), str(run.run_date), "change"], rows, numeric={0, 2, 3, 4}))
     return _section("changes", "\n".join(parts))
 
 
@@ -617,11 +738,9 @@ def _clv_figure(table: pd.DataFrame, level: float):
         total_axes.text(total, position, f" {total:,.0f} ({share:.0%})", va="center", fontsize=8)
     total_axes.margins(x=0.25)
     total_axes.set(xlabel="total clv_12m (shop currency)", title="CLV 12 months: total (share)")
-    errors = np.vstack([(table["clv_mean"] - table["low_mean"]).clip(lower=0),
-                        (table["high_mean"] - table["clv_mean"]).clip(lower=0)])
+    errors = np.vstack([(table["clv_mean"] - table["low_mean"]).clip(lower=0), (table["high_mean"] - table["clv_mean"]).clip(lower=0)])
     mean_axes.barh(positions, table["clv_mean"], color="#6c9be0", xerr=errors, ecolor="#444", capsize=2)
-    mean_axes.set(xlabel="mean clv_12m per customer (shop currency)",
-                  title=f"Mean per customer, mean {level:.0%} interval")
+    mean_axes.set(xlabel="mean clv_12m per customer (shop currency)", title=f"Mean per customer, mean {level:.0%} interval")
     figure.tight_layout()
     return figure
 
@@ -647,12 +766,12 @@ def _section(key: str, body: str) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Collection[int] = ()) -> str:
     """An HTML table; cells are HTML already, headers are text."""
+
     def cell(tag: str, index: int, value: str) -> str:
         return f'<{tag} class="n">{value}</{tag}>' if index in numeric else f"<{tag}>{value}</{tag}>"
 
     head = "".join(cell("th", index, _text(header)) for index, header in enumerate(headers))
-    body = "".join("<tr>" + "".join(cell("td", index, value) for index, value in enumerate(row)) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(cell("td", index, value) for index, value in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -9,6 +9,7 @@ Writes, each as the run date's `as_of` partition of a gold table (one Delta comm
 "The previous run" is the latest earlier `as_of` in gold, so a rerun (or a backfill of an older date)
 compares with the same run and writes the same rows.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     rules = SegmentRules.load(settings.conf_dir / settings.rfm.segments_file)
     with spark_session(settings, "score") as spark:
         lake = Lake(spark, settings.lake_dir)
-        features = (lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date))
-                    .select(*FEATURE_NAMES).cache())
+        features = lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).select(*FEATURE_NAMES).cache()
 
         model = fit_clusters(lake, features, run_date, settings)
         scored = (
@@ -55,8 +55,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
 
         sizes = {row["cluster_id"]: row["count"] for row in segments.groupBy("cluster_id").count().collect()}
         rows = clusters.centroid_rows(model, sizes)
-        centroids = spark.createDataFrame(rows.astype(object).where(rows.notna(), None).values.tolist(),
-                                          clusters.CENTROID_SCHEMA)
+        centroids = spark.createDataFrame(rows.astype(object).where(rows.notna(), None).values.tolist(), clusters.CENTROID_SCHEMA)
         lake.write_gold(centroids, "customer_clusters", run_date, run_id)
 
         lake.write_gold(profiles(lake, features, segments, centroids), "customer_profile", run_date, run_id)
@@ -67,8 +66,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
         counts = {row["segment"]: row["count"] for row in segments.groupBy("segment").count().collect()}
         segments.unpersist()
         features.unpersist()
-    log.info("gold/%s as of %s: %s; %d clusters (silhouette %.3f)", TABLE, run_date, counts, len(model.ids),
-             model.silhouette)
+    log.info("gold/%s as of %s: %s; %d clusters (silhouette %.3f)", TABLE, run_date, counts, len(model.ids), model.silhouette)
     return counts
 
 
@@ -94,8 +92,7 @@ def fit_clusters(lake: Lake, features: DataFrame, run_date: date, settings: Sett
     buyers = features.where(F.col("purchase_count") > 0)
     frame = clusters.sample(buyers, settings.clusters, buyers.count())
     earlier = previous_as_of(lake, "customer_clusters", run_date)
-    previous = (as_measures(current(lake, "customer_clusters", earlier), "customer_clusters").toPandas()
-                if earlier is not None else None)
+    previous = as_measures(current(lake, "customer_clusters", earlier), "customer_clusters").toPandas() if earlier is not None else None
     return clusters.fit(frame, settings.clusters, previous)
 
 
@@ -104,34 +101,54 @@ def with_previous_segment(scored: DataFrame, lake: Lake, previous_date: date | N
     if previous_date is None:
         return scored.withColumns({"previous_segment": F.lit(None).cast("string"), "changed_at": F.lit(run_date)})
     before = current(lake, TABLE, previous_date).select(
-        "customer_id", F.col("segment").alias("previous_segment"), F.col("changed_at").alias("_since"))
+        "customer_id", F.col("segment").alias("previous_segment"), F.col("changed_at").alias("_since")
+    )
     stayed = F.col("segment") == F.col("previous_segment")
-    return (scored.join(before, "customer_id", "left")
-            .withColumn("changed_at", F.when(stayed, F.col("_since")).otherwise(F.lit(run_date)))
-            .drop("_since"))
+    return (
+        scored.join(before, "customer_id", "left")
+        .withColumn("changed_at", F.when(stayed, F.col("_since")).otherwise(F.lit(run_date)))
+        .drop("_since")
+    )
 
 
 def profiles(lake: Lake, features: DataFrame, segments: DataFrame, centroids: DataFrame) -> DataFrame:
     """One row per customer: contact, default address, purchases, carts, reviews, inquiries, segment, cluster."""
     default_address = (
-        lake.read("silver", "addresses").where(F.col("is_default"))
+        lake.read("silver", "addresses")
+        .where(F.col("is_default"))
         .withColumn("_pick", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("updated_at"), F.desc("id"))))
         .where(F.col("_pick") == 1)
-        .select("customer_id", F.col("line1").alias("address_line1"), "city", "postal_code",
-                F.col("country").alias("address_country"))
+        .select("customer_id", F.col("line1").alias("address_line1"), "city", "postal_code", F.col("country").alias("address_country"))
     )
     contacts = lake.read("silver", "customers").select(
-        F.col("id").alias("customer_id"), "email", "first_name", "last_name", "phone", "language", "accepts_marketing",
-        F.col("country").alias("customer_country"), F.col("created_at").alias("registered_at"))
+        F.col("id").alias("customer_id"),
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "language",
+        "accepts_marketing",
+        F.col("country").alias("customer_country"),
+        F.col("created_at").alias("registered_at"),
+    )
     return (
-        features.select("customer_id", "first_order_at", "last_order_at", "purchase_count", "total_spent",
-                        "avg_order_value", "open_cart_value", "review_count", "avg_rating", "inquiry_count",
-                        "open_inquiries")
+        features.select(
+            "customer_id",
+            "first_order_at",
+            "last_order_at",
+            "purchase_count",
+            "total_spent",
+            "avg_order_value",
+            "open_cart_value",
+            "review_count",
+            "avg_rating",
+            "inquiry_count",
+            "open_inquiries",
+        )
         .join(contacts, "customer_id", "left")
         .join(default_address, "customer_id", "left")
         .join(segments.select("customer_id", "segment", "cluster_id"), "customer_id")
-        .join(F.broadcast(centroids.select("cluster_id", F.col("description").alias("cluster_description"))),
-              "cluster_id", "left")
+        .join(F.broadcast(centroids.select("cluster_id", F.col("description").alias("cluster_description"))), "cluster_id", "left")
         .withColumn("country", F.coalesce("address_country", "customer_country"))
     )
 
@@ -140,7 +157,8 @@ def segment_summary(segments: DataFrame) -> DataFrame:
     """Per segment: customers and revenue with their shares, and mean recency, purchase count and total spent."""
     everyone = Window.partitionBy()
     return (
-        segments.groupBy("segment").agg(
+        segments.groupBy("segment")
+        .agg(
             F.count("*").alias("customers"),
             F.sum("total_spent").alias("revenue"),
             F.round(F.avg("recency_days"), 2).alias("mean_recency_days"),
@@ -148,8 +166,10 @@ def segment_summary(segments: DataFrame) -> DataFrame:
             F.avg("total_spent").cast("decimal(18,2)").alias("mean_total_spent"),
         )
         .withColumn("customer_share", F.round(F.col("customers") / F.sum("customers").over(everyone), 4))
-        .withColumn("revenue_share", F.round(
-            F.coalesce(F.col("revenue") / F.nullif(F.sum("revenue").over(everyone), F.lit(0)), F.lit(0)), 4).cast("double"))
+        .withColumn(
+            "revenue_share",
+            F.round(F.coalesce(F.col("revenue") / F.nullif(F.sum("revenue").over(everyone), F.lit(0)), F.lit(0)), 4).cast("double"),
+        )
         .withColumn("revenue", F.col("revenue").cast("decimal(18,2)"))
     )
 
@@ -157,4 +177,5 @@ def segment_summary(segments: DataFrame) -> DataFrame:
 def segment_movement(segments: DataFrame) -> DataFrame:
     """Customers per (previous segment, segment): who moved where since the previous run, and who stayed."""
     return segments.groupBy(F.col("previous_segment").alias("from_segment"), F.col("segment").alias("to_segment")).agg(
-        F.count("*").alias("customers"))
+        F.count("*").alias("customers")
+    )

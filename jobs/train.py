@@ -14,6 +14,7 @@ challenger with its signature, registered as `mlflow.churn_model`. The `champion
 version only when it beats the current champion on the same holdout by `churn.promote_margin` on
 `churn.promote_metric`; otherwise the champion stays and the version is tagged with why.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,17 +72,21 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
     buyers = customer_features(silver, as_of, statuses).where(F.col("purchase_count") > 0)
     labelled = (
         buyers.transform(with_future_purchases, silver["orders"], as_of, settings.churn.horizon_days, statuses)
-        .toPandas().set_index("customer_id").sort_index()
+        .toPandas()
+        .set_index("customer_id")
+        .sort_index()
     )
     if labelled.empty:
         raise TrainingDataError(
             f"churn training snapshot at {as_of} ({settings.churn.horizon_days}-day horizon): no customer had "
-            f"bought by then; training needs purchase history from at least 2 x churn.horizon_days before the run date")
+            f"bought by then; training needs purchase history from at least 2 x churn.horizon_days before the run date"
+        )
     if labelled["is_churned"].nunique() < 2:
         what = "churned" if labelled["is_churned"].all() else "bought again"
         raise TrainingDataError(
             f"churn training snapshot at {as_of} ({settings.churn.horizon_days}-day horizon): all {len(labelled)} "
-            f"buyers {what}, so there is nothing to tell apart; training needs both outcomes")
+            f"buyers {what}, so there is nothing to tell apart; training needs both outcomes"
+        )
     outcome = ["purchases_in_horizon", "is_churned"]
     return Snapshot(
         as_of=as_of,
@@ -93,13 +98,11 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
 
 def purchase_history_frame(lake: Lake, as_of: date, settings: Settings, customers: pd.Index) -> pd.DataFrame:
     """The BG/NBD purchase history at `as_of` of `customers` (`features.purchases.HISTORY_COLUMNS`, in days)."""
-    frame = (purchase_history(lake.read("silver", "orders"), as_of, settings.rfm.scored_statuses)
-             .toPandas().set_index("customer_id"))
+    frame = purchase_history(lake.read("silver", "orders"), as_of, settings.rfm.scored_statuses).toPandas().set_index("customer_id")
     return frame.reindex(customers)
 
 
-def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings, run_date: date,
-                      run_id: str) -> dict:
+def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings, run_date: date, run_id: str) -> dict:
     """Fit challenger and baselines on `training`, judge them on `holdout`, log to MLflow, move the alias."""
     options = settings.churn
     client = tracking.connect(settings.mlflow)
@@ -124,14 +127,22 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
 
     with mlflow.start_run(run_name=f"churn-training-{run_date}") as mlflow_run:
         mlflow.set_tags({"kind": "churn-training", "run_date": run_date.isoformat(), "pipeline_run_id": run_id})
-        mlflow.log_params({
-            "algorithm": options.model, "calibration": options.calibration, "horizon_days": options.horizon_days,
-            "features": ",".join(options.features), "training_as_of": training.as_of.isoformat(),
-            "holdout_as_of": holdout.as_of.isoformat(), "training_customers": len(y_train),
-            "holdout_customers": len(y_holdout), "training_churn_rate": round(float(y_train.mean()), 4),
-            "holdout_churn_rate": round(float(y_holdout.mean()), 4), "seed": options.seed,
-            **{f"bgnbd_{name}": round(value, 6) for name, value in asdict(beta_geo.params_).items()},
-        })
+        mlflow.log_params(
+            {
+                "algorithm": options.model,
+                "calibration": options.calibration,
+                "horizon_days": options.horizon_days,
+                "features": ",".join(options.features),
+                "training_as_of": training.as_of.isoformat(),
+                "holdout_as_of": holdout.as_of.isoformat(),
+                "training_customers": len(y_train),
+                "holdout_customers": len(y_holdout),
+                "training_churn_rate": round(float(y_train.mean()), 4),
+                "holdout_churn_rate": round(float(y_holdout.mean()), 4),
+                "seed": options.seed,
+                **{f"bgnbd_{name}": round(value, 6) for name, value in asdict(beta_geo.params_).items()},
+            }
+        )
         mlflow.log_metrics({f"{name}_{metric}": value for name, values in metrics.items() for metric, value in values.items()})
         mlflow.log_metric("holdout_actual_purchases", float(holdout.outcome["purchases_in_horizon"].sum()))
         mlflow.log_metric("holdout_bgnbd_expected_purchases", float(expected.sum()))
@@ -139,15 +150,18 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
             mlflow.log_text(table.to_csv(index=False), f"calibration/{name}.csv")
         mlflow.log_figure(plots.calibration_figure(tables), "plots/calibration.png")
         mlflow.log_figure(plots.gains_figure(y_holdout, probabilities), "plots/cumulative_gains.png")
-        mlflow.log_figure(plots.holdout_orders_figure(history["repeat_purchase_days"], holdout.outcome["purchases_in_horizon"],
-                                                      expected), "plots/holdout_purchases.png")
+        mlflow.log_figure(
+            plots.holdout_orders_figure(history["repeat_purchase_days"], holdout.outcome["purchases_in_horizon"], expected),
+            "plots/holdout_purchases.png",
+        )
         inputs = challenger.feature_matrix(holdout.features.head(100))
         info = mlflow.sklearn.log_model(
-            challenger, name="churn_model", registered_model_name=settings.mlflow.churn_model,
+            challenger,
+            name="churn_model",
+            registered_model_name=settings.mlflow.churn_model,
             serialization_format=tracking.SERIALIZATION_FORMAT,
             signature=infer_signature(inputs, challenger.churn_probability(inputs)),
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}",
-                              f"numpy=={np.__version__}"],
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"],
         )
         version = client.get_model_version(settings.mlflow.churn_model, str(info.registered_model_version))
         decision, promoted = judge(client, version, holdout, y_holdout, metrics["challenger"], settings)
@@ -155,14 +169,17 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
     client.set_model_version_tag(version.name, version.version, "decision", decision)
     log.info("churn challenger %s: %s", tracking.version_label(version), decision)
     return {
-        "challenger": tracking.version_label(version), "promoted": promoted, "decision": decision,
+        "challenger": tracking.version_label(version),
+        "promoted": promoted,
+        "decision": decision,
         "mlflow_run_id": mlflow_run.info.run_id,
         "metrics": {name: {metric: round(value, 4) for metric, value in values.items()} for name, values in metrics.items()},
     }
 
 
-def judge(client, version, holdout: Snapshot, y_holdout: pd.Series, challenger_metrics: dict[str, float],
-          settings: Settings) -> tuple[str, bool]:
+def judge(
+    client, version, holdout: Snapshot, y_holdout: pd.Series, challenger_metrics: dict[str, float], settings: Settings
+) -> tuple[str, bool]:
     """Compare the challenger with the champion on the same holdout; move the alias if the challenger wins."""
     options = settings.churn
     current = tracking.champion(client, settings.mlflow.churn_model)
@@ -176,8 +193,10 @@ def judge(client, version, holdout: Snapshot, y_holdout: pd.Series, challenger_m
         return f"champion {tracking.version_label(current)} cannot score today's features ({error}): replaced", True
     metric, margin = options.promote_metric, options.promote_margin
     mlflow.log_metrics({f"champion_{name}": value for name, value in champion_metrics.items()})
-    comparison = (f"{metric} {challenger_metrics[metric]:.4f} vs champion {tracking.version_label(current)} "
-                  f"{champion_metrics[metric]:.4f}, margin {margin}")
+    comparison = (
+        f"{metric} {challenger_metrics[metric]:.4f} vs champion {tracking.version_label(current)} "
+        f"{champion_metrics[metric]:.4f}, margin {margin}"
+    )
     if churn.beats(challenger_metrics, champion_metrics, metric, margin):
         tracking.make_champion(client, version)
         return f"promoted: {comparison}", True

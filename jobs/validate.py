@@ -13,6 +13,7 @@ A table is validated for pass/fail first (GX's `BOOLEAN_ONLY`, the fewest Spark 
 failed is it validated again with unexpected counts and example values (`BASIC`), which is what its stored
 result and Data Docs page then show.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,7 @@ def summary_path(settings: Settings, run_date: date, layer: str) -> Path:
     return quality_dir(settings) / run_date.isoformat() / f"{layer}.json"
 
 
-def run(run_date: date, settings: Settings, run_id: str, layer: str,
-        tables_to_check: Sequence[str] | None = None) -> dict[str, Any]:
+def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_check: Sequence[str] | None = None) -> dict[str, Any]:
     """Validate every table of `layer` (or those named) for `run_date`; returns the layer's summary (JSON-ready).
 
     Raises `QualityGateError` when a critical expectation fails or a table of the layer is missing, after
@@ -88,9 +88,16 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str,
             report, result_id = validate_table(context, layer, table, rows, gx_run)
             tables[table] = report
             result_ids.append(result_id)
-            log.info("%s/%s: %d rows, %d expectations, %d critical failures, %d warnings, %.1f s", layer, table,
-                     report["rows"], report["expectations"], len(report["critical_failures"]),
-                     len(report["warnings"]), report["seconds"])
+            log.info(
+                "%s/%s: %d rows, %d expectations, %d critical failures, %d warnings, %.1f s",
+                layer,
+                table,
+                report["rows"],
+                report["expectations"],
+                len(report["critical_failures"]),
+                len(report["warnings"]),
+                report["seconds"],
+            )
 
     docs_index = build_data_docs(context, result_ids)
     for table, result_id in zip(tables, result_ids):
@@ -144,10 +151,7 @@ def quality_context(settings: Settings):
 def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[str, Any], Any]:
     """Run the table's suite on `rows` as one validation; returns its report and the stored result's key."""
     import great_expectations as gx
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
     import expectations
     from expectations.severity import CRITICAL
@@ -171,9 +175,7 @@ def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[
     finally:
         cached.unpersist()
     result_id = ValidationResultIdentifier(
-        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
-        run_id=gx_run,
-        batch_identifier=result.batch_id,
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name), run_id=gx_run, batch_identifier=result.batch_id
     )
     report = {
         "rows": row_count,
@@ -246,11 +248,12 @@ def quality_summary(settings: Settings, run_date: date) -> dict[str, dict[str, A
 def gate_message(summary: dict[str, Any]) -> str:
     """Every critical failure of a layer, one line each, naming table, expectation, column, values and docs."""
     layer = summary["layer"]
-    lines = [f"quality gate {layer} for {summary['run_date']} failed: "
-             f"{summary['critical_failures']} critical expectation(s) not met"]
+    lines = [f"quality gate {layer} for {summary['run_date']} failed: {summary['critical_failures']} critical expectation(s) not met"]
     if summary.get("not_in_lake"):
-        lines.append(f"  {layer}: table(s) not in the lake: {', '.join(summary['not_in_lake'])} "
-                     f"(the job that writes them has not run for this lake?)")
+        lines.append(
+            f"  {layer}: table(s) not in the lake: {', '.join(summary['not_in_lake'])} "
+            f"(the job that writes them has not run for this lake?)"
+        )
     for table, report in summary["tables"].items():
         for failure in report["critical_failures"]:
             lines.append(f"  {layer}/{table}: {failure_text(failure)} (Data Docs: {report['data_docs']})")
@@ -267,8 +270,9 @@ def failure_text(failure: dict[str, Any]) -> str:
         examples = ", ".join(repr(value) for value in failure["examples"])
         return f"{text}: {failure['unexpected_count']} of {failure['rows']} rows unexpected, e.g. {examples}"
     if "missing_columns" in failure:
-        problems = [f"{kind} column(s) {', '.join(failure[f'{kind}_columns'])}"
-                    for kind in ("missing", "unexpected") if failure[f"{kind}_columns"]]
+        problems = [
+            f"{kind} column(s) {', '.join(failure[f'{kind}_columns'])}" for kind in ("missing", "unexpected") if failure[f"{kind}_columns"]
+        ]
         return f"{text}: {'; '.join(problems)} (present: {', '.join(failure['present_columns'] or [])})"
     return f"{text}: observed {failure.get('observed')}"
 

@@ -19,6 +19,7 @@ Each night, for each campaign in priority order, every customer who meets its co
 Control or treatment follows from a hash of the campaign's and the customer's ids alone, so a customer's
 group never changes from one night to the next, and a new customer does not move anyone else.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -37,8 +38,7 @@ from pyspark.sql.types import BooleanType
 CHANNELS = ("email", "sms", "push", "any")
 GROUPS = ("treatment", "control", "suppressed")
 #: Why an eligible customer is not contacted, in the order they are checked.
-SUPPRESSION_REASONS = ("unsubscribed", "no_email", "open_inquiry", "contacted_recently", "other_campaign",
-                       "audience_limit")
+SUPPRESSION_REASONS = ("unsubscribed", "no_email", "open_inquiry", "contacted_recently", "other_campaign", "audience_limit")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,59}")
 #: Buckets of the control-group hash: a customer is in the control group when its bucket < share x BUCKETS.
 BUCKETS = 10_000
@@ -59,11 +59,13 @@ class Campaign(BaseModel):
     channel: str = Field("email", description=f"how it reaches the customer: one of {', '.join(CHANNELS)}")
     offer: str | None = Field(None, description="what it offers (a coupon code, a message id), passed on to the export")
     priority: int = Field(100, ge=0, description="lower goes first when a customer qualifies for several campaigns")
-    order_by: list[str] = Field(default_factory=lambda: ["clv_12m desc"],
-                                description="who is in first when max_audience cuts: expressions, each optionally "
-                                            "followed by asc or desc (nulls last)")
-    max_audience: int | None = Field(None, ge=1, description="most customers contacted per night (treatment and "
-                                                               "control together); none: no cap")
+    order_by: list[str] = Field(
+        default_factory=lambda: ["clv_12m desc"],
+        description="who is in first when max_audience cuts: expressions, each optionally followed by asc or desc (nulls last)",
+    )
+    max_audience: int | None = Field(
+        None, ge=1, description="most customers contacted per night (treatment and control together); none: no cap"
+    )
     control_share: float = Field(0.1, ge=0.0, le=0.5, description="share held out as the control group, 0-0.5")
     enabled: bool = Field(True, description="false: the campaign is skipped")
 
@@ -97,8 +99,9 @@ def load_campaign(path: Path) -> Campaign:
     where = str(path)
     name = Path(path).stem
     if not NAME.fullmatch(name):
-        raise CampaignError(f"{where}: the file name {name!r} is the campaign's name; expected lower-case letters, "
-                            "digits and _, starting with a letter")
+        raise CampaignError(
+            f"{where}: the file name {name!r} is the campaign's name; expected lower-case letters, digits and _, starting with a letter"
+        )
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -121,8 +124,7 @@ def _problem(problem: dict) -> str:
     field = ".".join(str(part) for part in problem["loc"]) or "(file)"
     if problem["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(str(problem["loc"][0]), _fields(), n=1)
-        return (f"{field}: unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                + f"; expected one of {', '.join(_fields())}")
+        return f"{field}: unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; expected one of {', '.join(_fields())}"
     if problem["type"] == "missing":
         return f"{field}: missing; {Campaign.model_fields[field].description}"
     message = problem["msg"].removeprefix("Value error, ")
@@ -131,9 +133,9 @@ def _problem(problem: dict) -> str:
 
 def check_expressions(campaign: Campaign, view: DataFrame, where: str) -> None:
     """Refuse an `audience` or `order_by` that Spark cannot evaluate on the customer view, naming the field."""
+
     def fail(field: str, reason: str) -> None:
-        raise CampaignError(f"{where}: {field}: {reason}; expected Spark SQL over the customer view's columns: "
-                            f"{', '.join(view.columns)}")
+        raise CampaignError(f"{where}: {field}: {reason}; expected Spark SQL over the customer view's columns: {', '.join(view.columns)}")
 
     try:
         kind = view.select(F.expr(campaign.audience).alias("audience")).schema["audience"].dataType
@@ -143,7 +145,7 @@ def check_expressions(campaign: Campaign, view: DataFrame, where: str) -> None:
         fail("audience", f"{campaign.audience!r} is {kind.simpleString()}, not a condition (true or false)")
     for index, item in enumerate(campaign.order_by):
         try:
-            view.orderBy(*campaign.sort_columns()[index:index + 1]).schema
+            view.orderBy(*campaign.sort_columns()[index : index + 1]).schema
         except (AnalysisException, ParseException) as error:
             fail(f"order_by[{index}]", _first_line(error))
 
@@ -197,17 +199,20 @@ def audiences(view: DataFrame, campaigns: list[Campaign], suppression: Suppressi
         )
         ranked = eligible.withColumn("suppression_reason", reason)
         in_order = Window.partitionBy(F.col("suppression_reason").isNull()).orderBy(*campaign.sort_columns())
-        ranked = ranked.withColumn("audience_rank", F.when(F.col("suppression_reason").isNull(),
-                                                           F.row_number().over(in_order)))
+        ranked = ranked.withColumn("audience_rank", F.when(F.col("suppression_reason").isNull(), F.row_number().over(in_order)))
         if campaign.max_audience is not None:
-            ranked = ranked.withColumn("suppression_reason", F.when(
-                F.col("audience_rank") > campaign.max_audience, F.lit("audience_limit"))
-                .otherwise(F.col("suppression_reason")))
+            ranked = ranked.withColumn(
+                "suppression_reason",
+                F.when(F.col("audience_rank") > campaign.max_audience, F.lit("audience_limit")).otherwise(F.col("suppression_reason")),
+            )
         held_out = control_bucket_column(campaign.name) < F.lit(int(round(campaign.control_share * BUCKETS)))
         rows = ranked.select(
-            F.lit(campaign.name).alias("campaign"), "customer_id",
+            F.lit(campaign.name).alias("campaign"),
+            "customer_id",
             F.when(F.col("suppression_reason").isNotNull(), F.lit("suppressed"))
-            .when(held_out, F.lit("control")).otherwise(F.lit("treatment")).alias("audience_group"),
+            .when(held_out, F.lit("control"))
+            .otherwise(F.lit("treatment"))
+            .alias("audience_group"),
             "suppression_reason",
             F.when(F.col("suppression_reason").isNull(), F.col("audience_rank")).alias("audience_rank"),
             F.lit(campaign.channel).alias("channel"),

@@ -11,6 +11,7 @@ is set to the training population's median. The largest falls name the features 
 risk above a typical customer's, in plain words from the feature registry:
 "days since the last purchase: 212 (typical 64)" (n/a: the feature has no value, e.g. no reviews).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,11 +39,11 @@ _WORDS |= {former: _WORDS[name] for former, name in RENAMED.items()}
 def estimator(algorithm: str, seed: int) -> BaseEstimator:
     """The uncalibrated classifier of `algorithm`."""
     if algorithm == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=False,
-                                              l2_regularization=1.0, random_state=seed)
+        return HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, early_stopping=False, l2_regularization=1.0, random_state=seed
+        )
     if algorithm == "logistic_regression":
-        return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
-                             LogisticRegression(max_iter=2000))
+        return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(), LogisticRegression(max_iter=2000))
     raise ValueError(f"churn.model: unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
 
 
@@ -53,8 +54,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
     `reasons(X)` work on any frame with those columns, in any order.
     """
 
-    def __init__(self, features: list[str], algorithm: str = "hist_gradient_boosting",
-                 calibration: str = "isotonic", seed: int = 0):
+    def __init__(self, features: list[str], algorithm: str = "hist_gradient_boosting", calibration: str = "isotonic", seed: int = 0):
         self.features = features
         self.algorithm = algorithm
         self.calibration = calibration
@@ -69,11 +69,14 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         matrix = self.feature_matrix(X)
         labels = np.asarray(y, dtype=bool)
         if labels.all() or not labels.any():
-            raise ValueError(f"churn training data: all {len(labels)} customers are "
-                             f"{'churned' if labels.all() else 'active'}; both outcomes are needed to learn churn")
+            raise ValueError(
+                f"churn training data: all {len(labels)} customers are "
+                f"{'churned' if labels.all() else 'active'}; both outcomes are needed to learn churn"
+            )
         folds = min(CALIBRATION_FOLDS, int(labels.sum()), int((~labels).sum()))
-        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration,
-                                             cv=max(folds, 2)).fit(matrix, labels)
+        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration, cv=max(folds, 2)).fit(
+            matrix, labels
+        )
         self.classes_ = self.model_.classes_
         self.reference_ = matrix.median()
         return self
@@ -140,8 +143,7 @@ def scores(is_churned, churn_probability) -> dict[str, float]:
     """ROC-AUC, PR-AUC (average precision) and Brier score of churn probabilities against outcomes."""
     y = np.asarray(is_churned, dtype=bool)
     p = np.asarray(churn_probability, dtype=float)
-    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
-            "brier": float(brier_score_loss(y, p))}
+    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)), "brier": float(brier_score_loss(y, p))}
 
 
 def calibration_table(is_churned, churn_probability, bins: int = 10) -> pd.DataFrame:

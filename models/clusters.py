@@ -6,6 +6,7 @@ every customer is assigned to its nearest centroid in Spark, so the fit costs th
 customers. Cluster ids stay stable across runs: each new centroid takes the id of the previous run's
 centroid it is matched to (least total distance, Hungarian assignment); unmatched ones get new ids.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,7 @@ def to_units(values: np.ndarray) -> np.ndarray:
 def from_units(values: np.ndarray) -> np.ndarray:
     """Values in the features' own units, transformed as they are clustered."""
     hows = [how for how, _, _ in CLUSTER_FEATURES.values()]
-    return np.column_stack([np.log1p(np.maximum(values[:, j], 0)) if how == "log1p" else values[:, j]
-                            for j, how in enumerate(hows)])
+    return np.column_stack([np.log1p(np.maximum(values[:, j], 0)) if how == "log1p" else values[:, j] for j, how in enumerate(hows)])
 
 
 def sample(buyers: DataFrame, settings: ClusterSettings, total: int) -> pd.DataFrame:
@@ -83,8 +83,11 @@ class ClusterModel:
         """Words for a centroid: its most distinctive features (e.g. "frequent high-spend coupon-using buyers")."""
         z = self.scaled_centroids[index]
         names = list(CLUSTER_FEATURES)
-        words = [CLUSTER_FEATURES[names[j]][1] if z[j] > 0 else CLUSTER_FEATURES[names[j]][2]
-                 for j in np.argsort(-np.abs(z), kind="stable") if abs(z[j]) >= DESCRIBE_ABOVE][:DESCRIBE_WORDS]
+        words = [
+            CLUSTER_FEATURES[names[j]][1] if z[j] > 0 else CLUSTER_FEATURES[names[j]][2]
+            for j in np.argsort(-np.abs(z), kind="stable")
+            if abs(z[j]) >= DESCRIBE_ABOVE
+        ][:DESCRIBE_WORDS]
         return " ".join(words + ["buyers"]) if words else "average buyers"
 
     def assignment(self) -> Column:
@@ -94,15 +97,20 @@ class ClusterModel:
         names = list(CLUSTER_FEATURES)
         distances = []
         for row in self.scaled_centroids:
-            terms = [((transformed(name) - F.lit(float(self.mean[j]))) / F.lit(float(self.std[j])) - F.lit(float(row[j])))
-                     for j, name in enumerate(names)]
+            terms = [
+                ((transformed(name) - F.lit(float(self.mean[j]))) / F.lit(float(self.std[j])) - F.lit(float(row[j])))
+                for j, name in enumerate(names)
+            ]
             distances.append(sum((term * term for term in terms), F.lit(0.0)))
         nearest = F.least(*distances) if len(distances) > 1 else distances[0]
         order = sorted(range(len(self.ids)), key=lambda i: self.ids[i])
         expression = None
         for i in order:
-            expression = (F.when(distances[i] == nearest, F.lit(self.ids[i])) if expression is None
-                          else expression.when(distances[i] == nearest, F.lit(self.ids[i])))
+            expression = (
+                F.when(distances[i] == nearest, F.lit(self.ids[i]))
+                if expression is None
+                else expression.when(distances[i] == nearest, F.lit(self.ids[i]))
+            )
         return expression
 
 
@@ -124,8 +132,9 @@ def fit(frame: pd.DataFrame, settings: ClusterSettings, previous: pd.DataFrame |
     best = None
     for k in range(settings.k_min, min(settings.k_max, distinct - 1) + 1):
         model = KMeans(n_clusters=k, n_init=10, random_state=settings.seed).fit(scaled)
-        score = float(silhouette_score(scaled, model.labels_, sample_size=min(settings.silhouette_customers, len(scaled)),
-                                       random_state=settings.seed))
+        score = float(
+            silhouette_score(scaled, model.labels_, sample_size=min(settings.silhouette_customers, len(scaled)), random_state=settings.seed)
+        )
         if best is None or score > best[0] + 1e-9:
             best = (score, model)
     if best is None:  # too few distinct customers to cluster: one cluster
@@ -156,8 +165,9 @@ def matched_ids(centroids: np.ndarray, mean: np.ndarray, std: np.ndarray, previo
 
 
 #: The Spark schema of `centroid_rows`.
-CENTROID_SCHEMA = ("cluster_id int, description string, customers long, silhouette double, "
-                   + ", ".join(f"{name} double" for name in CLUSTER_FEATURES))
+CENTROID_SCHEMA = "cluster_id int, description string, customers long, silhouette double, " + ", ".join(
+    f"{name} double" for name in CLUSTER_FEATURES
+)
 
 
 def centroid_rows(model: ClusterModel, sizes: dict[int, int]) -> pd.DataFrame:

@@ -39,6 +39,7 @@ in days (680k distinct histories; 2-core VM, nothing else running, measured by h
 about 1.1 s, MBG/NBD 1.0 s, a Gamma-Gamma fit 0.3 s, and the 12-month CLV with its interval (200 draws)
 about 22 s.
 """
+
 from __future__ import annotations
 
 import os
@@ -178,8 +179,7 @@ def _histories(where: str, frequency: object, recency: object, T: object) -> tup
     for name, values in arrays.items():
         _reject(where, name, values < 0, "negative")
     _reject(where, "frequency", x != np.floor(x), "not a whole number (it counts repeat purchases)")
-    _reject(where, "recency", recency > T,
-            "greater than T (recency is the age at the last repeat purchase, at most the age T)")
+    _reject(where, "recency", recency > T, "greater than T (recency is the age at the last repeat purchase, at most the age T)")
     _reject(where, "recency", (x == 0) & (recency != 0), "nonzero where frequency is 0 (no repeat purchase)")
     return x, recency, T
 
@@ -190,8 +190,8 @@ def _order_values(where: str, frequency: object, monetary_value: object) -> tupl
     m = np.atleast_1d(np.asarray(monetary_value, dtype=float))
     if x.ndim != 1 or m.ndim != 1 or len(x) != len(m):
         raise LifetimeInputError(
-            f"{where}: the arrays must have one row per customer, but frequency has shape {x.shape} "
-            f"and monetary_value has shape {m.shape}")
+            f"{where}: the arrays must have one row per customer, but frequency has shape {x.shape} and monetary_value has shape {m.shape}"
+        )
     _reject(where, "frequency", ~np.isfinite(x), "not finite (NaN or infinite)")
     _reject(where, "frequency", x < 0, "negative")
     _reject(where, "frequency", x != np.floor(x), "not a whole number (it counts repeat purchases)")
@@ -254,12 +254,24 @@ def _minimize(model: str, negative_log_likelihood, start: np.ndarray, args: tupl
     """
     if newton:
         objective = _Newton(negative_log_likelihood, args)
-        result = minimize(objective.value_and_gradient, start, jac=True, hess=objective.hessian, method="trust-exact",
-                          options={"gtol": CONVERGED_GRADIENT, "maxiter": 1000})
+        result = minimize(
+            objective.value_and_gradient,
+            start,
+            jac=True,
+            hess=objective.hessian,
+            method="trust-exact",
+            options={"gtol": CONVERGED_GRADIENT, "maxiter": 1000},
+        )
     else:
-        result = minimize(negative_log_likelihood, start, args=args, jac=True, method="L-BFGS-B",
-                          bounds=[(-LOG_PARAMETER_BOUND, LOG_PARAMETER_BOUND)] * len(start),
-                          options={"ftol": 1e-11, "gtol": CONVERGED_GRADIENT, "maxiter": 1000})
+        result = minimize(
+            negative_log_likelihood,
+            start,
+            args=args,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(-LOG_PARAMETER_BOUND, LOG_PARAMETER_BOUND)] * len(start),
+            options={"ftol": 1e-11, "gtol": CONVERGED_GRADIENT, "maxiter": 1000},
+        )
     # The line search can stop short ("ABNORMAL") at the optimum itself, where the likelihood is flat
     # to machine precision: a gradient this small is converged whatever the message says.
     stationary = np.all(np.isfinite(result.jac)) and np.max(np.abs(result.jac)) < STATIONARY_GRADIENT
@@ -269,7 +281,8 @@ def _minimize(model: str, negative_log_likelihood, start: np.ndarray, args: tupl
     if at_bound.any():
         raise ConvergenceError(
             f"{model}.fit did not converge: parameter(s) {list(np.flatnonzero(at_bound))} ran off to "
-            f"exp(+-{LOG_PARAMETER_BOUND:g}); the data do not determine them")
+            f"exp(+-{LOG_PARAMETER_BOUND:g}); the data do not determine them"
+        )
     return result.x
 
 
@@ -287,15 +300,25 @@ class _MixedRows:
     def every(self, step: int) -> _MixedRows:
         """Every `step`-th row, standing for `step` times its customers: a systematic sample (the rows are
         sorted by x, t_x and T, so it spreads over all of them)."""
-        return _MixedRows(self.x_index[::step], self.recency_index[::step], self.T_index[::step],
-                          self.weights[::step] * step, self.weighted_x[::step] * step)
+        return _MixedRows(
+            self.x_index[::step],
+            self.recency_index[::step],
+            self.T_index[::step],
+            self.weights[::step] * step,
+            self.weighted_x[::step] * step,
+        )
 
 
 def _bg_nbd_negative_log_likelihood(
-    log_params: np.ndarray, first_dropout: int,
-    distinct_x: np.ndarray, customers_by_x: np.ndarray,
-    T_no_repeat: np.ndarray, weights_no_repeat: np.ndarray,
-    distinct_recency: np.ndarray, distinct_T: np.ndarray, rows: _MixedRows,
+    log_params: np.ndarray,
+    first_dropout: int,
+    distinct_x: np.ndarray,
+    customers_by_x: np.ndarray,
+    T_no_repeat: np.ndarray,
+    weights_no_repeat: np.ndarray,
+    distinct_recency: np.ndarray,
+    distinct_T: np.ndarray,
+    rows: _MixedRows,
 ) -> tuple[float, np.ndarray]:
     """Mean negative BG/NBD (MBG/NBD) log-likelihood per customer and its gradient in (ln r, ln alpha, ln a, ln b).
 
@@ -317,12 +340,14 @@ def _bg_nbd_negative_log_likelihood(
     a1 = gammaln(r + distinct_x) - gammaln(r) + r * np.log(alpha)
     a2 = gammaln(a + b) + gammaln(b_x) - gammaln(b) - gammaln(a + b_x)
     log_likelihood = customers_by_x @ (a1 + a2)
-    gradient = np.array([
-        customers_by_x @ (digamma(r + distinct_x) - digamma(r) + np.log(alpha)),
-        r / alpha * total,
-        customers_by_x @ (digamma(a + b) - digamma(a + b_x)),
-        customers_by_x @ (digamma(a + b) + digamma(b_x) - digamma(b) - digamma(a + b_x)),
-    ])
+    gradient = np.array(
+        [
+            customers_by_x @ (digamma(r + distinct_x) - digamma(r) + np.log(alpha)),
+            r / alpha * total,
+            customers_by_x @ (digamma(a + b) - digamma(a + b_x)),
+            customers_by_x @ (digamma(a + b) + digamma(b_x) - digamma(b) - digamma(a + b_x)),
+        ]
+    )
 
     log_alpha_T = np.log(alpha + T_no_repeat)
     log_likelihood -= r * (weights_no_repeat @ log_alpha_T)
@@ -353,8 +378,7 @@ def _bg_nbd_negative_log_likelihood(
     dropped_by_x = np.bincount(rows.x_index, weights=weighted_dropped, minlength=len(distinct_x))
     gradient[0] -= w @ log_alpha_T + weighted_dropped @ log_alpha_recency - weighted_dropped @ log_alpha_T
     shape *= weighted_dropped
-    gradient[1] -= (r * (w @ inverse_T) + wx @ inverse_T
-                    + shape @ (1 / (alpha + distinct_recency))[rows.recency_index] - shape @ inverse_T)
+    gradient[1] -= r * (w @ inverse_T) + wx @ inverse_T + shape @ (1 / (alpha + distinct_recency))[rows.recency_index] - shape @ inverse_T
     gradient[2] += dropped_by_x.sum() / a
     gradient[3] -= dropped_by_x @ (1 / dropout_b)
 
@@ -370,28 +394,39 @@ def _bg_nbd_negative_log_likelihood(
     return -log_likelihood / total + penalty, -gradient * np.array([r, alpha, a, b]) / total + penalty_gradient
 
 
-def _bg_nbd_rows(first_dropout: int, x: np.ndarray, recency: np.ndarray, T: np.ndarray,
-                 weights: np.ndarray, scale: float = 1.0) -> tuple[tuple, _MixedRows]:
+def _bg_nbd_rows(
+    first_dropout: int, x: np.ndarray, recency: np.ndarray, T: np.ndarray, weights: np.ndarray, scale: float = 1.0
+) -> tuple[tuple, _MixedRows]:
     """The arguments of `_bg_nbd_negative_log_likelihood` after the log-parameters, for these rows with time
     divided by `scale`: the ones that stay fixed during a fit, and the mixed rows (which a warm start samples)."""
     (x_index, recency_index, T_index), weights, (distinct_x, distinct_recency, distinct_T) = _collapse_indexed(
-        x, recency, T, weights=weights)
+        x, recency, T, weights=weights
+    )
     # Rescaled after collapsing: whole days are collapsed by table lookup (`_value_codes`).
     distinct_recency, distinct_T = distinct_recency / scale, distinct_T / scale
     customers_by_x = np.bincount(x_index, weights=weights, minlength=len(distinct_x))
     # BG/NBD customers without a repeat purchase cannot have dropped out: their likelihood is A3 alone.
     mixed = (distinct_x[x_index] > 0) | bool(first_dropout)
-    rows = _MixedRows(x_index=x_index[mixed], recency_index=recency_index[mixed], T_index=T_index[mixed],
-                      weights=weights[mixed], weighted_x=weights[mixed] * distinct_x[x_index[mixed]])
-    fixed = (first_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed],
-             distinct_recency, distinct_T)
+    rows = _MixedRows(
+        x_index=x_index[mixed],
+        recency_index=recency_index[mixed],
+        T_index=T_index[mixed],
+        weights=weights[mixed],
+        weighted_x=weights[mixed] * distinct_x[x_index[mixed]],
+    )
+    fixed = (first_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed], distinct_recency, distinct_T)
     return fixed, rows
 
 
 def _gamma_gamma_negative_log_likelihood(
     log_params: np.ndarray,
-    distinct_x: np.ndarray, customers_by_x: np.ndarray, log_m_sums: tuple[float, float],
-    xm: np.ndarray, weights: np.ndarray, weighted_x: np.ndarray, hessian: bool = False,
+    distinct_x: np.ndarray,
+    customers_by_x: np.ndarray,
+    log_m_sums: tuple[float, float],
+    xm: np.ndarray,
+    weights: np.ndarray,
+    weighted_x: np.ndarray,
+    hessian: bool = False,
 ) -> tuple[float, np.ndarray] | tuple[float, np.ndarray, np.ndarray]:
     """Mean negative Gamma-Gamma log-likelihood per repeat buyer and its gradient in (ln p, ln q, ln v);
     with `hessian`, also its Hessian in those (for Newton steps: a dozen evaluations instead of fifty).
@@ -410,14 +445,20 @@ def _gamma_gamma_negative_log_likelihood(
     inverse = np.divide(1.0, spent_v)
     log_xm_v = np.log(spent_v, out=spent_v)
     x_log_xm_v, sum_log_xm_v = weighted_x @ log_xm_v, weights @ log_xm_v
-    log_likelihood = (customers_by_x @ (gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(v)
-                                        + px * np.log(distinct_x))
-                      + p * x_log_m - log_m - p * x_log_xm_v - q * sum_log_xm_v)
-    gradient = np.array([
-        customers_by_x @ (distinct_x * (digamma_pxq - digamma(px) + np.log(distinct_x))) + x_log_m - x_log_xm_v,
-        customers_by_x @ (digamma_pxq - digamma(q) + np.log(v)) - sum_log_xm_v,
-        q / v * total - p * (weighted_x @ inverse) - q * (weights @ inverse),
-    ])
+    log_likelihood = (
+        customers_by_x @ (gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(v) + px * np.log(distinct_x))
+        + p * x_log_m
+        - log_m
+        - p * x_log_xm_v
+        - q * sum_log_xm_v
+    )
+    gradient = np.array(
+        [
+            customers_by_x @ (distinct_x * (digamma_pxq - digamma(px) + np.log(distinct_x))) + x_log_m - x_log_xm_v,
+            customers_by_x @ (digamma_pxq - digamma(q) + np.log(v)) - sum_log_xm_v,
+            q / v * total - p * (weighted_x @ inverse) - q * (weights @ inverse),
+        ]
+    )
     params = np.array([p, q, v])
     value, log_gradient = -log_likelihood / total, -gradient * params / total
     if not hessian:
@@ -440,8 +481,14 @@ def _gamma_gamma_rows(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> tupl
     """The arguments of `_gamma_gamma_negative_log_likelihood` after the log-parameters, for these rows."""
     distinct_x, x_index = _value_codes(x)
     log_m = np.log(m)
-    return (distinct_x, np.bincount(x_index, weights=weights, minlength=len(distinct_x)),
-            (float((weights * x) @ log_m), float(weights @ log_m)), x * m, weights, weights * x)
+    return (
+        distinct_x,
+        np.bincount(x_index, weights=weights, minlength=len(distinct_x)),
+        (float((weights * x) @ log_m), float(weights @ log_m)),
+        x * m,
+        weights,
+        weights * x,
+    )
 
 
 class BetaGeoModel:
@@ -499,8 +546,7 @@ class BetaGeoModel:
         x, recency, T = _histories(where, frequency, recency, T)
         return self._expected_purchases(_horizon(where, t, len(x)), x, recency, T)
 
-    def _expected_purchases(self, t: float | np.ndarray, x: np.ndarray, recency: np.ndarray,
-                            T: np.ndarray) -> np.ndarray:
+    def _expected_purchases(self, t: float | np.ndarray, x: np.ndarray, recency: np.ndarray, T: np.ndarray) -> np.ndarray:
         # Eq. (10): E[Y(t) | x, t_x, T] = P(alive) (a+b+x-1)/(a-1)
         #     x [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+T+t))],
         # the paper's denominator 1 + [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x) being 1 / P(alive);
@@ -512,8 +558,7 @@ class BetaGeoModel:
         if_alive = (a + b + x + s - 1) / (a - 1) * -np.expm1(log_hyp + (r + x) * np.log1p(-z))
         return self._probability_alive(x, recency, T) * if_alive
 
-    def probability_no_purchase(self, t: float | np.ndarray, frequency: object, recency: object,
-                                T: object) -> np.ndarray:
+    def probability_no_purchase(self, t: float | np.ndarray, frequency: object, recency: object, T: object) -> np.ndarray:
         """P(no repeat purchase in (T, T + t]), t in the time unit of T: dropped out, or alive and still waiting.
 
         Alive, the next purchase comes after an Exponential(lambda) wait with lambda | alive ~ Gamma(r+x,
@@ -526,16 +571,14 @@ class BetaGeoModel:
         alive = self._probability_alive(x, recency, T)
         return 1 - alive + alive * ((alpha + T) / (alpha + T + t)) ** (r + x)
 
-    def time_to_next_purchase(self, frequency: object, recency: object, T: object,
-                              probability: float = 0.5) -> np.ndarray:
+    def time_to_next_purchase(self, frequency: object, recency: object, T: object, probability: float = 0.5) -> np.ndarray:
         """Time after T (unit of T) by which the customer has bought again with `probability`; NaN if never.
 
         Solves 1 - `probability_no_purchase`(t) = probability for t: P(alive) (1 - ((alpha+T)/(alpha+T+t))^(r+x))
         = probability. Customers whose P(alive) is at most `probability` never reach it: NaN.
         """
         if not 0 < probability < 1:
-            raise LifetimeInputError(
-                f"{type(self).__name__}.time_to_next_purchase: probability must be in (0, 1), got {probability}")
+            raise LifetimeInputError(f"{type(self).__name__}.time_to_next_purchase: probability must be in (0, 1), got {probability}")
         x, recency, T = _histories(f"{type(self).__name__}.time_to_next_purchase", frequency, recency, T)
         r, alpha, _, _ = astuple(self._params())
         alive = self._probability_alive(x, recency, T)
@@ -564,8 +607,7 @@ def _horizon(where: str, t: float | np.ndarray, rows: int) -> np.ndarray:
     """A validated horizon: finite, >= 0, a scalar or one per customer."""
     t = np.asarray(t, dtype=float)
     if t.ndim != 0 and t.shape != (rows,):
-        raise LifetimeInputError(
-            f"{where}: t must be a scalar or have one row per customer ({rows}), got shape {t.shape}")
+        raise LifetimeInputError(f"{where}: t must be a scalar or have one row per customer ({rows}), got shape {t.shape}")
     _reject(where, "t", ~np.isfinite(np.atleast_1d(t)) | (np.atleast_1d(t) < 0), "negative or not finite")
     return t
 
@@ -618,8 +660,9 @@ class GammaGammaModel:
         # Not collapsed: mean order values hardly repeat, and per row the evaluation is only a log and a division.
         # Newton steps: the likelihood often has a long flat ridge (q and v large, p v / (q - 1) fixed), on
         # which L-BFGS-B crawls, and from a warm start stops short.
-        p, q, v = np.exp(_minimize("GammaGammaModel", _gamma_gamma_negative_log_likelihood, np.zeros(3),
-                                   _gamma_gamma_rows(x, m, weights), newton=True))
+        p, q, v = np.exp(
+            _minimize("GammaGammaModel", _gamma_gamma_negative_log_likelihood, np.zeros(3), _gamma_gamma_rows(x, m, weights), newton=True)
+        )
         self.params_ = GammaGammaParams(p=float(p), q=float(q), v=float(v * scale))
         return self
 
@@ -629,7 +672,8 @@ class GammaGammaModel:
         if self.params_.q <= 1:
             raise ValueError(
                 f"GammaGammaModel: q = {self.params_.q:.4g} <= 1, so the mean order value p v / (q - 1) "
-                "is not defined (order values too heavy-tailed for this model)")
+                "is not defined (order values too heavy-tailed for this model)"
+            )
         return self.params_
 
     def expected_order_value(self, frequency: object, monetary_value: object) -> np.ndarray:
@@ -647,9 +691,17 @@ class GammaGammaModel:
 
 
 def customer_lifetime_value(
-    beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
-    frequency: object, recency: object, T: object, monetary_value: object,
-    *, period_length: float, months: int = 12, margin: float = 1.0, monthly_discount_rate: float = 0.0,
+    beta_geo: BetaGeoModel,
+    gamma_gamma: GammaGammaModel,
+    frequency: object,
+    recency: object,
+    T: object,
+    monetary_value: object,
+    *,
+    period_length: float,
+    months: int = 12,
+    margin: float = 1.0,
+    monthly_discount_rate: float = 0.0,
 ) -> np.ndarray:
     """Expected profit of each customer over the next `months` months (currency), discounted monthly.
 
@@ -667,8 +719,7 @@ def customer_lifetime_value(
 
 def _check_horizon(where: str, period_length: float, months: int, margin: float, monthly_discount_rate: float) -> None:
     if not (np.isfinite(period_length) and period_length > 0):
-        raise LifetimeInputError(
-            f"{where}: period_length (one month in the time unit of T) must be > 0, got {period_length}")
+        raise LifetimeInputError(f"{where}: period_length (one month in the time unit of T) must be > 0, got {period_length}")
     if int(months) != months or months < 1:
         raise LifetimeInputError(f"{where}: months must be a whole number >= 1, got {months}")
     if not margin > 0:
@@ -678,8 +729,13 @@ def _check_horizon(where: str, period_length: float, months: int, margin: float,
 
 
 def _monthly_purchases(
-    beta_geo: BetaGeoModel, x: np.ndarray, recency: np.ndarray, T: np.ndarray,
-    period_length: float, months: int, monthly_discount_rate: float,
+    beta_geo: BetaGeoModel,
+    x: np.ndarray,
+    recency: np.ndarray,
+    T: np.ndarray,
+    period_length: float,
+    months: int,
+    monthly_discount_rate: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Expected purchases over the horizon, discounted month by month and undiscounted.
 
@@ -697,10 +753,20 @@ def _monthly_purchases(
 
 
 def customer_lifetime_value_interval(
-    beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
-    frequency: object, recency: object, T: object, monetary_value: object,
-    *, period_length: float, seed: int, months: int = 12, margin: float = 1.0,
-    monthly_discount_rate: float = 0.0, level: float = 0.8, draws: int = 200,
+    beta_geo: BetaGeoModel,
+    gamma_gamma: GammaGammaModel,
+    frequency: object,
+    recency: object,
+    T: object,
+    monetary_value: object,
+    *,
+    period_length: float,
+    seed: int,
+    months: int = 12,
+    margin: float = 1.0,
+    monthly_discount_rate: float = 0.0,
+    level: float = 0.8,
+    draws: int = 200,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Low and high ends (currency) of each customer's `level` interval of CLV, by simulation.
 
@@ -718,29 +784,79 @@ def customer_lifetime_value_interval(
     undiscounted point CLV, which keeps the mean exact but ignores when within the horizon a draw's
     orders fall. The same inputs and seed give the same intervals (see `SIMULATION_BLOCK`).
     """
-    return _clv_with_interval("customer_lifetime_value_interval", beta_geo, gamma_gamma, frequency, recency, T,
-                              monetary_value, period_length=period_length, seed=seed, months=months, margin=margin,
-                              monthly_discount_rate=monthly_discount_rate, level=level, draws=draws, point=False)[1:]
+    return _clv_with_interval(
+        "customer_lifetime_value_interval",
+        beta_geo,
+        gamma_gamma,
+        frequency,
+        recency,
+        T,
+        monetary_value,
+        period_length=period_length,
+        seed=seed,
+        months=months,
+        margin=margin,
+        monthly_discount_rate=monthly_discount_rate,
+        level=level,
+        draws=draws,
+        point=False,
+    )[1:]
 
 
 def customer_lifetime_value_with_interval(
-    beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
-    frequency: object, recency: object, T: object, monetary_value: object,
-    *, period_length: float, seed: int, months: int = 12, margin: float = 1.0,
-    monthly_discount_rate: float = 0.0, level: float = 0.8, draws: int = 200,
+    beta_geo: BetaGeoModel,
+    gamma_gamma: GammaGammaModel,
+    frequency: object,
+    recency: object,
+    T: object,
+    monetary_value: object,
+    *,
+    period_length: float,
+    seed: int,
+    months: int = 12,
+    margin: float = 1.0,
+    monthly_discount_rate: float = 0.0,
+    level: float = 0.8,
+    draws: int = 200,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(`customer_lifetime_value`, and the low and high ends of `customer_lifetime_value_interval`) in one
     go: the monthly expected purchases that both need are computed once."""
-    return _clv_with_interval("customer_lifetime_value_with_interval", beta_geo, gamma_gamma, frequency, recency, T,
-                              monetary_value, period_length=period_length, seed=seed, months=months, margin=margin,
-                              monthly_discount_rate=monthly_discount_rate, level=level, draws=draws, point=True)
+    return _clv_with_interval(
+        "customer_lifetime_value_with_interval",
+        beta_geo,
+        gamma_gamma,
+        frequency,
+        recency,
+        T,
+        monetary_value,
+        period_length=period_length,
+        seed=seed,
+        months=months,
+        margin=margin,
+        monthly_discount_rate=monthly_discount_rate,
+        level=level,
+        draws=draws,
+        point=True,
+    )
 
 
 def _clv_with_interval(
-    where: str, beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
-    frequency: object, recency: object, T: object, monetary_value: object,
-    *, period_length: float, seed: int, months: int, margin: float, monthly_discount_rate: float,
-    level: float, draws: int, point: bool,
+    where: str,
+    beta_geo: BetaGeoModel,
+    gamma_gamma: GammaGammaModel,
+    frequency: object,
+    recency: object,
+    T: object,
+    monetary_value: object,
+    *,
+    period_length: float,
+    seed: int,
+    months: int,
+    margin: float,
+    monthly_discount_rate: float,
+    level: float,
+    draws: int,
+    point: bool,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     x, recency, T = _histories(where, frequency, recency, T)
     _, m = _order_values(where, x, monetary_value)
@@ -754,8 +870,7 @@ def _clv_with_interval(
     low, high = np.empty(len(x)), np.empty(len(x))
     clv = None
     if monthly_discount_rate != 0 or point:
-        discounted, undiscounted = _monthly_purchases(beta_geo, x, recency, T, period_length, months,
-                                                      monthly_discount_rate)
+        discounted, undiscounted = _monthly_purchases(beta_geo, x, recency, T, period_length, months, monthly_discount_rate)
         discount = np.divide(discounted, undiscounted, out=np.ones_like(discounted), where=undiscounted > 0)
         if point:
             clv = margin * gamma_gamma._expected_order_value(x, m) * discounted
@@ -765,8 +880,7 @@ def _clv_with_interval(
     def simulate(block: int) -> None:
         rows = slice(block * SIMULATION_BLOCK, (block + 1) * SIMULATION_BLOCK)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
-        values = _simulated_value(rng, beta_geo, gamma_gamma, x[rows], recency[rows], T[rows], m[rows],
-                                  months * period_length, int(draws))
+        values = _simulated_value(rng, beta_geo, gamma_gamma, x[rows], recency[rows], T[rows], m[rows], months * period_length, int(draws))
         values *= discount[rows, None]
         low[rows], high[rows] = (margin * end for end in _interval(values, level))
 
@@ -792,8 +906,15 @@ def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]
 
 
 def _simulated_value(
-    rng: np.random.Generator, beta_geo: BetaGeoModel, gamma_gamma: GammaGammaModel,
-    x: np.ndarray, recency: np.ndarray, T: np.ndarray, m: np.ndarray, horizon: float, draws: int,
+    rng: np.random.Generator,
+    beta_geo: BetaGeoModel,
+    gamma_gamma: GammaGammaModel,
+    x: np.ndarray,
+    recency: np.ndarray,
+    T: np.ndarray,
+    m: np.ndarray,
+    horizon: float,
+    draws: int,
 ) -> np.ndarray:
     """Posterior predictive value of the orders in (T, T + horizon], shape (customers, draws), undiscounted.
 
@@ -807,7 +928,7 @@ def _simulated_value(
     shape = bg.r + x
     stay = (bg.alpha + T) / (bg.alpha + T + horizon)  # pi: P(no purchase chance in H | alive) = pi^(r+x)
     u = rng.random((len(x), draws))
-    buys = (u < alive[:, None]) & (u >= (alive * stay ** shape)[:, None])  # alive, and M >= 1
+    buys = (u < alive[:, None]) & (u >= (alive * stay**shape)[:, None])  # alive, and M >= 1
     flat = np.flatnonzero(buys)
     who = flat // draws
     given_alive = u.ravel()[flat] / alive[who]
@@ -830,9 +951,7 @@ def _simulated_value(
 MIN_DROPOUT = 1e-12
 
 
-def _negative_binomial(
-    u: np.ndarray, customer: np.ndarray, shape: np.ndarray, stay: np.ndarray, largest_u: np.ndarray,
-) -> np.ndarray:
+def _negative_binomial(u: np.ndarray, customer: np.ndarray, shape: np.ndarray, stay: np.ndarray, largest_u: np.ndarray) -> np.ndarray:
     """Inverse CDF of NegBin(shape, stay), P(k) = C(shape+k-1, k) stay^shape (1-stay)^k: smallest k, F(k) > u.
 
     Each customer's CDF is tabulated once, up to its `largest_u` (the pmf stepped in logs, so a large shape

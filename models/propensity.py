@@ -17,6 +17,7 @@ with the categories most bought by everyone. Metric (`evaluate_propensity`): hit
 customers whose top 1 / top 3 categories hold one they bought in the evaluation window) and mean average
 precision over the ranked categories, on the customers with a purchase in that window.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -55,34 +56,51 @@ def categories_of(products: DataFrame, as_of: date) -> list[str]:
     return sorted(row["category"] for row in rows)
 
 
-def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str],
-                      categories: Sequence[str]) -> pd.DataFrame:
+def category_features(
+    silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str], categories: Sequence[str]
+) -> pd.DataFrame:
     """One row per customer registered by `as_of`, indexed by customer_id: `orders_<c>` (purchase orders
     with category c), `share_<c>` (their share of the customer's purchase orders, 0..1), `days_since_<c>`
     (days since the last one; `NEVER_DAYS` if never), `views_<c>` (product views in c in the last `VIEW_DAYS`
     days; 0 without events), and `OVERALL_FEATURES` (orders, days, shop currency)."""
     day = F.lit(as_of)
-    lines = (purchase_lines(silver, as_of, purchase_statuses)
-             .join(silver["products"].select(F.col("id").alias("product_id"), "category"), "product_id"))
-    orders = (silver["orders"].select(F.col("id").alias("order_id"), "total_amount")
-              .join(lines.select("order_id", "customer_id", "ordered_at").distinct(), "order_id"))
+    lines = purchase_lines(silver, as_of, purchase_statuses).join(
+        silver["products"].select(F.col("id").alias("product_id"), "category"), "product_id"
+    )
+    orders = (
+        silver["orders"]
+        .select(F.col("id").alias("order_id"), "total_amount")
+        .join(lines.select("order_id", "customer_id", "ordered_at").distinct(), "order_id")
+    )
     overall = orders.groupBy("customer_id").agg(
         F.count("*").alias("purchase_count"),
         F.date_diff(day, F.to_date(F.max("ordered_at"))).alias("recency_days"),
-        F.sum("total_amount").cast("double").alias("total_spent"))
-    per_category = (lines.groupBy("customer_id").pivot("category", list(categories)).agg(
-        F.count_distinct("order_id").alias("orders"),
-        F.date_diff(day, F.to_date(F.max("ordered_at"))).alias("days_since")))
+        F.sum("total_amount").cast("double").alias("total_spent"),
+    )
+    per_category = (
+        lines.groupBy("customer_id")
+        .pivot("category", list(categories))
+        .agg(F.count_distinct("order_id").alias("orders"), F.date_diff(day, F.to_date(F.max("ordered_at"))).alias("days_since"))
+    )
     customers = known_at(silver["customers"], as_of).select(
-        F.col("id").alias("customer_id"), F.date_diff(day, F.to_date("created_at")).alias("tenure_days"))
+        F.col("id").alias("customer_id"), F.date_diff(day, F.to_date("created_at")).alias("tenure_days")
+    )
     frame = customers.join(overall, "customer_id", "left").join(per_category, "customer_id", "left")
     events = silver.get("events")
     if events is not None:
         since = end_of(as_of) - timedelta(days=VIEW_DAYS)
-        views = (events.where((F.col("event_type") == "view") & F.col("customer_id").isNotNull()
-                              & (F.col("occurred_at") >= F.lit(since)) & (F.col("occurred_at") < F.lit(end_of(as_of))))
-                 .groupBy("customer_id").pivot("category", list(categories)).count()
-                 .select("customer_id", *[F.col(f"`{c}`").alias(f"{c}_views") for c in categories]))
+        views = (
+            events.where(
+                (F.col("event_type") == "view")
+                & F.col("customer_id").isNotNull()
+                & (F.col("occurred_at") >= F.lit(since))
+                & (F.col("occurred_at") < F.lit(end_of(as_of)))
+            )
+            .groupBy("customer_id")
+            .pivot("category", list(categories))
+            .count()
+            .select("customer_id", *[F.col(f"`{c}`").alias(f"{c}_views") for c in categories])
+        )
         frame = frame.join(views, "customer_id", "left")
     frame = frame.toPandas().set_index("customer_id").sort_index()
     features = pd.DataFrame(index=frame.index)
@@ -101,15 +119,20 @@ def category_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
     return features
 
 
-def category_labels(silver: Mapping[str, DataFrame], as_of: date, horizon_days: int,
-                    purchase_statuses: Sequence[str], categories: Sequence[str]) -> pd.DataFrame:
+def category_labels(
+    silver: Mapping[str, DataFrame], as_of: date, horizon_days: int, purchase_statuses: Sequence[str], categories: Sequence[str]
+) -> pd.DataFrame:
     """Per customer with a purchase in (as_of, as_of + horizon_days], whether they bought each category then
     (bool columns, one per category), as known at the horizon's end. Only for windows that have ended."""
     horizon_end = as_of + timedelta(days=horizon_days)
-    rows = (purchase_lines(silver, horizon_end, purchase_statuses)
-            .where(F.col("ordered_at") >= F.lit(end_of(as_of)))
-            .join(silver["products"].select(F.col("id").alias("product_id"), "category"), "product_id")
-            .select("customer_id", "category").distinct().toPandas())
+    rows = (
+        purchase_lines(silver, horizon_end, purchase_statuses)
+        .where(F.col("ordered_at") >= F.lit(end_of(as_of)))
+        .join(silver["products"].select(F.col("id").alias("product_id"), "category"), "product_id")
+        .select("customer_id", "category")
+        .distinct()
+        .toPandas()
+    )
     table = pd.crosstab(rows["customer_id"], rows["category"]).reindex(columns=list(categories), fill_value=0)
     return (table > 0).rename_axis(index="customer_id", columns=None)
 
@@ -134,16 +157,20 @@ class CategoryPropensityModel:
                 self.classifiers_[category] = float(target.mean())
                 continue
             self.classifiers_[category] = make_pipeline(
-                StandardScaler(), LogisticRegression(C=INVERSE_REGULARISATION, max_iter=1000, random_state=self.seed),
+                StandardScaler(), LogisticRegression(C=INVERSE_REGULARISATION, max_iter=1000, random_state=self.seed)
             ).fit(model_inputs(features), target)
         return self
 
     def probabilities(self, features: pd.DataFrame) -> pd.DataFrame:
         """P(buys category in the next horizon) per customer (rows) and category (columns), 0..1."""
         x = model_inputs(features[self.features_])
-        return pd.DataFrame({category: (np.full(len(x), model) if isinstance(model, float)
-                                        else model.predict_proba(x)[:, 1])
-                             for category, model in self.classifiers_.items()}, index=features.index)
+        return pd.DataFrame(
+            {
+                category: (np.full(len(x), model) if isinstance(model, float) else model.predict_proba(x)[:, 1])
+                for category, model in self.classifiers_.items()
+            },
+            index=features.index,
+        )
 
 
 def model_inputs(features: pd.DataFrame) -> np.ndarray:
@@ -166,11 +193,19 @@ def model_inputs(features: pd.DataFrame) -> np.ndarray:
 def top_categories(probabilities: pd.DataFrame, n: int) -> pd.DataFrame:
     """The `n` most likely categories per customer: customer_id, rank (1 = most likely), category,
     probability (ties: category name)."""
-    long = (probabilities.rename_axis(index="customer_id", columns="category").stack().rename("probability")
-            .reset_index().sort_values(["customer_id", "probability", "category"], ascending=[True, False, True]))
+    long = (
+        probabilities.rename_axis(index="customer_id", columns="category")
+        .stack()
+        .rename("probability")
+        .reset_index()
+        .sort_values(["customer_id", "probability", "category"], ascending=[True, False, True])
+    )
     long["rank"] = long.groupby("customer_id").cumcount() + 1
-    return (long[long["rank"] <= n][list(PROPENSITY_COLUMNS)].reset_index(drop=True)
-            .astype({"customer_id": "int64", "rank": "int32", "probability": "float64"}))
+    return (
+        long[long["rank"] <= n][list(PROPENSITY_COLUMNS)]
+        .reset_index(drop=True)
+        .astype({"customer_id": "int64", "rank": "int32", "probability": "float64"})
+    )
 
 
 def most_bought_scores(features: pd.DataFrame, categories: Sequence[str]) -> pd.DataFrame:
@@ -184,21 +219,24 @@ def most_bought_scores(features: pd.DataFrame, categories: Sequence[str]) -> pd.
     return pd.DataFrame(scores, index=features.index, columns=list(categories))
 
 
-def category_propensity(silver: Mapping[str, DataFrame], as_of: date, horizon_days: int,
-                        purchase_statuses: Sequence[str], options: RecommendSettings) -> pd.DataFrame:
+def category_propensity(
+    silver: Mapping[str, DataFrame], as_of: date, horizon_days: int, purchase_statuses: Sequence[str], options: RecommendSettings
+) -> pd.DataFrame:
     """The `category_propensity` rows at `as_of`: fitted on the snapshot `horizon_days` before `as_of` with
     what was bought since, applied to the snapshot at `as_of`; `top_categories` per customer."""
     categories = categories_of(silver["products"], as_of)
     train_at = as_of - timedelta(days=horizon_days)
     model = CategoryPropensityModel(seed=options.seed).fit(
         category_features(silver, train_at, purchase_statuses, categories),
-        category_labels(silver, train_at, horizon_days, purchase_statuses, categories))
+        category_labels(silver, train_at, horizon_days, purchase_statuses, categories),
+    )
     probabilities = model.probabilities(category_features(silver, as_of, purchase_statuses, categories))
     return top_categories(probabilities, options.top_categories)
 
 
-def evaluate_propensity(silver: Mapping[str, DataFrame], as_of: date, horizon_days: int,
-                        purchase_statuses: Sequence[str], options: RecommendSettings) -> dict[str, float | int | str]:
+def evaluate_propensity(
+    silver: Mapping[str, DataFrame], as_of: date, horizon_days: int, purchase_statuses: Sequence[str], options: RecommendSettings
+) -> dict[str, float | int | str]:
     """Hit rate@1, @3 and mean average precision of the model and of the most-bought baseline on a time
     split: fitted at `as_of - 2 * horizon_days` (labels up to `as_of - horizon_days`), scored at
     `as_of - horizon_days` against what was bought in the last `horizon_days` up to `as_of`."""
@@ -207,13 +245,17 @@ def evaluate_propensity(silver: Mapping[str, DataFrame], as_of: date, horizon_da
     categories = categories_of(silver["products"], scored_at)
     model = CategoryPropensityModel(seed=options.seed).fit(
         category_features(silver, train_at, purchase_statuses, categories),
-        category_labels(silver, train_at, horizon_days, purchase_statuses, categories))
+        category_labels(silver, train_at, horizon_days, purchase_statuses, categories),
+    )
     features = category_features(silver, scored_at, purchase_statuses, categories)
     truth = category_labels(silver, scored_at, horizon_days, purchase_statuses, categories)
     truth = truth[truth.index.isin(features.index)]
-    figures: dict[str, float | int | str] = {"scored_at": scored_at.isoformat(), "categories": len(categories),
-                                              "customers": len(truth),
-                                              "buyers_at_scoring": int((features["purchase_count"] > 0).sum())}
+    figures: dict[str, float | int | str] = {
+        "scored_at": scored_at.isoformat(),
+        "categories": len(categories),
+        "customers": len(truth),
+        "buyers_at_scoring": int((features["purchase_count"] > 0).sum()),
+    }
     for name, scores in (("model", model.probabilities(features)), ("most_bought", most_bought_scores(features, categories))):
         figures.update({f"{name}_{key}": value for key, value in _hit_rates(scores.loc[truth.index], truth).items()})
     return figures
@@ -225,6 +267,8 @@ def _hit_rates(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     s = scores.to_numpy()
     order = np.argsort(-s, axis=1, kind="stable")
     ranked_hits = np.take_along_axis(y, order, axis=1)
-    return {"hit_rate_at_1": float(ranked_hits[:, :1].any(axis=1).mean()),
-            "hit_rate_at_3": float(ranked_hits[:, :3].any(axis=1).mean()),
-            "mean_average_precision": float(np.mean([average_precision_score(t, p) for t, p in zip(y, s)]))}
+    return {
+        "hit_rate_at_1": float(ranked_hits[:, :1].any(axis=1).mean()),
+        "hit_rate_at_3": float(ranked_hits[:, :3].any(axis=1).mean()),
+        "mean_average_precision": float(np.mean([average_precision_score(t, p) for t, p in zip(y, s)])),
+    }

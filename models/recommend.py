@@ -24,6 +24,7 @@ the customer bought by `as_of` are left out of both.
 Ids: MLlib ALS keeps user and item ids as 32-bit integers; customer and product ids above 2^31 - 1 are
 refused (`AlsIdError`) rather than silently wrapped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -52,11 +53,17 @@ class AlsIdError(ValueError):
 
 def purchase_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
     """Order lines of purchases known at `as_of`: customer_id, order_id, product_id, quantity (units), ordered_at."""
-    purchases = (orders_as_of(silver["orders"], as_of, purchase_statuses).where("is_purchase")
-                 .select(F.col("id").alias("order_id"), "customer_id", F.col("created_at").alias("ordered_at")))
-    return (known_at(silver["order_items"], as_of).select("order_id", "product_id", "quantity")
-            .join(purchases, "order_id")
-            .select("customer_id", "order_id", "product_id", "quantity", "ordered_at"))
+    purchases = (
+        orders_as_of(silver["orders"], as_of, purchase_statuses)
+        .where("is_purchase")
+        .select(F.col("id").alias("order_id"), "customer_id", F.col("created_at").alias("ordered_at"))
+    )
+    return (
+        known_at(silver["order_items"], as_of)
+        .select("order_id", "product_id", "quantity")
+        .join(purchases, "order_id")
+        .select("customer_id", "order_id", "product_id", "quantity", "ordered_at")
+    )
 
 
 def interactions(lines: DataFrame) -> DataFrame:
@@ -80,14 +87,20 @@ def preferences(bought: DataFrame, events: DataFrame | None, as_of: date, option
     weight = F.lit(0.0)
     for kind, value in weights.items():
         weight = F.when(F.col("event_type") == kind, F.lit(float(value))).otherwise(weight)
-    browsed = (events.where(F.col("customer_id").isNotNull() & F.col("product_id").isNotNull()
-                            & F.col("event_type").isin(list(weights))
-                            & (F.col("occurred_at") < F.lit(end_of(as_of)))
-                            & (F.col("occurred_at") >= F.lit(end_of(as_of) - timedelta(days=options.event_days))))
-               .groupBy("customer_id", "product_id").agg(F.sum(weight).alias("_events")))
-    return (purchased.join(browsed, ["customer_id", "product_id"], "full")
-            .select("customer_id", "product_id",
-                    (F.coalesce("_orders", F.lit(0.0)) + F.coalesce("_events", F.lit(0.0))).alias("preference")))
+    browsed = (
+        events.where(
+            F.col("customer_id").isNotNull()
+            & F.col("product_id").isNotNull()
+            & F.col("event_type").isin(list(weights))
+            & (F.col("occurred_at") < F.lit(end_of(as_of)))
+            & (F.col("occurred_at") >= F.lit(end_of(as_of) - timedelta(days=options.event_days)))
+        )
+        .groupBy("customer_id", "product_id")
+        .agg(F.sum(weight).alias("_events"))
+    )
+    return purchased.join(browsed, ["customer_id", "product_id"], "full").select(
+        "customer_id", "product_id", (F.coalesce("_orders", F.lit(0.0)) + F.coalesce("_events", F.lit(0.0))).alias("preference")
+    )
 
 
 def fit_als(observed: DataFrame, options: RecommendSettings, nonnegative: bool = False) -> ALSModel:
@@ -102,11 +115,20 @@ def fit_als(observed: DataFrame, options: RecommendSettings, nonnegative: bool =
     """
     _check_ids(observed)
     rating = "preference" if "preference" in observed.columns else "orders"
-    als = ALS(userCol="customer_id", itemCol="product_id", ratingCol=rating, implicitPrefs=True,
-              rank=options.rank, maxIter=options.max_iter, regParam=options.reg_param, alpha=options.alpha,
-              seed=options.seed, nonnegative=nonnegative, coldStartStrategy="drop")
-    return als.fit(observed.select(F.col("customer_id").cast("int"), F.col("product_id").cast("int"),
-                                   F.col(rating).cast("float")))
+    als = ALS(
+        userCol="customer_id",
+        itemCol="product_id",
+        ratingCol=rating,
+        implicitPrefs=True,
+        rank=options.rank,
+        maxIter=options.max_iter,
+        regParam=options.reg_param,
+        alpha=options.alpha,
+        seed=options.seed,
+        nonnegative=nonnegative,
+        coldStartStrategy="drop",
+    )
+    return als.fit(observed.select(F.col("customer_id").cast("int"), F.col("product_id").cast("int"), F.col(rating).cast("float")))
 
 
 def popular_products(lines: DataFrame, products: DataFrame, as_of: date, popularity_days: int) -> DataFrame:
@@ -115,19 +137,23 @@ def popular_products(lines: DataFrame, products: DataFrame, as_of: date, popular
     ties: all-time lines, then product id, so the order never depends on row order)."""
     since = F.lit(end_of(as_of - timedelta(days=popularity_days)))
     counts = lines.groupBy("product_id").agg(
-        F.count(F.when(F.col("ordered_at") >= since, 1)).alias("recent_lines"),
-        F.count("*").alias("all_lines"))
+        F.count(F.when(F.col("ordered_at") >= since, 1)).alias("recent_lines"), F.count("*").alias("all_lines")
+    )
     catalogue = known_at(products, as_of).select(F.col("id").alias("product_id"))
     total = F.sum("recent_lines").over(Window.partitionBy())
     # One global window over the catalogue (thousands of rows): a single partition is fine at that size.
-    ranked = (catalogue.join(counts, "product_id", "left").fillna(0, ["recent_lines", "all_lines"])
-              .withColumn("score", F.coalesce(F.col("recent_lines") / total, F.lit(0.0)).cast("double")))
+    ranked = (
+        catalogue.join(counts, "product_id", "left")
+        .fillna(0, ["recent_lines", "all_lines"])
+        .withColumn("score", F.coalesce(F.col("recent_lines") / total, F.lit(0.0)).cast("double"))
+    )
     order = Window.orderBy(F.desc("score"), F.desc("all_lines"), "product_id")
     return ranked.select("product_id", "score", F.row_number().over(order).alias("popularity_rank"))
 
 
-def recommend_products(customers: DataFrame, bought: DataFrame, popular: DataFrame, top_n: int,
-                       exclude_bought: bool, model: ALSModel | None = None) -> DataFrame:
+def recommend_products(
+    customers: DataFrame, bought: DataFrame, popular: DataFrame, top_n: int, exclude_bought: bool, model: ALSModel | None = None
+) -> DataFrame:
     """`top_n` recommendations per customer of `customers` (a `customer_id` column): ALS first (when a
     `model` is given and knows the customer), popular products after; ranks 1..top_n.
 
@@ -136,29 +162,42 @@ def recommend_products(customers: DataFrame, bought: DataFrame, popular: DataFra
     """
     depth = top_n + (_most_products_bought(bought) if exclude_bought else 0)
     targets = customers.select("customer_id").distinct()
-    candidates = (targets.crossJoin(F.broadcast(popular.where(F.col("popularity_rank") <= depth)
-                                                .select("product_id", "score")))
-                  .withColumn("reason", F.lit(POPULAR)).withColumn("priority", F.lit(1)))
+    candidates = (
+        targets.crossJoin(F.broadcast(popular.where(F.col("popularity_rank") <= depth).select("product_id", "score")))
+        .withColumn("reason", F.lit(POPULAR))
+        .withColumn("priority", F.lit(1))
+    )
     if model is not None:
         _check_ids(targets)
-        scored = (model.recommendForUserSubset(targets.select(F.col("customer_id").cast("int")), depth)
-                  .select(F.col("customer_id").cast("long"), F.inline("recommendations"))
-                  .select("customer_id", F.col("product_id").cast("long"), F.col("rating").cast("double").alias("score"),
-                          F.lit(SIMILAR_CUSTOMERS).alias("reason"), F.lit(0).alias("priority")))
+        scored = (
+            model.recommendForUserSubset(targets.select(F.col("customer_id").cast("int")), depth)
+            .select(F.col("customer_id").cast("long"), F.inline("recommendations"))
+            .select(
+                "customer_id",
+                F.col("product_id").cast("long"),
+                F.col("rating").cast("double").alias("score"),
+                F.lit(SIMILAR_CUSTOMERS).alias("reason"),
+                F.lit(0).alias("priority"),
+            )
+        )
         candidates = scored.unionByName(candidates)
     if exclude_bought:
         candidates = candidates.join(bought.select("customer_id", "product_id"), ["customer_id", "product_id"], "left_anti")
     # A product both ALS and popularity propose stays once, as ALS's.
     first = Window.partitionBy("customer_id", "product_id").orderBy("priority")
     by_rank = Window.partitionBy("customer_id").orderBy("priority", F.desc("score"), "product_id")
-    return (candidates.withColumn("_first", F.row_number().over(first)).where(F.col("_first") == 1)
-            .withColumn("rank", F.row_number().over(by_rank)).where(F.col("rank") <= top_n)
-            .select(F.col("customer_id").cast("long"), F.col("rank").cast("int"), F.col("product_id").cast("long"),
-                    "score", "reason"))
+    return (
+        candidates.withColumn("_first", F.row_number().over(first))
+        .where(F.col("_first") == 1)
+        .withColumn("rank", F.row_number().over(by_rank))
+        .where(F.col("rank") <= top_n)
+        .select(F.col("customer_id").cast("long"), F.col("rank").cast("int"), F.col("product_id").cast("long"), "score", "reason")
+    )
 
 
-def recommendations(silver: Mapping[str, DataFrame], customers: DataFrame, as_of: date,
-                    purchase_statuses: Sequence[str], options: RecommendSettings) -> DataFrame:
+def recommendations(
+    silver: Mapping[str, DataFrame], customers: DataFrame, as_of: date, purchase_statuses: Sequence[str], options: RecommendSettings
+) -> DataFrame:
     """The `recommendations` rows of `customers` at `as_of`: ALS fitted on the purchases known then, the
     popularity fallback of the last `options.popularity_days` days; columns `RECOMMENDATION_COLUMNS`."""
     lines = purchase_lines(silver, as_of, purchase_statuses)
@@ -169,8 +208,9 @@ def recommendations(silver: Mapping[str, DataFrame], customers: DataFrame, as_of
     return recommend_products(customers, bought, popular, options.top_n, options.exclude_bought, model)
 
 
-def evaluate_recommendations(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str],
-                             options: RecommendSettings, k: int = EVAL_K) -> dict[str, float | int | str]:
+def evaluate_recommendations(
+    silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str], options: RecommendSettings, k: int = EVAL_K
+) -> dict[str, float | int | str]:
     """Precision@k and recall@k of ALS (with its fallback) and of popularity alone, on a time split.
 
     Both are fitted on purchases known at `cutoff = as_of - holdout_days`; the truth is the products each
@@ -184,9 +224,12 @@ def evaluate_recommendations(silver: Mapping[str, DataFrame], as_of: date, purch
     cutoff = as_of - timedelta(days=options.holdout_days)
     train_lines = purchase_lines(silver, cutoff, purchase_statuses)
     bought = interactions(train_lines).cache()  # read by the fit, the exclusion and both recommenders
-    later = (purchase_lines(silver, as_of, purchase_statuses)
-             .where(F.col("ordered_at") >= F.lit(end_of(cutoff)))
-             .select("customer_id", "product_id").distinct())
+    later = (
+        purchase_lines(silver, as_of, purchase_statuses)
+        .where(F.col("ordered_at") >= F.lit(end_of(cutoff)))
+        .select("customer_id", "product_id")
+        .distinct()
+    )
     if options.exclude_bought:
         later = later.join(bought.select("customer_id", "product_id"), ["customer_id", "product_id"], "left_anti")
     truth = later.cache()  # joined with both recommenders
@@ -201,8 +244,12 @@ def evaluate_recommendations(silver: Mapping[str, DataFrame], as_of: date, purch
         purchases_only = recommend_products(customers, bought, popular, k, options.exclude_bought, fit_als(bought, options))
         compared.append(("als_purchases_only", purchases_only))
     warm = observed.select("customer_id").distinct().withColumn("is_warm", F.lit(True))
-    figures: dict[str, float | int | str] = {"cutoff": cutoff.isoformat(), "k": k,
-                                              "train_interactions": bought.count(), "train_observations": observed.count()}
+    figures: dict[str, float | int | str] = {
+        "cutoff": cutoff.isoformat(),
+        "k": k,
+        "train_interactions": bought.count(),
+        "train_observations": observed.count(),
+    }
     for name, recommended in compared:
         figures.update({f"{name}_{key}": value for key, value in _ranking_metrics(recommended, truth, warm, k).items()})
     bought.unpersist()
@@ -213,21 +260,26 @@ def evaluate_recommendations(silver: Mapping[str, DataFrame], as_of: date, purch
 
 def _ranking_metrics(recommended: DataFrame, truth: DataFrame, warm: DataFrame, k: int) -> dict[str, float | int]:
     """Mean precision@k and recall@k over the customers of `truth`, all of them and the warm ones."""
-    hits = (recommended.join(truth, ["customer_id", "product_id"]).groupBy("customer_id").agg(F.count("*").alias("hits")))
-    per_customer = (truth.groupBy("customer_id").agg(F.count("*").alias("relevant"))
-                    .join(hits, "customer_id", "left").fillna(0, ["hits"])
-                    .join(warm, "customer_id", "left").fillna(False, ["is_warm"])
-                    .withColumn("precision", F.col("hits") / F.lit(k))
-                    .withColumn("recall", F.col("hits") / F.col("relevant")))
+    hits = recommended.join(truth, ["customer_id", "product_id"]).groupBy("customer_id").agg(F.count("*").alias("hits"))
+    per_customer = (
+        truth.groupBy("customer_id")
+        .agg(F.count("*").alias("relevant"))
+        .join(hits, "customer_id", "left")
+        .fillna(0, ["hits"])
+        .join(warm, "customer_id", "left")
+        .fillna(False, ["is_warm"])
+        .withColumn("precision", F.col("hits") / F.lit(k))
+        .withColumn("recall", F.col("hits") / F.col("relevant"))
+    )
     row = per_customer.agg(
         F.count("*").alias("customers"),
-        F.avg("precision").alias("precision"), F.avg("recall").alias("recall"),
+        F.avg("precision").alias("precision"),
+        F.avg("recall").alias("recall"),
         F.count(F.when(F.col("is_warm"), 1)).alias("warm_customers"),
         F.avg(F.when(F.col("is_warm"), F.col("precision"))).alias("warm_precision"),
         F.avg(F.when(F.col("is_warm"), F.col("recall"))).alias("warm_recall"),
     ).first()
-    return {f"{key}_at_{k}" if key.endswith(("precision", "recall")) else key: value
-            for key, value in row.asDict().items()}
+    return {f"{key}_at_{k}" if key.endswith(("precision", "recall")) else key: value for key, value in row.asDict().items()}
 
 
 def _most_products_bought(bought: DataFrame) -> int:

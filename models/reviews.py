@@ -17,6 +17,7 @@ Holdout split and training cap are deterministic: each row's id is hashed with t
 number in [0, 1); rows below `holdout_share` are held out, and the training rows with the smallest hash (of
 a second, salted hash) are kept up to `max_training_rows`. The same id always lands on the same side.
 """
+
 from __future__ import annotations
 
 import re
@@ -70,8 +71,7 @@ def read_keyword_table(path: Path | str, fields: tuple[str, ...]) -> dict[str, t
     except yaml.YAMLError as error:
         raise KeywordTableError(f"{where}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
-        raise KeywordTableError(f"{where}: expected a mapping of {', '.join(fields)} to keyword lists, "
-                                f"got {type(data).__name__}")
+        raise KeywordTableError(f"{where}: expected a mapping of {', '.join(fields)} to keyword lists, got {type(data).__name__}")
     unknown = sorted(str(key) for key in data if key not in fields)
     if unknown:
         raise KeywordTableError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(fields)}")
@@ -99,15 +99,15 @@ def load_aspects(path: Path | str) -> dict[str, tuple[str, ...]]:
 
 def keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern:
     """One case-insensitive regex matching any keyword: Latin-script ones at a word start, others anywhere."""
-    parts = [(r"\b" if re.match(r"[a-z0-9]", keyword) else "") + re.escape(keyword)
-             for keyword in sorted(keywords, key=len, reverse=True)]
+    parts = [(r"\b" if re.match(r"[a-z0-9]", keyword) else "") + re.escape(keyword) for keyword in sorted(keywords, key=len, reverse=True)]
     return re.compile("|".join(parts), re.IGNORECASE)
 
 
 def keyword_hits(text: pd.Series, table: dict[str, tuple[str, ...]]) -> pd.DataFrame:
     """Number of keyword occurrences of each field of `table` in each text (same index as `text`)."""
-    return pd.DataFrame({field: text.str.count(keyword_pattern(keywords)).astype("int64")
-                         for field, keywords in table.items()}, index=text.index)
+    return pd.DataFrame(
+        {field: text.str.count(keyword_pattern(keywords)).astype("int64") for field, keywords in table.items()}, index=text.index
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -146,11 +146,12 @@ def capped_sample(frame: pd.DataFrame, id_column: str, max_rows: int, seed: int)
 
 def text_classifier(seed: int, min_df: int = 1) -> Pipeline:
     """TF-IDF of character n-grams (within word boundaries) + multinomial logistic regression, class-balanced."""
-    return Pipeline([
-        ("tfidf", TfidfVectorizer(analyzer="char_wb", ngram_range=NGRAM_RANGE, lowercase=True,
-                                  sublinear_tf=True, min_df=min_df)),
-        ("logreg", LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced", random_state=seed)),
-    ])
+    return Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(analyzer="char_wb", ngram_range=NGRAM_RANGE, lowercase=True, sublinear_tf=True, min_df=min_df)),
+            ("logreg", LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced", random_state=seed)),
+        ]
+    )
 
 
 def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
@@ -175,8 +176,7 @@ def rating_sentiment(rating: pd.Series) -> pd.Series:
     stars = pd.to_numeric(rating, errors="raise")
     if ((stars < 1) | (stars > 5)).any():
         raise ValueError(f"reviews.rating: expected stars 1-5, got {stars[(stars < 1) | (stars > 5)].iloc[0]}")
-    return pd.Series(np.select([stars <= 2, stars == 3], ["negative", "neutral"], "positive"),
-                     index=rating.index, name="sentiment")
+    return pd.Series(np.select([stars <= 2, stars == 3], ["negative", "neutral"], "positive"), index=rating.index, name="sentiment")
 
 
 def fit_sentiment(reviews: pd.DataFrame, max_training_rows: int, seed: int) -> Pipeline:
@@ -190,8 +190,7 @@ def fit_sentiment(reviews: pd.DataFrame, max_training_rows: int, seed: int) -> P
     sample = capped_sample(rated, "id", max_training_rows, seed)
     labels = rating_sentiment(sample["rating"])
     if labels.nunique() < 2:
-        raise ValueError(f"reviews: all {len(labels)} training reviews are {labels.iloc[0]!r}; "
-                         "at least two sentiment levels are needed")
+        raise ValueError(f"reviews: all {len(labels)} training reviews are {labels.iloc[0]!r}; at least two sentiment levels are needed")
     return text_classifier(seed).fit(review_text(sample), labels)
 
 
@@ -200,13 +199,14 @@ def predict_sentiment(model: Pipeline, reviews: pd.DataFrame) -> pd.DataFrame:
     require_columns(reviews, ("id", "title", "body"), "reviews")
     probability = model.predict_proba(review_text(reviews))
     classes = list(model.classes_)
-    p = {level: probability[:, classes.index(level)] if level in classes else np.zeros(len(reviews))
-         for level in SENTIMENTS}
-    return pd.DataFrame({
-        "review_id": reviews["id"].to_numpy(dtype="int64"),
-        "sentiment_score": p["positive"] - p["negative"],
-        "sentiment": np.asarray(classes, dtype=object)[probability.argmax(axis=1)],
-    })
+    p = {level: probability[:, classes.index(level)] if level in classes else np.zeros(len(reviews)) for level in SENTIMENTS}
+    return pd.DataFrame(
+        {
+            "review_id": reviews["id"].to_numpy(dtype="int64"),
+            "sentiment_score": p["positive"] - p["negative"],
+            "sentiment": np.asarray(classes, dtype=object)[probability.argmax(axis=1)],
+        }
+    )
 
 
 def lexicon_sentiment(reviews: pd.DataFrame) -> pd.DataFrame:
@@ -216,16 +216,18 @@ def lexicon_sentiment(reviews: pd.DataFrame) -> pd.DataFrame:
     """
     analyzer = SentimentIntensityAnalyzer()
     compound = np.array([analyzer.polarity_scores(text)["compound"] for text in review_text(reviews)], dtype=float)
-    return pd.DataFrame({
-        "review_id": reviews["id"].to_numpy(dtype="int64"),
-        "sentiment_score": compound,
-        "sentiment": np.select([compound >= VADER_POSITIVE, compound <= VADER_NEGATIVE], ["positive", "negative"],
-                               "neutral").astype(object),
-    })
+    return pd.DataFrame(
+        {
+            "review_id": reviews["id"].to_numpy(dtype="int64"),
+            "sentiment_score": compound,
+            "sentiment": np.select([compound >= VADER_POSITIVE, compound <= VADER_NEGATIVE], ["positive", "negative"], "neutral").astype(
+                object
+            ),
+        }
+    )
 
 
-def evaluate_sentiment(reviews: pd.DataFrame, holdout_share: float, max_training_rows: int,
-                       seed: int) -> pd.DataFrame:
+def evaluate_sentiment(reviews: pd.DataFrame, holdout_share: float, max_training_rows: int, seed: int) -> pd.DataFrame:
     """Macro-F1 and accuracy of the model and of VADER on held-out reviews, against the star-rating labels.
 
     The model is fitted on the other reviews (`fit_sentiment`). One row per method ('model', 'vader') and
@@ -237,21 +239,29 @@ def evaluate_sentiment(reviews: pd.DataFrame, holdout_share: float, max_training
     held = is_holdout(rated["id"], holdout_share, seed)
     train, test = rated[~held], rated[held]
     if test.empty or train.empty:
-        raise ValueError(f"reviews: holdout_share {holdout_share} leaves {len(train)} training and "
-                         f"{len(test)} held-out reviews; both must be non-empty")
+        raise ValueError(
+            f"reviews: holdout_share {holdout_share} leaves {len(train)} training and {len(test)} held-out reviews; both must be non-empty"
+        )
     truth = rating_sentiment(test["rating"]).to_numpy()
-    predicted = {"model": predict_sentiment(fit_sentiment(train, max_training_rows, seed), test)["sentiment"],
-                 "vader": lexicon_sentiment(test)["sentiment"]}
+    predicted = {
+        "model": predict_sentiment(fit_sentiment(train, max_training_rows, seed), test)["sentiment"],
+        "vader": lexicon_sentiment(test)["sentiment"],
+    }
     language = test["language"].to_numpy()
     rows = []
     for method, labels in predicted.items():
         labels = labels.to_numpy()
         for name in ("all", *sorted(set(language))):
             mask = np.ones(len(test), dtype=bool) if name == "all" else language == name
-            rows.append({"method": method, "language": name, "reviews": int(mask.sum()),
-                         "macro_f1": f1_score(truth[mask], labels[mask], labels=list(SENTIMENTS), average="macro",
-                                              zero_division=0),
-                         "accuracy": accuracy_score(truth[mask], labels[mask])})
+            rows.append(
+                {
+                    "method": method,
+                    "language": name,
+                    "reviews": int(mask.sum()),
+                    "macro_f1": f1_score(truth[mask], labels[mask], labels=list(SENTIMENTS), average="macro", zero_division=0),
+                    "accuracy": accuracy_score(truth[mask], labels[mask]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -275,14 +285,16 @@ def review_insights(reviews: pd.DataFrame, model: Pipeline, aspects: dict[str, t
     review's created_at), sentiment_score, sentiment, `mentions_<aspect>` flags and `aspects` (the mentioned
     aspects, comma-separated, '' when none)."""
     require_columns(reviews, REVIEW_COLUMNS, "reviews")
-    base = pd.DataFrame({
-        "review_id": reviews["id"].to_numpy(dtype="int64"),
-        "customer_id": reviews["customer_id"].to_numpy(dtype="int64"),
-        "product_id": reviews["product_id"].to_numpy(dtype="int64"),
-        "rating": reviews["rating"].to_numpy(),
-        "language": reviews["language"].to_numpy(),
-        "reviewed_at": pd.to_datetime(reviews["created_at"], utc=True).reset_index(drop=True),
-    })
+    base = pd.DataFrame(
+        {
+            "review_id": reviews["id"].to_numpy(dtype="int64"),
+            "customer_id": reviews["customer_id"].to_numpy(dtype="int64"),
+            "product_id": reviews["product_id"].to_numpy(dtype="int64"),
+            "rating": reviews["rating"].to_numpy(),
+            "language": reviews["language"].to_numpy(),
+            "reviewed_at": pd.to_datetime(reviews["created_at"], utc=True).reset_index(drop=True),
+        }
+    )
     sentiment = predict_sentiment(model, reviews).drop(columns="review_id")
     marks = mark_aspects(reviews, aspects).drop(columns="review_id")
     names = np.asarray(list(aspects), dtype=object)
@@ -295,11 +307,18 @@ def product_review_summary(insights: pd.DataFrame, aspects: tuple[str, ...] = AS
     """One row per product with reviews: product_id, review_count, avg_rating (stars), mean_sentiment_score
     ([-1, 1]), negative_share (fraction of reviews classed negative), and per aspect `<aspect>_mention_count`
     and `<aspect>_sentiment_score` (mean sentiment_score of the reviews mentioning it; NaN when none)."""
-    require_columns(insights, ("product_id", "review_id", "rating", "sentiment_score", "sentiment",
-                               *(f"mentions_{aspect}" for aspect in aspects)), "review insights")
+    require_columns(
+        insights,
+        ("product_id", "review_id", "rating", "sentiment_score", "sentiment", *(f"mentions_{aspect}" for aspect in aspects)),
+        "review insights",
+    )
     frame = insights.assign(is_negative=insights["sentiment"].eq("negative"))
-    columns = {"review_count": ("review_id", "size"), "avg_rating": ("rating", "mean"),
-               "mean_sentiment_score": ("sentiment_score", "mean"), "negative_share": ("is_negative", "mean")}
+    columns = {
+        "review_count": ("review_id", "size"),
+        "avg_rating": ("rating", "mean"),
+        "mean_sentiment_score": ("sentiment_score", "mean"),
+        "negative_share": ("is_negative", "mean"),
+    }
     for aspect in aspects:
         frame[f"_{aspect}_score"] = frame["sentiment_score"].where(frame[f"mentions_{aspect}"])
         columns[f"{aspect}_mention_count"] = (f"mentions_{aspect}", "sum")
@@ -311,12 +330,11 @@ def product_review_summary(insights: pd.DataFrame, aspects: tuple[str, ...] = AS
 def customer_review_summary(insights: pd.DataFrame) -> pd.DataFrame:
     """One row per customer with reviews: customer_id, review_count, mean_sentiment_score ([-1, 1]),
     last_negative_review_at (UTC timestamp of the latest review classed negative; NaT when none)."""
-    require_columns(insights, ("customer_id", "review_id", "sentiment_score", "sentiment", "reviewed_at"),
-                    "review insights")
+    require_columns(insights, ("customer_id", "review_id", "sentiment_score", "sentiment", "reviewed_at"), "review insights")
     frame = insights.assign(negative_at=insights["reviewed_at"].where(insights["sentiment"].eq("negative")))
-    summary = frame.groupby("customer_id", sort=True).agg(review_count=("review_id", "size"),
-                                                          mean_sentiment_score=("sentiment_score", "mean"),
-                                                          last_negative_review_at=("negative_at", "max"))
+    summary = frame.groupby("customer_id", sort=True).agg(
+        review_count=("review_id", "size"), mean_sentiment_score=("sentiment_score", "mean"), last_negative_review_at=("negative_at", "max")
+    )
     return summary.reset_index().astype({"review_count": "int64"})
 
 
@@ -325,8 +343,9 @@ def customer_review_summary(insights: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------------
 
 
-def negative_review_alerts(insights: pd.DataFrame, customer_clv: pd.DataFrame, run_date: date, alert_days: int,
-                           alert_clv_quantile: float) -> pd.DataFrame:
+def negative_review_alerts(
+    insights: pd.DataFrame, customer_clv: pd.DataFrame, run_date: date, alert_days: int, alert_clv_quantile: float
+) -> pd.DataFrame:
     """Valuable customers with a recent negative review: one row per such review, most valuable first.
 
     Valuable: clv_12m (shop currency) at or above its `alert_clv_quantile` quantile over `customer_clv`
@@ -336,8 +355,9 @@ def negative_review_alerts(insights: pd.DataFrame, customer_clv: pd.DataFrame, r
     Columns: customer_id, review_id, product_id, reviewed_at (UTC), sentiment_score, clv_12m (float, shop
     currency), aspects (comma-separated).
     """
-    require_columns(insights, ("customer_id", "review_id", "product_id", "reviewed_at", "sentiment_score",
-                               "sentiment", "aspects"), "review insights")
+    require_columns(
+        insights, ("customer_id", "review_id", "product_id", "reviewed_at", "sentiment_score", "sentiment", "aspects"), "review insights"
+    )
     require_columns(customer_clv, ("customer_id", "clv_12m"), "customer scores")
     if alert_days < 1:
         raise ValueError(f"alert_days: expected at least 1 day, got {alert_days}")
@@ -345,8 +365,9 @@ def negative_review_alerts(insights: pd.DataFrame, customer_clv: pd.DataFrame, r
         raise ValueError(f"alert_clv_quantile: expected a fraction in (0, 1), got {alert_clv_quantile}")
     if customer_clv["customer_id"].duplicated().any():
         raise ValueError("customer scores: customer_id is not unique; pass the scores of one as_of date")
-    clv = pd.DataFrame({"customer_id": customer_clv["customer_id"].astype("int64"),
-                        "clv_12m": pd.to_numeric(customer_clv["clv_12m"].astype(float))})
+    clv = pd.DataFrame(
+        {"customer_id": customer_clv["customer_id"].astype("int64"), "clv_12m": pd.to_numeric(customer_clv["clv_12m"].astype(float))}
+    )
     threshold = clv["clv_12m"].quantile(alert_clv_quantile)
     valuable = clv[clv["clv_12m"] >= threshold]
     end = end_of(run_date)
@@ -355,5 +376,4 @@ def negative_review_alerts(insights: pd.DataFrame, customer_clv: pd.DataFrame, r
     recent = insights[insights["sentiment"].eq("negative") & (reviewed_at >= start) & (reviewed_at < end)]
     alerts = recent.merge(valuable, on="customer_id", how="inner")
     columns = ["customer_id", "review_id", "product_id", "reviewed_at", "sentiment_score", "clv_12m", "aspects"]
-    return (alerts[columns].sort_values(["clv_12m", "reviewed_at", "review_id"], ascending=[False, False, True])
-            .reset_index(drop=True))
+    return alerts[columns].sort_values(["clv_12m", "reviewed_at", "review_id"], ascending=[False, False, True]).reset_index(drop=True)

@@ -12,6 +12,7 @@ customer in one partition.
 Segments come from a rule table (`conf/segments.yaml`) that marketing edits: the first rule whose r, f and
 m ranges all hold names the segment.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,9 +45,7 @@ class SegmentRule:
         return all(low <= score <= high for score, (low, high) in ((r, self.r), (f, self.f), (m, self.m)))
 
     def condition(self) -> Column:
-        return (
-            F.col("r_score").between(*self.r) & F.col("f_score").between(*self.f) & F.col("m_score").between(*self.m)
-        )
+        return F.col("r_score").between(*self.r) & F.col("f_score").between(*self.f) & F.col("m_score").between(*self.m)
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,7 @@ class SegmentRules:
         if not rules:
             raise SegmentRulesError(f"{where}: 'segments' lists no rule")
         table = cls(rules, str(data.get("no_purchase_segment") or "Prospects"))
-        uncovered = [cell for cell in itertools.product(range(1, SCORE_BINS + 1), repeat=3)
-                     if table.segment_for(*cell) is None]
+        uncovered = [cell for cell in itertools.product(range(1, SCORE_BINS + 1), repeat=3) if table.segment_for(*cell) is None]
         if uncovered:
             shown = ", ".join(f"r={r} f={f} m={m}" for r, f, m in uncovered[:5])
             raise SegmentRulesError(f"{where}: {len(uncovered)} score combination(s) match no rule, e.g. {shown}")
@@ -102,8 +100,12 @@ def _rule(where: str, index: int, item: object) -> SegmentRule:
     ranges = {}
     for key in ("r", "f", "m"):
         value = item.get(key, list(SCORE_RANGE))
-        if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) for v in value)
-                or not SCORE_RANGE[0] <= value[0] <= value[1] <= SCORE_RANGE[1]):
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, int) for v in value)
+            or not SCORE_RANGE[0] <= value[0] <= value[1] <= SCORE_RANGE[1]
+        ):
             raise SegmentRulesError(f"{label} ({item['name']}): {key} must be [low, high] with 1 <= low <= high <= 5, got {value!r}")
         ranges[key] = (value[0], value[1])
     return SegmentRule(str(item["name"]), str(item.get("description", "")), **ranges)
@@ -120,6 +122,8 @@ def measures() -> dict[str, Column]:
         "f_score": F.col("purchase_count").cast("long"),
         "m_score": (F.col("total_spent") * 100).cast("long"),  # cents: exact as a whole number
     }
+
+
 #: Relative rank error of the approximate quantiles that bracket each exact cut point (see `cut_points`).
 BRACKET_ERROR = 0.001
 
@@ -147,22 +151,31 @@ def cut_points(values: DataFrame, buyers: int) -> dict[str, list[int]]:
         probabilities += [max(0.0, (position - 1) / buyers - margin), min(1.0, position / buyers + margin)]
     columns = list(SCORES)
     quantiles = values.approxQuantile(columns, probabilities, BRACKET_ERROR)
-    brackets = {column: [(int(found[2 * i]), int(found[2 * i + 1])) for i in range(len(positions))]
-                for column, found in zip(columns, quantiles)}
-    below = values.agg(*[
-        F.count(F.when(F.col(column) < low, 1)).alias(f"{column}_{i}")
-        for column in columns for i, (low, _) in enumerate(brackets[column])
-    ]).first()
+    brackets = {
+        column: [(int(found[2 * i]), int(found[2 * i + 1])) for i in range(len(positions))] for column, found in zip(columns, quantiles)
+    }
+    below = values.agg(
+        *[
+            F.count(F.when(F.col(column) < low, 1)).alias(f"{column}_{i}")
+            for column in columns
+            for i, (low, _) in enumerate(brackets[column])
+        ]
+    ).first()
     inside = {column: F.lit(False) for column in columns}
     for column in columns:
         for low, high in brackets[column]:
             inside[column] = inside[column] | F.col(column).between(low, high)
     counted = (
-        values.select(F.explode(F.array(*[
-            F.when(inside[column], F.struct(F.lit(column).alias("measure"), F.col(column).alias("value")))
-            for column in columns])).alias("entry"))
+        values.select(
+            F.explode(
+                F.array(
+                    *[F.when(inside[column], F.struct(F.lit(column).alias("measure"), F.col(column).alias("value"))) for column in columns]
+                )
+            ).alias("entry")
+        )
         .where(F.col("entry").isNotNull())
-        .groupBy("entry.measure", "entry.value").count()
+        .groupBy("entry.measure", "entry.value")
+        .count()
         .collect()
     )
     distribution: dict[str, list[tuple[int, int]]] = {column: [] for column in columns}

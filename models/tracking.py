@@ -5,6 +5,7 @@ By default a SQLite tracking store under the data root (`<data>/mlflow/mlflow.db
 is registered as `mlflow.churn_model`; its alias `champion` is the version nightly scoring loads, moved
 only by a training run whose challenger beats it (`jobs/train.py`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,9 +75,17 @@ def version_label(version: ModelVersion) -> str:
 EVALUATION_KIND = "holdout-evaluation"
 
 
-def log_evaluation(model: str, run_date, pipeline_run_id: str, holdout: str, metric: str, value: float,
-                   baselines: dict[str, float], params: dict | None = None,
-                   metrics: dict[str, float] | None = None) -> str:
+def log_evaluation(
+    model: str,
+    run_date,
+    pipeline_run_id: str,
+    holdout: str,
+    metric: str,
+    value: float,
+    baselines: dict[str, float],
+    params: dict | None = None,
+    metrics: dict[str, float] | None = None,
+) -> str:
     """Log one model's holdout figure beside its baselines' as an MLflow run; returns the MLflow run id.
 
     `metric` is the figure compared (higher is better), `holdout` says what it was measured on,
@@ -85,14 +94,26 @@ def log_evaluation(model: str, run_date, pipeline_run_id: str, holdout: str, met
     the tag `baseline<i>`). Call after `connect`.
     """
     with mlflow.start_run(run_name=f"{model}-{run_date}") as run:
-        mlflow.set_tags({"kind": EVALUATION_KIND, "model": model, "run_date": str(run_date),
-                         "pipeline_run_id": pipeline_run_id, "metric": metric, "holdout": holdout,
-                         **{f"baseline{i}": name for i, name in enumerate(baselines)}})
+        mlflow.set_tags(
+            {
+                "kind": EVALUATION_KIND,
+                "model": model,
+                "run_date": str(run_date),
+                "pipeline_run_id": pipeline_run_id,
+                "metric": metric,
+                "holdout": holdout,
+                **{f"baseline{i}": name for i, name in enumerate(baselines)},
+            }
+        )
         if params:
             mlflow.log_params(params)
-        mlflow.log_metrics({f"model_{metric}": float(value),
-                            **{f"baseline{i}_{metric}": float(figure) for i, figure in enumerate(baselines.values())},
-                            **{name: float(figure) for name, figure in (metrics or {}).items()}})
+        mlflow.log_metrics(
+            {
+                f"model_{metric}": float(value),
+                **{f"baseline{i}_{metric}": float(figure) for i, figure in enumerate(baselines.values())},
+                **{name: float(figure) for name, figure in (metrics or {}).items()},
+            }
+        )
     return run.info.run_id
 
 
@@ -100,14 +121,22 @@ def evaluations(settings: MlflowSettings, pipeline_run_id: str) -> list[dict]:
     """The holdout evaluations a pipeline run logged, oldest first: model, holdout, metric, value and
     baselines (name -> value)."""
     connect(settings)
-    runs = mlflow.search_runs(filter_string=f"tags.kind = '{EVALUATION_KIND}' and "
-                                            f"tags.pipeline_run_id = '{pipeline_run_id}'",
-                              output_format="list", order_by=["attributes.start_time ASC"])
+    runs = mlflow.search_runs(
+        filter_string=f"tags.kind = '{EVALUATION_KIND}' and tags.pipeline_run_id = '{pipeline_run_id}'",
+        output_format="list",
+        order_by=["attributes.start_time ASC"],
+    )
     found = []
     for run in runs:
         tags, metrics, metric = run.data.tags, run.data.metrics, run.data.tags["metric"]
         names = [tags[key] for key in sorted(key for key in tags if key.startswith("baseline"))]
-        found.append({"model": tags["model"], "holdout": tags["holdout"], "metric": metric,
-                      "value": metrics[f"model_{metric}"],
-                      "baselines": {name: metrics[f"baseline{i}_{metric}"] for i, name in enumerate(names)}})
+        found.append(
+            {
+                "model": tags["model"],
+                "holdout": tags["holdout"],
+                "metric": metric,
+                "value": metrics[f"model_{metric}"],
+                "baselines": {name: metrics[f"baseline{i}_{metric}"] for i, name in enumerate(names)},
+            }
+        )
     return found

@@ -10,6 +10,7 @@ Times: the shop stores created_at and resolved_at only, no first-response timest
 not available; resolution time is resolved_at - created_at (hours), and unresolved inquiries get their
 age at the end of the run date instead.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,12 +68,14 @@ def keyword_topics(inquiries: pd.DataFrame, keywords: TriageKeywords) -> pd.Data
     text = inquiry_text(inquiries)
     hits = keyword_hits(text, keywords.topics)[list(TOPICS)].to_numpy()
     best = np.asarray(TOPICS, dtype=object)[hits.argmax(axis=1)]
-    return pd.DataFrame({
-        "inquiry_id": inquiries["id"].to_numpy(dtype="int64"),
-        "keyword_topic": np.where(hits.max(axis=1) > 0, best, None),
-        "is_unambiguous": (hits > 0).sum(axis=1) == 1,
-        "has_urgent_keyword": text.str.contains(keyword_pattern(keywords.urgent)).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "inquiry_id": inquiries["id"].to_numpy(dtype="int64"),
+            "keyword_topic": np.where(hits.max(axis=1) > 0, best, None),
+            "is_unambiguous": (hits > 0).sum(axis=1) == 1,
+            "has_urgent_keyword": text.str.contains(keyword_pattern(keywords.urgent)).to_numpy(),
+        }
+    )
 
 
 def fit_triage(inquiries: pd.DataFrame, keywords: TriageKeywords, max_training_rows: int, seed: int) -> Pipeline:
@@ -85,8 +88,10 @@ def fit_triage(inquiries: pd.DataFrame, keywords: TriageKeywords, max_training_r
     labelled = inquiries.assign(_topic=rules["keyword_topic"].to_numpy())[rules["is_unambiguous"].to_numpy()]
     sample = capped_sample(labelled, "id", max_training_rows, seed)
     if sample["_topic"].nunique() < 2:
-        raise ValueError(f"inquiries: the keywords label {len(sample)} inquiries unambiguously, with topics "
-                         f"{sorted(sample['_topic'].unique())}; at least two topics are needed to train triage")
+        raise ValueError(
+            f"inquiries: the keywords label {len(sample)} inquiries unambiguously, with topics "
+            f"{sorted(sample['_topic'].unique())}; at least two topics are needed to train triage"
+        )
     return text_classifier(seed).fit(inquiry_text(sample), sample["_topic"])
 
 
@@ -94,11 +99,13 @@ def predict_topics(model: Pipeline, inquiries: pd.DataFrame) -> pd.DataFrame:
     """Topic of each inquiry: inquiry_id, topic (one of the trained topics), topic_probability (in [0, 1])."""
     require_columns(inquiries, ("id", "subject", "body"), "inquiries")
     probability = model.predict_proba(inquiry_text(inquiries))
-    return pd.DataFrame({
-        "inquiry_id": inquiries["id"].to_numpy(dtype="int64"),
-        "topic": np.asarray(model.classes_, dtype=object)[probability.argmax(axis=1)],
-        "topic_probability": probability.max(axis=1),
-    })
+    return pd.DataFrame(
+        {
+            "inquiry_id": inquiries["id"].to_numpy(dtype="int64"),
+            "topic": np.asarray(model.classes_, dtype=object)[probability.argmax(axis=1)],
+            "topic_probability": probability.max(axis=1),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -122,16 +129,19 @@ def inquiry_times(inquiries: pd.DataFrame, run_date: date) -> pd.DataFrame:
     exists = (created < end).to_numpy()
     resolved = (inquiries["status"].eq("resolved") & resolved_at.notna() & (resolved_at < end)).to_numpy() & exists
     is_open = exists & ~resolved
-    return pd.DataFrame({
-        "inquiry_id": inquiries["id"].to_numpy(dtype="int64"),
-        "is_open": is_open,
-        "resolution_hours": np.where(resolved, ((resolved_at - created) / _HOUR).to_numpy(dtype=float), np.nan),
-        "age_hours": np.where(is_open, ((end - created) / _HOUR).to_numpy(dtype=float), np.nan),
-    })
+    return pd.DataFrame(
+        {
+            "inquiry_id": inquiries["id"].to_numpy(dtype="int64"),
+            "is_open": is_open,
+            "resolution_hours": np.where(resolved, ((resolved_at - created) / _HOUR).to_numpy(dtype=float), np.nan),
+            "age_hours": np.where(is_open, ((end - created) / _HOUR).to_numpy(dtype=float), np.nan),
+        }
+    )
 
 
-def inquiry_urgency(topic: pd.Series, has_urgent_keyword: pd.Series, is_open: pd.Series, age_hours: pd.Series,
-                    stale_after_hours: float) -> pd.Series:
+def inquiry_urgency(
+    topic: pd.Series, has_urgent_keyword: pd.Series, is_open: pd.Series, age_hours: pd.Series, stale_after_hours: float
+) -> pd.Series:
     """Urgency of each inquiry (same index as `topic`): 'high', 'normal' or 'low'.
 
     high: a complaint, an urgent keyword, or still open for more than `stale_after_hours` hours;
@@ -146,25 +156,40 @@ def inquiry_urgency(topic: pd.Series, has_urgent_keyword: pd.Series, is_open: pd
     return pd.Series(urgency, index=topic.index, dtype=object, name="urgency")
 
 
-def triage_inquiries(model: Pipeline, inquiries: pd.DataFrame, keywords: TriageKeywords, run_date: date,
-                     stale_after_hours: float) -> pd.DataFrame:
+def triage_inquiries(
+    model: Pipeline, inquiries: pd.DataFrame, keywords: TriageKeywords, run_date: date, stale_after_hours: float
+) -> pd.DataFrame:
     """One row per inquiry created by the end of `run_date`: inquiry_id, customer_id, created_at (UTC),
     status (as stored), topic, topic_probability, has_urgent_keyword, urgency, is_open, resolution_hours,
     age_hours (see `inquiry_times`, `inquiry_urgency`)."""
     require_columns(inquiries, INQUIRY_COLUMNS, "inquiries")
     current = inquiries[(pd.to_datetime(inquiries["created_at"], utc=True) < run_end(run_date)).to_numpy()]
-    base = pd.DataFrame({"inquiry_id": current["id"].to_numpy(dtype="int64"),
-                         "customer_id": current["customer_id"].to_numpy(dtype="int64"),
-                         "created_at": pd.to_datetime(current["created_at"], utc=True).reset_index(drop=True),
-                         "status": current["status"].to_numpy()})
+    base = pd.DataFrame(
+        {
+            "inquiry_id": current["id"].to_numpy(dtype="int64"),
+            "customer_id": current["customer_id"].to_numpy(dtype="int64"),
+            "created_at": pd.to_datetime(current["created_at"], utc=True).reset_index(drop=True),
+            "status": current["status"].to_numpy(),
+        }
+    )
     topics = predict_topics(model, current).drop(columns="inquiry_id")
     urgent = keyword_topics(current, keywords)["has_urgent_keyword"]
     times = inquiry_times(current, run_date).drop(columns="inquiry_id")
     frame = pd.concat([base, topics, urgent, times], axis=1)
-    urgency = inquiry_urgency(frame["topic"], frame["has_urgent_keyword"], frame["is_open"], frame["age_hours"],
-                              stale_after_hours)
-    columns = ["inquiry_id", "customer_id", "created_at", "status", "topic", "topic_probability",
-               "has_urgent_keyword", "urgency", "is_open", "resolution_hours", "age_hours"]
+    urgency = inquiry_urgency(frame["topic"], frame["has_urgent_keyword"], frame["is_open"], frame["age_hours"], stale_after_hours)
+    columns = [
+        "inquiry_id",
+        "customer_id",
+        "created_at",
+        "status",
+        "topic",
+        "topic_probability",
+        "has_urgent_keyword",
+        "urgency",
+        "is_open",
+        "resolution_hours",
+        "age_hours",
+    ]
     return frame.assign(urgency=urgency)[columns]
 
 
@@ -173,8 +198,9 @@ def triage_inquiries(model: Pipeline, inquiries: pd.DataFrame, keywords: TriageK
 # --------------------------------------------------------------------------------------------------------
 
 
-def evaluate_triage(inquiries: pd.DataFrame, true_topics: pd.DataFrame, keywords: TriageKeywords,
-                    holdout_share: float, max_training_rows: int, seed: int) -> pd.DataFrame:
+def evaluate_triage(
+    inquiries: pd.DataFrame, true_topics: pd.DataFrame, keywords: TriageKeywords, holdout_share: float, max_training_rows: int, seed: int
+) -> pd.DataFrame:
     """Topic accuracy of the classifier and of the keyword rules alone on held-out inquiries.
 
     `true_topics` holds inquiry_id and topic (e.g. the generator's truth); it is used for scoring only,
@@ -189,21 +215,28 @@ def evaluate_triage(inquiries: pd.DataFrame, true_topics: pd.DataFrame, keywords
     held = is_holdout(known["id"], holdout_share, seed)
     train, test = known[~held], known[held]
     if test.empty:
-        raise ValueError(f"inquiries: holdout_share {holdout_share} holds out none of {len(known)} inquiries "
-                         "with a true topic")
+        raise ValueError(f"inquiries: holdout_share {holdout_share} holds out none of {len(known)} inquiries with a true topic")
     model = fit_triage(train, keywords, max_training_rows, seed)
     rules = keyword_topics(train, keywords)
     trained_on = min(int(rules["is_unambiguous"].sum()), max_training_rows)
     actual = truth.loc[test["id"]].to_numpy()
-    predicted = {"model": predict_topics(model, test)["topic"].to_numpy(),
-                 "keywords": keyword_topics(test, keywords)["keyword_topic"].fillna("unlabelled").to_numpy()}
+    predicted = {
+        "model": predict_topics(model, test)["topic"].to_numpy(),
+        "keywords": keyword_topics(test, keywords)["keyword_topic"].fillna("unlabelled").to_numpy(),
+    }
     rows = []
     for method, labels in predicted.items():
         per_topic = f1_score(actual, labels, labels=list(TOPICS), average=None, zero_division=0)
-        rows.append({"method": method, "inquiries": len(test),
-                     "training_inquiries": trained_on if method == "model" else np.nan,
-                     "macro_f1": float(per_topic.mean()), "accuracy": accuracy_score(actual, labels),
-                     **{f"f1_{topic}": float(score) for topic, score in zip(TOPICS, per_topic)}})
+        rows.append(
+            {
+                "method": method,
+                "inquiries": len(test),
+                "training_inquiries": trained_on if method == "model" else np.nan,
+                "macro_f1": float(per_topic.mean()),
+                "accuracy": accuracy_score(actual, labels),
+                **{f"f1_{topic}": float(score) for topic, score in zip(TOPICS, per_topic)},
+            }
+        )
     return pd.DataFrame(rows).astype({"training_inquiries": "Int64"})
 
 
@@ -212,8 +245,7 @@ def evaluate_triage(inquiries: pd.DataFrame, true_topics: pd.DataFrame, keywords
 # --------------------------------------------------------------------------------------------------------
 
 
-def customer_satisfaction(customer_ids: pd.Series, review_insights: pd.DataFrame,
-                          triaged: pd.DataFrame) -> pd.DataFrame:
+def customer_satisfaction(customer_ids: pd.Series, review_insights: pd.DataFrame, triaged: pd.DataFrame) -> pd.DataFrame:
     """A satisfaction score per customer in [-1, 1] from reviews and inquiries; NaN for customers with neither.
 
     review_component = mean sentiment_score of the customer's reviews (in [-1, 1]);
@@ -225,15 +257,23 @@ def customer_satisfaction(customer_ids: pd.Series, review_insights: pd.DataFrame
     """
     require_columns(review_insights, ("customer_id", "sentiment_score"), "review insights")
     require_columns(triaged, ("customer_id", "topic", "is_open"), "triaged inquiries")
-    reviews = review_insights.groupby("customer_id").agg(review_count=("sentiment_score", "size"),
-                                                         mean_sentiment_score=("sentiment_score", "mean"))
-    flags = pd.DataFrame({"customer_id": triaged["customer_id"].to_numpy(),
-                          "is_complaint": triaged["topic"].eq("complaint").to_numpy(),
-                          "is_open": triaged["is_open"].astype(bool).to_numpy()})
+    reviews = review_insights.groupby("customer_id").agg(
+        review_count=("sentiment_score", "size"), mean_sentiment_score=("sentiment_score", "mean")
+    )
+    flags = pd.DataFrame(
+        {
+            "customer_id": triaged["customer_id"].to_numpy(),
+            "is_complaint": triaged["topic"].eq("complaint").to_numpy(),
+            "is_open": triaged["is_open"].astype(bool).to_numpy(),
+        }
+    )
     flags["is_problem"] = flags["is_complaint"] | flags["is_open"]
-    contacts = flags.groupby("customer_id").agg(inquiry_count=("is_problem", "size"),
-                                                complaint_share=("is_complaint", "mean"),
-                                                open_share=("is_open", "mean"), problem_share=("is_problem", "mean"))
+    contacts = flags.groupby("customer_id").agg(
+        inquiry_count=("is_problem", "size"),
+        complaint_share=("is_complaint", "mean"),
+        open_share=("is_open", "mean"),
+        problem_share=("is_problem", "mean"),
+    )
     ids = pd.Index(pd.unique(customer_ids.astype("int64")), name="customer_id")
     frame = reviews.reindex(ids).join(contacts.reindex(ids))
     components = pd.concat([frame["mean_sentiment_score"], -frame["problem_share"]], axis=1)

@@ -38,6 +38,7 @@ where `baseline` = P(order in window | no coupon) and `discount` the coupon's di
 including those that would have happened anyway (a coupon holder's first order in the window uses it).
 `expected_cost` = (baseline + uplift) x discount, the expected discount given.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,18 @@ METHODS = ("two_model", "class_transformation")
 #: Coupon terms as model features: percent off (percent points, 0 for a fixed coupon), currency off (0 for
 #: a percent coupon), and the window's length in days.
 TERM_FEATURES = ("discount_percent", "discount_fixed", "window_days")
-OUTCOME_COLUMNS = ("campaign", "customer_id", "valid_from", "valid_to", "window_days", "discount_type",
-                   "discount_value", "is_treated", "has_order", "order_value")
+OUTCOME_COLUMNS = (
+    "campaign",
+    "customer_id",
+    "valid_from",
+    "valid_to",
+    "window_days",
+    "discount_type",
+    "discount_value",
+    "is_treated",
+    "has_order",
+    "order_value",
+)
 OFFER_COLUMNS = ("customer_id", "coupon", "expected_uplift", "expected_incremental_revenue", "expected_cost")
 #: Random targeting is the mean over this many seeded random rankings.
 RANDOM_DRAWS = 20
@@ -65,8 +76,14 @@ DISCOUNT_TYPES = ("percent", "fixed")
 
 # --------------------------------------------------------------------------- past campaigns
 
-def campaign_outcomes(customers: pd.DataFrame, coupons: pd.DataFrame, orders: pd.DataFrame,
-                      purchase_statuses: Sequence[str], campaigns: Iterable[str] | None = None) -> pd.DataFrame:
+
+def campaign_outcomes(
+    customers: pd.DataFrame,
+    coupons: pd.DataFrame,
+    orders: pd.DataFrame,
+    purchase_statuses: Sequence[str],
+    campaigns: Iterable[str] | None = None,
+) -> pd.DataFrame:
     """One row per past personal-coupon campaign and eligible customer (`OUTCOME_COLUMNS`).
 
     Eligible: registered (`customers.created_at`) before the start of `valid_from` (UTC). Treated: holds the
@@ -79,8 +96,7 @@ def campaign_outcomes(customers: pd.DataFrame, coupons: pd.DataFrame, orders: pd
     control customer, several terms, or coupon holders who were not eligible.
     """
     _require(customers, "customers", ("id", "created_at"))
-    _require(coupons, "coupons", ("campaign", "customer_id", "discount_type", "discount_value", "valid_from",
-                                  "valid_to"))
+    _require(coupons, "coupons", ("campaign", "customer_id", "discount_type", "discount_value", "valid_from", "valid_to"))
     _require(orders, "orders", ("customer_id", "status", "total_amount", "created_at", "updated_at"))
     personal = coupons[coupons["customer_id"].notna()]
     names = sorted(personal["campaign"].unique()) if campaigns is None else list(campaigns)
@@ -95,8 +111,10 @@ def campaign_outcomes(customers: pd.DataFrame, coupons: pd.DataFrame, orders: pd
             raise ValueError(f"campaign {name!r}: no treated customer (no personal coupon in `coupons`)")
         terms = rows[["discount_type", "discount_value", "valid_from", "valid_to"]].drop_duplicates()
         if len(terms) != 1:
-            raise ValueError(f"campaign {name!r}: its personal coupons have {len(terms)} different terms "
-                             f"(discount_type, discount_value, valid_from, valid_to); expected one")
+            raise ValueError(
+                f"campaign {name!r}: its personal coupons have {len(terms)} different terms "
+                f"(discount_type, discount_value, valid_from, valid_to); expected one"
+            )
         discount_type, discount_value, valid_from, valid_to = terms.iloc[0]
         if discount_type not in DISCOUNT_TYPES:
             raise ValueError(f"campaign {name!r}: discount_type {discount_type!r}; expected one of {DISCOUNT_TYPES}")
@@ -105,29 +123,37 @@ def campaign_outcomes(customers: pd.DataFrame, coupons: pd.DataFrame, orders: pd
         holders = pd.Index(rows["customer_id"].astype("int64").unique())
         not_eligible = holders.difference(pd.Index(eligible))
         if len(not_eligible):
-            raise ValueError(f"campaign {name!r}: {len(not_eligible)} coupon holders were not registered before "
-                             f"valid_from {valid_from} (e.g. customer {not_eligible[0]}); expected only "
-                             f"eligible customers to be treated")
+            raise ValueError(
+                f"campaign {name!r}: {len(not_eligible)} coupon holders were not registered before "
+                f"valid_from {valid_from} (e.g. customer {not_eligible[0]}); expected only "
+                f"eligible customers to be treated"
+            )
         is_treated = eligible.isin(holders).to_numpy()
         if is_treated.all():
-            raise ValueError(f"campaign {name!r}: no control group (all {is_treated.size} eligible customers "
-                             f"hold the coupon); uplift needs customers without it")
+            raise ValueError(
+                f"campaign {name!r}: no control group (all {is_treated.size} eligible customers "
+                f"hold the coupon); uplift needs customers without it"
+            )
         in_window = ((order_at >= start) & (order_at < stop)).to_numpy()
         counts = in_window & (is_purchase_status | (order_changed_at >= stop).to_numpy())
         value = amount[counts].groupby(orders.loc[counts, "customer_id"].astype("int64")).sum()
         order_value = value.reindex(eligible.to_numpy(), fill_value=0.0).to_numpy()
-        frames.append(pd.DataFrame({
-            "campaign": name,
-            "customer_id": eligible.to_numpy(),
-            "valid_from": pd.Timestamp(valid_from).date(),
-            "valid_to": pd.Timestamp(valid_to).date(),
-            "window_days": (stop - start).days,
-            "discount_type": discount_type,
-            "discount_value": float(discount_value),
-            "is_treated": is_treated,
-            "has_order": eligible.isin(value.index).to_numpy(),
-            "order_value": np.round(order_value, 2),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "campaign": name,
+                    "customer_id": eligible.to_numpy(),
+                    "valid_from": pd.Timestamp(valid_from).date(),
+                    "valid_to": pd.Timestamp(valid_to).date(),
+                    "window_days": (stop - start).days,
+                    "discount_type": discount_type,
+                    "discount_value": float(discount_value),
+                    "is_treated": is_treated,
+                    "has_order": eligible.isin(value.index).to_numpy(),
+                    "order_value": np.round(order_value, 2),
+                }
+            )
+        )
     if not frames:
         return pd.DataFrame({column: [] for column in OUTCOME_COLUMNS})
     return pd.concat(frames, ignore_index=True).sort_values(["campaign", "customer_id"], ignore_index=True)
@@ -135,20 +161,27 @@ def campaign_outcomes(customers: pd.DataFrame, coupons: pd.DataFrame, orders: pd
 
 def coupon_terms(outcomes: pd.DataFrame) -> pd.DataFrame:
     """One row per coupon (campaign): discount_type, discount_value, window_days, from `campaign_outcomes`."""
-    return (outcomes[["campaign", "discount_type", "discount_value", "window_days"]].drop_duplicates()
-            .rename(columns={"campaign": "coupon"}).reset_index(drop=True))
+    return (
+        outcomes[["campaign", "discount_type", "discount_value", "window_days"]]
+        .drop_duplicates()
+        .rename(columns={"campaign": "coupon"})
+        .reset_index(drop=True)
+    )
 
 
 def with_term_features(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of `frame` (with discount_type, discount_value, window_days) plus the `TERM_FEATURES`."""
     is_percent = frame["discount_type"] == "percent"
     value = frame["discount_value"].astype("float64")
-    return frame.assign(discount_percent=np.where(is_percent, value, 0.0),
-                        discount_fixed=np.where(is_percent, 0.0, value),
-                        window_days=frame["window_days"].astype("float64"))
+    return frame.assign(
+        discount_percent=np.where(is_percent, value, 0.0),
+        discount_fixed=np.where(is_percent, 0.0, value),
+        window_days=frame["window_days"].astype("float64"),
+    )
 
 
 # --------------------------------------------------------------------------- model
+
 
 class UpliftModel(BaseEstimator):
     """Uplift of a coupon on P(order in the coupon window), by `method` (see the module docstring).
@@ -158,8 +191,7 @@ class UpliftModel(BaseEstimator):
     `algorithm` is the classifier of `models.churn.estimator`, seeded with `seed`.
     """
 
-    def __init__(self, features: Sequence[str], method: str = "two_model",
-                 algorithm: str = "hist_gradient_boosting", seed: int = 0):
+    def __init__(self, features: Sequence[str], method: str = "two_model", algorithm: str = "hist_gradient_boosting", seed: int = 0):
         self.features = features
         self.method = method
         self.algorithm = algorithm
@@ -174,9 +206,11 @@ class UpliftModel(BaseEstimator):
         for group, mask in (("treated", t), ("control", ~t)):
             outcomes = np.unique(y[mask])
             if outcomes.size < 2:
-                raise ValueError(f"uplift training data: the {mask.sum()} {group} customers all "
-                                 f"{'ordered' if outcomes.size and outcomes[0] else 'did not order'}; "
-                                 f"both outcomes are needed in each group")
+                raise ValueError(
+                    f"uplift training data: the {mask.sum()} {group} customers all "
+                    f"{'ordered' if outcomes.size and outcomes[0] else 'did not order'}; "
+                    f"both outcomes are needed in each group"
+                )
         base = estimator(self.algorithm, self.seed)
         self.control_model_ = clone(base).fit(matrix[~t], y[~t])
         if self.method == "two_model":
@@ -219,6 +253,7 @@ def _positive(model, matrix: pd.DataFrame) -> np.ndarray:
 
 # --------------------------------------------------------------------------- evaluation
 
+
 def holdout_mask(customer_id, is_treated, share: float, seed: int) -> np.ndarray:
     """True for the held-out rows: in each treatment group, the `share` of rows with the lowest hash of
     (seed, customer_id). Deterministic; the same customer falls on the same side in every campaign except
@@ -227,12 +262,11 @@ def holdout_mask(customer_id, is_treated, share: float, seed: int) -> np.ndarray
         raise ValueError(f"uplift.holdout_share: {share}; expected a share between 0 and 1 (exclusive)")
     ids = np.asarray(customer_id)
     t = np.asarray(is_treated, dtype=bool)
-    key = np.array([int.from_bytes(hashlib.sha256(f"{seed}:{int(i)}".encode()).digest()[:8], "big") for i in ids],
-                   dtype=np.uint64)
+    key = np.array([int.from_bytes(hashlib.sha256(f"{seed}:{int(i)}".encode()).digest()[:8], "big") for i in ids], dtype=np.uint64)
     mask = np.zeros(ids.size, dtype=bool)
     for group in (t, ~t):
         rows = np.flatnonzero(group)
-        chosen = rows[np.argsort(key[rows], kind="stable")[:int(round(share * rows.size))]]
+        chosen = rows[np.argsort(key[rows], kind="stable")[: int(round(share * rows.size))]]
         mask[chosen] = True
     return mask
 
@@ -270,15 +304,16 @@ def uplift_at_k(has_order, is_treated, score, share: float) -> float:
     """Order rate of the treated minus that of the control customers among the top `share` of all
     customers by score, probability points (NaN when the top has no treated or no control customer)."""
     y, t, s = _aligned(has_order, is_treated, score)
-    top = np.argsort(s, kind="mergesort")[::-1][:max(1, int(np.ceil(share * s.size)))]
+    top = np.argsort(s, kind="mergesort")[::-1][: max(1, int(np.ceil(share * s.size)))]
     treated, control = t[top] == 1, t[top] == 0
     if not treated.any() or not control.any():
         return float("nan")
     return float(y[top][treated].mean() - y[top][control].mean())
 
 
-def targeting_report(outcomes: pd.DataFrame, scores: dict[str, np.ndarray], shares: Sequence[float] = (0.1, 0.3),
-                     seed: int = 0) -> pd.DataFrame:
+def targeting_report(
+    outcomes: pd.DataFrame, scores: dict[str, np.ndarray], shares: Sequence[float] = (0.1, 0.3), seed: int = 0
+) -> pd.DataFrame:
     """One row per targeting strategy (`scores`: name -> score, higher = target first; NaN last) plus
     `random` (the mean of `RANDOM_DRAWS` seeded random rankings): customers, treated, control, qini and
     uplift_at_<k>pct (probability points) on `outcomes` (is_treated, has_order)."""
@@ -289,11 +324,15 @@ def targeting_report(outcomes: pd.DataFrame, scores: dict[str, np.ndarray], shar
     rows = []
     for name, score in {**scores, "random": None}.items():
         rankings = draws if score is None else [np.nan_to_num(np.asarray(score, dtype=float), nan=-np.inf)]
-        row = {"strategy": name, "customers": len(outcomes), "treated": int(t.sum()), "control": int((~t).sum()),
-               "qini": float(np.mean([qini_coefficient(y, t, s) for s in rankings]))}
+        row = {
+            "strategy": name,
+            "customers": len(outcomes),
+            "treated": int(t.sum()),
+            "control": int((~t).sum()),
+            "qini": float(np.mean([qini_coefficient(y, t, s) for s in rankings])),
+        }
         for share in shares:
-            row[f"uplift_at_{round(share * 100)}pct"] = float(np.nanmean([uplift_at_k(y, t, s, share)
-                                                                          for s in rankings]))
+            row[f"uplift_at_{round(share * 100)}pct"] = float(np.nanmean([uplift_at_k(y, t, s, share) for s in rankings]))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -309,6 +348,7 @@ def _aligned(has_order, is_treated, score) -> tuple[np.ndarray, np.ndarray, np.n
 
 # --------------------------------------------------------------------------- offers
 
+
 def discount_per_order(order_value, discount_type, discount_value) -> np.ndarray:
     """The discount (currency) a coupon gives on an order of `order_value` (currency): percent points of
     it, or a fixed amount (at most the order's value)."""
@@ -317,8 +357,9 @@ def discount_per_order(order_value, discount_type, discount_value) -> np.ndarray
     return np.where(np.asarray(discount_type) == "percent", value * amount / 100.0, np.minimum(amount, value))
 
 
-def select_offers(uplift: pd.DataFrame, order_value: pd.DataFrame, terms: pd.DataFrame, budget: float,
-                  min_expected_uplift: float) -> pd.DataFrame:
+def select_offers(
+    uplift: pd.DataFrame, order_value: pd.DataFrame, terms: pd.DataFrame, budget: float, min_expected_uplift: float
+) -> pd.DataFrame:
     """The coupon to offer each customer (`OFFER_COLUMNS`), within `budget` of expected discount cost.
 
     `uplift`: customer_id, coupon, expected_uplift (probability points), baseline_probability (P(order |
@@ -337,19 +378,22 @@ def select_offers(uplift: pd.DataFrame, order_value: pd.DataFrame, terms: pd.Dat
     unknown = sorted(set(uplift["coupon"]) - set(terms["coupon"]))
     if unknown:
         raise ValueError(f"coupons without terms: {unknown}; terms given for {sorted(terms['coupon'])}")
-    frame = (uplift.merge(order_value[["customer_id", "expected_order_value"]], on="customer_id", how="inner",
-                          validate="many_to_one")
-             .merge(terms[["coupon", "discount_type", "discount_value"]], on="coupon", validate="many_to_one"))
+    frame = uplift.merge(order_value[["customer_id", "expected_order_value"]], on="customer_id", how="inner", validate="many_to_one").merge(
+        terms[["coupon", "discount_type", "discount_value"]], on="coupon", validate="many_to_one"
+    )
     discount = discount_per_order(frame["expected_order_value"], frame["discount_type"], frame["discount_value"])
     redeem = np.clip(frame["baseline_probability"].to_numpy() + frame["expected_uplift"].to_numpy(), 0.0, 1.0)
     # Rounded to cents before the budget is applied, so the written amounts add up within it.
-    frame = frame.assign(expected_cost=np.round(redeem * discount, 2),
-                         expected_incremental_revenue=np.round(frame["expected_uplift"] * frame["expected_order_value"]
-                                                               - redeem * discount, 2))
+    frame = frame.assign(
+        expected_cost=np.round(redeem * discount, 2),
+        expected_incremental_revenue=np.round(frame["expected_uplift"] * frame["expected_order_value"] - redeem * discount, 2),
+    )
     frame = frame[(frame["expected_uplift"] >= min_expected_uplift) & (frame["expected_incremental_revenue"] > 0)]
-    best = (frame.sort_values(["customer_id", "expected_incremental_revenue", "coupon"], ascending=[True, False, True])
-            .drop_duplicates("customer_id")
-            .sort_values(["expected_incremental_revenue", "customer_id"], ascending=[False, True]))
+    best = (
+        frame.sort_values(["customer_id", "expected_incremental_revenue", "coupon"], ascending=[True, False, True])
+        .drop_duplicates("customer_id")
+        .sort_values(["expected_incremental_revenue", "customer_id"], ascending=[False, True])
+    )
     cost = best["expected_cost"].to_numpy()
     keep = np.zeros(cost.size, dtype=bool)
     spent = 0.0
@@ -358,16 +402,19 @@ def select_offers(uplift: pd.DataFrame, order_value: pd.DataFrame, terms: pd.Dat
             keep[index] = True
             spent += amount
     chosen = best[keep]
-    return pd.DataFrame({
-        "customer_id": chosen["customer_id"].astype("int64").to_numpy(),
-        "coupon": chosen["coupon"].to_numpy(),
-        "expected_uplift": chosen["expected_uplift"].astype("float64").to_numpy(),
-        "expected_incremental_revenue": chosen["expected_incremental_revenue"].to_numpy(),
-        "expected_cost": chosen["expected_cost"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": chosen["customer_id"].astype("int64").to_numpy(),
+            "coupon": chosen["coupon"].to_numpy(),
+            "expected_uplift": chosen["expected_uplift"].astype("float64").to_numpy(),
+            "expected_incremental_revenue": chosen["expected_incremental_revenue"].to_numpy(),
+            "expected_cost": chosen["expected_cost"].to_numpy(),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _require(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
     missing = [column for column in columns if column not in frame.columns]

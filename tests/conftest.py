@@ -139,8 +139,7 @@ def run_crm(*args: str, env: dict[str, str] | None = None, check: bool = True, t
     import subprocess
 
     crm = Path(sys.executable).with_name("crm")
-    result = subprocess.run([str(crm), *args], env={**os.environ, **(env or {})}, capture_output=True,
-                            text=True, timeout=timeout, cwd=REPO)
+    result = subprocess.run([str(crm), *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     if check and result.returncode != 0:
         raise AssertionError(f"crm {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result

@@ -95,17 +95,11 @@ class DbServer:
         if self.kind == "postgresql":
             with _pg_admin(self) as cur:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                cur.execute(
-                    f'CREATE DATABASE "{name}" OWNER "{self.user}" '
-                    "TEMPLATE template0 ENCODING 'UTF8'"
-                )
+                cur.execute(f'CREATE DATABASE "{name}" OWNER "{self.user}" TEMPLATE template0 ENCODING \'UTF8\'')
         elif self.kind == "mariadb":
             with _maria_admin(self) as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-                cur.execute(
-                    f"CREATE DATABASE `{name}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )
+                cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
                 for host in ("%", HOST, "localhost"):
                     cur.execute(f"GRANT ALL PRIVILEGES ON `{name}`.* TO %s@%s", (self.user, host))
         elif self.kind == "ferretdb":
@@ -200,13 +194,15 @@ def _check_traversable(path: Path, acct: pwd.struct_passwd) -> None:
     """As root, make sure the service user can reach ``path`` (parents must be +x)."""
     r = subprocess.run(
         ["/bin/sh", "-c", 'test -w "$1" && test -x "$1"', "sh", str(path)],
-        user=acct.pw_uid, group=acct.pw_gid, extra_groups=[],
-        cwd="/", capture_output=True,
+        user=acct.pw_uid,
+        group=acct.pw_gid,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
     )
     if r.returncode != 0:
         raise RuntimeError(
-            f"system user {acct.pw_name!r} cannot access {path}; pass a base_dir whose "
-            f"parents are world-traversable (e.g. /tmp)"
+            f"system user {acct.pw_name!r} cannot access {path}; pass a base_dir whose parents are world-traversable (e.g. /tmp)"
         )
 
 
@@ -302,13 +298,7 @@ def _die_with_parent(sig: int) -> Callable[[], None] | None:
     return _set
 
 
-def _wait_ready(
-    proc: subprocess.Popen,
-    probe: Callable[[], bool],
-    logfile: Path,
-    name: str,
-    port_in_use: Callable[[str], bool],
-) -> None:
+def _wait_ready(proc: subprocess.Popen, probe: Callable[[], bool], logfile: Path, name: str, port_in_use: Callable[[str], bool]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     delay = 0.02
     while True:
@@ -316,10 +306,7 @@ def _wait_ready(
             tail = _tail(logfile)
             if port_in_use(tail):
                 raise _PortInUse(tail)
-            raise RuntimeError(
-                f"{name} exited with code {proc.returncode} during startup; "
-                f"last lines of {logfile}:\n{tail}"
-            )
+            raise RuntimeError(f"{name} exited with code {proc.returncode} during startup; last lines of {logfile}:\n{tail}")
         if probe():
             return
         if time.monotonic() > deadline:
@@ -335,9 +322,7 @@ def _run_checked(cmd: list[str], name: str, **kw) -> None:
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
     if r.returncode != 0:
         out = r.stdout.decode(errors="replace").splitlines()
-        raise RuntimeError(
-            f"{name} failed with code {r.returncode}: {' '.join(cmd)}\n" + "\n".join(out[-40:])
-        )
+        raise RuntimeError(f"{name} failed with code {r.returncode}: {' '.join(cmd)}\n" + "\n".join(out[-40:]))
 
 
 def _env() -> dict[str, str]:
@@ -353,10 +338,7 @@ def _env() -> dict[str, str]:
 
 _PG_SUPERUSER = "postgres"
 _PG_BINDIR_GLOBS = ["/usr/lib/postgresql/*/bin"]  # Debian/Ubuntu layout; newest first
-_PG_MISSING = (
-    "PostgreSQL server binaries (initdb, postgres) not found; "
-    "install them with `apt-get install postgresql`"
-)
+_PG_MISSING = "PostgreSQL server binaries (initdb, postgres) not found; install them with `apt-get install postgresql`"
 
 
 def _pg_bindir() -> Path:
@@ -394,10 +376,7 @@ def _pg_bindir() -> Path:
 def _pg_admin(server: DbServer):
     import psycopg2
 
-    conn = psycopg2.connect(
-        host=server.socket, port=server.port, user=server.admin_user,
-        dbname="postgres", connect_timeout=10,
-    )
+    conn = psycopg2.connect(host=server.socket, port=server.port, user=server.admin_user, dbname="postgres", connect_timeout=10)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -433,30 +412,36 @@ def postgres_server(base_dir: Path | None = None) -> Iterator[DbServer]:
 
         _run_checked(
             [
-                str(bindir / "initdb"), "-D", str(data), "-U", _PG_SUPERUSER,
-                "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
-                "--auth-local=trust", "--auth-host=scram-sha-256",
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                _PG_SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
             ],
-            "initdb", cwd=str(base), env=env, **run_as,
+            "initdb",
+            cwd=str(base),
+            env=env,
+            **run_as,
         )
         # Only our rules: trust on the private unix socket (setup), scram over TCP.
-        (data / "pg_hba.conf").write_text(
-            "local all all trust\n"
-            "host all all 127.0.0.1/32 scram-sha-256\n"
-        )
+        (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
 
         def probe(port: int) -> Callable[[], bool]:
             import psycopg2
 
             def _p() -> bool:
                 try:
-                    psycopg2.connect(
-                        host=str(sockdir), port=port, user=_PG_SUPERUSER,
-                        dbname="postgres", connect_timeout=2,
-                    ).close()
+                    psycopg2.connect(host=str(sockdir), port=port, user=_PG_SUPERUSER, dbname="postgres", connect_timeout=2).close()
                     return True
                 except psycopg2.OperationalError:
                     return False
+
             return _p
 
         port = 0
@@ -465,22 +450,42 @@ def postgres_server(base_dir: Path | None = None) -> Iterator[DbServer]:
             with open(logfile, "ab") as lf:
                 proc = subprocess.Popen(
                     [
-                        str(bindir / "postgres"), "-D", str(data),
-                        "-c", f"listen_addresses={HOST}", "-c", f"port={port}",
-                        "-c", f"unix_socket_directories={sockdir}",
-                        "-c", "fsync=off", "-c", "full_page_writes=off",
-                        "-c", "synchronous_commit=off", "-c", "password_encryption=scram-sha-256",
-                        "-c", "logging_collector=off", "-c", "max_connections=50",
-                        "-c", "shared_buffers=32MB",
+                        str(bindir / "postgres"),
+                        "-D",
+                        str(data),
+                        "-c",
+                        f"listen_addresses={HOST}",
+                        "-c",
+                        f"port={port}",
+                        "-c",
+                        f"unix_socket_directories={sockdir}",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "password_encryption=scram-sha-256",
+                        "-c",
+                        "logging_collector=off",
+                        "-c",
+                        "max_connections=50",
+                        "-c",
+                        "shared_buffers=32MB",
                     ],
-                    stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
-                    cwd=str(base), env=env, start_new_session=True, **run_as,
+                    stdin=subprocess.DEVNULL,
+                    stdout=lf,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(base),
+                    env=env,
+                    start_new_session=True,
+                    **run_as,
                     preexec_fn=_die_with_parent(signal.SIGINT),
                 )
             try:
                 _wait_ready(
-                    proc, probe(port), logfile, "postgres",
-                    lambda tail: "could not bind" in tail or "Address already in use" in tail,
+                    proc, probe(port), logfile, "postgres", lambda tail: "could not bind" in tail or "Address already in use" in tail
                 )
                 break
             except _PortInUse:
@@ -488,22 +493,24 @@ def postgres_server(base_dir: Path | None = None) -> Iterator[DbServer]:
                 proc = None
                 if attempt == PORT_ATTEMPTS - 1:
                     raise RuntimeError(
-                        f"postgres could not bind a free port after {PORT_ATTEMPTS} attempts; "
-                        f"log:\n{_tail(logfile)}"
+                        f"postgres could not bind a free port after {PORT_ATTEMPTS} attempts; log:\n{_tail(logfile)}"
                     ) from None
 
         password = secrets.token_urlsafe(18)
         server = DbServer(
-            kind="postgresql", host=HOST, port=port, user=APP_USER, password=password,
-            pid=proc.pid, base_dir=base, socket=str(sockdir), admin_user=_PG_SUPERUSER,
+            kind="postgresql",
+            host=HOST,
+            port=port,
+            user=APP_USER,
+            password=password,
+            pid=proc.pid,
+            base_dir=base,
+            socket=str(sockdir),
+            admin_user=_PG_SUPERUSER,
         )
         with _pg_admin(server) as cur:
             cur.execute("SET password_encryption = 'scram-sha-256'")
-            cur.execute(
-                f'CREATE ROLE "{APP_USER}" LOGIN PASSWORD %s '
-                "NOSUPERUSER NOCREATEROLE NOCREATEDB",
-                (password,),
-            )
+            cur.execute(f'CREATE ROLE "{APP_USER}" LOGIN PASSWORD %s NOSUPERUSER NOCREATEROLE NOCREATEDB', (password,))
         server.timings["start"] = time.monotonic() - t0
         log.info("postgres pid %d on port %d started in %.2fs", proc.pid, port, server.timings["start"])
         yield server
@@ -523,9 +530,7 @@ def postgres_server(base_dir: Path | None = None) -> Iterator[DbServer]:
 # MariaDB
 # --------------------------------------------------------------------------- #
 
-_MARIA_MISSING = (
-    "MariaDB server binaries ({what}) not found; install them with `apt-get install mariadb-server`"
-)
+_MARIA_MISSING = "MariaDB server binaries ({what}) not found; install them with `apt-get install mariadb-server`"
 _SBIN_DIRS = ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/usr/libexec"]
 
 
@@ -546,8 +551,7 @@ def _maria_admin(server: DbServer):
     import pymysql
 
     conn = pymysql.connect(
-        unix_socket=server.socket, user=server.admin_user, password="",
-        charset="utf8mb4", autocommit=True, connect_timeout=10,
+        unix_socket=server.socket, user=server.admin_user, password="", charset="utf8mb4", autocommit=True, connect_timeout=10
     )
     try:
         with conn.cursor() as cur:
@@ -568,17 +572,13 @@ _MARIA_BOOTSTRAP_SQL = [
 
 def _maria_share_dir(mariadbd: str) -> Path | None:
     prefix = Path(mariadbd).resolve().parent.parent
-    for d in (prefix / "share" / "mysql", prefix / "share" / "mariadb",
-              Path("/usr/share/mysql"), Path("/usr/share/mariadb")):
+    for d in (prefix / "share" / "mysql", prefix / "share" / "mariadb", Path("/usr/share/mysql"), Path("/usr/share/mariadb")):
         if all((d / f).is_file() for f in _MARIA_BOOTSTRAP_SQL):
             return d
     return None
 
 
-def _maria_init_datadir(
-    mariadbd: str, install_db: str | None, run_as: dict, common: list[str],
-    base: Path, env: dict[str, str],
-) -> None:
+def _maria_init_datadir(mariadbd: str, install_db: str | None, run_as: dict, common: list[str], base: Path, env: dict[str, str]) -> None:
     """Create the system tables in the (empty, existing) data directory.
 
     Fast path: pipe the system-table scripts into ``mariadbd --bootstrap``
@@ -591,36 +591,40 @@ def _maria_init_datadir(
         parts = [b"create database if not exists mysql;\nuse mysql;\nSET @auth_root_socket=NULL;\n"]
         for f in _MARIA_BOOTSTRAP_SQL:
             # like `mariadb-install-db --cross-bootstrap`: no root@<hostname>
-            parts += [ln for ln in (share / f).read_bytes().splitlines(keepends=True)
-                      if b"@current_hostname" not in ln]
+            parts += [ln for ln in (share / f).read_bytes().splitlines(keepends=True) if b"@current_hostname" not in ln]
             parts.append(b"\n")
         cmd = [
-            mariadbd, "--no-defaults", "--bootstrap", *common,
-            "--log-warnings=0", "--enforce-storage-engine=",
-            "--max-allowed-packet=8M", "--net-buffer-length=16K",
+            mariadbd,
+            "--no-defaults",
+            "--bootstrap",
+            *common,
+            "--log-warnings=0",
+            "--enforce-storage-engine=",
+            "--max-allowed-packet=8M",
+            "--net-buffer-length=16K",
         ]
-        r = subprocess.run(
-            cmd, input=b"".join(parts), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd=str(base), env=env, **run_as,
-        )
+        r = subprocess.run(cmd, input=b"".join(parts), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(base), env=env, **run_as)
         if r.returncode != 0:
             out = r.stdout.decode(errors="replace").splitlines()
-            raise RuntimeError(
-                f"mariadbd --bootstrap failed with code {r.returncode}: {' '.join(cmd)}\n"
-                + "\n".join(out[-40:])
-            )
+            raise RuntimeError(f"mariadbd --bootstrap failed with code {r.returncode}: {' '.join(cmd)}\n" + "\n".join(out[-40:]))
         return
     if not install_db:
         raise RuntimeError(_MARIA_MISSING.format(what="mariadb-install-db / bootstrap SQL files"))
     _run_checked(
         [
-            install_db, "--no-defaults", *common,
+            install_db,
+            "--no-defaults",
+            *common,
             "--auth-root-authentication-method=normal",
-            "--skip-test-db", "--skip-name-resolve", "--cross-bootstrap",
+            "--skip-test-db",
+            "--skip-name-resolve",
+            "--cross-bootstrap",
         ],
-        "mariadb-install-db", cwd=str(base), env=env, **run_as,
+        "mariadb-install-db",
+        cwd=str(base),
+        env=env,
+        **run_as,
     )
-
 
 
 @contextmanager
@@ -656,11 +660,16 @@ def mariadb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
             run_as = dict(user=acct.pw_uid, group=acct.pw_gid, extra_groups=[])
         env = _env()
         common = [
-            f"--datadir={data}", f"--tmpdir={tmp}",
-            "--skip-log-bin", "--innodb-buffer-pool-size=64M",
-            "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=0",
-            "--innodb-doublewrite=0", "--innodb-flush-method=nosync",
-            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+            f"--datadir={data}",
+            f"--tmpdir={tmp}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-log-file-size=16M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--innodb-flush-method=nosync",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
         ]
 
         data.mkdir()
@@ -682,21 +691,35 @@ def mariadb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
             port = _free_port()
             proc = subprocess.Popen(
                 [
-                    mariadbd, "--no-defaults", *common,
-                    f"--port={port}", f"--bind-address={HOST}", f"--socket={sock}",
-                    f"--pid-file={base / 'mariadbd.pid'}", f"--log-error={errlog}",
-                    "--skip-name-resolve", "--max-connections=100",
-                    "--performance-schema=0", "--innodb-use-native-aio=0",
+                    mariadbd,
+                    "--no-defaults",
+                    *common,
+                    f"--port={port}",
+                    f"--bind-address={HOST}",
+                    f"--socket={sock}",
+                    f"--pid-file={base / 'mariadbd.pid'}",
+                    f"--log-error={errlog}",
+                    "--skip-name-resolve",
+                    "--max-connections=100",
+                    "--performance-schema=0",
+                    "--innodb-use-native-aio=0",
                 ],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                cwd=str(base), env=env, start_new_session=True, **run_as,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=str(base),
+                env=env,
+                start_new_session=True,
+                **run_as,
                 preexec_fn=_die_with_parent(signal.SIGTERM),
             )
             try:
                 _wait_ready(
-                    proc, probe, errlog, "mariadbd",
-                    lambda tail: "Can't start server: Bind on TCP/IP port" in tail
-                    or "Address already in use" in tail,
+                    proc,
+                    probe,
+                    errlog,
+                    "mariadbd",
+                    lambda tail: "Can't start server: Bind on TCP/IP port" in tail or "Address already in use" in tail,
                 )
                 break
             except _PortInUse:
@@ -704,14 +727,20 @@ def mariadb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
                 proc = None
                 if attempt == PORT_ATTEMPTS - 1:
                     raise RuntimeError(
-                        f"mariadbd could not bind a free port after {PORT_ATTEMPTS} attempts; "
-                        f"log:\n{_tail(errlog)}"
+                        f"mariadbd could not bind a free port after {PORT_ATTEMPTS} attempts; log:\n{_tail(errlog)}"
                     ) from None
 
         password = secrets.token_urlsafe(18)
         server = DbServer(
-            kind="mariadb", host=HOST, port=port, user=APP_USER, password=password,
-            pid=proc.pid, base_dir=base, socket=str(sock), admin_user="root",
+            kind="mariadb",
+            host=HOST,
+            port=port,
+            user=APP_USER,
+            password=password,
+            pid=proc.pid,
+            base_dir=base,
+            socket=str(sock),
+            admin_user="root",
         )
         with _maria_admin(server) as cur:
             # root stays reachable only through the private unix socket
@@ -782,8 +811,13 @@ def ferretdb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
             with errlog.open("ab") as out:
                 proc = subprocess.Popen(
                     [str(binary), f"--listen-addr={HOST}:{port}", f"--sqlite-url=file:{data}/", "--log-level=warn"],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(base), env=_env(),
-                    start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(base),
+                    env=_env(),
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(signal.SIGTERM),
                 )
             try:
                 _wait_ready(proc, probe, errlog, "ferretdb", lambda tail: "address already in use" in tail)
@@ -792,8 +826,9 @@ def ferretdb_server(base_dir: Path | None = None) -> Iterator[DbServer]:
                 proc.wait()
                 proc = None
                 if attempt == PORT_ATTEMPTS - 1:
-                    raise RuntimeError(f"ferretdb could not bind a free port after {PORT_ATTEMPTS} attempts; "
-                                       f"log:\n{_tail(errlog)}") from None
+                    raise RuntimeError(
+                        f"ferretdb could not bind a free port after {PORT_ATTEMPTS} attempts; log:\n{_tail(errlog)}"
+                    ) from None
         server = DbServer(kind="ferretdb", host=HOST, port=port, user="", password="", pid=proc.pid, base_dir=base)
         server.timings["start"] = time.monotonic() - t0
         log.info("ferretdb pid %d on port %d started in %.2fs", proc.pid, port, server.timings["start"])

@@ -17,6 +17,7 @@ the age at the last repeat purchase and T the age now (one time unit), m_x the m
   (2013), "The Gamma-Gamma Model of Monetary Value", brucehardie.com/notes/025: the marginal density of m_x
   given x, and the conditional expected order value. The papers call the scale gamma; here it is v.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,13 +69,16 @@ def bg_nbd_probability_alive(r, alpha, a, b, x, t_x, T) -> np.ndarray:
 def bg_nbd_expected_purchases(t, r, alpha, a, b, x, t_x, T) -> np.ndarray:
     """E[Y(t) | x, t_x, T], the expected repeat purchases in (T, T+t], FHL (2005) eq. (10):
 
-        (a+b+x-1)/(a-1) [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+T+t))]
-        / (1 + delta(x>0) a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)).
+    (a+b+x-1)/(a-1) [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+T+t))]
+    / (1 + delta(x>0) a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)).
     """
     x, t_x, T = (np.asarray(column, dtype=float) for column in (x, t_x, T))
     repeat = x > 0
-    numerator = (a + b + x - 1) / (a - 1) * (
-        1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t)))
+    numerator = (
+        (a + b + x - 1)
+        / (a - 1)
+        * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t)))
+    )
     with np.errstate(over="ignore"):
         denominator = 1 + np.where(repeat, a / np.where(repeat, b + x - 1, 1.0) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
     return numerator / denominator
@@ -87,8 +91,15 @@ def gamma_gamma_log_likelihood(p, q, v, x, m_x) -> np.ndarray:
         f = Gamma(px+q) / (Gamma(px) Gamma(q)) * v^q m_x^(px-1) x^(px) / (v + m_x x)^(px+q).
     """
     x, m_x = np.asarray(x, dtype=float), np.asarray(m_x, dtype=float)
-    return (gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(v) + (p * x - 1) * np.log(m_x)
-            + p * x * np.log(x) - (p * x + q) * np.log(v + m_x * x))
+    return (
+        gammaln(p * x + q)
+        - gammaln(p * x)
+        - gammaln(q)
+        + q * np.log(v)
+        + (p * x - 1) * np.log(m_x)
+        + p * x * np.log(x)
+        - (p * x + q) * np.log(v + m_x * x)
+    )
 
 
 def gamma_gamma_expected_order_value(p, q, v, x, m_x) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Browsing activity per customer as of a date: windows, visits, conversion, categories, browse abandonment."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -6,8 +7,9 @@ from datetime import date, datetime
 from features.activity import ACTIVITY_COLUMNS, activity_counts, customer_activity
 
 AS_OF = date(2026, 11, 26)
-EVENTS_SCHEMA = ("event_id string, customer_id long, visit_id string, event_type string, product_id long, "
-                 "category string, occurred_at timestamp")
+EVENTS_SCHEMA = (
+    "event_id string, customer_id long, visit_id string, event_type string, product_id long, category string, occurred_at timestamp"
+)
 
 
 def events(spark, rows):
@@ -31,17 +33,27 @@ def test_the_activity_of_one_customer_as_of_a_date(spark):
         ("e8", None, "s5#1", "view", 7, "shoes", datetime(2026, 11, 25)),
     ]
     customers = spark.createDataFrame([(1,), (2,)], "customer_id long")
-    bought = spark.createDataFrame([(1, 9, 1, datetime(2026, 11, 17, 12))],
-                                   "customer_id long, product_id long, quantity int, created_at timestamp")
-    result = {row["customer_id"]: row.asDict() for row in
-              customer_activity(events(spark, rows), customers, bought, AS_OF, 7, 3).collect()}
+    bought = spark.createDataFrame(
+        [(1, 9, 1, datetime(2026, 11, 17, 12))], "customer_id long, product_id long, quantity int, created_at timestamp"
+    )
+    result = {row["customer_id"]: row.asDict() for row in customer_activity(events(spark, rows), customers, bought, AS_OF, 7, 3).collect()}
     assert result[1] == {
-        "as_of": AS_OF, "customer_id": 1, "views_7d": 2, "views_30d": 3, "visits_7d": 1, "visits_30d": 2,
-        "visits_previous_30d": 1, "searches_30d": 1, "cart_adds_30d": 1,
-        "last_visit_at": datetime(2026, 11, 24, 10, 3), "days_since_last_visit": 2,
+        "as_of": AS_OF,
+        "customer_id": 1,
+        "views_7d": 2,
+        "views_30d": 3,
+        "visits_7d": 1,
+        "visits_30d": 2,
+        "visits_previous_30d": 1,
+        "searches_30d": 1,
+        "cart_adds_30d": 1,
+        "last_visit_at": datetime(2026, 11, 24, 10, 3),
+        "days_since_last_visit": 2,
         "view_to_purchase_30d": 0.5,  # shoes 7 and book 9 viewed; the book bought
         "top_categories": "shoes, books",  # 2 views of shoes, 1 of books (the 40-day-old view is outside)
-        "browse_abandoned_products": 1, "browse_abandoned_product_ids": "7", "cart_abandoned_products": 1,
+        "browse_abandoned_products": 1,
+        "browse_abandoned_product_ids": "7",
+        "cart_abandoned_products": 1,
     }
     # A customer without events: counts 0, times and ratios null.
     assert result[2]["views_30d"] == 0 and result[2]["last_visit_at"] is None and result[2]["top_categories"] is None
@@ -54,5 +66,11 @@ def test_without_events_every_customer_has_zero_counts(spark):
     [row] = customer_activity(None, customers, bought, AS_OF, 7, 3).collect()
     assert row["views_30d"] == 0 and row["browse_abandoned_products"] == 0 and row["days_since_last_visit"] is None
     [counts] = activity_counts(None, customers, AS_OF).collect()
-    assert counts.asDict() == {"customer_id": 1, "views_30d": 0, "visits_30d": 0, "visits_previous_30d": 0,
-                               "cart_adds_30d": 0, "days_since_last_visit": None}
+    assert counts.asDict() == {
+        "customer_id": 1,
+        "views_30d": 0,
+        "visits_30d": 0,
+        "visits_previous_30d": 0,
+        "cart_adds_30d": 0,
+        "days_since_last_visit": None,
+    }

@@ -1,5 +1,6 @@
 """Campaign audiences: files checked with errors naming the file and field; who is contacted, held out or
 suppressed and why; a control group that never moves."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,16 +34,23 @@ def test_the_shipped_campaigns_load_in_priority_order():
     assert names == ["win_back", "cart_reminder", "browse_abandonment", "vip", "new_customer_nurture"]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("description: d\naudiance: frequency > 1\n",
-     r"audiance: unknown field \(did you mean 'audience'\?\); expected one of description, audience,"),
-    ("description: d\n", r"audience: missing; who qualifies"),
-    ("description: d\naudience: frequency > 1\nchannel: fax\n",
-     r"channel: unknown channel 'fax'; expected one of email, sms, push, any \(got 'fax'\)"),
-    ("description: d\naudience: frequency > 1\ncontrol_share: 0.9\n", r"control_share: .*less than or equal to 0.5"),
-    ("description: d\naudience: frequency > 1\nname: other\n", r"name: the campaign's name is its file's name"),
-    ("- a list\n", r"expected a mapping of fields"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "description: d\naudiance: frequency > 1\n",
+            r"audiance: unknown field \(did you mean 'audience'\?\); expected one of description, audience,",
+        ),
+        ("description: d\n", r"audience: missing; who qualifies"),
+        (
+            "description: d\naudience: frequency > 1\nchannel: fax\n",
+            r"channel: unknown channel 'fax'; expected one of email, sms, push, any \(got 'fax'\)",
+        ),
+        ("description: d\naudience: frequency > 1\ncontrol_share: 0.9\n", r"control_share: .*less than or equal to 0.5"),
+        ("description: d\naudience: frequency > 1\nname: other\n", r"name: the campaign's name is its file's name"),
+        ("- a list\n", r"expected a mapping of fields"),
+    ],
+)
 def test_a_bad_campaign_file_names_the_file_and_the_field(tmp_path, text, message):
     path = write(tmp_path, "spring_sale", text)
     with pytest.raises(CampaignError, match=rf"^{path}: .*{message}"):
@@ -57,21 +65,30 @@ def test_a_campaign_file_name_must_be_a_plain_name(tmp_path):
 
 # ---- with Spark ----------------------------------------------------------------------------------------
 
-VIEW = ("customer_id long, segment string, frequency long, recency_days int, clv_12m double, "
-        "accepts_marketing boolean, has_email boolean, open_inquiries int, open_cart_value double")
+VIEW = (
+    "customer_id long, segment string, frequency long, recency_days int, clv_12m double, "
+    "accepts_marketing boolean, has_email boolean, open_inquiries int, open_cart_value double"
+)
 
 
 def view_of(spark, rows):
     return spark.createDataFrame(rows, VIEW)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("audience", "segmnt = 'Lost'", r"audience: .*segmnt.*expected Spark SQL over the customer view's columns: "
-                                    r"customer_id, segment,"),
-    ("audience", "frequency +", r"audience: .*(PARSE_SYNTAX_ERROR|Syntax error)"),
-    ("audience", "clv_12m * 2", r"audience: 'clv_12m \* 2' is double, not a condition"),
-    ("order_by", ["clv desc"], r"order_by\[0\]: .*clv"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "audience",
+            "segmnt = 'Lost'",
+            r"audience: .*segmnt.*expected Spark SQL over the customer view's columns: "
+            r"customer_id, segment,",
+        ),
+        ("audience", "frequency +", r"audience: .*(PARSE_SYNTAX_ERROR|Syntax error)"),
+        ("audience", "clv_12m * 2", r"audience: 'clv_12m \* 2' is double, not a condition"),
+        ("order_by", ["clv desc"], r"order_by\[0\]: .*clv"),
+    ],
+)
 def test_an_expression_spark_cannot_read_names_the_file_and_the_field(spark, field, value, message):
     fields = {"description": "d", "audience": "frequency > 1", field: value}
     campaign = Campaign(name="spring_sale", **fields)
@@ -88,13 +105,28 @@ def outcome(frame) -> dict[tuple[str, int], tuple[str, str | None]]:
 
 
 def test_each_qualifying_customer_is_contacted_held_out_or_suppressed_with_the_first_reason(spark):
-    rows = [customer(1), customer(2, consent=False), customer(3, consent=None), customer(4, email=False),
-            customer(5, inquiries=1), customer(6), customer(7, clv=300.0, cart=80.0), customer(8, clv=200.0),
-            customer(9, clv=50.0), customer(10, segment="Champions", cart=60.0)]
-    win_back = Campaign(name="win_back", description="d", audience="segment = 'At Risk'", priority=1,
-                        order_by=["clv_12m desc"], max_audience=3, control_share=0.0)
-    cart = Campaign(name="cart_reminder", description="d", audience="open_cart_value >= 50", priority=2,
-                    channel="sms", control_share=0.0)
+    rows = [
+        customer(1),
+        customer(2, consent=False),
+        customer(3, consent=None),
+        customer(4, email=False),
+        customer(5, inquiries=1),
+        customer(6),
+        customer(7, clv=300.0, cart=80.0),
+        customer(8, clv=200.0),
+        customer(9, clv=50.0),
+        customer(10, segment="Champions", cart=60.0),
+    ]
+    win_back = Campaign(
+        name="win_back",
+        description="d",
+        audience="segment = 'At Risk'",
+        priority=1,
+        order_by=["clv_12m desc"],
+        max_audience=3,
+        control_share=0.0,
+    )
+    cart = Campaign(name="cart_reminder", description="d", audience="open_cart_value >= 50", priority=2, channel="sms", control_share=0.0)
     recent = spark.createDataFrame([(6,)], "customer_id long")
     result = outcome(audiences(view_of(spark, rows), [win_back, cart], Suppression(contacted_recently=recent)))
     assert result == {
@@ -114,10 +146,16 @@ def test_each_qualifying_customer_is_contacted_held_out_or_suppressed_with_the_f
 
 def test_the_control_group_has_its_share_and_never_moves_when_customers_come_and_go(spark):
     campaign = Campaign(name="win_back", description="d", audience="true", control_share=0.2)
-    first = outcome(audiences(view_of(spark, [customer(n) for n in range(1, 4001)]), [campaign],
-                              Suppression(spark.createDataFrame([], "customer_id long"))))
-    grown = outcome(audiences(view_of(spark, [customer(n) for n in range(2001, 6001)]), [campaign],
-                              Suppression(spark.createDataFrame([], "customer_id long"))))
+    first = outcome(
+        audiences(
+            view_of(spark, [customer(n) for n in range(1, 4001)]), [campaign], Suppression(spark.createDataFrame([], "customer_id long"))
+        )
+    )
+    grown = outcome(
+        audiences(
+            view_of(spark, [customer(n) for n in range(2001, 6001)]), [campaign], Suppression(spark.createDataFrame([], "customer_id long"))
+        )
+    )
     control = sum(group == "control" for group, _ in first.values())
     assert 0.18 * 4000 < control < 0.22 * 4000
     # The customers of both nights keep their group; the group is the one the plain hash gives.

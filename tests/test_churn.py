@@ -1,4 +1,5 @@
 """The churn classifier and its governance: calibration, reasons, and the champion decision in a real MLflow store."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -43,21 +44,37 @@ def buyers(seed: int, customers: int = 1500, as_of: date = RUN_DATE) -> Snapshot
         past = [day for day in times if day <= end]
         future = len(times) - len(past)
         days = sorted({int(day) for day in past})
-        rows.append({
-            "purchase_count": len(past), "recency_days": end - past[-1], "tenure_days": end - first_i + 30,
-            "total_spent": 40.0 * len(past), "avg_order_value": 40.0, "review_count": int(rng.poisson(1)),
-            "history_repeat_purchase_days": len(days) - 1, "history_recency": float(days[-1] - days[0]),
-            "history_T": float(int(end) - days[0]),
-        })
+        rows.append(
+            {
+                "purchase_count": len(past),
+                "recency_days": end - past[-1],
+                "tenure_days": end - first_i + 30,
+                "total_spent": 40.0 * len(past),
+                "avg_order_value": 40.0,
+                "review_count": int(rng.poisson(1)),
+                "history_repeat_purchase_days": len(days) - 1,
+                "history_recency": float(days[-1] - days[0]),
+                "history_T": float(int(end) - days[0]),
+            }
+        )
         outcome.append(future)
     frame = pd.DataFrame(rows)
     frame.index = pd.Index(np.arange(1, customers + 1), name="customer_id")
-    history = pd.DataFrame({"repeat_purchase_days": frame.pop("history_repeat_purchase_days"),
-                            "purchase_span_days": frame.pop("history_recency"),
-                            "days_since_first_purchase": frame.pop("history_T"), "mean_repeat_order_value": 40.0})
+    history = pd.DataFrame(
+        {
+            "repeat_purchase_days": frame.pop("history_repeat_purchase_days"),
+            "purchase_span_days": frame.pop("history_recency"),
+            "days_since_first_purchase": frame.pop("history_T"),
+            "mean_repeat_order_value": 40.0,
+        }
+    )
     purchases = pd.Series(outcome, index=frame.index)
-    return Snapshot(as_of=as_of, features=frame, history=history,
-                    outcome=pd.DataFrame({"purchases_in_horizon": purchases, "is_churned": purchases == 0}))
+    return Snapshot(
+        as_of=as_of,
+        features=frame,
+        history=history,
+        outcome=pd.DataFrame({"purchases_in_horizon": purchases, "is_churned": purchases == 0}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +85,7 @@ def snapshots():
 def test_the_classifier_ranks_and_calibrates_churn_on_a_holdout(snapshots):
     training, holdout = snapshots
     features = ["purchase_count", "recency_days", "tenure_days", "total_spent"]
-    model = churn.ChurnClassifier(features, "hist_gradient_boosting", "isotonic", 0).fit(
-        training.features, training.outcome["is_churned"])
+    model = churn.ChurnClassifier(features, "hist_gradient_boosting", "isotonic", 0).fit(training.features, training.outcome["is_churned"])
     probability = model.churn_probability(holdout.features)
     y = holdout.outcome["is_churned"]
     metrics = churn.scores(y, probability)
@@ -85,8 +101,9 @@ def test_the_classifier_ranks_and_calibrates_churn_on_a_holdout(snapshots):
 
 def test_reasons_name_what_raises_each_customers_risk_in_words(snapshots):
     training, holdout = snapshots
-    model = churn.ChurnClassifier(["purchase_count", "recency_days", "tenure_days"], "logistic_regression",
-                                  "sigmoid", 0).fit(training.features, training.outcome["is_churned"])
+    model = churn.ChurnClassifier(["purchase_count", "recency_days", "tenure_days"], "logistic_regression", "sigmoid", 0).fit(
+        training.features, training.outcome["is_churned"]
+    )
     long_gone = holdout.features["recency_days"].idxmax()
     reasons = model.reasons(holdout.features.loc[[long_gone]])
     assert reasons[0].startswith("days since the last purchase: ")
@@ -103,9 +120,11 @@ def test_a_model_trained_under_the_former_feature_names_scores_the_renamed_featu
     training, holdout = snapshots
     former = {"purchase_count": "frequency", "total_spent": "monetary"}
     old = churn.ChurnClassifier(["frequency", "recency_days", "monetary"], "logistic_regression", "sigmoid", 0).fit(
-        training.features.rename(columns=former), training.outcome["is_churned"])
-    new = churn.ChurnClassifier(["purchase_count", "recency_days", "total_spent"], "logistic_regression", "sigmoid",
-                                0).fit(training.features, training.outcome["is_churned"])
+        training.features.rename(columns=former), training.outcome["is_churned"]
+    )
+    new = churn.ChurnClassifier(["purchase_count", "recency_days", "total_spent"], "logistic_regression", "sigmoid", 0).fit(
+        training.features, training.outcome["is_churned"]
+    )
     assert np.array_equal(old.churn_probability(holdout.features), new.churn_probability(holdout.features))
     assert old.reasons(holdout.features.head(50)) == new.reasons(holdout.features.head(50))
     options = ChurnSettings.model_validate({**settings.churn.model_dump(), "features": ["frequency", "monetary"]})
@@ -138,11 +157,14 @@ def test_a_feature_without_any_value_in_training_is_held_at_zero(snapshots):
 
 def with_churn(settings, tmp_path, **churn_options):
     """The test settings with their own MLflow store under tmp_path and the given churn options."""
-    return settings.model_copy(update={
-        "churn": settings.churn.model_copy(update=churn_options),
-        "mlflow": settings.mlflow.model_copy(update={
-            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "artifacts")}),
-    })
+    return settings.model_copy(
+        update={
+            "churn": settings.churn.model_copy(update=churn_options),
+            "mlflow": settings.mlflow.model_copy(
+                update={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "artifacts")}
+            ),
+        }
+    )
 
 
 def test_a_worse_challenger_leaves_the_champion_and_a_better_one_replaces_it(snapshots, settings, tmp_path):

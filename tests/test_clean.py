@@ -1,4 +1,5 @@
 """clean's rules on small bronze batches: every bad row quarantined once, with a reason naming column and value."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -16,8 +17,7 @@ RUN_DATE = date(2026, 11, 26)
 def bronze(spark, table_name: str, rows: list[dict]):
     """A bronze batch of `table_name` with the given values (other columns null, `_unreadable` too)."""
     table = shop_schema.metadata.tables[table_name]
-    schema = ", ".join([f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns]
-                       + [f"`{UNREADABLE}` string"])
+    schema = ", ".join([f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns] + [f"`{UNREADABLE}` string"])
     data = [(*(row.get(c.name) for c in table.columns), row.get(UNREADABLE)) for row in rows]
     return spark.createDataFrame(data, schema)
 
@@ -25,21 +25,31 @@ def bronze(spark, table_name: str, rows: list[dict]):
 def order(id, customer_id=1, total="10.00", created="2026-11-01 10:00:00", updated=None, status="delivered"):
     from decimal import Decimal
 
-    return {"id": id, "customer_id": customer_id, "status": status,
-            "total_amount": None if total is None else Decimal(total), "currency": "CNY",
-            "created_at": created, "updated_at": updated or created}
+    return {
+        "id": id,
+        "customer_id": customer_id,
+        "status": status,
+        "total_amount": None if total is None else Decimal(total),
+        "currency": "CNY",
+        "created_at": created,
+        "updated_at": updated or created,
+    }
 
 
 def test_each_rule_quarantines_its_row_with_a_reason(spark):
-    batch = bronze(spark, "orders", [
-        order(1),
-        order(2, customer_id=None),
-        order(3, total="-12.50"),
-        order(4, created="2027-01-01 00:00:00"),
-        order(5, created="yesterday-ish"),
-        order(6, customer_id=99),
-        order(7, created="2026-11-26 23:59:59"),
-    ])
+    batch = bronze(
+        spark,
+        "orders",
+        [
+            order(1),
+            order(2, customer_id=None),
+            order(3, total="-12.50"),
+            order(4, created="2027-01-01 00:00:00"),
+            order(5, created="yesterday-ish"),
+            order(6, customer_id=99),
+            order(7, created="2026-11-26 23:59:59"),
+        ],
+    )
     customers = spark.createDataFrame([(1,)], "id long")
     flagged = flag_invalid_rows(batch, shop_schema.orders, RUN_DATE, {"customer_id": customers})
     result = {row.id: (row._rule, row._reason) for row in flagged.collect()}
@@ -55,11 +65,16 @@ def test_each_rule_quarantines_its_row_with_a_reason(spark):
 def test_a_repeated_order_line_is_a_duplicate_and_the_first_is_kept(spark):
     from decimal import Decimal
 
-    line = {"order_id": 1, "product_id": 5, "quantity": 1, "unit_price": Decimal("3.00"),
-            "created_at": "2026-11-01 10:00:00", "updated_at": "2026-11-01 10:00:00"}
+    line = {
+        "order_id": 1,
+        "product_id": 5,
+        "quantity": 1,
+        "unit_price": Decimal("3.00"),
+        "created_at": "2026-11-01 10:00:00",
+        "updated_at": "2026-11-01 10:00:00",
+    }
     batch = bronze(spark, "order_items", [{**line, "id": 10}, {**line, "id": 11}, {**line, "id": 12, "product_id": 6}])
-    parents = {"order_id": spark.createDataFrame([(1,)], "id long"),
-               "product_id": spark.createDataFrame([(5,), (6,)], "id long")}
+    parents = {"order_id": spark.createDataFrame([(1,)], "id long"), "product_id": spark.createDataFrame([(5,), (6,)], "id long")}
     flagged = flag_invalid_rows(batch, shop_schema.order_items, RUN_DATE, parents)
     result = {row.id: (row._rule, row._reason) for row in flagged.collect()}
     assert result[10] == (None, None) and result[12] == (None, None)
@@ -67,21 +82,35 @@ def test_a_repeated_order_line_is_a_duplicate_and_the_first_is_kept(spark):
 
 
 def test_a_rating_outside_one_to_five_is_out_of_range(spark):
-    batch = bronze(spark, "reviews", [
-        {"id": 1, "customer_id": 1, "product_id": 1, "rating": 6,
-         "created_at": "2026-11-01 10:00:00", "updated_at": "2026-11-01 10:00:00"}])
+    batch = bronze(
+        spark,
+        "reviews",
+        [
+            {
+                "id": 1,
+                "customer_id": 1,
+                "product_id": 1,
+                "rating": 6,
+                "created_at": "2026-11-01 10:00:00",
+                "updated_at": "2026-11-01 10:00:00",
+            }
+        ],
+    )
     ids = spark.createDataFrame([(1,)], "id long")
     flagged = flag_invalid_rows(batch, shop_schema.reviews, RUN_DATE, {"customer_id": ids, "product_id": ids})
-    assert [(row._rule, row._reason) for row in flagged.collect()] == [
-        ("out_of_range", "reviews.rating = 6: must be 1 to 5")]
+    assert [(row._rule, row._reason) for row in flagged.collect()] == [("out_of_range", "reviews.rating = 6: must be 1 to 5")]
 
 
 def test_silver_keeps_the_latest_version_of_each_row_typed(spark):
-    batch = bronze(spark, "orders", [
-        order(1, total="10.00", updated="2026-11-01 10:00:00"),
-        order(1, total="12.00", updated="2026-11-02 10:00:00", status="returned"),
-        order(2),
-    ])
+    batch = bronze(
+        spark,
+        "orders",
+        [
+            order(1, total="10.00", updated="2026-11-01 10:00:00"),
+            order(1, total="12.00", updated="2026-11-02 10:00:00", status="returned"),
+            order(2),
+        ],
+    )
     flagged = flag_invalid_rows(batch, shop_schema.orders, RUN_DATE, {"customer_id": spark.createDataFrame([(1,)], "id long")})
     silver = current_state(flagged.where(F.col("_rule").isNull()), shop_schema.orders)
     rows = {row.id: row for row in silver.collect()}

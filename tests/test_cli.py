@@ -1,4 +1,5 @@
 """The command line answers bad input with one clear message and a meaningful exit code."""
+
 from __future__ import annotations
 
 from conftest import run_crm
@@ -18,9 +19,13 @@ def test_a_bad_setting_names_the_variable_and_key_without_a_traceback():
 
 
 def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_path):
-    result = run_crm("run", "--date", "2026-11-20",
-                     env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"},
-                     check=False)
+    result = run_crm(
+        "run",
+        "--date",
+        "2026-11-20",
+        env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"},
+        check=False,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed task(s): extract" in result.stderr
     assert f"cause: core.mapping.SourceSchemaError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
@@ -35,13 +40,21 @@ def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_pa
 
 
 def test_doctor_names_what_is_missing_and_exits_1(tmp_path):
-    result = run_crm("doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path),
-                                               "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"}, check=False)
+    result = run_crm(
+        "doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"}, check=False
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     *checks, verdict = result.stdout.splitlines()
     outcome = {line[4:].split("  ")[0].strip(): line[:4].strip() for line in checks}
-    assert outcome == {"configuration": "ok", "shop database": "FAIL", "CRM database": "ok", "java": "ok",
-                       "airflow": "FAIL", "mlflow": "ok", "disk": "ok"}, result.stdout
+    assert outcome == {
+        "configuration": "ok",
+        "shop database": "FAIL",
+        "CRM database": "ok",
+        "java": "ok",
+        "airflow": "FAIL",
+        "mlflow": "ok",
+        "disk": "ok",
+    }, result.stdout
     assert "missing.sqlite: no such SQLite file" in result.stdout and "no Airflow metadata database" in result.stdout
     assert verdict == "2 check(s) failed" and "Traceback" not in result.stderr
     assert "the first publish creates it" in result.stdout and "the first churn training creates it" in result.stdout
@@ -55,21 +68,27 @@ def test_config_prints_the_settings_with_passwords_masked():
 
 
 def test_a_backfill_runs_the_dates_in_order_and_stops_at_the_first_failure(tmp_path):
-    result = run_crm("run", "--from", "2026-11-20", "--to", "2026-11-22",
-                     env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"},
-                     check=False)
+    result = run_crm(
+        "run",
+        "--from",
+        "2026-11-20",
+        "--to",
+        "2026-11-22",
+        env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": f"sqlite:///{tmp_path}/missing.sqlite"},
+        check=False,
+    )
     assert result.returncode == 1
     assert "for 2026-11-20 (1/3)" in result.stderr
     assert "2026-11-21" not in result.stderr
     # The progress bar where stderr is no terminal: click prints only its label, once per night.
     head, bar, error, *cause, hint = result.stderr.splitlines()
-    assert head == (f"backfill of 3 nights, 2026-11-20 to 2026-11-22, through Airflow (home {tmp_path / 'airflow'}; "
-                    f"logs in {tmp_path / 'logs'}) ...")
+    assert head == (
+        f"backfill of 3 nights, 2026-11-20 to 2026-11-22, through Airflow (home {tmp_path / 'airflow'}; logs in {tmp_path / 'logs'}) ..."
+    )
     assert bar == "crm_nightly for 2026-11-20 (1/3)"
     assert error.startswith("error: backfill stopped at 2026-11-20 (night 1 of 3): DAG run ")
     assert "failed task(s): extract" in error and "Traceback" not in result.stderr
-    assert hint == ("the nights after it did not run; once it is fixed, go on with: "
-                    "crm run --from 2026-11-20 --to 2026-11-22")
+    assert hint == ("the nights after it did not run; once it is fixed, go on with: crm run --from 2026-11-20 --to 2026-11-22")
     assert result.stdout == ""  # a line per finished night: none finished
 
 
@@ -85,8 +104,7 @@ def test_backfill_options_that_contradict_each_other_are_usage_errors():
 
 def test_a_differently_named_shop_is_regenerated_only_with_replace(tmp_path):
     url = f"sqlite:///{tmp_path}/woo.sqlite"
-    args = ("generate-shop", "--customers", "30", "--schema", "woocommerce", "--url", url,
-            "--truth-dir", str(tmp_path / "truth"))
+    args = ("generate-shop", "--customers", "30", "--schema", "woocommerce", "--url", url, "--truth-dir", str(tmp_path / "truth"))
     run_crm(*args, env={"CRM_DATA_DIR": str(tmp_path)})
     again = run_crm(*args, env={"CRM_DATA_DIR": str(tmp_path)}, check=False)
     assert again.returncode == 1
@@ -105,19 +123,55 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     started = datetime(2026, 11, 27, 2, 0)
 
     def stage(name: str, summary) -> dict:
-        return {"stage": name, "state": "success", "seconds": 12.0, "try_number": 1, "error": None,
-                "summary": json.dumps(summary), "started_at": started, "finished_at": started,
-                "dag_id": "crm_nightly", "run_date": date(2026, 11, 26)}
+        return {
+            "stage": name,
+            "state": "success",
+            "seconds": 12.0,
+            "try_number": 1,
+            "error": None,
+            "summary": json.dumps(summary),
+            "started_at": started,
+            "finished_at": started,
+            "dag_id": "crm_nightly",
+            "run_date": date(2026, 11, 26),
+        }
 
-    text = render_status([{"run_id": "night-1", "stages": [
-        stage("recommend", {"rows": {"recommendations": 50000}, "customers_by_reason": {"popular": 535},
-                            "figures": {"als_recall_at_10": 0.1782, "popularity_recall_at_10": 0.111}, "degraded": {}}),
-        stage("offers", {"offers": {"summer_15pct": 1257, "winback_20cny": 509}, "expected_cost": 19999.92,
-                         "figures": {"qini": 0.09, "random_qini": 0.002}, "degraded": {}}),
-        stage("insights", {"rows": {"review_alerts": 0}, "figures": {},
-                           "degraded": {"reviews": "3 reviews: too few to learn sentiment from"}}),
-        stage("campaigns", {"win_back": {"treatment": 2}, "vip": {"treatment": 164, "control": 9, "suppressed": 77}}),
-    ]}])
+    text = render_status(
+        [
+            {
+                "run_id": "night-1",
+                "stages": [
+                    stage(
+                        "recommend",
+                        {
+                            "rows": {"recommendations": 50000},
+                            "customers_by_reason": {"popular": 535},
+                            "figures": {"als_recall_at_10": 0.1782, "popularity_recall_at_10": 0.111},
+                            "degraded": {},
+                        },
+                    ),
+                    stage(
+                        "offers",
+                        {
+                            "offers": {"summer_15pct": 1257, "winback_20cny": 509},
+                            "expected_cost": 19999.92,
+                            "figures": {"qini": 0.09, "random_qini": 0.002},
+                            "degraded": {},
+                        },
+                    ),
+                    stage(
+                        "insights",
+                        {
+                            "rows": {"review_alerts": 0},
+                            "figures": {},
+                            "degraded": {"reviews": "3 reviews: too few to learn sentiment from"},
+                        },
+                    ),
+                    stage("campaigns", {"win_back": {"treatment": 2}, "vip": {"treatment": 164, "control": 9, "suppressed": 77}}),
+                ],
+            }
+        ]
+    )
     lines = {line.split()[0]: line for line in text.splitlines()[1:]}
     assert "recommendations 50,000; als_recall_at_10 0.178, popularity_recall_at_10 0.111" in lines["recommend"]
     assert "1,766 offers; qini 0.090, random_qini 0.002" in lines["offers"]

@@ -1,4 +1,5 @@
 """Behavioural clusters: k by silhouette, words from centroids, ids that survive a refit, Spark assignment."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,14 +24,10 @@ def blobs(seed: int, centres: list[dict], per_blob: int = 150) -> pd.DataFrame:
     return frame
 
 
-LOYAL = dict(recency_days=10, purchase_count=20, avg_order_value=300, avg_basket_units=4, coupon_order_share=0.0,
-             categories_bought=8)
-BARGAIN = dict(recency_days=40, purchase_count=6, avg_order_value=40, avg_basket_units=2, coupon_order_share=0.9,
-               categories_bought=3)
-LAPSED = dict(recency_days=400, purchase_count=1, avg_order_value=80, avg_basket_units=1, coupon_order_share=0.0,
-              categories_bought=1)
-BIG_ONCE = dict(recency_days=200, purchase_count=1, avg_order_value=2000, avg_basket_units=9, coupon_order_share=0.0,
-                categories_bought=2)
+LOYAL = dict(recency_days=10, purchase_count=20, avg_order_value=300, avg_basket_units=4, coupon_order_share=0.0, categories_bought=8)
+BARGAIN = dict(recency_days=40, purchase_count=6, avg_order_value=40, avg_basket_units=2, coupon_order_share=0.9, categories_bought=3)
+LAPSED = dict(recency_days=400, purchase_count=1, avg_order_value=80, avg_basket_units=1, coupon_order_share=0.0, categories_bought=1)
+BIG_ONCE = dict(recency_days=200, purchase_count=1, avg_order_value=2000, avg_basket_units=9, coupon_order_share=0.0, categories_bought=2)
 
 
 GROUPS = {"loyal": LOYAL, "bargain": BARGAIN, "lapsed": LAPSED, "big once": BIG_ONCE}
@@ -54,9 +51,9 @@ def test_clusters_are_described_by_their_centroids():
     rows = centroid_rows(model, {})
     words = {group_of(row): row.description for row in rows.itertuples()}
     # At most three words each, the most distinctive features first, every word true of the centroid.
-    assert set(words['loyal'].split()) <= {"frequent", "recent", "high-spend", "big-basket", "varied", "full-price", "buyers"}
-    assert "coupon-using" in words['bargain'].split()
-    assert set(words['lapsed'].split()) <= {"lapsed", "one-off", "single-category", "small-basket", "full-price", "buyers"}
+    assert set(words["loyal"].split()) <= {"frequent", "recent", "high-spend", "big-basket", "varied", "full-price", "buyers"}
+    assert "coupon-using" in words["bargain"].split()
+    assert set(words["lapsed"].split()) <= {"lapsed", "one-off", "single-category", "small-basket", "full-price", "buyers"}
     assert all(len(d.split()) <= 4 and d.endswith(" buyers") for d in words.values()) and len(set(words.values())) == 3
 
 

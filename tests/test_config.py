@@ -1,4 +1,5 @@
 """Configuration: overlays, environment overrides, and errors that name the file and the key."""
+
 from __future__ import annotations
 
 import shutil
@@ -35,11 +36,13 @@ def test_test_overlay_overrides_base_and_keeps_the_rest():
 
 
 def test_short_environment_variables_set_urls_and_data_dir(tmp_path):
-    settings = load_config(environ={
-        "CRM_SHOP_URL": "postgresql+psycopg2://reader:secret@db:5432/shop",
-        "CRM_DB_URL": "postgresql+psycopg2://writer:secret@db:5432/crm",
-        "CRM_DATA_DIR": str(tmp_path),
-    })
+    settings = load_config(
+        environ={
+            "CRM_SHOP_URL": "postgresql+psycopg2://reader:secret@db:5432/shop",
+            "CRM_DB_URL": "postgresql+psycopg2://writer:secret@db:5432/crm",
+            "CRM_DATA_DIR": str(tmp_path),
+        }
+    )
     assert settings.shop.url.endswith("@db:5432/shop")
     assert settings.crm.db_url.endswith("@db:5432/crm")
     assert settings.data_dir == tmp_path
@@ -99,9 +102,12 @@ def test_personal_data_is_exported_only_with_a_policy_for_each_column():
     import json
 
     profile = {"CRM__EXPORT__DATASETS": json.dumps(["customer_segments", "customer_profile"])}
-    with pytest.raises(ConfigError, match=r"export\.pii\.customer_profile: customer_profile is exported with "
-                                          r"personal data in first_name, last_name, phone, address_line1; "
-                                          r"expected a policy for each .*\{first_name: drop,"):
+    with pytest.raises(
+        ConfigError,
+        match=r"export\.pii\.customer_profile: customer_profile is exported with "
+        r"personal data in first_name, last_name, phone, address_line1; "
+        r"expected a policy for each .*\{first_name: drop,",
+    ):
         load_config(environ={**profile, "CRM__EXPORT__PII": json.dumps({"customer_profile": {"email": "sha256"}})})
     decided = {"email": "plain", "first_name": "plain", "last_name": "drop", "phone": "drop", "address_line1": "drop"}
     settings = load_config(environ={**profile, "CRM__EXPORT__PII": json.dumps({"customer_profile": decided})})

@@ -1,4 +1,5 @@
 """DAG integrity: every DAG file imports fast and cleanly, with docs, retries and no cycles; the nightly's assets."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,7 @@ def test_dag_files_import_without_errors(dag_bag):
 def test_each_dag_file_imports_in_under_two_seconds(path):
     # A fresh interpreter with Airflow already imported: the DAG file's own import time is what counts.
     code = (
-        "import time, runpy, airflow.sdk; start = time.perf_counter(); "
-        f"runpy.run_path({str(path)!r}); print(time.perf_counter() - start)"
+        f"import time, runpy, airflow.sdk; start = time.perf_counter(); runpy.run_path({str(path)!r}); print(time.perf_counter() - start)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -53,19 +53,30 @@ def test_dags_have_no_cycles_and_every_task_has_docs_and_retries(dag_bag):
         assert dag.catchup is False
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag.dag_id}.{task.task_id}: no retries"
-            assert (task.doc_md or task.doc), f"{dag.dag_id}.{task.task_id}: no docs"
+            assert task.doc_md or task.doc, f"{dag.dag_id}.{task.task_id}: no docs"
 
 
 def test_nightly_runs_the_jobs_in_data_flow_order(dag_bag):
     dag = dag_bag.get_dag("crm_nightly")
     upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
     assert upstream == {
-        "spark_up": [], "extract": ["spark_up"], "validate_bronze": ["extract"], "clean": ["validate_bronze"],
-        "events": ["clean"], "validate_silver": ["events"], "features": ["validate_silver"], "score": ["features"],
-        "predict": ["features"], "recommend": ["features"], "insights": ["predict"], "offers": ["predict"],
-        "campaigns": ["insights", "offers", "recommend", "score"], "validate_gold": ["campaigns"],
+        "spark_up": [],
+        "extract": ["spark_up"],
+        "validate_bronze": ["extract"],
+        "clean": ["validate_bronze"],
+        "events": ["clean"],
+        "validate_silver": ["events"],
+        "features": ["validate_silver"],
+        "score": ["features"],
+        "predict": ["features"],
+        "recommend": ["features"],
+        "insights": ["predict"],
+        "offers": ["predict"],
+        "campaigns": ["insights", "offers", "recommend", "score"],
+        "validate_gold": ["campaigns"],
         "publish": ["validate_gold"],
-        "export": ["validate_gold"], "report": ["validate_gold"],
+        "export": ["validate_gold"],
+        "report": ["validate_gold"],
         "spark_down": ["export", "publish", "report", "spark_up"],
     }
     # The night's Spark server is a setup/teardown pair: spark_down runs however the night ends.
@@ -81,7 +92,6 @@ def test_a_backfill_years_back_still_runs_the_tasks(dag_bag):
     dag = dag_bag.get_dag("crm_nightly")
     assert dag.start_date <= logical_date_for(date(2001, 1, 1))
     assert not dag.catchup  # a far start_date must not make the scheduler run every past night
-
 
 
 def test_the_nightly_tasks_that_finish_data_declare_it_as_assets(dag_bag):
@@ -150,7 +160,7 @@ mailing_sync()
 '''
 
 #: Run the producer once with dag.test(); print its run id, the asset events and the queued consumer runs.
-RUN_PRODUCER = '''
+RUN_PRODUCER = """
 import json, sys
 from datetime import date
 
@@ -172,7 +182,7 @@ with settings.Session() as session:
     queued = [[queue.target_dag_id, session.get(AssetModel, queue.asset_id).name]
               for queue in session.scalars(select(AssetDagRunQueue))]
 print(json.dumps({"state": str(dag_run.state), "run_id": dag_run.run_id, "events": events, "queued": queued}))
-'''
+"""
 
 
 def test_a_producing_run_records_asset_events_with_its_run_date_and_queues_the_consumer(tmp_path):
@@ -183,24 +193,31 @@ def test_a_producing_run_records_asset_events_with_its_run_date_and_queues_the_c
     dags.mkdir()
     (dags / "asset_dags.py").write_text(ASSET_DAGS)
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                # Airflow queues runs only for DAGs that are not paused.
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"})
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Airflow queues runs only for DAGs that are not paused.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        }
+    )
     home.mkdir()
-    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=REPO_ROOT,
-                             capture_output=True, text=True)
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     assert migrate.returncode == 0, migrate.stderr[-4000:]
-    result = subprocess.run([sys.executable, "-c", RUN_PRODUCER, str(dags), "2026-11-26"], env=env, cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_PRODUCER, str(dags), "2026-11-26"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
 
     assert outcome["state"] == "success"
     made = {"validate_gold": assets.gold_tables(), "publish": assets.crm_tables(), "export": [assets.EXPORTS]}
     assert sorted((event["task"], event["name"]) for event in outcome["events"]) == sorted(
-        (task_id, asset.name) for task_id, produced in made.items() for asset in produced)
+        (task_id, asset.name) for task_id, produced in made.items() for asset in produced
+    )
     for event in outcome["events"]:
         assert event["extra"] == {"run_date": "2026-11-26", "run_id": outcome["run_id"]}, event
     assert outcome["queued"] == [["mailing_sync", "shop-crm://exports"]]

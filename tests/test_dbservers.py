@@ -31,15 +31,12 @@ def _roundtrip(server: DbServer, database: str) -> None:
     try:
         meta = sa.MetaData()
         orders = sa.Table(
-            "orders", meta,
+            "orders",
+            meta,
             sa.Column("id", sa.Integer, primary_key=True),
             sa.Column("note", sa.String(100), nullable=False),
             sa.Column("amount", sa.Numeric(12, 2), nullable=False),
-            sa.Column(
-                "created_at",
-                sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
-                nullable=False,
-            ),
+            sa.Column("created_at", sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"), nullable=False),
         )
         with engine.begin() as conn:
             meta.create_all(conn)
@@ -73,15 +70,14 @@ def _check_app_user(server: DbServer, database: str) -> None:
         with engine.connect() as conn:
             if server.kind == "postgresql":
                 assert conn.execute(sa.text("SELECT current_user")).scalar_one() == server.user
-                assert conn.execute(
-                    sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                ).scalar_one() is False
+                assert conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar_one() is False
                 assert conn.execute(sa.text("SHOW server_encoding")).scalar_one() == "UTF8"
             else:
                 assert conn.execute(sa.text("SELECT CURRENT_USER()")).scalar_one().startswith(server.user + "@")
-                assert conn.execute(
-                    sa.text("SELECT @@character_set_database, @@collation_database")
-                ).one() == ("utf8mb4", "utf8mb4_unicode_ci")
+                assert conn.execute(sa.text("SELECT @@character_set_database, @@collation_database")).one() == (
+                    "utf8mb4",
+                    "utf8mb4_unicode_ci",
+                )
                 # no global privileges: cannot create other databases
                 with pytest.raises(sa.exc.DBAPIError):
                     conn.execute(sa.text("CREATE DATABASE not_allowed"))

@@ -4,6 +4,7 @@ A link resolves when its file (or folder) exists relative to the linking file an
 `#anchor`, the target has a heading whose GitHub anchor is `anchor`. External links (http, https, mailto)
 are not checked. Links inside code (fenced blocks, `code spans`) are not links.
 """
+
 from __future__ import annotations
 
 import re
@@ -124,10 +125,13 @@ def test_readme_is_a_map():
 def test_anchors_follow_github():
     assert slug("The command line, and is the pipeline healthy?") == "the-command-line-and-is-the-pipeline-healthy"
     assert slug("What `make demo` shows") == "what-make-demo-shows"
-    assert slug("Customer features (`gold/customer_features`, one partition per `as_of`)") == \
-        "customer-features-goldcustomer_features-one-partition-per-as_of"
-    assert slug("For marketing tools: the export contract (schema version 3.3)") == \
-        "for-marketing-tools-the-export-contract-schema-version-33"
+    assert (
+        slug("Customer features (`gold/customer_features`, one partition per `as_of`)")
+        == "customer-features-goldcustomer_features-one-partition-per-as_of"
+    )
+    assert (
+        slug("For marketing tools: the export contract (schema version 3.3)") == "for-marketing-tools-the-export-contract-schema-version-33"
+    )
 
 
 def test_a_broken_link_is_found(tmp_path):
@@ -138,7 +142,8 @@ def test_a_broken_link_is_found(tmp_path):
         "[fine](other.md#twice-1) [fine too](#page) [web](https://example.com/x.md#nowhere)\n"
         "`[in code](missing.md)`\n\n```\n[in a block](missing.md)\n```\n\n"
         "[gone](missing.md) [no heading](other.md#nowhere)\n[label]: gone-too.md\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     problems = broken_links(page)
     assert [problem.split(": ", 1)[1] for problem in problems] == [
         "missing.md: no such file",

@@ -1,4 +1,5 @@
 """The generated sections of the docs match the code: shop schema, CRM tables, features, configuration reference."""
+
 from __future__ import annotations
 
 import pytest

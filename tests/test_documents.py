@@ -2,6 +2,7 @@
 
 No Spark here: the extraction writes bronze with delta-rs, and bronze is read back with delta-rs.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -29,11 +30,13 @@ SEED = 11
 
 
 def configured(settings, data_dir: Path, shop_url: str, mapping: str = "auto"):
-    return settings.model_copy(update={
-        "data_dir": data_dir,
-        "shop": settings.shop.model_copy(update={"url": shop_url}),
-        "extract": settings.extract.model_copy(update={"mapping": mapping}),
-    })
+    return settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "shop": settings.shop.model_copy(update={"url": shop_url}),
+            "extract": settings.extract.model_copy(update={"mapping": mapping}),
+        }
+    )
 
 
 def bronze(settings, table: str) -> list[dict]:
@@ -45,7 +48,7 @@ def test_document_keys_are_stable_integers():
     from bson import ObjectId
 
     oid = ObjectId("65f1c0ffee00000000000001")
-    assert stable_key(oid) == stable_key(ObjectId(str(oid))) and 0 <= stable_key(oid) < 2 ** 63
+    assert stable_key(oid) == stable_key(ObjectId(str(oid))) and 0 <= stable_key(oid) < 2**63
     assert stable_key(oid) != stable_key(ObjectId("65f1c0ffee00000000000002"))
     assert stable_key(42) == 42 and stable_key(42.0) == 42 and stable_key("42") == 42
     key = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -58,13 +61,20 @@ def test_document_keys_are_stable_integers():
 
 def test_a_shop_url_without_a_database_or_a_server_is_named_in_one_line(settings, tmp_path):
     assert masked("mongodb://reader:s3cret@mongo:27017/shop") == "mongodb://reader:***@mongo:27017/shop"
-    with pytest.raises(DocumentShopError, match=r"^shop URL mongodb://127.0.0.1:1: names no database; expected "
-                                                r"mongodb://host:port/<database>$"):
+    with pytest.raises(
+        DocumentShopError,
+        match=r"^shop URL mongodb://127.0.0.1:1: names no database; expected "
+        r"mongodb://host:port/<database>$",
+    ):
         extract.run(RUN_DATE, configured(settings, tmp_path, "mongodb://127.0.0.1:1"), "no-database")
-    with pytest.raises(DocumentShopError, match=r"^shop mongodb://reader:\*\*\*@127.0.0.1:1/shop\?serverSelectionTimeoutMS="
-                                                r"300: cannot be read: 127.0.0.1:1: \[Errno 111\] Connection refused$"):
-        extract.run(RUN_DATE, configured(settings, tmp_path, "mongodb://reader:pw@127.0.0.1:1/shop?serverSelectionTimeoutMS=300"),
-                    "no-server")
+    with pytest.raises(
+        DocumentShopError,
+        match=r"^shop mongodb://reader:\*\*\*@127.0.0.1:1/shop\?serverSelectionTimeoutMS="
+        r"300: cannot be read: 127.0.0.1:1: \[Errno 111\] Connection refused$",
+    ):
+        extract.run(
+            RUN_DATE, configured(settings, tmp_path, "mongodb://reader:pw@127.0.0.1:1/shop?serverSelectionTimeoutMS=300"), "no-server"
+        )
     assert not (tmp_path / "lake").exists()
 
 
@@ -72,8 +82,7 @@ def test_crm_doctor_checks_a_document_shop(ferretdb, tmp_path):
     from conftest import run_crm
 
     ferretdb.create_database("doctor")
-    result = run_crm("doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": ferretdb.url("doctor")},
-                     check=False)
+    result = run_crm("doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path), "CRM_SHOP_URL": ferretdb.url("doctor")}, check=False)
     line = next(line for line in result.stdout.splitlines() if "shop database" in line)
     assert line.startswith("ok ") and f"{ferretdb.url('doctor')} answers (MongoDB protocol 7.0" in line, result.stdout
 
@@ -96,8 +105,7 @@ def two_shops(ferretdb, settings, tmp_path_factory):
     urls = {"sqlite": f"sqlite:///{base / 'shop.sqlite'}", "mongodb": ferretdb.url("documents")}
     runs, summaries, results = {}, {}, {}
     for kind, url in urls.items():
-        summaries[kind] = generate_shop(url, customers=CUSTOMERS, seed=SEED, end_date=RUN_DATE,
-                                        truth_dir=base / f"truth-{kind}")
+        summaries[kind] = generate_shop(url, customers=CUSTOMERS, seed=SEED, end_date=RUN_DATE, truth_dir=base / f"truth-{kind}")
         runs[kind] = configured(settings, base / f"data-{kind}", url)
         results[kind] = extract.run(RUN_DATE, runs[kind], f"run-{kind}")
     return runs, summaries, results
@@ -155,17 +163,41 @@ def test_objectid_keys_missing_element_keys_and_wrong_types(ferretdb, settings, 
     customer, order, odd = ObjectId(), ObjectId(), ObjectId()
     stamp = datetime(2026, 11, 20, 10, 30)
     with connect(url) as shop:
-        shop.customers.insert_one({"_id": customer, "email": "oid@example.com", "createdAt": stamp, "updatedAt": stamp,
-                                   "addresses": [{"line1": "1 Main St", "city": "Leeds", "isDefault": 1,
-                                                  "createdAt": stamp, "updatedAt": stamp}]})
-        shop.orders.insert_one({"_id": order, "customerId": customer, "status": "paid",
-                                "totalAmount": 19.9, "currency": "CNY", "createdAt": stamp,
-                                "updatedAt": stamp, "items": [{"productId": 1, "quantity": 1, "unitPrice": 19.9,
-                                                               "createdAt": stamp, "updatedAt": stamp}]})
-        shop.orders.insert_one({"_id": odd, "customerId": customer, "status": "paid", "totalAmount": "a lot",
-                                "currency": "CNY", "createdAt": "yesterday", "updatedAt": stamp,
-                                "items": [{"_id": 9_000_001, "productId": {"sku": "X"}, "quantity": 2.5,
-                                           "unitPrice": 1.0, "createdAt": stamp, "updatedAt": stamp}]})
+        shop.customers.insert_one(
+            {
+                "_id": customer,
+                "email": "oid@example.com",
+                "createdAt": stamp,
+                "updatedAt": stamp,
+                "addresses": [{"line1": "1 Main St", "city": "Leeds", "isDefault": 1, "createdAt": stamp, "updatedAt": stamp}],
+            }
+        )
+        shop.orders.insert_one(
+            {
+                "_id": order,
+                "customerId": customer,
+                "status": "paid",
+                "totalAmount": 19.9,
+                "currency": "CNY",
+                "createdAt": stamp,
+                "updatedAt": stamp,
+                "items": [{"productId": 1, "quantity": 1, "unitPrice": 19.9, "createdAt": stamp, "updatedAt": stamp}],
+            }
+        )
+        shop.orders.insert_one(
+            {
+                "_id": odd,
+                "customerId": customer,
+                "status": "paid",
+                "totalAmount": "a lot",
+                "currency": "CNY",
+                "createdAt": "yesterday",
+                "updatedAt": stamp,
+                "items": [
+                    {"_id": 9_000_001, "productId": {"sku": "X"}, "quantity": 2.5, "unitPrice": 1.0, "createdAt": stamp, "updatedAt": stamp}
+                ],
+            }
+        )
     run = configured(settings, tmp_path / "data", url)
     extract.run(RUN_DATE, run, "oids")
 
@@ -181,15 +213,17 @@ def test_objectid_keys_missing_element_keys_and_wrong_types(ferretdb, settings, 
 
     wrong = orders[stable_key(odd)]
     assert wrong["total_amount"] is None
-    assert wrong["_unreadable"] == ("orders (collection orders): orders.total_amount (field totalAmount) = 'a lot': "
-                                    "a str, expected a number")
+    assert wrong["_unreadable"] == (
+        "orders (collection orders): orders.total_amount (field totalAmount) = 'a lot': a str, expected a number"
+    )
     assert wrong["created_at"] == "yesterday"  # text where a date belongs: clean quarantines it as invalid_value
     item = items[9_000_001]
     assert item["product_id"] is None and item["quantity"] is None
     assert item["_unreadable"] == (
         "order_items (collection orders, array items): order_items.product_id (field productId) = {'sku': 'X'}: "
         "a dict, expected an integer, ObjectId or UUID key; order_items.quantity (field quantity) = 2.5: "
-        "a float, expected an integer")
+        "a float, expected an integer"
+    )
 
 
 def test_the_mapping_is_checked_against_the_documents_before_anything_is_read(ferretdb, two_shops, settings, tmp_path):
@@ -224,8 +258,7 @@ def test_fields_outside_the_mapping_are_carried_as_text_when_asked(ferretdb, set
     generate_shop(url, customers=10, seed=5, end_date=RUN_DATE, truth_dir=tmp_path / "truth")
     with connect(url) as shop:
         first = shop.customers.find_one(sort=[("_id", 1)])
-        shop.customers.update_one({"_id": first["_id"]}, {"$set": {"loyalty": {"tier": "gold", "points": 1200},
-                                                                   "segment": "vip"}})
+        shop.customers.update_one({"_id": first["_id"]}, {"$set": {"loyalty": {"tier": "gold", "points": 1200}, "segment": "vip"}})
     raw = yaml.safe_load((CONF / "mappings" / "mongodb.yaml").read_text())
     raw["tables"]["customers"]["new_columns"] = "carry"
     (tmp_path / "conf-mapping.yaml").write_text(yaml.safe_dump(raw))

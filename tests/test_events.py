@@ -1,5 +1,6 @@
 """Browsing events from landing files and a shop table into silver: each file once, each event once,
 sessions stitched to the customer who logged in, visits split after the gap, bad events quarantined."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,18 @@ OLD = time.time() - 3600  # a file last changed an hour ago has settled
 
 
 def event(event_id, at, session="s1", customer=None, kind="view", product=7, channel="web", **extra):
-    return {"event_id": event_id, "customer_id": customer, "session_id": session, "event_type": kind,
-            "product_id": product, "category": "shoes" if product else None, "channel": channel,
-            "occurred_at": at, "properties": {"page": f"/p/{product}"}, **extra}
+    return {
+        "event_id": event_id,
+        "customer_id": customer,
+        "session_id": session,
+        "event_type": kind,
+        "product_id": product,
+        "category": "shoes" if product else None,
+        "channel": channel,
+        "occurred_at": at,
+        "properties": {"page": f"/p/{product}"},
+        **extra,
+    }
 
 
 def drop(folder: Path, name: str, rows: list[dict], settled: bool = True, newline: bool = True) -> Path:
@@ -41,11 +51,14 @@ def drop(folder: Path, name: str, rows: list[dict], settled: bool = True, newlin
 def lake_settings(settings, tmp_path):
     """Settings with their own data folder (lake, landing folder) and the files source."""
     data = tmp_path / "data"
-    return settings.model_copy(update={
-        "data_dir": data,
-        "events": settings.events.model_copy(update={"landing_dir": str(data / "landing" / "events"),
-                                                      "source": "files", "settle_seconds": 60}),
-    })
+    return settings.model_copy(
+        update={
+            "data_dir": data,
+            "events": settings.events.model_copy(
+                update={"landing_dir": str(data / "landing" / "events"), "source": "files", "settle_seconds": 60}
+            ),
+        }
+    )
 
 
 def night(settings, run_date: date, run_id: str | None = None) -> dict:
@@ -112,8 +125,7 @@ def test_a_late_file_lands_once_and_events_beyond_the_late_window_go_to_quaranti
     drop(landing, "day-24.ndjson", [event("a1", "2026-11-24T08:00:00Z", customer=3)])
     night(lake_settings, NIGHT_1)
     # Night 3 receives a file of events from three days before (a phone that was offline) and one 12 days old.
-    drop(landing, "late.ndjson", [event("l1", "2026-11-23T20:00:00Z", customer=3),
-                                  event("l2", "2026-11-14T20:00:00Z", customer=3)])
+    drop(landing, "late.ndjson", [event("l1", "2026-11-23T20:00:00Z", customer=3), event("l2", "2026-11-14T20:00:00Z", customer=3)])
     third = night(lake_settings, NIGHT_3)
     assert third["silver_inserted"] == 1 and third["quarantined"] == 1
     assert {row["event_id"] for row in silver(lake_settings)} == {"a1", "l1"}
@@ -132,8 +144,7 @@ def test_a_late_file_lands_once_and_events_beyond_the_late_window_go_to_quaranti
 
 def test_the_first_night_takes_the_whole_history_and_later_nights_only_the_late_window(spark, lake_settings):
     landing = Path(lake_settings.events.landing_dir)
-    drop(landing, "history.ndjson", [event("h1", "2026-03-01T08:00:00Z", customer=3),
-                                     event("h2", "2026-11-20T08:00:00Z", customer=3)])
+    drop(landing, "history.ndjson", [event("h1", "2026-03-01T08:00:00Z", customer=3), event("h2", "2026-11-20T08:00:00Z", customer=3)])
     first = night(lake_settings, NIGHT_1)
     assert first["silver_inserted"] == 2 and first["quarantined"] == 0
     rerun = night(lake_settings, NIGHT_1, run_id="rerun")  # judged as the first run was
@@ -145,38 +156,48 @@ def test_the_first_night_takes_the_whole_history_and_later_nights_only_the_late_
 
 def test_events_of_a_session_before_login_are_attributed_to_the_customer(spark, lake_settings):
     landing = Path(lake_settings.events.landing_dir)
-    drop(landing, "night-1.ndjson", [
-        event("a", "2026-11-24T10:00:00Z", session="s1"),              # anonymous ...
-        event("b", "2026-11-24T10:01:00Z", session="s1"),
-        event("c", "2026-11-24T10:02:00Z", session="s1", customer=42),  # ... logs in
-        event("d", "2026-11-24T10:03:00Z", session="s1"),              # after login, the tracker lost the id
-        event("x", "2026-11-24T10:00:00Z", session="s2"),              # never logs in (tonight)
-        event("y", "2026-11-24T10:05:00Z", session="s2", kind="search", product=None),
-    ])
+    drop(
+        landing,
+        "night-1.ndjson",
+        [
+            event("a", "2026-11-24T10:00:00Z", session="s1"),  # anonymous ...
+            event("b", "2026-11-24T10:01:00Z", session="s1"),
+            event("c", "2026-11-24T10:02:00Z", session="s1", customer=42),  # ... logs in
+            event("d", "2026-11-24T10:03:00Z", session="s1"),  # after login, the tracker lost the id
+            event("x", "2026-11-24T10:00:00Z", session="s2"),  # never logs in (tonight)
+            event("y", "2026-11-24T10:05:00Z", session="s2", kind="search", product=None),
+        ],
+    )
     night(lake_settings, NIGHT_1)
     rows = {row["event_id"]: row for row in silver(lake_settings)}
     assert {key: (rows[key]["customer_id"], rows[key]["identified_by"]) for key in "abcd"} == {
-        "a": (42, "session"), "b": (42, "session"), "c": (42, "login"), "d": (42, "session")}
+        "a": (42, "session"),
+        "b": (42, "session"),
+        "c": (42, "login"),
+        "d": (42, "session"),
+    }
     assert rows["a"]["source_customer_id"] is None
     assert rows["x"]["customer_id"] is None and rows["x"]["identified_by"] is None
 
     # Session s2 logs in the next day: the login applies back to its events of the night before.
-    drop(landing, "night-2.ndjson", [event("z", "2026-11-24T10:20:00Z", session="s2", customer=77, kind="checkout",
-                                           product=None)])
+    drop(landing, "night-2.ndjson", [event("z", "2026-11-24T10:20:00Z", session="s2", customer=77, kind="checkout", product=None)])
     second = night(lake_settings, NIGHT_2)
     assert second["silver_inserted"] == 1 and second["silver_restitched"] == 2
     rows = {row["event_id"]: row for row in silver(lake_settings)}
-    assert [(rows[key]["customer_id"], rows[key]["identified_by"]) for key in "xyz"] == [
-        (77, "session"), (77, "session"), (77, "login")]
+    assert [(rows[key]["customer_id"], rows[key]["identified_by"]) for key in "xyz"] == [(77, "session"), (77, "session"), (77, "login")]
 
 
 def test_a_session_splits_into_visits_after_the_gap(spark, lake_settings):
     landing = Path(lake_settings.events.landing_dir)
-    drop(landing, "visits.ndjson", [
-        event("v1", "2026-11-24T10:00:00Z", customer=5),
-        event("v2", "2026-11-24T10:29:00Z", customer=5),  # 29 min: same visit
-        event("v3", "2026-11-24T11:00:00Z", customer=5),  # 31 min: a new visit
-    ])
+    drop(
+        landing,
+        "visits.ndjson",
+        [
+            event("v1", "2026-11-24T10:00:00Z", customer=5),
+            event("v2", "2026-11-24T10:29:00Z", customer=5),  # 29 min: same visit
+            event("v3", "2026-11-24T11:00:00Z", customer=5),  # 31 min: a new visit
+        ],
+    )
     night(lake_settings, NIGHT_1)
     rows = silver(lake_settings)
     assert [row["visit_id"] for row in rows] == ["s1#1", "s1#1", "s1#2"]
@@ -223,30 +244,59 @@ def test_parquet_files_and_the_shop_table_are_read_too(spark, lake_settings, tmp
 
     landing = Path(lake_settings.events.landing_dir)
     landing.mkdir(parents=True)
-    table = pa.table({
-        "event_id": ["p1", "p2"], "customer_id": pa.array([8, None], pa.int64()), "session_id": ["q", "q"],
-        "event_type": ["view", "add_to_cart"], "product_id": pa.array([3, 3], pa.int64()),
-        "category": ["toys", "toys"], "channel": ["app", "app"],
-        "occurred_at": pa.array([datetime(2026, 11, 24, 9), datetime(2026, 11, 24, 9, 5)], pa.timestamp("us", tz="UTC")),
-        "properties": ['{"page": "/p/3"}', None],
-    })
+    table = pa.table(
+        {
+            "event_id": ["p1", "p2"],
+            "customer_id": pa.array([8, None], pa.int64()),
+            "session_id": ["q", "q"],
+            "event_type": ["view", "add_to_cart"],
+            "product_id": pa.array([3, 3], pa.int64()),
+            "category": ["toys", "toys"],
+            "channel": ["app", "app"],
+            "occurred_at": pa.array([datetime(2026, 11, 24, 9), datetime(2026, 11, 24, 9, 5)], pa.timestamp("us", tz="UTC")),
+            "properties": ['{"page": "/p/3"}', None],
+        }
+    )
     pq.write_table(table, landing / "app.parquet")
     os.utime(landing / "app.parquet", (OLD, OLD))
     shop = tmp_path / "shop.sqlite"
     engine = create_engine(f"sqlite:///{shop}")
     shop_schema.events_metadata.create_all(engine)
     with engine.begin() as connection:
-        connection.execute(shop_schema.events.insert(), [
-            {"event_id": "t1", "customer_id": 9, "session_id": "r", "event_type": "view", "product_id": 4,
-             "category": "books", "channel": "web", "occurred_at": datetime(2026, 11, 24, 7), "properties": "{}"},
-            {"event_id": "p1", "customer_id": 8, "session_id": "q", "event_type": "view", "product_id": 3,
-             "category": "toys", "channel": "app", "occurred_at": datetime(2026, 11, 24, 9), "properties": None},
-        ])
+        connection.execute(
+            shop_schema.events.insert(),
+            [
+                {
+                    "event_id": "t1",
+                    "customer_id": 9,
+                    "session_id": "r",
+                    "event_type": "view",
+                    "product_id": 4,
+                    "category": "books",
+                    "channel": "web",
+                    "occurred_at": datetime(2026, 11, 24, 7),
+                    "properties": "{}",
+                },
+                {
+                    "event_id": "p1",
+                    "customer_id": 8,
+                    "session_id": "q",
+                    "event_type": "view",
+                    "product_id": 3,
+                    "category": "toys",
+                    "channel": "app",
+                    "occurred_at": datetime(2026, 11, 24, 9),
+                    "properties": None,
+                },
+            ],
+        )
     engine.dispose()
-    both = lake_settings.model_copy(update={
-        "shop": lake_settings.shop.model_copy(update={"url": f"sqlite:///{shop}"}),
-        "events": lake_settings.events.model_copy(update={"source": "both"}),
-    })
+    both = lake_settings.model_copy(
+        update={
+            "shop": lake_settings.shop.model_copy(update={"url": f"sqlite:///{shop}"}),
+            "events": lake_settings.events.model_copy(update={"source": "both"}),
+        }
+    )
     result = night(both, NIGHT_1)
     assert result["table_rows_read"] == 2 and result["files_ingested"] == 1
     rows = {row["event_id"]: row for row in silver(both)}
@@ -260,10 +310,12 @@ def test_a_missing_events_table_is_a_clear_error(spark, lake_settings, tmp_path)
 
     shop = tmp_path / "empty.sqlite"
     create_engine(f"sqlite:///{shop}").dispose()
-    table_source = lake_settings.model_copy(update={
-        "shop": lake_settings.shop.model_copy(update={"url": f"sqlite:///{shop}"}),
-        "events": lake_settings.events.model_copy(update={"source": "table"}),
-    })
+    table_source = lake_settings.model_copy(
+        update={
+            "shop": lake_settings.shop.model_copy(update={"url": f"sqlite:///{shop}"}),
+            "events": lake_settings.events.model_copy(update={"source": "table"}),
+        }
+    )
     with pytest.raises(ValueError, match=r"has no table 'events' \(events.table\); expected columns event_id"):
         night(table_source, NIGHT_1)
 
@@ -272,8 +324,7 @@ def test_the_silver_quality_gate_checks_the_nights_events(spark, lake_settings):
     from jobs import validate
 
     landing = Path(lake_settings.events.landing_dir)
-    drop(landing, "gate.ndjson", [event("g1", "2026-11-24T10:00:00Z", customer=1),
-                                  event("g2", "2026-11-24T10:05:00Z", kind="add_to_cart")])
+    drop(landing, "gate.ndjson", [event("g1", "2026-11-24T10:00:00Z", customer=1), event("g2", "2026-11-24T10:05:00Z", kind="add_to_cart")])
     night(lake_settings, NIGHT_1)
     summary = validate.run(NIGHT_1, lake_settings, "gate-test", "silver", tables_to_check=["events"])
     assert summary["passed"] and summary["tables"]["events"]["rows"] == 2
@@ -288,8 +339,7 @@ def test_a_night_that_stopped_after_bronze_is_applied_by_the_next_one(spark, lak
     landing = Path(lake_settings.events.landing_dir)
     drop(landing, "day-24.ndjson", [event("k1", "2026-11-24T10:00:00Z", customer=1)])
     # Night 1 is killed after its bronze batch and ledger committed, before silver.
-    events.ingest(Lake(spark, lake_settings.lake_dir), lake_settings, NIGHT_1, "killed",
-                  datetime.now(timezone.utc).replace(microsecond=0))
+    events.ingest(Lake(spark, lake_settings.lake_dir), lake_settings, NIGHT_1, "killed", datetime.now(timezone.utc).replace(microsecond=0))
     assert not ArrowLake(lake_settings.lake_dir).exists("silver", "events")
     drop(landing, "day-25.ndjson", [event("k2", "2026-11-25T10:00:00Z", customer=1)])
     second = night(lake_settings, NIGHT_2)

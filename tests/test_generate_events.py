@@ -1,5 +1,6 @@
 """The demo shop's browsing events: deterministic, beside an unchanged shop, browsing before every order,
 less browsing before churn, identical rows in the table and the files, counted defects."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,8 +29,7 @@ COLUMNS = tuple(column.name for column in events.columns)
 T = metadata.tables
 
 
-def _generate(folder: pathlib.Path, name: str, customers: int = CUSTOMERS,
-              **options) -> tuple[Engine, pathlib.Path, dict]:
+def _generate(folder: pathlib.Path, name: str, customers: int = CUSTOMERS, **options) -> tuple[Engine, pathlib.Path, dict]:
     url = f"sqlite:///{folder / name}.db"
     truth_dir = folder / f"{name}_truth"
     summary = generate_shop(url, customers, SEED, END_DATE, truth_dir, **{"events_days": DAYS, **options})
@@ -69,8 +69,7 @@ def _sessions(truth_dir: pathlib.Path) -> dict[str, dict]:
 
 def _file_rows(landing: pathlib.Path) -> list[tuple[str, dict]]:
     """(file name, event) for every line of every event file."""
-    return [(path.name, json.loads(line)) for path in sorted(landing.iterdir())
-            for line in path.read_text(encoding="utf-8").splitlines()]
+    return [(path.name, json.loads(line)) for path in sorted(landing.iterdir()) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_same_seed_gives_identical_events_whatever_the_chunk_size(table_shop, folder):
@@ -111,8 +110,7 @@ def test_customers_make_about_fifty_events_per_active_month_loyal_ones_more(tabl
         events_by_type[customer["customer_type"]] += per_customer[customer["customer_id"]]
     customer_events = sum(count for customer_id, count in per_customer.items() if customer_id is not None)
     assert 30 <= customer_events / months <= 80
-    assert (events_by_type["loyal"] / months_by_type["loyal"]
-            > 1.5 * events_by_type["casual"] / months_by_type["casual"])
+    assert events_by_type["loyal"] / months_by_type["loyal"] > 1.5 * events_by_type["casual"] / months_by_type["casual"]
     # Visitors who are not customers make about a tenth of all events.
     assert 0.06 <= per_customer[None] / sum(per_customer.values()) <= 0.14
 
@@ -131,7 +129,8 @@ def test_every_order_in_the_window_is_preceded_by_views_of_its_products_by_its_c
     with engine.connect() as conn:
         lines = conn.execute(
             select(o.c.id, o.c.customer_id, o.c.created_at, i.c.product_id)
-            .join(c, c.c.id == o.c.customer_id).join(i, i.c.order_id == o.c.id)
+            .join(c, c.c.id == o.c.customer_id)
+            .join(i, i.c.order_id == o.c.id)
             .where(o.c.total_amount > 0, o.c.created_at >= WINDOW_START, o.c.created_at < END_AT, i.c.quantity > 0)
         ).all()
     assert len({line.id for line in lines}) > 100
@@ -150,16 +149,14 @@ def test_dropped_out_customers_visit_less_in_the_month_before_they_stop(folder):
     engine, truth_dir, _ = _generate(folder, "churn", customers=600, events="table", events_days=180)
     owner = {session_id: row["customer_id"] for session_id, row in _sessions(truth_dir).items()}
     with engine.connect() as conn:
-        starts = conn.execute(select(events.c.session_id, func.min(events.c.occurred_at))
-                              .group_by(events.c.session_id)).all()
+        starts = conn.execute(select(events.c.session_id, func.min(events.c.occurred_at)).group_by(events.c.session_id)).all()
     engine.dispose()
     visits = defaultdict(list)
     for session_id, started_at in starts:
         visits[owner[session_id]].append(started_at)
     first = END_AT - dt.timedelta(days=180)
     recent = earlier = after_stop = 0
-    dropped = [customer for customer in pq.read_table(truth_dir / "customers.parquet").to_pylist()
-               if not customer["is_alive_at_end"]]
+    dropped = [customer for customer in pq.read_table(truth_dir / "customers.parquet").to_pylist() if not customer["is_alive_at_end"]]
     for customer in dropped:
         dropped_at = customer["last_order_at"]
         for started_at in visits[customer["customer_id"]]:
@@ -185,7 +182,7 @@ def test_event_files_are_one_valid_ndjson_file_per_day_with_the_rows_of_the_tabl
     for name, row in rows:
         assert tuple(row) == COLUMNS and isinstance(row["properties"], dict)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["occurred_at"])
-        file_day = name[len("events-"):-len(".ndjson")]
+        file_day = name[len("events-") : -len(".ndjson")]
         if row["event_id"] in by_id:
             assert by_id[row["event_id"]] == row  # a re-sent copy is the same event, in a file of its day or later
             assert row["occurred_at"][:10] <= file_day
@@ -243,8 +240,11 @@ def test_summary_counts_equal_the_events_found_and_anonymous_events_precede_the_
 
 
 def test_events_of_a_document_shop_go_to_files_only(tmp_path):
-    with pytest.raises(ValueError, match=r"mongodb://127\.0\.0\.1:9/shop: events of a document shop can only go "
-                                         r"to files \(--events files\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mongodb://127\.0\.0\.1:9/shop: events of a document shop can only go "
+        r"to files \(--events files\)",
+    ):
         generate_shop("mongodb://127.0.0.1:9/shop", 10, 1, END_DATE, tmp_path / "truth", events="table")
     with pytest.raises(ValueError, match="landing_dir: required with events='files'"):
         generate_shop(f"sqlite:///{tmp_path / 'shop.db'}", 10, 1, END_DATE, tmp_path / "truth", events="files")

@@ -1,4 +1,5 @@
 """The demo shop generator: determinism, counted bad rows, a truth that matches the shop, safe reruns."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,8 +59,7 @@ def _count(conn, query) -> int:
 def _good_orders():
     """Orders without any planted defect: known customer, positive total, not after the end."""
     o, c = T["orders"], T["customers"]
-    return (select(o).join(c, c.c.id == o.c.customer_id)
-            .where(o.c.total_amount > 0, o.c.created_at < END_AT).subquery())
+    return select(o).join(c, c.c.id == o.c.customer_id).where(o.c.total_amount > 0, o.c.created_at < END_AT).subquery()
 
 
 def test_same_seed_and_end_date_give_identical_tables_whatever_the_chunk_size(shop, tmp_path):
@@ -98,22 +98,28 @@ def test_bad_row_counts_in_summary_equal_counts_found_in_the_shop(shop):
     engine, _, summary = shop
     o, i, c = T["orders"], T["order_items"], T["customers"]
     with engine.connect() as conn:
-        duplicate_groups = (select((func.count() - 1).label("extra")).select_from(i)
-                            .group_by(i.c.order_id, i.c.product_id, i.c.quantity, i.c.unit_price,
-                                      i.c.created_at, i.c.updated_at)
-                            .having(func.count() > 1).subquery())
+        duplicate_groups = (
+            select((func.count() - 1).label("extra"))
+            .select_from(i)
+            .group_by(i.c.order_id, i.c.product_id, i.c.quantity, i.c.unit_price, i.c.created_at, i.c.updated_at)
+            .having(func.count() > 1)
+            .subquery()
+        )
         found = {
             "orders": {
                 "null_key": _count(conn, select(func.count()).select_from(o).where(o.c.customer_id.is_(None))),
                 "non_positive_amount": _count(conn, select(func.count()).select_from(o).where(o.c.total_amount <= 0)),
-                "orphan": _count(conn, select(func.count()).select_from(o.outerjoin(c, c.c.id == o.c.customer_id))
-                                 .where(o.c.customer_id.is_not(None), c.c.id.is_(None))),
+                "orphan": _count(
+                    conn,
+                    select(func.count())
+                    .select_from(o.outerjoin(c, c.c.id == o.c.customer_id))
+                    .where(o.c.customer_id.is_not(None), c.c.id.is_(None)),
+                ),
                 "future_timestamp": _count(conn, select(func.count()).select_from(o).where(o.c.created_at >= END_AT)),
             },
             "order_items": {
                 "non_positive_amount": _count(conn, select(func.count()).select_from(i).where(i.c.quantity <= 0)),
-                "orphan": _count(conn, select(func.count()).select_from(i.outerjoin(o, o.c.id == i.c.order_id))
-                                 .where(o.c.id.is_(None))),
+                "orphan": _count(conn, select(func.count()).select_from(i.outerjoin(o, o.c.id == i.c.order_id)).where(o.c.id.is_(None))),
                 "duplicate": _count(conn, select(func.coalesce(func.sum(duplicate_groups.c.extra), 0))),
             },
         }
@@ -131,13 +137,12 @@ def test_truth_has_one_row_per_customer_and_counts_their_good_orders(shop):
     good = _good_orders()
     with engine.connect() as conn:
         per_customer = dict(conn.execute(select(good.c.customer_id, func.count()).group_by(good.c.customer_id)).all())
-        not_cancelled = dict(conn.execute(select(good.c.customer_id, func.count())
-                                          .where(good.c.status != "cancelled").group_by(good.c.customer_id)).all())
-        last_order = dict(conn.execute(select(good.c.customer_id, func.max(good.c.created_at))
-                                       .group_by(good.c.customer_id)).all())
+        not_cancelled = dict(
+            conn.execute(select(good.c.customer_id, func.count()).where(good.c.status != "cancelled").group_by(good.c.customer_id)).all()
+        )
+        last_order = dict(conn.execute(select(good.c.customer_id, func.max(good.c.created_at)).group_by(good.c.customer_id)).all())
     assert {r["customer_id"]: r["n_orders"] for r in truth if r["n_orders"]} == per_customer
-    assert ({r["customer_id"]: r["n_orders_not_cancelled"] for r in truth if r["n_orders_not_cancelled"]}
-            == not_cancelled)
+    assert {r["customer_id"]: r["n_orders_not_cancelled"] for r in truth if r["n_orders_not_cancelled"]} == not_cancelled
     assert {r["customer_id"]: r["last_order_at"] for r in truth if r["last_order_at"]} == last_order
     types = Counter(r["customer_type"] for r in truth)
     assert set(types) == {"loyal", "regular", "bargain_hunter", "casual"}
@@ -150,8 +155,7 @@ def test_no_row_changes_before_it_was_created_and_good_rows_end_with_the_history
     with engine.connect() as conn:
         for name in SHOP_TABLES:
             table = T[name]
-            assert _count(conn, select(func.count()).select_from(table)
-                          .where(table.c.updated_at < table.c.created_at)) == 0, name
+            assert _count(conn, select(func.count()).select_from(table).where(table.c.updated_at < table.c.created_at)) == 0, name
             late = _count(conn, select(func.count()).select_from(table).where(table.c.updated_at >= END_AT))
             # Only the planted future orders are dated after end_date.
             assert late == (summary["bad_rows"]["orders"]["future_timestamp"] if name == "orders" else 0), name
@@ -163,10 +167,10 @@ def test_good_order_totals_equal_their_lines_minus_the_coupon_discount(shop):
     with engine.connect() as conn:
         coupons = {row.id: row for row in conn.execute(select(cp))}
         # Planted lines (quantity <= 0, double submits) are not part of the order's total.
-        lines = (select(i.c.order_id, i.c.product_id, i.c.quantity, i.c.unit_price).distinct()
-                 .where(i.c.quantity > 0).subquery())
-        subtotal = dict(conn.execute(select(lines.c.order_id, func.sum(lines.c.quantity * lines.c.unit_price))
-                                     .group_by(lines.c.order_id)).all())
+        lines = select(i.c.order_id, i.c.product_id, i.c.quantity, i.c.unit_price).distinct().where(i.c.quantity > 0).subquery()
+        subtotal = dict(
+            conn.execute(select(lines.c.order_id, func.sum(lines.c.quantity * lines.c.unit_price)).group_by(lines.c.order_id)).all()
+        )
         orders = conn.execute(select(good.c.id, good.c.total_amount, good.c.coupon_id)).all()
     assert orders
     used_coupon = 0
@@ -187,10 +191,12 @@ def test_each_order_has_one_to_five_distinct_products_with_one_to_three_units(sh
     engine, _, _ = shop
     good, i = _good_orders(), T["order_items"]
     with engine.connect() as conn:
-        rows = conn.execute(select(i.c.order_id, func.count(), func.count(i.c.product_id.distinct()),
-                                   func.min(i.c.quantity), func.max(i.c.quantity))
-                            .join(good, good.c.id == i.c.order_id).where(i.c.quantity > 0)
-                            .group_by(i.c.order_id)).all()
+        rows = conn.execute(
+            select(i.c.order_id, func.count(), func.count(i.c.product_id.distinct()), func.min(i.c.quantity), func.max(i.c.quantity))
+            .join(good, good.c.id == i.c.order_id)
+            .where(i.c.quantity > 0)
+            .group_by(i.c.order_id)
+        ).all()
     assert rows
     # Double submits repeat a line; apart from them each product appears once per order.
     assert all(1 <= distinct <= 5 and 1 <= low <= high <= 3 for _, _, distinct, low, high in rows)
@@ -200,8 +206,7 @@ def test_every_customer_has_exactly_one_default_address_and_unique_lowercase_ema
     engine, _, _ = shop
     a, c = T["addresses"], T["customers"]
     with engine.connect() as conn:
-        defaults = conn.execute(select(a.c.customer_id, func.sum(a.c.is_default), func.count())
-                                .group_by(a.c.customer_id)).all()
+        defaults = conn.execute(select(a.c.customer_id, func.sum(a.c.is_default), func.count()).group_by(a.c.customer_id)).all()
         emails = conn.scalars(select(c.c.email)).all()
         languages = Counter(conn.scalars(select(c.c.language)).all())
         zh_names = conn.scalars(select(c.c.last_name).where(c.c.language == "zh")).all()
@@ -239,8 +244,11 @@ def test_coupons_go_to_treated_customers_only_and_redemptions_match_the_truth(sh
     assignments = pq.read_table(truth_dir / "coupon_assignments.parquet").to_pylist()
     with engine.connect() as conn:
         personal = set(conn.execute(select(cp.c.campaign, cp.c.customer_id).where(cp.c.customer_id.is_not(None))).all())
-        redeemed = set(conn.execute(select(cp.c.campaign, red.c.customer_id)
-                                    .join(cp, cp.c.id == red.c.coupon_id).where(cp.c.customer_id.is_not(None))).all())
+        redeemed = set(
+            conn.execute(
+                select(cp.c.campaign, red.c.customer_id).join(cp, cp.c.id == red.c.coupon_id).where(cp.c.customer_id.is_not(None))
+            ).all()
+        )
     assert {(a["campaign"], a["customer_id"]) for a in assignments if a["is_treated"]} == personal
     assert {(a["campaign"], a["customer_id"]) for a in assignments if a["redeemed"]} == redeemed
     treated_share = sum(a["is_treated"] for a in assignments) / len(assignments)
@@ -251,14 +259,14 @@ def test_coupons_go_to_treated_customers_only_and_redemptions_match_the_truth(sh
     for a in assignments:
         by_type_effect.setdefault(truth[a["customer_id"]], []).append(a["treatment_effect"])
     assert max(by_type_effect["loyal"]) == 0.0
-    assert (sum(by_type_effect["bargain_hunter"]) / len(by_type_effect["bargain_hunter"])
-            > sum(by_type_effect["casual"]) / len(by_type_effect["casual"]))
+    assert sum(by_type_effect["bargain_hunter"]) / len(by_type_effect["bargain_hunter"]) > sum(by_type_effect["casual"]) / len(
+        by_type_effect["casual"]
+    )
 
 
 def test_progress_reports_customers_done_after_each_chunk(tmp_path):
     done: list[int] = []
-    generate_shop(f"sqlite:///{tmp_path / 'p.db'}", 600, 1, END_DATE, tmp_path / "truth", chunk_customers=250,
-                  progress=done.append)
+    generate_shop(f"sqlite:///{tmp_path / 'p.db'}", 600, 1, END_DATE, tmp_path / "truth", chunk_customers=250, progress=done.append)
     assert done == [250, 500, 600]
 
 

@@ -2,6 +2,7 @@
 
 Small SQLite shops written by the generator (the same seed, so the same rows), read in this session's Spark.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -31,11 +32,13 @@ def shop(folder: Path, schema: str) -> str:
 
 
 def configured(settings, data_dir: Path, shop_url: str, mapping: str):
-    return settings.model_copy(update={
-        "data_dir": data_dir,
-        "shop": settings.shop.model_copy(update={"url": shop_url}),
-        "extract": settings.extract.model_copy(update={"mapping": mapping}),
-    })
+    return settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "shop": settings.shop.model_copy(update={"url": shop_url}),
+            "extract": settings.extract.model_copy(update={"mapping": mapping}),
+        }
+    )
 
 
 def night(settings, day: date) -> None:
@@ -73,14 +76,17 @@ def test_soft_deletes_carried_new_columns_and_mistyped_values_reach_silver_or_qu
     mistyped = lake.read("silver", "orders").orderBy(F.col("id").desc()).first()["id"]
     morning = "2026-11-27 09:00:00.000000"
     with create_engine(woo.shop.url).begin() as connection:
-        connection.execute(text(f"UPDATE wc_orders SET order_status = 'trash', date_modified_gmt = '{morning}' "
-                                f"WHERE order_id = {order_id}"))
+        connection.execute(
+            text(f"UPDATE wc_orders SET order_status = 'trash', date_modified_gmt = '{morning}' WHERE order_id = {order_id}")
+        )
         # SQLite lets an integer column hold text: the row goes to quarantine, the run goes on.
-        connection.execute(text(f"UPDATE wc_orders SET customer_id = 'C-0042', date_modified_gmt = '{morning}' "
-                                f"WHERE order_id = {mistyped}"))
+        connection.execute(
+            text(f"UPDATE wc_orders SET customer_id = 'C-0042', date_modified_gmt = '{morning}' WHERE order_id = {mistyped}")
+        )
         connection.execute(text("ALTER TABLE wc_customers ADD COLUMN loyalty_tier VARCHAR(10)"))
-        connection.execute(text(f"UPDATE wc_customers SET loyalty_tier = 'gold', date_modified_gmt = '{morning}' "
-                                f"WHERE customer_id = {customer_id}"))
+        connection.execute(
+            text(f"UPDATE wc_customers SET loyalty_tier = 'gold', date_modified_gmt = '{morning}' WHERE customer_id = {customer_id}")
+        )
     carrying = yaml.safe_load((CONF / "mappings" / "woocommerce.yaml").read_text())
     carrying["tables"]["customers"]["new_columns"] = "carry"
     mapping_file = base / "woocommerce-carry.yaml"
@@ -89,7 +95,8 @@ def test_soft_deletes_carried_new_columns_and_mistyped_values_reach_silver_or_qu
 
     quarantined = lake.read("silver", "_quarantine/orders").where((F.col("run_date") == NIGHT2) & (F.col("id") == mistyped))
     assert [(row["rule"], row["reason"]) for row in quarantined.collect()] == [
-        ("wrong_type", "wc_orders.customer_id = 'C-0042': expected int64")]
+        ("wrong_type", "wc_orders.customer_id = 'C-0042': expected int64")
+    ]
     trashed = lake.read("bronze", "orders").where((F.col("_batch_id") == NIGHT2.isoformat()) & (F.col("id") == order_id))
     assert [row["_op"] for row in trashed.collect()] == ["D"]
     assert lake.read("silver", "orders").where(F.col("id") == order_id).count() == 0
@@ -136,11 +143,17 @@ def test_an_incompatible_column_type_is_named_with_what_was_expected(tmp_path):
     url = empty_shop(tmp_path)
     with create_engine(url).begin() as connection:
         connection.execute(text("ALTER TABLE order_items RENAME TO old_items"))
-        connection.execute(text("CREATE TABLE order_items (id BIGINT, order_id BIGINT, product_id BIGINT, quantity TEXT, "
-                                "unit_price NUMERIC(12, 2), created_at DATETIME, updated_at DATETIME)"))
+        connection.execute(
+            text(
+                "CREATE TABLE order_items (id BIGINT, order_id BIGINT, product_id BIGINT, quantity TEXT, "
+                "unit_price NUMERIC(12, 2), created_at DATETIME, updated_at DATETIME)"
+            )
+        )
     with pytest.raises(SourceSchemaError) as error:
         check_source(url, load_mapping(CONF / "mappings" / "canonical.yaml"))
-    assert "order_items: column quantity is TEXT, which cannot be read as order_items.quantity INTEGER (expected a numeric column)" in str(error.value)
+    assert "order_items: column quantity is TEXT, which cannot be read as order_items.quantity INTEGER (expected a numeric column)" in str(
+        error.value
+    )
 
 
 def test_a_mapping_naming_an_unknown_column_fails_naming_the_file_and_key(tmp_path):

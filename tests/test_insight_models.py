@@ -2,6 +2,7 @@
 
 Small hand-made English and Chinese frames; no Spark.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -39,15 +40,30 @@ from models.triage import (
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
-POSITIVE = {"en": ["Great product, I love it", "Excellent quality, very happy", "Love it, great value",
-                   "Very happy, excellent and great", "Great, would buy again, love it"],
-            "zh": ["很好，非常喜欢", "质量很好，很满意", "非常满意，喜欢", "很喜欢，很好用", "满意，很好"]}
-NEUTRAL = {"en": ["It is okay, average", "Average, nothing special", "Okay product, average quality",
-                  "Fine, okay I guess", "Average and okay"],
-           "zh": ["一般般，还行", "还行吧，一般", "东西一般，还可以", "还可以，一般", "一般，还行"]}
-NEGATIVE = {"en": ["Terrible, it broke, awful", "Awful quality, very disappointed", "Broken and terrible",
-                   "Disappointed, awful product", "Terrible, disappointed, broke"],
-            "zh": ["很差，非常失望", "质量太差，坏了", "失望，很差", "坏了，太差了", "非常失望，很差"]}
+POSITIVE = {
+    "en": [
+        "Great product, I love it",
+        "Excellent quality, very happy",
+        "Love it, great value",
+        "Very happy, excellent and great",
+        "Great, would buy again, love it",
+    ],
+    "zh": ["很好，非常喜欢", "质量很好，很满意", "非常满意，喜欢", "很喜欢，很好用", "满意，很好"],
+}
+NEUTRAL = {
+    "en": ["It is okay, average", "Average, nothing special", "Okay product, average quality", "Fine, okay I guess", "Average and okay"],
+    "zh": ["一般般，还行", "还行吧，一般", "东西一般，还可以", "还可以，一般", "一般，还行"],
+}
+NEGATIVE = {
+    "en": [
+        "Terrible, it broke, awful",
+        "Awful quality, very disappointed",
+        "Broken and terrible",
+        "Disappointed, awful product",
+        "Terrible, disappointed, broke",
+    ],
+    "zh": ["很差，非常失望", "质量太差，坏了", "失望，很差", "坏了，太差了", "非常失望，很差"],
+}
 
 
 def _reviews(copies: int = 1) -> pd.DataFrame:
@@ -57,8 +73,9 @@ def _reviews(copies: int = 1) -> pd.DataFrame:
         for language in ("en", "zh"):
             for rating, texts in ((5, POSITIVE), (3, NEUTRAL), (1, NEGATIVE)):
                 for k, text in enumerate(texts[language]):
-                    rows.append({"customer_id": 1 + k, "product_id": 10 + k % 2, "rating": rating,
-                                 "title": "", "body": text, "language": language})
+                    rows.append(
+                        {"customer_id": 1 + k, "product_id": 10 + k % 2, "rating": rating, "title": "", "body": text, "language": language}
+                    )
     frame = pd.DataFrame(rows)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype="int64"))
     frame["created_at"] = pd.Timestamp("2026-11-01", tz="UTC")
@@ -66,8 +83,9 @@ def _reviews(copies: int = 1) -> pd.DataFrame:
 
 
 def _texts(pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    return pd.DataFrame({"id": np.arange(1, len(pairs) + 1, dtype="int64"),
-                         "title": [title for title, _ in pairs], "body": [body for _, body in pairs]})
+    return pd.DataFrame(
+        {"id": np.arange(1, len(pairs) + 1, dtype="int64"), "title": [title for title, _ in pairs], "body": [body for _, body in pairs]}
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -77,10 +95,14 @@ def _texts(pairs: list[tuple[str, str]]) -> pd.DataFrame:
 
 def test_sentiment_model_ranks_negative_text_below_positive_in_english_and_chinese():
     model = fit_sentiment(_reviews(), max_training_rows=1000, seed=17)
-    unseen = _texts([("Love it", "Excellent, I am very happy with it"),
-                     ("Awful", "It broke after a day, terrible and disappointed"),
-                     ("非常喜欢", "很满意，质量很好"),
-                     ("非常失望", "太差了，一天就坏了")])
+    unseen = _texts(
+        [
+            ("Love it", "Excellent, I am very happy with it"),
+            ("Awful", "It broke after a day, terrible and disappointed"),
+            ("非常喜欢", "很满意，质量很好"),
+            ("非常失望", "太差了，一天就坏了"),
+        ]
+    )
     scored = predict_sentiment(model, unseen)
     assert scored["sentiment_score"].between(-1, 1).all()
     score = scored.set_index("review_id")["sentiment_score"]
@@ -94,15 +116,15 @@ def test_training_cap_keeps_a_fixed_sample_whatever_the_row_order():
     first = fit_sentiment(reviews, max_training_rows=20, seed=3)
     shuffled = fit_sentiment(reviews.sample(frac=1.0, random_state=1), max_training_rows=20, seed=3)
     assert first.named_steps["tfidf"].vocabulary_ == shuffled.named_steps["tfidf"].vocabulary_
-    assert len(first.named_steps["tfidf"].vocabulary_) < len(fit_sentiment(reviews, 1000, 3)
-                                                             .named_steps["tfidf"].vocabulary_)
+    assert len(first.named_steps["tfidf"].vocabulary_) < len(fit_sentiment(reviews, 1000, 3).named_steps["tfidf"].vocabulary_)
 
 
 def test_evaluate_sentiment_reports_model_and_vader_overall_and_per_language():
     reviews = _reviews(copies=4)
     figures = evaluate_sentiment(reviews, holdout_share=0.3, max_training_rows=1000, seed=17)
     assert set(zip(figures["method"], figures["language"])) == {
-        (method, language) for method in ("model", "vader") for language in ("all", "en", "zh")}
+        (method, language) for method in ("model", "vader") for language in ("all", "en", "zh")
+    }
     assert figures[["macro_f1", "accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
     by = figures.set_index(["method", "language"])
     assert by.loc[("model", "all"), "reviews"] == by.loc[("model", "en"), "reviews"] + by.loc[("model", "zh"), "reviews"]
@@ -114,6 +136,7 @@ def test_evaluate_sentiment_reports_model_and_vader_overall_and_per_language():
 
 def _held_ids(reviews: pd.DataFrame, share: float, seed: int) -> set[int]:
     from models.reviews import is_holdout
+
     return set(reviews["id"][is_holdout(reviews["id"], share, seed)])
 
 
@@ -128,14 +151,16 @@ def test_shipped_keyword_tables_load():
     assert keywords.urgent and all(keywords.topics.values())
 
 
-@pytest.mark.parametrize("text, field", [
-    ("delivery: [parcel]\nquality: [broke]\nprice: [cheap]\nsize_fit: [size]\nservice: [support]\ncolour: [red]\n",
-     "colour"),
-    ("delivery: [parcel]\nquality: [broke]\nprice: []\nsize_fit: [size]\nservice: [support]\n", "price"),
-    ("delivery: parcel\nquality: [broke]\nprice: [cheap]\nsize_fit: [size]\nservice: [support]\n", "delivery"),
-    ("delivery: [parcel]\nquality: [broke]\nprice: [cheap]\nsize_fit: [size]\n", "service"),
-    ("- delivery\n- quality\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("delivery: [parcel]\nquality: [broke]\nprice: [cheap]\nsize_fit: [size]\nservice: [support]\ncolour: [red]\n", "colour"),
+        ("delivery: [parcel]\nquality: [broke]\nprice: []\nsize_fit: [size]\nservice: [support]\n", "price"),
+        ("delivery: parcel\nquality: [broke]\nprice: [cheap]\nsize_fit: [size]\nservice: [support]\n", "delivery"),
+        ("delivery: [parcel]\nquality: [broke]\nprice: [cheap]\nsize_fit: [size]\n", "service"),
+        ("- delivery\n- quality\n", "mapping"),
+    ],
+)
 def test_bad_aspects_file_raises_naming_file_and_field(tmp_path, text, field):
     path = tmp_path / "aspects.yaml"
     path.write_text(text, encoding="utf-8")
@@ -146,8 +171,14 @@ def test_bad_aspects_file_raises_naming_file_and_field(tmp_path, text, field):
 
 def test_aspects_are_marked_in_both_languages_and_latin_keywords_match_at_word_start():
     aspects = load_aspects(CONF / "aspects.yaml")
-    reviews = _texts([("", "The parcel arrived two days late"), ("", "物流很快，但是太贵了"),
-                      ("", "A warm relationship with my kettle"), ("尺码偏小", "")])
+    reviews = _texts(
+        [
+            ("", "The parcel arrived two days late"),
+            ("", "物流很快，但是太贵了"),
+            ("", "A warm relationship with my kettle"),
+            ("尺码偏小", ""),
+        ]
+    )
     marks = mark_aspects(reviews, aspects).set_index("review_id")
     assert marks.loc[1, "mentions_delivery"] and not marks.loc[1, "mentions_price"]
     assert marks.loc[2, "mentions_delivery"] and marks.loc[2, "mentions_price"]
@@ -156,12 +187,18 @@ def test_aspects_are_marked_in_both_languages_and_latin_keywords_match_at_word_s
 
 
 def test_product_and_customer_summaries_aggregate_sentiment_and_aspects():
-    insights = pd.DataFrame({
-        "review_id": [1, 2, 3], "customer_id": [7, 7, 8], "product_id": [5, 5, 6], "rating": [1, 5, 4],
-        "reviewed_at": pd.to_datetime(["2026-01-02", "2026-03-04", "2026-02-01"], utc=True),
-        "sentiment_score": [-0.8, 0.6, 0.4], "sentiment": ["negative", "positive", "positive"],
-        **{f"mentions_{aspect}": [aspect == "delivery", aspect in ("delivery", "price"), False] for aspect in ASPECTS},
-    })
+    insights = pd.DataFrame(
+        {
+            "review_id": [1, 2, 3],
+            "customer_id": [7, 7, 8],
+            "product_id": [5, 5, 6],
+            "rating": [1, 5, 4],
+            "reviewed_at": pd.to_datetime(["2026-01-02", "2026-03-04", "2026-02-01"], utc=True),
+            "sentiment_score": [-0.8, 0.6, 0.4],
+            "sentiment": ["negative", "positive", "positive"],
+            **{f"mentions_{aspect}": [aspect == "delivery", aspect in ("delivery", "price"), False] for aspect in ASPECTS},
+        }
+    )
     product = product_review_summary(insights).set_index("product_id")
     assert product.loc[5, "review_count"] == 2 and product.loc[5, "avg_rating"] == 3.0
     assert product.loc[5, "negative_share"] == 0.5
@@ -192,21 +229,24 @@ def test_alert_lists_only_valuable_customers_with_a_negative_review_inside_the_w
     run_date = date(2026, 11, 26)  # alert_days=30: reviews on 2026-10-28 .. 2026-11-26 (UTC) count
     clv = pd.DataFrame({"customer_id": range(1, 11), "clv_12m": [Decimal(str(v)) for v in range(10, 110, 10)]})
     # clv 10..100; the 0.8 quantile is 82, so customers 9 (90) and 10 (100) are valuable.
-    reviews = pd.DataFrame([
-        (1, 10, "2026-10-28 00:00:00", "negative"),  # first day of the window
-        (2, 10, "2026-10-27 23:59:59", "negative"),  # a second too early
-        (3, 9, "2026-11-26 23:59:59", "negative"),   # last second of the run date
-        (4, 9, "2026-11-27 00:00:00", "negative"),   # after the run date
-        (5, 8, "2026-11-20 12:00:00", "negative"),   # not valuable enough
-        (6, 10, "2026-11-20 12:00:00", "positive"),  # not negative
-    ], columns=["review_id", "customer_id", "reviewed_at", "sentiment"])
-    insights = reviews.assign(product_id=3, sentiment_score=-0.9, aspects="delivery",
-                              reviewed_at=pd.to_datetime(reviews["reviewed_at"], utc=True))
+    reviews = pd.DataFrame(
+        [
+            (1, 10, "2026-10-28 00:00:00", "negative"),  # first day of the window
+            (2, 10, "2026-10-27 23:59:59", "negative"),  # a second too early
+            (3, 9, "2026-11-26 23:59:59", "negative"),  # last second of the run date
+            (4, 9, "2026-11-27 00:00:00", "negative"),  # after the run date
+            (5, 8, "2026-11-20 12:00:00", "negative"),  # not valuable enough
+            (6, 10, "2026-11-20 12:00:00", "positive"),  # not negative
+        ],
+        columns=["review_id", "customer_id", "reviewed_at", "sentiment"],
+    )
+    insights = reviews.assign(
+        product_id=3, sentiment_score=-0.9, aspects="delivery", reviewed_at=pd.to_datetime(reviews["reviewed_at"], utc=True)
+    )
     alerts = negative_review_alerts(insights, clv, run_date, alert_days=30, alert_clv_quantile=0.8)
     assert alerts["review_id"].tolist() == [1, 3]  # most valuable customer first
     assert alerts["clv_12m"].tolist() == [100.0, 90.0]
-    assert list(alerts.columns) == ["customer_id", "review_id", "product_id", "reviewed_at", "sentiment_score",
-                                    "clv_12m", "aspects"]
+    assert list(alerts.columns) == ["customer_id", "review_id", "product_id", "reviewed_at", "sentiment_score", "clv_12m", "aspects"]
     assert negative_review_alerts(insights, clv, run_date, alert_days=29, alert_clv_quantile=0.8)["review_id"].tolist() == [3]
 
 
@@ -215,21 +255,46 @@ def test_alert_lists_only_valuable_customers_with_a_negative_review_inside_the_w
 # --------------------------------------------------------------------------------------------------------
 
 INQUIRIES = {
-    "shipping": [("Where is my parcel?", "My order has not arrived, the tracking has not changed."),
-                 ("Delivery", "When will my package be delivered?"), ("Courier", "The courier never came."),
-                 ("物流查询", "快递还没送到，物流一直不更新。"), ("发货", "什么时候发货？"), ("包裹", "包裹还没到货。")],
-    "return_refund": [("Return", "I want to return this item, how do I send it back?"),
-                      ("Refund", "Still waiting for my refund."), ("Exchange", "Can I exchange it for another one?"),
-                      ("退货", "我想退货。"), ("退款", "退款还没到账。"), ("换货", "请帮我换货。")],
-    "product_question": [("Question", "Is this available in another colour?"), ("Stock", "Is it in stock?"),
-                         ("Size", "Which size should I choose?"), ("商品咨询", "有别的颜色吗？"),
-                         ("有货吗", "这个什么时候补货？"), ("尺码", "我该选哪个尺码？")],
-    "payment": [("Payment failed", "My payment failed at checkout."), ("Card", "My card was charged but no order."),
-                ("Coupon", "The coupon does not work."), ("支付失败", "一直支付失败。"), ("扣款", "扣款了但是没有订单。"),
-                ("优惠券", "优惠券用不了。")],
-    "complaint": [("Complaint", "Terrible service, I am very unhappy."), ("Unacceptable", "This is unacceptable."),
-                  ("Disappointed", "Very disappointed, nobody answers."), ("投诉", "服务太差了，我要投诉。"),
-                  ("不满", "非常不满。"), ("失望", "太失望了。")],
+    "shipping": [
+        ("Where is my parcel?", "My order has not arrived, the tracking has not changed."),
+        ("Delivery", "When will my package be delivered?"),
+        ("Courier", "The courier never came."),
+        ("物流查询", "快递还没送到，物流一直不更新。"),
+        ("发货", "什么时候发货？"),
+        ("包裹", "包裹还没到货。"),
+    ],
+    "return_refund": [
+        ("Return", "I want to return this item, how do I send it back?"),
+        ("Refund", "Still waiting for my refund."),
+        ("Exchange", "Can I exchange it for another one?"),
+        ("退货", "我想退货。"),
+        ("退款", "退款还没到账。"),
+        ("换货", "请帮我换货。"),
+    ],
+    "product_question": [
+        ("Question", "Is this available in another colour?"),
+        ("Stock", "Is it in stock?"),
+        ("Size", "Which size should I choose?"),
+        ("商品咨询", "有别的颜色吗？"),
+        ("有货吗", "这个什么时候补货？"),
+        ("尺码", "我该选哪个尺码？"),
+    ],
+    "payment": [
+        ("Payment failed", "My payment failed at checkout."),
+        ("Card", "My card was charged but no order."),
+        ("Coupon", "The coupon does not work."),
+        ("支付失败", "一直支付失败。"),
+        ("扣款", "扣款了但是没有订单。"),
+        ("优惠券", "优惠券用不了。"),
+    ],
+    "complaint": [
+        ("Complaint", "Terrible service, I am very unhappy."),
+        ("Unacceptable", "This is unacceptable."),
+        ("Disappointed", "Very disappointed, nobody answers."),
+        ("投诉", "服务太差了，我要投诉。"),
+        ("不满", "非常不满。"),
+        ("失望", "太失望了。"),
+    ],
 }
 
 
@@ -237,27 +302,47 @@ def _inquiries() -> pd.DataFrame:
     rows = [(topic, subject, body) for topic, texts in INQUIRIES.items() for subject, body in texts]
     frame = pd.DataFrame(rows, columns=["true_topic", "subject", "body"])
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype="int64"))
-    return frame.assign(customer_id=1, status="resolved",
-                        created_at=pd.Timestamp("2026-11-01", tz="UTC"),
-                        resolved_at=pd.Timestamp("2026-11-02", tz="UTC"))
+    return frame.assign(
+        customer_id=1, status="resolved", created_at=pd.Timestamp("2026-11-01", tz="UTC"), resolved_at=pd.Timestamp("2026-11-02", tz="UTC")
+    )
 
 
 def test_triage_predicts_the_topic_of_clear_texts_in_english_and_chinese():
     keywords = load_triage_keywords(CONF / "triage.yaml")
     model = fit_triage(_inquiries(), keywords, max_training_rows=1000, seed=17)
-    unseen = pd.DataFrame({"id": [1, 2, 3, 4, 5, 6], "subject": ["", "", "", "", "", ""], "body": [
-        "My parcel still has not arrived, where is my delivery?", "我的快递到哪里了？物流好几天没更新。",
-        "I would like a refund, I sent the item back.", "我要退货退款。",
-        "I was charged twice, the payment went through two times.", "付款失败，支付不了。"]})
+    unseen = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5, 6],
+            "subject": ["", "", "", "", "", ""],
+            "body": [
+                "My parcel still has not arrived, where is my delivery?",
+                "我的快递到哪里了？物流好几天没更新。",
+                "I would like a refund, I sent the item back.",
+                "我要退货退款。",
+                "I was charged twice, the payment went through two times.",
+                "付款失败，支付不了。",
+            ],
+        }
+    )
     assert predict_topics(model, unseen)["topic"].tolist() == [
-        "shipping", "shipping", "return_refund", "return_refund", "payment", "payment"]
+        "shipping",
+        "shipping",
+        "return_refund",
+        "return_refund",
+        "payment",
+        "payment",
+    ]
 
 
 def test_keyword_rules_flag_ambiguity_and_urgent_words():
     keywords = load_triage_keywords(CONF / "triage.yaml")
-    inquiries = _texts([("Refund", "I want a refund for my order."),
-                        ("Charged twice", "I was charged twice, please refund the extra payment."),
-                        ("你好", "今天必须给我回复。")]).rename(columns={"title": "subject"})
+    inquiries = _texts(
+        [
+            ("Refund", "I want a refund for my order."),
+            ("Charged twice", "I was charged twice, please refund the extra payment."),
+            ("你好", "今天必须给我回复。"),
+        ]
+    ).rename(columns={"title": "subject"})
     rules = keyword_topics(inquiries, keywords)
     assert rules["keyword_topic"].tolist() == ["return_refund", "payment", None]
     assert rules["is_unambiguous"].tolist() == [True, False, False]
@@ -276,13 +361,14 @@ def test_evaluate_triage_reports_classifier_and_keyword_rules_against_true_topic
 
 def test_resolution_hours_and_age_are_taken_at_the_end_of_the_run_date():
     run_date = date(2026, 11, 26)
-    inquiries = pd.DataFrame({
-        "id": [1, 2, 3, 4],
-        "status": ["resolved", "open", "resolved", "open"],
-        "created_at": pd.to_datetime(["2026-11-25 10:00", "2026-11-26 12:00", "2026-11-26 20:00",
-                                      "2026-11-27 01:00"], utc=True),
-        "resolved_at": pd.to_datetime(["2026-11-26 16:30", None, "2026-11-27 08:00", None], utc=True),
-    })
+    inquiries = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "status": ["resolved", "open", "resolved", "open"],
+            "created_at": pd.to_datetime(["2026-11-25 10:00", "2026-11-26 12:00", "2026-11-26 20:00", "2026-11-27 01:00"], utc=True),
+            "resolved_at": pd.to_datetime(["2026-11-26 16:30", None, "2026-11-27 08:00", None], utc=True),
+        }
+    )
     times = inquiry_times(inquiries, run_date).set_index("inquiry_id")
     assert times.loc[1, "resolution_hours"] == pytest.approx(30.5) and np.isnan(times.loc[1, "age_hours"])
     assert times.loc[2, "age_hours"] == pytest.approx(12.0) and times.loc[2, "is_open"]
@@ -298,7 +384,8 @@ def test_urgency_is_high_for_complaints_urgent_words_and_stale_open_inquiries():
         has_urgent_keyword=pd.Series([False, True, False, False, False, False]),
         is_open=pd.Series([False, False, True, True, False, True]),
         age_hours=pd.Series([np.nan, np.nan, 49.0, 47.0, np.nan, 50.0]),
-        stale_after_hours=48)
+        stale_after_hours=48,
+    )
     assert urgency.tolist() == ["high", "high", "high", "normal", "low", "high"]
 
 
@@ -306,17 +393,20 @@ def test_triage_inquiries_leaves_out_inquiries_created_after_the_run_date():
     inquiries = _inquiries()
     inquiries.loc[0, "created_at"] = pd.Timestamp("2026-12-01", tz="UTC")
     keywords = load_triage_keywords(CONF / "triage.yaml")
-    triaged = triage_inquiries(fit_triage(inquiries, keywords, 1000, 17), inquiries, keywords,
-                               date(2026, 11, 26), stale_after_hours=48)
+    triaged = triage_inquiries(fit_triage(inquiries, keywords, 1000, 17), inquiries, keywords, date(2026, 11, 26), stale_after_hours=48)
     assert triaged["inquiry_id"].tolist() == inquiries["id"].tolist()[1:]
     assert (triaged.loc[triaged["topic"].eq("complaint"), "urgency"] == "high").all()
 
 
 def test_satisfaction_combines_review_sentiment_and_problem_inquiries():
     insights = pd.DataFrame({"customer_id": [1, 1, 2], "sentiment_score": [0.8, 0.2, -0.6]})
-    triaged = pd.DataFrame({"customer_id": [1, 1, 3, 3, 3, 3],
-                            "topic": ["complaint", "shipping", "payment", "shipping", "shipping", "complaint"],
-                            "is_open": [False, False, True, False, False, False]})
+    triaged = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 3, 3, 3, 3],
+            "topic": ["complaint", "shipping", "payment", "shipping", "shipping", "complaint"],
+            "is_open": [False, False, True, False, False, False],
+        }
+    )
     result = customer_satisfaction(pd.Series([1, 2, 3, 4]), insights, triaged).set_index("customer_id")
     # 1: reviews 0.5, inquiries -(1 of 2 a problem) = -0.5 -> 0.0; 2: reviews only; 3: -(2 of 4) = -0.5.
     assert result["satisfaction_score"].iloc[:3].tolist() == pytest.approx([0.0, -0.6, -0.5])

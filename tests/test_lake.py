@@ -1,4 +1,5 @@
 """The lake: atomic writes, schema enforcement, time travel, partition overwrite, merge, other readers."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -41,8 +42,9 @@ def test_a_write_that_fails_midway_leaves_the_previous_version(spark, lake):
 
 def test_a_schema_mismatch_is_refused_naming_table_and_columns(spark, lake):
     lake.overwrite(orders(spark, [(1, 10, 5, date(2026, 1, 1))]), "silver", "orders")
-    wrong = spark.createDataFrame([(1, 10, "5.00", date(2026, 1, 1), "x")],
-                                  "id long, customer_id long, total_amount string, as_of date, note string")
+    wrong = spark.createDataFrame(
+        [(1, 10, "5.00", date(2026, 1, 1), "x")], "id long, customer_id long, total_amount string, as_of date, note string"
+    )
     with pytest.raises(SchemaMismatchError) as error:
         lake.append(wrong, "silver", "orders")
     message = str(error.value)
@@ -55,8 +57,7 @@ def test_a_schema_mismatch_is_refused_naming_table_and_columns(spark, lake):
 def test_delta_itself_refuses_a_mismatch_behind_our_check(spark, lake):
     lake.overwrite(orders(spark, [(1, 10, 5, date(2026, 1, 1))]), "silver", "orders")
     with pytest.raises(PySparkException):
-        spark.createDataFrame([(1, "x")], "id long, other string").write.format("delta").mode("append").save(
-            lake.path("silver", "orders"))
+        spark.createDataFrame([(1, "x")], "id long, other string").write.format("delta").mode("append").save(lake.path("silver", "orders"))
 
 
 def test_time_travel_reads_earlier_versions(spark, lake):
@@ -90,8 +91,13 @@ def test_a_row_outside_the_replaced_partition_is_refused(spark, lake):
 
 def test_merge_updates_inserts_and_deletes_by_key(spark, lake):
     schema = "id long, name string, is_deleted boolean"
-    lake.merge(spark.createDataFrame([(1, "a", False), (2, "b", False), (9, "gone", True)], schema),
-               "silver", "customers", keys=["id"], delete_when="s.is_deleted")
+    lake.merge(
+        spark.createDataFrame([(1, "a", False), (2, "b", False), (9, "gone", True)], schema),
+        "silver",
+        "customers",
+        keys=["id"],
+        delete_when="s.is_deleted",
+    )
     changes = spark.createDataFrame([(2, "b2", False), (3, "c", False), (1, "a", True)], schema)
     lake.merge(changes, "silver", "customers", keys=["id"], delete_when="s.is_deleted")
     assert sorted((row.id, row.name) for row in lake.read("silver", "customers").collect()) == [(2, "b2"), (3, "c")]
@@ -109,8 +115,14 @@ def test_tables_written_by_spark_read_the_same_with_delta_rs_and_polars(spark, l
     assert len(spark_rows) == 300
 
     delta_rs = DeltaTable(path).to_pyarrow_table()
-    rs_rows = sorted(zip(delta_rs["id"].to_pylist(), delta_rs["customer_id"].to_pylist(),
-                         [float(v) for v in delta_rs["total_amount"].to_pylist()], delta_rs["as_of"].to_pylist()))
+    rs_rows = sorted(
+        zip(
+            delta_rs["id"].to_pylist(),
+            delta_rs["customer_id"].to_pylist(),
+            [float(v) for v in delta_rs["total_amount"].to_pylist()],
+            delta_rs["as_of"].to_pylist(),
+        )
+    )
     assert rs_rows == spark_rows
 
     frame = pl.read_delta(path)

@@ -6,6 +6,7 @@ in a function body cannot hide a cycle. Layers, top to bottom: `dags/` and `cli/
 demo data generator) stands beside them and shares only the shop's schema and mapping contract with the
 extraction code. The schema modules (shop, feature tables, CRM) import nothing from the project but each other.
 """
+
 from __future__ import annotations
 
 import ast
@@ -121,20 +122,29 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function(tmp_path):
 
 
 def test_each_package_imports_only_the_layers_below_it(graph):
-    wrong = [f"{module} imports {target} (line {line})"
-             for module, targets in graph.items() for target, line in targets.items()
-             if (package := module.split(".")[0]) != (other := target.split(".")[0])
-             and other not in ALLOWED[package]]
+    wrong = [
+        f"{module} imports {target} (line {line})"
+        for module, targets in graph.items()
+        for target, line in targets.items()
+        if (package := module.split(".")[0]) != (other := target.split(".")[0]) and other not in ALLOWED[package]
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_the_demo_generator_and_the_extraction_share_only_the_shop_contract(graph):
-    generator = [f"{module} imports {target} (line {line})" for module, targets in graph.items()
-                 if module.startswith("demo_shop") for target, line in targets.items()
-                 if target.startswith("core") and target not in DEMO_SHOP_MAY_USE]
+    generator = [
+        f"{module} imports {target} (line {line})"
+        for module, targets in graph.items()
+        if module.startswith("demo_shop")
+        for target, line in targets.items()
+        if target.startswith("core") and target not in DEMO_SHOP_MAY_USE
+    ]
     assert not generator, "\n".join(generator)
-    assert not [module for module, targets in graph.items() if not module.startswith(("demo_shop", "cli"))
-                and any(target.startswith("demo_shop") for target in targets)]
+    assert not [
+        module
+        for module, targets in graph.items()
+        if not module.startswith(("demo_shop", "cli")) and any(target.startswith("demo_shop") for target in targets)
+    ]
 
 
 def test_jobs_are_named_by_the_dag_not_looked_up_by_name():
@@ -144,6 +154,10 @@ def test_jobs_are_named_by_the_dag_not_looked_up_by_name():
 
 
 def test_the_schema_modules_are_leaves(graph):
-    wrong = [f"{module} imports {target} (line {line})" for module in SCHEMA_MODULES
-             for target, line in graph.get(module, {}).items() if target not in SCHEMA_MODULES]
+    wrong = [
+        f"{module} imports {target} (line {line})"
+        for module in SCHEMA_MODULES
+        for target, line in graph.get(module, {}).items()
+        if target not in SCHEMA_MODULES
+    ]
     assert not wrong, "\n".join(wrong)

@@ -1,5 +1,6 @@
 """BG/NBD, Gamma-Gamma and CLV: the published CDNOW fits, lifetimes' predictions, a unit change, and the
 CLV interval's coverage on simulated customers whose future is known."""
+
 from __future__ import annotations
 
 from dataclasses import astuple
@@ -46,8 +47,13 @@ def cdnow_days() -> pd.DataFrame:
     transactions.columns = ["master_id", "customer_id", "date", "qty", "amount"]
     transactions["date"] = pd.to_datetime(transactions["date"].astype(str), format="%Y%m%d")
     return calibration_and_holdout_data(
-        transactions, "customer_id", "date", calibration_period_end="1997-09-30",
-        observation_period_end="1998-06-30", freq="D", monetary_value_col="amount",
+        transactions,
+        "customer_id",
+        "date",
+        calibration_period_end="1997-09-30",
+        observation_period_end="1998-06-30",
+        freq="D",
+        monetary_value_col="amount",
     )
 
 
@@ -64,8 +70,10 @@ def history(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def lifetimes_fits(cdnow) -> tuple[BetaGeoFitter, GammaGammaFitter]:
     repeat = cdnow[cdnow["frequency_cal"] > 0]
-    return (BetaGeoFitter().fit(cdnow["frequency_cal"], cdnow["recency_cal"], cdnow["T_cal"]),
-            GammaGammaFitter().fit(repeat["frequency_cal"], repeat["monetary_value_cal"]))
+    return (
+        BetaGeoFitter().fit(cdnow["frequency_cal"], cdnow["recency_cal"], cdnow["T_cal"]),
+        GammaGammaFitter().fit(repeat["frequency_cal"], repeat["monetary_value_cal"]),
+    )
 
 
 def test_bg_nbd_fit_reproduces_the_published_cdnow_parameters(cdnow):
@@ -98,17 +106,29 @@ def test_predictions_equal_lifetimes_at_equal_parameters(cdnow, lifetimes_fits):
 
     np.testing.assert_allclose(
         beta_geo.expected_purchases(HOLDOUT_WEEKS, frequency, recency, T),
-        their_bg.conditional_expected_number_of_purchases_up_to_time(HOLDOUT_WEEKS, *as_series), rtol=1e-6)
+        their_bg.conditional_expected_number_of_purchases_up_to_time(HOLDOUT_WEEKS, *as_series),
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(
-        beta_geo.probability_alive(frequency, recency, T),
-        their_bg.conditional_probability_alive(frequency, recency, T), rtol=1e-6)
+        beta_geo.probability_alive(frequency, recency, T), their_bg.conditional_probability_alive(frequency, recency, T), rtol=1e-6
+    )
     np.testing.assert_allclose(
         gamma_gamma.expected_order_value(frequency, monetary_value),
-        their_gg.conditional_expected_average_profit(cdnow["frequency_cal"], cdnow["monetary_value_cal"]), rtol=1e-6)
-    ours = customer_lifetime_value(beta_geo, gamma_gamma, frequency, recency, T, monetary_value,
-                                   period_length=LIFETIMES_WEEKS_PER_MONTH, months=12, monthly_discount_rate=0.01)
-    theirs = their_gg.customer_lifetime_value(their_bg, *as_series, cdnow["monetary_value_cal"], time=12,
-                                              discount_rate=0.01, freq="W")
+        their_gg.conditional_expected_average_profit(cdnow["frequency_cal"], cdnow["monetary_value_cal"]),
+        rtol=1e-6,
+    )
+    ours = customer_lifetime_value(
+        beta_geo,
+        gamma_gamma,
+        frequency,
+        recency,
+        T,
+        monetary_value,
+        period_length=LIFETIMES_WEEKS_PER_MONTH,
+        months=12,
+        monthly_discount_rate=0.01,
+    )
+    theirs = their_gg.customer_lifetime_value(their_bg, *as_series, cdnow["monetary_value_cal"], time=12, discount_rate=0.01, freq="W")
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
     assert ours.sum() > 0
 
@@ -121,8 +141,7 @@ def test_holdout_repeat_purchases_match_the_published_forecast(cdnow, record_pro
     actual = cdnow["frequency_holdout"].to_numpy()
     rmse = float(np.sqrt(np.mean((predicted - actual) ** 2)))
     record_property("holdout_rmse_purchases", rmse)
-    print(f"CDNOW weeks 40-78: predicted {predicted.sum():.1f} repeat purchases, actual {actual.sum():.0f}, "
-          f"RMSE per customer {rmse:.3f}")
+    print(f"CDNOW weeks 40-78: predicted {predicted.sum():.1f} repeat purchases, actual {actual.sum():.0f}, RMSE per customer {rmse:.3f}")
 
     assert predicted.sum() == pytest.approx(1653.4, rel=0.01)  # the paper's 1,653 against 1,882 actual
     assert actual.sum() == 1882
@@ -143,9 +162,12 @@ def test_mbg_nbd_fit_and_predictions_equal_lifetimes_modified_beta_geo_fitter(cd
     as_series = (cdnow["frequency_cal"], cdnow["recency_cal"], cdnow["T_cal"])
     np.testing.assert_allclose(
         at_theirs.expected_purchases(HOLDOUT_WEEKS, frequency, recency, T),
-        theirs.conditional_expected_number_of_purchases_up_to_time(HOLDOUT_WEEKS, *as_series), rtol=1e-6)
-    np.testing.assert_allclose(at_theirs.probability_alive(frequency, recency, T),
-                               theirs.conditional_probability_alive(frequency, recency, T), rtol=1e-6)
+        theirs.conditional_expected_number_of_purchases_up_to_time(HOLDOUT_WEEKS, *as_series),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        at_theirs.probability_alive(frequency, recency, T), theirs.conditional_probability_alive(frequency, recency, T), rtol=1e-6
+    )
     # Unlike BG/NBD, a customer without a repeat purchase may have left: P(alive) < 1 for them.
     assert (at_theirs.probability_alive(frequency, recency, T)[frequency == 0] < 1).all()
     assert PURCHASE_MODELS["mbgnbd"] is ModifiedBetaGeoModel and PURCHASE_MODELS["bgnbd"] is BetaGeoModel
@@ -161,8 +183,10 @@ def test_cdnow_holdout_forecast_of_each_purchase_model(cdnow, model, record_prop
     actual = cdnow["frequency_holdout"].to_numpy()
     rmse = float(np.sqrt(np.mean((predicted - actual) ** 2)))
     record_property(f"{model}_holdout", (round(float(predicted.sum()), 1), round(rmse, 4)))
-    print(f"{model}: {fitted.params_}; weeks 40-78 predicted {predicted.sum():.1f} against {actual.sum():.0f} "
-          f"actual ({predicted.sum() / actual.sum() - 1:+.1%}), RMSE per customer {rmse:.3f}")
+    print(
+        f"{model}: {fitted.params_}; weeks 40-78 predicted {predicted.sum():.1f} against {actual.sum():.0f} "
+        f"actual ({predicted.sum() / actual.sum() - 1:+.1%}), RMSE per customer {rmse:.3f}"
+    )
 
     assert 0.8 * actual.sum() < predicted.sum() < 1.1 * actual.sum()
     assert rmse < 1.7
@@ -175,15 +199,22 @@ def test_fit_in_days_equals_fit_in_weeks_with_alpha_scaled(cdnow, cdnow_days):
     assert in_days.params_.alpha == pytest.approx(7 * in_weeks.params_.alpha, rel=1e-3)
     for name in ("r", "a", "b"):
         assert getattr(in_days.params_, name) == pytest.approx(getattr(in_weeks.params_, name), rel=1e-3), name
-    np.testing.assert_allclose(in_days.expected_purchases(7 * HOLDOUT_WEEKS, *history(cdnow_days)),
-                               in_weeks.expected_purchases(HOLDOUT_WEEKS, *history(cdnow)), rtol=1e-4)
+    np.testing.assert_allclose(
+        in_days.expected_purchases(7 * HOLDOUT_WEEKS, *history(cdnow_days)),
+        in_weeks.expected_purchases(HOLDOUT_WEEKS, *history(cdnow)),
+        rtol=1e-4,
+    )
     gamma_gamma = GammaGammaModel().fit(cdnow["frequency_cal"], cdnow["monetary_value_cal"])
     monetary_value = cdnow["monetary_value_cal"].to_numpy()
     np.testing.assert_allclose(
-        customer_lifetime_value(in_days, gamma_gamma, *history(cdnow_days), monetary_value,
-                                period_length=DAYS_PER_MONTH, monthly_discount_rate=0.01),
-        customer_lifetime_value(in_weeks, gamma_gamma, *history(cdnow), monetary_value,
-                                period_length=DAYS_PER_MONTH / 7, monthly_discount_rate=0.01), rtol=1e-4)
+        customer_lifetime_value(
+            in_days, gamma_gamma, *history(cdnow_days), monetary_value, period_length=DAYS_PER_MONTH, monthly_discount_rate=0.01
+        ),
+        customer_lifetime_value(
+            in_weeks, gamma_gamma, *history(cdnow), monetary_value, period_length=DAYS_PER_MONTH / 7, monthly_discount_rate=0.01
+        ),
+        rtol=1e-4,
+    )
 
 
 def test_fit_on_collapsed_rows_with_weights_equals_fit_on_every_row(cdnow):
@@ -209,8 +240,8 @@ def test_time_to_next_purchase_and_no_purchase_probability_match_simulated_waits
     assert np.isnan(waits[alive <= 0.3]).all() and (alive <= 0.3).any()
     reachable = alive > 0.3
     np.testing.assert_allclose(
-        beta_geo.probability_no_purchase(waits[reachable], *(column[reachable] for column in (frequency, recency, T))),
-        0.7, rtol=1e-9)
+        beta_geo.probability_no_purchase(waits[reachable], *(column[reachable] for column in (frequency, recency, T))), 0.7, rtol=1e-9
+    )
     rng = np.random.default_rng(5)
     for customer in range(len(frequency)):
         rate = rng.gamma(r + frequency[customer], 1 / (alpha + T[customer]), 200_000)
@@ -226,8 +257,9 @@ CDNOW_LIKE = (BetaGeoParams(r=0.24, alpha=31.0, a=0.79, b=2.43), GammaGammaParam
 FREQUENT_BUYERS = (BetaGeoParams(r=2.0, alpha=60.0, a=0.5, b=12.0), GammaGammaParams(p=6.25, q=3.74, v=15.44))
 
 
-def simulate_customers(seed: int, customers: int, bg: BetaGeoParams, gg: GammaGammaParams,
-                       calibration_days: float, horizon_days: float) -> dict[str, np.ndarray]:
+def simulate_customers(
+    seed: int, customers: int, bg: BetaGeoParams, gg: GammaGammaParams, calibration_days: float, horizon_days: float
+) -> dict[str, np.ndarray]:
     """Histories (x, t_x, T in days, m) at the end of calibration and the true value of the next horizon."""
     rng = np.random.default_rng(seed)
     rate = rng.gamma(bg.r, 1 / bg.alpha, customers)
@@ -258,25 +290,31 @@ def simulate_customers(seed: int, customers: int, bg: BetaGeoParams, gg: GammaGa
 
 
 def fitted_models(customers: dict[str, np.ndarray]) -> tuple[BetaGeoModel, GammaGammaModel]:
-    return (BetaGeoModel().fit(customers["frequency"], customers["recency"], customers["T"]),
-            GammaGammaModel().fit(customers["frequency"], customers["monetary_value"]))
+    return (
+        BetaGeoModel().fit(customers["frequency"], customers["recency"], customers["T"]),
+        GammaGammaModel().fit(customers["frequency"], customers["monetary_value"]),
+    )
 
 
 def histories(customers: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return tuple(customers[name] for name in ("frequency", "recency", "T", "monetary_value"))
 
 
-@pytest.mark.parametrize("population, coverage_range", [
-    # Most of these customers buy nothing in the year (an atom at 0; see lifetime._interval).
-    pytest.param(CDNOW_LIKE, (0.70, 0.90), id="cdnow-like"),
-    pytest.param(FREQUENT_BUYERS, (0.70, 0.90), id="frequent-buyers"),
-])
+@pytest.mark.parametrize(
+    "population, coverage_range",
+    [
+        # Most of these customers buy nothing in the year (an atom at 0; see lifetime._interval).
+        pytest.param(CDNOW_LIKE, (0.70, 0.90), id="cdnow-like"),
+        pytest.param(FREQUENT_BUYERS, (0.70, 0.90), id="frequent-buyers"),
+    ],
+)
 def test_clv_interval_covers_the_true_value_as_often_as_it_should(population, coverage_range):
     customers = simulate_customers(1, 4000, *population, calibration_days=273, horizon_days=12 * DAYS_PER_MONTH)
     beta_geo, gamma_gamma = fitted_models(customers)
 
-    low, high = customer_lifetime_value_interval(beta_geo, gamma_gamma, *histories(customers),
-                                                 period_length=DAYS_PER_MONTH, level=0.8, seed=3)
+    low, high = customer_lifetime_value_interval(
+        beta_geo, gamma_gamma, *histories(customers), period_length=DAYS_PER_MONTH, level=0.8, seed=3
+    )
 
     truth = customers["value"]
     coverage = np.mean((low <= truth) & (truth <= high))
@@ -284,8 +322,7 @@ def test_clv_interval_covers_the_true_value_as_often_as_it_should(population, co
     assert coverage_range[0] <= coverage <= coverage_range[1]
     # Misses are where the model expects them: judged by fresh draws of the same model, the same share of
     # customers' values lie inside and above these intervals as of the true values.
-    draws = lifetime._simulated_value(np.random.default_rng(4), beta_geo, gamma_gamma, *histories(customers),
-                                      12 * DAYS_PER_MONTH, 200)
+    draws = lifetime._simulated_value(np.random.default_rng(4), beta_geo, gamma_gamma, *histories(customers), 12 * DAYS_PER_MONTH, 200)
     expected = np.mean((low[:, None] <= draws) & (draws <= high[:, None]))
     assert np.mean(truth > high) == pytest.approx(np.mean(draws > high[:, None]), abs=0.025)
     assert np.mean(truth < low) <= 0.10 + 0.025
@@ -296,8 +333,7 @@ def test_simulated_value_averages_to_the_point_clv():
     customers = simulate_customers(2, 2000, *CDNOW_LIKE, calibration_days=273, horizon_days=12 * DAYS_PER_MONTH)
     beta_geo, gamma_gamma = fitted_models(customers)
 
-    draws = lifetime._simulated_value(np.random.default_rng(0), beta_geo, gamma_gamma, *histories(customers),
-                                      12 * DAYS_PER_MONTH, 1000)
+    draws = lifetime._simulated_value(np.random.default_rng(0), beta_geo, gamma_gamma, *histories(customers), 12 * DAYS_PER_MONTH, 1000)
     point = customer_lifetime_value(beta_geo, gamma_gamma, *histories(customers), period_length=DAYS_PER_MONTH)
 
     assert draws.mean(axis=1).sum() == pytest.approx(point.sum(), rel=0.01)
@@ -329,21 +365,31 @@ def test_clv_interval_is_reproducible_blockwise_and_scaled_by_margin_and_discoun
     columns = histories(customers)
 
     def interval(*columns, seed=11, margin=1.0, monthly_discount_rate=0.008):
-        return customer_lifetime_value_interval(beta_geo, gamma_gamma, *columns, period_length=DAYS_PER_MONTH,
-                                                seed=seed, margin=margin, monthly_discount_rate=monthly_discount_rate,
-                                                draws=50)
+        return customer_lifetime_value_interval(
+            beta_geo,
+            gamma_gamma,
+            *columns,
+            period_length=DAYS_PER_MONTH,
+            seed=seed,
+            margin=margin,
+            monthly_discount_rate=monthly_discount_rate,
+            draws=50,
+        )
 
     low, high = interval(*columns)
     block = lifetime.SIMULATION_BLOCK
     np.testing.assert_array_equal(interval(*columns), (low, high))
-    np.testing.assert_array_equal(interval(*(column[:block] for column in columns)),
-                                  (low[:block], high[:block]))  # a block's rows do not see the others
+    np.testing.assert_array_equal(
+        interval(*(column[:block] for column in columns)), (low[:block], high[:block])
+    )  # a block's rows do not see the others
     assert not np.array_equal(interval(*columns, seed=12)[1], high)
     assert np.all(low <= high) and np.all(low >= 0)
     np.testing.assert_allclose(interval(*columns, margin=0.3), (0.3 * low, 0.3 * high), rtol=1e-12)
     # Discounting scales each customer's draws by its discounted / undiscounted point CLV.
-    point = {rate: customer_lifetime_value(beta_geo, gamma_gamma, *columns, period_length=DAYS_PER_MONTH,
-                                           monthly_discount_rate=rate) for rate in (0.0, 0.008)}
+    point = {
+        rate: customer_lifetime_value(beta_geo, gamma_gamma, *columns, period_length=DAYS_PER_MONTH, monthly_discount_rate=rate)
+        for rate in (0.0, 0.008)
+    }
     ratio = point[0.008] / point[0.0]
     assert np.all(ratio < 1)
     undiscounted_low, undiscounted_high = interval(*columns, monthly_discount_rate=0.0)
@@ -358,8 +404,8 @@ def test_bad_input_errors_name_the_argument_and_the_rows():
 
     fit = BetaGeoModel().fit
     assert error(fit, [1, 2, 0, 3, 1], [5, 12, 0, 9, 11], [10, 10, 10, 10, 10]) == (
-        "BetaGeoModel.fit: recency greater than T (recency is the age at the last repeat purchase, "
-        "at most the age T) in 2 of 5 rows")
+        "BetaGeoModel.fit: recency greater than T (recency is the age at the last repeat purchase, at most the age T) in 2 of 5 rows"
+    )
     assert "T negative in 1 of 2 rows" in error(fit, [0, 0], [0, 0], [3, -1])
     assert "frequency not a whole number" in error(fit, [1.5, 0], [1, 0], [3, 3])
     assert "recency nonzero where frequency is 0" in error(fit, [0, 1], [2, 1], [3, 3])
@@ -368,19 +414,20 @@ def test_bad_input_errors_name_the_argument_and_the_rows():
     assert "no customer has a repeat purchase" in error(fit, [0, 0], [0, 0], [3, 3])
 
     beta_geo = BetaGeoModel(BetaGeoParams(r=0.24, alpha=4.4, a=0.79, b=2.4))
-    assert "t must be a scalar or have one row per customer (2)" in error(
-        beta_geo.expected_purchases, [1, 2, 3], [0, 1], [0, 1], [3, 3])
+    assert "t must be a scalar or have one row per customer (2)" in error(beta_geo.expected_purchases, [1, 2, 3], [0, 1], [0, 1], [3, 3])
     assert "t negative or not finite" in error(beta_geo.expected_purchases, -1, [0], [0], [3])
     assert "t negative or not finite" in error(beta_geo.probability_no_purchase, np.nan, [0], [0], [3])
     assert "probability must be in (0, 1)" in error(beta_geo.time_to_next_purchase, [0], [0], [3], probability=1)
 
     assert "no customer has a repeat purchase" in error(GammaGammaModel().fit, [0, 0], [0, 0])
     assert "monetary_value zero for a repeat buyer (the model needs m > 0) in 1 of 3 rows" in error(
-        GammaGammaModel().fit, [1, 2, 0], [0, 5, 0], None)
+        GammaGammaModel().fit, [1, 2, 0], [0, 5, 0], None
+    )
     assert "monetary_value negative in 1 of 2 rows" in error(GammaGammaModel().fit, [1, 2], [-3, 5])
     gamma_gamma = GammaGammaModel(GammaGammaParams(p=6, q=3.7, v=15))
     assert "period_length (one month in the time unit of T) must be > 0" in error(
-        customer_lifetime_value, beta_geo, gamma_gamma, [1], [1], [3], [10], period_length=0)
+        customer_lifetime_value, beta_geo, gamma_gamma, [1], [1], [3], [10], period_length=0
+    )
 
     with pytest.raises(ValueError, match=r"q = 0.8 <= 1"):
         GammaGammaModel(GammaGammaParams(p=6, q=0.8, v=15)).expected_order_value([1], [10])
@@ -391,12 +438,17 @@ def test_bad_input_errors_name_the_argument_and_the_rows():
 def test_a_fit_that_does_not_converge_names_the_model_and_the_optimizer_message(cdnow, monkeypatch):
     from scipy.optimize import OptimizeResult
 
-    monkeypatch.setattr(lifetime, "minimize", lambda *args, **kwargs: OptimizeResult(
-        x=np.zeros(4), jac=np.full(4, 0.5), success=False, nit=1000,
-        message="STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"))
+    monkeypatch.setattr(
+        lifetime,
+        "minimize",
+        lambda *args, **kwargs: OptimizeResult(
+            x=np.zeros(4), jac=np.full(4, 0.5), success=False, nit=1000, message="STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+        ),
+    )
 
-    with pytest.raises(ConvergenceError, match="BetaGeoModel.fit did not converge after 1000 iterations: "
-                                               "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"):
+    with pytest.raises(
+        ConvergenceError, match="BetaGeoModel.fit did not converge after 1000 iterations: STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+    ):
         BetaGeoModel().fit(*history(cdnow))
 
 
@@ -462,10 +514,22 @@ BG_NBD_POINTS = {
 }
 #: Edge histories (x, t_x, T in weeks): no repeat purchase (T from 0 to 10^4), a repeat purchase right now
 #: (t_x = T) and right at the start, very many purchases (x up to 20,000), long silence after many purchases.
-EDGE_HISTORIES = np.array([
-    (0, 0, 0), (0, 0, 1e-6), (0, 0, 38), (0, 0, 1e4), (1, 38, 38), (1, 1e-9, 38), (2, 0.5, 1e4),
-    (500, 50, 52), (500, 52, 52), (20_000, 700, 730), (40, 1, 300),
-], dtype=float).T
+EDGE_HISTORIES = np.array(
+    [
+        (0, 0, 0),
+        (0, 0, 1e-6),
+        (0, 0, 38),
+        (0, 0, 1e4),
+        (1, 38, 38),
+        (1, 1e-9, 38),
+        (2, 0.5, 1e4),
+        (500, 50, 52),
+        (500, 52, 52),
+        (20_000, 700, 730),
+        (40, 1, 300),
+    ],
+    dtype=float,
+).T
 #: Gamma-Gamma parameter points (p, q, v in dollars): the published CDNOW fit, tiny, large.
 GAMMA_GAMMA_POINTS = {"published": (6.25, 3.74, 15.44), "tiny": (0.01, 0.05, 0.02), "large": (500.0, 1000.0, 1e5)}
 #: Edge (x, m_x in dollars): one repeat order, many, cents and millions.
@@ -477,8 +541,11 @@ def fast_bg_nbd_log_likelihood(model: type[BetaGeoModel], params: tuple, frequen
     log_params = np.log(params)
     each = np.empty(len(frequency))
     for customer in range(len(frequency)):
-        fixed, rows = lifetime._bg_nbd_rows(model.first_purchase_dropout, *(
-            np.asarray(column, dtype=float)[customer:customer + 1] for column in (frequency, recency, T)), np.ones(1))
+        fixed, rows = lifetime._bg_nbd_rows(
+            model.first_purchase_dropout,
+            *(np.asarray(column, dtype=float)[customer : customer + 1] for column in (frequency, recency, T)),
+            np.ones(1),
+        )
         each[customer] = -lifetime._bg_nbd_negative_log_likelihood(log_params, *fixed, rows)[0]
     return each
 
@@ -491,15 +558,19 @@ def fast_bg_nbd_mean(model: type[BetaGeoModel], params: tuple, frequency, recenc
 
 
 def fast_gamma_gamma_log_likelihood(params: tuple, frequency, monetary_value) -> np.ndarray:
-    return np.array([-lifetime._gamma_gamma_negative_log_likelihood(
-        np.log(params), *lifetime._gamma_gamma_rows(np.array([x]), np.array([m]), np.ones(1)))[0]
-        for x, m in zip(frequency, monetary_value)])
+    return np.array(
+        [
+            -lifetime._gamma_gamma_negative_log_likelihood(
+                np.log(params), *lifetime._gamma_gamma_rows(np.array([x]), np.array([m]), np.ones(1))
+            )[0]
+            for x, m in zip(frequency, monetary_value)
+        ]
+    )
 
 
 def central_difference(function, point: np.ndarray, step: float = 1e-5) -> np.ndarray:
     """d function / d point_i by central differences (truncation ~ step^2, rounding ~ 1e-16 / step)."""
-    return np.array([(function(point + step * unit) - function(point - step * unit)) / (2 * step)
-                     for unit in np.eye(len(point))])
+    return np.array([(function(point + step * unit) - function(point - step * unit)) / (2 * step) for unit in np.eye(len(point))])
 
 
 PAPER_BG_NBD = {BetaGeoModel: paper.bg_nbd_log_likelihood, ModifiedBetaGeoModel: paper.mbg_nbd_log_likelihood}
@@ -513,8 +584,7 @@ def without_concentration_penalty(monkeypatch):
 
 @pytest.mark.parametrize("model", [BetaGeoModel, ModifiedBetaGeoModel], ids=["bgnbd", "mbgnbd"])
 @pytest.mark.parametrize("point", sorted(BG_NBD_POINTS))
-def test_bg_nbd_likelihood_equals_the_paper_form_per_customer_and_summed(cdnow, model, point,
-                                                                           without_concentration_penalty):
+def test_bg_nbd_likelihood_equals_the_paper_form_per_customer_and_summed(cdnow, model, point, without_concentration_penalty):
     params = BG_NBD_POINTS[point]
     frequency, recency, T = history(cdnow)
 
@@ -536,8 +606,9 @@ def test_bg_nbd_likelihood_gradient_equals_the_paper_forms_slope(cdnow, model, p
 
     _, gradient = fast_bg_nbd_mean(model, BG_NBD_POINTS[point], frequency, recency, T)
 
-    slope = central_difference(lambda log_params: PAPER_BG_NBD[model](*np.exp(log_params), frequency, recency, T).mean(),
-                               np.log(BG_NBD_POINTS[point]))
+    slope = central_difference(
+        lambda log_params: PAPER_BG_NBD[model](*np.exp(log_params), frequency, recency, T).mean(), np.log(BG_NBD_POINTS[point])
+    )
     np.testing.assert_allclose(gradient, slope, rtol=1e-6, atol=1e-9)
 
 
@@ -547,8 +618,12 @@ def test_bg_nbd_fit_is_the_paper_forms_maximum_and_the_published_one(cdnow):
 
     fitted = np.array(astuple(BetaGeoModel().fit(frequency, recency, T).params_))
 
-    paper_maximum = minimize(lambda log_params: -paper.bg_nbd_log_likelihood(*np.exp(log_params), frequency, recency, T).sum(),
-                             np.zeros(4), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
+    paper_maximum = minimize(
+        lambda log_params: -paper.bg_nbd_log_likelihood(*np.exp(log_params), frequency, recency, T).sum(),
+        np.zeros(4),
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000},
+    )
     assert paper_maximum.success
     np.testing.assert_allclose(fitted, np.exp(paper_maximum.x), rtol=1e-5)
     np.testing.assert_array_equal(np.round(fitted, 3), [0.243, 4.414, 0.793, 2.426])
@@ -561,8 +636,12 @@ def test_probability_alive_and_expected_purchases_equal_the_paper_forms(cdnow, p
     beta_geo = BetaGeoModel(BetaGeoParams(*params))
     frequency, recency, T = (np.concatenate([column, edge]) for column, edge in zip(history(cdnow), EDGE_HISTORIES))
 
-    np.testing.assert_allclose(beta_geo.probability_alive(frequency, recency, T),
-                               paper.bg_nbd_probability_alive(*params, frequency, recency, T), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        beta_geo.probability_alive(frequency, recency, T),
+        paper.bg_nbd_probability_alive(*params, frequency, recency, T),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     with np.errstate(all="ignore"):
         expected = paper.bg_nbd_expected_purchases(HOLDOUT_WEEKS, *params, frequency, recency, T)
     # Eq. (10) as printed cannot be evaluated where 2F1 overflows (x = 20,000): compared where it can.
@@ -575,23 +654,25 @@ def test_probability_alive_and_expected_purchases_equal_the_paper_forms(cdnow, p
     np.testing.assert_allclose(ours[printable], expected[printable], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="_log_hyp2f1 takes the log of 2F1, which is negative when a + b + x - 1 < 0 "
-                                       "(x = 0 and a + b < 1): NaN where eq. (10) is finite")
+@pytest.mark.xfail(
+    strict=True,
+    reason="_log_hyp2f1 takes the log of 2F1, which is negative when a + b + x - 1 < 0 (x = 0 and a + b < 1): NaN where eq. (10) is finite",
+)
 def test_expected_purchases_where_the_hypergeometric_term_is_negative():
     params = BG_NBD_POINTS["tiny"]
 
     ours = BetaGeoModel(BetaGeoParams(*params)).expected_purchases(HOLDOUT_WEEKS, [0, 0], [0, 0], [0, 1e-6])
 
-    np.testing.assert_allclose(ours, paper.bg_nbd_expected_purchases(HOLDOUT_WEEKS, *params, [0, 0], [0, 0], [0, 1e-6]),
-                               rtol=1e-9)
+    np.testing.assert_allclose(ours, paper.bg_nbd_expected_purchases(HOLDOUT_WEEKS, *params, [0, 0], [0, 0], [0, 1e-6]), rtol=1e-9)
 
 
 @pytest.mark.parametrize("point", sorted(GAMMA_GAMMA_POINTS))
 def test_gamma_gamma_likelihood_equals_the_paper_form_per_customer_and_summed(cdnow, point):
     params = GAMMA_GAMMA_POINTS[point]
     repeat = cdnow[cdnow["frequency_cal"] > 0]
-    frequency, monetary_value = (np.concatenate([repeat[name].to_numpy(), edge])
-                                 for name, edge in zip(["frequency_cal", "monetary_value_cal"], EDGE_ORDER_VALUES))
+    frequency, monetary_value = (
+        np.concatenate([repeat[name].to_numpy(), edge]) for name, edge in zip(["frequency_cal", "monetary_value_cal"], EDGE_ORDER_VALUES)
+    )
 
     each = fast_gamma_gamma_log_likelihood(params, frequency, monetary_value)
 
@@ -606,8 +687,12 @@ def test_gamma_gamma_likelihood_equals_the_paper_form_per_customer_and_summed(cd
 
     np.testing.assert_allclose(gradient, central_difference(paper_mean, np.log(params)), rtol=1e-6, atol=1e-9)
     # Differences of differences: a step of 1e-3 balances truncation and rounding (1e-6 relative here).
-    np.testing.assert_allclose(hessian, central_difference(
-        lambda log_params: central_difference(paper_mean, log_params, 1e-3), np.log(params), 1e-3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        hessian,
+        central_difference(lambda log_params: central_difference(paper_mean, log_params, 1e-3), np.log(params), 1e-3),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_gamma_gamma_fit_is_the_paper_forms_maximum_and_the_published_one(cdnow):
@@ -617,11 +702,17 @@ def test_gamma_gamma_fit_is_the_paper_forms_maximum_and_the_published_one(cdnow)
 
     fitted = np.array(astuple(GammaGammaModel().fit(frequency, monetary_value).params_))
 
-    paper_maximum = minimize(lambda log_params: -paper.gamma_gamma_log_likelihood(*np.exp(log_params), frequency,
-                                                                                   monetary_value).sum(),
-                             np.zeros(3), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
+    paper_maximum = minimize(
+        lambda log_params: -paper.gamma_gamma_log_likelihood(*np.exp(log_params), frequency, monetary_value).sum(),
+        np.zeros(3),
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000},
+    )
     assert paper_maximum.success
     np.testing.assert_allclose(fitted, np.exp(paper_maximum.x), rtol=1e-5)
     np.testing.assert_array_equal(np.round(fitted, 2), [6.25, 3.74, 15.44])
-    np.testing.assert_allclose(GammaGammaModel(GammaGammaParams(*fitted)).expected_order_value(frequency, monetary_value),
-                               paper.gamma_gamma_expected_order_value(*fitted, frequency, monetary_value), rtol=1e-12)
+    np.testing.assert_allclose(
+        GammaGammaModel(GammaGammaParams(*fitted)).expected_order_value(frequency, monetary_value),
+        paper.gamma_gamma_expected_order_value(*fitted, frequency, monetary_value),
+        rtol=1e-12,
+    )

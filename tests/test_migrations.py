@@ -1,5 +1,6 @@
 """The CRM schema's migrations: they build exactly the tables the code writes, undo cleanly, and adopt a
 database that shop-crm wrote before it had migrations, rows included."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,9 +31,9 @@ def empty_crm(request, tmp_path):
 
 def differences(url: str, schema: str | None) -> list:
     with sa.create_engine(url).connect() as connection:
-        context = MigrationContext.configure(connection, opts={
-            "version_table": migrate.VERSION_TABLE, "version_table_schema": schema,
-            "include_name": migrate.is_crm_object})
+        context = MigrationContext.configure(
+            connection, opts={"version_table": migrate.VERSION_TABLE, "version_table_schema": schema, "include_name": migrate.is_crm_object}
+        )
         return compare_metadata(context, database_metadata(schema))
 
 
@@ -72,31 +73,55 @@ def test_a_database_written_before_migrations_keeps_its_rows_and_starts_its_hist
     for name, (comment, elements) in _baseline_tables().items():
         if name != "customer_scores":
             sa.Table(name, old, *elements(), comment=comment)
-    sa.Table("customer_scores", old, sa.Column("customer_id", sa.BigInteger, primary_key=True),
-             sa.Column("churn_probability", sa.Float, nullable=False))
+    sa.Table(
+        "customer_scores",
+        old,
+        sa.Column("customer_id", sa.BigInteger, primary_key=True),
+        sa.Column("churn_probability", sa.Float, nullable=False),
+    )
     day = date(2026, 11, 26)
     with engine.begin() as connection:
         connection.execute(sa.text("CREATE SCHEMA crm"))
         old.create_all(connection)
-        connection.execute(old.tables["crm.pipeline_runs"].insert(), [{
-            "run_id": "manual__2026-11-26", "stage": "extract", "try_number": 1, "dag_id": "crm_nightly",
-            "run_date": day, "state": "success", "started_at": datetime(2026, 11, 27, 2)}])
-        connection.execute(old.tables["crm.customer_segments"].insert(), [{
-            "customer_id": 7, "frequency": 3, "monetary": 30, "segment": "Loyal", "changed_at": date(2026, 9, 1),
-            "as_of": day, "run_id": "manual__2026-11-26"}])
+        connection.execute(
+            old.tables["crm.pipeline_runs"].insert(),
+            [
+                {
+                    "run_id": "manual__2026-11-26",
+                    "stage": "extract",
+                    "try_number": 1,
+                    "dag_id": "crm_nightly",
+                    "run_date": day,
+                    "state": "success",
+                    "started_at": datetime(2026, 11, 27, 2),
+                }
+            ],
+        )
+        connection.execute(
+            old.tables["crm.customer_segments"].insert(),
+            [
+                {
+                    "customer_id": 7,
+                    "frequency": 3,
+                    "monetary": 30,
+                    "segment": "Loyal",
+                    "changed_at": date(2026, 9, 1),
+                    "as_of": day,
+                    "run_id": "manual__2026-11-26",
+                }
+            ],
+        )
         connection.execute(old.tables["crm.customer_scores"].insert(), [{"customer_id": 7, "churn_probability": 0.2}])
 
     migrate.ensure_current(url, schema)
 
     assert differences(url, schema) == []
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT run_id, stage FROM crm.pipeline_runs")).all() == [
-            ("manual__2026-11-26", "extract")]
-        assert connection.execute(sa.text("SELECT customer_id, segment FROM crm.customer_segments")).all() == [
-            (7, "Loyal")]
-        assert connection.execute(sa.text(
-            f"SELECT customer_id, segment, valid_from, valid_to FROM crm.{SEGMENT_HISTORY}")).all() == [
-            (7, "Loyal", date(2026, 9, 1), None)]
+        assert connection.execute(sa.text("SELECT run_id, stage FROM crm.pipeline_runs")).all() == [("manual__2026-11-26", "extract")]
+        assert connection.execute(sa.text("SELECT customer_id, segment FROM crm.customer_segments")).all() == [(7, "Loyal")]
+        assert connection.execute(sa.text(f"SELECT customer_id, segment, valid_from, valid_to FROM crm.{SEGMENT_HISTORY}")).all() == [
+            (7, "Loyal", date(2026, 9, 1), None)
+        ]
         assert connection.execute(sa.text("SELECT count(*) FROM crm.customer_scores")).scalar_one() == 0
 
 
@@ -113,7 +138,7 @@ def test_a_run_log_of_another_layout_is_an_error_that_says_what_to_do(tmp_path):
 def test_the_upgrade_sql_can_be_printed_for_review_without_a_database():
     sql = migrate.upgrade_sql("postgresql://reviewer@nowhere.invalid/crm", "crm")
     assert "CREATE TABLE crm.customer_segments" in sql
-    assert "CREATE VIEW \"crm\".customer_overview" in sql
+    assert 'CREATE VIEW "crm".customer_overview' in sql
     assert "COMMENT ON COLUMN crm.customer_scores.churn_probability" in sql
     assert f"INSERT INTO crm.{migrate.VERSION_TABLE}" in sql or f"UPDATE crm.{migrate.VERSION_TABLE}" in sql
 

@@ -6,6 +6,7 @@ Three runs of the same 500-customer shop (same seed) go at once, each in its own
 - PostgreSQL shop, `crm run --date` (Airflow's dag.test), CRM tables in PostgreSQL schema `crm`;
 - MariaDB shop, `crm run --date`, CRM tables in PostgreSQL too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,7 @@ RUN_DATE = date(2026, 11, 26)
 
 def night_tasks() -> tuple[str, ...]:
     """The DAG's task ids in an order that keeps its dependencies, without the Spark server's setup and teardown."""
-    return tuple(task.task_id for task in nightly_dag().task_group.topological_sort()
-                 if task.task_id not in ("spark_up", "spark_down"))
+    return tuple(task.task_id for task in nightly_dag().task_group.topological_sort() if task.task_id not in ("spark_up", "spark_down"))
 
 
 def crm_env(data_dir: Path, shop_url: str | None = None, db_url: str | None = None) -> dict[str, str]:
@@ -55,8 +55,7 @@ def crm_env(data_dir: Path, shop_url: str | None = None, db_url: str | None = No
 
 
 def generate(env: dict[str, str]) -> None:
-    run_crm("generate-shop", "--customers", str(CUSTOMERS), "--seed", str(SEED),
-            "--end-date", RUN_DATE.isoformat(), env=env)
+    run_crm("generate-shop", "--customers", str(CUSTOMERS), "--seed", str(SEED), "--end-date", RUN_DATE.isoformat(), env=env)
 
 
 def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
@@ -67,17 +66,21 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
     # Without the session's shared server: this night starts and stops its own, as the DAG does in production.
     full_env = {key: value for key, value in {**os.environ, **env}.items() if key != "CRM__SPARK__REMOTE"}
     settings = load_config(environ=full_env)
-    airflow_env = {**full_env, **airflow_environment(settings),
-                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    airflow_env = {**full_env, **airflow_environment(settings), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     Path(airflow_env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env, stdout=out,
-                       stderr=subprocess.STDOUT, check=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env, stdout=out, stderr=subprocess.STDOUT, check=True, cwd=REPO
+        )
+
         def run_task(task: str) -> None:
             result = subprocess.run(
-                [sys.executable, "-m", "airflow", "tasks", "test", "crm_nightly", task,
-                 logical_date_for(RUN_DATE).isoformat()],
-                env=airflow_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, timeout=NIGHT_TIMEOUT_S,
+                [sys.executable, "-m", "airflow", "tasks", "test", "crm_nightly", task, logical_date_for(RUN_DATE).isoformat()],
+                env=airflow_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                timeout=NIGHT_TIMEOUT_S,
             )
             if result.returncode != 0:
                 raise AssertionError(f"task {task} failed; see {log}")
@@ -212,8 +215,9 @@ def test_browsing_events_land_once_and_each_session_is_attributed_to_whoever_log
         good = facts["written"] - facts["duplicates"] - facts["bad"]["unknown_event_type"]
         assert silver.count() == silver.select("event_id").distinct().count() == good, kind
         sessions = pq.read_table(Path(run["CRM_DATA_DIR"]) / "truth" / "event_sessions.parquet").to_pandas()
-        owners = spark.createDataFrame(sessions[["session_id", "customer_id", "logged_in"]].rename(
-            columns={"customer_id": "owner"}).astype({"owner": "float64"}))
+        owners = spark.createDataFrame(
+            sessions[["session_id", "customer_id", "logged_in"]].rename(columns={"customer_id": "owner"}).astype({"owner": "float64"})
+        )
         events = silver.join(owners, "session_id")
         assert events.count() == good, kind  # every session is in the truth
         logged_in = events.where("logged_in")
@@ -274,14 +278,14 @@ def test_export_matches_its_manifest_and_latest_points_at_it(nightly_runs):
     from jobs.export import SCHEMA_VERSION
 
     assert manifest["run_date"] == RUN_DATE.isoformat() and manifest["schema_version"] == SCHEMA_VERSION
-    datasets = ("customer_segments", "customer_scores", "campaign_audiences", "coupon_offers", "recommendations",
-                "customer_activity")
+    datasets = ("customer_segments", "customer_scores", "campaign_audiences", "coupon_offers", "recommendations", "customer_activity")
     campaigns = sorted({row["campaign"] for row in crm_rows(nightly_runs["sqlite"], "campaign_audiences", "campaign")})
     assert campaigns, "no campaign qualified anyone on the test shop"
     assert sorted(manifest["files"]) == sorted(
         [f"{dataset}.{kind}" for dataset in datasets for kind in ("csv", "parquet")]
         + [f"campaigns/{campaign}.{kind}" for campaign in campaigns for kind in ("csv", "parquet")]
-        + [f"schemas/{name}.schema.json" for name in ("manifest", *datasets)])
+        + [f"schemas/{name}.schema.json" for name in ("manifest", *datasets)]
+    )
     on_disk = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
     assert on_disk == {*manifest["files"], "manifest.json", "_SUCCESS"}
     for name, entry in manifest["files"].items():
@@ -330,7 +334,8 @@ def test_each_campaign_goes_from_its_yaml_to_its_export_file(nightly_runs, spark
             exported = list(csv_module.DictReader(handle))
         assert {int(row["customer_id"]) for row in exported} == treatment, campaign.name
         assert {(row["audience_group"], row["channel"], row["offer"]) for row in exported} <= {
-            ("treatment", campaign.channel, campaign.offer or "")}
+            ("treatment", campaign.channel, campaign.offer or "")
+        }
     assert {row["audience_group"] for row in rows} >= {"treatment", "suppressed"}
 
 
@@ -366,17 +371,24 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
     lake = Lake(spark, settings.lake_dir)
     export_file = settings.exports_dir / RUN_DATE.isoformat() / "customer_segments.csv"
     history = {"customer_segment_history": "customer_id, valid_from", "segment_summary_history": "as_of, segment"}
-    before = {"crm": crm_segments(run), "scores": crm_rows(run, "customer_scores"), "export": export_file.read_text(),
-              "lake": {table: lake.read(*table).count() for table in lake.tables()},
-              "history": {table: crm_rows(run, table, order) for table, order in history.items()},
-              **{table: crm_rows(run, table, order) for table, order in TARGETING_TABLES.items()}}
+    before = {
+        "crm": crm_segments(run),
+        "scores": crm_rows(run, "customer_scores"),
+        "export": export_file.read_text(),
+        "lake": {table: lake.read(*table).count() for table in lake.tables()},
+        "history": {table: crm_rows(run, table, order) for table, order in history.items()},
+        **{table: crm_rows(run, table, order) for table, order in TARGETING_TABLES.items()},
+    }
 
     for name, value in run.items():
         monkeypatch.setenv(name, value)
     night = nightly_dag()
     for task_id in night_tasks():
-        context = {"run_id": "rerun-1", "dag_run": SimpleNamespace(conf={"run_date": RUN_DATE.isoformat()}),
-                   "ti": SimpleNamespace(task_id=task_id, try_number=1, dag_id=night.dag_id)}
+        context = {
+            "run_id": "rerun-1",
+            "dag_run": SimpleNamespace(conf={"run_date": RUN_DATE.isoformat()}),
+            "ti": SimpleNamespace(task_id=task_id, try_number=1, dag_id=night.dag_id),
+        }
         night.get_task(task_id).python_callable(**context)
 
     after_crm = crm_segments(run)
@@ -399,12 +411,16 @@ def test_a_rerun_of_the_same_date_gives_the_same_lake_crm_rows_and_export(nightl
 # ---- insights, offers, recommendations ---------------------------------------------------------------------
 
 #: The model outputs a rerun must reproduce, with their order (ALS, the text models and uplift are seeded).
-TARGETING_TABLES = {"recommendations": "customer_id, rank", "category_propensity": "customer_id, rank",
-                    "customer_activity": "customer_id",
-                    "coupon_offers": "customer_id", "inquiry_triage": "inquiry_id",
-                    "review_insights": "product_id, aspect", "customer_satisfaction": "customer_id"}
-MODEL_CHECKS = ("review_sentiment", "inquiry_triage", "coupon_uplift", "product_recommendations",
-                "category_propensity")
+TARGETING_TABLES = {
+    "recommendations": "customer_id, rank",
+    "category_propensity": "customer_id, rank",
+    "customer_activity": "customer_id",
+    "coupon_offers": "customer_id",
+    "inquiry_triage": "inquiry_id",
+    "review_insights": "product_id, aspect",
+    "customer_satisfaction": "customer_id",
+}
+MODEL_CHECKS = ("review_sentiment", "inquiry_triage", "coupon_uplift", "product_recommendations", "category_propensity")
 
 
 def test_the_night_publishes_insights_offers_and_recommendations_and_lists_their_model_checks(nightly_runs):
@@ -444,6 +460,7 @@ def test_the_night_publishes_insights_offers_and_recommendations_and_lists_their
 
 # ---- predictive scores and the churn model --------------------------------------------------------------
 
+
 def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nightly_runs):
     """No champion existed, so the first night trained one (version 1) and scored every buyer with it."""
     import numpy as np
@@ -482,8 +499,7 @@ def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nigh
     assert str(champion.version) == "1"
     training = client.get_run(champion.run_id)
     assert training.data.tags["decision"] == "first model: champion"
-    assert {"challenger_roc_auc", "challenger_brier", "p_alive_baseline_roc_auc", "p_alive_baseline_brier"} <= set(
-        training.data.metrics)
+    assert {"challenger_roc_auc", "challenger_brier", "p_alive_baseline_roc_auc", "p_alive_baseline_brier"} <= set(training.data.metrics)
     assert np.isfinite(training.data.metrics["challenger_roc_auc"])
 
 
@@ -527,38 +543,73 @@ def change_the_shop(url: str, lake, high: dict[str, "datetime"]) -> dict[str, in
     from core import shop_schema as s
 
     old = high["orders"] - timedelta(days=30)
-    settled = (lake.read("silver", "orders").where((F.col("status") == "delivered") & (F.col("updated_at") < old))
-               .orderBy("id").limit(2).collect())
+    settled = (
+        lake.read("silver", "orders").where((F.col("status") == "delivered") & (F.col("updated_at") < old)).orderBy("id").limit(2).collect()
+    )
     item = lake.read("silver", "order_items").where(F.col("order_id") == settled[0]["id"]).orderBy("id").first()
     # A customer with orders, none of them the two above: its orders (and their lines) become orphans.
     owners = [row["customer_id"] for row in settled]
-    customer = {"id": lake.read("silver", "orders").where(~F.col("customer_id").isin(owners))
-                .orderBy(F.col("id").desc()).first()["customer_id"]}
+    customer = {
+        "id": lake.read("silver", "orders").where(~F.col("customer_id").isin(owners)).orderBy(F.col("id").desc()).first()["customer_id"]
+    }
     morning = datetime.combine(NIGHT2, datetime.min.time()) + timedelta(hours=9)
     with create_engine(url).begin() as connection:
         new_customer = connection.execute(select(func.max(s.customers.c.id))).scalar() + 1
         new_order = connection.execute(select(func.max(s.orders.c.id))).scalar() + 1
         new_item = connection.execute(select(func.max(s.order_items.c.id))).scalar() + 1
-        connection.execute(insert(s.customers).values(
-            id=new_customer, email=f"new.customer{new_customer}@example.com", first_name="New", last_name="Customer",
-            language="en", country="GB", accepts_marketing=True, created_at=morning, updated_at=morning))
-        connection.execute(insert(s.orders).values(
-            id=new_order, customer_id=new_customer, status="placed", total_amount=42, currency="CNY",
-            created_at=morning, updated_at=morning))
-        connection.execute(insert(s.order_items).values(
-            id=new_item, order_id=new_order, product_id=item["product_id"], quantity=2, unit_price=21,
-            created_at=morning, updated_at=morning))
-        connection.execute(update(s.orders).where(s.orders.c.id == settled[0]["id"])
-                           .values(status="returned", updated_at=morning))
+        connection.execute(
+            insert(s.customers).values(
+                id=new_customer,
+                email=f"new.customer{new_customer}@example.com",
+                first_name="New",
+                last_name="Customer",
+                language="en",
+                country="GB",
+                accepts_marketing=True,
+                created_at=morning,
+                updated_at=morning,
+            )
+        )
+        connection.execute(
+            insert(s.orders).values(
+                id=new_order,
+                customer_id=new_customer,
+                status="placed",
+                total_amount=42,
+                currency="CNY",
+                created_at=morning,
+                updated_at=morning,
+            )
+        )
+        connection.execute(
+            insert(s.order_items).values(
+                id=new_item,
+                order_id=new_order,
+                product_id=item["product_id"],
+                quantity=2,
+                unit_price=21,
+                created_at=morning,
+                updated_at=morning,
+            )
+        )
+        connection.execute(update(s.orders).where(s.orders.c.id == settled[0]["id"]).values(status="returned", updated_at=morning))
         # Committed after night 1 read the table, but stamped 30 minutes before its watermark.
-        connection.execute(update(s.orders).where(s.orders.c.id == settled[1]["id"])
-                           .values(status="cancelled", updated_at=high["orders"] - timedelta(minutes=30)))
+        connection.execute(
+            update(s.orders)
+            .where(s.orders.c.id == settled[1]["id"])
+            .values(status="cancelled", updated_at=high["orders"] - timedelta(minutes=30))
+        )
         connection.execute(delete(s.order_items).where(s.order_items.c.id == item["id"]))
-        connection.execute(update(s.customers).where(s.customers.c.id == customer["id"])
-                           .values(email="not-an-email", updated_at=morning))
-    return {"new_customer": new_customer, "new_order": new_order, "new_item": new_item,
-            "returned": settled[0]["id"], "late": settled[1]["id"], "deleted_item": item["id"],
-            "bad_email": customer["id"]}
+        connection.execute(update(s.customers).where(s.customers.c.id == customer["id"]).values(email="not-an-email", updated_at=morning))
+    return {
+        "new_customer": new_customer,
+        "new_order": new_order,
+        "new_item": new_item,
+        "returned": settled[0]["id"],
+        "late": settled[1]["id"],
+        "deleted_item": item["id"],
+        "bad_email": customer["id"],
+    }
 
 
 def watermarks(lake, batch: date) -> dict[str, "datetime"]:
@@ -574,9 +625,12 @@ def rows_updated_after(url: str, low: dict[str, "datetime"]) -> dict[str, int]:
     from core import shop_schema as s
 
     with create_engine(url).connect() as connection:
-        return {name: connection.execute(select(func.count()).where(s.metadata.tables[name].c.updated_at > low[name])
-                                         .select_from(s.metadata.tables[name])).scalar()
-                for name in s.SHOP_TABLES}
+        return {
+            name: connection.execute(
+                select(func.count()).where(s.metadata.tables[name].c.updated_at > low[name]).select_from(s.metadata.tables[name])
+            ).scalar()
+            for name in s.SHOP_TABLES
+        }
 
 
 def bronze_batch(lake, batch: date) -> dict[str, dict[str, int]]:
@@ -602,12 +656,19 @@ def run_killed_midway(job: str, run: dict[str, str], watched: str, log: Path) ->
 
     lake_dir = Path(run["CRM_DATA_DIR"]) / "lake"
     before = set(glob.glob(str(lake_dir / watched)))
-    code = (f"from datetime import date; from core.config import load_config; import jobs.{job} as job; "
-            f"job.run(date.fromisoformat('{NIGHT2.isoformat()}'), load_config(), 'killed-{job}')")
+    code = (
+        f"from datetime import date; from core.config import load_config; import jobs.{job} as job; "
+        f"job.run(date.fromisoformat('{NIGHT2.isoformat()}'), load_config(), 'killed-{job}')"
+    )
     with log.open("w") as out:
-        child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
-                                 env={**os.environ, **run, "CRM__SPARK__PARALLEL_TABLES": "1"},
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env={**os.environ, **run, "CRM__SPARK__PARALLEL_TABLES": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 600
         while child.poll() is None and time.monotonic() < deadline:
             if set(glob.glob(str(lake_dir / watched))) - before:
@@ -660,7 +721,8 @@ def night_two(nightly_runs, spark, tmp_path_factory):
         if kind == "postgresql":
             versions = {name: lake.version("bronze", name) for name in ("_watermarks", *expected)}
             record["extract_killed"] = run_killed_midway(
-                "extract", run, f"bronze/*/_batch_id={NIGHT2.isoformat()}/*.parquet", logs / "extract.log")
+                "extract", run, f"bronze/*/_batch_id={NIGHT2.isoformat()}/*.parquet", logs / "extract.log"
+            )
             record["after_extract_kill"] = {
                 "watermarks_version": lake.version("bronze", "_watermarks"),
                 "versions_before": versions,
@@ -744,8 +806,7 @@ def test_a_killed_extract_leaves_the_watermarks_and_no_partial_batch(night_two):
 def test_a_killed_clean_leaves_silver_at_its_previous_version_until_the_rerun(night_two):
     record = night_two["postgresql"]
     assert record["clean_killed"], "clean ended before the test could kill it"
-    assert record["silver_version_after_kill"] in (record["silver_version_before_clean"],
-                                                   record["silver_version_before_clean"] + 1)
+    assert record["silver_version_after_kill"] in (record["silver_version_before_clean"], record["silver_version_before_clean"] + 1)
     assert record["clean"]["orders"]["mode"] == "incremental"
 
 
@@ -760,8 +821,10 @@ def silver_counts_of_night_one(lake) -> dict[str, int]:
 
     before = {}
     if lake.exists("silver", "_applied"):
-        before = {row["table"]: row["version_before"] for row in
-                  lake.read("silver", "_applied").where(F.col("batch_id") == NIGHT2.isoformat()).collect()}
+        before = {
+            row["table"]: row["version_before"]
+            for row in lake.read("silver", "_applied").where(F.col("batch_id") == NIGHT2.isoformat()).collect()
+        }
     return {name: lake.read("silver", name, version=before.get(name)).count() for name in shop_schema.SHOP_TABLES}
 
 
@@ -782,42 +845,92 @@ def change_the_document_shop(url: str, high: dict[str, "datetime"]) -> dict[str,
 
     morning = datetime.combine(NIGHT2, datetime.min.time()) + timedelta(hours=9)
     with connect(url) as shop:
-        settled = [order for order in shop.orders.find({"status": "delivered"}).sort("_id", 1)
-                   if order["updatedAt"] < high["orders"] - timedelta(days=30) and len(order.get("items", [])) >= 2][:4]
+        settled = [
+            order
+            for order in shop.orders.find({"status": "delivered"}).sort("_id", 1)
+            if order["updatedAt"] < high["orders"] - timedelta(days=30) and len(order.get("items", [])) >= 2
+        ][:4]
         assert len(settled) == 4, "the shop has settled orders with two items or more"
         returned, late, grown, gone = settled
         new_customer = shop.customers.find_one(sort=[("_id", -1)])["_id"] + 1
         new_order = shop.orders.find_one(sort=[("_id", -1)])["_id"] + 1
         new_item = max(item["_id"] for order in shop.orders.find({}, {"items": 1}) for item in order.get("items", [])) + 1
         product = grown["items"][0]["productId"]
-        shop.customers.insert_one({
-            "_id": new_customer, "email": f"new.customer{new_customer}@example.com", "firstName": "New",
-            "lastName": "Customer", "language": "en", "country": "GB", "acceptsMarketing": True,
-            "createdAt": morning, "updatedAt": morning, "addresses": []})
-        shop.orders.insert_one({
-            "_id": new_order, "customerId": new_customer, "status": "placed", "totalAmount": 42.0, "currency": "CNY",
-            "createdAt": morning, "updatedAt": morning,
-            "items": [{"_id": new_item, "productId": product, "quantity": 2, "unitPrice": 21.0,
-                       "createdAt": morning, "updatedAt": morning}]})
+        shop.customers.insert_one(
+            {
+                "_id": new_customer,
+                "email": f"new.customer{new_customer}@example.com",
+                "firstName": "New",
+                "lastName": "Customer",
+                "language": "en",
+                "country": "GB",
+                "acceptsMarketing": True,
+                "createdAt": morning,
+                "updatedAt": morning,
+                "addresses": [],
+            }
+        )
+        shop.orders.insert_one(
+            {
+                "_id": new_order,
+                "customerId": new_customer,
+                "status": "placed",
+                "totalAmount": 42.0,
+                "currency": "CNY",
+                "createdAt": morning,
+                "updatedAt": morning,
+                "items": [
+                    {"_id": new_item, "productId": product, "quantity": 2, "unitPrice": 21.0, "createdAt": morning, "updatedAt": morning}
+                ],
+            }
+        )
         shop.orders.update_one({"_id": returned["_id"]}, {"$set": {"status": "returned", "updatedAt": morning}})
         # Committed after night 1 read the collection, but stamped 30 minutes before its watermark.
-        shop.orders.update_one({"_id": late["_id"]}, {"$set": {"status": "cancelled",
-                                                               "updatedAt": high["orders"] - timedelta(minutes=30)}})
-        shop.orders.update_one({"_id": grown["_id"]}, {
-            "$push": {"items": {"_id": new_item + 1, "productId": product + 1, "quantity": 1, "unitPrice": 9.5,
-                                "createdAt": morning, "updatedAt": morning}},
-            "$set": {"updatedAt": morning}})
+        shop.orders.update_one({"_id": late["_id"]}, {"$set": {"status": "cancelled", "updatedAt": high["orders"] - timedelta(minutes=30)}})
+        shop.orders.update_one(
+            {"_id": grown["_id"]},
+            {
+                "$push": {
+                    "items": {
+                        "_id": new_item + 1,
+                        "productId": product + 1,
+                        "quantity": 1,
+                        "unitPrice": 9.5,
+                        "createdAt": morning,
+                        "updatedAt": morning,
+                    }
+                },
+                "$set": {"updatedAt": morning},
+            },
+        )
         pulled = returned["items"][-1]["_id"]
         # The element itself: FerretDB 1.24 does not evaluate a $pull condition (it matches nothing).
         shop.orders.update_one({"_id": returned["_id"]}, {"$pull": {"items": returned["items"][-1]}})
         shop.orders.delete_one({"_id": gone["_id"]})
-        shop.orders.insert_one({
-            "_id": new_order + 1, "customerId": "C-0042", "status": "placed", "totalAmount": 10.0, "currency": "CNY",
-            "createdAt": morning, "updatedAt": morning, "items": []})
-    return {"new_customer": new_customer, "new_order": new_order, "new_items": {new_item, new_item + 1},
-            "returned": returned["_id"], "late": late["_id"], "grown": grown["_id"], "pulled_item": pulled,
-            "deleted_order": gone["_id"], "deleted_items": {item["_id"] for item in gone["items"]},
-            "wrong_type": new_order + 1}
+        shop.orders.insert_one(
+            {
+                "_id": new_order + 1,
+                "customerId": "C-0042",
+                "status": "placed",
+                "totalAmount": 10.0,
+                "currency": "CNY",
+                "createdAt": morning,
+                "updatedAt": morning,
+                "items": [],
+            }
+        )
+    return {
+        "new_customer": new_customer,
+        "new_order": new_order,
+        "new_items": {new_item, new_item + 1},
+        "returned": returned["_id"],
+        "late": late["_id"],
+        "grown": grown["_id"],
+        "pulled_item": pulled,
+        "deleted_order": gone["_id"],
+        "deleted_items": {item["_id"] for item in gone["items"]},
+        "wrong_type": new_order + 1,
+    }
 
 
 def documents_changed_after(url: str, settings, low: dict[str, "datetime"]) -> dict[str, int]:
@@ -828,8 +941,10 @@ def documents_changed_after(url: str, settings, low: dict[str, "datetime"]) -> d
 
     mapping = source_mapping(settings)
     with connect(url) as shop:
-        return {name: shop[source.source].count_documents({DocumentShop._watermark_field(mapping, source): {"$gt": low[name]}})
-                for name, source in mapping.tables.items()}
+        return {
+            name: shop[source.source].count_documents({DocumentShop._watermark_field(mapping, source): {"$gt": low[name]}})
+            for name, source in mapping.tables.items()
+        }
 
 
 @pytest.fixture(scope="module")
@@ -856,8 +971,9 @@ def mongodb_nights(nightly_runs, ferretdb, spark, tmp_path_factory):
     high = watermarks(lake, RUN_DATE)
     record["changes"] = change_the_document_shop(settings.shop.url, high)
     overlap = timedelta(minutes=settings.extract.overlap_minutes)
-    record["expected_documents"] = documents_changed_after(settings.shop.url, settings,
-                                                           {name: value - overlap for name, value in high.items()})
+    record["expected_documents"] = documents_changed_after(
+        settings.shop.url, settings, {name: value - overlap for name, value in high.items()}
+    )
     record["all_documents"] = documents_changed_after(settings.shop.url, settings, {name: datetime_min() for name in high})
     record["night2"] = extract.run(NIGHT2, settings, "mongodb-night2")
     record["clean2"] = clean.run(NIGHT2, settings, "mongodb-night2")
@@ -874,12 +990,10 @@ def datetime_min():
     return datetime(1970, 1, 1)
 
 
-def test_the_same_seed_gives_the_same_silver_and_segments_from_sqlite_postgresql_and_mongodb(nightly_runs, mongodb_nights,
-                                                                                             spark):
+def test_the_same_seed_gives_the_same_silver_and_segments_from_sqlite_postgresql_and_mongodb(nightly_runs, mongodb_nights, spark):
     from core.lake import Lake
 
-    counts = {kind: silver_counts_of_night_one(Lake(spark, settings_of(nightly_runs[kind]).lake_dir))
-              for kind in ("sqlite", "postgresql")}
+    counts = {kind: silver_counts_of_night_one(Lake(spark, settings_of(nightly_runs[kind]).lake_dir)) for kind in ("sqlite", "postgresql")}
     assert mongodb_nights["silver_night1"] == counts["sqlite"] == counts["postgresql"]
     segments = segment_counts(crm_segments(nightly_runs["sqlite"]))
     assert mongodb_nights["segments_night1"] == segments == segment_counts(crm_segments(nightly_runs["postgresql"]))
@@ -928,11 +1042,15 @@ def test_a_document_with_a_wrong_type_in_a_required_field_is_quarantined_naming_
     from core.lake import Lake
 
     lake = Lake(spark, mongodb_nights["lake"])
-    quarantined = lake.read("silver", "_quarantine/orders").where(
-        (F.col("run_date") == NIGHT2) & (F.col("id") == mongodb_nights["changes"]["wrong_type"])).collect()
+    quarantined = (
+        lake.read("silver", "_quarantine/orders")
+        .where((F.col("run_date") == NIGHT2) & (F.col("id") == mongodb_nights["changes"]["wrong_type"]))
+        .collect()
+    )
     assert [row["rule"] for row in quarantined] == ["wrong_type"]
-    assert quarantined[0]["reason"] == ("orders (collection orders): orders.customer_id (field customerId) = 'C-0042': "
-                                        "a str, expected an integer, ObjectId or UUID key")
+    assert quarantined[0]["reason"] == (
+        "orders (collection orders): orders.customer_id (field customerId) = 'C-0042': a str, expected an integer, ObjectId or UUID key"
+    )
 
 
 # ---- RFM, segments and clusters ------------------------------------------------------------------------------
@@ -961,8 +1079,11 @@ def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
     orders = orders[orders["created_at"] < cutoff]
     # A purchase at as_of: a purchase status now, or any status reached after as_of (then still in progress).
     purchases = orders[orders["status"].isin(settings.rfm.scored_statuses) | (orders["updated_at"] >= cutoff)]
-    per_customer = purchases.groupby("customer_id").agg(
-        purchase_count=("id", "size"), total_spent=("total_amount", "sum"), last=("created_at", "max")).reset_index()
+    per_customer = (
+        purchases.groupby("customer_id")
+        .agg(purchase_count=("id", "size"), total_spent=("total_amount", "sum"), last=("created_at", "max"))
+        .reset_index()
+    )
     frame = customers.merge(per_customer, on="customer_id", how="left")
     frame["recency_days"] = (pd.Timestamp(as_of) - frame["last"].dt.tz_localize(None).dt.normalize()).dt.days
     scored = frame.set_index("customer_id").join(reference_scores(frame))  # non-buyers: no scores
@@ -979,16 +1100,16 @@ def test_rfm_scores_and_segments_equal_a_pandas_reference_customer_for_customer(
 
     reference = pandas_rfm(nightly_runs["sqlite"], RUN_DATE)
     columns = ["r_score", "f_score", "m_score", "segment"]
-    expected = {customer: tuple(None if pd.isna(value) else value for value in values)
-                for customer, values in zip(reference.index, reference[columns].astype(object).itertuples(index=False))}
-    published = {row["customer_id"]: tuple(row[column] for column in columns)
-                 for row in crm_segments(nightly_runs["sqlite"])}
+    expected = {
+        customer: tuple(None if pd.isna(value) else value for value in values)
+        for customer, values in zip(reference.index, reference[columns].astype(object).itertuples(index=False))
+    }
+    published = {row["customer_id"]: tuple(row[column] for column in columns) for row in crm_segments(nightly_runs["sqlite"])}
     assert published == expected
     assert len({values[-1] for values in published.values()}) >= 8  # a real spread, not one segment
 
 
-def test_editing_the_segment_rule_table_changes_the_segments_without_a_code_change(nightly_runs, spark, tmp_path,
-                                                                                   monkeypatch):
+def test_editing_the_segment_rule_table_changes_the_segments_without_a_code_change(nightly_runs, spark, tmp_path, monkeypatch):
     import shutil
 
     import yaml
@@ -1033,8 +1154,9 @@ def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_run
         before = night_one.get(row.customer_id)
         assert row.previous_segment == (before.segment if before else None)
         assert row.changed_at == (before.changed_at if before and before.segment == row.segment else NIGHT2)
-    moved = {(r.from_segment, r.to_segment): r.customers
-             for r in lake.read("gold", "segment_movement").where(F.col("as_of") == NIGHT2).collect()}
+    moved = {
+        (r.from_segment, r.to_segment): r.customers for r in lake.read("gold", "segment_movement").where(F.col("as_of") == NIGHT2).collect()
+    }
     expected: dict = {}
     for row in night_two_rows:
         expected[(row.previous_segment, row.segment)] = expected.get((row.previous_segment, row.segment), 0) + 1
@@ -1053,15 +1175,19 @@ def test_night_two_segments_know_night_ones_and_the_movement_adds_up(nightly_run
         rows = segments.where(F.col("as_of") == day).select(*columns_of("customer_segments")).toArrow()
         publish.replace_tables(create_engine(url), published.metadata, {published: rows}, day)
     with create_engine(url).connect() as connection:
-        stays = [dict(row) for row in connection.execute(text(
-            "SELECT * FROM customer_segment_history ORDER BY customer_id, valid_from")).mappings()]
+        stays = [
+            dict(row)
+            for row in connection.execute(text("SELECT * FROM customer_segment_history ORDER BY customer_id, valid_from")).mappings()
+        ]
     open_stays = {r["customer_id"]: r["segment"] for r in stays if r["valid_to"] is None}
     assert open_stays == {row.customer_id: row.segment for row in night_two_rows}
     closed = {(r["customer_id"], r["segment"]) for r in stays if str(r["valid_to"]) == NIGHT2.isoformat()}
     gone = night_one.keys() - {row.customer_id for row in night_two_rows}  # deleted in the shop
-    assert closed == {(row.customer_id, row.previous_segment) for row in night_two_rows
-                      if row.previous_segment is not None and row.previous_segment != row.segment} | {
-                         (customer_id, night_one[customer_id].segment) for customer_id in gone}
+    assert closed == {
+        (row.customer_id, row.previous_segment)
+        for row in night_two_rows
+        if row.previous_segment is not None and row.previous_segment != row.segment
+    } | {(customer_id, night_one[customer_id].segment) for customer_id in gone}
 
 
 def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs, night_two, spark):
@@ -1073,15 +1199,14 @@ def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs,
 
     lake = Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)
     clusters = lake.read("gold", "customer_clusters")
-    centroids = {night: {r.cluster_id: r for r in clusters.where(F.col("as_of") == night).collect()}
-                 for night in (RUN_DATE, NIGHT2)}
+    centroids = {night: {r.cluster_id: r for r in clusters.where(F.col("as_of") == night).collect()} for night in (RUN_DATE, NIGHT2)}
     assert set(centroids[RUN_DATE]) == set(centroids[NIGHT2])  # same k: the same ids, nothing renumbered
+
     def position(row) -> "np.ndarray":  # where k-means sees the centroid (log scale for skewed features)
         return from_units(np.array([[getattr(row, name) for name in CLUSTER_FEATURES]]))[0]
 
     for cluster_id, before in centroids[RUN_DATE].items():
-        nearest = min(centroids[NIGHT2].values(),
-                      key=lambda other: float(((position(other) - position(before)) ** 2).sum()))
+        nearest = min(centroids[NIGHT2].values(), key=lambda other: float(((position(other) - position(before)) ** 2).sum()))
         assert nearest.cluster_id == cluster_id
 
 
@@ -1125,8 +1250,13 @@ def test_a_young_shop_is_scored_without_the_churn_model_it_cannot_train_yet(nigh
     script = tmp_path / "young_night.py"  # a file, not `python -c`: Great Expectations cannot be imported under -c
     script.write_text(YOUNG_NIGHT)
     night = subprocess.run(
-        [sys.executable, str(script), young.isoformat()], cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "CRM_ENV": "test", "CRM_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO)})
+        [sys.executable, str(script), young.isoformat()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "CRM_ENV": "test", "CRM_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO)},
+    )
     assert night.returncode == 0, night.stderr[-3000:]
     result = json.loads(night.stdout.strip().splitlines()[-1])
 
@@ -1149,8 +1279,11 @@ def test_the_run_log_has_every_stage_of_the_night_with_its_time_and_outcome(nigh
     """`crm run` (PostgreSQL shop) left one successful row per task in the CRM table pipeline_runs."""
     import json as json_module
 
-    rows = [row for row in crm_rows(nightly_runs["postgresql"], "pipeline_runs", order_by="started_at")
-            if row["run_date"] == RUN_DATE and row["dag_id"] == "crm_nightly"]
+    rows = [
+        row
+        for row in crm_rows(nightly_runs["postgresql"], "pipeline_runs", order_by="started_at")
+        if row["run_date"] == RUN_DATE and row["dag_id"] == "crm_nightly"
+    ]
     by_run: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_run.setdefault(row["run_id"], {})[row["stage"]] = row
@@ -1164,7 +1297,6 @@ def test_the_run_log_has_every_stage_of_the_night_with_its_time_and_outcome(nigh
     assert json_module.loads(stages["publish"]["summary"])["customer_segments"] == CUSTOMERS
     order = sorted(stages.values(), key=lambda row: row["started_at"])
     assert order[0]["stage"] == "extract" and order[-1]["stage"] in ("publish", "export", "report")
-
 
 
 def test_the_night_writes_its_run_report(nightly_runs):

@@ -1,4 +1,5 @@
 """The nightly scores of a shop that cannot be fully scored yet: what is published and what is said."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -12,9 +13,15 @@ from jobs import predict
 
 def test_without_a_repeat_buyer_the_value_scores_are_null_and_the_reason_is_given():
     settings = load_config(environ={"CRM_ENV": "test"})
-    history = pd.DataFrame({"repeat_purchase_days": [0, 0, 0], "purchase_span_days": [0.0, 0.0, 0.0],
-                            "days_since_first_purchase": [3.0, 10.0, 40.0], "mean_repeat_order_value": [0.0, 0.0, 0.0]},
-                           index=pd.Index([7, 8, 9], name="customer_id"))
+    history = pd.DataFrame(
+        {
+            "repeat_purchase_days": [0, 0, 0],
+            "purchase_span_days": [0.0, 0.0, 0.0],
+            "days_since_first_purchase": [3.0, 10.0, 40.0],
+            "mean_repeat_order_value": [0.0, 0.0, 0.0],
+        },
+        index=pd.Index([7, 8, 9], name="customer_id"),
+    )
     degraded: dict[str, str] = {}
 
     value, run = predict.value_scores(history, settings.clv, date(2026, 11, 26), "no-repeat", degraded)

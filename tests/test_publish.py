@@ -1,4 +1,5 @@
 """Publishing to the CRM database: all rows of a run or none, and a backfill never hides a newer run."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -13,16 +14,28 @@ from core.crm_schema import SEGMENT_HISTORY, crm_metadata, database_metadata
 from jobs import publish
 
 
-def segments(as_of: date, customer_ids: list[int], run_id: str, segment_of: dict[int, str] | None = None,
-             changed_at: date | None = None) -> pa.Table:
+def segments(
+    as_of: date, customer_ids: list[int], run_id: str, segment_of: dict[int, str] | None = None, changed_at: date | None = None
+) -> pa.Table:
     n = len(customer_ids)
-    return pa.table({
-        "customer_id": customer_ids, "as_of": [as_of] * n, "recency_days": [3] * n, "frequency": [2] * n,
-        "monetary": [10.5] * n, "r_score": [5] * n, "f_score": [4] * n, "m_score": [3] * n,
-        "rfm_code": ["543"] * n, "segment": [(segment_of or {}).get(c, "Champions") for c in customer_ids],
-        "previous_segment": ["Loyal"] * n, "changed_at": [changed_at or as_of] * n, "cluster_id": [1] * n,
-        "run_id": [run_id] * n,
-    })
+    return pa.table(
+        {
+            "customer_id": customer_ids,
+            "as_of": [as_of] * n,
+            "recency_days": [3] * n,
+            "frequency": [2] * n,
+            "monetary": [10.5] * n,
+            "r_score": [5] * n,
+            "f_score": [4] * n,
+            "m_score": [3] * n,
+            "rfm_code": ["543"] * n,
+            "segment": [(segment_of or {}).get(c, "Champions") for c in customer_ids],
+            "previous_segment": ["Loyal"] * n,
+            "changed_at": [changed_at or as_of] * n,
+            "cluster_id": [1] * n,
+            "run_id": [run_id] * n,
+        }
+    )
 
 
 @pytest.fixture()
@@ -70,19 +83,28 @@ def test_publishing_an_older_date_leaves_the_newer_publication(crm):
 def stays(engine) -> list[tuple]:
     table = database_metadata(None).tables[SEGMENT_HISTORY]
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(
-            select(table.c.customer_id, table.c.segment, table.c.valid_from, table.c.valid_to)
-            .order_by(table.c.customer_id, table.c.valid_from))]
+        return [
+            tuple(row)
+            for row in connection.execute(
+                select(table.c.customer_id, table.c.segment, table.c.valid_from, table.c.valid_to).order_by(
+                    table.c.customer_id, table.c.valid_from
+                )
+            )
+        ]
 
 
 def test_segment_stays_are_kept_per_customer_and_a_rerun_or_backfill_records_them_once(crm):
     engine, table = crm
     d1, d2, d0 = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 20)
-    replace_rows(engine, table, segments(d1, [1, 2, 3], "n1", {1: "Loyal", 2: "At Risk", 3: "Lost"},
-                                         changed_at=date(2026, 10, 1)), d1)
+    replace_rows(engine, table, segments(d1, [1, 2, 3], "n1", {1: "Loyal", 2: "At Risk", 3: "Lost"}, changed_at=date(2026, 10, 1)), d1)
     night_two = segments(d2, [1, 2, 4], "n2", {1: "Loyal", 2: "Champions", 4: "New"})
-    first_stays = [(1, "Loyal", date(2026, 10, 1), None), (2, "At Risk", date(2026, 10, 1), d2),
-                   (2, "Champions", d2, None), (3, "Lost", date(2026, 10, 1), d2), (4, "New", d2, None)]
+    first_stays = [
+        (1, "Loyal", date(2026, 10, 1), None),
+        (2, "At Risk", date(2026, 10, 1), d2),
+        (2, "Champions", d2, None),
+        (3, "Lost", date(2026, 10, 1), d2),
+        (4, "New", d2, None),
+    ]
     for _ in range(2):  # the night, then its rerun
         replace_rows(engine, table, night_two, d2)
         assert stays(engine) == first_stays
@@ -101,26 +123,49 @@ def test_segment_summary_history_keeps_every_run_date_once_backfills_included(cr
     summary, history = tables["segment_summary"], tables["segment_summary_history"]
 
     def summary_rows(as_of, customers, run_id):
-        return pa.table({"segment": ["Champions", "Lost"], "customers": customers, "customer_share": [0.5, 0.5],
-                         "revenue": [10.0, 1.0], "revenue_share": [0.9, 0.1], "mean_recency_days": [3.0, 300.0],
-                         "mean_frequency": [4.0, 1.0], "mean_monetary": [5.0, 1.0], "as_of": [as_of] * 2,
-                         "run_id": [run_id] * 2})
+        return pa.table(
+            {
+                "segment": ["Champions", "Lost"],
+                "customers": customers,
+                "customer_share": [0.5, 0.5],
+                "revenue": [10.0, 1.0],
+                "revenue_share": [0.9, 0.1],
+                "mean_recency_days": [3.0, 300.0],
+                "mean_frequency": [4.0, 1.0],
+                "mean_monetary": [5.0, 1.0],
+                "as_of": [as_of] * 2,
+                "run_id": [run_id] * 2,
+            }
+        )
 
-    for as_of, customers, run_id in ((date(2026, 11, 25), [5, 5], "n1"), (date(2026, 11, 26), [6, 4], "n2"),
-                                     (date(2026, 11, 26), [7, 3], "n2-rerun"), (date(2026, 11, 20), [1, 9], "b0")):
+    for as_of, customers, run_id in (
+        (date(2026, 11, 25), [5, 5], "n1"),
+        (date(2026, 11, 26), [6, 4], "n2"),
+        (date(2026, 11, 26), [7, 3], "n2-rerun"),
+        (date(2026, 11, 20), [1, 9], "b0"),
+    ):
         publish.replace_tables(engine, summary.metadata, {summary: summary_rows(as_of, customers, run_id)}, as_of)
     with engine.connect() as connection:
-        kept = connection.execute(select(history.c.as_of, history.c.segment, history.c.customers, history.c.run_id)
-                                  .order_by(history.c.as_of, history.c.segment)).all()
-        trend = connection.execute(text("SELECT as_of, customers_change FROM segment_trend "
-                                        "WHERE segment = 'Champions' ORDER BY as_of")).all()
+        kept = connection.execute(
+            select(history.c.as_of, history.c.segment, history.c.customers, history.c.run_id).order_by(history.c.as_of, history.c.segment)
+        ).all()
+        trend = connection.execute(
+            text("SELECT as_of, customers_change FROM segment_trend WHERE segment = 'Champions' ORDER BY as_of")
+        ).all()
         current = connection.execute(select(summary.c.run_id).distinct()).scalars().all()
     assert [row[:3] for row in kept] == [
-        (date(2026, 11, 20), "Champions", 1), (date(2026, 11, 20), "Lost", 9),
-        (date(2026, 11, 25), "Champions", 5), (date(2026, 11, 25), "Lost", 5),
-        (date(2026, 11, 26), "Champions", 7), (date(2026, 11, 26), "Lost", 3)]
+        (date(2026, 11, 20), "Champions", 1),
+        (date(2026, 11, 20), "Lost", 9),
+        (date(2026, 11, 25), "Champions", 5),
+        (date(2026, 11, 25), "Lost", 5),
+        (date(2026, 11, 26), "Champions", 7),
+        (date(2026, 11, 26), "Lost", 3),
+    ]
     assert [(str(as_of), change) for as_of, change in trend] == [  # SQLite's view gives text dates
-        ("2026-11-20", None), ("2026-11-25", 4), ("2026-11-26", 2)]
+        ("2026-11-20", None),
+        ("2026-11-25", 4),
+        ("2026-11-26", 2),
+    ]
     assert current == ["n2-rerun"]
 
 
@@ -171,8 +216,9 @@ def test_a_reader_never_sees_a_mixed_or_empty_publication_while_runs_are_publish
     engine = create_engine(url)
     migrate.upgrade(url, "crm")
     runs = 40
-    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(runs)], cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, url, str(runs)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     # One statement, so one snapshot, as an analyst's query that joins or unions the tables.
     query = text("""
         SELECT (SELECT count(*) FROM crm.customer_segments), (SELECT count(DISTINCT run_id) FROM crm.customer_segments),
@@ -184,8 +230,7 @@ def test_a_reader_never_sees_a_mixed_or_empty_publication_while_runs_are_publish
     try:
         with engine.connect() as connection:
             while publisher.poll() is None:
-                segment_rows, segment_runs, segment_run, last_customer, score_rows, score_runs, score_run = (
-                    connection.execute(query).one())
+                segment_rows, segment_runs, segment_run, last_customer, score_rows, score_runs, score_run = connection.execute(query).one()
                 connection.rollback()
                 reads += 1
                 if segment_run is None and score_run is None and not seen:

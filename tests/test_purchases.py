@@ -1,4 +1,5 @@
 """Purchase histories for BG/NBD and the churn label: per day, net of cancellations and returns, point in time."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -12,8 +13,14 @@ AS_OF = date(2026, 6, 30)
 
 
 def order(id_: int, customer: int, status: str, amount: str, created: datetime, updated: datetime | None = None) -> dict:
-    return {"id": id_, "customer_id": customer, "status": status, "total_amount": Decimal(amount),
-            "created_at": created, "updated_at": updated or created}
+    return {
+        "id": id_,
+        "customer_id": customer,
+        "status": status,
+        "total_amount": Decimal(amount),
+        "created_at": created,
+        "updated_at": updated or created,
+    }
 
 
 ORDERS = [
@@ -38,10 +45,20 @@ def test_the_history_counts_repeat_purchase_days_in_days_from_order_totals(spark
     silver = silver_frames(spark, {"orders": ORDERS})
     rows = {row["customer_id"]: row.asDict() for row in purchase_history(silver["orders"], AS_OF, PURCHASE_STATUSES).collect()}
     assert rows == {
-        1: {"customer_id": 1, "repeat_purchase_days": 2, "purchase_span_days": 101.0, "days_since_first_purchase": 121.0,
-            "mean_repeat_order_value": 50.0},
-        2: {"customer_id": 2, "repeat_purchase_days": 0, "purchase_span_days": 0.0, "days_since_first_purchase": 0.0,
-            "mean_repeat_order_value": 0.0},
+        1: {
+            "customer_id": 1,
+            "repeat_purchase_days": 2,
+            "purchase_span_days": 101.0,
+            "days_since_first_purchase": 121.0,
+            "mean_repeat_order_value": 50.0,
+        },
+        2: {
+            "customer_id": 2,
+            "repeat_purchase_days": 0,
+            "purchase_span_days": 0.0,
+            "days_since_first_purchase": 0.0,
+            "mean_repeat_order_value": 0.0,
+        },
     }
 
 

@@ -1,6 +1,7 @@
 """The run report: built from gold, the quality summaries and MLflow without Spark, it renders in a real
 browser (headless Chromium) with all seven sections and every plot decoded, shows the figures the data
 imply, and says plainly what is missing."""
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,17 @@ MOVED_TO_AT_RISK = 17  # Champions on PREVIOUS who are At Risk on RUN_DATE
 NEW_CUSTOMERS = 20  # customers 281-300 exist only on RUN_DATE
 CLV_JUMP_CUSTOMER, CHURN_JUMP_CUSTOMER = 42, 77
 SECTION_IDS = ["overview", "segments", "scores", "clv", "calibration", "quality", "changes"]
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
 
 
 def chromium() -> str:
@@ -56,10 +65,20 @@ def write_gold(lake_dir: Path, as_of: date, rng: np.random.Generator) -> None:
     ids = np.array(sorted(segments), dtype=np.int64)
     frequency = np.where(np.array([segments[c] for c in ids]) == "Prospects", 0, rng.integers(1, 12, len(ids)))
     run_id = f"scheduled__{as_of}"
-    write_deltalake(str(lake_dir / "gold" / "customer_segments"), pa.table({
-        "customer_id": ids, "frequency": frequency, "segment": [segments[c] for c in ids],
-        "as_of": pa.array([as_of] * len(ids), pa.date32()), "run_id": [run_id] * len(ids),
-    }), mode="append", partition_by=["as_of"])
+    write_deltalake(
+        str(lake_dir / "gold" / "customer_segments"),
+        pa.table(
+            {
+                "customer_id": ids,
+                "frequency": frequency,
+                "segment": [segments[c] for c in ids],
+                "as_of": pa.array([as_of] * len(ids), pa.date32()),
+                "run_id": [run_id] * len(ids),
+            }
+        ),
+        mode="append",
+        partition_by=["as_of"],
+    )
 
     buyers = ids[frequency > 0]
     churn = rng.uniform(0.05, 0.6, len(buyers))
@@ -73,31 +92,79 @@ def write_gold(lake_dir: Path, as_of: date, rng: np.random.Generator) -> None:
     def money(values):
         return pa.array([f"{value:.2f}" for value in values]).cast(pa.decimal128(18, 2))
 
-    write_deltalake(str(lake_dir / "gold" / "customer_scores"), pa.table({
-        "customer_id": buyers, "churn_probability": churn,
-        "churn_risk": np.where(churn >= 0.7, "high", np.where(churn >= 0.4, "medium", "low")),
-        "p_alive": rng.beta(4, 2, len(buyers)), "clv_12m": money(clv), "clv_12m_low": money(clv * 0.3),
-        "clv_12m_high": money(clv * 1.8), "churn_model_version": ["crm_churn/1"] * len(buyers),
-        "as_of": pa.array([as_of] * len(buyers), pa.date32()), "run_id": [run_id] * len(buyers),
-    }), mode="append", partition_by=["as_of"])
+    write_deltalake(
+        str(lake_dir / "gold" / "customer_scores"),
+        pa.table(
+            {
+                "customer_id": buyers,
+                "churn_probability": churn,
+                "churn_risk": np.where(churn >= 0.7, "high", np.where(churn >= 0.4, "medium", "low")),
+                "p_alive": rng.beta(4, 2, len(buyers)),
+                "clv_12m": money(clv),
+                "clv_12m_low": money(clv * 0.3),
+                "clv_12m_high": money(clv * 1.8),
+                "churn_model_version": ["crm_churn/1"] * len(buyers),
+                "as_of": pa.array([as_of] * len(buyers), pa.date32()),
+                "run_id": [run_id] * len(buyers),
+            }
+        ),
+        mode="append",
+        partition_by=["as_of"],
+    )
 
 
 def write_quality(settings, run_date: date) -> None:
     """Gate summaries as `jobs/validate.py` writes them: bronze and gold pass, silver has one warning."""
-    for layer, tables in (("bronze", {"orders": []}), ("silver", {"orders": [], "customers": [
-            {"expectation": "expect_column_values_to_match_regex", "column": "email", "unexpected_count": 3,
-             "rows": 300, "examples": ["not-an-address"]}]}), ("gold", {"customer_segments": []})):
-        validate.write_summary(validate.summary_path(settings, run_date, layer), {
-            "layer": layer, "run_date": run_date.isoformat(), "run_id": f"scheduled__{run_date}", "passed": True,
-            "critical_failures": 0, "warnings": sum(len(warnings) for warnings in tables.values()), "seconds": 1.0,
-            "data_docs": str(settings.data_dir / "quality" / "gx" / "index.html"), "not_in_lake": [],
-            "tables": {table: {"rows": 300, "expectations": 5, "critical_failures": [], "warnings": warnings,
-                               "seconds": 0.5, "data_docs": ""} for table, warnings in tables.items()},
-        })
-    write_deltalake(str(settings.lake_dir / "silver" / "_quarantine" / "orders"), pa.table({
-        "id": pa.array([1, 2, 3], pa.int64()), "rule": ["negative_total"] * 3, "reason": ["total_amount < 0"] * 3,
-        "run_id": ["x"] * 3, "run_date": pa.array([run_date, run_date, PREVIOUS], pa.date32()),
-    }), partition_by=["run_date"])
+    for layer, tables in (
+        ("bronze", {"orders": []}),
+        (
+            "silver",
+            {
+                "orders": [],
+                "customers": [
+                    {
+                        "expectation": "expect_column_values_to_match_regex",
+                        "column": "email",
+                        "unexpected_count": 3,
+                        "rows": 300,
+                        "examples": ["not-an-address"],
+                    }
+                ],
+            },
+        ),
+        ("gold", {"customer_segments": []}),
+    ):
+        validate.write_summary(
+            validate.summary_path(settings, run_date, layer),
+            {
+                "layer": layer,
+                "run_date": run_date.isoformat(),
+                "run_id": f"scheduled__{run_date}",
+                "passed": True,
+                "critical_failures": 0,
+                "warnings": sum(len(warnings) for warnings in tables.values()),
+                "seconds": 1.0,
+                "data_docs": str(settings.data_dir / "quality" / "gx" / "index.html"),
+                "not_in_lake": [],
+                "tables": {
+                    table: {"rows": 300, "expectations": 5, "critical_failures": [], "warnings": warnings, "seconds": 0.5, "data_docs": ""}
+                    for table, warnings in tables.items()
+                },
+            },
+        )
+    write_deltalake(
+        str(settings.lake_dir / "silver" / "_quarantine" / "orders"),
+        pa.table(
+            {
+                "id": pa.array([1, 2, 3], pa.int64()),
+                "rule": ["negative_total"] * 3,
+                "reason": ["total_amount < 0"] * 3,
+                "run_id": ["x"] * 3,
+                "run_date": pa.array([run_date, run_date, PREVIOUS], pa.date32()),
+            }
+        ),
+        partition_by=["run_date"],
+    )
 
 
 def write_mlflow_store(settings) -> None:
@@ -109,8 +176,7 @@ def write_mlflow_store(settings) -> None:
     uri = settings.mlflow.tracking_uri
     Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True)
     client = MlflowClient(uri, uri)
-    experiment = client.create_experiment(settings.mlflow.experiment,
-                                          artifact_location=Path(settings.mlflow.artifact_root).as_uri())
+    experiment = client.create_experiment(settings.mlflow.experiment, artifact_location=Path(settings.mlflow.artifact_root).as_uri())
     run = client.create_run(experiment, tags={"kind": "churn-training"})
     rng = np.random.default_rng(3)
     for model in ("challenger", "logistic_baseline"):
@@ -119,16 +185,16 @@ def write_mlflow_store(settings) -> None:
         client.log_text(run.info.run_id, table.to_csv(index=False), f"calibration/{model}.csv")
     client.set_terminated(run.info.run_id)
     client.create_registered_model(settings.mlflow.churn_model)
-    client.create_model_version(settings.mlflow.churn_model, f"{run.info.artifact_uri}/churn_model",
-                                run_id=run.info.run_id)
+    client.create_model_version(settings.mlflow.churn_model, f"{run.info.artifact_uri}/churn_model", run_id=run.info.run_id)
 
 
 @pytest.fixture(scope="module")
 def data_settings(settings, tmp_path_factory):
     """Settings on a data root with two run dates in gold, quality results and an MLflow store."""
     root = tmp_path_factory.mktemp("report-data")
-    mlflow = settings.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db",
-                                                "artifact_root": str(root / "mlflow" / "artifacts")})
+    mlflow = settings.mlflow.model_copy(
+        update={"tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db", "artifact_root": str(root / "mlflow" / "artifacts")}
+    )
     data = settings.model_copy(update={"data_dir": root, "mlflow": mlflow})
     rng = np.random.default_rng(7)
     for as_of in (PREVIOUS, RUN_DATE):
@@ -170,7 +236,6 @@ class Page(HTMLParser):
             self.sections[self._section] += data
 
 
-
 def section_text(markup: str, key: str) -> str:
     """The text of one section, tags removed, whitespace collapsed."""
     body = re.search(rf'<section id="{key}">(.*?)</section>', markup, re.S).group(1)
@@ -178,8 +243,9 @@ def section_text(markup: str, key: str) -> str:
 
 
 def run_chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments],
-                            capture_output=True, text=True, timeout=90)
+    result = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments], capture_output=True, text=True, timeout=90
+    )
     assert result.returncode == 0, f"chromium exited {result.returncode}: {result.stderr[-3000:]}"
     return result
 
@@ -196,15 +262,15 @@ def test_report_renders_every_section_and_plot_in_headless_chromium(data_setting
     page = Page(dom)
     assert list(page.sections) == SECTION_IDS
     assert all(page.sections[key].strip() == report.SECTIONS[key] != "" for key in SECTION_IDS)
-    assert {plot["data-plot"] for plot in page.plots} == {"segments", "churn_probability", "p_alive",
-                                                          "clv_by_segment", "calibration"}
+    assert {plot["data-plot"] for plot in page.plots} == {"segments", "churn_probability", "p_alive", "clv_by_segment", "calibration"}
     not_rendered = [plot["data-plot"] for plot in page.plots if plot.get("data-rendered") != "true"]
     assert not_rendered == [], f"plots the browser did not decode: {not_rendered}"
     assert all(plot.get("alt") and plot["src"].startswith("data:image/png;base64,") for plot in page.plots)
 
     screenshot = tmp_path / "report.png"
-    run_chromium("--virtual-time-budget=5000", f"--screenshot={screenshot}", "--window-size=1280,2400",
-                 path.as_uri(), profile=tmp_path / "profile")
+    run_chromium(
+        "--virtual-time-budget=5000", f"--screenshot={screenshot}", "--window-size=1280,2400", path.as_uri(), profile=tmp_path / "profile"
+    )
     from PIL import Image
 
     with Image.open(screenshot) as image:

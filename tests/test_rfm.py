@@ -1,4 +1,5 @@
 """RFM scores against a plain pandas reference; the segment rule table and its checks."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -34,21 +35,31 @@ def reference_scores(frame: pd.DataFrame) -> pd.DataFrame:
 def features_frame(seed: int, customers: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     purchase_count = rng.poisson(1.5, customers)  # many ties at 0, 1 and 2
-    return pd.DataFrame({
-        "as_of": date(2026, 1, 1),
-        "customer_id": np.arange(1, customers + 1),
-        "recency_days": np.where(purchase_count > 0, rng.integers(0, 400, customers), -1),
-        "purchase_count": purchase_count,
-        "total_spent": np.where(purchase_count > 0, np.round(rng.gamma(2, 60, customers) * purchase_count, 2), 0.0),
-    })
+    return pd.DataFrame(
+        {
+            "as_of": date(2026, 1, 1),
+            "customer_id": np.arange(1, customers + 1),
+            "recency_days": np.where(purchase_count > 0, rng.integers(0, 400, customers), -1),
+            "purchase_count": purchase_count,
+            "total_spent": np.where(purchase_count > 0, np.round(rng.gamma(2, 60, customers) * purchase_count, 2), 0.0),
+        }
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_scores_equal_the_pandas_reference_customer_for_customer(spark, seed):
     frame = features_frame(seed, 800)
     spark_frame = spark.createDataFrame(
-        [(r.as_of, int(r.customer_id), None if r.purchase_count == 0 else int(r.recency_days), int(r.purchase_count), float(r.total_spent))
-         for r in frame.itertuples()],
+        [
+            (
+                r.as_of,
+                int(r.customer_id),
+                None if r.purchase_count == 0 else int(r.recency_days),
+                int(r.purchase_count),
+                float(r.total_spent),
+            )
+            for r in frame.itertuples()
+        ],
         "as_of date, customer_id long, recency_days int, purchase_count long, total_spent double",
     ).withColumn("total_spent", F.col("total_spent").cast("decimal(18,2)"))
     scored = with_rfm_scores(spark_frame).toPandas().set_index("customer_id")
@@ -95,8 +106,18 @@ def test_the_shipped_rule_table_covers_all_125_score_combinations():
     rules = SegmentRules.load(RULES_FILE)
     assert len(rules.rules) == 11
     assert {rule.name for rule in rules.rules} == {
-        "Champions", "Loyal", "Potential Loyalists", "New", "Promising", "Need Attention", "About to Sleep",
-        "At Risk", "Can't Lose Them", "Hibernating", "Lost"}
+        "Champions",
+        "Loyal",
+        "Potential Loyalists",
+        "New",
+        "Promising",
+        "Need Attention",
+        "About to Sleep",
+        "At Risk",
+        "Can't Lose Them",
+        "Hibernating",
+        "Lost",
+    }
 
 
 def test_a_rule_table_with_a_gap_is_refused_naming_the_file(tmp_path):

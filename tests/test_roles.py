@@ -1,4 +1,5 @@
 """`crm db-roles`: the analyst reads the CRM tables and can change nothing; the writer publishes."""
+
 from __future__ import annotations
 
 import secrets
@@ -19,9 +20,22 @@ from core.crm_schema import crm_metadata
 
 DATABASE = "roles_test"
 ANALYST, WRITER = "crm_analyst", "crm_writer"
-ROW = {"customer_id": 1, "as_of": date(2026, 11, 20), "recency_days": 3, "frequency": 2, "monetary": 10.5,
-       "r_score": 5, "f_score": 4, "m_score": 3, "rfm_code": "543", "segment": "Champions",
-       "previous_segment": "Loyal", "changed_at": date(2026, 11, 20), "cluster_id": 1, "run_id": "night-1"}
+ROW = {
+    "customer_id": 1,
+    "as_of": date(2026, 11, 20),
+    "recency_days": 3,
+    "frequency": 2,
+    "monetary": 10.5,
+    "r_score": 5,
+    "f_score": 4,
+    "m_score": 3,
+    "rfm_code": "543",
+    "segment": "Champions",
+    "previous_segment": "Loyal",
+    "changed_at": date(2026, 11, 20),
+    "cluster_id": 1,
+    "run_id": "night-1",
+}
 
 
 def login_url(postgres, role: str, password: str) -> URL:
@@ -46,11 +60,12 @@ def roles(postgres):
     env = {"CRM_DB_URL": postgres.url(DATABASE), **passwords}
     first = run_crm("db-roles", env=env)
     roles = SimpleNamespace(
-        env=env, output=first.stdout, metadata=metadata,
+        env=env,
+        output=first.stdout,
+        metadata=metadata,
         analyst=create_engine(login_url(postgres, ANALYST, passwords["CRM_ANALYST_PASSWORD"])),
         writer=create_engine(login_url(postgres, WRITER, passwords["CRM_WRITER_PASSWORD"])),
-        superuser_url=f"postgresql+psycopg2://{postgres.admin_user}@/{DATABASE}"
-                      f"?host={postgres.socket}&port={postgres.port}",
+        superuser_url=f"postgresql+psycopg2://{postgres.admin_user}@/{DATABASE}?host={postgres.socket}&port={postgres.port}",
     )
     yield roles
     for engine in (roles.analyst, roles.writer):
@@ -67,13 +82,16 @@ def test_the_analyst_reads_the_published_rows(roles):
         assert connection.execute(select(segments.c.customer_id, segments.c.segment)).all() == [(1, "Champions")]
 
 
-@pytest.mark.parametrize("change", [
-    pytest.param(lambda table: table.insert().values({**ROW, "customer_id": 2}), id="insert"),
-    pytest.param(lambda table: table.update().values(segment="Lost"), id="update"),
-    pytest.param(lambda table: table.delete(), id="delete"),
-    pytest.param(lambda table: DropTable(table), id="drop"),
-    pytest.param(lambda table: text("CREATE TABLE crm.segments_copy (customer_id bigint)"), id="create"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda table: table.insert().values({**ROW, "customer_id": 2}), id="insert"),
+        pytest.param(lambda table: table.update().values(segment="Lost"), id="update"),
+        pytest.param(lambda table: table.delete(), id="delete"),
+        pytest.param(lambda table: DropTable(table), id="drop"),
+        pytest.param(lambda table: text("CREATE TABLE crm.segments_copy (customer_id bigint)"), id="create"),
+    ],
+)
 def test_the_analyst_can_change_nothing(roles, change):
     segments = roles.metadata.tables["crm.customer_segments"]
     with roles.analyst.begin() as connection, pytest.raises(ProgrammingError) as refused:
@@ -93,9 +111,16 @@ def test_the_writer_republishes_and_migrates_and_the_analyst_reads_what_it_creat
     assert migrate.downgrade(writer_url, "crm", "0001") == (migrate.head(), "0001")
     assert migrate.upgrade(writer_url, "crm") == ("0001", migrate.head())
     with roles.writer.connect() as connection:
-        owners = connection.execute(text(
-            "SELECT tableowner FROM pg_tables WHERE schemaname = 'crm' UNION "
-            "SELECT viewowner FROM pg_views WHERE schemaname = 'crm'")).scalars().all()
+        owners = (
+            connection.execute(
+                text(
+                    "SELECT tableowner FROM pg_tables WHERE schemaname = 'crm' UNION "
+                    "SELECT viewowner FROM pg_views WHERE schemaname = 'crm'"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert owners == [WRITER]
     with roles.analyst.connect() as connection:
         assert connection.execute(select(segments.c.run_id)).scalars().all() == ["night-2"]
@@ -109,9 +134,13 @@ def test_a_second_run_succeeds_and_keeps_the_roles_least_privileged(roles):
     again = run_crm("db-roles", env={**roles.env, "CRM_DB_ADMIN_URL": roles.superuser_url})
     assert f"ALTER ROLE {ANALYST} LOGIN PASSWORD '***';" in again.stdout
     with roles.analyst.connect() as connection:
-        powers = connection.execute(text(
-            "SELECT rolname, rolcanlogin, rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles "
-            "WHERE rolname IN (:analyst, :writer) ORDER BY rolname"), {"analyst": ANALYST, "writer": WRITER}).all()
+        powers = connection.execute(
+            text(
+                "SELECT rolname, rolcanlogin, rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles "
+                "WHERE rolname IN (:analyst, :writer) ORDER BY rolname"
+            ),
+            {"analyst": ANALYST, "writer": WRITER},
+        ).all()
         assert powers == [(ANALYST, True, False), (WRITER, True, False)]
         assert connection.execute(text("SELECT has_schema_privilege('crm', 'CREATE')")).scalar_one() is False
 

@@ -1,4 +1,5 @@
 """Shop rows as Arrow batches: typed as asked, in bounded batches, a value that does not fit named."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -7,8 +8,7 @@ import pyarrow as pa
 
 from core.source_reader import _plain_uri, read_batches
 
-SCHEMA = pa.schema([("id", pa.int64()), ("total_amount", pa.decimal128(12, 2)), ("paid", pa.bool_()),
-                    ("created_at", pa.string())])
+SCHEMA = pa.schema([("id", pa.int64()), ("total_amount", pa.decimal128(12, 2)), ("paid", pa.bool_()), ("created_at", pa.string())])
 
 
 def shop(tmp_path, rows) -> str:
@@ -23,8 +23,7 @@ QUERY = "SELECT id, CAST(ROUND(total_amount, 2) AS TEXT), paid, created_at FROM 
 
 
 def test_sqlite_rows_come_typed_in_batches_of_the_fetch_size(tmp_path):
-    url = shop(tmp_path, [(i, 10.5 + i, i % 2, f"2026-11-2{i % 10} 10:00:00") for i in range(1, 8)]
-               + [(8, None, None, None)])
+    url = shop(tmp_path, [(i, 10.5 + i, i % 2, f"2026-11-2{i % 10} 10:00:00") for i in range(1, 8)] + [(8, None, None, None)])
     batches = list(read_batches(url, QUERY, SCHEMA, "orders", fetch_rows=3))
     assert [batch.num_rows for batch in batches] == [3, 3, 2]
     table = pa.Table.from_batches(batches)
@@ -42,6 +41,8 @@ def test_a_value_that_does_not_fit_is_nulled_and_named_for_quarantine(tmp_path):
 
 
 def test_driver_uris_keep_libpq_options_and_drop_the_python_drivers():
-    assert _plain_uri("postgresql+psycopg2://crm:p%40ss@db:5432/shop?sslmode=require", "postgresql",
-                      keep_options=True) == "postgresql://crm:p%40ss@db:5432/shop?sslmode=require"
+    assert (
+        _plain_uri("postgresql+psycopg2://crm:p%40ss@db:5432/shop?sslmode=require", "postgresql", keep_options=True)
+        == "postgresql://crm:p%40ss@db:5432/shop?sslmode=require"
+    )
     assert _plain_uri("mysql+pymysql://crm:pw@db:3306/shop?charset=utf8mb4", "mysql") == "mysql://crm:pw@db:3306/shop"

@@ -3,6 +3,7 @@
 These tests start a real server (a JVM with Spark Connect) in its own data root, as the DAG's `spark_up` does,
 and talk to it from client processes, as tasks do.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,14 @@ with night_task(), spark_session(settings, "client") as spark:
 
 
 def run_client(settings, code: str = CLIENT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "CRM_DATA_DIR": str(settings.data_dir)})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CRM_DATA_DIR": str(settings.data_dir)},
+    )
 
 
 def test_tasks_share_one_server_that_writes_a_lake_every_reader_understands(server_settings):
@@ -80,8 +87,7 @@ def test_tasks_share_one_server_that_writes_a_lake_every_reader_understands(serv
     types = {field.name: str(field.type) for field in table.schema().fields}
     assert "collate" not in json.dumps(types)
     rows = sorted(table.to_pyarrow_table().select(["id", "name", "label"]).to_pylist(), key=lambda row: row["id"])
-    assert rows == [{"id": 1, "name": "a", "label": "a!"}, {"id": 2, "name": "B", "label": "B"},
-                    {"id": 3, "name": "c", "label": "c"}]
+    assert rows == [{"id": 1, "name": "a", "label": "a!"}, {"id": 2, "name": "B", "label": "B"}, {"id": 3, "name": "c", "label": "c"}]
 
     assert spark_server.stop(server_settings) is True
     assert spark_server.running_url(server_settings) is None
@@ -96,9 +102,11 @@ def test_only_a_client_with_the_servers_token_may_use_it(server_settings):
     url = spark_server.start(server_settings, wait=True)
     assert oct(spark_server.state_path(server_settings).stat().st_mode & 0o777) == "0o600"
     without_token = url.split("/;token=")[0]
-    code = (f"from pyspark.sql import SparkSession\n"
-            f"spark = SparkSession.builder.remote({without_token!r}).create()\n"
-            f"print(spark.range(3).count())\n")
+    code = (
+        f"from pyspark.sql import SparkSession\n"
+        f"spark = SparkSession.builder.remote({without_token!r}).create()\n"
+        f"print(spark.range(3).count())\n"
+    )
     refused = run_client(server_settings, code)
     assert refused.returncode != 0
     assert "UNAUTHENTICATED" in refused.stderr or "token" in refused.stderr.lower(), refused.stderr[-2000:]

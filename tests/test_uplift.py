@@ -1,4 +1,5 @@
 """Coupon uplift (models/uplift.py): campaign reconstruction, models on a planted effect, Qini, offers."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -18,29 +19,46 @@ def _ts(text: str) -> pd.Timestamp:
 
 def _tiny_shop(extra_coupons: list[dict] | None = None):
     """Campaign c1, window 2026-03-10..2026-03-16: customer 1 treated, 2 and 3 control, 4 registered too late."""
-    customers = pd.DataFrame({"id": [1, 2, 3, 4],
-                              "created_at": [_ts("2025-01-01"), _ts("2025-06-01"), _ts("2026-03-09 23:59:59"),
-                                             _ts("2026-03-10 00:00:00")]})
-    coupons = pd.DataFrame([
-        {"campaign": "welcome", "customer_id": None, "discount_type": "percent", "discount_value": 10,
-         "valid_from": date(2025, 1, 1), "valid_to": date(2027, 1, 1)},
-        {"campaign": "c1", "customer_id": 1.0, "discount_type": "percent", "discount_value": 15,
-         "valid_from": date(2026, 3, 10), "valid_to": date(2026, 3, 16)},
-        *(extra_coupons or []),
-    ])
-    orders = pd.DataFrame([
-        # customer 1: two purchases in the window (the last one at its last second) and one before it
-        (1, "delivered", 50.0, "2026-03-10 00:00:00", "2026-03-12"),
-        (1, "paid", 30.0, "2026-03-16 23:59:59", "2026-03-17"),
-        (1, "delivered", 99.0, "2026-03-09 23:59:59", "2026-03-12"),
-        # customer 2: ordered the moment the window closed; a cancelled order inside it
-        (2, "delivered", 70.0, "2026-03-17 00:00:00", "2026-03-18"),
-        (2, "cancelled", 40.0, "2026-03-11 10:00:00", "2026-03-12"),
-        # customer 3: returned long after the window: still a purchase at the window's end
-        (3, "returned", 25.0, "2026-03-15 10:00:00", "2026-04-20"),
-        # customer 4 (not eligible) ordered in the window
-        (4, "delivered", 10.0, "2026-03-11 10:00:00", "2026-03-12"),
-    ], columns=["customer_id", "status", "total_amount", "created_at", "updated_at"])
+    customers = pd.DataFrame(
+        {"id": [1, 2, 3, 4], "created_at": [_ts("2025-01-01"), _ts("2025-06-01"), _ts("2026-03-09 23:59:59"), _ts("2026-03-10 00:00:00")]}
+    )
+    coupons = pd.DataFrame(
+        [
+            {
+                "campaign": "welcome",
+                "customer_id": None,
+                "discount_type": "percent",
+                "discount_value": 10,
+                "valid_from": date(2025, 1, 1),
+                "valid_to": date(2027, 1, 1),
+            },
+            {
+                "campaign": "c1",
+                "customer_id": 1.0,
+                "discount_type": "percent",
+                "discount_value": 15,
+                "valid_from": date(2026, 3, 10),
+                "valid_to": date(2026, 3, 16),
+            },
+            *(extra_coupons or []),
+        ]
+    )
+    orders = pd.DataFrame(
+        [
+            # customer 1: two purchases in the window (the last one at its last second) and one before it
+            (1, "delivered", 50.0, "2026-03-10 00:00:00", "2026-03-12"),
+            (1, "paid", 30.0, "2026-03-16 23:59:59", "2026-03-17"),
+            (1, "delivered", 99.0, "2026-03-09 23:59:59", "2026-03-12"),
+            # customer 2: ordered the moment the window closed; a cancelled order inside it
+            (2, "delivered", 70.0, "2026-03-17 00:00:00", "2026-03-18"),
+            (2, "cancelled", 40.0, "2026-03-11 10:00:00", "2026-03-12"),
+            # customer 3: returned long after the window: still a purchase at the window's end
+            (3, "returned", 25.0, "2026-03-15 10:00:00", "2026-04-20"),
+            # customer 4 (not eligible) ordered in the window
+            (4, "delivered", 10.0, "2026-03-11 10:00:00", "2026-03-12"),
+        ],
+        columns=["customer_id", "status", "total_amount", "created_at", "updated_at"],
+    )
     orders["created_at"] = pd.to_datetime(orders["created_at"], utc=True)
     orders["updated_at"] = pd.to_datetime(orders["updated_at"], utc=True)
     return customers, coupons, orders
@@ -60,9 +78,19 @@ def test_campaign_outcomes_reconstructs_groups_and_window_outcome():
 
 
 def test_campaign_without_control_group_is_named():
-    customers, coupons, orders = _tiny_shop([
-        {"campaign": "everyone", "customer_id": float(i), "discount_type": "fixed", "discount_value": 20,
-         "valid_from": date(2026, 1, 5), "valid_to": date(2026, 1, 18)} for i in (1, 2)])
+    customers, coupons, orders = _tiny_shop(
+        [
+            {
+                "campaign": "everyone",
+                "customer_id": float(i),
+                "discount_type": "fixed",
+                "discount_value": 20,
+                "valid_from": date(2026, 1, 5),
+                "valid_to": date(2026, 1, 18),
+            }
+            for i in (1, 2)
+        ]
+    )
     with pytest.raises(ValueError, match="'everyone': no control group"):
         uplift.campaign_outcomes(customers, coupons, orders, STATUSES)
 
@@ -73,9 +101,18 @@ def test_campaign_without_treated_is_named():
 
 
 def test_coupon_to_customer_registered_after_valid_from_is_refused():
-    customers, coupons, orders = _tiny_shop([
-        {"campaign": "c1", "customer_id": 4.0, "discount_type": "percent", "discount_value": 15,
-         "valid_from": date(2026, 3, 10), "valid_to": date(2026, 3, 16)}])
+    customers, coupons, orders = _tiny_shop(
+        [
+            {
+                "campaign": "c1",
+                "customer_id": 4.0,
+                "discount_type": "percent",
+                "discount_value": 15,
+                "valid_from": date(2026, 3, 10),
+                "valid_to": date(2026, 3, 16),
+            }
+        ]
+    )
     with pytest.raises(ValueError, match="'c1': 1 coupon holders were not registered"):
         uplift.campaign_outcomes(customers, coupons, orders, STATUSES)
 
@@ -87,8 +124,15 @@ def _planted(n: int, seed: int, treated_share: float = 0.5) -> pd.DataFrame:
     noise = rng.normal(size=n)
     is_treated = rng.random(n) < treated_share
     p = 0.2 + 0.4 * (is_responder & is_treated)
-    return pd.DataFrame({"customer_id": np.arange(1, n + 1), "is_responder": is_responder.astype(float),
-                         "noise": noise, "is_treated": is_treated, "has_order": rng.random(n) < p})
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(1, n + 1),
+            "is_responder": is_responder.astype(float),
+            "noise": noise,
+            "is_treated": is_treated,
+            "has_order": rng.random(n) < p,
+        }
+    )
 
 
 @pytest.mark.parametrize("method", uplift.METHODS)
@@ -101,8 +145,7 @@ def test_model_ranks_planted_responders_first_and_beats_random(method):
     responder = test["is_responder"] == 1
 
     assert score[responder].mean() > 0.25 and abs(score[~responder].mean()) < 0.08
-    report = uplift.targeting_report(test, {"model": score, "oracle": test["is_responder"]},
-                                     seed=0).set_index("strategy")
+    report = uplift.targeting_report(test, {"model": score, "oracle": test["is_responder"]}, seed=0).set_index("strategy")
     # The normalised Qini's "perfect" ranking knows each outcome, so even the true uplift scores far below 1.
     assert report.loc["model", "qini"] > 0.8 * report.loc["oracle", "qini"] > 0.1
     assert abs(report.loc["random", "qini"]) < 0.05
@@ -156,16 +199,16 @@ def test_holdout_is_deterministic_and_stratified_by_treatment():
 
 
 def _offers_input():
-    uplift_frame = pd.DataFrame({
-        "customer_id": [1, 1, 2, 2, 3, 4, 5],
-        "coupon": ["pct10", "fix20", "pct10", "fix20", "pct10", "pct10", "fix20"],
-        "expected_uplift": [0.10, 0.20, 0.30, 0.01, 0.05, 0.30, 0.10],
-        "baseline_probability": [0.2, 0.2, 0.1, 0.1, 0.9, 0.1, 0.1],
-    })
-    order_value = pd.DataFrame({"customer_id": [1, 2, 3, 4, 5], "expected_order_value": [100.0, 100.0, 100.0,
-                                                                                        1000.0, 100.0]})
-    terms = pd.DataFrame({"coupon": ["pct10", "fix20"], "discount_type": ["percent", "fixed"],
-                          "discount_value": [10.0, 20.0]})
+    uplift_frame = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 2, 2, 3, 4, 5],
+            "coupon": ["pct10", "fix20", "pct10", "fix20", "pct10", "pct10", "fix20"],
+            "expected_uplift": [0.10, 0.20, 0.30, 0.01, 0.05, 0.30, 0.10],
+            "baseline_probability": [0.2, 0.2, 0.1, 0.1, 0.9, 0.1, 0.1],
+        }
+    )
+    order_value = pd.DataFrame({"customer_id": [1, 2, 3, 4, 5], "expected_order_value": [100.0, 100.0, 100.0, 1000.0, 100.0]})
+    terms = pd.DataFrame({"coupon": ["pct10", "fix20"], "discount_type": ["percent", "fixed"], "discount_value": [10.0, 20.0]})
     return uplift_frame, order_value, terms
 
 

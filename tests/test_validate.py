@@ -1,5 +1,6 @@
 """The quality gates: a clean layer passes, a critical violation stops the run naming what failed, a warning
 is recorded only, an empty bronze batch passes, a rerun replaces the date's summary."""
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,27 @@ def silver_rows(spark, table_name: str, rows: list[dict]):
 
 
 def customer(id, email="ada@example.com", language="en"):
-    return {"id": id, "email": email, "first_name": "Ada", "language": language, "country": "CN",
-            "created_at": CREATED, "updated_at": CREATED}
+    return {
+        "id": id,
+        "email": email,
+        "first_name": "Ada",
+        "language": language,
+        "country": "CN",
+        "created_at": CREATED,
+        "updated_at": CREATED,
+    }
 
 
 def order(id, customer_id=1, total="12.50", status="delivered"):
-    return {"id": id, "customer_id": customer_id, "status": status, "total_amount": Decimal(total),
-            "currency": "CNY", "created_at": CREATED, "updated_at": CREATED}
+    return {
+        "id": id,
+        "customer_id": customer_id,
+        "status": status,
+        "total_amount": Decimal(total),
+        "currency": "CNY",
+        "created_at": CREATED,
+        "updated_at": CREATED,
+    }
 
 
 def write_silver(spark, lake, customers: list[dict], orders: list[dict]) -> None:
@@ -56,11 +71,11 @@ def bronze_orders(spark, batches: dict[str, list[dict]]):
     """Bronze rows of `orders` per batch id (the run date as text), source values as extracted."""
     table = shop_schema.orders
     columns = [f"`{c.name}` {bronze_type(c.type).simpleString()}" for c in table.columns]
-    schema = ", ".join(columns + ["_batch_id string", "_run_id string", "_extracted_at timestamp", "_op string",
-                                  "_unreadable string"])
+    schema = ", ".join(columns + ["_batch_id string", "_run_id string", "_extracted_at timestamp", "_op string", "_unreadable string"])
     data = [
         tuple(row.get(c.name) for c in table.columns) + (batch_id, "run-0", CREATED, row.get("_op", "U"), None)
-        for batch_id, rows in batches.items() for row in rows
+        for batch_id, rows in batches.items()
+        for row in rows
     ]
     return spark.createDataFrame(data, schema)
 
@@ -86,9 +101,7 @@ def test_a_clean_silver_layer_passes_and_writes_its_summary_and_data_docs(spark,
 
 def test_a_critical_violation_stops_the_gate_naming_table_column_and_values(spark, lake, lake_settings):
     write_silver(
-        spark, lake,
-        [customer(1), customer(2, email="not-an-email")],
-        [order(10), order(10, total="3.00"), order(11, total="-5.00")],
+        spark, lake, [customer(1), customer(2, email="not-an-email")], [order(10), order(10, total="3.00"), order(11, total="-5.00")]
     )
 
     with pytest.raises(validate.QualityGateError) as raised:
@@ -97,10 +110,8 @@ def test_a_critical_violation_stops_the_gate_naming_table_column_and_values(spar
     message = str(raised.value)
     assert message.startswith("quality gate silver for 2026-11-26 failed: 3 critical")
     assert "silver/orders: expect_column_values_to_be_unique on column id: 2 of 3 rows unexpected, e.g. 10" in message
-    assert ("silver/orders: expect_column_values_to_be_between on column total_amount: 1 of 3 rows unexpected, "
-            "e.g. '-5.00'") in message
-    assert ("silver/customers: expect_column_values_to_match_regex on column email: 1 of 2 rows unexpected, "
-            "e.g. 'not-an-email'") in message
+    assert ("silver/orders: expect_column_values_to_be_between on column total_amount: 1 of 3 rows unexpected, e.g. '-5.00'") in message
+    assert ("silver/customers: expect_column_values_to_match_regex on column email: 1 of 2 rows unexpected, e.g. 'not-an-email'") in message
     pages = re.findall(r"\(Data Docs: (\S+\.html)\)", message)
     assert len(pages) == 3 and all(Path(page).is_file() for page in pages)
     recorded = validate.quality_summary(lake_settings, RUN_DATE)["silver"]
@@ -114,14 +125,21 @@ def test_an_unknown_order_status_is_a_warning_that_does_not_stop_the_gate(spark,
 
     assert summary["passed"] is True and summary["warnings"] == 1
     assert summary["tables"]["orders"]["critical_failures"] == []
-    assert summary["tables"]["orders"]["warnings"] == [{
-        "expectation": "expect_column_values_to_be_in_set", "column": "status",
-        "unexpected_count": 1, "rows": 2, "examples": ["lost_in_mail"],
-    }]
+    assert summary["tables"]["orders"]["warnings"] == [
+        {
+            "expectation": "expect_column_values_to_be_in_set",
+            "column": "status",
+            "unexpected_count": 1,
+            "rows": 2,
+            "examples": ["lost_in_mail"],
+        }
+    ]
     assert validate.quality_summary(lake_settings, RUN_DATE)["silver"]["tables"]["orders"]["warnings"][0]["column"] == "status"
     [stored] = (lake_settings.data_dir / "quality" / "gx" / "uncommitted" / "validations" / "silver" / "orders").rglob("*.json")
-    outcomes = {(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column")): r
-                for r in json.loads(stored.read_text())["results"]}
+    outcomes = {
+        (r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column")): r
+        for r in json.loads(stored.read_text())["results"]
+    }
     status = outcomes[("expect_column_values_to_be_in_set", "status")]
     assert status["success"] is False and status["expectation_config"]["severity"] == "warning"
     assert status["result"]["partial_unexpected_list"] == ["lost_in_mail"]
@@ -161,13 +179,18 @@ def test_gold_segments_of_the_run_date_must_have_one_row_per_customer_and_scores
     def segment(as_of, customer_id, r_score):
         return (as_of, customer_id, 3, 2, Decimal("40.00"), r_score, 2, 3, "423", "Loyal", None, as_of, 1, "run-1")
 
-    schema = ("as_of date, customer_id long, recency_days int, frequency long, monetary decimal(18,2), "
-              "r_score int, f_score int, m_score int, rfm_code string, segment string, previous_segment string, "
-              "changed_at date, cluster_id int, run_id string")
-    rows = [segment(date(2026, 11, 25), 1, 9),  # an older partition: not this run's business
-            segment(RUN_DATE, 1, 4), segment(RUN_DATE, 1, 4), segment(RUN_DATE, 2, 6)]
-    lake.overwrite(spark.createDataFrame(rows, schema).select(*SEGMENT_COLUMNS), "gold", "customer_segments",
-                   partition_by=["as_of"])
+    schema = (
+        "as_of date, customer_id long, recency_days int, frequency long, monetary decimal(18,2), "
+        "r_score int, f_score int, m_score int, rfm_code string, segment string, previous_segment string, "
+        "changed_at date, cluster_id int, run_id string"
+    )
+    rows = [
+        segment(date(2026, 11, 25), 1, 9),  # an older partition: not this run's business
+        segment(RUN_DATE, 1, 4),
+        segment(RUN_DATE, 1, 4),
+        segment(RUN_DATE, 2, 6),
+    ]
+    lake.overwrite(spark.createDataFrame(rows, schema).select(*SEGMENT_COLUMNS), "gold", "customer_segments", partition_by=["as_of"])
 
     with pytest.raises(validate.QualityGateError) as raised:
         validate.run(RUN_DATE, lake_settings, "run-1", layer="gold", tables_to_check=("customer_segments",))
@@ -210,7 +233,10 @@ def test_a_missing_column_is_named_with_the_present_ones(spark, lake, lake_setti
         validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("carts",))
 
     message = str(raised.value)
-    assert ("silver/carts: expect_table_columns_to_match_set: missing column(s) created_at, customer_id, updated_at "
-            "(present: id, status)") in message
-    assert ("silver/carts: expect_column_values_to_not_be_null on column customer_id could not be evaluated: "
-            'Error: The column "customer_id" in BatchData does not exist.') in message
+    assert (
+        "silver/carts: expect_table_columns_to_match_set: missing column(s) created_at, customer_id, updated_at (present: id, status)"
+    ) in message
+    assert (
+        "silver/carts: expect_column_values_to_not_be_null on column customer_id could not be evaluated: "
+        'Error: The column "customer_id" in BatchData does not exist.'
+    ) in message

@@ -11,6 +11,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -58,57 +59,68 @@ SEED = (
 def upgrade() -> None:
     schema = op.get_context().version_table_schema
     prefix = f'"{schema}".' if schema else ""
-    op.create_table('customer_segment_history',
-    sa.Column('customer_id', sa.BigInteger(), autoincrement=False, nullable=False, comment='-> shop customers.id'),
-    sa.Column('valid_from', sa.Date(), nullable=False, comment='first run date the customer was in the segment'),
-    sa.Column('valid_to', sa.Date(), nullable=True, comment='run date the customer left it (excluded); null: still in it'),
-    sa.Column('segment', sa.String(length=60), nullable=False, comment='named segment'),
-    sa.Column('run_id', sa.String(length=250), nullable=False, comment='the pipeline run that opened the row'),
-    sa.PrimaryKeyConstraint('customer_id', 'valid_from'),
-    schema=schema,
-    comment="each customer's segments over time: one row per stay in a segment (SCD type 2), kept from every newest published run; rows with valid_to null are the current segments"
+    op.create_table(
+        "customer_segment_history",
+        sa.Column("customer_id", sa.BigInteger(), autoincrement=False, nullable=False, comment="-> shop customers.id"),
+        sa.Column("valid_from", sa.Date(), nullable=False, comment="first run date the customer was in the segment"),
+        sa.Column("valid_to", sa.Date(), nullable=True, comment="run date the customer left it (excluded); null: still in it"),
+        sa.Column("segment", sa.String(length=60), nullable=False, comment="named segment"),
+        sa.Column("run_id", sa.String(length=250), nullable=False, comment="the pipeline run that opened the row"),
+        sa.PrimaryKeyConstraint("customer_id", "valid_from"),
+        schema=schema,
+        comment="each customer's segments over time: one row per stay in a segment (SCD type 2), kept from every newest published run; rows with valid_to null are the current segments",
     )
-    op.create_index('ix_customer_segment_history_segment', 'customer_segment_history', ['segment', 'valid_from'], unique=False, schema=schema)
-    op.create_table('segment_movement_history',
-    sa.Column('from_segment', sa.String(length=60), nullable=True, comment='segment at the previous run date; null: not a customer then'),
-    sa.Column('to_segment', sa.String(length=60), nullable=False, comment='segment at as_of'),
-    sa.Column('customers', sa.BigInteger(), nullable=False, comment='customers who moved (or stayed, when equal)'),
-    sa.Column('previous_as_of', sa.Date(), nullable=True, comment='the previous run date compared with; null on the first run'),
-    sa.Column('as_of', sa.Date(), nullable=False, comment='the run date the row describes (end of that day, UTC)'),
-    sa.Column('run_id', sa.String(length=250), nullable=False, comment='the pipeline run that produced the row'),
-    schema=schema,
-    comment="segment_movement of every published run date (a rerun or backfill replaces its date's rows)"
+    op.create_index(
+        "ix_customer_segment_history_segment", "customer_segment_history", ["segment", "valid_from"], unique=False, schema=schema
     )
-    op.create_index('ix_segment_movement_history_as_of', 'segment_movement_history', ['as_of'], unique=False, schema=schema)
-    op.create_table('segment_summary_history',
-    sa.Column('as_of', sa.Date(), nullable=False, comment='the run date the row describes (end of that day, UTC)'),
-    sa.Column('segment', sa.String(length=60), nullable=False, comment='named segment'),
-    sa.Column('customers', sa.BigInteger(), nullable=False, comment='customers in the segment'),
-    sa.Column('customer_share', sa.Float(), nullable=False, comment='share of all customers, 0-1'),
-    sa.Column('revenue', sa.Numeric(precision=18, scale=2), nullable=False, comment='their total spend up to as_of, shop currency'),
-    sa.Column('revenue_share', sa.Float(), nullable=False, comment="share of all customers' spend, 0-1"),
-    sa.Column('mean_recency_days', sa.Float(), nullable=True, comment='mean days since the last purchase'),
-    sa.Column('mean_frequency', sa.Float(), nullable=False, comment='mean purchases'),
-    sa.Column('mean_monetary', sa.Numeric(precision=18, scale=2), nullable=False, comment='mean spend, shop currency'),
-    sa.Column('run_id', sa.String(length=250), nullable=False, comment='the pipeline run that produced the row'),
-    sa.PrimaryKeyConstraint('as_of', 'segment'),
-    schema=schema,
-    comment="segment_summary of every published run date (a rerun or backfill replaces its date's rows)"
+    op.create_table(
+        "segment_movement_history",
+        sa.Column(
+            "from_segment", sa.String(length=60), nullable=True, comment="segment at the previous run date; null: not a customer then"
+        ),
+        sa.Column("to_segment", sa.String(length=60), nullable=False, comment="segment at as_of"),
+        sa.Column("customers", sa.BigInteger(), nullable=False, comment="customers who moved (or stayed, when equal)"),
+        sa.Column("previous_as_of", sa.Date(), nullable=True, comment="the previous run date compared with; null on the first run"),
+        sa.Column("as_of", sa.Date(), nullable=False, comment="the run date the row describes (end of that day, UTC)"),
+        sa.Column("run_id", sa.String(length=250), nullable=False, comment="the pipeline run that produced the row"),
+        schema=schema,
+        comment="segment_movement of every published run date (a rerun or backfill replaces its date's rows)",
     )
-    op.create_index('ix_customer_profile_email', 'customer_profile', ['email'], unique=False, schema=schema)
-    op.create_index('ix_customer_profile_segment', 'customer_profile', ['segment'], unique=False, schema=schema)
-    op.create_index('ix_customer_scores_churn_risk', 'customer_scores', ['churn_risk'], unique=False, schema=schema)
-    op.create_index('ix_customer_segments_segment', 'customer_segments', ['segment'], unique=False, schema=schema)
-    op.create_index('ix_pipeline_runs_started_at', 'pipeline_runs', ['started_at'], unique=False, schema=schema)
+    op.create_index("ix_segment_movement_history_as_of", "segment_movement_history", ["as_of"], unique=False, schema=schema)
+    op.create_table(
+        "segment_summary_history",
+        sa.Column("as_of", sa.Date(), nullable=False, comment="the run date the row describes (end of that day, UTC)"),
+        sa.Column("segment", sa.String(length=60), nullable=False, comment="named segment"),
+        sa.Column("customers", sa.BigInteger(), nullable=False, comment="customers in the segment"),
+        sa.Column("customer_share", sa.Float(), nullable=False, comment="share of all customers, 0-1"),
+        sa.Column("revenue", sa.Numeric(precision=18, scale=2), nullable=False, comment="their total spend up to as_of, shop currency"),
+        sa.Column("revenue_share", sa.Float(), nullable=False, comment="share of all customers' spend, 0-1"),
+        sa.Column("mean_recency_days", sa.Float(), nullable=True, comment="mean days since the last purchase"),
+        sa.Column("mean_frequency", sa.Float(), nullable=False, comment="mean purchases"),
+        sa.Column("mean_monetary", sa.Numeric(precision=18, scale=2), nullable=False, comment="mean spend, shop currency"),
+        sa.Column("run_id", sa.String(length=250), nullable=False, comment="the pipeline run that produced the row"),
+        sa.PrimaryKeyConstraint("as_of", "segment"),
+        schema=schema,
+        comment="segment_summary of every published run date (a rerun or backfill replaces its date's rows)",
+    )
+    op.create_index("ix_customer_profile_email", "customer_profile", ["email"], unique=False, schema=schema)
+    op.create_index("ix_customer_profile_segment", "customer_profile", ["segment"], unique=False, schema=schema)
+    op.create_index("ix_customer_scores_churn_risk", "customer_scores", ["churn_risk"], unique=False, schema=schema)
+    op.create_index("ix_customer_segments_segment", "customer_segments", ["segment"], unique=False, schema=schema)
+    op.create_index("ix_pipeline_runs_started_at", "pipeline_runs", ["started_at"], unique=False, schema=schema)
     for statement in SEED:
         op.execute(statement.format(s=prefix))
     op.execute(CUSTOMER_OVERVIEW.format(s=prefix))
     op.execute(SEGMENT_TREND.format(s=prefix))
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"COMMENT ON VIEW {prefix}customer_overview IS 'one row per customer: contact, segment and "
-                   "scores of the latest published run (customer_profile, customer_segments, customer_scores)'")
-        op.execute(f"COMMENT ON VIEW {prefix}segment_trend IS 'segment size and revenue per published run date, "
-                   "with the change since the segment''s previous run date'")
+        op.execute(
+            f"COMMENT ON VIEW {prefix}customer_overview IS 'one row per customer: contact, segment and "
+            "scores of the latest published run (customer_profile, customer_segments, customer_scores)'"
+        )
+        op.execute(
+            f"COMMENT ON VIEW {prefix}segment_trend IS 'segment size and revenue per published run date, "
+            "with the change since the segment''s previous run date'"
+        )
 
 
 def downgrade() -> None:
@@ -116,13 +128,13 @@ def downgrade() -> None:
     prefix = f'"{schema}".' if schema else ""
     op.execute(f"DROP VIEW {prefix}segment_trend")
     op.execute(f"DROP VIEW {prefix}customer_overview")
-    op.drop_index('ix_pipeline_runs_started_at', table_name='pipeline_runs', schema=schema)
-    op.drop_index('ix_customer_segments_segment', table_name='customer_segments', schema=schema)
-    op.drop_index('ix_customer_scores_churn_risk', table_name='customer_scores', schema=schema)
-    op.drop_index('ix_customer_profile_segment', table_name='customer_profile', schema=schema)
-    op.drop_index('ix_customer_profile_email', table_name='customer_profile', schema=schema)
-    op.drop_table('segment_summary_history', schema=schema)
-    op.drop_index('ix_segment_movement_history_as_of', table_name='segment_movement_history', schema=schema)
-    op.drop_table('segment_movement_history', schema=schema)
-    op.drop_index('ix_customer_segment_history_segment', table_name='customer_segment_history', schema=schema)
-    op.drop_table('customer_segment_history', schema=schema)
+    op.drop_index("ix_pipeline_runs_started_at", table_name="pipeline_runs", schema=schema)
+    op.drop_index("ix_customer_segments_segment", table_name="customer_segments", schema=schema)
+    op.drop_index("ix_customer_scores_churn_risk", table_name="customer_scores", schema=schema)
+    op.drop_index("ix_customer_profile_segment", table_name="customer_profile", schema=schema)
+    op.drop_index("ix_customer_profile_email", table_name="customer_profile", schema=schema)
+    op.drop_table("segment_summary_history", schema=schema)
+    op.drop_index("ix_segment_movement_history_as_of", table_name="segment_movement_history", schema=schema)
+    op.drop_table("segment_movement_history", schema=schema)
+    op.drop_index("ix_customer_segment_history_segment", table_name="customer_segment_history", schema=schema)
+    op.drop_table("customer_segment_history", schema=schema)
