@@ -553,10 +553,16 @@ class BetaGeoModel:
         # for MBG/NBD (s = 1) b+x+s and a+b+x+s-1 in place of b+x and a+b+x-1 (Wagner & Hoppe 2008).
         r, alpha, a, b = astuple(self._params())
         s = self.first_purchase_dropout
-        z = t / (alpha + T + t)
-        log_hyp = _log_hyp2f1(r + x, b + x + s, a + b + x + s - 1, z)
-        if_alive = (a + b + x + s - 1) / (a - 1) * -np.expm1(log_hyp + (r + x) * np.log1p(-z))
-        return self._probability_alive(x, recency, T) * if_alive
+        z, x = np.broadcast_arrays(t / (alpha + T + t), x)
+        c = a + b + x + s - 1
+        log_hyp = _log_hyp2f1(r + x, b + x + s, c, z)
+        bracket = -np.expm1(log_hyp + (r + x) * np.log1p(-z))
+        # Where c < 0 (x = 0 and a + b < 1) 2F1 is negative and has no logarithm: the product as printed.
+        negative = np.isnan(log_hyp) & (c < 0)
+        if negative.any():
+            xn, zn = x[negative], z[negative]
+            bracket[negative] = 1 - hyp2f1(r + xn, b + xn + s, c[negative], zn) * (1 - zn) ** (r + xn)
+        return self._probability_alive(x, recency, T) * c / (a - 1) * bracket
 
     def probability_no_purchase(self, t: float | np.ndarray, frequency: object, recency: object, T: object) -> np.ndarray:
         """P(no repeat purchase in (T, T + t]), t in the time unit of T: dropped out, or alive and still waiting.
@@ -615,12 +621,12 @@ def _horizon(where: str, t: float | np.ndarray, rows: int) -> np.ndarray:
 def _log_hyp2f1(a: np.ndarray, b: np.ndarray, c: np.ndarray, z: np.ndarray) -> np.ndarray:
     """ln 2F1(a, b; c; z) for 0 <= z < 1; where 2F1 overflows, via Euler's transformation (as lifetimes)."""
     a, b, c, z = np.broadcast_arrays(a, b, c, z)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a negative 2F1 gives NaN: the caller takes it as it is
         value = np.log(hyp2f1(a, b, c, z))
-    overflow = ~np.isfinite(value)
-    if overflow.any():
-        a, b, c, z = a[overflow], b[overflow], c[overflow], z[overflow]
-        value[overflow] = np.log(hyp2f1(c - a, c - b, c, z)) + (c - a - b) * np.log1p(-z)
+        overflow = ~np.isfinite(value)
+        if overflow.any():
+            a, b, c, z = a[overflow], b[overflow], c[overflow], z[overflow]
+            value[overflow] = np.log(hyp2f1(c - a, c - b, c, z)) + (c - a - b) * np.log1p(-z)
     return value
 
 

@@ -648,17 +648,11 @@ def test_probability_alive_and_expected_purchases_equal_the_paper_forms(cdnow, p
     printable = np.isfinite(expected)
     assert printable.sum() == len(frequency) - 1
     ours = beta_geo.expected_purchases(HOLDOUT_WEEKS, frequency, recency, T)
-    if point == "tiny":  # a known failure, pinned by test_expected_purchases_where_the_hypergeometric_term_is_negative
-        assert np.flatnonzero(~np.isfinite(ours)).tolist() == [len(cdnow), len(cdnow) + 1]  # x = 0, T = 0 and 1e-6
-        printable &= np.isfinite(ours)
     np.testing.assert_allclose(ours[printable], expected[printable], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_log_hyp2f1 takes the log of 2F1, which is negative when a + b + x - 1 < 0 (x = 0 and a + b < 1): NaN where eq. (10) is finite",
-)
 def test_expected_purchases_where_the_hypergeometric_term_is_negative():
+    """x = 0 with a + b < 1 makes 2F1(r, b; a + b - 1; z) negative: eq. (10) is still finite, and so are we."""
     params = BG_NBD_POINTS["tiny"]
 
     ours = BetaGeoModel(BetaGeoParams(*params)).expected_purchases(HOLDOUT_WEEKS, [0, 0], [0, 0], [0, 1e-6])
