@@ -936,13 +936,13 @@ def change_the_document_shop(url: str, high: dict[str, "datetime"]) -> dict[str,
 def documents_changed_after(url: str, settings, low: dict[str, "datetime"]) -> dict[str, int]:
     """Per table, how many documents of its collection are stamped after `low` (what night 2 must read)."""
     from core.db import document_database as connect
-    from core.documents import DocumentShop
+    from core.mapping import watermark_field
     from jobs.extract import source_mapping
 
     mapping = source_mapping(settings)
     with connect(url) as shop:
         return {
-            name: shop[source.source].count_documents({DocumentShop._watermark_field(mapping, source): {"$gt": low[name]}})
+            name: shop[source.source].count_documents({watermark_field(mapping, source): {"$gt": low[name]}})
             for name, source in mapping.tables.items()
         }
 
@@ -1195,10 +1195,11 @@ def test_cluster_ids_stay_with_their_centroids_from_night_to_night(nightly_runs,
     from pyspark.sql import functions as F
 
     from core.lake import Lake
+    from jobs.score import as_measures
     from models.clusters import CLUSTER_FEATURES, from_units
 
     lake = Lake(spark, settings_of(nightly_runs["mariadb"]).lake_dir)
-    clusters = lake.read("gold", "customer_clusters")
+    clusters = as_measures(lake.read("gold", "customer_clusters"), "customer_clusters")  # the CRM's column names back to the measures
     centroids = {night: {r.cluster_id: r for r in clusters.where(F.col("as_of") == night).collect()} for night in (RUN_DATE, NIGHT2)}
     assert set(centroids[RUN_DATE]) == set(centroids[NIGHT2])  # same k: the same ids, nothing renumbered
 
