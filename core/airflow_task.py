@@ -18,7 +18,7 @@ from typing import Any
 from core import runlog, spark_server
 from core.config import load_config
 from core.db import masked
-from core.rundate import business_date
+from core.rundate import business_date, run_conf
 from core.spark import night_task
 
 
@@ -50,8 +50,7 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
 
 def full_reload(context: dict[str, Any]) -> bool:
     """Whether the run asks `extract` to reload every table whole: conf `{"full": true}` (`crm run --full`)."""
-    dag_run = context.get("dag_run")
-    return bool(((getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}).get("full"))
+    return bool(run_conf(context).get("full"))
 
 
 def start_night_spark() -> str:

@@ -18,13 +18,18 @@ class RunDateError(ValueError):
 def business_date(context: dict[str, Any]) -> date:
     """The run date of an Airflow task's context: conf `run_date`, else the day before the run's start."""
     dag_run = context.get("dag_run")
-    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    conf = run_conf(context)
     if conf.get("run_date"):
         return parse_run_date(str(conf["run_date"]), "dag_run.conf.run_date")
     moment = context.get("logical_date") or getattr(dag_run, "run_after", None)
     if moment is None:
         raise RunDateError("the DAG run has neither conf run_date, logical_date nor run_after")
     return (moment.astimezone(timezone.utc) - timedelta(days=1)).date()
+
+
+def run_conf(context: dict[str, Any]) -> dict[str, Any]:
+    """The conf a DAG run was triggered with (`crm run` passes run_date and full); {} when it has none."""
+    return getattr(context.get("dag_run"), "conf", None) or {}
 
 
 def parse_run_date(text: str, what: str = "run date") -> date:

@@ -82,17 +82,9 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             .reindex(buyers.index)
         )
         value, clv_run = value_scores(history, settings.clv, run_date, run_id, degraded)
-        scores = value.assign(
-            **churn_scores(classifier, buyers, settings, version), clv_model_run=clv_run, as_of=pd.Timestamp(run_date), run_id=run_id
-        ).reset_index()
-        frame = spark.createDataFrame(scores, schema=score_schema(scores)).withColumns(
-            {
-                **{column: F.col(column).cast("decimal(18,2)") for column in MONEY_COLUMNS},
-                "next_order_date": F.to_date("next_order_date"),
-                "as_of": F.to_date("as_of"),
-            }
-        )
-        lake.write_gold(frame, TABLE, run_date, run_id)
+        scores = value.assign(**churn_scores(classifier, buyers, settings, version), clv_model_run=clv_run).reset_index()
+        # Lake.write_gold sets as_of and run_id and casts to the CRM table's types (money, next_order_date).
+        lake.write_gold(spark.createDataFrame(scores, schema=score_schema(scores)), TABLE, run_date, run_id)
     bands = scores["churn_risk"].value_counts().to_dict()
     model = tracking.version_label(version) if version is not None else None
     log.info(
@@ -118,14 +110,14 @@ def score_schema(scores: pd.DataFrame):
     """The Spark schema of the scores frame: pandas columns that are all null (a score family that could not
     be computed) have no type Spark can infer, so every column's type is given (cast to the CRM table's
     types after)."""
-    text = {"churn_risk", "churn_reasons", "churn_model_version", "clv_model_run", "run_id"}
+    text = {"churn_risk", "churn_reasons", "churn_model_version", "clv_model_run"}
     fields = []
     for column in scores.columns:
         if column == "customer_id":
             kind = T.LongType()
         elif column in text:
             kind = T.StringType()
-        elif column in ("next_order_date", "as_of"):
+        elif column == "next_order_date":
             kind = T.TimestampType()
         else:
             kind = T.DoubleType()
