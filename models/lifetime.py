@@ -562,7 +562,7 @@ class BetaGeoModel:
         if negative.any():
             xn, zn = x[negative], z[negative]
             bracket[negative] = 1 - hyp2f1(r + xn, b + xn + s, c[negative], zn) * (1 - zn) ** (r + xn)
-        return self._probability_alive(x, recency, T) * c / (a - 1) * bracket
+        return self._probability_alive(x, recency, T) * (c / (a - 1) * bracket)
 
     def probability_no_purchase(self, t: float | np.ndarray, frequency: object, recency: object, T: object) -> np.ndarray:
         """P(no repeat purchase in (T, T + t]), t in the time unit of T: dropped out, or alive and still waiting.
