@@ -35,6 +35,8 @@ setup(
         "alembic>=1.16,<2",  # the CRM schema's migrations (core/migrations/)
         "pydantic>=2.14,<3",
         "pyyaml",
+        # Campaign files' expressions are parsed and checked before Spark sees them (models/campaign_sql.py).
+        "sqlglot>=30.30,<31",
         "click>=8.1",
         "psycopg2-binary",
         "pymysql",

@@ -59,14 +59,16 @@ def customer_view(lake: Lake, run_date: date) -> DataFrame:
     night's other models `satisfaction_score`, `likely_category` (with `likely_category_probability`),
     `offered_coupon` (with its `expected_uplift`) and the browsing activity (`customer_activity`: views, visits,
     top categories, browse_abandoned_products and their ids, ...). No personal data: a campaign selects on behaviour, the
-    export adds the contact.
+    export adds the contact. Its columns are exactly `models.campaigns.VIEW_COLUMNS`, which campaign files are
+    checked against when loaded (tested).
     """
     day = F.col("as_of") == F.lit(run_date)
     features = (
         lake.read("gold", "customer_features")
         .where(day)
         .select(
-            *[name for name in FEATURE_NAMES if name != "as_of"],
+            # the view's satisfaction_score is the model's (customer_satisfaction), not the features' star-rating form
+            *[name for name in FEATURE_NAMES if name not in ("as_of", "satisfaction_score")],
             *[F.col(measure).alias(crm) for measure, crm in CRM_NAMES["customer_segments"].items()],
         )
     )

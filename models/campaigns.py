@@ -2,11 +2,13 @@
 it leaves out and why.
 
 A campaign is one YAML file in `conf/campaigns/` (its name is the file's name): a description, an
-`audience` condition in Spark SQL over the customer view (`VIEW_COLUMNS`), a channel, an optional offer,
-a priority, an optional cap on its size with the order that decides who is in, and the share held out as
-a control group. Marketing edits these files; `load_campaigns` refuses an unknown field or a bad value
-naming the file and the field, and `check_expressions` refuses a condition Spark cannot read, naming the
-file, the field and Spark's reason.
+`audience` condition over the customer view (`VIEW_COLUMNS`), a channel, an optional offer, a priority, an
+optional cap on its size with the order that decides who is in, and the share held out as a control group.
+Marketing edits these files, so their expressions are data, not code: `load_campaigns` refuses an unknown
+field, a bad value, or an `audience` or `order_by` with anything but the columns, operators and pure
+functions `models.campaign_sql` allows, naming the file, the field and the part; the campaign then holds
+the expressions as re-rendered from the checked parse, which is all Spark ever sees. `check_expressions`
+also asks Spark whether it can evaluate them on the night's view (types).
 
 Each night, for each campaign in priority order, every customer who meets its condition is either
 - `suppressed`, with the first reason that applies: `unsubscribed` (no marketing consent), `no_email`
@@ -30,10 +32,15 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType
+
+from core.crm_schema import CRM_NAMES
+from core.feature_schema import ACTIVITY_COLUMNS, FEATURES
+from models.campaign_sql import ExpressionError, checked_sql
 
 CHANNELS = ("email", "sms", "push", "any")
 GROUPS = ("treatment", "control", "suppressed")
@@ -42,6 +49,50 @@ SUPPRESSION_REASONS = ("unsubscribed", "no_email", "open_inquiry", "contacted_re
 NAME = re.compile(r"[a-z][a-z0-9_]{0,59}")
 #: Buckets of the control-group hash: a customer is in the control group when its bucket < share x BUCKETS.
 BUCKETS = 10_000
+
+
+_FEATURE_TYPES = {feature.name: feature.type for feature in FEATURES}
+#: The customer view (`jobs.campaigns.customer_view`) that `audience` and `order_by` read: its columns and
+#: their Spark types, in its order. Campaign files are checked against it when loaded, without Spark; a test
+#: checks that the view built from the lake has exactly these columns.
+VIEW_COLUMNS: dict[str, str] = {
+    # the customer features (their star-rating satisfaction_score is left out: the view's is the model's)
+    **{name: kind for name, kind in _FEATURE_TYPES.items() if name not in ("as_of", "satisfaction_score")},
+    # purchase_count and total_spent under their customer_segments names
+    **{crm: _FEATURE_TYPES[measure] for measure, crm in CRM_NAMES["customer_segments"].items()},
+    "segment": "string",
+    "previous_segment": "string",
+    "segment_since": "date",
+    "rfm_code": "string",
+    "r_score": "int",
+    "f_score": "int",
+    "m_score": "int",
+    "cluster_id": "int",
+    "churn_probability": "double",
+    "churn_risk": "string",
+    "p_alive": "double",
+    "expected_orders_30d": "double",
+    "expected_orders_90d": "double",
+    "expected_orders_365d": "double",
+    "expected_order_value": "decimal(18,2)",
+    "clv_12m": "decimal(18,2)",
+    "next_order_date": "date",
+    "language": "string",
+    "country": "string",
+    "accepts_marketing": "boolean",
+    "has_email": "boolean",
+    "registered_at": "timestamp",
+    "clv_12m_rank": "double",
+    "satisfaction_score": "double",
+    "likely_category": "string",
+    "likely_category_probability": "double",
+    "offered_coupon": "string",
+    "expected_uplift": "double",
+    # the browsing activity not already among the features
+    **{name: kind for name, kind, _ in ACTIVITY_COLUMNS if name not in _FEATURE_TYPES},
+    "run_date": "date",
+}
+DIRECTIONS = ("asc", "desc")
 
 
 class CampaignError(ValueError):
@@ -55,12 +106,13 @@ class Campaign(BaseModel):
 
     name: str = Field(description="the file's name without .yaml: lower-case letters, digits and _")
     description: str = Field(min_length=1, description="what the campaign is for, in words")
-    audience: str = Field(min_length=1, description="who qualifies: a Spark SQL condition over the customer view")
+    audience: str = Field(min_length=1, description="who qualifies: a condition over the customer view's columns (docs/campaigns.md)")
     channel: str = Field("email", description=f"how it reaches the customer: one of {', '.join(CHANNELS)}")
     offer: str | None = Field(None, description="what it offers (a coupon code, a message id), passed on to the export")
     priority: int = Field(100, ge=0, description="lower goes first when a customer qualifies for several campaigns")
     order_by: list[str] = Field(
         default_factory=lambda: ["clv_12m desc"],
+        validate_default=True,
         description="who is in first when max_audience cuts: expressions, each optionally followed by asc or desc (nulls last)",
     )
     max_audience: int | None = Field(
@@ -76,22 +128,66 @@ class Campaign(BaseModel):
             raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
         return channel
 
+    @field_validator("audience")
+    @classmethod
+    def _allowed_audience(cls, audience: str) -> str:
+        """The condition as checked and re-rendered (`models.campaign_sql`): what Spark will run."""
+        try:
+            return checked_sql(audience, VIEW_COLUMNS, condition=True)
+        except ExpressionError as error:
+            raise PydanticCustomError("campaign_expression", "audience: {reason}", {"reason": str(error)}) from None
+
+    @field_validator("order_by")
+    @classmethod
+    def _allowed_order(cls, order_by: list[str]) -> list[str]:
+        """Each item as `<checked, re-rendered expression> asc|desc`."""
+        items = []
+        for index, item in enumerate(order_by):
+            expression, direction = _split_direction(item)
+            try:
+                items.append(f"{checked_sql(expression, VIEW_COLUMNS)} {direction}")
+            except ExpressionError as error:
+                raise PydanticCustomError(
+                    "campaign_expression", "order_by[{index}]: {reason}", {"index": index, "reason": str(error)}
+                ) from None
+        return items
+
     def sort_columns(self) -> list[Column]:
         """`order_by` as Spark sort columns (nulls last), then the customer id so that ties are stable."""
         columns = []
         for item in self.order_by:
-            expression, _, direction = item.strip().rpartition(" ")
-            if direction.lower() not in ("asc", "desc"):
-                expression, direction = item, "asc"
+            expression, direction = _split_direction(item)
             column = F.expr(expression)
-            columns.append(column.desc_nulls_last() if direction.lower() == "desc" else column.asc_nulls_last())
+            columns.append(column.desc_nulls_last() if direction == "desc" else column.asc_nulls_last())
         return [*columns, F.col("customer_id").asc()]
 
 
+def _split_direction(item: str) -> tuple[str, str]:
+    """`clv_12m desc` -> (`clv_12m`, `desc`); without a direction, ascending."""
+    expression, _, direction = item.strip().rpartition(" ")
+    if direction.lower() in DIRECTIONS and expression.strip():
+        return expression.strip(), direction.lower()
+    return item.strip(), "asc"
+
+
 def load_campaigns(folder: Path) -> list[Campaign]:
-    """The enabled campaigns of `folder` (`*.yaml`), in priority order (then by name)."""
+    """The enabled campaigns of `folder` (`*.yaml`), in priority order (then by name); the first bad file raises."""
     campaigns = [load_campaign(path) for path in sorted(Path(folder).glob("*.yaml"))]
     return sorted((c for c in campaigns if c.enabled), key=lambda c: (c.priority, c.name))
+
+
+def check_campaign_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every campaign file of `folder` loaded and checked, without Spark: the good files and, for each bad
+    one, its message (file, field, part). `crm campaigns check` and `crm doctor` report these."""
+    good, problems = [], []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            load_campaign(path)
+        except CampaignError as error:
+            problems.append(str(error))
+        else:
+            good.append(path)
+    return good, problems
 
 
 def load_campaign(path: Path) -> Campaign:
@@ -125,6 +221,8 @@ def _problem(problem: dict) -> str:
     if problem["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(str(problem["loc"][0]), _fields(), n=1)
         return f"{field}: unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; expected one of {', '.join(_fields())}"
+    if problem["type"] == "campaign_expression":  # names its field and the part itself
+        return problem["msg"]
     if problem["type"] == "missing":
         return f"{field}: missing; {Campaign.model_fields[field].description}"
     message = problem["msg"].removeprefix("Value error, ")
@@ -132,10 +230,11 @@ def _problem(problem: dict) -> str:
 
 
 def check_expressions(campaign: Campaign, view: DataFrame, where: str) -> None:
-    """Refuse an `audience` or `order_by` that Spark cannot evaluate on the customer view, naming the field."""
+    """Refuse an `audience` or `order_by` (already allowed at load) that Spark cannot evaluate on the customer
+    view, e.g. a condition that compares a text with a date; names the field and Spark's reason."""
 
     def fail(field: str, reason: str) -> None:
-        raise CampaignError(f"{where}: {field}: {reason}; expected Spark SQL over the customer view's columns: {', '.join(view.columns)}")
+        raise CampaignError(f"{where}: {field}: {reason}; expected a condition over the customer view's columns: {', '.join(view.columns)}")
 
     try:
         kind = view.select(F.expr(campaign.audience).alias("audience")).schema["audience"].dataType
