@@ -1,6 +1,7 @@
 """`crm doctor`: is this machine ready to run the pipeline? Each check says ok or what is wrong and what to do.
 
-Checks, in the order a night needs them: the configuration loads; the shop and CRM databases answer;
+Checks, in the order a night needs them: the configuration loads; every campaign file holds only allowed
+fields and expressions (as `crm campaigns check`); the shop and CRM databases answer;
 Java runs; Spark starts in local mode with the Delta Lake jars (from the project's Ivy folder, offline once
 fetched) and writes and reads a Delta table; Airflow's home has a migrated metadata database and sees the
 project's DAGs; the MLflow store opens; the data root has room. `--quick` leaves out Spark (about 15 s).
@@ -49,6 +50,7 @@ def run_checks(quick: bool = False) -> list[Check]:
         return [Check("configuration", False, str(error))]
     checks = [Check("configuration", True, f"env {settings.env}, conf {settings.conf_dir}, data {settings.data_dir}")]
     steps: list[tuple[str, Callable[[Settings], str]]] = [
+        ("campaigns", _campaigns),
         ("shop database", lambda s: _document_shop(s.shop.url) if is_document_shop(s.shop.url) else _database(s.shop.url)),
         (
             "CRM database",
@@ -117,6 +119,17 @@ def _database(url: str, created_by_the_pipeline: bool = False, schema: str | Non
             else f"; schema at revision {revision or 'none'}, the next publish (or `crm db-upgrade`) migrates it to {newest}"
         )
     return detail
+
+
+def _campaigns(settings: Settings) -> str:
+    # deferred: models.campaigns imports pyspark; a broken install fails this check, not the doctor
+    from models.campaigns import check_campaign_files
+
+    folder = settings.conf_dir / settings.campaigns.folder
+    good, problems = check_campaign_files(folder)
+    if problems:
+        raise RuntimeError(f"{len(problems)} bad campaign file(s), the night's campaigns task would stop: " + " | ".join(problems))
+    return f"{len(good)} campaign file(s) in {folder} hold only allowed fields and expressions"
 
 
 def _java() -> str:

@@ -489,7 +489,7 @@ def db_roles_command(ctx, analyst, writer):
     _guarded(ctx, work)
 
 
-@main.command("campaigns")
+@main.group("campaigns", invoke_without_command=True)
 @click.option(
     "--date",
     "run_date",
@@ -501,9 +501,12 @@ def db_roles_command(ctx, analyst, writer):
 def campaigns_command(ctx, run_date):
     """Check the campaign files (conf/campaigns/*.yaml) and show whom each would select, without writing.
 
-    Every file is read and checked (fields, then its Spark SQL against the customer view of a run date in
+    Every file is read and checked (fields, then its expressions against the customer view of a run date in
     gold); a bad one is named with its field, exit 1. For each campaign: customers who meet the condition.
+    `crm campaigns check` checks the files alone, without Spark or a lake.
     """
+    if ctx.invoked_subcommand is not None:
+        return
 
     def work():
         from jobs import campaigns
@@ -511,6 +514,29 @@ def campaigns_command(ctx, run_date):
         settings = load_config()
         for line in campaigns.preview(settings, run_date):
             click.echo(line)
+
+    _guarded(ctx, work)
+
+
+@campaigns_command.command("check")
+@click.pass_context
+def campaigns_check_command(ctx):
+    """Check every campaign file: known fields, and audience and order_by made only of the customer view's
+    columns, operators and allowed functions (docs/campaigns.md). One line per file; exit 1 if one is bad."""
+
+    def work():
+        from models.campaigns import check_campaign_files  # deferred: imports pyspark (no Spark is started)
+
+        settings = load_config()
+        folder = settings.conf_dir / settings.campaigns.folder
+        good, problems = check_campaign_files(folder)
+        for path in good:
+            click.echo(f"ok   {path}")
+        for problem in problems:
+            click.echo(f"FAIL {problem}")
+        click.echo(f"{len(good) + len(problems)} campaign file(s) in {folder}: " + (f"{len(problems)} bad" if problems else "all good"))
+        if problems:
+            ctx.exit(1)
 
     _guarded(ctx, work)
 

@@ -48,6 +48,7 @@ def test_doctor_names_what_is_missing_and_exits_1(tmp_path):
     outcome = {line[4:].split("  ")[0].strip(): line[:4].strip() for line in checks}
     assert outcome == {
         "configuration": "ok",
+        "campaigns": "ok",
         "shop database": "FAIL",
         "CRM database": "ok",
         "java": "ok",
@@ -177,3 +178,41 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     assert "1,766 offers; qini 0.090, random_qini 0.002" in lines["offers"]
     assert "review_alerts 0; degraded: reviews" in lines["insights"]
     assert "2 campaigns, to contact: win_back 2, vip 164" in lines["campaigns"]
+
+
+def test_crm_campaigns_check_names_each_bad_file_and_part_and_exits_1(tmp_path):
+    """Without Spark or a lake: one line per campaign file, the bad ones with their field and the part that is
+    not allowed; `crm doctor` fails its campaigns check with the same message."""
+    (tmp_path / "vip.yaml").write_text("description: d\naudience: segment = 'Champions'\n")
+    (tmp_path / "leak.yaml").write_text("description: d\naudience: reflect('java.lang.System', 'getenv', 'CRM_SHOP_URL') = ''\n")
+    (tmp_path / "files.yaml").write_text("description: d\naudience: frequency > (SELECT count(*) FROM text.`/etc/passwd`)\n")
+    env = {"CRM__CAMPAIGNS__FOLDER": str(tmp_path), "CRM_DATA_DIR": str(tmp_path / "data")}
+    result = run_crm("campaigns", "check", env=env, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"ok   {tmp_path / 'vip.yaml'}",
+        f"FAIL {tmp_path / 'files.yaml'}: audience: subqueries are not allowed ((SELECT COUNT(*) FROM text.`/etc/passwd`))",
+        f"FAIL {tmp_path / 'leak.yaml'}: audience: function reflect is not allowed (allowed: abs, round, floor, ceil, least, greatest, "
+        "coalesce, nullif, if, lower, upper, length, trim, substring, startswith, contains, find_in_set, date_add, date_sub, "
+        "datediff, months_between, to_date, year, month, day, dayofweek)",
+        f"3 campaign file(s) in {tmp_path}: 2 bad",
+    ]
+    assert "Traceback" not in result.stderr
+
+    doctor = run_crm("doctor", "--quick", env=env, check=False)
+    assert doctor.returncode == 1
+    line = next(line for line in doctor.stdout.splitlines() if line[4:].startswith(" campaigns") or line[4:].startswith("campaigns"))
+    assert line.startswith("FAIL") and "2 bad campaign file(s)" in line and f"{tmp_path / 'leak.yaml'}: audience: function reflect" in line
+
+
+def test_crm_campaigns_check_passes_the_shipped_campaigns():
+    result = run_crm("campaigns", "check")
+    lines = result.stdout.splitlines()
+    assert [line.split("/")[-1] for line in lines[:-1]] == [
+        "browse_abandonment.yaml",
+        "cart_reminder.yaml",
+        "new_customer_nurture.yaml",
+        "vip.yaml",
+        "win_back.yaml",
+    ]
+    assert all(line.startswith("ok   ") for line in lines[:-1]) and lines[-1].endswith(": all good")
