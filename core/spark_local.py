@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from pathlib import Path
 
 from core.config import Settings
@@ -26,6 +27,10 @@ UTC_JVM_OPTIONS = "-Duser.timezone=UTC -Dfile.encoding=UTF-8"
 def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
     """Every Spark setting of a session for `app_name`, from the configuration."""
     spark = settings.spark
+    # Spark's catalog (spark-warehouse/) and Derby's log (derby.log, with a Hive catalog) go under the data root:
+    # by default both land in whatever the working directory is.
+    catalog = settings.data_dir / "spark"
+    jvm_options = f"{UTC_JVM_OPTIONS} -Dderby.system.home={shlex.quote(str(catalog / 'derby'))}"
     values = {
         "spark.app.name": app_name,
         "spark.master": spark.master,
@@ -33,10 +38,13 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.default.parallelism": str(spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": f"{UTC_JVM_OPTIONS} {spark.java_options}".strip(),
+        "spark.driver.extraJavaOptions": f"{jvm_options} {spark.java_options}".strip(),
         "spark.executor.extraJavaOptions": UTC_JVM_OPTIONS,
         **_jar_settings(spark.packages, spark.jars_dir),
         "spark.ui.showConsoleProgress": "false",
+        "spark.sql.warehouse.dir": str(catalog / "warehouse"),
+        # No `${env:...}`/`${system:...}` expansion in SQL text: an expression would read the environment.
+        "spark.sql.variable.substitute": "false",
         "spark.sql.ansi.enabled": "true",
         # delta-rs, DuckDB and Polars read the lake too: keep to features they all understand.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",

@@ -89,10 +89,50 @@ def test_tasks_share_one_server_that_writes_a_lake_every_reader_understands(serv
     rows = sorted(table.to_pyarrow_table().select(["id", "name", "label"]).to_pylist(), key=lambda row: row["id"])
     assert rows == [{"id": 1, "name": "a", "label": "a!"}, {"id": 2, "name": "B", "label": "B"}, {"id": 3, "name": "c", "label": "c"}]
 
+    # The server's catalog folder is under the data root (not spark-warehouse/ in its working directory).
+    assert (server_settings.data_dir / "spark" / "warehouse").is_dir()
+
     assert spark_server.stop(server_settings) is True
     assert spark_server.running_url(server_settings) is None
     assert not spark_server.state_path(server_settings).exists()
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+
+
+LOCAL_JOB = """
+from datetime import date
+from core.config import load_config
+from core.lake import Lake
+from core.spark import spark_session, is_connect
+from pyspark.sql import functions as F
+
+settings = load_config()
+with spark_session(settings, "local") as spark:
+    assert not is_connect(spark), type(spark)
+    lake = Lake(spark, settings.lake_dir)
+    rows = spark.createDataFrame([(1, "a")], "id long, name string").withColumn("as_of", F.lit(date(2026, 11, 26)))
+    lake.replace_partition(rows, "gold", "t", {"as_of": date(2026, 11, 26)})
+    print(lake.merge(rows.withColumn("name", F.lit("b")), "gold", "t", ["id"]))
+"""
+
+
+def test_a_local_spark_leaves_no_spark_warehouse_or_derby_log_in_the_working_directory(server_settings, tmp_path):
+    """A job with a Spark of its own (no night server up), run from some folder: a MERGE makes Spark create its
+    catalog folder, which goes under the data root, not into the folder the job was started from."""
+    cwd = tmp_path / "somewhere"
+    cwd.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "CRM__SPARK__REMOTE"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOCAL_JOB],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**environment, "CRM_DATA_DIR": str(server_settings.data_dir), "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'updated': 1" in result.stdout
+    assert sorted(path.name for path in cwd.iterdir()) == []
+    assert (server_settings.data_dir / "spark" / "warehouse").is_dir()
 
 
 def test_only_a_client_with_the_servers_token_may_use_it(server_settings):
