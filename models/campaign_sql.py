@@ -133,6 +133,13 @@ def checked_sql(text: str, columns: Mapping[str, str], condition: bool = False) 
     `columns`: the names a column reference may use, with their Spark types; `condition`: the expression must
     give true or false (an audience), not a number or a text.
     """
+    try:
+        return _checked_rendering(text, columns, condition)
+    except RecursionError:
+        raise ExpressionError("nested too deeply; write it more plainly") from None
+
+
+def _checked_rendering(text: str, columns: Mapping[str, str], condition: bool) -> str:
     _refuse_comments_and_statements(text)
     tree = _checked_tree(text, columns)
     if condition and not _is_condition(tree, columns):

@@ -94,6 +94,7 @@ def test_a_campaign_file_name_must_be_a_plain_name(tmp_path):
         ("row_number() OVER (ORDER BY clv_12m) <= 10", r"window functions \(OVER\) are not allowed"),
         ("frequency > 1 -- AND has_email", r"comments are not allowed in an expression \('AND has_email'\)"),
         ("rand() < 0.1", r"function rand is not allowed"),
+        ("(" * 3000 + "frequency > 1" + ")" * 3000, r"nested too deeply"),
         # mistakes, named as well
         ("segmnt = 'Lost'", r"unknown column segmnt \(did you mean segment\?\)"),
         ("frequency +", r"cannot be read as SQL: Required keyword"),
