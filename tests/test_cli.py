@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -394,3 +395,76 @@ def test_doctor_is_green_on_a_new_data_root_and_creates_nothing(tmp_path, small_
     assert set(outcome.values()) == {"ok"} and {"data root", "java", "airflow", "disk"} <= set(outcome)
     assert f"{root}: not there yet; the first night creates it" in result.stdout
     assert not root.exists()
+
+
+#: A task as the scheduler runs it: a process of its own calling core.airflow_task.run_task.
+SCHEDULER_TASK = """
+import json, sys, time
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from core.airflow_task import run_task
+
+def job(run_date, settings, run_id, seconds):
+    time.sleep(seconds)
+    return {"run_id": run_id, "run_date": run_date}
+
+run_id, task, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+context = {"run_id": run_id, "logical_date": datetime(2026, 11, 21, 2, tzinfo=timezone.utc),
+           "ti": SimpleNamespace(task_id=task, try_number=1, dag_id="crm_nightly")}
+print(json.dumps(run_task(job, context, night=False, seconds=seconds)))
+"""
+
+
+def scheduler_task(root: Path, run_id: str, task: str, seconds: float = 0, token: str | None = None) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if key != "CRM_NIGHT_TOKEN"}
+    env.update({"CRM_DATA_DIR": str(root), **({"CRM_NIGHT_TOKEN": token} if token else {})})
+    return subprocess.Popen(
+        [sys.executable, "-c", SCHEDULER_TASK, run_id, task, str(seconds)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_scheduler_task_of_another_run_refuses_while_tasks_of_the_holding_night_go_on(tmp_path):
+    from core import nightlock
+    from core.config import load_config
+
+    settings = load_config(environ={**os.environ, "CRM_DATA_DIR": str(tmp_path)})
+    with nightlock.hold(settings, "crm run", date(2026, 11, 20)):
+        own = scheduler_task(tmp_path, "manual__mine", "extract", token=os.environ["CRM_NIGHT_TOKEN"])
+        own_out, own_err = own.communicate(timeout=120)
+        holder = lock_record(tmp_path)
+        other = scheduler_task(tmp_path, "scheduled__other", "extract")
+        other_out, other_err = other.communicate(timeout=120)
+    # The night's own task ran, and named its run and task in the lock for the message.
+    assert own.returncode == 0, own_err
+    assert json.loads(own_out) == {"run_id": "manual__mine", "run_date": "2026-11-20"}
+    assert other.returncode != 0 and other_out == "", other_err[-2000:]
+    assert (
+        f"NightBusyError: another night holds data root {tmp_path}: crm run, task extract (run date 2026-11-20, run manual__mine, "
+        f"pid {os.getpid()} on {socket.gethostname()}, since {holder['since']})"
+    ) in other_err
+
+    # No night holds the root: a task of a scheduled run holds it while it runs; a task of the same run
+    # waits for its turn, one of another run refuses naming the task that holds it.
+    first = scheduler_task(tmp_path, "scheduled__B", "score", seconds=8)
+    wait_for(lambda: lock_record(tmp_path).get("run_id") == "scheduled__B", "the task to hold the root", timeout_s=120)
+    same_run = scheduler_task(tmp_path, "scheduled__B", "predict")
+    other_run = scheduler_task(tmp_path, "scheduled__C", "extract")
+    other_out, other_err = other_run.communicate(timeout=120)
+    assert other_run.returncode != 0
+    assert (
+        f"another night holds data root {tmp_path}: airflow task, task score (run date 2026-11-20, run scheduled__B, pid {first.pid}"
+        in other_err
+    )
+    assert first.wait(timeout=120) == 0 and same_run.wait(timeout=120) == 0, same_run.stderr.read()
+    assert json.loads(same_run.stdout.read())["run_id"] == "scheduled__B"
+    assert root_is_free(tmp_path)
+    # It took its turn: the run log has it start after the holding task ended.
+    from core import runlog
+
+    stages = {stage["stage"]: stage for run in runlog.recent_runs(settings) if run["run_id"] == "scheduled__B" for stage in run["stages"]}
+    assert stages["predict"]["started_at"] >= stages["score"]["finished_at"]
