@@ -37,8 +37,8 @@ from core.db import document_database, document_error, is_document_shop, masked
 from core.spark import connect_url, spark_session
 from core.spark_local import JavaMissingError, find_java
 
-#: Free space below which the data root is reported as too full (GB): a night of the 5,000-customer demo
-#: writes about 0.3 GB (lake, MLflow, logs, exports), and Spark spills shuffles under the data root too.
+#: Free space below which the data root is reported as too full (GB): the lake, logs and MLflow store grow
+#: there every night, and Spark spills shuffles there.
 MIN_FREE_GB = 2.0
 #: How long a server may take to accept a connection before it counts as unreachable (seconds).
 CONNECT_TIMEOUT_S = 5

@@ -178,15 +178,14 @@ def render_status(runs: list[dict[str, Any]], live_run_id: str | None = None, se
         state = next((state for state in ("failed", INTERRUPTED, "running") if state in states), "success")
         ends = [stage["finished_at"] for stage in stages if stage["finished_at"] is not None]
         took = f", {(max(ends) - first['started_at']).total_seconds():.0f} s" if ends and state != INTERRUPTED else ""
+        started = f"started {first['started_at']:%Y-%m-%d %H:%M} UTC"
         if state == INTERRUPTED:
             where = ", ".join(stage["stage"] for stage in stages if stage["state"] == INTERRUPTED)
             last_seen = max(stage["finished_at"] or stage["started_at"] for stage in stages)
             if seen is not None and seen[0] == run["run_id"]:
                 last_seen = max(last_seen, _naive_utc(seen[1]))
-            state = f"{INTERRUPTED} in {where}, last seen {last_seen:%Y-%m-%d %H:%M:%S} UTC (rerun the date)"
-        blocks.append(
-            f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} (started {first['started_at']:%Y-%m-%d %H:%M} UTC)"
-        )
+            state, started = f"{INTERRUPTED} in {where}", f"{started}, last seen {last_seen:%Y-%m-%d %H:%M:%S} UTC; rerun the date"
+        blocks.append(f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} ({started})")
         for stage in stages:
             seconds = f"{stage['seconds']:7.1f} s" if stage["seconds"] is not None else "        -"
             tries = f" (try {stage['try_number']})" if stage["try_number"] > 1 else ""

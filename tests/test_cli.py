@@ -291,7 +291,8 @@ def test_a_killed_night_is_shown_interrupted_where_it_stopped_and_the_next_night
 
     status = run_crm("status", env=env).stdout.splitlines()
     head, extract, validate = status[:3]
-    assert head.startswith(f"crm_nightly {killed_at['run_id']} for {SMALL_SHOP_DATE}: interrupted in validate_bronze, last seen ")
+    assert head.startswith(f"crm_nightly {killed_at['run_id']} for {SMALL_SHOP_DATE}: interrupted in validate_bronze (started ")
+    assert ", last seen " in head and head.endswith(" UTC; rerun the date)")
     assert extract.split()[:2] == ["extract", "success"]
     assert validate.split()[:2] == ["validate_bronze", "interrupted"] and "its night stopped (killed?) while it ran" in validate
     assert "running" not in "\n".join(status)
