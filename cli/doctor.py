@@ -1,16 +1,23 @@
 """`crm doctor`: is this machine ready to run the pipeline? Each check says ok or what is wrong and what to do.
 
-Checks, in the order a night needs them: the configuration loads; every campaign file holds only allowed
-fields and expressions (as `crm campaigns check`); the shop and CRM databases answer;
-Java runs; Spark starts in local mode with the Delta Lake jars (from the project's Ivy folder, offline once
-fetched) and writes and reads a Delta table; Airflow's home has a migrated metadata database and sees the
-project's DAGs; the MLflow store opens; the data root has room. `--quick` leaves out Spark (about 15 s).
+Checks, in the order a night needs them: the configuration loads; the data root is writable (or can be
+created) and whether a night holds it now; every campaign file holds only allowed fields and expressions
+(as `crm campaigns check`); the shop and CRM databases answer; Java 17+ runs (not needed
+when `spark.remote` names a Spark Connect server: then that server answers); Spark starts in local mode
+with the Delta Lake jars (from the project's Ivy folder, offline once fetched) and writes and reads a Delta
+table; Airflow's home (its metadata database is created by the first night) and the project's DAGs; the
+MLflow store opens (a tracking server answers); the data root has `MIN_FREE_GB` free. `--quick` leaves out
+the Spark round trip (about 15 s). Checking creates nothing.
+
+`night_preflight` is the part `crm run`, `crm demo` and `crm train` check before they start a night, so a
+night that cannot publish or start Spark fails in a second with one message instead of after its tasks.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
+import socket
 import sys
 import tempfile
 import time
@@ -18,19 +25,28 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from cli.orchestrate import DAGS_FOLDER
-from core import db, migrate
+from core import db, migrate, nightlock
 from core.config import ConfigError, Settings, load_config
 from core.crm_schema import schema_of
 from core.db import document_database, document_error, is_document_shop, masked
 from core.spark import connect_url, spark_session
+from core.spark_local import JavaMissingError, find_java
 
-#: Free space below which the data root is reported as too full.
+#: Free space below which the data root is reported as too full (GB): the lake, logs and MLflow store grow
+#: there every night, and Spark spills shuffles there.
 MIN_FREE_GB = 2.0
+#: How long a server may take to accept a connection before it counts as unreachable (seconds).
+CONNECT_TIMEOUT_S = 5
+
+
+class NotReadyError(RuntimeError):
+    """Something a night needs is missing; the message says what and what to do."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +66,12 @@ def run_checks(quick: bool = False) -> list[Check]:
         return [Check("configuration", False, str(error))]
     checks = [Check("configuration", True, f"env {settings.env}, conf {settings.conf_dir}, data {settings.data_dir}")]
     steps: list[tuple[str, Callable[[Settings], str]]] = [
+        ("data root", _data_root),
         ("campaigns", _campaigns),
-        ("shop database", lambda s: _document_shop(s.shop.url) if is_document_shop(s.shop.url) else _database(s.shop.url)),
-        (
-            "CRM database",
-            lambda s: _database(s.crm.db_url, created_by_the_pipeline=True, schema=schema_of(s.crm.db_url, s.crm.schema_name)),
-        ),
-        ("java", lambda s: _java()),
+        ("shop database", lambda s: _document_shop(s.shop.url) if is_document_shop(s.shop.url) else _database(s.shop.url, "shop.url")),
+        ("CRM database", _crm_database),
+        ("java", _java),
+        *([("spark server", _spark_server)] if quick and settings.spark.remote else []),
         *([] if quick else [("spark + delta", _spark)]),
         ("airflow", _airflow),
         ("mlflow", _mlflow),
@@ -95,7 +110,44 @@ def _document_shop(url: str) -> str:
     return f"{masked(url)} answers (MongoDB protocol {version}, {collections} collections, {1000 * (time.perf_counter() - started):.0f} ms)"
 
 
-def _database(url: str, created_by_the_pipeline: bool = False, schema: str | None = None) -> str:
+def night_preflight(settings: Settings) -> None:
+    """What a night needs that fails only late in it: the CRM database (publish is its last task) and, for a
+    local Spark, Java. Raises NotReadyError with what failed and what to do."""
+    for name, check in (("CRM database", _crm_database), ("java", _java)):
+        try:
+            check(settings)
+        except Exception as error:
+            raise NotReadyError(f"{name}: {_reason(error)}\n(`crm doctor` checks everything a night needs)") from None
+
+
+def _data_root(settings: Settings) -> str:
+    """The data root is a folder this user can write in (or can create), and whether a night holds it."""
+    root = Path(settings.data_dir)
+    if not root.exists():
+        existing = next(parent for parent in root.parents if parent.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "is a file" if not existing.is_dir() else "is not writable by this user"
+            raise RuntimeError(f"{root} cannot be created: {existing} {why}; set CRM_DATA_DIR (or data_dir) to a folder you can write")
+        return f"{root}: not there yet; the first night creates it"
+    try:
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        raise RuntimeError(
+            f"{root} is not writable ({error.strerror}): make it writable by this user or set CRM_DATA_DIR to a folder that is"
+        ) from None
+    night = nightlock.holder(settings)
+    if night is None:
+        return f"{root} writable; no night running"
+    return f"{root} writable; a night runs now: {nightlock.describe(night)}"
+
+
+def _crm_database(settings: Settings) -> str:
+    url = settings.crm.db_url
+    return _database(url, "crm.db_url", created_by_the_pipeline=True, schema=schema_of(url, settings.crm.schema_name))
+
+
+def _database(url: str, setting: str, created_by_the_pipeline: bool = False, schema: str | None = None) -> str:
     database = make_url(url).database
     if db.kind(url) == "sqlite" and database and not Path(database).exists():  # connecting would create it
         if created_by_the_pipeline:
@@ -108,7 +160,10 @@ def _database(url: str, created_by_the_pipeline: bool = False, schema: str | Non
             version = connection.dialect.server_version_info
             revision = migrate.current(connection, schema) if created_by_the_pipeline else None
     except Exception as error:
-        raise RuntimeError(f"{db.masked(url)}: {_reason(error)}") from None
+        variable = "CRM_DB_URL" if setting == "crm.db_url" else "CRM_SHOP_URL"
+        raise RuntimeError(
+            f"{db.masked(url)}: {_reason(error)}; is the server running, and are host, user and password right ({setting}, env {variable})?"
+        ) from None
     shown = ".".join(str(part) for part in version) if version else "?"
     detail = f"{db.masked(url)} answers ({db.kind(url)} {shown}, {1000 * (time.perf_counter() - started):.0f} ms)"
     if created_by_the_pipeline:
@@ -132,12 +187,29 @@ def _campaigns(settings: Settings) -> str:
     return f"{len(good)} campaign file(s) in {folder} hold only allowed fields and expressions"
 
 
-def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise RuntimeError("no `java` on PATH; Spark needs Java 17 or 21: run `make system` (Debian: default-jre-headless)")
-    result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    return f"{java}: {(result.stderr or result.stdout).splitlines()[0]}"
+def _java(settings: Settings) -> str:
+    try:
+        java, version = find_java()
+    except JavaMissingError as error:
+        if settings.spark.remote:
+            return f"not needed here: Spark is the Connect server {masked(settings.spark.remote)} (spark.remote); {error}"
+        raise
+    return f"{java}: {version}"
+
+
+def _reachable(url: str) -> None:
+    """A TCP connection to the URL's host and port opens, or RuntimeError naming the URL (masked)."""
+    parsed = urlsplit(url)
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise RuntimeError(f"{masked(url)} does not answer ({error.strerror or error}): is the server running there?") from None
+
+
+def _spark_server(settings: Settings) -> str:
+    _reachable(settings.spark.remote.replace("sc://", "http://", 1).split(";")[0])
+    return f"{masked(settings.spark.remote)} accepts connections (spark.remote; the Spark round trip: crm doctor without --quick)"
 
 
 def _spark(settings: Settings) -> str:
@@ -172,20 +244,21 @@ def _spark(settings: Settings) -> str:
 
 def _airflow(settings: Settings) -> str:
     home = Path(settings.airflow.home)
-    if not (home / "airflow.db").exists():
-        raise RuntimeError(f"no Airflow metadata database in {home}: it is created by the first `crm run` (or run `make airflow`)")
     dags = sorted(path.stem for path in DAGS_FOLDER.glob("*.py"))
     expected = {settings.airflow.dag_id, settings.airflow.training_dag_id}
     missing = expected - set(dags)
     if missing:
         raise RuntimeError(f"DAG file(s) for {sorted(missing)} not found in {DAGS_FOLDER}")
-    return f"home {home}, DAGs {', '.join(dags)} in {DAGS_FOLDER}"
+    created = "" if (home / "airflow.db").exists() else " (its metadata database is created by the first night)"
+    return f"home {home}{created}, DAGs {', '.join(dags)} in {DAGS_FOLDER}"
 
 
 def _mlflow(settings: Settings) -> str:
     from mlflow import MlflowClient  # deferred: seconds to import; a broken install fails this check, not the doctor
 
     uri = settings.mlflow.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        _reachable(uri)  # MLflow's client retries an unreachable server for minutes
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return f"{uri}: not there yet; the first churn training creates it"
     client = MlflowClient(uri, uri)

@@ -1,11 +1,15 @@
 """`crm`: the command line of shop-crm.
 
 Errors are printed as one clear message and a non-zero exit code (1: the run or input failed, 2: bad
-usage); `--debug` shows the traceback.
+usage); `--debug` shows the traceback. One place turns a failure into its message: `_Commands.invoke`,
+with `_explain` mapping each known kind of failure (a database down or refusing, a data root that cannot be
+written, a full disk, a missing lake table, Spark or Java missing, bad configuration) to what failed and
+what to do, passwords masked.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -18,7 +22,8 @@ import yaml
 
 from cli import orchestrate
 from cli.orchestrate import prepare_airflow
-from core.config import ConfigError, Settings, load_config
+from core import nightlock
+from core.config import Settings, load_config
 from core.rundate import RunDateError, parse_run_date, yesterday
 
 # Each command imports the rest of what it uses in its own body (all imports below are deferred on purpose):
@@ -41,7 +46,69 @@ class _Date(click.ParamType):
 DATE = _Date()
 
 
-@click.group()
+class _Commands(click.Group):
+    """The `crm` group: any command's failure is printed as `_explain` words it, exit status 1; with
+    `--debug` it is raised as it was (the traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(_explain(error), err=True)
+            ctx.exit(1)
+
+
+#: errno values that mean a file or folder cannot be written here.
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+def _explain(error: BaseException) -> str:
+    """What failed and what to do, in one to three lines starting `error: `, any password in it masked."""
+    from core.db import masked  # deferred: only on a failure (SQLAlchemy); `crm --help` stays quick
+
+    kind = {f"{cls.__module__}.{cls.__name__}" for cls in type(error).__mro__}
+    first = (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = error.filename or _data_dir()
+        message = f"no space left on the device of {where}: free some space there (`crm doctor` shows how much a night needs)"
+    elif isinstance(error, OSError) and error.errno in _NOT_WRITABLE:
+        message = (
+            f"cannot write {error.filename or 'a file'} ({error.strerror}): the data root {_data_dir()} must be a folder this user "
+            "can write; make it so, or set CRM_DATA_DIR to one"
+        )
+    elif "sqlalchemy.exc.DBAPIError" in kind:
+        where = getattr(error, "database_url", None) or "a database"
+        check = (
+            "does its folder exist, and may this user write there?"
+            if where.startswith("sqlite:")
+            else "is the server running, and are its URL, user and password right?"
+        )
+        message = f"{where}: {first}\n{check} (`crm config` shows the URLs in effect, `crm doctor` checks them)"
+    elif "pymongo.errors.PyMongoError" in kind:
+        message = f"document shop: {first}\nis the server running, and is shop.url (env CRM_SHOP_URL) right? (`crm doctor` checks it)"
+    elif "deltalake.exceptions.TableNotFoundError" in kind:
+        message = f"the lake under {_data_dir()} lacks a table ({first}): has a night run on this data root? (`crm run`)"
+    elif any(name.startswith(("pyspark.", "py4j.")) for name in kind):
+        message = f"Spark failed: {first}\n(`crm doctor` checks Java and Spark; `crm --debug ...` shows the traceback)"
+    elif isinstance(error, (ValueError, RuntimeError, OSError)):  # the project's own errors say what and what to do
+        message = str(error)
+    else:
+        message = f"{type(error).__name__}: {first} (unexpected; `crm --debug ...` shows the traceback)"
+    return masked(f"error: {message}")
+
+
+def _data_dir() -> str:
+    try:
+        return str(load_config().data_dir)
+    except Exception:  # the configuration itself may be what is wrong
+        return "(data root)"
+
+
+@click.group(cls=_Commands)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -159,12 +226,14 @@ def generate_shop_command(ctx, customers, seed, url, end_date, truth_dir, replac
 @click.option("--from", "first", type=DATE, default=None, help="Backfill: first run date (with --to).")
 @click.option("--to", "last", type=DATE, default=None, help="Backfill: last run date, included (with --from).")
 @click.option("--full", is_flag=True, help="Reload every shop table whole instead of the changes since the last night.")
+@click.option("--wait", is_flag=True, help="When another night holds the data root, wait for it to end instead of refusing.")
 @click.pass_context
-def run_command(ctx, run_date, first, last, full):
+def run_command(ctx, run_date, first, last, full, wait):
     """Run the nightly DAG through Airflow for one date, or for each date of --from..--to in order.
 
     A backfill shows a progress bar on stderr, prints a line per finished night on stdout and stops at the
-    first night that fails (exit 1, naming it and how to go on).
+    first night that fails (exit 1, naming it and how to go on). One night at a time per data root: while
+    another holds it, this one refuses naming it (exit 1), or with --wait waits for it.
     """
     if (first is None) != (last is None):
         raise click.UsageError("--from and --to go together (a backfill of the dates between them)")
@@ -174,9 +243,17 @@ def run_command(ctx, run_date, first, last, full):
         raise click.UsageError(f"--from {first} is after --to {last}")
 
     def work():
-        from cli import summary
+        from cli import doctor
 
         settings = load_config()
+        command = f"crm run --from {first} --to {last}" if first is not None else "crm run"
+        with nightlock.hold(settings, command, first or run_date or yesterday(), wait, lambda line: click.echo(line, err=True)):
+            doctor.night_preflight(settings)
+            night(settings)
+
+    def night(settings: Settings) -> None:
+        from cli import summary
+
         if first is not None:
             day = last
             run_id, log = _backfill(settings, [first + timedelta(days=n) for n in range((last - first).days + 1)], full)
@@ -240,10 +317,15 @@ def train_command(ctx, run_date):
     """Train a churn challenger through Airflow (DAG crm_training) and make it the champion if it wins."""
 
     def work():
-        from cli import summary
 
         settings = load_config()
         day = run_date or yesterday()
+        with nightlock.hold(settings, "crm train", day):
+            training(settings, day)
+
+    def training(settings: Settings, day: date) -> None:
+        from cli import summary
+
         click.echo(
             f"running {settings.airflow.training_dag_id} for {day} through Airflow (log in {settings.data_dir / 'logs'}) ...", err=True
         )
@@ -281,7 +363,8 @@ def export_command(ctx, run_date):
             f"exporting {run_date or 'the latest run date'} from {settings.lake_dir / 'gold'} ({', '.join(settings.export.datasets)}) ...",
             err=True,
         )
-        click.echo(export.rerun(settings, run_date))
+        with nightlock.hold(settings, "crm export", run_date):  # the night's export task writes the same folders
+            click.echo(export.rerun(settings, run_date))
 
     _guarded(ctx, work)
 
@@ -290,11 +373,13 @@ def export_command(ctx, run_date):
 @click.pass_context
 def demo_command(ctx):
     """Generate the demo shop if it is missing, run yesterday's night, print the summary (`make demo`)."""
-    if not _shop_has_customers(load_config().shop.url):
-        ctx.invoke(generate_shop_command)
-    else:
-        click.echo("demo shop present: reusing it (crm generate-shop --replace makes a new one)", err=True)
-    ctx.invoke(run_command)
+    settings = load_config()
+    with nightlock.hold(settings, "crm demo", yesterday()):
+        if not _shop_has_customers(settings.shop.url):
+            ctx.invoke(generate_shop_command)
+        else:
+            click.echo("demo shop present: reusing it (crm generate-shop --replace makes a new one)", err=True)
+        ctx.invoke(run_command)
 
 
 def _shop_has_customers(url: str) -> bool:
@@ -359,7 +444,9 @@ def status_command(ctx, runs):
     def work():
         from core import runlog
 
-        click.echo(runlog.render_status(runlog.recent_runs(load_config(), runs)))
+        settings = load_config()
+        holder = nightlock.holder(settings)
+        click.echo(runlog.render_status(runlog.recent_runs(settings, runs), holder and holder.get("run_id"), nightlock.last_seen(settings)))
 
     _guarded(ctx, work)
 
@@ -577,13 +664,8 @@ def db_upgrade_command(ctx, revision, as_sql):
 
 
 def _guarded(ctx: click.Context, work) -> None:
-    try:
-        work()
-    except (ConfigError, RunDateError, ValueError, FileNotFoundError, RuntimeError) as error:
-        if ctx.obj.get("debug"):
-            raise
-        click.echo(f"error: {error}", err=True)
-        ctx.exit(1)
+    """Run a command's work; a failure is explained by the group (`_Commands.invoke`)."""
+    work()
 
 
 if __name__ == "__main__":

@@ -8,14 +8,17 @@ progress and the summary, and a failure shows the end of the log.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
+from core import nightlock
 from core.config import REPO_ROOT, Settings, load_config
 
 DAGS_FOLDER = REPO_ROOT / "dags"
@@ -118,11 +121,14 @@ def run_nightly_logged(settings: Settings, run_date: date, full: bool = False, t
     result_file = log.with_suffix(".json")
     flags = [*(["--full"] if full else []), *(["--training"] if training else [])]
     with log.open("w", encoding="utf-8") as out:
+        # The child holds the data root's lock with this process (a night lives while either runs) and dies
+        # with it: a killed `crm run` leaves no night running behind its back.
         child = subprocess.run(
-            [sys.executable, "-m", "cli.orchestrate", run_date.isoformat(), str(result_file), *flags],
+            [sys.executable, "-m", "cli.orchestrate", run_date.isoformat(), str(result_file), *flags, f"--parent={os.getpid()}"],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            pass_fds=nightlock.held_fds(),
         )
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
     result_file.unlink(missing_ok=True)
@@ -144,6 +150,9 @@ def _main(argv: list[str]) -> int:
     """Child process entry: run the nightly (or with --training the training) DAG for argv[0] (a date);
     write {"run_id"} or {"error"} to argv[1]."""
     run_date, result_file = date.fromisoformat(argv[0]), Path(argv[1])
+    parent = next((int(arg.removeprefix("--parent=")) for arg in argv[2:] if arg.startswith("--parent=")), None)
+    if parent is not None:
+        _die_with(parent)
     try:
         settings = load_config()
         if "--training" in argv[2:]:
@@ -155,6 +164,14 @@ def _main(argv: list[str]) -> int:
         return 1
     result_file.write_text(json.dumps({"run_id": run_id}))
     return 0
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the parent process ends (Linux's PR_SET_PDEATHSIG), or end now if it has already."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
-from core import runlog, spark_server
+from core import nightlock, runlog, spark_server
 from core.config import load_config
 from core.db import masked
 from core.rundate import business_date, run_conf
@@ -29,22 +29,24 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     `night`: the job is one of the nightly DAG's and shares the night's Spark server (started here when
     `spark_up` has not); otherwise (the training DAG) it uses that server when it is up, else a Spark of its
     own. The attempt goes to the run log (`core.runlog`, CRM table `pipeline_runs`): running, then success
-    with the summary or failed with the error.
+    with the summary or failed with the error. The job runs holding the data root (`core.nightlock`): a task
+    of another run than the night's that holds it fails at once, naming that night.
     """
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = load_config()
     attempt = _attempt(context, run_date)
-    started = datetime.now(timezone.utc)
-    runlog.record(settings, attempt, "running", started)
-    try:
-        with night_task() if night else nullcontext():
-            outcome = job(run_date, settings, context["run_id"], **options)
-        result = json.loads(json.dumps(outcome, default=str))
-    except BaseException as error:  # recorded, then raised as it was (a timeout too)
-        runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc), error=f"{type(error).__name__}: {error}")
-        raise
-    runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
+    with nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage):
+        started = datetime.now(timezone.utc)
+        runlog.record(settings, attempt, "running", started)
+        try:
+            with night_task() if night else nullcontext():
+                outcome = job(run_date, settings, context["run_id"], **options)
+            result = json.loads(json.dumps(outcome, default=str))
+        except BaseException as error:  # recorded, then raised as it was (a timeout too)
+            runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc), error=f"{type(error).__name__}: {error}")
+            raise
+        runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
 
 
@@ -53,23 +55,29 @@ def full_reload(context: dict[str, Any]) -> bool:
     return bool(run_conf(context).get("full"))
 
 
-def start_night_spark() -> str:
+def start_night_spark(context: dict[str, Any]) -> str:
     """The DAG's setup task: start the night's Spark server without waiting for it (it boots while `extract`,
-    which needs no Spark, runs); says which Spark the night uses."""
+    which needs no Spark, runs); says which Spark the night uses. Refused while another night holds the root."""
     settings = load_config()
-    if settings.spark.remote:
-        return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
-    if not settings.spark.night_server:
-        return "a local Spark per task (spark.night_server is off)"
-    return f"night Spark server {masked(spark_server.start(settings, wait=False))}"
+    with nightlock.hold_for_task(settings, str(context["run_id"]), business_date(context), "spark_up"):
+        if settings.spark.remote:
+            return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
+        if not settings.spark.night_server:
+            return "a local Spark per task (spark.night_server is off)"
+        return f"night Spark server {masked(spark_server.start(settings, wait=False))}"
 
 
-def stop_night_spark() -> str:
-    """The DAG's teardown task: stop the night's Spark server (it runs even when a task failed)."""
+def stop_night_spark(context: dict[str, Any]) -> str:
+    """The DAG's teardown task: stop the night's Spark server (it runs even when a task failed); a run refused
+    because another night holds the data root leaves that night's server alone."""
     settings = load_config()
     if settings.spark.remote or not settings.spark.night_server:
         return "nothing to stop"
-    return "stopped" if spark_server.stop(settings) else "no night Spark server was running"
+    try:
+        with nightlock.hold_for_task(settings, str(context["run_id"]), business_date(context), "spark_down"):
+            return "stopped" if spark_server.stop(settings) else "no night Spark server was running"
+    except nightlock.NightBusyError as error:
+        return f"left running: {error}"
 
 
 def record_failure(context: dict[str, Any]) -> None:

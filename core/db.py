@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
 
@@ -41,12 +41,22 @@ def engine(url: str) -> Engine:
     if kind(url) == "mysql" and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     try:
-        return create_engine(parsed, pool_pre_ping=True)
+        return _naming_errors(create_engine(parsed, pool_pre_ping=True), url)
     except ModuleNotFoundError as error:  # e.g. postgresql:// means psycopg 3 to SQLAlchemy 2.1
         raise UnsupportedDatabaseError(
             f"database URL {masked(url)}: its driver {error.name} is not installed; expected one of the "
             "installed drivers: postgresql+psycopg2://, mysql+pymysql:// (MariaDB too) or sqlite:///"
         ) from None
+
+
+def _naming_errors(engine: Engine, url: str) -> Engine:
+    """The engine's errors carry `database_url`, its URL masked, so a message can say which database failed."""
+
+    @event.listens_for(engine, "handle_error")
+    def _name(context) -> None:
+        context.sqlalchemy_exception.database_url = masked(url)
+
+    return engine
 
 
 # ---- document shops (MongoDB) ------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from alembic.util import CommandError
 from sqlalchemy import Table, delete, func, inspect, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import db, migrate
@@ -128,6 +130,8 @@ def stage_succeeded(settings: Settings, run_id: str, stage: str) -> bool:
 def recent_runs(settings: Settings, runs: int = 5) -> list[dict[str, Any]]:
     """The latest `runs` runs (newest first), each with its stages' latest attempts in start order."""
     table = run_log_table(schema_of(settings.crm.db_url, settings.crm.schema_name))
+    if db.kind(settings.crm.db_url) == "sqlite" and not Path(make_url(settings.crm.db_url).database or "").exists():
+        return []  # no night has written it yet (connecting would create the file)
     with db.engine(settings.crm.db_url).connect() as connection:
         if not db_has_table(connection, table):
             return []
@@ -153,26 +157,44 @@ def _naive_utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def render_status(runs: list[dict[str, Any]]) -> str:
-    """The runs as `crm status` prints them: one block per run, one line per stage."""
+def render_status(runs: list[dict[str, Any]], live_run_id: str | None = None, seen: tuple[str, datetime] | None = None) -> str:
+    """The runs as `crm status` prints them: one block per run, one line per stage.
+
+    `live_run_id`: the run that holds the data root now (`core.nightlock`). A task marked running in any
+    other run is not running: its night was killed (or its machine stopped), so it shows as interrupted,
+    with the last time that night was heard of: the run log's latest time of it, or `seen` (run id, UTC),
+    the lock's last heartbeat, when later.
+    """
     if not runs:
         return "no pipeline runs recorded yet (the run log fills as DAG tasks run: `crm run`)"
     blocks = []
     for run in runs:
-        stages = run["stages"]
+        stages = [
+            {**stage, "state": INTERRUPTED} if stage["state"] == "running" and run["run_id"] != live_run_id else stage
+            for stage in run["stages"]
+        ]
         first = stages[0]
         states = {stage["state"] for stage in stages}
-        state = "failed" if "failed" in states else "running" if "running" in states else "success"
+        state = next((state for state in ("failed", INTERRUPTED, "running") if state in states), "success")
         ends = [stage["finished_at"] for stage in stages if stage["finished_at"] is not None]
-        took = f", {(max(ends) - first['started_at']).total_seconds():.0f} s" if ends else ""
-        blocks.append(
-            f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} (started {first['started_at']:%Y-%m-%d %H:%M} UTC)"
-        )
+        took = f", {(max(ends) - first['started_at']).total_seconds():.0f} s" if ends and state != INTERRUPTED else ""
+        started = f"started {first['started_at']:%Y-%m-%d %H:%M} UTC"
+        if state == INTERRUPTED:
+            where = ", ".join(stage["stage"] for stage in stages if stage["state"] == INTERRUPTED)
+            last_seen = max(stage["finished_at"] or stage["started_at"] for stage in stages)
+            if seen is not None and seen[0] == run["run_id"]:
+                last_seen = max(last_seen, _naive_utc(seen[1]))
+            state, started = f"{INTERRUPTED} in {where}", f"{started}, last seen {last_seen:%Y-%m-%d %H:%M:%S} UTC; rerun the date"
+        blocks.append(f"{first['dag_id']} {run['run_id']} for {first['run_date']}: {state}{took} ({started})")
         for stage in stages:
             seconds = f"{stage['seconds']:7.1f} s" if stage["seconds"] is not None else "        -"
             tries = f" (try {stage['try_number']})" if stage["try_number"] > 1 else ""
             blocks.append(f"  {stage['stage']:<16} {stage['state']:<8}{seconds}  {_outcome(stage)}{tries}")
     return "\n".join(blocks)
+
+
+#: How `crm status` shows a task that the run log has as running but whose night no longer holds the data root.
+INTERRUPTED = "interrupted"
 
 
 #: The groups of a campaigns stage's summary (campaign -> group -> customers).
@@ -181,6 +203,8 @@ CAMPAIGN_GROUPS = {"treatment", "control", "suppressed"}
 
 def _outcome(stage: dict[str, Any]) -> str:
     """What a stage did, in a few words, from its summary (or why it failed)."""
+    if stage["state"] == INTERRUPTED:
+        return f"started {stage['started_at']:%H:%M:%S} UTC; its night stopped (killed?) while it ran"
     if stage["state"] == "failed":
         return (stage["error"] or "").splitlines()[0][:160] if stage["error"] else "failed"
     if not stage["summary"]:

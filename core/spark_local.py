@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from core.config import Settings
@@ -22,6 +25,32 @@ DELTA_SQL_SETTINGS = {
 }
 
 UTC_JVM_OPTIONS = "-Duser.timezone=UTC -Dfile.encoding=UTF-8"
+
+#: The oldest Java that Spark 4 runs on (it supports 17 and 21).
+MIN_JAVA = 17
+
+
+class JavaMissingError(RuntimeError):
+    """No Java that Spark can start; the message says which was looked for and what to do."""
+
+
+def find_java() -> tuple[str, str]:
+    """The `java` a local Spark starts (JAVA_HOME's, else the PATH's) and its version line, or JavaMissingError."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if java is None or not os.access(java, os.X_OK):
+        where = f"JAVA_HOME={home} has no bin/java" if home else "no `java` on PATH (and JAVA_HOME is not set)"
+        raise JavaMissingError(
+            f"{where}; Spark needs Java {MIN_JAVA} or 21: install it (`make system`, Debian: default-jre-headless) "
+            "or set JAVA_HOME to a Java 17+ home"
+        )
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    line = ((result.stderr or result.stdout).strip().splitlines() or ["?"])[0]
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', line)
+    major = (int(found.group(2)) if found.group(1) == "1" else int(found.group(1))) if found else None
+    if result.returncode != 0 or major is None or major < MIN_JAVA:
+        raise JavaMissingError(f"{java}: {line}; Spark needs Java {MIN_JAVA} or 21: install one and put it first on PATH or in JAVA_HOME")
+    return java, line
 
 
 def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
@@ -90,6 +119,8 @@ def get_spark(settings: Settings, app_name: str = "shop-crm", overrides: dict[st
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if SparkSession.getActiveSession() is None:
+        find_java()  # a clear message instead of pyspark's JAVA_GATEWAY_EXITED
     builder = SparkSession.builder
     for key, value in {**spark_settings(settings, app_name), **(overrides or {})}.items():
         builder = builder.config(key, value)

@@ -101,14 +101,14 @@ def crm_nightly():
     # Each task names its job's function, imported inside the task: the scheduler parses this file often, and
     # a job's imports (Spark, pandas, scikit-learn) belong to the task's own process.
     @task
-    def spark_up():
+    def spark_up(**context):
         """Start the night's Spark server (`core/spark_server.py`), unless `spark.remote` names one: every task connects to it."""
-        return start_night_spark()
+        return start_night_spark(context)
 
     @task
-    def spark_down():
+    def spark_down(**context):
         """Stop the night's Spark server; runs when the night ends, failed or not."""
-        return stop_night_spark()
+        return stop_night_spark(context)
 
     @task
     def extract(**context):
