@@ -426,9 +426,12 @@ def _as_read(url: str, column: str, sql_type) -> str:
     if sql_type is None or isinstance(sql_type, (Date, DateTime)):
         return f"CAST({quoted} AS {as_text})"
     if isinstance(sql_type, Numeric):
-        # SQLite keeps amounts as binary floats: round to the column's scale before they become text.
-        value = f"ROUND({quoted}, {sql_type.scale or 0})" if kind == "sqlite" else quoted
-        return f"CAST({value} AS {as_text})"
+        if kind == "sqlite":
+            # SQLite keeps amounts as binary floats: round to the column's scale before they become text. Only
+            # numbers: ROUND('abc') is 0.0, and text must reach the cast as it is, to be named "not a number".
+            rounded = f"CAST(ROUND({quoted}, {sql_type.scale or 0}) AS TEXT)"
+            return f"CASE WHEN typeof({quoted}) IN ('integer', 'real') THEN {rounded} ELSE CAST({quoted} AS TEXT) END"
+        return f"CAST({quoted} AS {as_text})"
     return quoted
 
 
