@@ -189,3 +189,41 @@ def test_a_bad_personal_field_is_nulled_and_quarantined_and_the_customer_stays(s
     }
     row_records = quarantined(flagged.where(F.col("_rule").isNotNull()), RUN_DATE, "run-1").collect()
     assert [(row.id, row.rule, row.column) for row in row_records] == [(6, "wrong_type", None)]
+
+
+def test_a_key_with_different_rows_in_an_incremental_batch_keeps_its_silver_version(spark, tmp_path):
+    from core.lake import Lake
+    from jobs.clean import clean_table
+
+    lake = Lake(spark, tmp_path / "lake")
+    earlier = bronze(spark, "customers", [customer(5, email="old@example.com"), customer(6)]).drop(UNREADABLE)
+    lake.overwrite(
+        flag_invalid_rows(earlier.withColumn(UNREADABLE, F.lit(None).cast("string")), shop_schema.customers, RUN_DATE, {}).transform(
+            current_state, shop_schema.customers
+        ),
+        "silver",
+        "customers",
+    )
+    version = lake.version("silver", "customers")
+    batch = bronze(
+        spark,
+        "customers",
+        [
+            customer(5, email="new@example.com", updated_at="2026-11-26 09:00:00"),
+            customer(5, email="other@example.com", updated_at="2026-11-26 09:00:00"),
+            customer(7, email="twin@example.com"),
+            customer(7, email="twin@example.org"),
+            customer(6, email="six@example.com", updated_at="2026-11-26 09:00:00"),
+        ],
+    ).withColumns(
+        {"_batch_id": F.lit(RUN_DATE.isoformat()), "_op": F.lit("U"), "_run_id": F.lit("run-2"), "_extracted_at": F.current_timestamp()}
+    )
+    lake.overwrite(batch, "bronze", "customers", partition_by=["_batch_id"])
+
+    counts = clean_table(lake, "customers", RUN_DATE, "run-2", "incremental", version)
+
+    silver = {row.id: row.email for row in lake.read("silver", "customers").collect()}
+    assert silver == {5: "old@example.com", 6: "six@example.com"}  # 5 as it was, 7 never applied, 6 updated
+    records = sorted((row.id, row.rule, row.column) for row in lake.read("silver", "_quarantine/customers").collect())
+    assert records == [(5, "duplicate_key", None)] * 2 + [(7, "duplicate_key", None)] * 2
+    assert counts["quarantined"] == 4
