@@ -142,3 +142,19 @@ def test_customers_with_a_bad_field_keep_their_orders_and_reach_the_crm(rough_ni
     assert profile[planted["bad_email"]]["email"] is None and profile[planted["bad_name"]]["first_name"] is None
     for customer in kept:
         assert profile[customer]["orders"] > 0 and profile[customer]["reviews"] == planted["reviews"][customer]
+
+
+def test_the_report_counts_each_rule_per_table_and_field(rough_night):
+    import re
+
+    markup = (rough_night["data_dir"] / "reports" / RUN_DATE.isoformat() / "index.html").read_text(encoding="utf-8")
+    quality = re.sub(r"<[^>]+>", " ", markup[markup.index('id="quality"') :])
+    quality = " ".join(quality.split())
+    for counted in (
+        "customers duplicate_key whole row 2",
+        "customers invalid_email email 1",
+        "customers null_key whole row 1",
+        "customers wrong_type first_name 1",
+        "orders wrong_type whole row 1",
+    ):
+        assert counted in quality, counted
