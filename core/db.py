@@ -97,7 +97,9 @@ def document_database(url: str):
     # The URL's own options (serverSelectionTimeoutMS, tls, authSource, ...) win over these defaults.
     given = {option.lower() for option in parsed["options"]}
     defaults = {"serverSelectionTimeoutMS": SERVER_TIMEOUT_MS} if "serverselectiontimeoutms" not in given else {}
-    client = MongoClient(url, tz_aware=False, uuidRepresentation="standard", **defaults)
+    # A string that is not valid UTF-8 is read (with U+FFFD, which the reader names) instead of failing the
+    # whole cursor.
+    client = MongoClient(url, tz_aware=False, uuidRepresentation="standard", unicode_decode_error_handler="replace", **defaults)
     try:
         yield client[name]
     finally:

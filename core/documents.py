@@ -15,7 +15,7 @@ and its position in the array.
 Values. Each field is read as its canonical column's type: numbers (int, double, Decimal128) for amounts
 and quantities, booleans (or 0/1), BSON dates (or ISO text, checked by `clean`) for timestamps and dates,
 and text (numbers become text). A value of another type (a string where a key or an amount is expected,
-a sub-document where text is expected) is not guessed at: the column is left null and the row carries
+a sub-document where text is expected, text that is not valid UTF-8) is not guessed at: the column is left null and the row carries
 `_unreadable`, which names the table, collection, field, value and expected type; `clean` puts the row in
 quarantine with rule `wrong_type`. Fields the mapping does not know follow `new_columns` (ignored, or
 carried as text: JSON for sub-documents and arrays).
@@ -161,6 +161,15 @@ def converter(sql_type) -> Callable:
     if isinstance(sql_type, Date):
         return _date
     return _text
+
+
+def _utf8(value):
+    """`value`, unless it is text that was not valid UTF-8 in the document: the client decodes such bytes as
+    U+FFFD (`unicode_decode_error_handler="replace"`) instead of failing the whole read, and no real name,
+    e-mail or amount holds that replacement character."""
+    if isinstance(value, str) and "\ufffd" in value:
+        raise WrongType("valid UTF-8 text")
+    return value
 
 
 def field_getter(path: str) -> Callable[[dict, dict | None], object]:
@@ -321,7 +330,7 @@ class DocumentShop:
                     values[index].append(raw)
                     continue
                 try:
-                    values[index].append(column.convert(raw))
+                    values[index].append(_utf8(column.convert(raw)))
                 except WrongType as expected:
                     values[index].append(None)
                     errors.append(

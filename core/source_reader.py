@@ -14,7 +14,10 @@ Arrow rather than pandas' `read_sql`, which is several times slower and needs ma
 Every batch is cast to the schema the caller asks for (bronze's canonical types). A value that does not
 fit (SQLite lets any column hold text) is not guessed at: it is left null and the row gets an `_unreadable`
 column naming the table, column, value and expected type, so `clean` quarantines the row (rule
-`wrong_type`) and the run goes on.
+`wrong_type`) and the run goes on. Each problem starts with `<table>.<column> = `, problems are joined by
+`; ` (`clean` reads which columns they name: a personal text field is nulled, not its row). Text that is not
+valid UTF-8 (SQLite stores any bytes as TEXT; a BLOB, a MySQL binary column or a PostgreSQL `SQL_ASCII`
+database give bytes) is "not valid UTF-8 text"; an amount that is not a number is "not a number".
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ def _as_schema(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.Recor
     problems: list[list[str]] = [[] for _ in range(batch.num_rows)]
     for index, field in enumerate(schema):
         column = batch.column(index)
-        if column.type != field.type:
+        if column.type != field.type or not _valid_text(column):
             try:
                 column = column.cast(field.type)
+                if not _valid_text(column):  # a driver may hand over text it did not check (SQL_ASCII)
+                    raise pa.ArrowInvalid("invalid UTF-8")
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 column = _cast_each(column, field, table, problems)
         columns.append(column)
@@ -73,15 +78,44 @@ def _as_schema(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.Recor
 
 def _cast_each(column: pa.Array, field: pa.Field, table: str, problems: list[list[str]]) -> pa.Array:
     """Cast value by value: a value that does not fit becomes null, and its row's problem list says why."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.binary())  # read as bytes: text that is not UTF-8 cannot even be shown as text
     values = []
     for row, value in enumerate(column):
-        try:
-            values.append(value.cast(field.type).as_py() if value.is_valid else None)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raw = value.as_py()
+        if raw is None:
             values.append(None)
-            shown = repr(value.as_py())
-            problems[row].append(f"{table}.{field.name} = {shown[:60]}: expected {field.type}")
+            continue
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                values.append(None)
+                problems[row].append(f"{table}.{field.name} = {_shown(raw)}: not valid UTF-8 text")
+                continue
+        try:
+            values.append(pa.scalar(raw).cast(field.type).as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            values.append(None)
+            expected = "not a number" if pa.types.is_decimal(field.type) else f"expected {field.type}"
+            problems[row].append(f"{table}.{field.name} = {_shown(raw)}: {expected}")
     return pa.array(values, field.type)
+
+
+def _valid_text(column: pa.Array) -> bool:
+    """False for a text column holding bytes that are not UTF-8 (Arrow does not check what a driver hands it)."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return True
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _shown(value) -> str:
+    """A value as a problem quotes it: its repr, at most 60 characters."""
+    return repr(value)[:60]
 
 
 def _postgresql(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -103,6 +137,7 @@ def _sqlite(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
     # The Delta writer may pull batches from a thread of its own (one at a time, never at once), so the
     # connection may not insist on the thread that opened it.
     connection = sqlite3.connect(f"file:{make_url(url).database}?mode=ro", uri=True, check_same_thread=False)
+    connection.text_factory = _sqlite_text
     try:
         cursor = connection.execute(query)
         names = [column[0] for column in cursor.description]
@@ -113,11 +148,23 @@ def _sqlite(url: str, query: str, fetch_rows: int) -> Iterator[pa.RecordBatch]:
         connection.close()
 
 
+def _sqlite_text(data: bytes) -> str | bytes:
+    """A TEXT value: decoded, or its bytes when they are not UTF-8 (SQLite stores whatever it is given), for
+    the cast to name it instead of the whole read failing on one value."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
 def _sqlite_column(values: tuple) -> pa.Array:
-    """One column of a SQLite batch; mixed value types (SQLite allows them) come as text, for the cast to judge."""
+    """One column of a SQLite batch; mixed value types (SQLite allows them) come as text, for the cast to judge
+    (as bytes when some value is bytes: a BLOB, or TEXT that is not UTF-8)."""
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if any(isinstance(value, bytes) for value in values):
+            return pa.array([value if value is None or isinstance(value, bytes) else str(value).encode() for value in values], pa.binary())
         return pa.array([None if value is None else str(value) for value in values], pa.string())
 
 

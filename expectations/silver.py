@@ -5,7 +5,7 @@ Rows checked: the whole table (one row per `id`); for `events`, the rows the run
 events (`events.source: none`, or no file yet) has no silver/events, which is not a failure. Every table gets
 the rules of the canonical model (`model_expectations`): its columns present, `id` set and unique, every foreign-key column set.
 Then its own
-rules (`table_expectations`), listed per table. `clean` quarantines rows that break the critical rules, so
+rules (`table_expectations`), listed per table. `clean` quarantines rows (or nulls fields, e.g. an e-mail) that break the critical rules, so
 a critical failure here means a bug in `clean` or a bypassed lake; an enumeration outside its known values
 is a warning (a shop may add a status before the CRM knows it).
 """

@@ -8,19 +8,35 @@ newest version breaks a rule, or when its parent left silver (it follows its par
 
 A row that breaks a rule is never dropped silently: it goes to `silver/_quarantine/<table>` (partition
 `run_date`) with the rule, a reason naming the column and value, the source row as JSON and the run id.
-Rules, first match wins:
+Rules on rows, first match wins:
 
 - `wrong_type`: the source gave a value of a type the column cannot hold (`_unreadable`, set by the reader:
-  e.g. a string in a document's key or amount field); the reason names the field, the value and the type;
+  e.g. a string in a document's key field, an amount that is not a number); the reason names the field, the
+  value and what was expected (`orders.total_amount = 'abc': not a number`). A problem only in a personal
+  text field is a field rule instead (below);
 - `null_key`: `id` or a required reference (`orders.customer_id`, ...) is null;
 - `invalid_value`: a timestamp or date the source wrote that cannot be read as one;
-- `invalid_email`: a customer e-mail address that is not one;
 - `non_positive_amount`: an order total, a quantity or a unit price that is not positive;
 - `out_of_range`: a review rating outside 1-5;
 - `future_timestamp`: `created_at` or `updated_at` after the end of the run date;
+- `duplicate_key`: the batch holds two or more *different* rows with the same `id` (a batch reads each key
+  once, so the source's key is not unique): every copy is quarantined, whatever else it breaks, and none is
+  applied: silver keeps the version it had (a new key stays out, with its children as orphans). Identical
+  copies are one row read twice and kept once;
 - `duplicate`: an order or cart line repeating an earlier line's order/cart and product (a double submit);
 - `orphan`: a reference to a row that is not in the parent's silver table (children of quarantined or
   deleted rows follow them).
+
+Rules on fields (`FIELD_COLUMNS`: customers' e-mail, names and phone, addresses, review and inquiry text):
+the field is nulled, the row stays in silver (a customer keeps their orders, items and reviews, with
+`has_email` false in the CRM), and the quarantine gets one record per field with `column` set (null for
+a row rule) and a reason naming table, column, id and value. First match per field:
+
+- `wrong_type`: the reader could not read the value (not valid UTF-8, a sub-document where text belongs);
+- `invalid_email`: an e-mail address that is not one (`EMAIL_PATTERN`);
+- `invalid_phone`: a phone number with other characters than digits, spaces, `()./-` and a leading `+`, or
+  fewer than `PHONE_MIN_DIGITS` digits;
+- `invalid_text`: control characters (line breaks and tabs are fine in `body`).
 """
 
 from __future__ import annotations
@@ -56,6 +72,25 @@ DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {"order_items": ("order_id", "produ
 RATING_RANGE = (1, 5)
 #: What an e-mail address must look like: something, one @, a domain with a dot, no spaces.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+#: What a phone number may hold: digits, spaces, ( ) . / - and a leading +; at least PHONE_MIN_DIGITS digits.
+PHONE_PATTERN = r"^\+?[0-9 ()./-]+$"
+PHONE_MIN_DIGITS = 5
+#: Personal text fields: a bad value is nulled and quarantined as a field (rule, column), the row stays, so a
+#: customer and their orders, items and reviews are not lost for a cosmetic field. Table -> columns.
+FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("email", "first_name", "last_name", "phone"),
+    "addresses": ("line1", "city", "postal_code"),
+    "reviews": ("title", "body"),
+    "inquiries": ("subject", "body"),
+}
+#: Free text where line breaks and tabs are fine; in the other field columns no control character is.
+MULTILINE_COLUMNS = frozenset({"body"})
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+MULTILINE_CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+#: `_unreadable` as the readers write it: a document shop's label first, then problems joined by "; ", each
+#: starting with `<table>.<column>` (a document's also ` (field <path>)`) and ` = <value>: <what was expected>`.
+UNREADABLE_LABEL = r"^\S+ \(collection [^)]*\): "
+UNREADABLE_COLUMN = r"^\S*?\.(\w+)(?: \(field [^)]*\))? = "
 QUARANTINE_TABLE = "_quarantine/{table}"
 APPLIED_TABLE = "_applied"
 
@@ -64,6 +99,16 @@ APPLIED_TABLE = "_applied"
 class Check:
     """One validity rule on a table: the rows matching `failed` are quarantined with `reason`."""
 
+    rule: str
+    failed: Column
+    reason: Column
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """One validity rule on a field: where `failed`, the field is nulled and quarantined with `reason`."""
+
+    column: str
     rule: str
     failed: Column
     reason: Column
@@ -147,16 +192,28 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str, v
     deletes = batch.where(F.col("_op") == "D").select("id").distinct()
     valid = current_state(flagged.where(F.col("_rule").isNull()), table, carried)
     rejected = flagged.where(F.col("_rule").isNotNull())
+    fields = quarantined_fields(flagged.where(F.col("_rule").isNull()), run_date, run_id)
     if rebuild:
-        lake.overwrite(valid.join(deletes, "id", "left_anti"), "silver", name, evolve=bool(carried))
+        rows = valid.join(deletes, "id", "left_anti")
+        if version_before is not None:  # a full reload: an ambiguous key keeps the version silver had
+            ambiguous = rejected.where(F.col("_rule") == "duplicate_key").select("id").distinct()
+            earlier = lake.read("silver", name, version=version_before).join(ambiguous, "id", "left_semi")
+            rows = rows.unionByName(earlier, allowMissingColumns=True).select(*rows.columns)
+        lake.overwrite(rows, "silver", name, evolve=bool(carried))
         applied = {"inserted": lake.rows_written("silver", name), "updated": 0, "deleted": 0}
-        quarantine = quarantined(rejected, run_date, run_id)
+        quarantine = quarantined(rejected, run_date, run_id).unionByName(fields)
     else:
         in_silver = existing.select("id", F.col("updated_at").alias("_silver_updated_at"))
         # Rows of this batch (changed or deleted) are decided by the batch; only the others can be orphaned.
         orphaned = orphaned_by_parents(existing, name, parents, batch.select("id").where(F.col("id").isNotNull()))
-        # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned.
-        rejected_newest = rejected.join(valid.select("id"), "id", "left_anti").join(in_silver, "id", "left_semi").select("id", "updated_at")
+        # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned;
+        # an ambiguous key (`duplicate_key`) keeps the version silver had: nothing of the batch is applied.
+        rejected_newest = (
+            rejected.where(F.col("_rule") != "duplicate_key")
+            .join(valid.select("id"), "id", "left_anti")
+            .join(in_silver, "id", "left_semi")
+            .select("id", "updated_at")
+        )
         shop_deletes = deletes.join(rejected_newest, "id", "left_anti").join(in_silver, "id", "left_semi")
         changes = (
             # Rows read again (the overlap) whose version silver already has change nothing.
@@ -179,14 +236,15 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str, v
                 control_columns=["_action"],
                 evolve=bool(carried),
             )
-        quarantine = quarantined(rejected, run_date, run_id).unionByName(quarantined(orphaned, run_date, run_id))
+        quarantine = quarantined(rejected, run_date, run_id).unionByName(quarantined(orphaned, run_date, run_id)).unionByName(fields)
     quarantine = quarantine.localCheckpoint(eager=True)
     bad_rows = quarantine.count()
     target = QUARANTINE_TABLE.format(table=name)
     # A night without bad rows writes nothing, unless a first run of this date had some (a rerun replaces
     # them); the (empty) table exists from the first night on, for analysts' queries.
     if bad_rows or not lake.exists("silver", target) or lake.has_rows("silver", target, {"run_date": run_date}):
-        lake.replace_partition(quarantine, "silver", target, {"run_date": run_date})
+        # Evolving: a lake from before field-level quarantine gains the `column` column.
+        lake.replace_partition(quarantine, "silver", target, {"run_date": run_date}, evolve=True)
     counts = {"mode": "full" if rebuild else "incremental", **applied, "quarantined": bad_rows}
     return counts
 
@@ -236,7 +294,8 @@ def flag_invalid_rows(
     existing: DataFrame | None = None,
     carried: list[str] | tuple[str, ...] = (),
 ) -> DataFrame:
-    """Typed rows of one table with `_rule` and `_reason` set where a rule fails (null when valid).
+    """Typed rows of one table with `_rule` and `_reason` set where a rule fails (null when valid), and
+    `_fields`: the field rules a valid row broke (column, rule, reason), those fields nulled.
 
     `parents` maps each reference column to the parent's valid keys (a DataFrame with column `id`);
     `existing` is the table's silver rows (an incremental batch's lines can repeat lines already there);
@@ -245,10 +304,11 @@ def flag_invalid_rows(
     typed = with_canonical_types(batch, table, carried)
     checks = row_checks(table, run_date)
     flagged = typed.withColumns({"_rule": _first(checks, "rule"), "_reason": _first(checks, "reason")})
+    flagged = flagged.transform(with_duplicate_key_rule, table.name)
     flagged = flagged.transform(with_duplicate_rule, table.name, existing)
     for column, parent_keys in parents.items():
         flagged = flagged.transform(with_orphan_rule, column, parent_keys, _parent_of(table.name, column))
-    return flagged
+    return flagged.transform(with_field_rules, table.name)
 
 
 def with_canonical_types(batch: DataFrame, table: Table, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:
@@ -269,7 +329,7 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
     name = table.name
     end_of_day = end_of(run_date)
     checks = [
-        Check("wrong_type", F.col(UNREADABLE).isNotNull(), F.col(UNREADABLE)),
+        Check("wrong_type", F.col(UNREADABLE).isNotNull() & ~_unreadable_only_in(FIELD_COLUMNS.get(name, ())), F.col(UNREADABLE)),
         Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null")),
     ]
     for column, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
@@ -294,14 +354,6 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
                 F.format_string(f"{name}.{column} = %s: must be > 0", F.col(column).cast("string")),
             )
         )
-    if name == "customers":
-        checks.append(
-            Check(
-                "invalid_email",
-                F.col("email").isNotNull() & ~F.col("email").rlike(EMAIL_PATTERN),
-                F.format_string("customers.email = '%s': not an e-mail address", F.col("email")),
-            )
-        )
     if name == "reviews":
         low, high = RATING_RANGE
         checks.append(
@@ -320,6 +372,32 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
             )
         )
     return checks
+
+
+def with_duplicate_key_rule(flagged: DataFrame, table_name: str) -> DataFrame:
+    """Flag every copy of an `id` that the batch holds in different versions (`duplicate_key`): a batch reads
+    each key once, so two different rows with one key are ambiguous, and none is chosen. Identical copies
+    (every canonical column equal) are one row read twice, kept once by `current_state`."""
+    copies = (
+        flagged.where(F.col("id").isNotNull())
+        .groupBy("id")
+        .agg(F.countDistinct("_source_row").alias("_versions"), F.count(F.lit(1)).alias("_copies"))
+        .where(F.col("_versions") > 1)
+    )
+    joined = flagged.join(copies, "id", "left")
+    is_duplicate = F.col("_versions").isNotNull()
+    reason = F.format_string(
+        f"{table_name}.id = %s: %s different rows with this key in the batch (every copy quarantined; silver keeps "
+        "the version it had, if any)",
+        F.col("id").cast("string"),
+        F.col("_versions").cast("string"),
+    )
+    return joined.withColumns(
+        {
+            "_reason": F.when(is_duplicate, reason).otherwise(F.col("_reason")),
+            "_rule": F.when(is_duplicate, F.lit("duplicate_key")).otherwise(F.col("_rule")),
+        }
+    ).select(*flagged.columns)
 
 
 def with_duplicate_rule(flagged: DataFrame, table_name: str, existing: DataFrame | None = None) -> DataFrame:
@@ -364,6 +442,78 @@ def with_orphan_rule(flagged: DataFrame, column: str, parent_keys: DataFrame, pa
     ).drop(marker, f"_parent_{column}")
 
 
+def field_checks(table_name: str) -> list[FieldCheck]:
+    """The rules on the table's personal text fields (`FIELD_COLUMNS`), per column in order of precedence."""
+    checks = []
+    for column in FIELD_COLUMNS.get(table_name, ()):
+        value = F.col(column)
+        named = f"{table_name}.{column} (id %s)"
+        problem = _unreadable_problem(column)
+        checks.append(
+            FieldCheck(column, "wrong_type", problem.isNotNull(), F.format_string(f"{named} = %s", F.col("id").cast("string"), problem))
+        )
+        if column == "email":
+            checks.append(
+                FieldCheck(
+                    column,
+                    "invalid_email",
+                    ~value.rlike(EMAIL_PATTERN),
+                    F.format_string(f"{named} = '%s': not an e-mail address", F.col("id").cast("string"), value),
+                )
+            )
+        if column == "phone":
+            digits = F.length(F.regexp_replace(value, "[^0-9]", ""))
+            checks.append(
+                FieldCheck(
+                    column,
+                    "invalid_phone",
+                    ~value.rlike(PHONE_PATTERN) | (digits < PHONE_MIN_DIGITS),
+                    F.format_string(
+                        f"{named} = '%s': not a phone number (digits, spaces, ()./- and a leading +; at least {PHONE_MIN_DIGITS} digits)",
+                        F.col("id").cast("string"),
+                        value,
+                    ),
+                )
+            )
+        control = MULTILINE_CONTROL_CHARACTERS if column in MULTILINE_COLUMNS else CONTROL_CHARACTERS
+        checks.append(
+            FieldCheck(
+                column,
+                "invalid_text",
+                value.rlike(control),
+                F.format_string(f"{named} = %s: holds control characters", F.col("id").cast("string"), _escaped(value)),
+            )
+        )
+    return checks
+
+
+def with_field_rules(flagged: DataFrame, table_name: str) -> DataFrame:
+    """Add `_fields` (column, rule, reason of each field rule a valid row breaks, first rule per column) and
+    null those fields; rows already rejected by a row rule keep their fields and get none."""
+    checks = field_checks(table_name)
+    columns = list(dict.fromkeys(check.column for check in checks))
+    failures = []
+    for column in columns:
+        failure = None
+        for check in (check for check in checks if check.column == column):
+            found = F.struct(F.lit(column).alias("column"), F.lit(check.rule).alias("rule"), check.reason.alias("reason"))
+            failure = F.when(check.failed, found) if failure is None else failure.when(check.failed, found)
+        failures.append(failure)
+    empty = F.array().cast("array<struct<column:string,rule:string,reason:string>>")
+    if not failures:
+        return flagged.withColumn("_fields", empty)
+    found = F.filter(F.array(*failures), lambda failure: failure.isNotNull())
+    with_fields = flagged.withColumn("_fields", F.when(F.col("_rule").isNull(), found).otherwise(empty))
+    return with_fields.withColumns(
+        {
+            column: F.when(F.exists(F.col("_fields"), lambda failure: failure["column"] == column), F.lit(None).cast("string")).otherwise(
+                F.col(column)
+            )
+            for column in columns
+        }
+    )
+
+
 def current_state(valid: DataFrame, table: Table, carried: list[str] | tuple[str, ...] = ()) -> DataFrame:
     """One row per id, its latest version by `updated_at` (ties broken by the row's content, deterministically)."""
     latest = Window.partitionBy("id").orderBy(F.col("updated_at").desc(), F.col("_source_row").desc())
@@ -375,7 +525,8 @@ def current_state(valid: DataFrame, table: Table, carried: list[str] | tuple[str
 
 
 def quarantined(rejected: DataFrame, run_date: date, run_id: str) -> DataFrame:
-    """The quarantine rows: which row, which rule, why, the source row, and which run."""
+    """The quarantine rows: which row, which rule, why, the source row, which run; `column` null (the whole
+    row is out of silver)."""
     return rejected.select(
         F.col("id"),
         F.col("_rule").alias("rule"),
@@ -383,6 +534,26 @@ def quarantined(rejected: DataFrame, run_date: date, run_id: str) -> DataFrame:
         F.col("_source_row").alias("source_row"),
         F.lit(run_id).alias("run_id"),
         F.lit(run_date).alias("run_date"),
+        F.lit(None).cast("string").alias("column"),
+    )
+
+
+def quarantined_fields(valid: DataFrame, run_date: date, run_id: str) -> DataFrame:
+    """The quarantine records of nulled fields of valid rows: the row stays in silver, `column` names the field.
+
+    A key read twice identically gives one record per field."""
+    return (
+        valid.select("id", "_source_row", F.explode("_fields").alias("_field"))
+        .select(
+            F.col("id"),
+            F.col("_field.rule").alias("rule"),
+            F.col("_field.reason").alias("reason"),
+            F.col("_source_row").alias("source_row"),
+            F.lit(run_id).alias("run_id"),
+            F.lit(run_date).alias("run_date"),
+            F.col("_field.column").alias("column"),
+        )
+        .dropDuplicates(["id", "column", "rule", "reason", "source_row"])
     )
 
 
@@ -393,6 +564,29 @@ def _first(checks: list[Check], attribute: str) -> Column:
         value = F.lit(check.rule) if attribute == "rule" else check.reason
         expression = F.when(check.failed, value) if expression is None else expression.when(check.failed, value)
     return expression.otherwise(F.lit(None).cast("string"))
+
+
+def _unreadable_problems() -> Column:
+    """The problems `_unreadable` names, one per element (the document label dropped)."""
+    return F.split(F.regexp_replace(F.col(UNREADABLE), UNREADABLE_LABEL, ""), "; ")
+
+
+def _unreadable_only_in(columns: tuple[str, ...]) -> Column:
+    """Whether every problem `_unreadable` names is about one of `columns` (then no row rule applies)."""
+    if not columns:
+        return F.lit(False)
+    return F.forall(_unreadable_problems(), lambda problem: F.regexp_extract(problem, UNREADABLE_COLUMN, 1).isin(*columns))
+
+
+def _unreadable_problem(column: str) -> Column:
+    """What `_unreadable` says about `column` (the value and what was expected), or null."""
+    about = F.filter(_unreadable_problems(), lambda problem: F.regexp_extract(problem, UNREADABLE_COLUMN, 1) == column)
+    return F.when(F.size(about) > 0, F.regexp_extract(about[0], " = (.*)$", 1))
+
+
+def _escaped(value: Column) -> Column:
+    """Text as a JSON string (quoted, control characters escaped), to quote it in a reason."""
+    return F.regexp_extract(F.to_json(F.array(value)), r"^\[(.*)\]$", 1)
 
 
 def _parent_of(table_name: str, column: str) -> str:

@@ -25,8 +25,9 @@ MySQL/MariaDB, sqlite3 for SQLite) in ranges of the integer key (`shop.rows_per_
 streamed into bronze by delta-rs, so no table is ever held whole in memory and no JVM starts. Columns are
 read as the canonical types, so bronze looks the same whatever the source database; dates, timestamps and
 amounts are read as the source's text (SQLite has no such types) and typed, amounts here and the rest by
-`clean`, which quarantines a value it cannot read. A value that does not fit its column's type at all is
-nulled and named in `_unreadable`, and `clean` quarantines its row as `wrong_type`.
+`clean`, which quarantines a value it cannot read. A value that does not fit its column's type at all (an
+amount that is not a number, text that is not UTF-8) is nulled and named in `_unreadable`, and `clean`
+quarantines its row as `wrong_type`, or, in a personal text field, only the field.
 
 A document shop (`mongodb://`) is read by `core.documents.DocumentShop` instead of `RelationalShop`: the
 same watermarks, overlap, reconcile and bronze batches, with one cursor per collection filtered on its
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")  # Delta's (and Spark's) `timestamp`
 #: What extraction adds to every bronze row; `_op` comes with the source row, the others with the batch.
-#: `_unreadable` names the values a source could not read as their column's type (the row goes to quarantine).
+#: `_unreadable` names the values a source could not read as their column's type (clean quarantines them).
 BOOKKEEPING_FIELDS = (
     pa.field("_batch_id", pa.string()),
     pa.field("_run_id", pa.string()),
@@ -426,9 +427,12 @@ def _as_read(url: str, column: str, sql_type) -> str:
     if sql_type is None or isinstance(sql_type, (Date, DateTime)):
         return f"CAST({quoted} AS {as_text})"
     if isinstance(sql_type, Numeric):
-        # SQLite keeps amounts as binary floats: round to the column's scale before they become text.
-        value = f"ROUND({quoted}, {sql_type.scale or 0})" if kind == "sqlite" else quoted
-        return f"CAST({value} AS {as_text})"
+        if kind == "sqlite":
+            # SQLite keeps amounts as binary floats: round to the column's scale before they become text. Only
+            # numbers: ROUND('abc') is 0.0, and text must reach the cast as it is, to be named "not a number".
+            rounded = f"CAST(ROUND({quoted}, {sql_type.scale or 0}) AS TEXT)"
+            return f"CASE WHEN typeof({quoted}) IN ('integer', 'real') THEN {rounded} ELSE CAST({quoted} AS TEXT) END"
+        return f"CAST({quoted} AS {as_text})"
     return quoted
 
 

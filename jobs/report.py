@@ -125,7 +125,7 @@ class RunData:
     scores: pd.DataFrame | None
     previous_scores: pd.DataFrame | None
     quality: dict[str, dict[str, Any]]  # layer -> validate.py's summary
-    quarantined: dict[str, int]  # silver table -> rows quarantined on the run date
+    quarantined: dict[str, dict[tuple[str, str | None], int]]  # silver table -> (rule, column or None) -> records of the run date
     calibration: dict[str, pd.DataFrame] | str  # model -> holdout calibration table, or why there is none
     calibration_source: str
 
@@ -180,18 +180,27 @@ def read_gold(lake: LakeLayout, table: str, as_of: date, columns: Sequence[str])
     return data.to_pandas().reindex(columns=list(columns))
 
 
-def quarantined_rows(lake: LakeLayout, run_date: date) -> dict[str, int]:
-    """Rows each silver table put into quarantine on `run_date` (from the Delta logs' record counts)."""
-    counts = {}
+def quarantined_rows(lake: LakeLayout, run_date: date) -> dict[str, dict[tuple[str, str | None], int]]:
+    """Quarantine records each silver table wrote on `run_date`, per rule and column (None: the whole row; a
+    column: a field nulled, the row kept). Reads the `rule` and `column` of the run date's files only."""
+    counts: dict[str, dict[tuple[str, str | None], int]] = {}
     for layer, name in lake.tables():
         if layer != "silver" or not name.startswith("_quarantine/"):
             continue
         actions = _add_actions(lake, layer, name)
-        counts[name.removeprefix("_quarantine/")] = sum(
-            rows or 0
-            for rows, value in zip(actions.get("num_records", []), actions.get("partition.run_date", []))
-            if _as_date(value) == run_date
-        )
+        base = Path(lake.path(layer, name))
+        files = [
+            _data_file(base, path)
+            for path, rows, value in zip(actions.get("path", []), actions.get("num_records", []), actions.get("partition.run_date", []))
+            if _as_date(value) == run_date and rows
+        ]
+        table = counts.setdefault(name.removeprefix("_quarantine/"), {})
+        if not files:
+            continue
+        dataset = ds.dataset(files, format="parquet")
+        wanted = [column for column in ("rule", "column") if column in dataset.schema.names]  # `column`: lakes since field rules
+        for record in dataset.to_table(columns=wanted).group_by(wanted).aggregate([([], "count_all")]).to_pylist():
+            table[(record["rule"], record.get("column"))] = record["count_all"]
     return counts
 
 
@@ -598,7 +607,7 @@ def quality_section(run: RunData) -> str:
         tables = summary.get("tables", {})
         evaluated = sum(report.get("expectations", 0) for report in tables.values())
         failed = sum(len(report["critical_failures"]) + len(report["warnings"]) for report in tables.values())
-        quarantined = sum(run.quarantined.values()) if layer == "silver" and run.quarantined else None
+        quarantined = sum(sum(rules.values()) for rules in run.quarantined.values()) if layer == "silver" and run.quarantined else None
         verdict = '<span class="good">passed</span>' if summary["passed"] else '<span class="bad">FAILED</span>'
         rows.append(
             [
@@ -630,7 +639,7 @@ def quality_section(run: RunData) -> str:
         f"<p>Great Expectations gates of {run.run_date} (<code>quality/{run.run_date}/&lt;layer&gt;.json"
         "</code>). Expectations count once per table checked.</p>",
         _table(
-            ["layer", "gate", "tables", "expectations passed", "failed", "critical failures", "warnings", "rows quarantined"],
+            ["layer", "gate", "tables", "expectations passed", "failed", "critical failures", "warnings", "quarantined"],
             rows,
             numeric={2, 3, 4, 5, 6, 7},
         ),
@@ -640,10 +649,19 @@ def quality_section(run: RunData) -> str:
     else:
         parts.append("<p>No expectation failed.</p>")
     if run.quarantined:
-        quarantine = [[_text(table), _count(rows)] for table, rows in sorted(run.quarantined.items()) if rows]
+        quarantine = [
+            [_text(table), _text(rule), _text(column) if column else "whole row", _count(records)]
+            for table, rules in sorted(run.quarantined.items())
+            for (rule, column), records in sorted(rules.items(), key=lambda item: (item[0][0] or "", item[0][1] or ""))
+        ]
         parts.append(
-            "<h3>Quarantined rows by silver table</h3>"
-            + (_table(["table", "rows"], quarantine, numeric={1}) if quarantine else f"<p>No row was quarantined on {run.run_date}.</p>")
+            "<h3>Quarantined by silver table and rule</h3><p>A whole row left silver (with its children, as orphans); "
+            "a field was nulled and its row kept. Reasons per record in <code>silver/_quarantine/&lt;table&gt;</code>.</p>"
+            + (
+                _table(["table", "rule", "field", "records"], quarantine, numeric={3})
+                if quarantine
+                else f"<p>Nothing was quarantined on {run.run_date}.</p>"
+            )
         )
     else:
         parts.append(_missing("No quarantine tables in the lake: quarantined rows are not recorded."))

@@ -248,7 +248,16 @@ def quality_summary(settings: Settings, run_date: date) -> dict[str, dict[str, A
 def gate_message(summary: dict[str, Any]) -> str:
     """Every critical failure of a layer, one line each, naming table, expectation, column, values and docs."""
     layer = summary["layer"]
-    lines = [f"quality gate {layer} for {summary['run_date']} failed: {summary['critical_failures']} critical expectation(s) not met"]
+    # The first line alone (what a scheduler's task list shows) names where: table.column of each failure.
+    where = [
+        f"{table}.{failure['column']}" if failure.get("column") else table
+        for table, report in summary["tables"].items()
+        for failure in report["critical_failures"]
+    ]
+    lines = [
+        f"quality gate {layer} for {summary['run_date']} failed: {summary['critical_failures']} critical expectation(s) not met"
+        + (f" ({', '.join(dict.fromkeys(where))})" if where else "")
+    ]
     if summary.get("not_in_lake"):
         lines.append(
             f"  {layer}: table(s) not in the lake: {', '.join(summary['not_in_lake'])} "

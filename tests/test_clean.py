@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from core import shop_schema
 from core.documents import UNREADABLE
 from core.types import bronze_type
-from jobs.clean import current_state, flag_invalid_rows
+from jobs.clean import current_state, flag_invalid_rows, quarantined, quarantined_fields
 
 RUN_DATE = date(2026, 11, 26)
 
@@ -101,19 +101,129 @@ def test_a_rating_outside_one_to_five_is_out_of_range(spark):
     assert [(row._rule, row._reason) for row in flagged.collect()] == [("out_of_range", "reviews.rating = 6: must be 1 to 5")]
 
 
-def test_silver_keeps_the_latest_version_of_each_row_typed(spark):
+def test_silver_keeps_one_typed_row_of_a_key_read_twice_identically(spark):
+    batch = bronze(spark, "orders", [order(1, total="12.00", status="returned"), order(1, total="12.00", status="returned"), order(2)])
+    flagged = flag_invalid_rows(batch, shop_schema.orders, RUN_DATE, {"customer_id": spark.createDataFrame([(1,)], "id long")})
+    assert flagged.where(F.col("_rule").isNotNull()).count() == 0
+    silver = current_state(flagged.where(F.col("_rule").isNull()), shop_schema.orders)
+    rows = {row.id: row for row in silver.collect()}
+    assert sorted(rows) == [1, 2] and silver.count() == 2
+    assert rows[1].status == "returned" and str(rows[1].total_amount) == "12.00"
+    assert dict(silver.dtypes)["created_at"] == "timestamp"
+
+
+def test_every_copy_of_a_key_with_different_rows_in_one_batch_is_quarantined(spark):
     batch = bronze(
         spark,
         "orders",
         [
             order(1, total="10.00", updated="2026-11-01 10:00:00"),
             order(1, total="12.00", updated="2026-11-02 10:00:00", status="returned"),
+            order(1, total="-1.00", updated="2026-11-02 11:00:00"),  # breaks a rule too: still a copy of key 1
             order(2),
         ],
     )
     flagged = flag_invalid_rows(batch, shop_schema.orders, RUN_DATE, {"customer_id": spark.createDataFrame([(1,)], "id long")})
-    silver = current_state(flagged.where(F.col("_rule").isNull()), shop_schema.orders)
-    rows = {row.id: row for row in silver.collect()}
-    assert sorted(rows) == [1, 2]
-    assert rows[1].status == "returned" and str(rows[1].total_amount) == "12.00"
-    assert dict(silver.dtypes)["created_at"] == "timestamp"
+    rows = [(row.id, row._rule, row._reason) for row in flagged.orderBy("id", "updated_at").collect()]
+    reason = "orders.id = 1: 3 different rows with this key in the batch (every copy quarantined; silver keeps the version it had, if any)"
+    assert rows == [(1, "duplicate_key", reason)] * 3 + [(2, None, None)]
+    assert [row.id for row in current_state(flagged.where(F.col("_rule").isNull()), shop_schema.orders).collect()] == [2]
+
+
+def customer(id, **values):
+    return {
+        "id": id,
+        "email": f"c{id}@example.com",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "phone": "+44 7700 900123",
+        "language": "en",
+        "country": "GB",
+        "created_at": "2026-11-01 10:00:00",
+        "updated_at": "2026-11-01 10:00:00",
+        **values,
+    }
+
+
+def test_a_bad_personal_field_is_nulled_and_quarantined_and_the_customer_stays(spark):
+    batch = bronze(
+        spark,
+        "customers",
+        [
+            customer(1),
+            customer(2, email="not-an-email"),
+            customer(3, first_name=None, **{UNREADABLE: "customers.first_name = b'J\\xffe': not valid UTF-8 text"}),
+            customer(
+                4,
+                first_name=None,
+                **{
+                    UNREADABLE: "customers (collection customers): customers.first_name (field firstName) = {'x': 1}: a dict, expected text"
+                },
+            ),
+            customer(5, phone="call me", last_name="Lee\x07"),
+            customer(6, email="x@", **{UNREADABLE: "customers.created_at = 'x': expected string; customers.email = 1: x"}),
+        ],
+    )
+    flagged = flag_invalid_rows(batch, shop_schema.customers, RUN_DATE, {}).localCheckpoint()
+    rows = {row.id: row for row in flagged.collect()}
+    assert all(rows[key]._rule is None for key in (1, 2, 3, 4, 5))
+    assert rows[6]._rule == "wrong_type"  # a problem outside the personal fields: the row goes
+    silver = {row.id: row for row in current_state(flagged.where(F.col("_rule").isNull()), shop_schema.customers).collect()}
+    assert sorted(silver) == [1, 2, 3, 4, 5]
+    assert silver[1].email == "c1@example.com" and silver[2].email is None and silver[2].first_name == "Ann"
+    assert silver[3].first_name is None and silver[3].email == "c3@example.com"
+    assert silver[5].phone is None and silver[5].last_name is None and silver[5].first_name == "Ann"
+    records = {
+        (row.id, row.column): (row.rule, row.reason)
+        for row in quarantined_fields(flagged.where(F.col("_rule").isNull()), RUN_DATE, "run-1").collect()
+    }
+    assert records == {
+        (2, "email"): ("invalid_email", "customers.email (id 2) = 'not-an-email': not an e-mail address"),
+        (3, "first_name"): ("wrong_type", "customers.first_name (id 3) = b'J\\xffe': not valid UTF-8 text"),
+        (4, "first_name"): ("wrong_type", "customers.first_name (id 4) = {'x': 1}: a dict, expected text"),
+        (5, "phone"): (
+            "invalid_phone",
+            "customers.phone (id 5) = 'call me': not a phone number (digits, spaces, ()./- and a leading +; at least 5 digits)",
+        ),
+        (5, "last_name"): ("invalid_text", 'customers.last_name (id 5) = "Lee\\u0007": holds control characters'),
+    }
+    row_records = quarantined(flagged.where(F.col("_rule").isNotNull()), RUN_DATE, "run-1").collect()
+    assert [(row.id, row.rule, row.column) for row in row_records] == [(6, "wrong_type", None)]
+
+
+def test_a_key_with_different_rows_in_an_incremental_batch_keeps_its_silver_version(spark, tmp_path):
+    from core.lake import Lake
+    from jobs.clean import clean_table
+
+    lake = Lake(spark, tmp_path / "lake")
+    earlier = bronze(spark, "customers", [customer(5, email="old@example.com"), customer(6)]).drop(UNREADABLE)
+    lake.overwrite(
+        flag_invalid_rows(earlier.withColumn(UNREADABLE, F.lit(None).cast("string")), shop_schema.customers, RUN_DATE, {}).transform(
+            current_state, shop_schema.customers
+        ),
+        "silver",
+        "customers",
+    )
+    version = lake.version("silver", "customers")
+    batch = bronze(
+        spark,
+        "customers",
+        [
+            customer(5, email="new@example.com", updated_at="2026-11-26 09:00:00"),
+            customer(5, email="other@example.com", updated_at="2026-11-26 09:00:00"),
+            customer(7, email="twin@example.com"),
+            customer(7, email="twin@example.org"),
+            customer(6, email="six@example.com", updated_at="2026-11-26 09:00:00"),
+        ],
+    ).withColumns(
+        {"_batch_id": F.lit(RUN_DATE.isoformat()), "_op": F.lit("U"), "_run_id": F.lit("run-2"), "_extracted_at": F.current_timestamp()}
+    )
+    lake.overwrite(batch, "bronze", "customers", partition_by=["_batch_id"])
+
+    counts = clean_table(lake, "customers", RUN_DATE, "run-2", "incremental", version)
+
+    silver = {row.id: row.email for row in lake.read("silver", "customers").collect()}
+    assert silver == {5: "old@example.com", 6: "six@example.com"}  # 5 as it was, 7 never applied, 6 updated
+    records = sorted((row.id, row.rule, row.column) for row in lake.read("silver", "_quarantine/customers").collect())
+    assert records == [(5, "duplicate_key", None)] * 2 + [(7, "duplicate_key", None)] * 2
+    assert counts["quarantined"] == 4

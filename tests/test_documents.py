@@ -97,6 +97,22 @@ def test_amounts_may_be_decimal128():
         converter(Numeric(12, 2))("19.90")
 
 
+def test_a_string_that_is_not_utf8_is_named_not_read():
+    """A BSON string with bytes that are not UTF-8 (a server may store them; FerretDB refuses them: checked on
+    the value) is decoded as the client does (U+FFFD) and refused as text, so clean can null the field."""
+    import bson
+    from bson.codec_options import CodecOptions
+    from sqlalchemy import String
+
+    from core.documents import _utf8
+
+    raw = bson.encode({"firstName": "Jxe"}).replace(b"Jxe", b"J\xffe")
+    value = bson.decode(raw, CodecOptions(unicode_decode_error_handler="replace"))["firstName"]
+    with pytest.raises(WrongType, match="valid UTF-8 text"):
+        _utf8(converter(String(100))(value))
+    assert _utf8(converter(String(100))("Zoë 你好")) == "Zoë 你好"
+
+
 @pytest.fixture(scope="module")
 def two_shops(ferretdb, settings, tmp_path_factory):
     """The same seed as a SQLite shop and as MongoDB documents, each extracted into its own lake."""

@@ -547,7 +547,7 @@ def change_the_shop(url: str, lake, high: dict[str, "datetime"]) -> dict[str, in
         lake.read("silver", "orders").where((F.col("status") == "delivered") & (F.col("updated_at") < old)).orderBy("id").limit(2).collect()
     )
     item = lake.read("silver", "order_items").where(F.col("order_id") == settled[0]["id"]).orderBy("id").first()
-    # A customer with orders, none of them the two above: its orders (and their lines) become orphans.
+    # A customer with orders, none of them the two above: its e-mail goes bad, its orders stay.
     owners = [row["customer_id"] for row in settled]
     customer = {
         "id": lake.read("silver", "orders").where(~F.col("customer_id").isin(owners)).orderBy(F.col("id").desc()).first()["customer_id"]
@@ -768,13 +768,15 @@ def test_night_two_silver_is_the_shops_current_state(nightly_runs, night_two, sp
     assert orders[changes["new_order"]]["total_amount"] == 42
     items = {row["id"] for row in lake.read("silver", "order_items").select("id").collect()}
     assert changes["new_item"] in items and changes["deleted_item"] not in items
-    customers = {row["id"] for row in lake.read("silver", "customers").select("id").collect()}
-    assert changes["new_customer"] in customers and changes["bad_email"] not in customers
+    customers = {row["id"]: row for row in lake.read("silver", "customers").collect()}
+    assert changes["new_customer"] in customers
+    # A malformed e-mail costs the field, not the customer: nulled, quarantined as a field, orders kept.
+    assert customers[changes["bad_email"]]["email"] is None and customers[changes["bad_email"]]["first_name"]
     quarantine = lake.read("silver", "_quarantine/customers").where(F.col("run_date") == NIGHT2)
-    assert [(row["id"], row["rule"]) for row in quarantine.collect()] == [(changes["bad_email"], "invalid_email")]
-    # The customer's orders follow it out of silver, into quarantine.
+    assert [(row["id"], row["rule"], row["column"]) for row in quarantine.collect()] == [(changes["bad_email"], "invalid_email", "email")]
     orphans = lake.read("silver", "_quarantine/orders").where((F.col("run_date") == NIGHT2) & (F.col("rule") == "orphan"))
-    assert orphans.count() >= 1 and not set(r["id"] for r in orphans.collect()) & set(orders)
+    assert not [row["reason"] for row in orphans.collect() if row["reason"].startswith(f"customer_id = {changes['bad_email']}:")]
+    assert any(row["customer_id"] == changes["bad_email"] for row in orders.values())
 
 
 def test_incremental_silver_equals_a_full_reload_of_the_same_shop(nightly_runs, night_two, spark, tmp_path):

@@ -152,7 +152,7 @@ def write_quality(settings, run_date: date) -> None:
                 },
             },
         )
-    write_deltalake(
+    write_deltalake(  # as written before field rules: no `column`
         str(settings.lake_dir / "silver" / "_quarantine" / "orders"),
         pa.table(
             {
@@ -161,6 +161,20 @@ def write_quality(settings, run_date: date) -> None:
                 "reason": ["total_amount < 0"] * 3,
                 "run_id": ["x"] * 3,
                 "run_date": pa.array([run_date, run_date, PREVIOUS], pa.date32()),
+            }
+        ),
+        partition_by=["run_date"],
+    )
+    write_deltalake(
+        str(settings.lake_dir / "silver" / "_quarantine" / "customers"),
+        pa.table(
+            {
+                "id": pa.array([7, 8, 9, 9], pa.int64()),
+                "rule": ["invalid_email", "invalid_email", "duplicate_key", "duplicate_key"],
+                "reason": ["customers.email (id 7) = 'x': not an e-mail address", "...", "customers.id = 9: ...", "customers.id = 9: ..."],
+                "run_id": ["x"] * 4,
+                "run_date": pa.array([run_date] * 4, pa.date32()),
+                "column": ["email", "email", None, None],
             }
         ),
         partition_by=["run_date"],
@@ -295,7 +309,9 @@ def test_report_shows_the_figures_of_the_data(data_settings):
     assert "high 1 " in scores  # only the planted 0.99: every other churn probability is below 0.6
 
     quality = section_text(markup, "quality")
-    assert "silver passed 2 9 1 0 1 2" in quality  # 2 tables, 9 of 10 expectations, 1 warning, 2 quarantined
+    assert "silver passed 2 9 1 0 1 6" in quality  # 2 tables, 9 of 10 expectations, 1 warning, 6 quarantined
+    # Counted per table, rule and field (a field nulled, or the whole row), the run date's records only.
+    assert "customers duplicate_key whole row 2 customers invalid_email email 2 orders negative_total whole row 2" in quality
     assert "expect_column_values_to_match_regex on column email: 3 of 300 rows unexpected" in quality
 
     calibration = section_text(markup, "calibration")

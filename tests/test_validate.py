@@ -154,7 +154,7 @@ def test_an_empty_bronze_batch_passes(spark, lake, lake_settings):
 
     assert summary["passed"] is True
     assert summary["tables"]["orders"]["rows"] == 0
-    assert summary["tables"]["orders"]["expectations"] == 4
+    assert summary["tables"]["orders"]["expectations"] == 4  # columns, id (warning), _op x2
 
 
 def test_a_table_missing_from_the_layer_stops_the_gate(spark, lake, lake_settings):
@@ -163,16 +163,26 @@ def test_a_table_missing_from_the_layer_stops_the_gate(spark, lake, lake_setting
         validate.run(RUN_DATE, lake_settings, "run-1", layer="silver")
 
 
-def test_a_bronze_row_without_id_or_with_an_unknown_operation_stops_the_gate(spark, lake, lake_settings):
+def test_a_bronze_row_without_id_is_a_warning_and_an_unknown_operation_stops_the_gate(spark, lake, lake_settings):
+    # A row without id is the shop's data: clean quarantines it (null_key), so the gate records it and goes on.
+    lake.overwrite(
+        bronze_orders(spark, {"2026-11-26": [{"id": 1, "status": "paid"}, {"id": None, "status": "paid"}]}),
+        "bronze",
+        "orders",
+        partition_by=["_batch_id"],
+    )
+    summary = validate.run(RUN_DATE, lake_settings, "run-1", layer="bronze", tables_to_check=("orders",))
+    assert summary["passed"] is True and summary["tables"]["orders"]["critical_failures"] == []
+    assert [(w["column"], w["unexpected_count"]) for w in summary["tables"]["orders"]["warnings"]] == [("id", 1)]
+
     rows = [{"id": 1, "status": "paid"}, {"id": None, "status": "paid"}, {"id": 3, "_op": "X"}]
     lake.overwrite(bronze_orders(spark, {"2026-11-26": rows}), "bronze", "orders", partition_by=["_batch_id"])
-
     with pytest.raises(validate.QualityGateError) as raised:
         validate.run(RUN_DATE, lake_settings, "run-1", layer="bronze", tables_to_check=("orders",))
-
     message = str(raised.value)
-    assert "bronze/orders: expect_column_values_to_not_be_null on column id: 1 of 3 rows unexpected, e.g. None" in message
+    assert message.startswith("quality gate bronze for 2026-11-26 failed: 1 critical expectation(s) not met (orders._op)\n")
     assert "bronze/orders: expect_column_values_to_be_in_set on column _op: 1 of 3 rows unexpected, e.g. 'X'" in message
+    assert "on column id" not in message
 
 
 def test_gold_segments_of_the_run_date_must_have_one_row_per_customer_and_scores_1_to_5(spark, lake, lake_settings):
