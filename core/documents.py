@@ -163,8 +163,11 @@ def converter(sql_type) -> Callable:
     return _text
 
 
-def field_getter(path: str) -> Callable[[dict, dict | None], object]:
-    """Reads a mapped field of a row's document (dotted paths into sub-documents; `$parent.` the parent's)."""
+def field_getter(path: str | None) -> Callable[[dict, dict | None], object]:
+    """Reads a mapped field of a row's document (dotted paths into sub-documents; `$parent.` the parent's);
+    None (a column the shop does not have) reads null."""
+    if path is None:
+        return lambda document, parent: None
     from_parent = path.startswith(PARENT_FIELD)
     parts = (path[len(PARENT_FIELD) :] if from_parent else path).split(".")
 
@@ -251,7 +254,7 @@ class DocumentShop:
             mapped = set()
             for column in source.canonical.columns:
                 field = source.columns[column.name]
-                if field.startswith(PARENT_FIELD):
+                if field is None or field.startswith(PARENT_FIELD):
                     continue
                 top = field.split(".")[0]
                 mapped.add(top)
