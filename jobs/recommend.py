@@ -64,7 +64,9 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         recommended = recommend.recommendations(silver, customers, run_date, statuses, conf)
 
         likely = None
-        if history_days > 2 * conf.holdout_days:
+        if not propensity.categories_of(silver["products"], run_date):
+            degraded["category_propensity"] = propensity.NO_CATEGORIES
+        elif history_days > 2 * conf.holdout_days:
             try:
                 figures.update(evaluate_propensity(silver, run_date, settings, run_id))
             except propensity.PropensityDataError as error:

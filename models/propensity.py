@@ -50,6 +50,11 @@ VIEW_DAYS = 30
 INVERSE_REGULARISATION = 1.0
 
 
+NO_CATEGORIES = (
+    "no product has a category (products.category is null for every product, or the shop has no such column): no category propensity"
+)
+
+
 class PropensityDataError(ValueError):
     """The shop's data cannot give category propensities (no product categories, no customer to judge on)."""
 
@@ -272,10 +277,7 @@ def evaluate_propensity(
 def _categories_or_fail(products: DataFrame, as_of: date) -> list[str]:
     categories = categories_of(products, as_of)
     if not categories:
-        raise PropensityDataError(
-            "no product has a category (products.category is null for every product, or the shop has no such column): "
-            "no category propensity"
-        )
+        raise PropensityDataError(NO_CATEGORIES)
     return categories
 
 
