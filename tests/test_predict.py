@@ -42,10 +42,13 @@ def test_without_a_churn_model_the_churn_columns_are_null():
     assert frame["churn_model_version"].isna().all()
 
 
-def test_a_repeat_buyer_whose_net_spend_is_not_positive_gets_no_order_value_and_is_counted():
+def test_a_repeat_buyer_whose_net_spend_is_not_positive_gets_no_order_value_and_is_counted(tmp_path):
     """Gamma-Gamma models positive order values: a repeat buyer whose repeat spend net of credit notes is 0
     or below is left out of it (null money columns, counted in `degraded`); the others are valued as usual."""
-    settings = load_config(environ={"CRM_ENV": "test"})
+    from models import tracking
+
+    settings = load_config(environ={"CRM_ENV": "test", "CRM_DATA_DIR": str(tmp_path)})
+    tracking.connect(settings.mlflow)  # the fit is logged: to this test's store, not ./mlflow.db
     rng = np.random.default_rng(3)
     n = 300
     x = rng.poisson(2.0, n)
