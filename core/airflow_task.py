@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -42,12 +43,25 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
         try:
             with night_task() if night else nullcontext():
                 outcome = job(run_date, settings, context["run_id"], **options)
-            result = json.loads(json.dumps(outcome, default=str))
+            result = json.loads(json.dumps(finite_or_none(outcome), default=str))
         except BaseException as error:  # recorded, then raised as it was (a timeout too)
             runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc), error=f"{type(error).__name__}: {error}")
             raise
         runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
+
+
+def finite_or_none(value: Any, path: str = "result") -> Any:
+    """`value` (a job's summary) with every NaN or infinite number made None, each logged with where it was:
+    Airflow refuses NaN in a task's return value (XCom is JSON), and a figure that is not a number is none."""
+    if isinstance(value, float) and not math.isfinite(value):  # numpy's float64 is a float too
+        logging.getLogger(__name__).warning("%s = %s: not a finite number, returned as null", path, value)
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
 
 
 def full_reload(context: dict[str, Any]) -> bool:

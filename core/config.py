@@ -55,6 +55,10 @@ class ShopSettings(_Section):
         "per round trip",
     )
     rows_per_partition: int = Field(gt=0, description="rows per key range read from one table: what one read holds at most")
+    repeated_lines: Literal["sum", "quarantine"] = Field(
+        description="order and cart lines repeating a product of their order or cart: sum (kept, they count together, as a real "
+        "invoice repeats a product on purpose) or quarantine (rule duplicate: the later lines are double submits)"
+    )
 
 
 class ExtractSettings(_Section):
@@ -148,6 +152,10 @@ class RfmSettings(_Section):
 
     segments_file: str = Field(description="rule table of named segments, relative to conf/")
     scored_statuses: list[str] = Field(description="order statuses that count as a purchase")
+    monetary_value: Literal["net", "gross"] = Field(
+        description="a customer's money figures (total_spent, the spend trend, the order values of the CLV models): net (sales minus "
+        "credit notes, orders with a negative total) or gross (sales alone, credit notes left out)"
+    )
 
 
 class ClusterSettings(_Section):
@@ -312,6 +320,10 @@ class CampaignSettings(_Section):
     folder: str = Field(description="folder of the campaign files, under conf/")
     cooldown_days: int = Field(
         ge=0, description="a customer in any campaign's treatment group is left out of every campaign for this many days after (0: never)"
+    )
+    consent_when_missing: Literal["unknown", "granted", "denied"] = Field(
+        description="a customer whose marketing consent the shop does not say (customers.accepts_marketing null, or no such column): "
+        "unknown (suppressed as consent_unknown, the night warns), granted (contacted) or denied (suppressed as unsubscribed)"
     )
 
 

@@ -172,8 +172,11 @@ def _utf8(value):
     return value
 
 
-def field_getter(path: str) -> Callable[[dict, dict | None], object]:
-    """Reads a mapped field of a row's document (dotted paths into sub-documents; `$parent.` the parent's)."""
+def field_getter(path: str | None) -> Callable[[dict, dict | None], object]:
+    """Reads a mapped field of a row's document (dotted paths into sub-documents; `$parent.` the parent's);
+    None (a column the shop does not have) reads null."""
+    if path is None:
+        return lambda document, parent: None
     from_parent = path.startswith(PARENT_FIELD)
     parts = (path[len(PARENT_FIELD) :] if from_parent else path).split(".")
 
@@ -260,7 +263,7 @@ class DocumentShop:
             mapped = set()
             for column in source.canonical.columns:
                 field = source.columns[column.name]
-                if field.startswith(PARENT_FIELD):
+                if field is None or field.startswith(PARENT_FIELD):
                     continue
                 top = field.split(".")[0]
                 mapped.add(top)

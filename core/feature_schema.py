@@ -68,8 +68,20 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "recency_days", "days from the last purchase to as_of; null without purchases", "int", "days", label="days since the last purchase"
     ),
-    Feature("purchase_count", "purchases: orders not cancelled or returned by as_of", "bigint", "orders", label="purchases so far"),
-    Feature("total_spent", "total spent on those purchases (order totals)", "decimal(18,2)", "currency", label="total spent"),
+    Feature(
+        "purchase_count",
+        "purchases: orders not cancelled or returned by as_of (credit notes, negative totals, are none)",
+        "bigint",
+        "orders",
+        label="purchases so far",
+    ),
+    Feature(
+        "total_spent",
+        "total spent on those purchases (order totals), net of credit notes (rfm.monetary_value: net; may be negative) or gross",
+        "decimal(18,2)",
+        "currency",
+        label="total spent",
+    ),
     Feature(
         "avg_order_value", "total_spent / purchase_count; null without purchases", "decimal(18,2)", "currency", label="average order value"
     ),
@@ -90,7 +102,13 @@ FEATURES: tuple[Feature, ...] = (
         "days",
         label="irregularity of purchases (std of days between)",
     ),
-    Feature("spend_last_90d", "spent in the 90 days up to as_of", "decimal(18,2)", "currency", label="spent in the last 90 days"),
+    Feature(
+        "spend_last_90d",
+        "spent in the 90 days up to as_of (net or gross, as total_spent)",
+        "decimal(18,2)",
+        "currency",
+        label="spent in the last 90 days",
+    ),
     Feature("spend_previous_90d", "spent in the 90 days before those", "decimal(18,2)", "currency", label="spent in the 90 days before"),
     Feature(
         "spend_trend",

@@ -8,6 +8,7 @@ behind that check.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -20,11 +21,13 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import SchemaMismatchError as DeltaSchemaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
+from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, MapType, StringType, StructType
 
 from core.crm_schema import CRM_NAMES, crm_metadata
 from core.spark import is_connect
 from core.types import gold_rows, no_gold_rows
+
+log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -124,6 +127,29 @@ class ArrowLake(LakeLayout):
         write_deltalake(self.path(layer, table), data, mode="overwrite")
 
 
+def with_finite_figures(rows: DataFrame, label: str) -> DataFrame:
+    """`rows` with every NaN or infinite floating-point figure made null, and a warning naming each column and
+    how many: gold (and so the CRM and the exports) never holds a figure that is not a number. A figure that
+    cannot be computed is null; the job that made it says why."""
+    floating = [field.name for field in rows.schema.fields if isinstance(field.dataType, (DoubleType, FloatType))]
+    if not floating:
+        return rows
+    rows = rows.localCheckpoint(eager=True)  # counted, then written: computed once
+    bad = {name: ~F.col(name).isNull() & (F.isnan(name) | F.col(name).isin(float("inf"), float("-inf"))) for name in floating}
+    counts = rows.agg(*[F.count(F.when(condition, 1)).alias(name) for name, condition in bad.items()]).first().asDict()
+    found = {name: count for name, count in counts.items() if count}
+    if not found:
+        return rows
+    log.warning(
+        "%s: not-a-number or infinite figures written as null: %s",
+        label,
+        ", ".join(f"{name} ({count:,} rows)" for name, count in found.items()),
+    )
+    return rows.withColumns(
+        {name: F.when(bad[name], F.lit(None).cast(rows.schema[name].dataType)).otherwise(F.col(name)) for name in found}
+    )
+
+
 class Lake(LakeLayout):
     """Names, opens and writes the Delta tables under one root folder with Spark."""
 
@@ -180,7 +206,7 @@ class Lake(LakeLayout):
                 rows = gold_rows(rows.withColumnsRenamed(CRM_NAMES.get(table, {})), table, run_date, run_id)
         elif rows is None:
             raise ValueError(f"gold/{table}: no rows given and no CRM table to take empty columns from")
-        self.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
+        self.replace_partition(with_finite_figures(rows, f"gold/{table} of {run_date}"), "gold", table, {"as_of": run_date}, evolve=True)
         return self.rows_written("gold", table)
 
     def merge(

@@ -43,7 +43,11 @@ class TableMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str | None = Field(None, description="the shop's table (default: the canonical name)")
-    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> shop column")
+    columns: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="canonical column -> shop column; null: the shop has no such column, read as null (only for a column that "
+        "may be null, e.g. products.category, customers.accepts_marketing)",
+    )
     deleted_when: str | None = Field(
         None, description="SQL condition on the shop row that marks it deleted (soft delete), e.g. deleted_at IS NOT NULL"
     )
@@ -76,7 +80,7 @@ class SourceTable:
 
     canonical: Table
     source: str
-    columns: dict[str, str]  # canonical -> source, every canonical column
+    columns: dict[str, str | None]  # canonical -> source, every canonical column; None: not in the shop, read as null
     deleted_when: str | None
     new_columns: NewColumns
     embedded: str | None = None  # document shops: the array field holding this table's rows
@@ -86,7 +90,8 @@ class SourceTable:
     def name(self) -> str:
         return self.canonical.name
 
-    def source_column(self, canonical: str) -> str:
+    def source_column(self, canonical: str) -> str | None:
+        """The shop's column of a canonical column; None when the shop has none (the column is read as null)."""
         return self.columns[canonical]
 
 
@@ -131,7 +136,14 @@ def load_mapping(path: Path) -> SourceMapping:
                 f"{name}; expected one of {', '.join(canonical_columns)}"
             )
         columns = {column: entry.columns.get(column, column) for column in canonical_columns}
-        parent_reads = sorted(column for column, field in columns.items() if field.startswith(PARENT_FIELD))
+        required = [c.name for c in table.columns if c.primary_key or not c.nullable or c.name in _required_references(name)]
+        absent_required = sorted(column for column in required if columns[column] is None)
+        if absent_required:
+            raise MappingError(
+                f"{path}: tables.{name}.columns.{absent_required[0]}: null (no such shop column) is only for a column that may "
+                f"be null; {name}.{absent_required[0]} is needed (required: {', '.join(required)})"
+            )
+        parent_reads = sorted(column for column, field in columns.items() if field is not None and field.startswith(PARENT_FIELD))
         if parent_reads and not entry.embedded:
             raise MappingError(
                 f"{path}: tables.{name}.columns.{parent_reads[0]}: {columns[parent_reads[0]]} reads a "
@@ -147,6 +159,17 @@ def load_mapping(path: Path) -> SourceMapping:
             watermark=entry.watermark,
         )
     return SourceMapping(path.stem, path, tables)
+
+
+def _required_references(table: str) -> set[str]:
+    """The reference columns every row of `table` needs (`shop_schema.FOREIGN_KEYS` less the optional ones)."""
+    optional = set(shop_schema.OPTIONAL_REFERENCES.get(table, ()))
+    return {column for column, _ in shop_schema.FOREIGN_KEYS.get(table, ()) if column not in optional}
+
+
+def absent_columns(source: SourceTable) -> list[str]:
+    """The canonical columns the shop does not have (mapped to null): read as null."""
+    return [column for column, field in source.columns.items() if field is None]
 
 
 def watermark_field(mapping: SourceMapping, source: SourceTable) -> str | None:
@@ -201,6 +224,8 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
         mapped = set()
         for column in source.canonical.columns:
             shop_column = source.columns[column.name]
+            if shop_column is None:  # mapped as absent: read as null
+                continue
             mapped.add(shop_column)
             if shop_column not in present:
                 problems.append(

@@ -64,9 +64,9 @@ products = _table(
 orders = _table(
     "orders",
     "one row per order",
-    Column("customer_id", BigInteger, comment="-> customers.id"),
+    Column("customer_id", BigInteger, comment="-> customers.id; null for a guest order (no customer account)"),
     Column("status", String(20), comment="placed, paid, shipped, delivered, cancelled or returned"),
-    Column("total_amount", MONEY, comment="order total after discounts, shop currency"),
+    Column("total_amount", MONEY, comment="order total after discounts, shop currency; negative for a credit note (a refund)"),
     Column("currency", String(3), comment="ISO 4217 code"),
     Column("coupon_id", BigInteger, comment="-> coupons.id when a coupon was used"),
 )
@@ -76,7 +76,7 @@ order_items = _table(
     "one row per order line",
     Column("order_id", BigInteger, comment="-> orders.id"),
     Column("product_id", BigInteger, comment="-> products.id"),
-    Column("quantity", Integer, comment="units ordered"),
+    Column("quantity", Integer, comment="units ordered; negative for units returned (a credit note's lines)"),
     Column("unit_price", MONEY, comment="price per unit paid, shop currency"),
 )
 
@@ -164,6 +164,11 @@ FOREIGN_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "inquiries": (("customer_id", "customers"),),
     "coupon_redemptions": (("coupon_id", "coupons"), ("customer_id", "customers"), ("order_id", "orders")),
 }
+
+#: References that may be null: the row then has no parent, and that is no error. A guest order (checkout
+#: without an account) belongs to no customer: it counts for products (popularity, recommendations), for no
+#: customer's figures.
+OPTIONAL_REFERENCES: dict[str, tuple[str, ...]] = {"orders": ("customer_id",)}
 
 assert set(SHOP_TABLES) == set(metadata.tables), "SHOP_TABLES must list every canonical table"
 

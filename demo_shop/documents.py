@@ -76,7 +76,7 @@ class DocumentWriter:
         document: dict = {}
         for column, value in row.items():
             field = source.columns[column]
-            if value is None or field.startswith(PARENT_FIELD):
+            if value is None or field is None or field.startswith(PARENT_FIELD):
                 continue
             if isinstance(value, date) and not isinstance(value, datetime):
                 value = datetime(value.year, value.month, value.day)  # BSON has dates with a time only

@@ -895,7 +895,14 @@ _TRUTH_INQUIRIES_SCHEMA = pa.schema(
 )
 _BAD_RULES = {
     "orders": ("null_key", "non_positive_amount", "orphan", "future_timestamp"),
-    "order_items": ("non_positive_amount", "orphan", "duplicate"),
+    "order_items": ("zero_quantity", "returned_lines", "orphan", "duplicate"),
+}
+#: Planted rows that `clean` keeps, as a real shop has them (truth `real_shop_rows`): orders without a
+#: customer (guest orders), with a negative total (credit notes), lines with a negative quantity (returned
+#: units) and lines repeating a product of their order (summed). The other planted rows are `bad_rows`.
+_KEPT_AS = {
+    "orders": {"null_key": "guest_orders", "non_positive_amount": "credit_notes"},
+    "order_items": {"returned_lines": "returned_lines", "duplicate": "repeated_lines"},
 }
 
 
@@ -1020,7 +1027,8 @@ def _write_shop(
         "customers": customers,
         "end_date": end_date.isoformat(),
         "rows": rows,
-        "bad_rows": bad,
+        "bad_rows": {table: {rule: n for rule, n in rules.items() if rule not in _KEPT_AS[table]} for table, rules in bad.items()},
+        "real_shop_rows": {table: {kept: bad[table][planted] for planted, kept in kinds.items()} for table, kinds in _KEPT_AS.items()},
         "generator_version": GENERATOR_VERSION,
     }
     if isinstance(sink, _DocumentSink):  # rows that have no parent document to be embedded in
@@ -1876,7 +1884,8 @@ def _items_table(
     order_id.append(good_order_id[on_order])
     sequence.append(np.full(n_non_positive, 9.0))
     product.append(stray_product)
-    quantity.append(-rng.integers(0, 3, n_non_positive))
+    returned = -rng.integers(0, 3, n_non_positive)  # 0: a bad line; below: units returned within the order
+    quantity.append(returned)
     unit_price.append(ctx.catalogue.price_cents[stray_product])
     created.append(order_time[on_order])
 
@@ -1918,7 +1927,13 @@ def _items_table(
         "created_at": created_all,
         "updated_at": created_all,
     }
-    bad = {"non_positive_amount": n_non_positive, "orphan": int(deleted_lines["order"].size), "duplicate": n_duplicates}
+    n_zero = int((returned == 0).sum())
+    bad = {
+        "zero_quantity": n_zero,
+        "returned_lines": n_non_positive - n_zero,
+        "orphan": int(deleted_lines["order"].size),
+        "duplicate": n_duplicates,
+    }
     return table, bad
 
 

@@ -33,7 +33,9 @@ def rename_shop(url: str, mapping: SourceMapping) -> None:
     with engine.begin() as connection:
         for name, source in mapping.tables.items():
             for canonical, shop_column in source.columns.items():
-                if canonical != shop_column:
+                if shop_column is None:  # the mapped shop has no such column
+                    connection.exec_driver_sql(f"ALTER TABLE {quote(name)} DROP COLUMN {quote(canonical)}")
+                elif canonical != shop_column:
                     connection.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME COLUMN {quote(canonical)} TO {quote(shop_column)}")
             if source.source != name:
                 connection.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME TO {quote(source.source)}")

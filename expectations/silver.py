@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from core import shop_schema
 from expectations.severity import CRITICAL, WARNING, columns_present_and_keyed
-from jobs.clean import EMAIL_PATTERN, RATING_RANGE  # the rules `clean` quarantines by
+from jobs.clean import EMAIL_PATTERN, NONZERO_COLUMNS, POSITIVE_COLUMNS, RATING_RANGE  # the rules `clean` quarantines by
 from jobs.events import SILVER_COLUMNS
 
 TABLES: tuple[str, ...] = (*shop_schema.SHOP_TABLES, "events")
@@ -85,6 +85,7 @@ def model_expectations(table: str) -> list[gxe.Expectation]:
                 column=column, severity=CRITICAL, description=f"every {table} row references its {parent} row"
             )
             for column, parent in shop_schema.FOREIGN_KEYS.get(table, ())
+            if column not in shop_schema.OPTIONAL_REFERENCES.get(table, ())
         ],
     ]
 
@@ -97,18 +98,19 @@ def table_expectations(table: str) -> list[gxe.Expectation]:
             gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL_PATTERN, severity=CRITICAL),
             gxe.ExpectColumnValuesToBeInSet(column="language", value_set=LANGUAGES, severity=WARNING),
         ],
-        "products": [_positive("price")],
-        "orders": [_positive("total_amount"), gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ORDER_STATUSES, severity=WARNING)],
-        "order_items": [_positive("quantity"), _positive("unit_price")],
+        "orders": [gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ORDER_STATUSES, severity=WARNING)],
         "carts": [gxe.ExpectColumnValuesToBeInSet(column="status", value_set=CART_STATUSES, severity=WARNING)],
-        "cart_items": [_positive("quantity"), _positive("unit_price")],
         "reviews": [
             gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=RATING_RANGE[0], max_value=RATING_RANGE[1], severity=CRITICAL),
             gxe.ExpectColumnValuesToBeInSet(column="language", value_set=LANGUAGES, severity=WARNING),
         ],
         "inquiries": [gxe.ExpectColumnValuesToBeInSet(column="status", value_set=INQUIRY_STATUSES, severity=WARNING)],
     }
-    return rules.get(table, [])
+    amounts = [_positive(column) for column in POSITIVE_COLUMNS.get(table, ())]
+    amounts += [
+        gxe.ExpectColumnValuesToNotBeInSet(column=column, value_set=[0], severity=CRITICAL) for column in NONZERO_COLUMNS.get(table, ())
+    ]
+    return amounts + rules.get(table, [])
 
 
 def _positive(column: str) -> gxe.Expectation:

@@ -11,6 +11,13 @@ then (`updated_at`, `resolved_at`); a row changed later counts as it was when cr
 So the features of a past `as_of` computed today equal those computed on that day's data
 (`tests/test_features.py` checks this property on generated histories).
 
+Real shops' orders: a guest order (no `customer_id`) belongs to no customer and counts in no customer's
+features (products still count it: `purchased_lines` keeps it). A credit note (an order with a negative
+total: a refund or return invoice) is no purchase: it does not count as an order, and a customer's money
+figures (`total_spent`, the spend of the last and previous 90 days) are net of it by default
+(`rfm.monetary_value: net`, sales minus credits) or leave it out (`gross`). Lines of one order that repeat
+a product count together (their units are summed).
+
 Amounts are in the shop's currency; days are whole days. `core/feature_schema.py` documents every column.
 """
 
@@ -32,6 +39,8 @@ INPUT_TABLES = ("customers", "orders", "order_items", "products", "carts", "cart
 #: Final order statuses that stop an order from counting as a purchase.
 CANCELLED, RETURNED = "cancelled", "returned"
 MONEY = "decimal(18,2)"
+#: `rfm.monetary_value`: credit notes taken off a customer's money figures (net) or left out (gross).
+MONETARY_VALUES = ("net", "gross")
 
 
 def silver_tables(lake) -> dict[str, DataFrame]:
@@ -53,19 +62,31 @@ def changed_by(as_of: date) -> Column:
 
 
 def orders_as_of(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
-    """Orders known at `as_of` with `is_purchase`, `is_cancelled` and `is_returned` as they were then."""
+    """Orders known at `as_of` with `is_purchase`, `is_credit` (a credit note: negative total, in a status
+    that counts), `is_cancelled` and `is_returned` as they were then."""
     settled = changed_by(as_of)
+    # Changed after as_of: still in progress then, so it counts (see the module docstring).
+    counts = F.col("status").isin(list(purchase_statuses)) | ~settled
+    credit = F.coalesce(F.col("total_amount") < 0, F.lit(False))
     return known_at(orders, as_of).select(
         "id",
         "customer_id",
         "created_at",
         "total_amount",
         "coupon_id",
-        # Changed after as_of: still in progress then, a purchase (see the module docstring).
-        (F.col("status").isin(list(purchase_statuses)) | ~settled).alias("is_purchase"),
+        (counts & ~credit).alias("is_purchase"),
+        (counts & credit).alias("is_credit"),
         ((F.col("status") == CANCELLED) & settled).alias("is_cancelled"),
         ((F.col("status") == RETURNED) & settled).alias("is_returned"),
     )
+
+
+def valued_orders(orders: DataFrame, monetary_value: str) -> DataFrame:
+    """The orders (of `orders_as_of`) whose totals make a customer's money figures: purchases, and credit
+    notes too when `monetary_value` is net (they subtract, being negative)."""
+    if monetary_value not in MONETARY_VALUES:
+        raise ValueError(f"rfm.monetary_value: {monetary_value!r}; expected one of {', '.join(MONETARY_VALUES)}")
+    return orders.where("is_purchase OR is_credit" if monetary_value == "net" else "is_purchase")
 
 
 def purchased_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
@@ -79,11 +100,14 @@ def purchased_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_statu
     )
 
 
-def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
+def customer_features(
+    silver: Mapping[str, DataFrame], as_of: date, purchase_statuses: Sequence[str], monetary_value: str = "net"
+) -> DataFrame:
     """One row per customer registered by `as_of`, with the columns of `core.feature_schema.FEATURES`.
 
     The browsing columns come from `silver["events"]` when it is there (`features/activity.py`); without
-    events their counts are 0 and days_since_last_visit null.
+    events their counts are 0 and days_since_last_visit null. Money is net of credit notes or gross
+    (`monetary_value`, see the module docstring).
     """
     day = F.lit(as_of)
     orders = orders_as_of(silver["orders"], as_of, purchase_statuses)
@@ -91,6 +115,7 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
     customers = known_at(silver["customers"], as_of).select(F.col("id").alias("customer_id"), F.col("created_at").alias("registered_at"))
     frame = (
         customers.join(_purchase_summary(purchases, as_of), "customer_id", "left")
+        .join(_spend(valued_orders(orders, monetary_value), as_of), "customer_id", "left")
         .join(_intervals(purchases), "customer_id", "left")
         .join(_order_outcomes(orders), "customer_id", "left")
         .join(_baskets(purchases, silver["order_items"], silver["products"], as_of), "customer_id", "left")
@@ -106,7 +131,7 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         F.date_diff(day, F.to_date("last_order_at")).alias("recency_days"),
         F.coalesce("purchase_count", zero).cast("long").alias("purchase_count"),
         F.coalesce("total_spent", zero).cast(MONEY).alias("total_spent"),
-        (F.col("total_spent") / F.col("purchase_count")).cast(MONEY).alias("avg_order_value"),
+        F.when(F.col("purchase_count") > 0, F.col("total_spent") / F.col("purchase_count")).cast(MONEY).alias("avg_order_value"),
         "first_order_at",
         "last_order_at",
         F.date_diff(day, F.to_date("registered_at")).alias("tenure_days"),
@@ -120,7 +145,9 @@ def customer_features(silver: Mapping[str, DataFrame], as_of: date, purchase_sta
         "avg_basket_units",
         "favourite_category",
         F.coalesce("categories_bought", zero).cast("int").alias("categories_bought"),
-        F.round(F.col("coupon_orders") / F.col("purchase_count"), 4).cast("double").alias("coupon_order_share"),
+        F.when(F.col("purchase_count") > 0, F.round(F.col("coupon_orders") / F.col("purchase_count"), 4))
+        .cast("double")
+        .alias("coupon_order_share"),
         F.coalesce("open_cart_value", zero).cast(MONEY).alias("open_cart_value"),
         F.coalesce("abandoned_cart_value", zero).cast(MONEY).alias("abandoned_cart_value"),
         F.coalesce("cancelled_orders", zero).cast("int").alias("cancelled_orders"),
@@ -147,15 +174,22 @@ def satisfaction_score() -> Column:
 
 
 def _purchase_summary(purchases: DataFrame, as_of: date) -> DataFrame:
-    days_ago = F.date_diff(F.lit(as_of), F.to_date("created_at"))
+    """Per customer: purchases, when the first and last were, and how many used a coupon."""
     return purchases.groupBy("customer_id").agg(
         F.count("*").alias("purchase_count"),
-        F.sum("total_amount").alias("total_spent"),
         F.min("created_at").alias("first_order_at"),
         F.max("created_at").alias("last_order_at"),
+        F.count("coupon_id").alias("coupon_orders"),
+    )
+
+
+def _spend(valued: DataFrame, as_of: date) -> DataFrame:
+    """Per customer: the money of the `valued_orders` in all, in the last 90 days and the 90 before (shop currency)."""
+    days_ago = F.date_diff(F.lit(as_of), F.to_date("created_at"))
+    return valued.groupBy("customer_id").agg(
+        F.sum("total_amount").alias("total_spent"),
         F.sum(F.when(days_ago < TREND_DAYS, F.col("total_amount"))).alias("spend_last_90d"),
         F.sum(F.when(days_ago.between(TREND_DAYS, 2 * TREND_DAYS - 1), F.col("total_amount"))).alias("spend_previous_90d"),
-        F.count("coupon_id").alias("coupon_orders"),
     )
 
 

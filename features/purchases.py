@@ -8,6 +8,10 @@ first to the last purchase day, `days_since_first_purchase` (T) the days from th
 without repeats). lifetimes calls x `frequency`; here `frequency` is not used, since it reads as the
 number of purchases. Values are order totals (after discounts) of orders that count as purchases at `as_of`:
 cancelled and returned orders are left out, never line items (see `features.customer.orders_as_of`).
+Credit notes (negative totals) are no purchase days; with `rfm.monetary_value: net` (the default) they
+are taken off the repeat purchases' value, so `mean_repeat_order_value` is net and may be 0 or negative
+(the Gamma-Gamma model then leaves the customer out: `jobs.predict`); `gross` leaves them out. Guest
+orders (no customer) are in no history.
 """
 
 from __future__ import annotations
@@ -19,18 +23,19 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from core.rundate import end_of
-from features.customer import orders_as_of
+from features.customer import orders_as_of, valued_orders
 
 #: The purchase model's inputs (BG/NBD's x, t_x, T), in the order `models.lifetime` takes them.
 PURCHASE_MODEL_INPUTS = ("repeat_purchase_days", "purchase_span_days", "days_since_first_purchase")
 HISTORY_COLUMNS = ("customer_id", *PURCHASE_MODEL_INPUTS, "mean_repeat_order_value")
 
 
-def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str]) -> DataFrame:
-    """One row per customer with a purchase by `as_of`: the columns of `HISTORY_COLUMNS` (days, shop currency)."""
+def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence[str], monetary_value: str = "net") -> DataFrame:
+    """One row per customer with a purchase by `as_of`: the columns of `HISTORY_COLUMNS` (days, shop currency;
+    values net of credit notes or gross, `monetary_value`)."""
+    known = orders_as_of(orders, as_of, purchase_statuses).where(F.col("customer_id").isNotNull())
     days = (
-        orders_as_of(orders, as_of, purchase_statuses)
-        .where("is_purchase")
+        known.where("is_purchase")
         .groupBy("customer_id", F.to_date("created_at").alias("day"))
         .agg(F.sum("total_amount").cast("double").alias("value"))
     )
@@ -39,10 +44,10 @@ def purchase_history(orders: DataFrame, as_of: date, purchase_statuses: Sequence
         (F.count("*") - 1).alias("repeat_purchase_days"),
         F.date_diff(F.max("day"), first_day).alias("purchase_span_days"),
         F.date_diff(F.lit(as_of), first_day).alias("days_since_first_purchase"),
-        F.sum("value").alias("_total"),
         F.min_by("value", "day").alias("_first_value"),
     )
-    return per_customer.select(
+    totals = valued_orders(known, monetary_value).groupBy("customer_id").agg(F.sum("total_amount").cast("double").alias("_total"))
+    return per_customer.join(totals, "customer_id", "left").select(
         "customer_id",
         F.col("repeat_purchase_days").cast("long").alias("repeat_purchase_days"),
         F.col("purchase_span_days").cast("double").alias("purchase_span_days"),

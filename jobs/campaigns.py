@@ -35,8 +35,9 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         view = customer_view(lake, run_date).cache()
         for campaign in campaigns:
             check_expressions(campaign, view, str(folder / f"{campaign.name}.yaml"))
+        warn_of_unknown_consent(view, settings.campaigns.consent_when_missing)
         recent = contacted_recently(lake, run_date, settings.campaigns.cooldown_days)
-        result = audiences(view, campaigns, Suppression(contacted_recently=recent))
+        result = audiences(view, campaigns, Suppression(recent, settings.campaigns.consent_when_missing))
         if result is None:
             log.warning("no enabled campaign in %s: campaign_audiences for %s is empty", folder, run_date)
         lake.write_gold(result, TABLE, run_date, run_id)
@@ -47,6 +48,28 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     for name, groups in counts.items():
         log.info("campaign %s for %s: %s", name, run_date, groups)
     return counts
+
+
+def warn_of_unknown_consent(view: DataFrame, consent_when_missing: str) -> int:
+    """Log a warning when the shop does not record some customers' marketing consent (accepts_marketing null:
+    the column is null, or the shop has none); returns how many customers that is."""
+    row = view.agg(F.count("*").alias("customers"), F.count(F.when(F.col("accepts_marketing").isNull(), 1)).alias("unknown")).first()
+    if row["unknown"]:
+        treated = {
+            "unknown": "suppressed from every campaign as consent_unknown",
+            "granted": "contacted as if they had consented",
+            "denied": "suppressed as unsubscribed",
+        }[consent_when_missing]
+        log.warning(
+            "marketing consent unknown for %d of %d customers (customers.accepts_marketing is null%s): %s "
+            "(campaigns.consent_when_missing: %s)",
+            row["unknown"],
+            row["customers"],
+            ", or the shop has no such column" if row["unknown"] == row["customers"] else "",
+            treated,
+            consent_when_missing,
+        )
+    return row["unknown"]
 
 
 def customer_view(lake: Lake, run_date: date) -> DataFrame:

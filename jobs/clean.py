@@ -14,16 +14,21 @@ Rules on rows, first match wins:
   e.g. a string in a document's key field, an amount that is not a number); the reason names the field, the
   value and what was expected (`orders.total_amount = 'abc': not a number`). A problem only in a personal
   text field is a field rule instead (below);
-- `null_key`: `id` or a required reference (`orders.customer_id`, ...) is null;
+- `null_key`: `id` or a required reference (`order_items.order_id`, ...) is null (`orders.customer_id` is
+  not required: a guest order has none, `shop_schema.OPTIONAL_REFERENCES`);
 - `invalid_value`: a timestamp or date the source wrote that cannot be read as one;
-- `non_positive_amount`: an order total, a quantity or a unit price that is not positive;
+- `non_positive_amount`: a unit price, a cart quantity or a product price that is not positive;
+- `zero_quantity`: an order line of 0 units (a negative quantity is a returned unit and is kept, as is a
+  negative order total: a credit note);
 - `out_of_range`: a review rating outside 1-5;
 - `future_timestamp`: `created_at` or `updated_at` after the end of the run date;
 - `duplicate_key`: the batch holds two or more *different* rows with the same `id` (a batch reads each key
   once, so the source's key is not unique): every copy is quarantined, whatever else it breaks, and none is
   applied: silver keeps the version it had (a new key stays out, with its children as orphans). Identical
   copies are one row read twice and kept once;
-- `duplicate`: an order or cart line repeating an earlier line's order/cart and product (a double submit);
+- `duplicate`: only with `shop.repeated_lines: quarantine`, an order or cart line repeating an earlier
+  line's order/cart and product (a double submit); by default (`sum`) such lines are kept and count
+  together, as real shops repeat a product on several lines of one invoice on purpose;
 - `orphan`: a reference to a row that is not in the parent's silver table (children of quarantined or
   deleted rows follow them).
 
@@ -61,13 +66,16 @@ from jobs.extract import BRONZE_COLUMNS, STATE_TABLE, later_night
 log = logging.getLogger(__name__)
 
 #: Columns whose value must be positive: table -> columns (amounts in shop currency, quantities in units).
+#: Order totals and order-line quantities may be negative: credit notes and returns (`NONZERO_COLUMNS`).
 POSITIVE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "orders": ("total_amount",),
-    "order_items": ("quantity", "unit_price"),
+    "order_items": ("unit_price",),
     "cart_items": ("quantity", "unit_price"),
     "products": ("price",),
 }
-#: A line repeating these columns of an earlier line (lower id) is a duplicate.
+#: Columns that may be negative (returned units) but not zero (a line of nothing).
+NONZERO_COLUMNS: dict[str, tuple[str, ...]] = {"order_items": ("quantity",)}
+#: With `shop.repeated_lines: quarantine`, a line repeating these columns of an earlier line (lower id) is a
+#: duplicate (a double submit); by default (`sum`) repeated lines are kept and count together.
 DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {"order_items": ("order_id", "product_id"), "cart_items": ("cart_id", "product_id")}
 RATING_RANGE = (1, 5)
 #: What an e-mail address must look like: something, one @, a domain with a dot, no spaces.
@@ -127,9 +135,12 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
             )
             return {name: {"skipped": True, "later_night": later} for name in shop_schema.SHOP_TABLES}
         before = silver_versions_before(lake, run_date, run_id)
+        duplicate_keys = DUPLICATE_KEYS if settings.shop.repeated_lines == "quarantine" else {}
         for wave in load_waves():  # parents before children; the tables of a wave at once
             results = for_each_table(
-                lambda name: clean_table(lake, name, run_date, run_id, modes.get(name, "full"), before.get(name)),
+                lambda name: clean_table(
+                    lake, name, run_date, run_id, modes.get(name, "full"), before.get(name), duplicate_keys.get(name, ())
+                ),
                 wave,
                 settings.spark.parallel_tables,
             )
@@ -175,11 +186,14 @@ def batch_modes(lake: Lake, run_date: date) -> dict[str, str]:
     return {row["table"]: row["mode"] for row in rows}
 
 
-def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str, version_before: int | None) -> dict[str, object]:
+def clean_table(
+    lake: Lake, name: str, run_date: date, run_id: str, mode: str, version_before: int | None, duplicate_keys: tuple[str, ...] = ()
+) -> dict[str, object]:
     """Apply one table's batch to silver (MERGE, or a rebuild from a full batch) and quarantine its bad rows.
 
     The batch is judged against silver as it was before the batch (`version_before`, Delta time travel)
     and applied to silver as it is now, so applying it twice changes nothing the second time.
+    `duplicate_keys`: quarantine lines repeating an earlier line's values of these columns (opt-in).
     """
     table = shop_schema.metadata.tables[name]
     batch = lake.read("bronze", name).where(F.col("_batch_id") == run_date.isoformat())
@@ -188,7 +202,9 @@ def clean_table(lake: Lake, name: str, run_date: date, run_id: str, mode: str, v
     rebuild = mode == "full" or version_before is None
     existing = None if rebuild else lake.read("silver", name, version=version_before)
     # Checkpointed: silver changes below, and these rows must not be recomputed against the new silver.
-    flagged = flag_invalid_rows(batch.where(F.col("_op") == "U"), table, run_date, parents, existing, carried).localCheckpoint(eager=True)
+    flagged = flag_invalid_rows(
+        batch.where(F.col("_op") == "U"), table, run_date, parents, existing, carried, duplicate_keys
+    ).localCheckpoint(eager=True)
     deletes = batch.where(F.col("_op") == "D").select("id").distinct()
     valid = current_state(flagged.where(F.col("_rule").isNull()), table, carried)
     rejected = flagged.where(F.col("_rule").isNotNull())
@@ -293,19 +309,21 @@ def flag_invalid_rows(
     parents: dict[str, DataFrame],
     existing: DataFrame | None = None,
     carried: list[str] | tuple[str, ...] = (),
+    duplicate_keys: tuple[str, ...] = (),
 ) -> DataFrame:
     """Typed rows of one table with `_rule` and `_reason` set where a rule fails (null when valid), and
     `_fields`: the field rules a valid row broke (column, rule, reason), those fields nulled.
 
     `parents` maps each reference column to the parent's valid keys (a DataFrame with column `id`);
     `existing` is the table's silver rows (an incremental batch's lines can repeat lines already there);
-    `carried` are extra source columns kept as they are.
+    `carried` are extra source columns kept as they are; `duplicate_keys` (opt-in, `DUPLICATE_KEYS`): a
+    line repeating an earlier line's values of these columns is a duplicate.
     """
     typed = with_canonical_types(batch, table, carried)
     checks = row_checks(table, run_date)
     flagged = typed.withColumns({"_rule": _first(checks, "rule"), "_reason": _first(checks, "reason")})
     flagged = flagged.transform(with_duplicate_key_rule, table.name)
-    flagged = flagged.transform(with_duplicate_rule, table.name, existing)
+    flagged = flagged.transform(with_duplicate_rule, table.name, existing, duplicate_keys)
     for column, parent_keys in parents.items():
         flagged = flagged.transform(with_orphan_rule, column, parent_keys, _parent_of(table.name, column))
     return flagged.transform(with_field_rules, table.name)
@@ -333,6 +351,8 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
         Check("null_key", F.col("id").isNull(), F.lit(f"{name}.id is null")),
     ]
     for column, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
+        if column in shop_schema.OPTIONAL_REFERENCES.get(name, ()):
+            continue
         checks.append(Check("null_key", F.col(column).isNull(), F.lit(f"{name}.{column} is null: every {name} row needs its {parent} row")))
     for column in table.columns:
         if isinstance(column.type, (DateTime, Date)):
@@ -353,6 +373,10 @@ def row_checks(table: Table, run_date: date) -> list[Check]:
                 F.col(column) <= 0,
                 F.format_string(f"{name}.{column} = %s: must be > 0", F.col(column).cast("string")),
             )
+        )
+    for column in NONZERO_COLUMNS.get(name, ()):
+        checks.append(
+            Check("zero_quantity", F.col(column) == 0, F.lit(f"{name}.{column} = 0: a line orders units (> 0) or returns them (< 0)"))
         )
     if name == "reviews":
         low, high = RATING_RANGE
@@ -400,12 +424,12 @@ def with_duplicate_key_rule(flagged: DataFrame, table_name: str) -> DataFrame:
     ).select(*flagged.columns)
 
 
-def with_duplicate_rule(flagged: DataFrame, table_name: str, existing: DataFrame | None = None) -> DataFrame:
-    """Flag a line that repeats an earlier valid line's key columns (the earliest `id` is kept).
+def with_duplicate_rule(flagged: DataFrame, table_name: str, existing: DataFrame | None = None, keys: tuple[str, ...] = ()) -> DataFrame:
+    """Flag a line that repeats an earlier valid line's `keys` columns (the earliest `id` is kept); no
+    `keys` (the default, `shop.repeated_lines: sum`): nothing is flagged.
 
     Lines already in silver (`existing`, other than those this batch changes) count as earlier lines too.
     """
-    keys = DUPLICATE_KEYS.get(table_name)
     if not keys:
         return flagged
     lines = flagged.where(F.col("_rule").isNull()).select("id", *keys)
@@ -432,7 +456,8 @@ def with_orphan_rule(flagged: DataFrame, column: str, parent_keys: DataFrame, pa
     marker = f"_has_{column}"
     keys = parent_keys.select(F.col("id").alias(f"_parent_{column}"), F.lit(True).alias(marker)).distinct()
     joined = flagged.join(keys, flagged[column] == keys[f"_parent_{column}"], "left")
-    is_orphan = F.col("_rule").isNull() & F.col(marker).isNull()
+    # A null reference is no orphan: a required one was flagged null_key already, an optional one has no parent.
+    is_orphan = F.col("_rule").isNull() & F.col(column).isNotNull() & F.col(marker).isNull()
     reason = F.format_string(f"{column} = %s: no such {parent}.id (or it is quarantined)", F.col(column).cast("string"))
     return joined.withColumns(
         {

@@ -52,7 +52,7 @@ from core.config import Settings
 from core.db import is_document_shop
 from core.documents import UNREADABLE, DocumentShop
 from core.lake import ArrowLake, LakeLayout
-from core.mapping import CheckedTable, SourceMapping, check_source, load_mapping
+from core.mapping import CheckedTable, SourceMapping, absent_columns, check_source, load_mapping
 from core.source_reader import SourceScope, read_batches
 from core.spark import for_each_table
 from core.types import bronze_arrow_type
@@ -124,7 +124,11 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
     """Extract the run date's batch of every shop table; returns per table its mode and row counts."""
     extracted_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
     shop = shop_reader(settings)
-    plan = shop.check(source_mapping(settings))  # stops before anything is written
+    mapping = source_mapping(settings)
+    plan = shop.check(mapping)  # stops before anything is written
+    for name, source in mapping.tables.items():
+        for column in absent_columns(source):
+            log.warning("%s.%s: the shop has no such column (mapping %s maps it to null): read as null", name, column, mapping.name)
     lake = ArrowLake(settings.lake_dir)
     later = later_night(lake, run_date)
     if later is not None:
@@ -419,8 +423,11 @@ def keys_gone(lake: ArrowLake, shop: "RelationalShop | DocumentShop", source: Ch
     return silver.filter(pc.invert(pc.is_in(silver, value_set=shop.keys(source)))).combine_chunks()
 
 
-def _as_read(url: str, column: str, sql_type) -> str:
-    """How a source column is selected: dates, timestamps and amounts (and carried columns) as text."""
+def _as_read(url: str, column: str | None, sql_type) -> str:
+    """How a source column is selected: dates, timestamps and amounts (and carried columns) as text; a
+    column the shop does not have (mapped to null) as NULL."""
+    if column is None:
+        return "NULL"
     quoted = _quoted(url, column)
     kind = db.kind(url)
     as_text = "CHAR" if kind == "mysql" else "TEXT"

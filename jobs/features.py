@@ -24,7 +24,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> int:
     with spark_session(settings, "features") as spark:
         lake = Lake(spark, settings.lake_dir)
         silver = silver_tables(lake)
-        features = customer_features(silver, run_date, settings.rfm.scored_statuses)
+        features = customer_features(silver, run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value)
         customers = lake.write_gold(features, TABLE, run_date, run_id)
         registered = known_at(silver["customers"], run_date).select(F.col("id").alias("customer_id"))
         activity = customer_activity(

@@ -125,7 +125,7 @@ def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn
     parts = []
     for campaign, rows in outcomes.groupby("campaign", sort=True):
         as_of = pd.Timestamp(rows["valid_from"].iloc[0]).date() - timedelta(days=1)
-        features = customer_features(silver, as_of, settings.rfm.scored_statuses).toPandas()
+        features = customer_features(silver, as_of, settings.rfm.scored_statuses, settings.rfm.monetary_value).toPandas()
         part = rows.merge(features, on="customer_id", how="left", validate="one_to_one")
         risk = np.full(len(part), np.nan)
         if churn_model is not None:

@@ -76,7 +76,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             .sort_index()
         )
         history = (
-            purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses)
+            purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value)
             .toPandas()
             .set_index("customer_id")
             .reindex(buyers.index)
@@ -164,6 +164,18 @@ def value_scores(
     repeat_purchase_days = purchases[0]
     mean_repeat_order_value = history["mean_repeat_order_value"].to_numpy()
     repeat = (repeat_purchase_days > 0) & (mean_repeat_order_value > 0)
+    # Repeat buyers whose repeat spend is not positive (net of credit notes): Gamma-Gamma models positive
+    # order values only, so it neither learns from them nor values them (their money columns stay null).
+    unvalued = (repeat_purchase_days > 0) & ~repeat
+    if unvalued.any():
+        reason = (
+            f"{int(unvalued.sum())} repeat buyer(s) whose repeat spend net of credit notes is not positive "
+            "(rfm.monetary_value: net): no expected order value or CLV for them (Gamma-Gamma needs order values > 0)"
+        )
+        if degraded is not None:
+            degraded["order_value"] = reason
+        log.warning("value scores: %s", reason)
+    valued_m = np.where(unvalued, 1.0, mean_repeat_order_value)  # any positive stand-in; their results are nulled below
     try:
         beta_geo = PURCHASE_MODELS[options.purchase_model]().fit(*purchases)
         gamma_gamma = GammaGammaModel().fit(repeat_purchase_days[repeat], mean_repeat_order_value[repeat])
@@ -181,7 +193,7 @@ def value_scores(
         beta_geo,
         gamma_gamma,
         *purchases,
-        mean_repeat_order_value,
+        valued_m,
         level=options.interval_level,
         draws=options.interval_draws,
         seed=options.seed,
@@ -194,10 +206,10 @@ def value_scores(
         {
             "p_alive": beta_geo.probability_alive(*purchases),
             **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS},
-            "expected_order_value": gamma_gamma.expected_order_value(repeat_purchase_days, mean_repeat_order_value),
-            "clv_12m": clv,
-            "clv_12m_low": low,
-            "clv_12m_high": high,
+            "expected_order_value": np.where(unvalued, np.nan, gamma_gamma.expected_order_value(repeat_purchase_days, valued_m)),
+            "clv_12m": np.where(unvalued, np.nan, clv),
+            "clv_12m_low": np.where(unvalued, np.nan, low),
+            "clv_12m_high": np.where(unvalued, np.nan, high),
             "next_order_date": next_order,
         },
         index=history.index,
@@ -208,6 +220,7 @@ def value_scores(
         **{f"gamma_gamma_{k}": round(v, 6) for k, v in asdict(gamma_gamma.params_).items()},
         "customers": len(history),
         "repeat_buyers": int(repeat.sum()),
+        "repeat_buyers_not_valued": int(unvalued.sum()),
         "margin": options.margin,
         "annual_discount_rate": options.annual_discount_rate,
         "interval_level": options.interval_level,
@@ -216,7 +229,7 @@ def value_scores(
     }
     metrics = {
         "expected_purchases_365d": float(value["expected_orders_365d"].sum()),
-        "clv_12m_total": float(value["clv_12m"].sum()),
+        "clv_12m_total": float(value["clv_12m"].sum()),  # NaN-skipping: the customers not valued add nothing
         "mean_p_alive": float(value["p_alive"].mean()),
     }
     return value, log_value_fit(run_date, run_id, params, metrics)

@@ -63,18 +63,26 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         customers = lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).select("customer_id")
         recommended = recommend.recommendations(silver, customers, run_date, statuses, conf)
 
-        if history_days > 2 * conf.holdout_days:
-            figures.update(evaluate_propensity(silver, run_date, settings, run_id))
-            likely = spark.createDataFrame(
-                propensity.category_propensity(silver, run_date, conf.holdout_days, statuses, conf),
-                schema="customer_id long, rank int, category string, probability double",
-            )
+        likely = None
+        if not propensity.categories_of(silver["products"], run_date):
+            degraded["category_propensity"] = propensity.NO_CATEGORIES
+        elif history_days > 2 * conf.holdout_days:
+            try:
+                figures.update(evaluate_propensity(silver, run_date, settings, run_id))
+            except propensity.PropensityDataError as error:
+                degraded["category_propensity_evaluation"] = str(error)
+            try:
+                likely = spark.createDataFrame(
+                    propensity.category_propensity(silver, run_date, conf.holdout_days, statuses, conf),
+                    schema="customer_id long, rank int, category string, probability double",
+                )
+            except propensity.PropensityDataError as error:
+                degraded["category_propensity"] = str(error)
         else:
             degraded["category_propensity"] = (
                 f"{history_days} days of orders up to {run_date}: training needs "
                 f"more than 2 x recommend.holdout_days ({2 * conf.holdout_days})"
             )
-            likely = None
 
         counts = {
             table: lake.write_gold(rows, table, run_date, run_id)

@@ -128,6 +128,7 @@ class RunData:
     quarantined: dict[str, dict[tuple[str, str | None], int]]  # silver table -> (rule, column or None) -> records of the run date
     calibration: dict[str, pd.DataFrame] | str  # model -> holdout calibration table, or why there is none
     calibration_source: str
+    consent: dict[str, int] | None = None  # customers, consent_unknown (accepts_marketing null), suppressed for it
 
 
 def gather(settings: Settings, run_date: date) -> RunData:
@@ -149,7 +150,19 @@ def gather(settings: Settings, run_date: date) -> RunData:
         quarantined=quarantined_rows(lake, run_date),
         calibration=calibration,
         calibration_source=source,
+        consent=consent_counts(lake, run_date),
     )
+
+
+def consent_counts(lake: LakeLayout, run_date: date) -> dict[str, int] | None:
+    """How many customers have no recorded marketing consent (`accepts_marketing` null: the shop's column is
+    null, or the shop has none) and how many campaign members were suppressed for it; None without a profile."""
+    profile = read_gold(lake, "customer_profile", run_date, ["customer_id", "accepts_marketing"])
+    if profile is None:
+        return None
+    audiences = read_gold(lake, "campaign_audiences", run_date, ["customer_id", "suppression_reason"])
+    suppressed = 0 if audiences is None else int((audiences["suppression_reason"] == "consent_unknown").sum())
+    return {"customers": len(profile), "unknown": int(profile["accepts_marketing"].isna().sum()), "suppressed": suppressed}
 
 
 def gold_dates(lake: LakeLayout, table: str) -> list[date]:
@@ -374,7 +387,26 @@ def overview_section(run: RunData) -> str:
         ("MLflow store", _code(masked(settings.mlflow.tracking_uri))),
     ]
     table = "<table>" + "".join(f"<tr><th>{_text(key)}</th><td>{value}</td></tr>" for key, value in rows) + "</table>"
-    return _section("overview", table)
+    return _section("overview", table + consent_warning(run))
+
+
+def consent_warning(run: RunData) -> str:
+    """A warning when the shop does not record some customers' marketing consent: what the night did about it."""
+    consent = run.consent
+    if not consent or not consent["unknown"]:
+        return ""
+    setting = run.settings.campaigns.consent_when_missing
+    treated = {
+        "unknown": f"{consent['suppressed']:,} campaign member(s) were suppressed as <code>consent_unknown</code>; set "
+        "<code>campaigns.consent_when_missing: granted</code> only if consent is kept elsewhere (e.g. by the e-mail service)",
+        "granted": "they were treated as consenting",
+        "denied": "they were suppressed as <code>unsubscribed</code>",
+    }[setting]
+    whole = " (the shop has no consent column, or it is empty)" if consent["unknown"] == consent["customers"] else ""
+    return (
+        f'<p class="bad">Marketing consent unknown for {consent["unknown"]:,} of {consent["customers"]:,} customers{whole}: '
+        f"with <code>campaigns.consent_when_missing: {setting}</code> {treated}.</p>"
+    )
 
 
 def segments_section(run: RunData) -> str:

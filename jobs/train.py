@@ -69,7 +69,7 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
     """The point-in-time snapshot of the buyers at `as_of`, labelled by the `churn.horizon_days` after it."""
     statuses = settings.rfm.scored_statuses
     silver = silver_tables(lake)
-    buyers = customer_features(silver, as_of, statuses).where(F.col("purchase_count") > 0)
+    buyers = customer_features(silver, as_of, statuses, settings.rfm.monetary_value).where(F.col("purchase_count") > 0)
     labelled = (
         buyers.transform(with_future_purchases, silver["orders"], as_of, settings.churn.horizon_days, statuses)
         .toPandas()
@@ -98,7 +98,11 @@ def snapshot(lake: Lake, as_of: date, settings: Settings) -> Snapshot:
 
 def purchase_history_frame(lake: Lake, as_of: date, settings: Settings, customers: pd.Index) -> pd.DataFrame:
     """The BG/NBD purchase history at `as_of` of `customers` (`features.purchases.HISTORY_COLUMNS`, in days)."""
-    frame = purchase_history(lake.read("silver", "orders"), as_of, settings.rfm.scored_statuses).toPandas().set_index("customer_id")
+    frame = (
+        purchase_history(lake.read("silver", "orders"), as_of, settings.rfm.scored_statuses, settings.rfm.monetary_value)
+        .toPandas()
+        .set_index("customer_id")
+    )
     return frame.reindex(customers)
 
 

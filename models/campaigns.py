@@ -11,7 +11,8 @@ the expressions as re-rendered from the checked parse, which is all Spark ever s
 also asks Spark whether it can evaluate them on the night's view (types).
 
 Each night, for each campaign in priority order, every customer who meets its condition is either
-- `suppressed`, with the first reason that applies: `unsubscribed` (no marketing consent), `no_email`
+- `suppressed`, with the first reason that applies: `unsubscribed` (no marketing consent), `consent_unknown`
+  (the shop does not record the customer's consent and `campaigns.consent_when_missing` is unknown), `no_email`
   (an e-mail campaign without an address), `open_inquiry` (support has an unresolved inquiry of theirs),
   `contacted_recently` (in the treatment group of any campaign within `cooldown_days` before the run date),
   `other_campaign` (taken tonight by a campaign of higher priority: at most one campaign per customer and
@@ -45,10 +46,20 @@ from models.campaign_sql import ExpressionError, checked_sql
 CHANNELS = ("email", "sms", "push", "any")
 GROUPS = ("treatment", "control", "suppressed")
 #: Why an eligible customer is not contacted, in the order they are checked.
-SUPPRESSION_REASONS = ("unsubscribed", "no_email", "open_inquiry", "contacted_recently", "other_campaign", "audience_limit")
+SUPPRESSION_REASONS = (
+    "unsubscribed",
+    "consent_unknown",
+    "no_email",
+    "open_inquiry",
+    "contacted_recently",
+    "other_campaign",
+    "audience_limit",
+)
 NAME = re.compile(r"[a-z][a-z0-9_]{0,59}")
 #: Buckets of the control-group hash: a customer is in the control group when its bucket < share x BUCKETS.
 BUCKETS = 10_000
+#: `campaigns.consent_when_missing`: how a customer whose consent the shop does not record is treated.
+CONSENT_WHEN_MISSING = ("unknown", "granted", "denied")
 
 
 _FEATURE_TYPES = {feature.name: feature.type for feature in FEATURES}
@@ -271,6 +282,19 @@ class Suppression:
     """What the night knows beyond the view: who was contacted lately."""
 
     contacted_recently: DataFrame  # customer_id: in some campaign's treatment group within the cooldown
+    consent_when_missing: str = "unknown"  # accepts_marketing null: unknown (consent_unknown), granted or denied
+
+
+def consent_reason(consent_when_missing: str) -> Column:
+    """The consent suppression of a customer (`accepts_marketing`), null when they may be contacted: false is
+    `unsubscribed`; null (the shop does not say) as `consent_when_missing` says."""
+    if consent_when_missing not in CONSENT_WHEN_MISSING:
+        raise ValueError(f"campaigns.consent_when_missing: {consent_when_missing!r}; expected one of {', '.join(CONSENT_WHEN_MISSING)}")
+    consent = F.col("accepts_marketing")
+    unsubscribed = F.when(consent == F.lit(False), F.lit("unsubscribed"))
+    if consent_when_missing == "granted":
+        return unsubscribed
+    return unsubscribed.when(consent.isNull(), F.lit("consent_unknown" if consent_when_missing == "unknown" else "unsubscribed"))
 
 
 def audiences(view: DataFrame, campaigns: list[Campaign], suppression: Suppression) -> DataFrame:
@@ -281,6 +305,7 @@ def audiences(view: DataFrame, campaigns: list[Campaign], suppression: Suppressi
     """
     recent = suppression.contacted_recently.select("customer_id").distinct().withColumn("_recent", F.lit(True))
     customers = view.join(recent, "customer_id", "left").cache()
+    consent = consent_reason(suppression.consent_when_missing)
     taken = None  # customers in a higher-priority campaign's treatment or control group tonight
     parts = []
     for campaign in campaigns:
@@ -290,7 +315,7 @@ def audiences(view: DataFrame, campaigns: list[Campaign], suppression: Suppressi
         else:
             eligible = eligible.withColumn("_taken", F.lit(False))
         reason = (
-            F.when(~F.coalesce(F.col("accepts_marketing"), F.lit(False)), F.lit("unsubscribed"))
+            F.when(consent.isNotNull(), consent)
             .when(F.lit(campaign.channel == "email") & ~F.col("has_email"), F.lit("no_email"))
             .when(F.coalesce(F.col("open_inquiries"), F.lit(0)) > 0, F.lit("open_inquiry"))
             .when(F.coalesce(F.col("_recent"), F.lit(False)), F.lit("contacted_recently"))

@@ -50,6 +50,15 @@ VIEW_DAYS = 30
 INVERSE_REGULARISATION = 1.0
 
 
+NO_CATEGORIES = (
+    "no product has a category (products.category is null for every product, or the shop has no such column): no category propensity"
+)
+
+
+class PropensityDataError(ValueError):
+    """The shop's data cannot give category propensities (no product categories, no customer to judge on)."""
+
+
 def categories_of(products: DataFrame, as_of: date) -> list[str]:
     """The categories of the catalogue known at `as_of`, sorted (a few dozen at most)."""
     rows = known_at(products, as_of).where(F.col("category").isNotNull()).select("category").distinct().collect()
@@ -224,7 +233,7 @@ def category_propensity(
 ) -> pd.DataFrame:
     """The `category_propensity` rows at `as_of`: fitted on the snapshot `horizon_days` before `as_of` with
     what was bought since, applied to the snapshot at `as_of`; `top_categories` per customer."""
-    categories = categories_of(silver["products"], as_of)
+    categories = _categories_or_fail(silver["products"], as_of)
     train_at = as_of - timedelta(days=horizon_days)
     model = CategoryPropensityModel(seed=options.seed).fit(
         category_features(silver, train_at, purchase_statuses, categories),
@@ -242,7 +251,7 @@ def evaluate_propensity(
     `as_of - horizon_days` against what was bought in the last `horizon_days` up to `as_of`."""
     scored_at = as_of - timedelta(days=horizon_days)
     train_at = scored_at - timedelta(days=horizon_days)
-    categories = categories_of(silver["products"], scored_at)
+    categories = _categories_or_fail(silver["products"], scored_at)
     model = CategoryPropensityModel(seed=options.seed).fit(
         category_features(silver, train_at, purchase_statuses, categories),
         category_labels(silver, train_at, horizon_days, purchase_statuses, categories),
@@ -250,6 +259,10 @@ def evaluate_propensity(
     features = category_features(silver, scored_at, purchase_statuses, categories)
     truth = category_labels(silver, scored_at, horizon_days, purchase_statuses, categories)
     truth = truth[truth.index.isin(features.index)]
+    if truth.empty:
+        raise PropensityDataError(
+            f"no registered customer bought a product with a category in the {horizon_days} days after {scored_at}: nothing to evaluate on"
+        )
     figures: dict[str, float | int | str] = {
         "scored_at": scored_at.isoformat(),
         "categories": len(categories),
@@ -259,6 +272,13 @@ def evaluate_propensity(
     for name, scores in (("model", model.probabilities(features)), ("most_bought", most_bought_scores(features, categories))):
         figures.update({f"{name}_{key}": value for key, value in _hit_rates(scores.loc[truth.index], truth).items()})
     return figures
+
+
+def _categories_or_fail(products: DataFrame, as_of: date) -> list[str]:
+    categories = categories_of(products, as_of)
+    if not categories:
+        raise PropensityDataError(NO_CATEGORIES)
+    return categories
 
 
 def _hit_rates(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:

@@ -6,7 +6,10 @@ Datasets", ICDM: the observation r_ui of customer u and product i is the number 
 orders of u that hold i (repeat purchases count, the units of one line do not: a box of six is one
 choice), and ALS weighs it with the confidence c_ui = 1 + alpha * r_ui (eq. 2, `recommend.alpha`).
 Purchases are those known at `as_of` (`features.customer.orders_as_of`: an order changed later counts as
-it was then), lines of orders created up to the end of `as_of`; nothing later leaks in.
+it was then), lines of orders created up to the end of `as_of`; nothing later leaks in. Lines of one order
+that repeat a product count as one line of their summed units; a product whose units in an order sum to 0
+or less (returned within it) was not bought in it; credit notes are no purchases. Guest orders (no
+customer) count for the products' popularity, and for no customer (ALS learns customers only).
 
 Browsing events add to the observation when the lake has them (`silver/events`): each event of a customer
 on a product in the `recommend.event_days` days up to `as_of` adds its type's weight
@@ -60,7 +63,9 @@ def purchase_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_status
     )
     return (
         known_at(silver["order_items"], as_of)
-        .select("order_id", "product_id", "quantity")
+        .groupBy("order_id", "product_id")
+        .agg(F.sum("quantity").alias("quantity"))
+        .where(F.col("quantity") > 0)
         .join(purchases, "order_id")
         .select("customer_id", "order_id", "product_id", "quantity", "ordered_at")
     )
@@ -68,11 +73,16 @@ def purchase_lines(silver: Mapping[str, DataFrame], as_of: date, purchase_status
 
 def interactions(lines: DataFrame) -> DataFrame:
     """One row per (customer, product) bought: `orders` = distinct purchase orders holding it (the implicit
-    observation r_ui, a count), `units` = units bought, `last_ordered_at`."""
-    return lines.groupBy("customer_id", "product_id").agg(
-        F.count_distinct("order_id").alias("orders"),
-        F.sum("quantity").cast("long").alias("units"),
-        F.max("ordered_at").alias("last_ordered_at"),
+    observation r_ui, a count), `units` = units bought, `last_ordered_at`. Guest orders' lines (no
+    customer) are left out."""
+    return (
+        lines.where(F.col("customer_id").isNotNull())
+        .groupBy("customer_id", "product_id")
+        .agg(
+            F.count_distinct("order_id").alias("orders"),
+            F.sum("quantity").cast("long").alias("units"),
+            F.max("ordered_at").alias("last_ordered_at"),
+        )
     )
 
 
@@ -226,7 +236,7 @@ def evaluate_recommendations(
     bought = interactions(train_lines).cache()  # read by the fit, the exclusion and both recommenders
     later = (
         purchase_lines(silver, as_of, purchase_statuses)
-        .where(F.col("ordered_at") >= F.lit(end_of(cutoff)))
+        .where((F.col("ordered_at") >= F.lit(end_of(cutoff))) & F.col("customer_id").isNotNull())
         .select("customer_id", "product_id")
         .distinct()
     )

@@ -9,6 +9,7 @@ only by a training run whose challenger beats it (`jobs/train.py`).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import mlflow
@@ -107,14 +108,18 @@ def log_evaluation(
         )
         if params:
             mlflow.log_params(params)
-        mlflow.log_metrics(
-            {
-                f"model_{metric}": float(value),
-                **{f"baseline{i}_{metric}": float(figure) for i, figure in enumerate(baselines.values())},
-                **{name: float(figure) for name, figure in (metrics or {}).items()},
-            }
-        )
+        figures = {
+            f"model_{metric}": value,
+            **{f"baseline{i}_{metric}": figure for i, figure in enumerate(baselines.values())},
+            **(metrics or {}),
+        }
+        # A figure that could not be computed (None, NaN: no customer to average over) is not logged.
+        mlflow.log_metrics({name: float(figure) for name, figure in figures.items() if _finite(figure)})
     return run.info.run_id
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def evaluations(settings: MlflowSettings, pipeline_run_id: str) -> list[dict]:

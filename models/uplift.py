@@ -90,7 +90,8 @@ def campaign_outcomes(
     campaign's personal coupon; control: the other eligible customers. `has_order`: a purchase created in
     [valid_from 00:00, valid_to + 1 day 00:00) UTC; `order_value`: their total (currency). An order counts
     when it was still a purchase at the window's end: its status is a purchase status, or it changed
-    after the window (as `features.customer.orders_as_of`). `discount_value` is percent points for a
+    after the window (as `features.customer.orders_as_of`); credit notes (negative totals) and guest orders
+    (no customer) never count. `discount_value` is percent points for a
     percent coupon, currency for a fixed one. Campaigns: those with personal coupons (non-null
     `customer_id`), or `campaigns`. Raises ValueError naming the campaign when it has no treated or no
     control customer, several terms, or coupon holders who were not eligible.
@@ -104,6 +105,7 @@ def campaign_outcomes(
     order_at, order_changed_at = _utc(orders["created_at"]), _utc(orders["updated_at"])
     is_purchase_status = orders["status"].isin(list(purchase_statuses)).to_numpy()
     amount = pd.to_numeric(orders["total_amount"].astype("float64"))
+    is_customer_purchase = (orders["customer_id"].notna() & ~(amount < 0)).to_numpy()
     frames = []
     for name in names:
         rows = personal[personal["campaign"] == name]
@@ -135,7 +137,8 @@ def campaign_outcomes(
                 f"hold the coupon); uplift needs customers without it"
             )
         in_window = ((order_at >= start) & (order_at < stop)).to_numpy()
-        counts = in_window & (is_purchase_status | (order_changed_at >= stop).to_numpy())
+        # A credit note (negative total) is no purchase, and a guest order (no customer) nobody's.
+        counts = in_window & (is_purchase_status | (order_changed_at >= stop).to_numpy()) & is_customer_purchase
         value = amount[counts].groupby(orders.loc[counts, "customer_id"].astype("int64")).sum()
         order_value = value.reindex(eligible.to_numpy(), fill_value=0.0).to_numpy()
         frames.append(

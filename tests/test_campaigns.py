@@ -336,7 +336,7 @@ def test_each_qualifying_customer_is_contacted_held_out_or_suppressed_with_the_f
     assert result == {
         ("win_back", 1): ("treatment", None),
         ("win_back", 2): ("suppressed", "unsubscribed"),
-        ("win_back", 3): ("suppressed", "unsubscribed"),  # no recorded consent is no consent
+        ("win_back", 3): ("suppressed", "consent_unknown"),  # no recorded consent: not contacted, and not "unsubscribed"
         ("win_back", 4): ("suppressed", "no_email"),
         ("win_back", 5): ("suppressed", "open_inquiry"),
         ("win_back", 6): ("suppressed", "contacted_recently"),
@@ -374,3 +374,17 @@ def test_the_control_bucket_is_the_same_in_python_and_spark(spark):
     spark_buckets = [row.bucket for row in frame.select(control_bucket_column("vip").alias("bucket")).collect()]
     assert spark_buckets == [control_bucket("vip", n) for n in ids]
     assert len({control_bucket("vip", n) for n in range(1000)}) > 900  # spread out
+
+
+@pytest.mark.parametrize(
+    ("consent_when_missing", "expected"),
+    [("unknown", ("suppressed", "consent_unknown")), ("granted", ("treatment", None)), ("denied", ("suppressed", "unsubscribed"))],
+)
+def test_a_customer_without_recorded_consent_is_treated_as_configured(spark, consent_when_missing, expected):
+    """A shop without a consent column (accepts_marketing null for all): `campaigns.consent_when_missing` decides;
+    an explicit refusal stays `unsubscribed` whatever it says."""
+    campaign = Campaign(name="win_back", description="d", audience="segment = 'At Risk'", control_share=0.0)
+    rows = [customer(1, consent=None), customer(2, consent=False)]
+    suppression = Suppression(spark.createDataFrame([], "customer_id long"), consent_when_missing)
+    result = outcome(audiences(view_of(spark, rows), [campaign], suppression))
+    assert result == {("win_back", 1): expected, ("win_back", 2): ("suppressed", "unsubscribed")}

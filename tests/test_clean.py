@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from core import shop_schema
 from core.documents import UNREADABLE
 from core.types import bronze_type
-from jobs.clean import current_state, flag_invalid_rows, quarantined, quarantined_fields
+from jobs.clean import DUPLICATE_KEYS, current_state, flag_invalid_rows, quarantined, quarantined_fields
 
 RUN_DATE = date(2026, 11, 26)
 
@@ -55,11 +55,36 @@ def test_each_rule_quarantines_its_row_with_a_reason(spark):
     result = {row.id: (row._rule, row._reason) for row in flagged.collect()}
     assert result[1] == (None, None)
     assert result[7] == (None, None)  # the last second of the run date still counts
-    assert result[2] == ("null_key", "orders.customer_id is null: every orders row needs its customers row")
-    assert result[3] == ("non_positive_amount", "orders.total_amount = -12.50: must be > 0")
+    assert result[2] == (None, None)  # a guest order: no customer, kept
+    assert result[3] == (None, None)  # a credit note: negative total, kept
     assert result[4][0] == "future_timestamp" and "after the run date 2026-11-26" in result[4][1]
     assert result[5] == ("invalid_value", "orders.created_at = 'yesterday-ish': not a valid timestamp")
     assert result[6] == ("orphan", "customer_id = 99: no such customers.id (or it is quarantined)")
+
+
+def order_line(id, order_id=1, product_id=5, quantity=1):
+    from decimal import Decimal
+
+    return {
+        "id": id,
+        "order_id": order_id,
+        "product_id": product_id,
+        "quantity": quantity,
+        "unit_price": Decimal("3.00"),
+        "created_at": "2026-11-01 10:00:00",
+        "updated_at": "2026-11-01 10:00:00",
+    }
+
+
+def test_repeated_lines_and_returned_units_are_kept_and_a_line_of_nothing_is_quarantined(spark):
+    """A real invoice repeats a product on purpose and a credit note's lines have negative quantities: both
+    stay (the default `shop.repeated_lines: sum`); only a line of 0 units says nothing and is quarantined."""
+    batch = bronze(spark, "order_items", [order_line(10), order_line(11), order_line(12, quantity=-2), order_line(13, quantity=0)])
+    parents = {"order_id": spark.createDataFrame([(1,)], "id long"), "product_id": spark.createDataFrame([(5,)], "id long")}
+    flagged = flag_invalid_rows(batch, shop_schema.order_items, RUN_DATE, parents)
+    result = {row.id: (row._rule, row._reason) for row in flagged.collect()}
+    assert result[10] == result[11] == result[12] == (None, None)
+    assert result[13] == ("zero_quantity", "order_items.quantity = 0: a line orders units (> 0) or returns them (< 0)")
 
 
 def test_a_repeated_order_line_is_a_duplicate_and_the_first_is_kept(spark):
@@ -75,7 +100,8 @@ def test_a_repeated_order_line_is_a_duplicate_and_the_first_is_kept(spark):
     }
     batch = bronze(spark, "order_items", [{**line, "id": 10}, {**line, "id": 11}, {**line, "id": 12, "product_id": 6}])
     parents = {"order_id": spark.createDataFrame([(1,)], "id long"), "product_id": spark.createDataFrame([(5,), (6,)], "id long")}
-    flagged = flag_invalid_rows(batch, shop_schema.order_items, RUN_DATE, parents)
+    # Opt-in (`shop.repeated_lines: quarantine`): clean passes these keys only then.
+    flagged = flag_invalid_rows(batch, shop_schema.order_items, RUN_DATE, parents, duplicate_keys=DUPLICATE_KEYS["order_items"])
     result = {row.id: (row._rule, row._reason) for row in flagged.collect()}
     assert result[10] == (None, None) and result[12] == (None, None)
     assert result[11] == ("duplicate", "order_items: repeats line id 10 (order_id, product_id equal)")

@@ -121,3 +121,10 @@ def test_crm_config_masks_the_spark_connect_token():
     shown = run_crm("config", env={"CRM__SPARK__REMOTE": "sc://localhost:15002/;token=s3cret-token"}).stdout
     assert "sc://localhost:15002/;token=***" in shown
     assert "s3cret-token" not in shown
+
+
+def test_a_shape_setting_outside_its_choices_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"CRM__RFM__MONETARY_VALUE: rfm.monetary_value: .*'net' or 'gross'"):
+        load_config(environ={"CRM__RFM__MONETARY_VALUE": "both"})
+    with pytest.raises(ConfigError, match=r"campaigns.consent_when_missing: .*'unknown', 'granted' or 'denied'"):
+        load_config(environ={"CRM__CAMPAIGNS__CONSENT_WHEN_MISSING": "yes"})

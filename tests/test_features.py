@@ -324,3 +324,28 @@ def test_the_features_written_are_exactly_the_registry_with_its_types(spark):
 @pytest.mark.parametrize("feature", FEATURES, ids=lambda f: f.name)
 def test_every_feature_is_documented(feature):
     assert feature.description and f"`{feature.name}`" in markdown()
+
+
+@pytest.mark.parametrize(("monetary_value", "total_spent"), [("net", Decimal("60.00")), ("gross", Decimal("100.00"))])
+def test_a_credit_note_is_no_purchase_and_is_taken_off_the_money_when_net(spark, monetary_value, total_spent):
+    """Two purchases (40 + 60) and a credit note (-40): 2 purchases; spent 60 net, 100 gross. A guest order
+    (no customer) makes no row and counts for nobody."""
+    as_of = date(2026, 6, 30)
+
+    def order(id, customer_id, total, day):
+        return {
+            "id": id,
+            "customer_id": customer_id,
+            "status": "delivered",
+            "total_amount": Decimal(total),
+            "created_at": datetime(2026, 6, day, 10),
+            "updated_at": datetime(2026, 6, day, 10),
+        }
+
+    rows = {
+        "customers": [{"id": 1, "created_at": datetime(2026, 1, 10), "updated_at": datetime(2026, 1, 10)}],
+        "orders": [order(1, 1, "40.00", 1), order(2, 1, "60.00", 10), order(3, 1, "-40.00", 20), order(4, None, "99.00", 21)],
+    }
+    features = collected(customer_features(silver_frames(spark, rows), as_of, ["delivered"], monetary_value))
+    assert [(row["customer_id"], row["purchase_count"], row["total_spent"]) for row in features] == [(1, 2, total_spent)]
+    assert features[0]["spend_last_90d"] == total_spent and features[0]["last_order_at"] == datetime(2026, 6, 10, 10)

@@ -163,3 +163,18 @@ def test_a_mapping_naming_an_unknown_column_fails_naming_the_file_and_key(tmp_pa
     path.write_text("tables:\n  orders:\n    columns: {totl_amount: order_total}\n")
     with pytest.raises(MappingError, match=r"bad.yaml: tables.orders.columns.totl_amount: not a column of canonical table orders"):
         load_mapping(path)
+
+
+def test_a_column_the_shop_lacks_is_mapped_to_null_unless_the_model_needs_it(tmp_path):
+    """`category: null` says the shop has no such column (read as null); an id, a required reference or a
+    timestamp cannot be absent, and the error says which."""
+    from core.mapping import MappingError, absent_columns
+
+    retail = load_mapping(CONF / "mappings" / "retail.yaml")
+    assert absent_columns(retail["products"]) == ["category"] and absent_columns(retail["customers"]) == ["accepts_marketing"]
+    path = tmp_path / "bad.yaml"
+    path.write_text("tables:\n  order_items:\n    columns: {order_id: null}\n")
+    with pytest.raises(
+        MappingError, match=r"bad.yaml: tables.order_items.columns.order_id: null \(no such shop column\) is only for a column"
+    ):
+        load_mapping(path)

@@ -128,3 +128,33 @@ def test_tables_written_by_spark_read_the_same_with_delta_rs_and_polars(spark, l
     frame = pl.read_delta(path)
     polars_rows = sorted((r["id"], r["customer_id"], float(r["total_amount"]), r["as_of"]) for r in frame.iter_rows(named=True))
     assert polars_rows == spark_rows
+
+
+def test_gold_never_holds_a_figure_that_is_not_a_number(spark, lake, caplog):
+    """NaN and infinite figures are written as null, and the log names the table, the column and the count."""
+    rows = spark.createDataFrame(
+        [(1, 0.5, 1.0), (2, float("nan"), 2.0), (3, float("inf"), None), (4, None, float("-inf"))],
+        "customer_id long, score double, other double",
+    ).withColumn("as_of", F.lit(date(2026, 11, 26)))
+    with caplog.at_level("WARNING", logger="core.lake"):
+        lake.write_gold(rows, "some_figures", date(2026, 11, 26), "run-1")
+    written = {row.customer_id: (row.score, row.other) for row in lake.read("gold", "some_figures").collect()}
+    assert written == {1: (0.5, 1.0), 2: (None, 2.0), 3: (None, None), 4: (None, None)}
+    assert (
+        "gold/some_figures of 2026-11-26: not-a-number or infinite figures written as null: score (2 rows), other (1 rows)" in caplog.text
+    )
+
+
+def test_a_task_returns_no_number_airflow_would_refuse(caplog):
+    """Airflow refuses NaN in a task's return value: run_task turns every non-finite number into null."""
+    import math
+
+    import numpy as np
+
+    from core.airflow_task import finite_or_none
+
+    with caplog.at_level("WARNING", logger="core.airflow_task"):
+        result = finite_or_none({"figures": {"map": float("nan"), "recall": 0.25}, "values": [np.float64("inf"), 3], "rows": 5})
+    assert result == {"figures": {"map": None, "recall": 0.25}, "values": [None, 3], "rows": 5}
+    assert "result.figures.map = nan: not a finite number" in caplog.text and "result.values[0] = inf" in caplog.text
+    assert not math.isnan(result["figures"]["recall"])

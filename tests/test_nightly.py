@@ -1079,11 +1079,17 @@ def pandas_rfm(run: dict[str, str], as_of: date) -> "pd.DataFrame":
     customers = customers[customers["created_at"] < cutoff][["id"]].rename(columns={"id": "customer_id"})
     orders = silver_frame(run, "orders")
     orders = orders[orders["created_at"] < cutoff]
-    # A purchase at as_of: a purchase status now, or any status reached after as_of (then still in progress).
-    purchases = orders[orders["status"].isin(settings.rfm.scored_statuses) | (orders["updated_at"] >= cutoff)]
+    # A purchase at as_of: a purchase status now, or any status reached after as_of (then still in progress);
+    # a negative total is a credit note: no purchase, taken off the money (net, the default). Guest orders
+    # (no customer) belong to nobody.
+    counted = orders[
+        (orders["status"].isin(settings.rfm.scored_statuses) | (orders["updated_at"] >= cutoff)) & orders["customer_id"].notna()
+    ]
+    purchases = counted[counted["total_amount"] >= 0]
     per_customer = (
         purchases.groupby("customer_id")
-        .agg(purchase_count=("id", "size"), total_spent=("total_amount", "sum"), last=("created_at", "max"))
+        .agg(purchase_count=("id", "size"), last=("created_at", "max"))
+        .join(counted.groupby("customer_id").agg(total_spent=("total_amount", "sum")), how="outer")
         .reset_index()
     )
     frame = customers.merge(per_customer, on="customer_id", how="left")
