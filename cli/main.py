@@ -321,7 +321,7 @@ def _shop_has_customers(url: str) -> bool:
 @click.option("--reference", is_flag=True, help="Print the configuration reference (Markdown) instead.")
 @click.pass_context
 def config_command(ctx, reference):
-    """Print the configuration in effect (passwords masked), after overlays and environment."""
+    """Print the configuration in effect (passwords and tokens masked), after overlays and environment."""
 
     def work():
         from core import config, db
@@ -329,10 +329,7 @@ def config_command(ctx, reference):
         if reference:
             click.echo(config.settings_reference())
             return
-        settings = load_config().model_dump(mode="json")
-        settings["shop"]["url"] = db.masked(settings["shop"]["url"])
-        settings["crm"]["db_url"] = db.masked(settings["crm"]["db_url"])
-        settings["spark"]["remote"] = db.masked(settings["spark"]["remote"])
+        settings = db.masked_settings(load_config().model_dump(mode="json"))
         click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
 
     _guarded(ctx, work)
