@@ -19,6 +19,7 @@ import yaml
 from cli import orchestrate
 from cli.orchestrate import prepare_airflow
 from core.config import ConfigError, Settings, load_config
+from core.private import private_files
 from core.rundate import RunDateError, parse_run_date, yesterday
 
 # Each command imports the rest of what it uses in its own body (all imports below are deferred on purpose):
@@ -47,6 +48,7 @@ DATE = _Date()
 def main(ctx: click.Context, debug: bool) -> None:
     """shop-crm: the shop's database in, CRM tables and marketing exports out."""
     ctx.obj = {"debug": debug}
+    private_files()  # what any command writes (and the Airflow, Spark and MLflow it starts) is for this user alone
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -338,9 +340,11 @@ def config_command(ctx, reference):
 @main.command("airflow-env")
 @click.pass_context
 def airflow_env_command(ctx):
-    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`)."""
+    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`), and
+    `umask 077`, so that Airflow started from that shell writes its files for this user alone."""
 
     def work():
+        click.echo("umask 077")
         for key, value in prepare_airflow(load_config()).items():
             click.echo(f"export {key}={shlex.quote(value)}")
 

@@ -18,6 +18,7 @@ from typing import Any
 from core import runlog, spark_server
 from core.config import load_config
 from core.db import masked
+from core.private import make_private_dir, private_files
 from core.rundate import business_date, run_conf
 from core.spark import night_task
 
@@ -34,6 +35,7 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = load_config()
+    make_private_dir(settings.data_dir)  # the scheduler's task process has the umask of whoever started Airflow
     attempt = _attempt(context, run_date)
     started = datetime.now(timezone.utc)
     runlog.record(settings, attempt, "running", started)
@@ -57,6 +59,7 @@ def start_night_spark() -> str:
     """The DAG's setup task: start the night's Spark server without waiting for it (it boots while `extract`,
     which needs no Spark, runs); says which Spark the night uses."""
     settings = load_config()
+    make_private_dir(settings.data_dir)  # the server and its JVM inherit the umask
     if settings.spark.remote:
         return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
     if not settings.spark.night_server:
@@ -66,6 +69,7 @@ def start_night_spark() -> str:
 
 def stop_night_spark() -> str:
     """The DAG's teardown task: stop the night's Spark server (it runs even when a task failed)."""
+    private_files()
     settings = load_config()
     if settings.spark.remote or not settings.spark.night_server:
         return "nothing to stop"
@@ -75,6 +79,7 @@ def stop_night_spark() -> str:
 def record_failure(context: dict[str, Any]) -> None:
     """The DAGs' on-failure callback: a task that failed before or outside its job (a timeout, a killed
     worker, an error loading the configuration) is marked failed in the run log too."""
+    private_files()
     try:
         settings = load_config()
         attempt = _attempt(context, business_date(context))
