@@ -6,8 +6,9 @@ created) and whether a night holds it now; every campaign file holds only allowe
 when `spark.remote` names a Spark Connect server: then that server answers); Spark starts in local mode
 with the Delta Lake jars (from the project's Ivy folder, offline once fetched) and writes and reads a Delta
 table; Airflow's home (its metadata database is created by the first night) and the project's DAGs; the
-MLflow store opens (a tracking server answers); the data root has `MIN_FREE_GB` free. `--quick` leaves out
-the Spark round trip (about 15 s). Checking creates nothing.
+MLflow store opens (a tracking server answers); the data root has `MIN_FREE_GB` free and others cannot
+enter it (a warning, not a failure: the pipeline never changes the modes of a folder it did not create).
+`--quick` leaves out the Spark round trip (about 15 s). Checking creates nothing.
 
 `night_preflight` is the part `crm run`, `crm demo` and `crm train` check before they start a night, so a
 night that cannot publish or start Spark fails in a second with one message instead of after its tasks.
@@ -35,6 +36,7 @@ from core import db, migrate, nightlock
 from core.config import ConfigError, Settings, load_config
 from core.crm_schema import schema_of
 from core.db import document_database, document_error, is_document_shop, masked
+from core.private import shared_with_others
 from core.spark import connect_url, spark_session
 from core.spark_local import JavaMissingError, find_java
 
@@ -56,6 +58,11 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False
+
+
+class DoctorWarning(Exception):
+    """What a check found that the night survives but the user should fix (shown as `warn`, not a failure)."""
 
 
 def run_checks(quick: bool = False) -> list[Check]:
@@ -76,10 +83,13 @@ def run_checks(quick: bool = False) -> list[Check]:
         ("airflow", _airflow),
         ("mlflow", _mlflow),
         ("disk", _disk),
+        ("private files", _private_root),
     ]
     for name, check in steps:
         try:
             checks.append(Check(name, True, check(settings)))
+        except DoctorWarning as warning:
+            checks.append(Check(name, True, str(warning), warning=True))
         except Exception as error:  # each check reports its own failure and the next still runs
             checks.append(Check(name, False, _reason(error)))
     return checks
@@ -87,7 +97,7 @@ def run_checks(quick: bool = False) -> list[Check]:
 
 def render(checks: list[Check]) -> str:
     width = max(len(check.name) for check in checks)
-    lines = [f"{'ok ' if check.ok else 'FAIL'} {check.name:<{width}}  {check.detail}" for check in checks]
+    lines = [f"{'warn' if check.warning else 'ok ' if check.ok else 'FAIL'} {check.name:<{width}}  {check.detail}" for check in checks]
     failed = sum(not check.ok for check in checks)
     lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
     return "\n".join(lines)
@@ -264,7 +274,7 @@ def _mlflow(settings: Settings) -> str:
     client = MlflowClient(uri, uri)
     models = client.search_registered_models(max_results=10)
     names = ", ".join(model.name for model in models) or "none yet"
-    return f"{uri} opens; registered models: {names}"
+    return f"{masked(uri)} opens; registered models: {names}"
 
 
 def _disk(settings: Settings) -> str:
@@ -274,6 +284,18 @@ def _disk(settings: Settings) -> str:
     if free < MIN_FREE_GB:
         raise RuntimeError(f"{free:.1f} GB free under {existing}; a night needs at least {MIN_FREE_GB:g} GB")
     return f"{free:.0f} GB free under {existing}"
+
+
+def _private_root(settings: Settings) -> str:
+    root = Path(settings.data_dir)
+    shared = shared_with_others(root)
+    if shared:
+        raise DoctorWarning(
+            f"{root} is open to {shared}: others on this machine may read the customers' data under it; close it with: chmod go-rwx {root}"
+        )
+    if not root.exists():
+        return f"{root} does not exist yet; the first command that writes creates it 0700 (files 0600)"
+    return f"{root} is yours alone (0700); what the pipeline creates under it is 0700/0600"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from cli import orchestrate
 from cli.orchestrate import prepare_airflow
 from core import nightlock
 from core.config import Settings, load_config
+from core.private import private_files
 from core.rundate import RunDateError, parse_run_date, yesterday
 
 # Each command imports the rest of what it uses in its own body (all imports below are deferred on purpose):
@@ -114,6 +115,7 @@ def _data_dir() -> str:
 def main(ctx: click.Context, debug: bool) -> None:
     """shop-crm: the shop's database in, CRM tables and marketing exports out."""
     ctx.obj = {"debug": debug}
+    private_files()  # what any command writes (and the Airflow, Spark and MLflow it starts) is for this user alone
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -406,7 +408,7 @@ def _shop_has_customers(url: str) -> bool:
 @click.option("--reference", is_flag=True, help="Print the configuration reference (Markdown) instead.")
 @click.pass_context
 def config_command(ctx, reference):
-    """Print the configuration in effect (passwords masked), after overlays and environment."""
+    """Print the configuration in effect (passwords and tokens masked), after overlays and environment."""
 
     def work():
         from core import config, db
@@ -414,10 +416,7 @@ def config_command(ctx, reference):
         if reference:
             click.echo(config.settings_reference())
             return
-        settings = load_config().model_dump(mode="json")
-        settings["shop"]["url"] = db.masked(settings["shop"]["url"])
-        settings["crm"]["db_url"] = db.masked(settings["crm"]["db_url"])
-        settings["spark"]["remote"] = db.masked(settings["spark"]["remote"])
+        settings = db.masked_settings(load_config().model_dump(mode="json"))
         click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
 
     _guarded(ctx, work)
@@ -426,9 +425,11 @@ def config_command(ctx, reference):
 @main.command("airflow-env")
 @click.pass_context
 def airflow_env_command(ctx):
-    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`)."""
+    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`), and
+    `umask 077`, so that Airflow started from that shell writes its files for this user alone."""
 
     def work():
+        click.echo("umask 077")
         for key, value in prepare_airflow(load_config()).items():
             click.echo(f"export {key}={shlex.quote(value)}")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core import nightlock
 from core.config import REPO_ROOT, Settings, load_config
+from core.private import make_private_dir
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
@@ -41,6 +42,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "1",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # Task logs quote what the jobs log: for this user alone, whatever the umask of the shell (core/private.py).
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
     }
 
 
@@ -48,6 +52,7 @@ def prepare_airflow(settings: Settings) -> dict[str, str]:
     """Set Airflow's environment in this process and create its metadata database when missing."""
     environment = airflow_environment(settings)
     os.environ.update(environment)
+    make_private_dir(settings.data_dir)
     home = Path(environment["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     marker = home / ".migrated"

@@ -128,7 +128,7 @@ def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
 
 def mlflow_ui_command(settings: Settings) -> str:
     """How to open the MLflow UI on this project's tracking store."""
-    uri = settings.mlflow.tracking_uri
+    uri = db.masked(settings.mlflow.tracking_uri)  # a store's password stays out of the summary: fill it in
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri} --port 5000"
@@ -199,7 +199,7 @@ def render_training(settings: Settings, run_id: str) -> str:
         filter_string=f"tags.pipeline_run_id = '{run_id}' and tags.kind = 'churn-training'",
     )
     if not runs:
-        return f"training run {run_id}: no MLflow run found in {settings.mlflow.tracking_uri}"
+        return f"training run {run_id}: no MLflow run found in {db.masked(settings.mlflow.tracking_uri)}"
     run = runs[0]
     params, metrics = run.data.params, run.data.metrics
     lines = [

@@ -19,6 +19,7 @@ from typing import Any
 from core import nightlock, runlog, spark_server
 from core.config import load_config
 from core.db import masked
+from core.private import make_private_dir, private_files
 from core.rundate import business_date, run_conf
 from core.spark import night_task
 
@@ -36,6 +37,7 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = load_config()
+    make_private_dir(settings.data_dir)  # the scheduler's task process has the umask of whoever started Airflow
     attempt = _attempt(context, run_date)
     with nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage):
         started = datetime.now(timezone.utc)
@@ -73,6 +75,7 @@ def start_night_spark(context: dict[str, Any]) -> str:
     """The DAG's setup task: start the night's Spark server without waiting for it (it boots while `extract`,
     which needs no Spark, runs); says which Spark the night uses. Refused while another night holds the root."""
     settings = load_config()
+    make_private_dir(settings.data_dir)  # the server and its JVM inherit the umask
     with nightlock.hold_for_task(settings, str(context["run_id"]), business_date(context), "spark_up"):
         if settings.spark.remote:
             return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
@@ -84,6 +87,7 @@ def start_night_spark(context: dict[str, Any]) -> str:
 def stop_night_spark(context: dict[str, Any]) -> str:
     """The DAG's teardown task: stop the night's Spark server (it runs even when a task failed); a run refused
     because another night holds the data root leaves that night's server alone."""
+    private_files()
     settings = load_config()
     if settings.spark.remote or not settings.spark.night_server:
         return "nothing to stop"
@@ -97,6 +101,7 @@ def stop_night_spark(context: dict[str, Any]) -> str:
 def record_failure(context: dict[str, Any]) -> None:
     """The DAGs' on-failure callback: a task that failed before or outside its job (a timeout, a killed
     worker, an error loading the configuration) is marked failed in the run log too."""
+    private_files()
     try:
         settings = load_config()
         attempt = _attempt(context, business_date(context))

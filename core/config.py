@@ -46,8 +46,8 @@ class ShopSettings(_Section):
     """The shop database the pipeline reads."""
 
     url: str = Field(
-        description="SQLAlchemy URL of the shop database (sqlite, postgresql, mysql/mariadb), or mongodb://host:port/<database> for a "
-        "document shop; env CRM_SHOP_URL"
+        description="URL of the shop database: sqlite:///, postgresql://, mysql:// or mariadb:// (plain or with a SQLAlchemy driver), or "
+        "mongodb://host:port/<database> for a document shop; env CRM_SHOP_URL"
     )
     fetch_size: int = Field(
         gt=0,
@@ -75,7 +75,9 @@ class ExtractSettings(_Section):
 class CrmSettings(_Section):
     """The CRM database the results are published to."""
 
-    db_url: str = Field(description="SQLAlchemy URL of the CRM database; env CRM_DB_URL")
+    db_url: str = Field(
+        description="URL of the CRM database: sqlite:/// or postgresql:// (plain or with a SQLAlchemy driver); env CRM_DB_URL"
+    )
     schema_name: str = Field(description="PostgreSQL schema of the CRM tables (ignored for SQLite)")
 
 
@@ -232,14 +234,22 @@ class MlflowSettings(_Section):
     """Where models and their runs are tracked."""
 
     tracking_uri: str = Field(
-        description="MLflow tracking store: sqlite:///... (default, under the data root) or a server's http(s) URL (not read from "
-        "MLFLOW_TRACKING_URI, which MLflow itself sets in-process)"
+        description="MLflow tracking store: sqlite:///... (default, under the data root), a database URL (postgresql://, mysql://) "
+        "or a server's http(s) URL (not read from MLFLOW_TRACKING_URI, which MLflow itself sets in-process)"
     )
     artifact_root: str = Field(description="where run artifacts (models, plots) go for a new experiment")
     experiment: str = Field(description="MLflow experiment of the training and scoring runs")
     churn_model: str = Field(
         description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads"
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _with_driver(cls, value: str) -> str:
+        """A plain postgresql:// or mysql:// store gets the installed driver, as every database URL does."""
+        from core.db import with_driver  # deferred: core.db loads SQLAlchemy, which `crm --help` need not
+
+        return with_driver(value)
 
 
 #: What `export.pii` may do with a column: keep it, replace it by the hex SHA-256 of its trimmed, lower-cased

@@ -18,34 +18,74 @@ class UnsupportedDatabaseError(ValueError):
 
 
 SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
+#: The driver a URL without one gets: the ones installed with shop-crm. SQLAlchemy 2.1's own defaults
+#: (psycopg 3 for postgresql://, mysqlclient for mysql:// and mariadb://) are not installed, and
+#: `postgres://` (Heroku's, libpq's) is no SQLAlchemy name at all.
+DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg2",
+    "postgres": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+def with_driver(url: str) -> str:
+    """The URL as SQLAlchemy (and MLflow, which opens its store with SQLAlchemy) needs it: `postgresql://`,
+    `postgres://`, `mysql://` and `mariadb://` get the installed driver (psycopg2, PyMySQL); a URL naming its
+    driver, and any other URL, stays as it is. The one place plain URLs are normalised."""
+    scheme, separator, rest = url.partition("://")
+    driver = DEFAULT_DRIVERS.get(scheme.lower()) if separator else None
+    return f"{driver}://{rest}" if driver else url
 
 
 def kind(url: str) -> str:
     """The database kind of a SQLAlchemy URL: sqlite, postgresql or mysql (MariaDB counts as mysql)."""
-    backend = make_url(url).get_backend_name()
+    backend = make_url(with_driver(url)).get_backend_name()
     if backend not in SUPPORTED:
         raise UnsupportedDatabaseError(f"database URL {masked(url)}: unsupported kind {backend!r}; expected one of {', '.join(SUPPORTED)}")
     return "mysql" if backend == "mariadb" else backend
 
 
+#: Query parameters that carry a secret (libpq's `password`, a cloud store's keys, tokens).
+SECRET_PARAMETER = r"[^&;?=/]*(?:password|passwd|pwd|secret|token|key|credential|signature)[^&;?=/]*"
+
+
 def masked(url: str) -> str:
     """Any URL (a database, MongoDB, MLflow's http://user:password@host, Spark Connect's sc://host/;token=...)
-    with its password and token replaced by ***; the user name stays, so the message says who connected."""
+    with its password, tokens and secret query parameters (`?password=`, `;token=`, `X-Amz-Signature=`)
+    replaced by ***; the user name stays, so the message says who connected. The one function that masks
+    what is printed or logged."""
     without_password = re.sub(r"//([^/@:]*):[^/]*@", r"//\1:***@", url)
-    return re.sub(r"(;token=)[^;]*", r"\1***", without_password)
+    return re.sub(rf"([?&;]{SECRET_PARAMETER}=)[^&;#]*", r"\1***", without_password, flags=re.IGNORECASE)
+
+
+def masked_settings(values):
+    """Settings as printed (`crm config`): every string holding a URL masked (`masked`), and the value of
+    every key that names a secret (say `spark.extra`'s `spark.hadoop.fs.s3a.secret.key`) replaced by ***."""
+    if isinstance(values, dict):
+        return {
+            key: "***"
+            if value and re.fullmatch(rf"{SECRET_PARAMETER}", str(key).replace(".", "_"), re.IGNORECASE)
+            else masked_settings(value)
+            for key, value in values.items()
+        }
+    if isinstance(values, list):
+        return [masked_settings(value) for value in values]
+    return masked(values) if isinstance(values, str) and "://" in values else values
 
 
 def engine(url: str) -> Engine:
-    """A SQLAlchemy engine; MySQL/MariaDB connections use utf8mb4 so Chinese text round-trips."""
-    parsed = make_url(url)
+    """A SQLAlchemy engine; a plain postgresql:// or mysql:// URL gets the installed driver (`with_driver`);
+    MySQL/MariaDB connections use utf8mb4 so Chinese text round-trips."""
+    parsed = make_url(with_driver(url))
     if kind(url) == "mysql" and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     try:
         return _naming_errors(create_engine(parsed, pool_pre_ping=True), url)
-    except ModuleNotFoundError as error:  # e.g. postgresql:// means psycopg 3 to SQLAlchemy 2.1
+    except ModuleNotFoundError as error:  # a driver named in the URL that is not installed (postgresql+psycopg://)
         raise UnsupportedDatabaseError(
             f"database URL {masked(url)}: its driver {error.name} is not installed; expected one of the "
-            "installed drivers: postgresql+psycopg2://, mysql+pymysql:// (MariaDB too) or sqlite:///"
+            "installed drivers: postgresql:// (psycopg2), mysql:// or mariadb:// (PyMySQL), or sqlite:///"
         ) from None
 
 

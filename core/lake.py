@@ -4,11 +4,21 @@ Tables are `<data>/lake/<layer>/<table>` with layer bronze, silver or gold. Ever
 commit, so a job killed midway leaves the table at its previous version. Writes check the schema first and
 refuse a mismatch with an error naming the table and the columns; Delta's own schema enforcement stays on
 behind that check.
+
+Delta copies the minimum and maximum of each column of each data file into the table's log (`_delta_log`:
+JSON commits, checkpoints, checksums): that log would hold customers' e-mail addresses and names in clear.
+Every table here keeps statistics of its number, date and time columns only (`private_statistics`, table
+properties set when the table is created, by Spark and delta-rs alike): no text column's values (e-mail,
+names, phone, street, a review, a quarantined row) reach the log, and the lake's queries, which filter on
+partitions, keys and dates, lose nothing by it. A table an older version made without them is rewritten
+once, at its next write, with the properties set: its files' statistics then no longer reach new commits,
+checksums or checkpoints (its older log files go when Delta's log retention, 30 days, ends).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -30,10 +40,47 @@ from core.types import gold_rows, no_gold_rows
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold")
+#: Spark's names of the column types Delta keeps statistics of here: numbers, dates, times (never text).
+STATISTICS_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal", "date", "timestamp", "timestamp_ntz")
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SchemaMismatchError(ValueError):
     """A write whose columns or types differ from the table's."""
+
+
+def private_statistics(columns: Sequence[tuple[str, str]], partition_by: Sequence[str] = ()) -> dict[str, str]:
+    """The Delta table properties that keep every text column out of the table's file statistics.
+
+    `columns` are (name, Spark type name) pairs. Delta then keeps min/max only of the number, date and time
+    columns named in `delta.dataSkippingStatsColumns` (not the partition columns, which Delta refuses there);
+    `delta.dataSkippingNumIndexedCols = 0` means no statistics for a table with none of those, or for a column
+    a later write adds, until the table's next write names it.
+    """
+    kept = [
+        name for name, kind in columns if name not in partition_by and PLAIN_NAME.fullmatch(name) and kind.split("(")[0] in STATISTICS_TYPES
+    ]
+    return {"delta.dataSkippingNumIndexedCols": "0", **({"delta.dataSkippingStatsColumns": ",".join(kept)} if kept else {})}
+
+
+def _arrow_type_name(kind: pa.DataType) -> str:
+    """Spark's name of the kind of an Arrow type, as far as `private_statistics` needs it."""
+    if pa.types.is_integer(kind):
+        return "bigint"
+    if pa.types.is_floating(kind):
+        return "double"
+    if pa.types.is_decimal(kind):
+        return "decimal"
+    if pa.types.is_date(kind):
+        return "date"
+    if pa.types.is_timestamp(kind):
+        return "timestamp"
+    return str(kind)
+
+
+def arrow_statistics(schema: pa.Schema, partition_by: Sequence[str] = ()) -> dict[str, str]:
+    """`private_statistics` of an Arrow schema (what delta-rs writes, and any table's schema read by it)."""
+    return private_statistics([(field.name, _arrow_type_name(field.type)) for field in schema], partition_by)
 
 
 class LakeLayout:
@@ -71,6 +118,15 @@ class LakeLayout:
             condition = term if condition is None else condition & term
         return DeltaTable(self.path(layer, table)).to_pyarrow_dataset().count_rows(filter=condition) > 0
 
+    def missing_statistics_properties(self, layer: str, table: str) -> dict[str, str]:
+        """The `private_statistics` properties an existing table lacks (a table made by an older version, or
+        whose columns grew): what its next write sets. A table made by an older version lacks
+        `delta.dataSkippingNumIndexedCols`: its files' statistics hold text columns."""
+        delta = DeltaTable(self.path(layer, table))
+        metadata = delta.metadata()
+        wanted = arrow_statistics(pa.schema(delta.schema().to_arrow()), metadata.partition_columns)
+        return {key: value for key, value in wanted.items() if metadata.configuration.get(key) != value}
+
     def tables(self) -> list[tuple[str, str]]:
         """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
         found = []
@@ -100,31 +156,52 @@ class ArrowLake(LakeLayout):
         """
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
+        return self._dataset(layer, table).to_table(columns=list(columns) if columns else None, filter=where)
+
+    def _dataset(self, layer: str, table: str) -> ds.Dataset:
         delta = DeltaTable(self.path(layer, table))
         schema = pa.schema(delta.schema().to_arrow())
         partitions = delta.metadata().partition_columns
         partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
-        dataset = ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
-        return dataset.to_table(columns=list(columns) if columns else None, filter=where)
+        return ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
 
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object], evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""
         condition = " AND ".join(f"{column} = {_sql_literal(value)}" for column, value in partition.items())
+        exists = self.exists(layer, table)
         try:
             write_deltalake(
                 self.path(layer, table),
                 data,
                 mode="overwrite",
                 partition_by=list(partition),
-                predicate=condition if self.exists(layer, table) else None,
+                predicate=condition if exists else None,
                 schema_mode="merge" if evolve else None,
+                configuration=self._statistics_properties(data.schema, layer, table, list(partition)),
             )
         except DeltaSchemaError as error:
             raise SchemaMismatchError(f"lake table {layer}/{table}: the write does not match the table's schema: {error}") from None
 
     def overwrite(self, data, layer: str, table: str) -> None:
         """Replace the whole table in one commit."""
-        write_deltalake(self.path(layer, table), data, mode="overwrite")
+        write_deltalake(
+            self.path(layer, table), data, mode="overwrite", configuration=self._statistics_properties(data.schema, layer, table)
+        )
+
+    def _statistics_properties(self, schema: pa.Schema, layer: str, table: str, partition_by: Sequence[str] = ()) -> dict[str, str] | None:
+        """The `private_statistics` of a new table (set by its first commit); an existing table that lacks them
+        gets them first, in a commit of their own (delta-rs sets a new table's properties only), and one made
+        by an older version is rewritten (streamed: the replaced files stay until a vacuum)."""
+        if not self.exists(layer, table):
+            return arrow_statistics(schema, partition_by)
+        missing = self.missing_statistics_properties(layer, table)
+        if missing:
+            path = self.path(layer, table)
+            DeltaTable(path).alter.set_table_properties(missing)
+            if "delta.dataSkippingNumIndexedCols" in missing:
+                partitions = DeltaTable(path).metadata().partition_columns
+                write_deltalake(path, self._dataset(layer, table).scanner().to_reader(), mode="overwrite", partition_by=partitions or None)
+        return None
 
 
 def with_finite_figures(rows: DataFrame, label: str) -> DataFrame:
@@ -250,6 +327,7 @@ class Lake(LakeLayout):
             self._write(rows.select(*data_columns), layer, table, "overwrite", ())
             return {"inserted": self.rows_written(layer, table), "updated": 0, "deleted": 0}
         self._check_schema(df.select(*data_columns).schema, layer, table)
+        self._keep_statistics_private(layer, table)
         # SQL MERGE rather than delta-spark's DeltaTable builder: the same statement runs in a local
         # session and through Spark Connect, whose servers need no Delta Connect plugin for it.
         source = f"_merge_source_{uuid.uuid4().hex}"
@@ -291,11 +369,17 @@ class Lake(LakeLayout):
         replace_where: str | None = None,
         evolve: bool = False,
     ) -> None:
-        if self.exists(layer, table):
+        exists = self.exists(layer, table)
+        if exists:
             if evolve:
                 df = self._with_table_columns(df, layer, table)
             self._check_schema(df.schema, layer, table, evolve)
+            self._keep_statistics_private(layer, table)
         writer = plain_string_types(df).write.format("delta").mode(mode)
+        if not exists:  # a new table's properties come with its first commit
+            statistics = private_statistics([(field.name, field.dataType.simpleString()) for field in df.schema.fields], partition_by)
+            for key, value in statistics.items():
+                writer = writer.option(key, value)
         if evolve:
             writer = writer.option("mergeSchema", "true")
         if partition_by:
@@ -303,6 +387,18 @@ class Lake(LakeLayout):
         if replace_where is not None:
             writer = writer.option("replaceWhere", replace_where)
         writer.save(self.path(layer, table))
+
+    def _keep_statistics_private(self, layer: str, table: str) -> None:
+        """Set the `private_statistics` properties an existing table lacks, before it is written; a table made
+        by an older version is rewritten as it is, in one commit, so its files' statistics hold no text."""
+        missing = self.missing_statistics_properties(layer, table)
+        if missing:
+            path = self.path(layer, table)
+            properties = ", ".join(f"'{key}' = '{value}'" for key, value in missing.items())
+            self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({properties})")
+            if "delta.dataSkippingNumIndexedCols" in missing:
+                partitions = DeltaTable(path).metadata().partition_columns
+                plain_string_types(self.read(layer, table)).write.format("delta").mode("overwrite").partitionBy(*partitions).save(path)
 
     def _with_table_columns(self, df: DataFrame, layer: str, table: str) -> DataFrame:
         """`df` plus, as nulls, the table's columns it lacks (a carried source column that went away)."""

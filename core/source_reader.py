@@ -171,5 +171,5 @@ def _sqlite_column(values: tuple) -> pa.Array:
 def _plain_uri(url: str, scheme: str, keep_options: bool = False) -> str:
     """The SQLAlchemy URL as the driver's own URI: no `+driver` suffix. PostgreSQL keeps the URL's options
     (libpq's own: `sslmode`, `connect_timeout`, ...); MySQL's (e.g. `charset`) belong to the Python driver."""
-    parsed = make_url(url)
+    parsed = make_url(db.with_driver(url))
     return parsed.set(drivername=scheme, query=parsed.query if keep_options else {}).render_as_string(hide_password=False)

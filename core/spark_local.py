@@ -82,6 +82,9 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.sources.partitionOverwriteMode": "static",
         # A source's VARCHAR(n) must not become a length constraint on the lake table.
         "spark.sql.legacy.charVarcharAsString": "true",
+        # Hadoop's file system sets each file's mode itself, from a umask of its own (022 by default, so the
+        # lake's files would be world-readable): the pipeline's private one (core/private.py).
+        "spark.hadoop.fs.permissions.umask-mode": "077",
         **DELTA_SQL_SETTINGS,
     }
     values.update(spark.extra)

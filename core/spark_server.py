@@ -42,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.config import REPO_ROOT, Settings, load_config
+from core.private import private_files
 from core.spark_local import get_spark, spark_settings
 
 log = logging.getLogger(__name__)
@@ -352,6 +353,7 @@ def _busy(spark) -> bool:
 
 def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    private_files()  # run by hand too: the server's log, state and checkpoints, and the JVM's files
     settings = load_config()
     command = argv[0] if argv else "status"
     if command == "serve":

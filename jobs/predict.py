@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.config import ClvSettings, Settings
+from core.db import masked
 from core.feature_schema import RENAMED
 from core.lake import Lake
 from core.spark import spark_session
@@ -144,7 +145,7 @@ def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, ru
     version = tracking.champion(client, settings.mlflow.churn_model)
     if version is not None:
         return version, False
-    log.warning("no champion of %s in MLflow (%s): training one first", settings.mlflow.churn_model, settings.mlflow.tracking_uri)
+    log.warning("no champion of %s in MLflow (%s): training one first", settings.mlflow.churn_model, masked(settings.mlflow.tracking_uri))
     try:
         train.train(lake, run_date, settings, run_id)
     except train.TrainingDataError as error:

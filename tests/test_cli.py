@@ -70,6 +70,7 @@ def test_doctor_names_what_is_missing_and_exits_1(tmp_path):
         "airflow": "ok",
         "mlflow": "ok",
         "disk": "ok",
+        "private files": "ok",
     }, result.stdout
     assert "missing.sqlite: no such SQLite file" in result.stdout
     assert verdict == "1 check(s) failed" and "Traceback" not in result.stderr
@@ -85,9 +86,45 @@ def doctor_outcome(result) -> tuple[dict[str, str], str]:
 
 
 def test_config_prints_the_settings_with_passwords_masked():
-    result = run_crm("config", env={"CRM_DB_URL": "postgresql+psycopg2://writer:s3cret@db/crm"})
-    assert "postgresql+psycopg2://writer:***@db/crm" in result.stdout
+    result = run_crm(
+        "config",
+        env={
+            "CRM_SHOP_URL": "mysql://reader:s3cret-shop@shop/shop",
+            "CRM_DB_URL": "postgresql+psycopg2://writer:s3cret-crm@db/crm",
+            "CRM__MLFLOW__TRACKING_URI": "postgresql://tracker:s3cret-mlflow@db/mlflow?sslmode=require",
+            "CRM__SPARK__REMOTE": "sc://spark:15002/;token=s3cret-spark",
+            "CRM__MLFLOW__ARTIFACT_ROOT": "s3://models/crm?X-Amz-Credential=s3cret-artifacts",
+            "CRM__SPARK__EXTRA": "{spark.hadoop.fs.s3a.secret.key: s3cret-s3a, spark.ui.enabled: 'false'}",
+        },
+    )
+    for shown in (
+        "mysql://reader:***@shop/shop",
+        "postgresql+psycopg2://writer:***@db/crm",
+        "postgresql+psycopg2://tracker:***@db/mlflow?sslmode=require",  # the driver a plain URL gets
+        "sc://spark:15002/;token=***",
+        "s3://models/crm?X-Amz-Credential=***",
+        "spark.hadoop.fs.s3a.secret.key: '***'",
+        "spark.ui.enabled: 'false'",
+    ):
+        assert shown in result.stdout
     assert "s3cret" not in result.stdout
+
+
+def test_the_doctor_warns_about_a_data_root_others_can_read_and_leaves_it_as_it_is(tmp_path):
+    tmp_path.chmod(0o755)
+    result = run_crm("doctor", "--quick", env={"CRM_DATA_DIR": str(tmp_path)}, check=False)
+    line = next(line for line in result.stdout.splitlines() if line[4:].startswith(" private files"))
+    assert line.startswith("warn") and "group r-x, others r-x" in line and f"chmod go-rwx {tmp_path}" in line
+    assert tmp_path.stat().st_mode & 0o777 == 0o755
+
+
+def test_what_the_crm_command_writes_is_private_whatever_the_callers_umask(tmp_path):
+    root = tmp_path / "data"
+    run_crm("generate-shop", "--customers", "20", "--events", "files", "--events-days", "2", env={"CRM_DATA_DIR": str(root)})
+    assert root.stat().st_mode & 0o777 == 0o700
+    written = [path for path in root.rglob("*")]
+    assert any(path.name == "shop.sqlite" for path in written) and any(path.suffix == ".ndjson" for path in written)
+    assert [f"{path} {path.stat().st_mode & 0o777:o}" for path in written if path.stat().st_mode & 0o077] == []
 
 
 def test_a_backfill_runs_the_dates_in_order_and_stops_at_the_first_failure(tmp_path):

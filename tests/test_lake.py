@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable, write_deltalake
 from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from core.lake import Lake, SchemaMismatchError
+from core.lake import ArrowLake, Lake, SchemaMismatchError
 
 
 @pytest.fixture()
@@ -158,3 +161,73 @@ def test_a_task_returns_no_number_airflow_would_refuse(caplog):
     assert result == {"figures": {"map": None, "recall": 0.25}, "values": [None, 3], "rows": 5}
     assert "result.figures.map = nan: not a finite number" in caplog.text and "result.values[0] = inf" in caplog.text
     assert not math.isnan(result["figures"]["recall"])
+
+
+# ---- personal data stays out of the Delta log ---------------------------------------------------------------
+
+EMAIL, NAME = "ada.lovelace@example.org", "Lovelace"
+
+
+def customers(spark, day: date):
+    return spark.createDataFrame(
+        [(1, EMAIL, NAME, Decimal("12.50"), day), (2, "alan.turing@example.org", "Turing", Decimal("3.00"), day)],
+        "id long, email string, last_name string, total_spent decimal(12,2), as_of date",
+    )
+
+
+def log_files_holding(table: Path, *texts: str) -> list[str]:
+    """The files of the table's `_delta_log` (JSON commits, checksums, checkpoint Parquet, read as data) that
+    hold any of `texts`."""
+    found = []
+    for path in sorted((table / "_delta_log").rglob("*")):
+        if not path.is_file():
+            continue
+        content = str(pq.read_table(path).to_pylist()) if path.suffix == ".parquet" else path.read_text(errors="replace")
+        if any(text in content for text in texts):
+            found.append(path.name)
+    return found
+
+
+def statistics_columns(table: Path) -> set[str]:
+    """The columns whose minimum the add actions of the table's current files record."""
+    actions = DeltaTable(str(table)).get_add_actions(flatten=True)
+    return {name.removeprefix("min.") for name in actions.schema.names if name.startswith("min.")}
+
+
+def test_spark_keeps_text_columns_out_of_the_log_and_its_checkpoints(spark, lake):
+    for day in range(1, 12):  # the 11th commit is past Delta's checkpoint interval (10): a checkpoint is written
+        lake.replace_partition(customers(spark, date(2026, 1, day)), "gold", "customer_profile", {"as_of": date(2026, 1, day)})
+    table = Path(lake.path("gold", "customer_profile"))
+    assert list((table / "_delta_log").glob("*.checkpoint.parquet")), "no checkpoint written: the test proves nothing about them"
+    assert log_files_holding(table, EMAIL, NAME) == []
+    assert statistics_columns(table) == {"id", "total_spent"}  # numbers keep theirs: files are still skipped on keys
+    assert lake.read("gold", "customer_profile").where(F.col("email") == EMAIL).count() == 11
+
+
+def test_delta_rs_keeps_text_columns_out_of_the_log_and_its_checkpoints(spark, tmp_path):
+    lake = ArrowLake(tmp_path / "lake")
+    for batch in ("2026-01-01", "2026-01-02"):
+        rows = customers(spark, date(2026, 1, 1)).drop("as_of").withColumn("_batch_id", F.lit(batch)).toArrow()
+        lake.replace_partition(rows, "bronze", "customers", {"_batch_id": batch})
+    table = Path(lake.path("bronze", "customers"))
+    DeltaTable(str(table)).create_checkpoint()
+    assert log_files_holding(table, EMAIL, NAME) == []
+    assert statistics_columns(table) == {"id", "total_spent"}
+
+
+def test_a_table_made_without_the_properties_is_rewritten_without_text_statistics_at_its_next_write(spark, lake, tmp_path):
+    spark_table = Path(lake.path("silver", "customers"))
+    customers(spark, date(2026, 1, 1)).write.format("delta").partitionBy("as_of").save(str(spark_table))  # as an older version did
+    lake.append(customers(spark, date(2026, 1, 2)), "silver", "customers")
+    arrow_lake = ArrowLake(tmp_path / "lake")
+    rows = customers(spark, date(2026, 1, 1)).drop("as_of").toArrow()
+    write_deltalake(arrow_lake.path("bronze", "customers"), rows)
+    arrow_lake.overwrite(rows, "bronze", "customers")
+    for table in (spark_table, Path(arrow_lake.path("bronze", "customers"))):
+        assert DeltaTable(str(table)).metadata().configuration["delta.dataSkippingStatsColumns"] == "id,total_spent"
+        assert statistics_columns(table) == {"id", "total_spent"}
+        # Only the log files from before the rewrite (version 0 the older code wrote, 1 setting the properties)
+        # still hold them, until Delta's log retention ends; the rewrite (2) and the write (3) do not.
+        assert {int(name.split(".")[0]) for name in log_files_holding(table, EMAIL)} <= {0, 1}
+        assert DeltaTable(str(table)).version() == 3
+    assert lake.read("silver", "customers").count() == 4 and arrow_lake.read("bronze", "customers").num_rows == 2

@@ -20,10 +20,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import create_engine, text
 
 from conftest import REPO, nightly_dag, run_crm
+from core.private import PRIVATE_UMASK
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -67,10 +69,17 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
     full_env = {key: value for key, value in {**os.environ, **env}.items() if key != "CRM__SPARK__REMOTE"}
     settings = load_config(environ=full_env)
     airflow_env = {**full_env, **airflow_environment(settings), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    Path(airflow_env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    Path(airflow_env["AIRFLOW_HOME"]).mkdir(mode=0o700, parents=True, exist_ok=True)
     with log.open("w") as out:
+        # Airflow's own commands run with the umask `eval "$(crm airflow-env)"` sets in the shell that starts it.
         subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env, stdout=out, stderr=subprocess.STDOUT, check=True, cwd=REPO
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=airflow_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+            cwd=REPO,
+            umask=PRIVATE_UMASK,
         )
 
         def run_task(task: str) -> None:
@@ -81,6 +90,7 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
                 timeout=NIGHT_TIMEOUT_S,
+                umask=PRIVATE_UMASK,
             )
             if result.returncode != 0:
                 raise AssertionError(f"task {task} failed; see {log}")
@@ -168,6 +178,44 @@ def test_every_customer_is_published_with_a_segment_and_the_run_id(nightly_runs)
     buyers = [row for row in rows if row["frequency"] > 0]
     assert buyers and all(1 <= row["r_score"] <= 5 and row["rfm_code"] for row in buyers)
     assert all(row["segment"] == "Prospects" for row in rows if row["frequency"] == 0)
+
+
+def shop_emails(run: dict[str, str]) -> list[str]:
+    """Every e-mail address of the run's shop customers."""
+    url = run.get("CRM_SHOP_URL") or f"sqlite:///{run['CRM_DATA_DIR']}/shop.sqlite"
+    with create_engine(url).connect() as connection:
+        return [email for (email,) in connection.execute(text("SELECT email FROM customers WHERE email <> ''"))]
+
+
+def files_holding(root: Path, texts: list[str]) -> list[str]:
+    """The files under `root` that hold any of `texts`: `grep -r` for plain and SQLite files; Parquet files
+    (compressed, so grep would miss a value) read as data."""
+    patterns = root.parent / f"{root.name}-patterns.txt"
+    patterns.write_text("\n".join(texts) + "\n")
+    grep = subprocess.run(["grep", "-rlaF", "-f", str(patterns), str(root)], capture_output=True, text=True)
+    assert grep.returncode in (0, 1), grep.stderr
+    found = set(grep.stdout.split())
+    for path in root.rglob("*.parquet"):
+        content = str(pq.read_table(path).to_pylist())
+        if any(text in content for text in texts):
+            found.add(str(path))
+    return sorted(str(Path(path).relative_to(root)) for path in found)
+
+
+def test_the_data_root_is_private_and_customers_data_is_only_in_the_lake_data_and_the_databases(nightly_runs):
+    for kind in ("sqlite", "postgresql", "mariadb"):
+        root = Path(nightly_runs[kind]["CRM_DATA_DIR"])
+        # Symbolic links (exports/latest) have no mode of their own.
+        shared = subprocess.run(["find", str(root), "-perm", "/go=rwx", "!", "-type", "l"], capture_output=True, text=True, check=True)
+        assert shared.stdout == "", f"{kind}: readable or writable by group or others:\n{shared.stdout[:3000]}"
+        emails = shop_emails(nightly_runs[kind])
+        assert len(emails) > CUSTOMERS * 0.9
+        holding = files_holding(root, emails)
+        # Lake data files, the shop itself (a SQLite shop in the data root), the CRM database, the generator's
+        # ground truth of the demo shop: where customers' data is meant to be. Nowhere else: no Delta log.
+        allowed = re.compile(r"lake/(bronze|silver|gold)/(?!.*_delta_log/).*\.parquet|shop\.sqlite|crm\.sqlite|truth/.*")
+        assert [path for path in holding if not allowed.fullmatch(path)] == [], kind
+        assert any(path.startswith("lake/gold/customer_profile/") for path in holding), f"{kind}: the test found no e-mail at all"
 
 
 def test_the_same_seed_gives_the_same_segments_from_sqlite_postgresql_and_mariadb(nightly_runs):
