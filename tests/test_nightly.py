@@ -526,7 +526,9 @@ def test_every_buyer_is_scored_by_the_champion_that_the_first_night_trained(nigh
     assert set(scores["churn_model_version"]) == {"crm_churn/1"} and scores["clv_model_run"].nunique() == 1
     assert scores["churn_probability"].between(0, 1).all() and scores["p_alive"].between(0, 1).all()
     assert set(scores["churn_risk"]) <= {"low", "medium", "high"}
-    assert (scores["clv_12m_low"].astype(float) <= scores["clv_12m_high"].astype(float)).all()
+    clv = scores[["clv_12m_low", "clv_12m_high"]].astype(float).dropna()
+    # Null only for a repeat buyer whose net repeat spend is not positive (credit notes): Gamma-Gamma leaves them out.
+    assert len(clv) > 0.9 * len(scores) and (clv["clv_12m_low"] <= clv["clv_12m_high"]).all()
     assert (scores["expected_orders_30d"] <= scores["expected_orders_90d"]).all()
     assert (scores["expected_orders_90d"] <= scores["expected_orders_365d"]).all()
     assert scores["churn_reasons"].str.contains(r"\(typical ").mean() > 0.9

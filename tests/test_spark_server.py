@@ -120,7 +120,10 @@ def test_a_local_spark_leaves_no_spark_warehouse_or_derby_log_in_the_working_dir
     catalog folder, which goes under the data root, not into the folder the job was started from."""
     cwd = tmp_path / "somewhere"
     cwd.mkdir()
-    environment = {key: value for key, value in os.environ.items() if key != "CRM__SPARK__REMOTE"}
+    # Not a Spark Connect client: a Connect session made earlier in this process marks the environment as one.
+    environment = {
+        key: value for key, value in os.environ.items() if key not in {"CRM__SPARK__REMOTE", "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"}
+    }
     result = subprocess.run(
         [sys.executable, "-c", LOCAL_JOB],
         cwd=cwd,
