@@ -368,7 +368,8 @@ def select_offers(
     `uplift`: customer_id, coupon, expected_uplift (probability points), baseline_probability (P(order |
     no coupon)); `order_value`: customer_id, expected_order_value (currency); `terms`: coupon,
     discount_type, discount_value. Offers below `min_expected_uplift` or with no positive expected
-    incremental revenue (module docstring) are dropped; of the rest each customer gets the one with the
+    incremental revenue (module docstring) are dropped, as are customers whose expected order value is not
+    positive (net of credit notes); of the rest each customer gets the one with the
     most incremental revenue; then customers by incremental revenue, best first, are taken while the
     summed `expected_cost` stays within `budget` (one that would exceed it is skipped, smaller ones after
     it may still fit). Money rounded to cents.
@@ -381,7 +382,10 @@ def select_offers(
     unknown = sorted(set(uplift["coupon"]) - set(terms["coupon"]))
     if unknown:
         raise ValueError(f"coupons without terms: {unknown}; terms given for {sorted(terms['coupon'])}")
-    frame = uplift.merge(order_value[["customer_id", "expected_order_value"]], on="customer_id", how="inner", validate="many_to_one").merge(
+    # A customer whose expected order value is not positive (credit notes outweigh their orders, net
+    # monetary value) gets no offer: a discount on such an order is not a cost, and no revenue follows.
+    valued = order_value.loc[order_value["expected_order_value"] > 0, ["customer_id", "expected_order_value"]]
+    frame = uplift.merge(valued, on="customer_id", how="inner", validate="many_to_one").merge(
         terms[["coupon", "discount_type", "discount_value"]], on="coupon", validate="many_to_one"
     )
     discount = discount_per_order(frame["expected_order_value"], frame["discount_type"], frame["discount_value"])

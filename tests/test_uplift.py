@@ -235,6 +235,16 @@ def test_offers_stay_within_budget_best_first_skipping_what_does_not_fit():
     assert uplift.select_offers(uplift_frame, order_value, terms, 0.0, 0.02).empty
 
 
+def test_a_customer_whose_credit_notes_outweigh_their_orders_gets_no_offer_and_no_cost_is_negative():
+    uplift_frame, order_value, terms = _offers_input()
+    # customer 3's net order value is negative (returns): pct10 would "cost" 0.95 x -15 = -14.25 and "bring"
+    # 0.05 x -150 + 14.25 = 6.75, an offer chosen for a negative discount
+    order_value.loc[order_value["customer_id"] == 3, "expected_order_value"] = -150.0
+    offers = uplift.select_offers(uplift_frame, order_value, terms, budget=1e9, min_expected_uplift=0.0)
+    assert 3 not in set(offers["customer_id"]) and not offers.empty
+    assert (offers["expected_cost"] >= 0).all()
+
+
 def test_offers_refuse_a_coupon_without_terms():
     uplift_frame, order_value, terms = _offers_input()
     with pytest.raises(ValueError, match=r"coupons without terms: \['fix20'\]"):
