@@ -552,15 +552,7 @@ def current_state(valid: DataFrame, table: Table, carried: list[str] | tuple[str
 def quarantined(rejected: DataFrame, run_date: date, run_id: str) -> DataFrame:
     """The quarantine rows: which row, which rule, why, the source row, which run; `column` null (the whole
     row is out of silver)."""
-    return rejected.select(
-        F.col("id"),
-        F.col("_rule").alias("rule"),
-        F.col("_reason").alias("reason"),
-        F.col("_source_row").alias("source_row"),
-        F.lit(run_id).alias("run_id"),
-        F.lit(run_date).alias("run_date"),
-        F.lit(None).cast("string").alias("column"),
-    )
+    return rejected.select(*_record(F.col("_rule"), F.col("_reason"), F.lit(None).cast("string"), run_date, run_id))
 
 
 def quarantined_fields(valid: DataFrame, run_date: date, run_id: str) -> DataFrame:
@@ -569,17 +561,22 @@ def quarantined_fields(valid: DataFrame, run_date: date, run_id: str) -> DataFra
     A key read twice identically gives one record per field."""
     return (
         valid.select("id", "_source_row", F.explode("_fields").alias("_field"))
-        .select(
-            F.col("id"),
-            F.col("_field.rule").alias("rule"),
-            F.col("_field.reason").alias("reason"),
-            F.col("_source_row").alias("source_row"),
-            F.lit(run_id).alias("run_id"),
-            F.lit(run_date).alias("run_date"),
-            F.col("_field.column").alias("column"),
-        )
+        .select(*_record(F.col("_field.rule"), F.col("_field.reason"), F.col("_field.column"), run_date, run_id))
         .dropDuplicates(["id", "column", "rule", "reason", "source_row"])
     )
+
+
+def _record(rule: Column, reason: Column, column: Column, run_date: date, run_id: str) -> list[Column]:
+    """The columns of a quarantine record, in the table's order: id, rule, reason, source_row, run_id, run_date, column."""
+    return [
+        F.col("id"),
+        rule.alias("rule"),
+        reason.alias("reason"),
+        F.col("_source_row").alias("source_row"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(run_date).alias("run_date"),
+        column.alias("column"),
+    ]
 
 
 def _first(checks: list[Check], attribute: str) -> Column:
