@@ -294,6 +294,12 @@ class SentimentModel:
 
     def fit(self, text: pd.Series, rating: pd.Series) -> SentimentModel:
         """Fit on review texts and their star ratings (1-5); needs 1-2 and 4-5 star reviews both."""
+        self.features_ = sentiment_features()
+        return self.fit_regressions(self.features_, self.features_.fit_transform(text), rating)
+
+    def fit_regressions(self, fitted_features: FeatureUnion, features, rating: pd.Series) -> SentimentModel:
+        """Fit the two regressions on features already computed by `fitted_features` (so that models with
+        other regularisation can share them in a cross-validation); returns self."""
         labels = rating_sentiment(rating).to_numpy()
         polar = labels != "neutral"
         if len(set(labels[polar])) < 2:
@@ -301,8 +307,7 @@ class SentimentModel:
                 f"reviews: the {len(labels)} training reviews hold {', '.join(sorted(set(labels)))} only; "
                 "both 1-2 and 4-5 star reviews are needed to learn sentiment"
             )
-        self.features_ = sentiment_features()
-        features = self.features_.fit_transform(text)
+        self.features_ = fitted_features
         self.polarity_ = self._regression(self.polarity_c).fit(features[polar], labels[polar] == "positive")
         self.neutrality_ = self._regression(self.neutrality_c).fit(features, ~polar) if not polar.all() else None
         return self
