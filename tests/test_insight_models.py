@@ -46,8 +46,9 @@ from models.triage import (
 CONF = Path(__file__).resolve().parent.parent / "conf"
 #: 6,000 distinct reviews of a real clothing shop (CC0; tests/data/reviews/README.md).
 REAL_REVIEWS = Path(__file__).resolve().parent / "data" / "reviews" / "womens-clothing-reviews-sample.tsv.gz"
-#: Bars of the sentiment model on REAL_REVIEWS, below what was measured there (binary macro-F1 0.000,
-#: neutral rate on polar reviews 0.000, calibration error 0.000): a broken model fails them.
+#: Bars of the sentiment model on REAL_REVIEWS, with margin to what was measured there (binary macro-F1
+#: 0.782, VADER 0.718; neutral rate on polar reviews 0.000; calibration error 0.032). The earlier class-
+#: balanced 3-class model fails them (binary macro-F1 0.741, 11.9% of polar reviews called neutral).
 BAR_BINARY_MACRO_F1 = 0.75
 BAR_NEUTRAL_RATE_ON_POLAR = 0.05
 BAR_CALIBRATION_ERROR = 0.08
