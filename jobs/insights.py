@@ -1,12 +1,13 @@
 """insights: what customers write -> review insights and alerts, inquiry triage, customer satisfaction.
 
-Reviews: a sentiment model (TF-IDF character n-grams + logistic regression, star ratings as weak labels;
-English and Chinese alike, `models/reviews.py`) is fitted tonight on the reviews known at the run date (a
-fixed hash sample of at most `insights.max_training_rows`) and reads every review; aspects come from the
-keyword table `conf/aspects.yaml`. Inquiries: a topic classifier trained on the keyword labels of
-`conf/triage.yaml`, urgency and resolution time (`models/triage.py`). Before fitting for the night, each
-model is evaluated on held-out rows against its baseline (VADER for sentiment, the most frequent topic for
-triage), logged to MLflow and listed in the run summary.
+Reviews: a sentiment model (TF-IDF of words and character n-grams + logistic regressions, star ratings as
+weak labels; English and Chinese alike, `models/reviews.py`) is fitted tonight on the distinct review texts
+known at the run date (a fixed hash sample of at most `insights.max_training_rows`) and reads every review;
+aspects come from the keyword table `conf/aspects.yaml`. Inquiries: a topic classifier trained on the keyword
+labels of `conf/triage.yaml`, urgency and resolution time (`models/triage.py`). Before fitting for the night,
+each model is evaluated on held-out rows against its baselines (VADER and the majority class for sentiment,
+on deduplicated reviews split by product; the most frequent topic for triage), logged to MLflow and listed
+in the run summary.
 
 Written, each in the run date's `as_of` partition with the CRM table's columns:
 - `gold/review_insights`: per product and aspect ('all' for the whole product);
@@ -42,6 +43,8 @@ REVIEW_COLUMNS = ("id", "customer_id", "product_id", "rating", "title", "body", 
 INQUIRY_COLUMNS = ("id", "customer_id", "channel", "subject", "body", "status", "resolved_at", "created_at")
 #: A model needs at least this many labelled rows (and two classes) to be fitted and evaluated.
 MIN_TRAINING_ROWS = 20
+#: The sentiment figures logged per method and language (models/reviews.sentiment_figures).
+SENTIMENT_METRICS = ("binary_macro_f1", "macro_f1_3class", "neutral_rate_on_polar", "accuracy", "calibration_error")
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> dict:
@@ -58,10 +61,11 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         inquiries = known_at(lake.read("silver", "inquiries"), run_date).select(*INQUIRY_COLUMNS)
 
         sample = training_sample(reviews, conf.max_training_rows, conf.seed)
-        if sample["rating"].nunique() < 2 or len(sample) < MIN_TRAINING_ROWS:
+        levels = set(review_model.rating_sentiment(sample["rating"].dropna()))
+        if not {"negative", "positive"} <= levels or len(sample) < MIN_TRAINING_ROWS:
             degraded["reviews"] = (
-                f"{len(sample)} reviews with {sample['rating'].nunique()} distinct ratings "
-                f"up to {run_date}: too few to learn sentiment from"
+                f"{len(sample)} reviews ({', '.join(sorted(levels)) or 'none rated'}) up to {run_date}: "
+                "too few to learn sentiment from (1-2 and 4-5 star reviews are both needed)"
             )
             scored = None
         else:
@@ -106,27 +110,33 @@ def training_sample(rows: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 
 
 def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date, run_id: str) -> dict[str, float]:
-    """Sentiment against VADER on held-out reviews (macro-F1 of negative/neutral/positive by the stars)."""
+    """Sentiment against VADER and the majority class on held-out reviews (deduplicated, split by product):
+    binary macro-F1 on 1-2 vs 4-5 stars, with the 3-class figures and the share of polar reviews called neutral."""
     conf = settings.insights
     table = review_model.evaluate_sentiment(sample, conf.holdout_share, conf.max_training_rows, conf.seed)
     figure = {(row.method, row.language): row for row in table.itertuples()}
+    model = figure["model", "all"]
     tracking.log_evaluation(
         "review_sentiment",
         run_date,
         run_id,
-        "held-out reviews, star ratings as labels",
-        "macro_f1",
-        figure["model", "all"].macro_f1,
-        {"VADER lexicon": figure["vader", "all"].macro_f1},
+        "held-out reviews, deduplicated, split by product; 1-2 vs 4-5 stars",
+        "binary_macro_f1",
+        model.binary_macro_f1,
+        {"VADER lexicon": figure["vader", "all"].binary_macro_f1, "majority class": figure["majority", "all"].binary_macro_f1},
         params={"holdout_share": conf.holdout_share, "max_training_rows": conf.max_training_rows, "seed": conf.seed},
         metrics={
             f"{method}_{metric}_{language}": getattr(row, metric)
             for (method, language), row in figure.items()
-            for metric in ("macro_f1", "accuracy")
+            for metric in SENTIMENT_METRICS
         }
-        | {"holdout_reviews": figure["model", "all"].reviews},
+        | {"holdout_reviews": model.reviews, "training_reviews": model.training_reviews},
     )
-    return {"sentiment_macro_f1": figure["model", "all"].macro_f1, "vader_macro_f1": figure["vader", "all"].macro_f1}
+    return {
+        "sentiment_binary_macro_f1": model.binary_macro_f1,
+        "vader_binary_macro_f1": figure["vader", "all"].binary_macro_f1,
+        "sentiment_neutral_rate_on_polar": model.neutral_rate_on_polar,
+    }
 
 
 def evaluate_triage(
