@@ -115,11 +115,15 @@ def fit_triage(inquiries: pd.DataFrame, keywords: TriageKeywords, max_training_r
     Pipeline for `predict_topics`; raises ValueError when fewer than two topics have examples.
     """
     labels = topic_labels(inquiries, keywords)
-    labelled = inquiries.assign(_topic=labels.topic)[labels.topic.notna().to_numpy()]
+    return _fit_on_labels(inquiries, labels.topic, LABEL_SOURCES[labels.source], max_training_rows, seed)
+
+
+def _fit_on_labels(inquiries: pd.DataFrame, topic: pd.Series, source: str, max_training_rows: int, seed: int) -> Pipeline:
+    labelled = inquiries.assign(_topic=topic.to_numpy())[topic.notna().to_numpy()]
     sample = capped_sample(labelled, "id", max_training_rows, seed)
     if sample["_topic"].nunique() < 2:
         raise ValueError(
-            f"inquiries: {len(sample)} inquiries labelled by {LABEL_SOURCES[labels.source]}, with topics "
+            f"inquiries: {len(sample)} inquiries labelled by {source}, with topics "
             f"{sorted(sample['_topic'].unique())}; at least two topics are needed to train triage"
         )
     return text_classifier(seed).fit(inquiry_text(sample), sample["_topic"])
@@ -277,8 +281,10 @@ def evaluate_triage(
         raise ValueError(
             f"inquiries: holdout_share {holdout_share} holds out none of {text.nunique()} distinct texts with {reference_name}"
         )
-    model = fit_triage(train, keywords, max_training_rows, seed)
-    trained_on = min(int(topic_labels(train, keywords).topic.notna().sum()), max_training_rows)
+    # The labels of the whole frame, so the training part learns from the same kind of label it is scored on.
+    train_topic = labels.topic[~held]
+    model = _fit_on_labels(train, train_topic, LABEL_SOURCES[labels.source], max_training_rows, seed)
+    trained_on = min(int(train_topic.notna().sum()), max_training_rows)
     actual = test["_reference"].to_numpy()
     present = [topic for topic in TOPICS if topic in set(actual)]
     predicted = {
