@@ -166,8 +166,9 @@ def evaluate_triage(sample: pd.DataFrame, keywords, settings: Settings, run_date
             **{name: model[name] for name in table.columns if name.startswith("f1_")},
         },
     )
-    prefix = "triage" if filed else "triage_keyword_agreement"
-    return {f"{prefix}_macro_f1": float(model["macro_f1"]), f"{prefix}_keyword_rules_macro_f1": float(rules["macro_f1"])}
+    if not filed:  # the rules' own agreement with their labels (1.000) says nothing
+        return {"triage_keyword_agreement_macro_f1": float(model["macro_f1"])}
+    return {"triage_macro_f1": float(model["macro_f1"]), "triage_keyword_rules_macro_f1": float(rules["macro_f1"])}
 
 
 def review_schema(aspects: dict) -> str:
