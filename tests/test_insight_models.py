@@ -5,6 +5,7 @@ Small hand-made English and Chinese frames, and a sample of a real shop's review
 
 from __future__ import annotations
 
+import random
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from demo_shop import shop_text
 from models.reviews import (
     ASPECTS,
     KeywordTableError,
@@ -32,6 +34,8 @@ from models.reviews import (
     sentiment_holdout,
 )
 from models.triage import (
+    MIN_FILED_INQUIRIES,
+    TOPICS,
     customer_satisfaction,
     evaluate_triage,
     fit_triage,
@@ -40,6 +44,7 @@ from models.triage import (
     keyword_topics,
     load_triage_keywords,
     predict_topics,
+    topic_labels,
     triage_inquiries,
 )
 
@@ -425,9 +430,69 @@ def test_evaluate_triage_reports_classifier_and_keyword_rules_against_true_topic
     truth = pd.DataFrame({"inquiry_id": inquiries["id"], "topic": inquiries["true_topic"]})
     figures = evaluate_triage(inquiries, truth, load_triage_keywords(CONF / "triage.yaml"), 0.3, 1000, 17)
     assert figures["method"].tolist() == ["model", "keywords"]
+    assert set(figures["reference"]) == {"true topics"}
     assert {f"f1_{topic}" for topic in INQUIRIES} <= set(figures.columns)
     assert figures["macro_f1"].between(0, 1).all()
     assert figures.loc[0, "training_inquiries"] > 0 and pd.isna(figures.loc[1, "training_inquiries"])
+    # Each held-out text is scored once: the copies of the 30 texts count once.
+    assert figures.loc[0, "inquiries"] < 30
+
+
+def _shop_inquiries(count: int, filed_share: float, seed: int) -> pd.DataFrame:
+    """Inquiries written as the demo shop writes them (demo_shop.shop_text), a share filed by support."""
+    draw = random.Random(seed)
+    rows = []
+    for k in range(count):
+        topic = draw.randrange(len(TOPICS))
+        subject, body = shop_text.inquiry_text(topic, draw.choice(("en", "zh")), f"order #{1000 + k}", draw)
+        filed = TOPICS[topic] if draw.random() < filed_share else None
+        rows.append({"id": k + 1, "subject": subject, "body": body, "topic": filed, "true_topic": TOPICS[topic]})
+    return pd.DataFrame(rows)
+
+
+def test_triage_learned_from_filed_topics_beats_the_keyword_rules():
+    keywords = load_triage_keywords(CONF / "triage.yaml")
+    inquiries = _shop_inquiries(1500, filed_share=0.6, seed=3)
+    assert topic_labels(inquiries, keywords).source == "filed"
+    figures = evaluate_triage(inquiries, None, keywords, 0.3, 5000, 17).set_index("method")
+    assert set(figures["reference"]) == {"filed topics"}
+    assert figures.loc["model", "macro_f1"] > figures.loc["keywords", "macro_f1"] + 0.1, figures
+    assert figures.loc["model", "macro_f1"] < 0.99
+    truth = inquiries[["id", "true_topic"]].set_axis(["inquiry_id", "topic"], axis=1)
+    against_truth = evaluate_triage(inquiries, truth, keywords, 0.3, 5000, 17).set_index("method")
+    assert against_truth.loc["model", "macro_f1"] > against_truth.loc["keywords", "macro_f1"] + 0.1
+
+
+@pytest.mark.parametrize("filed", ["no column", "too few"])
+def test_triage_falls_back_to_keyword_labels_and_calls_its_figure_agreement(filed):
+    keywords = load_triage_keywords(CONF / "triage.yaml")
+    inquiries = _shop_inquiries(800, filed_share=0.0, seed=4)
+    if filed == "no column":
+        inquiries = inquiries.drop(columns="topic")
+    else:
+        inquiries.loc[: MIN_FILED_INQUIRIES - 2, "topic"] = inquiries.loc[: MIN_FILED_INQUIRIES - 2, "true_topic"]
+    labels = topic_labels(inquiries, keywords)
+    rules = keyword_topics(inquiries, keywords)
+    assert labels.source == "keywords"
+    assert labels.topic.notna().tolist() == rules["is_unambiguous"].tolist()
+    figures = evaluate_triage(inquiries, None, keywords, 0.3, 5000, 17).set_index("method")
+    assert set(figures["reference"]) == {"keyword labels"}
+    assert figures.loc["keywords", "macro_f1"] == 1.0  # the rules agree with their own labels by construction
+    assert 0.5 < figures.loc["model", "macro_f1"] < 1.0
+    # The model trained on keyword labels still reads inquiries the keywords leave unlabelled.
+    truth = inquiries[["id", "true_topic"]].set_axis(["inquiry_id", "topic"], axis=1)
+    against_truth = evaluate_triage(inquiries, truth, keywords, 0.3, 5000, 17).set_index("method")
+    assert against_truth.loc["model", "macro_f1"] > against_truth.loc["keywords", "macro_f1"]
+
+
+def test_triage_holdout_counts_each_text_once_whatever_its_copies():
+    keywords = load_triage_keywords(CONF / "triage.yaml")
+    inquiries = _shop_inquiries(600, filed_share=0.7, seed=5)
+    copies = inquiries.assign(id=inquiries["id"] + 10_000, body=inquiries["body"].str.replace("order #1", "order #7", regex=False))
+    once = evaluate_triage(inquiries, None, keywords, 0.3, 5000, 17)
+    twice = evaluate_triage(pd.concat([inquiries, copies], ignore_index=True), None, keywords, 0.3, 5000, 17)
+    assert twice["inquiries"].tolist() == once["inquiries"].tolist()
+    assert twice["macro_f1"].tolist() == pytest.approx(once["macro_f1"].tolist(), abs=0.05)
 
 
 def test_resolution_hours_and_age_are_taken_at_the_end_of_the_run_date():
