@@ -201,6 +201,12 @@ INTERRUPTED = "interrupted"
 CAMPAIGN_GROUPS = {"treatment", "control", "suppressed"}
 
 
+def _figure(value: float | None) -> str:
+    """A holdout figure to three decimals; n/a for one the job could not compute (null: `run_task` turns NaN
+    into null, e.g. a recall without a customer to judge it on)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _outcome(stage: dict[str, Any]) -> str:
     """What a stage did, in a few words, from its summary (or why it failed)."""
     if stage["state"] == INTERRUPTED:
@@ -232,7 +238,7 @@ def _outcome(stage: dict[str, Any]) -> str:
         parts = [
             ", ".join(f"{table} {rows:,}" for table, rows in summary.get("rows", {}).items()),
             f"{sum(summary['offers'].values()):,} offers" if "offers" in summary else "",
-            ", ".join(f"{name} {value:.3f}" for name, value in summary["figures"].items()),
+            ", ".join(f"{name} {_figure(value)}" for name, value in summary["figures"].items()),
             "degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else "",
         ]
         return "; ".join(part for part in parts if part)[:200]
