@@ -193,6 +193,17 @@ def render_status(runs: list[dict[str, Any]], live_run_id: str | None = None, se
     return "\n".join(blocks)
 
 
+def render_degraded(stages: list[dict[str, Any]]) -> list[str]:
+    """What the night's tasks could not do, one line per reason (`degraded` in their summaries): e.g. what a
+    shop without reviews, coupons or product categories does not get, and why."""
+    lines = []
+    for stage in stages:
+        summary = json.loads(stage["summary"]) if stage.get("summary") else None
+        if isinstance(summary, dict) and isinstance(summary.get("degraded"), dict):
+            lines += [f"  {stage['stage']:<10} {what}: {reason}" for what, reason in summary["degraded"].items()]
+    return lines
+
+
 #: How `crm status` shows a task that the run log has as running but whose night no longer holds the data root.
 INTERRUPTED = "interrupted"
 

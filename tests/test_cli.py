@@ -244,6 +244,28 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     assert "customer_segments 70; silhouette n/a" in lines["score"]
 
 
+def test_the_summary_names_what_the_night_could_not_compute_and_why():
+    """A shop without reviews or categories: the run summary lists each task's `degraded` reasons."""
+    import json
+
+    from core.runlog import render_degraded
+
+    stages = [
+        {"stage": "events", "summary": json.dumps({"source": "none"})},
+        {"stage": "predict", "summary": json.dumps({"figures": {"roc_auc": 0.8}, "degraded": {}})},
+        {
+            "stage": "insights",
+            "summary": json.dumps({"rows": {}, "figures": {}, "degraded": {"reviews": "0 reviews: nothing to learn from"}}),
+        },
+        {"stage": "recommend", "summary": json.dumps({"degraded": {"category_propensity": "no product has a category"}})},
+        {"stage": "features", "summary": json.dumps(23570)},
+        {"stage": "publish", "summary": None},
+    ]
+    assert render_degraded(stages) == [
+        "  insights   reviews: 0 reviews: nothing to learn from",
+        "  recommend  category_propensity: no product has a category",
+    ]
+
 
 def test_crm_campaigns_check_names_each_bad_file_and_part_and_exits_1(tmp_path):
     """Without Spark or a lake: one line per campaign file, the bad ones with their field and the part that is
