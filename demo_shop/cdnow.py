@@ -97,7 +97,8 @@ def read_purchase_log(path: pathlib.Path) -> pd.DataFrame:
         if bad.any():
             line = int(bad.to_numpy().argmax())
             raise PurchaseLogError(
-                f"{path}: line {raw.index[line] + 1}: {name} {raw.iloc[line].to_dict()}: expected {expected} ({int(bad.sum())} such line(s))"
+                f"{path}: line {raw.index[line] + 1}: {name} {raw.iloc[line].to_dict()}: expected {expected} "
+                f"({int(bad.sum())} such line(s))"
             )
     return pd.DataFrame(
         {
