@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from sqlalchemy import func, select
 
-from core import db
+from core import db, runlog
 from core.config import Settings
 from core.crm_schema import crm_table
 from core.lake import LAYERS, ArrowLake
@@ -126,6 +126,13 @@ def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
     return lines
 
 
+def degraded_lines(settings: Settings, run_id: str) -> list[str]:
+    """What the night could not compute and why (the tasks' `degraded`, from the run log)."""
+    stages = next((run["stages"] for run in runlog.recent_runs(settings, 1) if run["run_id"] == run_id), [])
+    reasons = runlog.render_degraded(stages)
+    return ["Not computed tonight (each task's reason; crm status):", *reasons] if reasons else []
+
+
 def mlflow_ui_command(settings: Settings) -> str:
     """How to open the MLflow UI on this project's tracking store."""
     uri = db.masked(settings.mlflow.tracking_uri)  # a store's password stays out of the summary: fill it in
@@ -173,6 +180,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
     lines += ["", *score_lines(settings)]
     lines += ["", *evaluation_lines(settings, run_id)]
+    lines += ["", *degraded] if (degraded := degraded_lines(settings, run_id)) else []
     lines += ["", *campaign_lines(settings)]
     exports = settings.exports_dir / run_date.isoformat()
     lines += [

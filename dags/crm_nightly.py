@@ -68,21 +68,19 @@ def sync_scores_to_the_mailing_tool():
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 
 from core import assets
 from core.airflow_task import full_reload, record_failure, run_task, start_night_spark, stop_night_spark
+from core.rundate import DAG_START
 
 
 @dag(
     dag_id="crm_nightly",
     schedule="0 2 * * *",
-    # Far back, so that `crm run --date` can backfill any past date: Airflow runs no task of a run whose
-    # logical date is before start_date (and reported such a run as a success). catchup=False keeps the
-    # scheduler from running all those past nights by itself.
-    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),
+    start_date=DAG_START,  # far back: `crm run --date` runs any past date (core/rundate.py)
     catchup=False,
     max_active_runs=1,
     tags=["crm", "nightly"],

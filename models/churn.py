@@ -22,6 +22,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -73,10 +74,13 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
                 f"churn training data: all {len(labels)} customers are "
                 f"{'churned' if labels.all() else 'active'}; both outcomes are needed to learn churn"
             )
-        folds = min(CALIBRATION_FOLDS, int(labels.sum()), int((~labels).sum()))
-        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration, cv=max(folds, 2)).fit(
-            matrix, labels
+        # Shuffled folds: shops number customers in order of sign-up, so folds cut in row order would train
+        # on old customers and calibrate on new ones (and a feature only old customers have, such as the spend
+        # trend, would have no value at all in some folds' training rows, which histogram binning refuses).
+        folds = StratifiedKFold(
+            max(2, min(CALIBRATION_FOLDS, int(labels.sum()), int((~labels).sum()))), shuffle=True, random_state=self.seed
         )
+        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration, cv=folds).fit(matrix, labels)
         self.classes_ = self.model_.classes_
         self.reference_ = matrix.median()
         return self

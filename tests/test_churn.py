@@ -155,6 +155,21 @@ def test_a_feature_without_any_value_in_training_is_held_at_zero(snapshots):
         assert churn.scores(holdout.outcome["is_churned"], probability)["roc_auc"] > 0.7
 
 
+def test_a_feature_known_only_for_the_earliest_customers_trains_and_calibrates(snapshots):
+    # A real shop numbers its customers in order of sign-up (CDNOW does): sorted by id, the earliest
+    # customers come first, and a feature only they have (the spend trend, which needs 180 days of history)
+    # is missing from whole contiguous blocks of rows. Calibration folds cut in id order then train on rows
+    # where the feature has no value at all; shuffled folds mix old and new customers.
+    training, holdout = snapshots
+    earliest = training.features.index <= len(training.features) // 5
+    train = training.features.assign(spend_trend=np.where(earliest, 1.0 + training.features["recency_days"] / 100, np.nan))
+    features = ["purchase_count", "recency_days", "spend_trend"]
+    for algorithm in churn.ALGORITHMS:
+        model = churn.ChurnClassifier(features, algorithm, "isotonic", 0).fit(train, training.outcome["is_churned"])
+        probability = model.churn_probability(holdout.features.assign(spend_trend=np.nan))
+        assert churn.scores(holdout.outcome["is_churned"], probability)["roc_auc"] > 0.7
+
+
 def with_churn(settings, tmp_path, **churn_options):
     """The test settings with their own MLflow store under tmp_path and the given churn options."""
     return settings.model_copy(

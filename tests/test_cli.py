@@ -228,6 +228,10 @@ def test_status_says_what_each_model_and_the_campaigns_did():
                         },
                     ),
                     stage("campaigns", {"win_back": {"treatment": 2}, "vip": {"treatment": 164, "control": 9, "suppressed": 77}}),
+                    stage(
+                        "score",  # a figure that could not be computed is null in the run log (core.airflow_task)
+                        {"rows": {"customer_segments": 70}, "figures": {"silhouette": None}, "degraded": {}},
+                    ),
                 ],
             }
         ]
@@ -237,6 +241,30 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     assert "1,766 offers; qini 0.090, random_qini 0.002" in lines["offers"]
     assert "review_alerts 0; degraded: reviews" in lines["insights"]
     assert "2 campaigns, to contact: win_back 2, vip 164" in lines["campaigns"]
+    assert "customer_segments 70; silhouette n/a" in lines["score"]
+
+
+def test_the_summary_names_what_the_night_could_not_compute_and_why():
+    """A shop without reviews or categories: the run summary lists each task's `degraded` reasons."""
+    import json
+
+    from core.runlog import render_degraded
+
+    stages = [
+        {"stage": "events", "summary": json.dumps({"source": "none"})},
+        {"stage": "predict", "summary": json.dumps({"figures": {"roc_auc": 0.8}, "degraded": {}})},
+        {
+            "stage": "insights",
+            "summary": json.dumps({"rows": {}, "figures": {}, "degraded": {"reviews": "0 reviews: nothing to learn from"}}),
+        },
+        {"stage": "recommend", "summary": json.dumps({"degraded": {"category_propensity": "no product has a category"}})},
+        {"stage": "features", "summary": json.dumps(23570)},
+        {"stage": "publish", "summary": None},
+    ]
+    assert render_degraded(stages) == [
+        "  insights   reviews: 0 reviews: nothing to learn from",
+        "  recommend  category_propensity: no product has a category",
+    ]
 
 
 def test_crm_campaigns_check_names_each_bad_file_and_part_and_exits_1(tmp_path):
