@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from core import nightlock, runlog, spark_server
-from core.config import load_config
+from core.config import Settings, load_config
 from core.db import masked
 from core.private import make_private_dir, private_files
 from core.rundate import business_date, run_conf
@@ -36,7 +36,7 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     """
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
-    settings = load_config()
+    settings = task_settings()
     make_private_dir(settings.data_dir)  # the scheduler's task process has the umask of whoever started Airflow
     attempt = _attempt(context, run_date)
     with nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage):
@@ -51,6 +51,57 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
             raise
         runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
+
+
+def task_settings() -> Settings:
+    """The configuration of a task: `load_config()`, with the shop's URL from the Airflow connection
+    `airflow.shop_conn_id` and the CRM database's from `airflow.crm_conn_id` when those connections exist.
+
+    A connection wins over `shop.url`/`crm.db_url` (conf or CRM_SHOP_URL/CRM_DB_URL): where a deployment keeps
+    its credentials in Airflow, a variable left in a worker's environment must not point a task elsewhere.
+    Each URL's password (and the whole URL) is registered with Airflow's secrets masker, so a task log that
+    quotes it shows ***; the task log says which source each URL came from, masked (`core.db.masked`).
+    """
+    settings = load_config()
+    shop_url = _connection_url(settings.airflow.shop_conn_id, "shop")
+    crm_url = _connection_url(settings.airflow.crm_conn_id, "CRM database")
+    if shop_url is None and crm_url is None:
+        return settings
+    return settings.model_copy(
+        update={
+            "shop": settings.shop.model_copy(update={"url": shop_url or settings.shop.url}),
+            "crm": settings.crm.model_copy(update={"db_url": crm_url or settings.crm.db_url}),
+        }
+    )
+
+
+#: Airflow connection types whose URL scheme differs from the one `core.db` reads.
+_SCHEMES = {"mongo": "mongodb", "postgres": "postgresql"}
+
+
+def _connection_url(conn_id: str, what: str) -> str | None:
+    """The database URL Airflow connection `conn_id` holds, its secrets masked in logs from now on; None when
+    `conn_id` is empty or no such connection exists (the environment's URL is used then)."""
+    if not conn_id:
+        return None
+    from airflow.sdk import BaseHook  # deferred: only task processes look connections up
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    if connection.conn_type == "sqlite":  # the file's path is the host; Airflow's own URI quotes its slashes away
+        url = f"sqlite:///{connection.host}"
+    else:
+        scheme, _, rest = connection.get_uri().partition("://")
+        url = f"{_SCHEMES.get(scheme, scheme)}://{rest}"
+    for secret in (connection.password, url):
+        if secret:
+            mask_secret(secret)
+    logging.getLogger(__name__).info("%s: %s from Airflow connection %s", what, masked(url), conn_id)
+    return url
 
 
 def finite_or_none(value: Any, path: str = "result") -> Any:
@@ -103,7 +154,7 @@ def record_failure(context: dict[str, Any]) -> None:
     worker, an error loading the configuration) is marked failed in the run log too."""
     private_files()
     try:
-        settings = load_config()
+        settings = task_settings()
         attempt = _attempt(context, business_date(context))
     except Exception as error:  # the configuration itself may be what failed
         logging.getLogger(__name__).warning("run log: failure of %s not recorded: %s", context.get("run_id"), error)

@@ -3,7 +3,9 @@
 Every value is validated on load: an unknown key or a wrong type is an error that names the file (or the
 environment variable) and the key. Defaults live in `conf/base.yaml`, documented there and in the
 configuration reference, docs/configuration.md. Secrets never live in `conf/`: URLs with passwords come from the
-environment (`CRM_SHOP_URL`, `CRM_DB_URL`) or from Airflow connections.
+environment (`CRM_SHOP_URL`, `CRM_DB_URL`); an Airflow task reads them from the Airflow connections named by
+`airflow.shop_conn_id` and `airflow.crm_conn_id` instead when those exist (`core.airflow_task.task_settings`,
+not this module: it never imports Airflow).
 
 Environment variables: the short names below, or `CRM__<SECTION>__<KEY>` for any key
 (`CRM__SPARK__DRIVER_MEMORY=4g`); values are read as YAML scalars, so `CRM__SPARK__SHUFFLE_PARTITIONS=8`
@@ -408,6 +410,14 @@ class AirflowSettings(_Section):
     home: str = Field(description="AIRFLOW_HOME used by `crm run` and `make airflow`")
     dag_id: str = Field(description="the nightly DAG")
     training_dag_id: str = Field(description="the training DAG (churn model, weekly and on demand)")
+    shop_conn_id: str = Field(
+        description="Airflow connection holding the shop's URL: when it exists, a task reads the shop through it instead of shop.url "
+        "(CRM_SHOP_URL); empty: never looked up"
+    )
+    crm_conn_id: str = Field(
+        description="Airflow connection holding the CRM database's URL: when it exists, a task publishes through it instead of "
+        "crm.db_url (CRM_DB_URL); empty: never looked up"
+    )
 
 
 class Settings(_Section):
