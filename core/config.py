@@ -407,9 +407,16 @@ class RecommendSettings(_Section):
 class AirflowSettings(_Section):
     """How `crm run` drives Airflow."""
 
-    home: str = Field(description="AIRFLOW_HOME used by `crm run` and `make airflow`")
+    home: str = Field(description="AIRFLOW_HOME used by `crm run` and `crm airflow` (`make airflow`)")
     dag_id: str = Field(description="the nightly DAG")
     training_dag_id: str = Field(description="the training DAG (churn model, weekly and on demand)")
+    api_port: int = Field(gt=0, lt=65536, description="port of the API server (UI, REST API) that `crm airflow` starts, on 127.0.0.1")
+    metadata_port: int = Field(
+        gt=0,
+        lt=65536,
+        description="port of the metadata PostgreSQL that `crm airflow` runs under <data>/airflow-postgres when "
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names no server",
+    )
     shop_conn_id: str = Field(
         description="Airflow connection holding the shop's URL: when it exists, a task reads the shop through it instead of shop.url "
         "(CRM_SHOP_URL); empty: never looked up"
