@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
-from core import nightlock, runlog, spark_server
+from core import alerts, nightlock, runlog, spark_server
 from core.config import Settings, load_config
 from core.db import masked
 from core.private import make_private_dir, private_files
@@ -150,8 +150,9 @@ def stop_night_spark(context: dict[str, Any]) -> str:
 
 
 def record_failure(context: dict[str, Any]) -> None:
-    """The DAGs' on-failure callback: a task that failed before or outside its job (a timeout, a killed
-    worker, an error loading the configuration) is marked failed in the run log too."""
+    """The DAGs' on-failure callback (a task failed with no retry left): a task that failed before or outside
+    its job (a timeout, a killed worker, an error loading the configuration) is marked failed in the run log
+    too, and the failure goes out as a `task_failed` alert (`core.alerts`: log, and the configured webhook)."""
     private_files()
     try:
         settings = task_settings()
@@ -160,8 +161,19 @@ def record_failure(context: dict[str, Any]) -> None:
         logging.getLogger(__name__).warning("run log: failure of %s not recorded: %s", context.get("run_id"), error)
         return
     exception = context.get("exception")
-    runlog.record_failure_if_open(
-        settings, attempt, f"{type(exception).__name__}: {exception}" if exception else "failed (no exception passed to the callback)"
+    error = f"{type(exception).__name__}: {exception}" if exception else "failed (no exception passed to the callback)"
+    runlog.record_failure_if_open(settings, attempt, error)
+    alerts.send(
+        settings,
+        {
+            "event": "task_failed",
+            "dag_id": attempt.dag_id,
+            "run_id": attempt.run_id,
+            "run_date": attempt.run_date.isoformat(),
+            "task_id": attempt.stage,
+            "try_number": attempt.try_number,
+            "error": error,
+        },
     )
 
 

@@ -417,6 +417,10 @@ class AirflowSettings(_Section):
         description="port of the metadata PostgreSQL that `crm airflow` runs under <data>/airflow-postgres when "
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names no server",
     )
+    alert_webhook_url: str = Field(
+        description="URL that alerts are POSTed to as JSON: a task failed with no retry left, the night missed its deadline "
+        "(core/alerts.py); empty: alerts are only logged"
+    )
     shop_conn_id: str = Field(
         description="Airflow connection holding the shop's URL: when it exists, a task reads the shop through it instead of shop.url "
         "(CRM_SHOP_URL); empty: never looked up"
