@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,6 +123,7 @@ def airflow(postgres, tmp_path_factory):
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
         log.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _answers(port: int) -> bool:
@@ -178,6 +180,8 @@ def test_a_night_triggered_through_the_api_runs_under_the_scheduler_and_the_next
 
     logs = [path for path in (root / "airflow" / "logs").rglob("*") if path.is_file()]
     assert any("dag_id=crm_nightly" in str(path) for path in logs)
+    extract_log = next(path for path in logs if "run_id=api_first/task_id=extract" in str(path)).read_text()
+    assert "CRM database: postgresql://crm:***@" in extract_log and "from Airflow connection crm_db" in extract_log
     leaking = [str(path) for path in logs if password in path.read_text(errors="replace")]
     assert not leaking, f"the CRM database's password is in {leaking}"
 
