@@ -440,7 +440,7 @@ def airflow_command(ctx):
 @main.command("airflow-env")
 @click.pass_context
 def airflow_env_command(ctx):
-    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`), and
+    """Print `export` lines that point the `airflow` command at this project's `crm run` Airflow (SQLite), and
     `umask 077`, so that Airflow started from that shell writes its files for this user alone."""
 
     def work():
