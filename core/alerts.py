@@ -5,7 +5,8 @@ Both are logged as warnings and, when `airflow.alert_webhook_url` is set, posted
 
     {"event": "task_failed", "dag_id": "crm_nightly", "run_id": "scheduled__2026-11-27T02:00:00+00:00",
      "run_date": "2026-11-26", "task_id": "clean", "try_number": 3, "error": "..."}
-    {"event": "night_late", "dag_id": "crm_nightly", "run_id": "...", "deadline": "2026-11-27T07:00:00+00:00"}
+    {"event": "night_late", "dag_id": "crm_nightly", "run_id": "scheduled__2026-11-27T02:00:00+00:00",
+     "run_date": null, "logical_date": "2026-11-27T02:00:00Z", "deadline": "2026-11-27 07:00:00+00:00"}
 
 `task_failed` comes from the DAGs' on-failure callback (`core.airflow_task.record_failure`): a task failed
 and has no retry left (a try that Airflow retries alerts nobody; the run log records it). `night_late` comes
@@ -54,17 +55,15 @@ async def late_night(context: dict[str, Any] | None = None, **_: Any) -> None:
 
     from core.config import load_config
 
+    # Airflow 3.3 hands the triggerer {"dag_run": <the REST API's DAGRunResponse as JSON>, "deadline": {...}}.
     context = context or {}
     dag_run = context.get("dag_run") or {}
-    deadline = context.get("deadline") or {}
     alert = {
         "event": "night_late",
-        "dag_id": _field(dag_run, "dag_id") or "crm_nightly",
-        "run_id": _field(dag_run, "run_id"),
-        "deadline": _field(deadline, "deadline_time"),
+        "dag_id": dag_run.get("dag_id"),
+        "run_id": dag_run.get("dag_run_id"),
+        "run_date": (dag_run.get("conf") or {}).get("run_date"),
+        "logical_date": dag_run.get("logical_date"),
+        "deadline": str((context.get("deadline") or {}).get("deadline_time")),
     }
     await asyncio.to_thread(send, load_config(), alert)
-
-
-def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)

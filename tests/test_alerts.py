@@ -62,9 +62,18 @@ def test_a_task_that_failed_for_good_is_posted_with_its_run_task_and_error(webho
 
 
 def test_a_late_night_is_posted_by_the_deadline_callback(webhook):
+    # What Airflow 3.3's scheduler hands the triggerer for a missed deadline (airflow/models/deadline.py,
+    # handle_miss): the run as the REST API shows it, and the deadline. Seen under `crm airflow`.
     context = {
-        "dag_run": {"dag_id": "crm_nightly", "run_id": "scheduled__2026-11-21T02:00:00+00:00"},
-        "deadline": {"deadline_time": "2026-11-21T07:00:00+00:00"},
+        "dag_run": {
+            "dag_run_id": "scheduled__2026-11-21T02:00:00+00:00",
+            "dag_id": "crm_nightly",
+            "logical_date": "2026-11-21T02:00:00Z",
+            "run_type": "scheduled",
+            "state": "running",
+            "conf": {},
+        },
+        "deadline": {"id": "0198", "deadline_time": "2026-11-21 07:00:00+00:00"},
     }
     asyncio.run(alerts.late_night(context=context))
 
@@ -73,7 +82,9 @@ def test_a_late_night_is_posted_by_the_deadline_callback(webhook):
             "event": "night_late",
             "dag_id": "crm_nightly",
             "run_id": "scheduled__2026-11-21T02:00:00+00:00",
-            "deadline": "2026-11-21T07:00:00+00:00",
+            "run_date": None,
+            "logical_date": "2026-11-21T02:00:00Z",
+            "deadline": "2026-11-21 07:00:00+00:00",
         }
     ]
 
