@@ -223,3 +223,10 @@ def test_a_producing_run_records_asset_events_with_its_run_date_and_queues_the_c
     for event in outcome["events"]:
         assert event["extra"] == {"run_date": "2026-11-26", "run_id": outcome["run_id"]}, event
     assert outcome["queued"] == [["mailing_sync", "shop-crm://exports"]]
+
+
+def test_the_nightly_has_a_deadline_alert_calling_late_night(dag_bag):
+    deadline = dag_bag.get_dag("crm_nightly").deadline
+    alert = deadline[0] if isinstance(deadline, list) else deadline
+    assert alert.interval.total_seconds() == 5 * 3600
+    assert alert.callback.path == "core.alerts.late_night"  # the night late 5 h after its 02:00 start: 07:00 UTC
