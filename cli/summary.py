@@ -191,7 +191,8 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         f"  run report     {settings.data_dir / 'reports' / run_date.isoformat() / 'index.html'}  (crm report --open)",
         f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
-        "  Airflow UI     make airflow   (then open http://localhost:8080)",
+        "  tasks, seconds crm status     (this night's tasks as the run log has them)",
+        f"  Airflow UI     make airflow   (the nightly under Airflow's own scheduler; then open http://localhost:{settings.airflow.api_port})",
         f"  MLflow store   {db.masked(settings.mlflow.tracking_uri)}  (models, training runs, plots)",
         f"  MLflow UI      {mlflow_ui_command(settings)}   (then open http://localhost:5000)",
     ]
