@@ -21,7 +21,7 @@ from core.crm_schema import crm_table
 from core.lake import LAYERS, ArrowLake
 from jobs import events
 from jobs.validate import quality_summary
-from models import tracking
+from models import churn, tracking
 
 
 def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
@@ -112,6 +112,27 @@ def score_lines(settings: Settings) -> list[str]:
     return lines
 
 
+def churn_publication_lines(settings: Settings) -> list[str]:
+    """Which churn probability was published (the champion classifier's or BG/NBD's) and why, with both
+    holdout figures side by side (from the champion's training run in MLflow)."""
+    table = crm_table(settings, "customer_scores")
+    with db.engine(settings.crm.db_url).connect() as connection:
+        label = connection.execute(select(func.max(table.c.churn_model_version))).scalar()
+    if label is None:
+        return ["Churn probability published: none (no churn model yet)"]
+    found = tracking.churn_publication(tracking.connect(settings.mlflow), churn.judged_version(label))
+    if found is None:
+        return [f"Churn probability published: {label} (trained before the calibration check: no comparison with BG/NBD)"]
+    source = "BG/NBD's P(no purchase in the horizon)" if found["published"] == churn.BG_NBD else f"classifier {churn.judged_version(label)}"
+    lines = [
+        f"Churn probability published: {source} ({label}); holdout {found['holdout_as_of']}, ECE: 10 equal-width bins",
+        f"  {'model':<20} {'ROC-AUC':>8} {'Brier':>8} {'ECE':>8}",
+    ]
+    for model, figures in found["figures"].items():
+        lines.append(f"  {model:<20} {figures['roc_auc']:>8.4f} {figures['brier']:>8.4f} {figures['ece']:>8.4f}")
+    return [*lines, f"  why: {found['reason']}"]
+
+
 def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
     """Each model the night evaluated on its holdout, beside its baselines (MLflow runs of the night)."""
     found = tracking.evaluations(settings.mlflow, run_id)
@@ -179,6 +200,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
     for segment, customers in segments.items():
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
     lines += ["", *score_lines(settings)]
+    lines += ["", *churn_publication_lines(settings)]
     lines += ["", *evaluation_lines(settings, run_id)]
     lines += ["", *degraded] if (degraded := degraded_lines(settings, run_id)) else []
     lines += ["", *campaign_lines(settings)]
@@ -217,13 +239,14 @@ def render_training(settings: Settings, run_id: str) -> str:
         f"holdout {params.get('holdout_as_of')} ({params.get('holdout_customers')} buyers, "
         f"churn rate {params.get('holdout_churn_rate')}), horizon {params.get('horizon_days')} days",
         "",
-        f"  {'model':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8}",
+        f"  {'model':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8} {'ECE':>8}",
     ]
-    for model in ("challenger", "champion", "logistic_baseline", "p_alive_baseline", "bgnbd_no_purchase"):
+    for model in ("challenger", "champion", "former_champion", "logistic_baseline", "p_alive_baseline", "bgnbd_no_purchase"):
         if f"{model}_roc_auc" in metrics:
-            lines.append(
-                f"  {model:<20} {metrics[f'{model}_roc_auc']:>8.4f} {metrics[f'{model}_pr_auc']:>8.4f} {metrics[f'{model}_brier']:>8.4f}"
-            )
+            figures = [metrics.get(f"{model}_{metric}", float("nan")) for metric in ("roc_auc", "pr_auc", "brier", "ece")]
+            lines.append(f"  {model:<20} " + " ".join(f"{figure:>8.4f}" for figure in figures))
+    if "published_churn" in run.data.tags:
+        lines += ["", f"  published by nights: {run.data.tags['published_churn']} ({run.data.tags.get('published_churn_reason', '')})"]
     lines += [
         "",
         f"  MLflow run     {run.info.run_id} (experiment {settings.mlflow.experiment})",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from core.feature_schema import FEATURES
+from core.feature_schema import FEATURES, PURCHASE_MODEL_FEATURES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -200,7 +200,11 @@ class ChurnSettings(_Section):
     """The churn classifier: label, features, model, calibration, and when a challenger replaces the champion."""
 
     horizon_days: int = Field(gt=0, description="churned = no purchase within this many days after as_of")
-    features: list[str] = Field(min_length=1, description="gold/customer_features columns the classifier uses")
+    features: list[str] = Field(
+        min_length=1,
+        description="gold/customer_features columns the classifier uses, and BG/NBD's point-in-time "
+        "bgnbd_no_purchase_probability and bgnbd_p_alive",
+    )
     model: Literal["hist_gradient_boosting", "logistic_regression"] = Field(
         description="the challenger's algorithm (logistic regression is also always fitted as the baseline)"
     )
@@ -224,6 +228,7 @@ class ChurnSettings(_Section):
     @model_validator(mode="after")
     def _known_features(self):
         numeric = {f.name for f in FEATURES if f.type not in ("date", "timestamp", "string")} - {"customer_id"}
+        numeric |= {f.name for f in PURCHASE_MODEL_FEATURES}
         unknown = [name for name in self.features if name not in numeric]
         if unknown:
             raise ValueError(f"unknown or non-numeric feature(s) {unknown}; expected some of {sorted(numeric)}")
