@@ -185,9 +185,11 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
         metrics["champion"] = churn.scores(y_holdout, champion_probability)
         mlflow.log_metrics({f"champion_{name}": value for name, value in metrics["champion"].items()})
         mlflow.log_text(churn.calibration_table(y_holdout, champion_probability).to_csv(index=False), "calibration/champion.csv")
-        published = churn.better_calibrated(metrics["champion"], metrics["bgnbd_no_purchase"])
+        ece_difference = churn.ece_difference_interval(y_holdout, champion_probability, probabilities["bgnbd_no_purchase"], options.seed)
+        mlflow.log_metrics({"ece_difference_low": ece_difference[0], "ece_difference_high": ece_difference[1]})
+        published = churn.better_calibrated(metrics["champion"], metrics["bgnbd_no_purchase"], ece_difference)
         figures = {churn.CLASSIFIER: metrics["champion"], churn.BG_NBD: metrics["bgnbd_no_purchase"]}
-        reason = churn.publication_reason(published, tracking.version_label(champion), figures, holdout.as_of.isoformat())
+        reason = churn.publication_reason(published, tracking.version_label(champion), figures, holdout.as_of.isoformat(), ece_difference)
         publication = {"published_churn": published, "published_churn_reason": reason}
         mlflow.set_tags({"decision": decision, "champion": tracking.version_label(champion), **publication})
     client.set_model_version_tag(version.name, version.version, "decision", decision)

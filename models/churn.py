@@ -10,7 +10,8 @@ Two inputs come from BG/NBD rather than gold: its probability of no purchase wit
 P(alive), fitted on the purchase history at the same `as_of` as the features (point in time: the fit of a
 training snapshot sees no order after that snapshot's date). BG/NBD's own probability is also the
 classifier's rival: on the training run's holdout the better-calibrated of the two (lower expected
-calibration error, ECE; then lower Brier) is what the night publishes (`better_calibrated`).
+calibration error, ECE, when a paired bootstrap tells them apart; else lower Brier) is what the night publishes
+(`better_calibrated`).
 
 Each customer's top three reasons come from occlusion: the fall in its churn probability when one feature
 is set to the training population's median. The largest falls name the features that push this customer's
@@ -49,6 +50,10 @@ BGNBD_INPUTS = tuple(feature.name for feature in PURCHASE_MODEL_FEATURES)
 CLASSIFIER, BG_NBD = "classifier", "bg_nbd"
 #: ECEs equal at this many decimals are a tie, decided by the Brier score.
 ECE_DECIMALS = 4
+#: The paired bootstrap that tells whether two ECEs on one holdout differ (`ece_difference_interval`):
+#: resamples of the holdout's customers, and the interval's two-sided level.
+ECE_BOOTSTRAP_RESAMPLES = 1000
+ECE_INTERVAL_LEVEL = 0.9
 _WORDS = {feature.name: feature.words for feature in (*FEATURES, *PURCHASE_MODEL_FEATURES)}
 _WORDS |= {former: _WORDS[name] for former, name in RENAMED.items()}
 
@@ -190,23 +195,76 @@ def calibration_table(is_churned, churn_probability, bins: int = CALIBRATION_BIN
     return table.rename_axis("churn_probability").reset_index()
 
 
-def better_calibrated(classifier: dict[str, float], bg_nbd: dict[str, float]) -> str:
+def _binned_ece(y: np.ndarray, p: np.ndarray, bins: int) -> np.ndarray:
+    """ECE of each row of `y` and `p` (resamples x customers): per bin |churned - sum of probabilities|,
+    summed and divided by the customers; the same figure as `expected_calibration_error`."""
+    band = np.minimum((p * bins).astype(int), bins - 1)
+    rows = np.arange(y.shape[0])[:, None]
+    churned = np.zeros((y.shape[0], bins))
+    predicted = np.zeros((y.shape[0], bins))
+    np.add.at(churned, (rows, band), y)
+    np.add.at(predicted, (rows, band), p)
+    return np.abs(churned - predicted).sum(axis=1) / y.shape[1]
+
+
+def ece_difference_interval(
+    is_churned,
+    classifier_probability,
+    bg_nbd_probability,
+    seed: int,
+    resamples: int = ECE_BOOTSTRAP_RESAMPLES,
+    level: float = ECE_INTERVAL_LEVEL,
+    bins: int = CALIBRATION_BINS,
+) -> tuple[float, float]:
+    """The `level` interval of ECE(classifier) - ECE(BG/NBD) on a holdout, by a paired bootstrap of its
+    customers (both probabilities of a drawn customer drawn together; fixed by `seed`). An interval holding 0
+    says the holdout cannot tell which of the two is better calibrated."""
+    y = np.asarray(is_churned, dtype=float)
+    a = np.asarray(classifier_probability, dtype=float)
+    b = np.asarray(bg_nbd_probability, dtype=float)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for start in range(0, resamples, 100):  # 100 resamples at a time bounds the memory
+        drawn = rng.integers(0, len(y), size=(min(100, resamples - start), len(y)))
+        differences.append(_binned_ece(y[drawn], a[drawn], bins) - _binned_ece(y[drawn], b[drawn], bins))
+    low, high = np.quantile(np.concatenate(differences), [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def better_calibrated(classifier: dict[str, float], bg_nbd: dict[str, float], ece_difference: tuple[float, float] | None = None) -> str:
     """`CLASSIFIER` or `BG_NBD`: whose churn probability a night publishes, from their `scores` on the same
-    holdout. The lower ECE wins; ECEs equal at `ECE_DECIMALS` decimals: the lower Brier; still equal: the classifier."""
-    ece = round(classifier["ece"], ECE_DECIMALS), round(bg_nbd["ece"], ECE_DECIMALS)
-    if ece[0] != ece[1]:
-        return CLASSIFIER if ece[0] < ece[1] else BG_NBD
+    holdout. The lower ECE wins when the two differ: when `ece_difference` (`ece_difference_interval`) lies
+    wholly on one side of 0, or, without it, when the ECEs differ at `ECE_DECIMALS` decimals. Otherwise they
+    are as well calibrated: the lower Brier; still equal: the classifier."""
+    if ece_difference is None:
+        difference = round(classifier["ece"], ECE_DECIMALS) - round(bg_nbd["ece"], ECE_DECIMALS)
+        ece_difference = (difference, difference)
+    low, high = ece_difference
+    if low > 0:
+        return BG_NBD
+    if high < 0:
+        return CLASSIFIER
     return BG_NBD if bg_nbd["brier"] < classifier["brier"] else CLASSIFIER
 
 
-def publication_reason(published: str, classifier: str, figures: dict[str, dict[str, float]], holdout: str) -> str:
-    """Why `published` (`CLASSIFIER` or `BG_NBD`) is published, with both figures: `figures` maps each to its `scores`."""
+def publication_reason(
+    published: str, classifier: str, figures: dict[str, dict[str, float]], holdout: str, ece_difference: tuple[float, float] | None = None
+) -> str:
+    """Why `published` (`CLASSIFIER` or `BG_NBD`) is published, with both figures: `figures` maps each to its
+    `scores`; `ece_difference` the interval `better_calibrated` judged by."""
     winner, other = (BG_NBD, CLASSIFIER) if published == BG_NBD else (CLASSIFIER, BG_NBD)
     names = {CLASSIFIER: f"classifier {classifier}", BG_NBD: "BG/NBD's P(no purchase)"}
     first, second = figures[winner], figures[other]
+    tied = ece_difference is not None and ece_difference[0] <= 0 <= ece_difference[1]
+    verdict = f"as well calibrated as {names[other]} and a lower Brier score" if tied else f"better calibrated than {names[other]}"
+    interval = (
+        f" (ECE difference classifier - BG/NBD in [{ece_difference[0]:+.4f}, {ece_difference[1]:+.4f}], {ECE_INTERVAL_LEVEL:.0%} bootstrap)"
+        if ece_difference is not None
+        else ""
+    )
     return (
-        f"{names[winner]} better calibrated than {names[other]} on the holdout {holdout}: "
-        f"ECE {first['ece']:.4f} vs {second['ece']:.4f}, Brier {first['brier']:.4f} vs {second['brier']:.4f} "
+        f"{names[winner]} {verdict} on the holdout {holdout}: "
+        f"ECE {first['ece']:.4f} vs {second['ece']:.4f}{interval}, Brier {first['brier']:.4f} vs {second['brier']:.4f} "
         f"(ROC-AUC {first['roc_auc']:.4f} vs {second['roc_auc']:.4f})"
     )
 

@@ -371,3 +371,34 @@ def test_bg_nbd_inputs_of_a_snapshot_see_no_order_after_its_as_of(spark, tmp_pat
     # Fitted on the history at the horizon's end instead (a leak), the inputs differ: the comparison can fail.
     leaked_inputs = inputs_of(purchase_history_frame(whole, as_of + timedelta(days=90), settings, computed.index))
     assert not np.allclose(leaked_inputs["bgnbd_p_alive"], computed["bgnbd_p_alive"])
+
+
+def test_a_calibration_lead_within_the_holdouts_noise_is_a_tie_and_the_lower_brier_wins():
+    """Two calibrated probabilities: one sharp (the true risk), one blurred. Their ECEs differ
+    by noise, so the paired bootstrap's interval holds 0 and the sharper one (lower Brier) is published; a
+    probability that is off by 0.15 everywhere loses on calibration whatever its ranking."""
+    rng = np.random.default_rng(3)
+    risk = rng.uniform(0.05, 0.95, 1000)  # a holdout of 1,000 buyers
+    churned = rng.random(1000) < risk
+    # Blurred: the mean risk of customers with a similar noisy signal of it (50 groups): calibrated, less sharp.
+    signal = pd.qcut(risk + rng.normal(0, 0.25, len(risk)), 50, labels=False)
+    sharp, flat = risk, pd.Series(risk).groupby(signal).transform("mean").to_numpy()
+    figures = {name: churn.scores(churned, p) for name, p in {"sharp": sharp, "flat": flat}.items()}
+    interval = churn.ece_difference_interval(churned, sharp, flat, seed=1)
+    assert interval[0] < figures["sharp"]["ece"] - figures["flat"]["ece"] < interval[1] and interval[0] < 0 < interval[1]
+    assert churn.better_calibrated(figures["sharp"], figures["flat"], interval) == churn.CLASSIFIER
+    assert (
+        churn.better_calibrated(figures["flat"], figures["sharp"], churn.ece_difference_interval(churned, flat, sharp, 1)) == churn.BG_NBD
+    )
+    reason = churn.publication_reason(
+        churn.CLASSIFIER, "crm_churn/2", {churn.CLASSIFIER: figures["sharp"], churn.BG_NBD: figures["flat"]}, "2026-09-03", interval
+    )
+    assert "as well calibrated as BG/NBD's P(no purchase) and a lower Brier score" in reason and "90% bootstrap" in reason
+
+    shifted = np.clip(risk + 0.15, 0, 1)
+    off = churn.ece_difference_interval(churned, shifted, sharp, seed=1)
+    assert off[0] > 0.05
+    assert churn.better_calibrated(churn.scores(churned, shifted), figures["sharp"], off) == churn.BG_NBD
+    # The bootstrap's ECE is the reliability table's: identical probabilities differ by exactly 0.
+    assert churn.ece_difference_interval(churned, sharp, sharp, seed=1) == (0.0, 0.0)
+    assert churn._binned_ece(churned[None].astype(float), sharp[None], 10)[0] == pytest.approx(figures["sharp"]["ece"])
