@@ -40,6 +40,7 @@ from jobs import train
 from models import churn, purchase_forecast, tracking
 from models.lifetime import (
     DAYS_PER_MONTH,
+    DIAGNOSTICS_ARTIFACT,
     PURCHASE_MODELS,
     ConvergenceError,
     GammaGammaModel,
@@ -56,8 +57,6 @@ NEXT_ORDER_PROBABILITY = 0.5
 #: A next purchase not 50% likely within this many days has no date (null): too far off to plan with.
 NEXT_ORDER_WITHIN_DAYS = 730
 MONEY_COLUMNS = ("expected_order_value", "clv_12m", "clv_12m_low", "clv_12m_high")
-#: The MLflow artifact of the value models' run that holds their diagnostics (`FitDiagnostics`, the holdout check).
-DIAGNOSTICS_ARTIFACT = "lifetime_diagnostics.json"
 VALUE_COLUMNS = ("p_alive", *(f"expected_orders_{days}d" for days in EXPECTED_ORDER_DAYS), *MONEY_COLUMNS, "next_order_date")
 
 
@@ -238,7 +237,7 @@ def compare_expected_orders(model: type, seasons: Seasons) -> dict:
     if index is not None:
         predicted["bgnbd_seasonal"] = predicted["bgnbd"] * index
     predicted["own_count"] = purchase_forecast.own_count(
-        calibration["year_earlier_purchases"], calibration["last_days_purchases"], calibration["bought_year_earlier"]
+        calibration["year_earlier_purchases"], calibration["last_days_purchases"], calibration["bought_year_earlier"], inputs[2], days
     )
     scores = {name: purchase_forecast.forecast_scores(values, actual) for name, values in predicted.items()}
     return {
@@ -274,6 +273,8 @@ def expected_orders(chosen: str, beta_geo, model: type, purchases: tuple, season
                 earlier.fillna(0).to_numpy(),
                 seasons.current[f"last_{days}d"].reindex(index).fillna(0).to_numpy(),
                 earlier.notna().to_numpy(),
+                purchases[2],
+                days,
             )
     return columns, indexes
 

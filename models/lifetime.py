@@ -52,6 +52,8 @@ from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 
 #: The mean month in days (a Julian year over 12): `period_length` when recency and T are in days.
 DAYS_PER_MONTH = 365.25 / 12
+#: The MLflow artifact of a night's value-model run holding the fits' `FitDiagnostics` and the holdout check.
+DIAGNOSTICS_ARTIFACT = "lifetime_diagnostics.json"
 #: Customers simulated together in `customer_lifetime_value_interval`. Each block draws from its own
 #: stream (seed, block number), so a customer's interval depends on the seed and its block's rows only;
 #: the value is fixed here, not an option, so that the same input always gives the same intervals.

@@ -65,11 +65,21 @@ def seasonal_index(
     )
 
 
-def own_count(same_window_a_year_earlier: object, last_days: object, bought_a_year_earlier: object) -> np.ndarray:
-    """Each customer's purchase days in the window a year earlier, or in the last h days for a customer who
-    had not bought by that window's start (purchase days; the arrays have one row per customer)."""
+def own_count(
+    same_window_a_year_earlier: object,
+    last_days: object,
+    bought_a_year_earlier: object,
+    days_since_first_purchase: object,
+    horizon_days: float,
+) -> np.ndarray:
+    """Each customer's purchase days in the window a year earlier, or their repeat purchase days in the last
+    `horizon_days` for a customer who had not bought by that window's start (purchase days; one row per
+    customer). `last_days` counts every purchase day of the last `horizon_days`: a first purchase among
+    them (days_since_first_purchase < horizon_days) is taken off, as a forecast is of repeat purchases."""
     earlier = np.asarray(bought_a_year_earlier, dtype=bool)
-    return np.where(earlier, np.asarray(same_window_a_year_earlier, dtype=float), np.asarray(last_days, dtype=float))
+    first_in_window = np.asarray(days_since_first_purchase, dtype=float) < horizon_days
+    repeat_last_days = np.asarray(last_days, dtype=float) - first_in_window
+    return np.where(earlier, np.asarray(same_window_a_year_earlier, dtype=float), repeat_last_days)
 
 
 def forecast_scores(predicted: object, actual: object) -> dict[str, float]:
