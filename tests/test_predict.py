@@ -138,9 +138,11 @@ def test_a_log_from_a_genuine_bg_nbd_process_is_not_flagged(tmp_path):
 
 
 def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spark, tmp_path):
-    """Three years of a shop that sells four times its usual rate in the last 90 days of each year: the run
-    date's holdout (those 90 days) is its peak. BG/NBD, stationary, under-forecasts it; the seasonal index
-    learnt a year earlier corrects the level; the winner by holdout RMSE is published and logged."""
+    """Three years of a shop whose customers never leave and buy at four times their usual rate in the last
+    90 days of each year (the case of a wholesaler before Christmas): the run date's holdout (those 90 days)
+    is its peak. The fit flags dropout as not identifiable (P(alive) null, the reason in `degraded`); BG/NBD,
+    stationary, under-forecasts the peak; the seasonal index learnt a year earlier corrects the level; the
+    winner by holdout RMSE is published and logged."""
     from test_features import silver_frames
 
     from models import tracking
@@ -149,7 +151,7 @@ def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spar
     tracking.connect(settings.mlflow)
     days = 3 * 365
     season = np.where(np.arange(days) % 365 >= 275, 4.0, 1.0)
-    log = purchase_logs.purchase_log(np.random.default_rng(9), 1500, days, rate=(2.0, 80.0), dropout=(1.0, 6.0), season=season)
+    log = purchase_logs.purchase_log(np.random.default_rng(9), 1500, days, rate=(2.0, 80.0), dropout=None, season=season)
     start = date(2023, 12, 1)
     run_date = start + timedelta(days=days - 1)
     orders = silver_frames(spark, {"orders": purchase_logs.orders(log, start)})["orders"]
@@ -159,6 +161,8 @@ def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spar
 
     value, run, fit = predict.value_scores(history, settings.clv, run_date, "seasonal", degraded, seasons)
 
+    assert fit["dropout_identifiable"] is False and value["p_alive"].isna().all()
+    assert "does not show customers leaving" in degraded["p_alive"]
     holdout = fit["holdout"]
     actual = holdout["bgnbd"]["actual_total"]
     holdout_start = days - 1 - 90
