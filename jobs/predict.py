@@ -7,7 +7,12 @@
   (order totals net of cancellations and returns, `features.purchases`): P(alive), expected purchases in
   30/90/365 days, expected order value, 12-month CLV (`clv.margin`, `clv.annual_discount_rate`) with its
   `clv.interval_level` interval, and the date by which the next purchase is 50% likely. The fit is logged
-  to MLflow as a run of its own, named in every row (`clv_model_run`).
+  to MLflow as a run of its own, named in every row (`clv_model_run`), with its diagnostics
+  (`lifetime_diagnostics.json`: convergence, parameters at a boundary, the holdout check). When the
+  purchase log shows no dropout (`dropout_not_identifiable`), P(alive) is null and `degraded` says why.
+- Expected orders: the last `churn.horizon_days` before the run date are a holdout on which the purchase
+  model, the same times a seasonal index learnt a year earlier, and the customer's own count a year
+  earlier compete (`models.purchase_forecast`); the lowest RMSE fills `expected_orders_*`.
 
 Written to `gold/customer_scores`, the run date's `as_of` partition, with the CRM table's columns.
 
@@ -231,9 +236,9 @@ def compare_expected_orders(model: type, seasons: Seasons) -> dict:
     actual = calibration["holdout_purchases"].to_numpy(dtype=float)
     predicted = {"bgnbd": fitted.expected_purchases(days, *inputs)}
     earlier = seasons.holdout_year_earlier
-    index, basis = purchase_forecast.seasonal_index(
-        model, *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS), earlier["window_purchases"], days
-    )
+    ((index, basis),) = purchase_forecast.seasonal_indexes(
+        model, *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS), {days: earlier["window_purchases"]}
+    ).values()
     if index is not None:
         predicted["bgnbd_seasonal"] = predicted["bgnbd"] * index
     predicted["own_count"] = purchase_forecast.own_count(
@@ -255,28 +260,32 @@ def compare_expected_orders(model: type, seasons: Seasons) -> dict:
 def expected_orders(chosen: str, beta_geo, model: type, purchases: tuple, seasons: Seasons | None, index: pd.Index) -> tuple[dict, dict]:
     """`expected_orders_<h>d` of every buyer from the `chosen` candidate, and per horizon the seasonal index
     used (bgnbd_seasonal; a horizon without one keeps the purchase model's expectation and says why)."""
-    columns, indexes = {}, {}
+    stationary = {days: beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS}
+    if chosen == "bgnbd" or seasons is None:
+        return {f"expected_orders_{days}d": stationary[days] for days in EXPECTED_ORDER_DAYS}, {}
+    earlier = seasons.year_earlier
+    if chosen == "bgnbd_seasonal":
+        found = purchase_forecast.seasonal_indexes(
+            model,
+            *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS),
+            {days: earlier[f"purchases_{days}d"].to_numpy(dtype=float) for days in EXPECTED_ORDER_DAYS},
+        )
+        columns = {
+            f"expected_orders_{days}d": stationary[days] * (1.0 if found[days][0] is None else found[days][0])
+            for days in EXPECTED_ORDER_DAYS
+        }
+        return columns, {f"{days}d": {"index": factor, "basis": basis} for days, (factor, basis) in found.items()}
+    columns = {}
     for days in EXPECTED_ORDER_DAYS:
-        stationary = beta_geo.expected_purchases(days, *purchases)
-        if chosen == "bgnbd" or seasons is None:
-            columns[f"expected_orders_{days}d"] = stationary
-        elif chosen == "bgnbd_seasonal":
-            earlier = seasons.year_earlier
-            factor, basis = purchase_forecast.seasonal_index(
-                model, *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS), earlier[f"purchases_{days}d"], days
-            )
-            indexes[f"{days}d"] = {"index": factor, "basis": basis}
-            columns[f"expected_orders_{days}d"] = stationary * (1.0 if factor is None else factor)
-        else:
-            earlier = seasons.year_earlier[f"purchases_{days}d"].reindex(index)
-            columns[f"expected_orders_{days}d"] = purchase_forecast.own_count(
-                earlier.fillna(0).to_numpy(),
-                seasons.current[f"last_{days}d"].reindex(index).fillna(0).to_numpy(),
-                earlier.notna().to_numpy(),
-                purchases[2],
-                days,
-            )
-    return columns, indexes
+        same_window = earlier[f"purchases_{days}d"].reindex(index)
+        columns[f"expected_orders_{days}d"] = purchase_forecast.own_count(
+            same_window.fillna(0).to_numpy(),
+            seasons.current[f"last_{days}d"].reindex(index).fillna(0).to_numpy(),
+            same_window.notna().to_numpy(),
+            purchases[2],
+            days,
+        )
+    return columns, {}
 
 
 def value_scores(

@@ -39,30 +39,31 @@ YEAR_DAYS = 365
 FREQUENCY_BUCKETS = 7
 
 
-def seasonal_index(
-    model: type[BetaGeoModel], frequency: object, recency: object, T: object, actual: object, horizon_days: float
-) -> tuple[float | None, str]:
-    """The shop's seasonal index for a window of `horizon_days` (actual / expected purchase days, a ratio)
-    and how it was found; (None, why) when it cannot be.
+def seasonal_indexes(
+    model: type[BetaGeoModel], frequency: object, recency: object, T: object, actual: dict[int, object]
+) -> dict[int, tuple[float | None, str]]:
+    """The shop's seasonal index (actual / expected purchase days, a ratio) for windows starting on one day
+    a year earlier, per window length in days (the keys of `actual`), and how each was found; (None, why)
+    where it cannot be.
 
-    `frequency`, `recency`, `T` (days) are the customers' histories at the window's start one year earlier,
-    `actual` their purchase days in that window. The purchase model is fitted on those histories.
+    `frequency`, `recency`, `T` (days) are the customers' histories at the windows' start, `actual[h]` their
+    purchase days in the h days after it. The purchase model is fitted once, on those histories.
     """
-    actual = np.asarray(actual, dtype=float)
-    if len(actual) == 0:
-        return None, "no customer had bought a year before the window"
+    if len(np.atleast_1d(frequency)) == 0:
+        return {days: (None, "no customer had bought a year before the window") for days in actual}
     try:
         fitted = model().fit(frequency, recency, T)
     except (LifetimeInputError, ConvergenceError) as error:
-        return None, f"no purchase model a year before the window: {error}"
-    expected = float(fitted.expected_purchases(horizon_days, frequency, recency, T).sum())
-    if not expected > 0:
-        return None, "the purchase model a year before expected no purchase in the window"
-    index = float(actual.sum()) / expected
-    return (
-        index,
-        f"{actual.sum():,.0f} purchase days in the window a year earlier against {expected:,.1f} expected ({len(actual):,} customers)",
-    )
+        return {days: (None, f"no purchase model a year before the window: {error}") for days in actual}
+    found = {}
+    for days, purchases in actual.items():
+        expected = float(fitted.expected_purchases(days, frequency, recency, T).sum())
+        total = float(np.sum(purchases))
+        if expected > 0:
+            found[days] = (total / expected, f"{total:,.0f} purchase days in the window a year earlier against {expected:,.1f} expected")
+        else:
+            found[days] = (None, "the purchase model a year before expected no purchase in the window")
+    return found
 
 
 def own_count(
