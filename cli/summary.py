@@ -145,7 +145,9 @@ def lifetime_lines(settings: Settings) -> list[str]:
             f"{name} RMSE {scores['rmse']:.3f} MAE {scores['mae']:.3f} ({scores['predicted_total']:,.0f} of {scores['actual_total']:,.0f})"
             for name, scores in comparison["scores"].items()
         )
-        lines.append(f"  expected_orders_*: {comparison['chosen']} (holdout: last {comparison['holdout_days']} days; {figures})")
+        index = comparison.get("seasonal_index")
+        season = f"seasonal index of its window a year earlier {index:.3f}" if index is not None else "no year before it"
+        lines.append(f"  expected_orders_*: {comparison['chosen']} (holdout: last {comparison['holdout_days']} days, {season}; {figures})")
     else:
         lines.append(f"  expected_orders_*: {comparison['chosen']} ({comparison.get('reason', 'no holdout')})")
     return lines
