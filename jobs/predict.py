@@ -270,10 +270,8 @@ def expected_orders(chosen: str, beta_geo, model: type, purchases: tuple, season
             *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS),
             {days: earlier[f"purchases_{days}d"].to_numpy(dtype=float) for days in EXPECTED_ORDER_DAYS},
         )
-        columns = {
-            f"expected_orders_{days}d": stationary[days] * (1.0 if found[days][0] is None else found[days][0])
-            for days in EXPECTED_ORDER_DAYS
-        }
+        forecast = purchase_forecast.seasonal_forecast(stationary, {days: factor for days, (factor, _) in found.items()})
+        columns = {f"expected_orders_{days}d": forecast[days] for days in EXPECTED_ORDER_DAYS}
         return columns, {f"{days}d": {"index": factor, "basis": basis} for days, (factor, basis) in found.items()}
     columns = {}
     for days in EXPECTED_ORDER_DAYS:

@@ -42,28 +42,47 @@ FREQUENCY_BUCKETS = 7
 def seasonal_indexes(
     model: type[BetaGeoModel], frequency: object, recency: object, T: object, actual: dict[int, object]
 ) -> dict[int, tuple[float | None, str]]:
-    """The shop's seasonal index (actual / expected purchase days, a ratio) for windows starting on one day
-    a year earlier, per window length in days (the keys of `actual`), and how each was found; (None, why)
-    where it cannot be.
+    """The shop's seasonal index (actual / expected purchase days, a ratio) of each stretch between the
+    horizons of `actual` (days, all from one start a year earlier: (0, h1], (h1, h2], ...), keyed by the
+    stretch's end, and how each was found; (None, why) where it cannot be.
 
-    `frequency`, `recency`, `T` (days) are the customers' histories at the windows' start, `actual[h]` their
-    purchase days in the h days after it. The purchase model is fitted once, on those histories.
+    `frequency`, `recency`, `T` (days) are the customers' histories at the start, `actual[h]` their purchase
+    days in the h days after it. The purchase model is fitted once, on those histories. Indexes per
+    stretch keep a seasonal forecast cumulative: the 90 days hold at least the 30 (`seasonal_forecast`).
     """
+    horizons = sorted(actual)
     if len(np.atleast_1d(frequency)) == 0:
-        return {days: (None, "no customer had bought a year before the window") for days in actual}
+        return {days: (None, "no customer had bought a year before the window") for days in horizons}
     try:
         fitted = model().fit(frequency, recency, T)
     except (LifetimeInputError, ConvergenceError) as error:
-        return {days: (None, f"no purchase model a year before the window: {error}") for days in actual}
-    found = {}
-    for days, purchases in actual.items():
+        return {days: (None, f"no purchase model a year before the window: {error}") for days in horizons}
+    found, previous_days, previous_expected, previous_total = {}, 0, 0.0, 0.0
+    for days in horizons:
         expected = float(fitted.expected_purchases(days, frequency, recency, T).sum())
-        total = float(np.sum(purchases))
-        if expected > 0:
-            found[days] = (total / expected, f"{total:,.0f} purchase days in the window a year earlier against {expected:,.1f} expected")
+        total = float(np.sum(actual[days]))
+        stretch_expected, stretch_total = expected - previous_expected, total - previous_total
+        window = f"days {previous_days + 1}-{days}" if previous_days else f"the {days} days"
+        if stretch_expected > 0:
+            found[days] = (
+                stretch_total / stretch_expected,
+                f"{stretch_total:,.0f} purchase days in {window} a year earlier against {stretch_expected:,.1f} expected",
+            )
         else:
-            found[days] = (None, "the purchase model a year before expected no purchase in the window")
+            found[days] = (None, f"the purchase model a year before expected no purchase in {window}")
+        previous_days, previous_expected, previous_total = days, expected, total
     return found
+
+
+def seasonal_forecast(expected: dict[int, np.ndarray], indexes: dict[int, float | None]) -> dict[int, np.ndarray]:
+    """Expected purchase days per horizon (days, cumulative from one start) with each stretch between the
+    horizons scaled by its seasonal index (`seasonal_indexes`; 1 where there is none)."""
+    forecast, previous, total = {}, 0.0, 0.0
+    for days in sorted(expected):
+        index = indexes.get(days)
+        total = total + (expected[days] - previous) * (1.0 if index is None else index)
+        forecast[days], previous = total, expected[days]
+    return forecast
 
 
 def own_count(

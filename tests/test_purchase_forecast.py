@@ -71,3 +71,16 @@ def test_by_frequency_groups_seven_and_more():
     assert [row["repeat_purchases"] for row in rows] == ["0", "1", "7+"]
     assert rows[0] == {"repeat_purchases": "0", "customers": 2, "mean_predicted": pytest.approx(0.2), "mean_actual": 0.5}
     assert rows[2]["mean_predicted"] == pytest.approx(6.0) and rows[2]["mean_actual"] == 6.0
+
+
+def test_a_seasonal_forecast_scales_each_stretch_and_stays_cumulative():
+    """A busy first month and a quiet rest: per-stretch indexes keep 30 days <= 90 days <= 365 days, which
+    one index per horizon (2.0 for 30 days, 0.5 for 90) would not."""
+    expected = {30: np.array([1.0, 0.3]), 90: np.array([3.0, 0.9]), 365: np.array([12.0, 3.6])}
+
+    forecast = purchase_forecast.seasonal_forecast(expected, {30: 2.0, 90: 0.25, 365: None})
+
+    np.testing.assert_allclose(forecast[30], [2.0, 0.6])
+    np.testing.assert_allclose(forecast[90], [2.0 + 0.5, 0.6 + 0.15])
+    np.testing.assert_allclose(forecast[365], [2.5 + 9.0, 0.75 + 2.7])
+    assert (forecast[30] <= forecast[90]).all() and (forecast[90] <= forecast[365]).all()
