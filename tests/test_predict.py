@@ -164,6 +164,7 @@ def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spar
     assert fit["dropout_identifiable"] is False and value["p_alive"].isna().all()
     assert "does not show customers leaving" in degraded["p_alive"]
     holdout = fit["holdout"]
+    print(f"chosen {fit['expected_orders_model']}; holdout {holdout}")
     actual = holdout["bgnbd"]["actual_total"]
     holdout_start = days - 1 - 90
     assert actual == purchase_logs.purchases_between(log, holdout_start, days - 1, purchase_logs.histories(log, holdout_start).index).sum()
