@@ -13,7 +13,7 @@ FERRETDB := .cache/bin/ferretdb
 help:
 	@echo "make demo    generate the demo shop (SQLite) if missing, run the nightly DAG for yesterday, print where results are"
 	@echo "make test    run the whole test suite"
-	@echo "make airflow start the Airflow UI (standalone) on this project's DAGs and data"
+	@echo "make airflow run Airflow as in production (scheduler, DAG processor, triggerer, API server; PostgreSQL metadata) on this project"
 
 demo: system $(INSTALLED)
 	$(BIN)/crm demo
@@ -23,7 +23,7 @@ test: system $(INSTALLED) $(FERRETDB)
 	$(BIN)/python -m pytest
 
 airflow: system $(INSTALLED)
-	eval "$$($(BIN)/crm airflow-env)" && $(BIN)/airflow standalone
+	$(BIN)/crm airflow
 
 # Java (for Spark), the PostgreSQL and MariaDB server binaries that the tests start themselves, and
 # Chromium, in which tests/test_report.py renders the run report headless.

@@ -39,6 +39,8 @@ setup(
         "sqlglot>=30.30,<31",
         "click>=8.1",
         "psycopg2-binary",
+        # Airflow 3 opens its PostgreSQL metadata database asynchronously too (`crm airflow`, cli/airflow_server.py).
+        "asyncpg>=0.32,<0.33",
         "pymysql",
         # Extraction into bronze: Arrow readers (PostgreSQL: ADBC; MySQL/MariaDB: connectorx).
         "adbc-driver-postgresql>=1.13,<2",

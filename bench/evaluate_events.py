@@ -44,7 +44,7 @@ def main() -> None:
     from features.activity import CHURN_COLUMNS
     from features.customer import silver_tables
     from jobs.train import snapshot
-    from models.churn import ChurnClassifier
+    from models.churn import BGNBD_INPUTS, ChurnClassifier
     from models.recommend import evaluate_recommendations
 
     settings = load_config()
@@ -57,7 +57,8 @@ def main() -> None:
         started = time.perf_counter()
         horizon = options.horizon_days
         training, holdout = (snapshot(lake, args.date - timedelta(days=days), settings) for days in (2 * horizon, horizon))
-        with_activity = list(options.features)
+        # The gold columns of the churn list (BG/NBD's churn inputs are no column of the snapshots' features).
+        with_activity = [name for name in options.features if name not in BGNBD_INPUTS]
         without = [name for name in with_activity if name not in CHURN_COLUMNS]
         if with_activity == without:
             with_activity = without + list(CHURN_COLUMNS)

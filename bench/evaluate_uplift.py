@@ -51,7 +51,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from core.config import load_config
-    from models import uplift
+    from models import churn, uplift
 
     threadpool_limits(1)  # the cores are shared with Spark; OpenMP threads in gradient boosting oversubscribe them
     started = time.monotonic()
@@ -115,7 +115,8 @@ def main() -> None:
         data.loc[rows.index, "is_holdout"] = uplift.holdout_mask(
             rows["customer_id"], rows["is_treated"], options.holdout_share, options.seed
         )
-    customer_features_used = list(settings.churn.features)
+    # The gold columns of the churn list: BG/NBD's churn inputs (models.churn.BGNBD_INPUTS) are no gold column.
+    customer_features_used = [name for name in settings.churn.features if name not in churn.BGNBD_INPUTS]
     pooled_features = customer_features_used + list(uplift.TERM_FEATURES)
 
     def fitted(rows: pd.DataFrame, features: list[str]) -> uplift.UpliftModel:
@@ -209,9 +210,8 @@ def campaign_features(settings, outcomes: pd.DataFrame, terms: pd.DataFrame, end
             as_of = rows["valid_from"].iloc[0] - timedelta(days=1)
             features = customer_features(silver, as_of, statuses).toPandas()
             training = snapshot(lake, as_of - timedelta(days=settings.churn.horizon_days), settings)
-            classifier = churn.ChurnClassifier(
-                settings.churn.features, settings.churn.model, settings.churn.calibration, settings.churn.seed
-            )
+            gold_features = [name for name in settings.churn.features if name not in churn.BGNBD_INPUTS]
+            classifier = churn.ChurnClassifier(gold_features, settings.churn.model, settings.churn.calibration, settings.churn.seed)
             classifier.fit(training.features, training.outcome["is_churned"])
             buyers = features[features["purchase_count"] > 0]
             risk = pd.Series(classifier.churn_probability(buyers), index=buyers["customer_id"])

@@ -422,10 +422,25 @@ def config_command(ctx, reference):
     _guarded(ctx, work)
 
 
+@main.command("airflow")
+@click.pass_context
+def airflow_command(ctx):
+    """Run Airflow as in production until Ctrl-C: scheduler, DAG processor, triggerer and API server with the
+    LocalExecutor on a PostgreSQL metadata database (cli/airflow_server.py, docs/operating.md)."""
+
+    def work():
+        from cli import airflow_server
+
+        private_files()
+        airflow_server.serve(load_config(), log=lambda line: click.echo(line, err=True))
+
+    _guarded(ctx, work)
+
+
 @main.command("airflow-env")
 @click.pass_context
 def airflow_env_command(ctx):
-    """Print `export` lines that point the `airflow` command at this project (used by `make airflow`), and
+    """Print `export` lines that point the `airflow` command at this project's `crm run` Airflow (SQLite), and
     `umask 077`, so that Airflow started from that shell writes its files for this user alone."""
 
     def work():

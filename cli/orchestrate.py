@@ -1,8 +1,9 @@
 """Running the nightly DAG through Airflow from the command line, on a local AIRFLOW_HOME.
 
 `crm run --date D` uses Airflow's own `dag.test()`: one DAG run with every task, with the run's state and
-task logs in Airflow's metadata database (SQLite under the data root), where the Airflow UI (`make airflow`)
-shows them. The run happens in a child process whose output goes to `<data>/logs/`, so the terminal shows
+task logs in Airflow's metadata database (SQLite under the data root), where `airflow` commands after
+`eval "$(crm airflow-env)"` find them. (`crm airflow`, Airflow as in production, keeps its own PostgreSQL
+metadata database: cli/airflow_server.py.) The run happens in a child process whose output goes to `<data>/logs/`, so the terminal shows
 progress and the summary, and a failure shows the end of the log.
 """
 

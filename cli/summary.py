@@ -15,14 +15,14 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from sqlalchemy import func, select
 
-from core import db
+from core import db, runlog
 from core.config import Settings
 from core.crm_schema import crm_table
 from core.lake import LAYERS, ArrowLake
 from jobs import events
 from jobs.report import read_lifetime_diagnostics
 from jobs.validate import quality_summary
-from models import tracking
+from models import churn, tracking
 from models.lifetime import DIAGNOSTICS_ARTIFACT
 
 
@@ -153,6 +153,27 @@ def lifetime_lines(settings: Settings) -> list[str]:
     return lines
 
 
+def churn_publication_lines(settings: Settings) -> list[str]:
+    """Which churn probability was published (the champion classifier's or BG/NBD's) and why, with both
+    holdout figures side by side (from the champion's training run in MLflow)."""
+    table = crm_table(settings, "customer_scores")
+    with db.engine(settings.crm.db_url).connect() as connection:
+        label = connection.execute(select(func.max(table.c.churn_model_version))).scalar()
+    if label is None:
+        return ["Churn probability published: none (no churn model yet)"]
+    found = tracking.churn_publication(tracking.connect(settings.mlflow), churn.judged_version(label))
+    if found is None:
+        return [f"Churn probability published: {label} (trained before the calibration check: no comparison with BG/NBD)"]
+    source = "BG/NBD's P(no purchase in the horizon)" if found["published"] == churn.BG_NBD else f"classifier {churn.judged_version(label)}"
+    lines = [
+        f"Churn probability published: {source} ({label}); holdout {found['holdout_as_of']}, ECE: 10 equal-width bins",
+        f"  {'model':<20} {'ROC-AUC':>8} {'Brier':>8} {'ECE':>8}",
+    ]
+    for model, figures in found["figures"].items():
+        lines.append(f"  {model:<20} {figures['roc_auc']:>8.4f} {figures['brier']:>8.4f} {figures['ece']:>8.4f}")
+    return [*lines, f"  why: {found['reason']}"]
+
+
 def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
     """Each model the night evaluated on its holdout, beside its baselines (MLflow runs of the night)."""
     found = tracking.evaluations(settings.mlflow, run_id)
@@ -165,6 +186,13 @@ def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
             f"  {evaluation['model']:<20} {evaluation['metric']} {evaluation['value']:.3f} against {against}  ({evaluation['holdout']})"
         )
     return lines
+
+
+def degraded_lines(settings: Settings, run_id: str) -> list[str]:
+    """What the night could not compute and why (the tasks' `degraded`, from the run log)."""
+    stages = next((run["stages"] for run in runlog.recent_runs(settings, 1) if run["run_id"] == run_id), [])
+    reasons = runlog.render_degraded(stages)
+    return ["Not computed tonight (each task's reason; crm status):", *reasons] if reasons else []
 
 
 def mlflow_ui_command(settings: Settings) -> str:
@@ -214,7 +242,9 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
     lines += ["", *score_lines(settings)]
     lines += ["", *lifetime_lines(settings)]
+    lines += ["", *churn_publication_lines(settings)]
     lines += ["", *evaluation_lines(settings, run_id)]
+    lines += ["", *degraded] if (degraded := degraded_lines(settings, run_id)) else []
     lines += ["", *campaign_lines(settings)]
     exports = settings.exports_dir / run_date.isoformat()
     lines += [
@@ -225,7 +255,8 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         f"  run report     {settings.data_dir / 'reports' / run_date.isoformat() / 'index.html'}  (crm report --open)",
         f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
-        "  Airflow UI     make airflow   (then open http://localhost:8080)",
+        "  tasks, seconds crm status     (this night's tasks as the run log has them)",
+        f"  Airflow UI     make airflow   (the nightly under Airflow's own scheduler; then open http://localhost:{settings.airflow.api_port})",
         f"  MLflow store   {db.masked(settings.mlflow.tracking_uri)}  (models, training runs, plots)",
         f"  MLflow UI      {mlflow_ui_command(settings)}   (then open http://localhost:5000)",
     ]
@@ -250,13 +281,14 @@ def render_training(settings: Settings, run_id: str) -> str:
         f"holdout {params.get('holdout_as_of')} ({params.get('holdout_customers')} buyers, "
         f"churn rate {params.get('holdout_churn_rate')}), horizon {params.get('horizon_days')} days",
         "",
-        f"  {'model':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8}",
+        f"  {'model':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8} {'ECE':>8}",
     ]
-    for model in ("challenger", "champion", "logistic_baseline", "p_alive_baseline", "bgnbd_no_purchase"):
+    for model in ("challenger", "champion", "former_champion", "logistic_baseline", "p_alive_baseline", "bgnbd_no_purchase"):
         if f"{model}_roc_auc" in metrics:
-            lines.append(
-                f"  {model:<20} {metrics[f'{model}_roc_auc']:>8.4f} {metrics[f'{model}_pr_auc']:>8.4f} {metrics[f'{model}_brier']:>8.4f}"
-            )
+            figures = [metrics.get(f"{model}_{metric}", float("nan")) for metric in ("roc_auc", "pr_auc", "brier", "ece")]
+            lines.append(f"  {model:<20} " + " ".join(f"{figure:>8.4f}" for figure in figures))
+    if "published_churn" in run.data.tags:
+        lines += ["", f"  published by nights: {run.data.tags['published_churn']} ({run.data.tags.get('published_churn_reason', '')})"]
     lines += [
         "",
         f"  MLflow run     {run.info.run_id} (experiment {settings.mlflow.experiment})",

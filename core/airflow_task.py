@@ -14,10 +14,11 @@ import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from core import nightlock, runlog, spark_server
-from core.config import load_config
+from core import alerts, nightlock, runlog, spark_server
+from core.config import Settings, load_config
 from core.db import masked
 from core.private import make_private_dir, private_files
 from core.rundate import business_date, run_conf
@@ -36,7 +37,7 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     """
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
-    settings = load_config()
+    settings = task_settings()
     make_private_dir(settings.data_dir)  # the scheduler's task process has the umask of whoever started Airflow
     attempt = _attempt(context, run_date)
     with nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage):
@@ -51,6 +52,57 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
             raise
         runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
+
+
+def task_settings() -> Settings:
+    """The configuration of a task: `load_config()`, with the shop's URL from the Airflow connection
+    `airflow.shop_conn_id` and the CRM database's from `airflow.crm_conn_id` when those connections exist.
+
+    A connection wins over `shop.url`/`crm.db_url` (conf or CRM_SHOP_URL/CRM_DB_URL): where a deployment keeps
+    its credentials in Airflow, a variable left in a worker's environment must not point a task elsewhere.
+    Each URL's password (and the whole URL) is registered with Airflow's secrets masker, so a task log that
+    quotes it shows ***; the task log says which source each URL came from, masked (`core.db.masked`).
+    """
+    settings = load_config()
+    shop_url = _connection_url(settings.airflow.shop_conn_id, "shop")
+    crm_url = _connection_url(settings.airflow.crm_conn_id, "CRM database")
+    if shop_url is None and crm_url is None:
+        return settings
+    return settings.model_copy(
+        update={
+            "shop": settings.shop.model_copy(update={"url": shop_url or settings.shop.url}),
+            "crm": settings.crm.model_copy(update={"db_url": crm_url or settings.crm.db_url}),
+        }
+    )
+
+
+#: Airflow connection types whose URL scheme differs from the one `core.db` reads.
+_SCHEMES = {"mongo": "mongodb", "postgres": "postgresql"}
+
+
+def _connection_url(conn_id: str, what: str) -> str | None:
+    """The database URL Airflow connection `conn_id` holds, its secrets masked in logs from now on; None when
+    `conn_id` is empty or no such connection exists (the environment's URL is used then)."""
+    if not conn_id:
+        return None
+    from airflow.sdk import BaseHook  # deferred: only task processes look connections up
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    if connection.conn_type == "sqlite":  # the file's path is the host; Airflow's own URI quotes its slashes away
+        url = f"sqlite:///{connection.host}"
+    else:
+        scheme, _, rest = connection.get_uri().partition("://")
+        url = f"{_SCHEMES.get(scheme, scheme)}://{rest}"
+    for secret in (connection.password, url):
+        if secret:
+            mask_secret(secret)
+    logging.getLogger(__name__).info("%s: %s from Airflow connection %s", what, masked(url), conn_id)
+    return url
 
 
 def finite_or_none(value: Any, path: str = "result") -> Any:
@@ -77,11 +129,23 @@ def start_night_spark(context: dict[str, Any]) -> str:
     settings = load_config()
     make_private_dir(settings.data_dir)  # the server and its JVM inherit the umask
     with nightlock.hold_for_task(settings, str(context["run_id"]), business_date(context), "spark_up"):
+        _create_mlflow_store(settings)
         if settings.spark.remote:
             return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
         if not settings.spark.night_server:
             return "a local Spark per task (spark.night_server is off)"
         return f"night Spark server {masked(spark_server.start(settings, wait=False))}"
+
+
+def _create_mlflow_store(settings: Settings) -> None:
+    """Create a SQLite MLflow store that does not exist yet, before the night's parallel tasks: under a
+    scheduler, two tasks creating it at once fail one of them (alembic: "Online migration expected to match
+    one row"; seen in tests/test_scheduler.py, healed only by the retry)."""
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        from models.tracking import connect  # deferred: MLflow (seconds to import) only on a new data root
+
+        connect(settings.mlflow)
 
 
 def stop_night_spark(context: dict[str, Any]) -> str:
@@ -99,18 +163,30 @@ def stop_night_spark(context: dict[str, Any]) -> str:
 
 
 def record_failure(context: dict[str, Any]) -> None:
-    """The DAGs' on-failure callback: a task that failed before or outside its job (a timeout, a killed
-    worker, an error loading the configuration) is marked failed in the run log too."""
+    """The DAGs' on-failure callback (a task failed with no retry left): a task that failed before or outside
+    its job (a timeout, a killed worker, an error loading the configuration) is marked failed in the run log
+    too, and the failure goes out as a `task_failed` alert (`core.alerts`: log, and the configured webhook)."""
     private_files()
     try:
-        settings = load_config()
+        settings = task_settings()
         attempt = _attempt(context, business_date(context))
     except Exception as error:  # the configuration itself may be what failed
         logging.getLogger(__name__).warning("run log: failure of %s not recorded: %s", context.get("run_id"), error)
         return
     exception = context.get("exception")
-    runlog.record_failure_if_open(
-        settings, attempt, f"{type(exception).__name__}: {exception}" if exception else "failed (no exception passed to the callback)"
+    error = f"{type(exception).__name__}: {exception}" if exception else "failed (no exception passed to the callback)"
+    runlog.record_failure_if_open(settings, attempt, error)
+    alerts.send(
+        settings,
+        {
+            "event": "task_failed",
+            "dag_id": attempt.dag_id,
+            "run_id": attempt.run_id,
+            "run_date": attempt.run_date.isoformat(),
+            "task_id": attempt.stage,
+            "try_number": attempt.try_number,
+            "error": error,
+        },
     )
 
 

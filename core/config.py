@@ -3,7 +3,9 @@
 Every value is validated on load: an unknown key or a wrong type is an error that names the file (or the
 environment variable) and the key. Defaults live in `conf/base.yaml`, documented there and in the
 configuration reference, docs/configuration.md. Secrets never live in `conf/`: URLs with passwords come from the
-environment (`CRM_SHOP_URL`, `CRM_DB_URL`) or from Airflow connections.
+environment (`CRM_SHOP_URL`, `CRM_DB_URL`); an Airflow task reads them from the Airflow connections named by
+`airflow.shop_conn_id` and `airflow.crm_conn_id` instead when those exist (`core.airflow_task.task_settings`,
+not this module: it never imports Airflow).
 
 Environment variables: the short names below, or `CRM__<SECTION>__<KEY>` for any key
 (`CRM__SPARK__DRIVER_MEMORY=4g`); values are read as YAML scalars, so `CRM__SPARK__SHUFFLE_PARTITIONS=8`
@@ -20,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from core.feature_schema import FEATURES
+from core.feature_schema import FEATURES, PURCHASE_MODEL_FEATURES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,7 +200,11 @@ class ChurnSettings(_Section):
     """The churn classifier: label, features, model, calibration, and when a challenger replaces the champion."""
 
     horizon_days: int = Field(gt=0, description="churned = no purchase within this many days after as_of")
-    features: list[str] = Field(min_length=1, description="gold/customer_features columns the classifier uses")
+    features: list[str] = Field(
+        min_length=1,
+        description="gold/customer_features columns the classifier uses, and BG/NBD's point-in-time "
+        "bgnbd_no_purchase_probability and bgnbd_p_alive",
+    )
     model: Literal["hist_gradient_boosting", "logistic_regression"] = Field(
         description="the challenger's algorithm (logistic regression is also always fitted as the baseline)"
     )
@@ -222,6 +228,7 @@ class ChurnSettings(_Section):
     @model_validator(mode="after")
     def _known_features(self):
         numeric = {f.name for f in FEATURES if f.type not in ("date", "timestamp", "string")} - {"customer_id"}
+        numeric |= {f.name for f in PURCHASE_MODEL_FEATURES}
         unknown = [name for name in self.features if name not in numeric]
         if unknown:
             raise ValueError(f"unknown or non-numeric feature(s) {unknown}; expected some of {sorted(numeric)}")
@@ -405,9 +412,28 @@ class RecommendSettings(_Section):
 class AirflowSettings(_Section):
     """How `crm run` drives Airflow."""
 
-    home: str = Field(description="AIRFLOW_HOME used by `crm run` and `make airflow`")
+    home: str = Field(description="AIRFLOW_HOME used by `crm run` and `crm airflow` (`make airflow`)")
     dag_id: str = Field(description="the nightly DAG")
     training_dag_id: str = Field(description="the training DAG (churn model, weekly and on demand)")
+    api_port: int = Field(gt=0, lt=65536, description="port of the API server (UI, REST API) that `crm airflow` starts, on 127.0.0.1")
+    metadata_port: int = Field(
+        gt=0,
+        lt=65536,
+        description="port of the metadata PostgreSQL that `crm airflow` runs under <data>/airflow-postgres when "
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names no server",
+    )
+    alert_webhook_url: str = Field(
+        description="URL that alerts are POSTed to as JSON: a task failed with no retry left, the night missed its deadline "
+        "(core/alerts.py); empty: alerts are only logged"
+    )
+    shop_conn_id: str = Field(
+        description="Airflow connection holding the shop's URL: when it exists, a task reads the shop through it instead of shop.url "
+        "(CRM_SHOP_URL); empty: never looked up"
+    )
+    crm_conn_id: str = Field(
+        description="Airflow connection holding the CRM database's URL: when it exists, a task publishes through it instead of "
+        "crm.db_url (CRM_DB_URL); empty: never looked up"
+    )
 
 
 class Settings(_Section):

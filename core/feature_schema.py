@@ -178,6 +178,25 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
+#: Churn classifier inputs that are no column of gold/customer_features: BG/NBD (Fader, Hardie & Lee 2005) fitted
+#: on the purchase history at the same as_of as the other features (`models.churn.with_purchase_model_inputs`),
+#: so they are point in time too. `churn.features` may list them beside the gold features.
+PURCHASE_MODEL_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "bgnbd_no_purchase_probability",
+        "BG/NBD's probability of no purchase within churn.horizon_days after as_of",
+        "double",
+        "probability",
+        label="BG/NBD probability of no purchase in the horizon",
+    ),
+    Feature(
+        "bgnbd_p_alive",
+        "BG/NBD's probability that the customer is still active at as_of",
+        "double",
+        "probability",
+        label="BG/NBD probability of being active",
+    ),
+)
 #: Former feature names and the feature each is now. The CRM table customer_segments and the campaign
 #: customer view still offer them (users write them); churn models trained under them keep working.
 RENAMED: dict[str, str] = {"frequency": "purchase_count", "monetary": "total_spent"}

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import SchemaMismatchError as DeltaSchemaError
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, MapType, StringType, StructType
 
@@ -40,6 +40,8 @@ from core.types import gold_rows, no_gold_rows
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold")
+#: Tables whose `private_statistics` properties this process has checked (and set when missing), by path.
+_STATISTICS_CHECKED: set[str] = set()
 #: Spark's names of the column types Delta keeps statistics of here: numbers, dates, times (never text).
 STATISTICS_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal", "date", "timestamp", "timestamp_ntz")
 PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -127,6 +129,17 @@ class LakeLayout:
         wanted = arrow_statistics(pa.schema(delta.schema().to_arrow()), metadata.partition_columns)
         return {key: value for key, value in wanted.items() if metadata.configuration.get(key) != value}
 
+    def statistics_to_mend(self, layer: str, table: str) -> dict[str, str]:
+        """`missing_statistics_properties` of an existing table, read once per table and process: a table this
+        process has already checked (and mended) is not opened again before each write (`statistics_mended`)."""
+        if str(self.path(layer, table)) in _STATISTICS_CHECKED:
+            return {}
+        return self.missing_statistics_properties(layer, table)
+
+    def statistics_mended(self, layer: str, table: str) -> None:
+        """Remember that the table has its `private_statistics` properties (see `statistics_to_mend`)."""
+        _STATISTICS_CHECKED.add(str(self.path(layer, table)))
+
     def tables(self) -> list[tuple[str, str]]:
         """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
         found = []
@@ -194,37 +207,44 @@ class ArrowLake(LakeLayout):
         by an older version is rewritten (streamed: the replaced files stay until a vacuum)."""
         if not self.exists(layer, table):
             return arrow_statistics(schema, partition_by)
-        missing = self.missing_statistics_properties(layer, table)
+        missing = self.statistics_to_mend(layer, table)
         if missing:
             path = self.path(layer, table)
             DeltaTable(path).alter.set_table_properties(missing)
             if "delta.dataSkippingNumIndexedCols" in missing:
                 partitions = DeltaTable(path).metadata().partition_columns
                 write_deltalake(path, self._dataset(layer, table).scanner().to_reader(), mode="overwrite", partition_by=partitions or None)
+        self.statistics_mended(layer, table)
         return None
 
 
-def with_finite_figures(rows: DataFrame, label: str) -> DataFrame:
-    """`rows` with every NaN or infinite floating-point figure made null, and a warning naming each column and
-    how many: gold (and so the CRM and the exports) never holds a figure that is not a number. A figure that
-    cannot be computed is null; the job that made it says why."""
+def with_finite_figures(rows: DataFrame) -> tuple[DataFrame, Observation | None]:
+    """`rows` with every NaN or infinite floating-point figure made null, and an Observation that counts them
+    per column while the rows are written (None when `rows` has no floating-point column): gold (and so the CRM
+    and the exports) never holds a figure that is not a number, and counting them costs no Spark job of its
+    own. A figure that cannot be computed is null; the job that made it says why."""
     floating = [field.name for field in rows.schema.fields if isinstance(field.dataType, (DoubleType, FloatType))]
     if not floating:
-        return rows
-    rows = rows.localCheckpoint(eager=True)  # counted, then written: computed once
+        return rows, None
     bad = {name: ~F.col(name).isNull() & (F.isnan(name) | F.col(name).isin(float("inf"), float("-inf"))) for name in floating}
-    counts = rows.agg(*[F.count(F.when(condition, 1)).alias(name) for name, condition in bad.items()]).first().asDict()
-    found = {name: count for name, count in counts.items() if count}
-    if not found:
-        return rows
-    log.warning(
-        "%s: not-a-number or infinite figures written as null: %s",
-        label,
-        ", ".join(f"{name} ({count:,} rows)" for name, count in found.items()),
+    observation = Observation(f"non_finite_{uuid.uuid4().hex}")
+    counted = rows.observe(observation, *[F.count(F.when(condition, 1)).alias(name) for name, condition in bad.items()])
+    nulled = counted.withColumns(
+        {name: F.when(bad[name], F.lit(None).cast(rows.schema[name].dataType)).otherwise(F.col(name)) for name in floating}
     )
-    return rows.withColumns(
-        {name: F.when(bad[name], F.lit(None).cast(rows.schema[name].dataType)).otherwise(F.col(name)) for name in found}
-    )
+    return nulled, observation
+
+
+def warn_of_non_finite(observation: Observation | None, label: str) -> None:
+    """After the write of `with_finite_figures`' rows: a warning naming each column that held NaN or infinite
+    figures and how many rows."""
+    found = {name: count for name, count in (observation.get if observation is not None else {}).items() if count}
+    if found:
+        log.warning(
+            "%s: not-a-number or infinite figures written as null: %s",
+            label,
+            ", ".join(f"{name} ({count:,} rows)" for name, count in found.items()),
+        )
 
 
 class Lake(LakeLayout):
@@ -283,7 +303,9 @@ class Lake(LakeLayout):
                 rows = gold_rows(rows.withColumnsRenamed(CRM_NAMES.get(table, {})), table, run_date, run_id)
         elif rows is None:
             raise ValueError(f"gold/{table}: no rows given and no CRM table to take empty columns from")
-        self.replace_partition(with_finite_figures(rows, f"gold/{table} of {run_date}"), "gold", table, {"as_of": run_date}, evolve=True)
+        rows, non_finite = with_finite_figures(rows)
+        self.replace_partition(rows, "gold", table, {"as_of": run_date}, evolve=True)
+        warn_of_non_finite(non_finite, f"gold/{table} of {run_date}")
         return self.rows_written("gold", table)
 
     def merge(
@@ -391,7 +413,7 @@ class Lake(LakeLayout):
     def _keep_statistics_private(self, layer: str, table: str) -> None:
         """Set the `private_statistics` properties an existing table lacks, before it is written; a table made
         by an older version is rewritten as it is, in one commit, so its files' statistics hold no text."""
-        missing = self.missing_statistics_properties(layer, table)
+        missing = self.statistics_to_mend(layer, table)
         if missing:
             path = self.path(layer, table)
             properties = ", ".join(f"'{key}' = '{value}'" for key, value in missing.items())
@@ -399,6 +421,7 @@ class Lake(LakeLayout):
             if "delta.dataSkippingNumIndexedCols" in missing:
                 partitions = DeltaTable(path).metadata().partition_columns
                 plain_string_types(self.read(layer, table)).write.format("delta").mode("overwrite").partitionBy(*partitions).save(path)
+        self.statistics_mended(layer, table)
 
     def _with_table_columns(self, df: DataFrame, layer: str, table: str) -> DataFrame:
         """`df` plus, as nulls, the table's columns it lacks (a carried source column that went away)."""

@@ -12,7 +12,7 @@ or a column whose type cannot hold the canonical one, stops the run with an erro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -221,6 +221,7 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
             problems.append(f"table {label} is missing")
             continue
         present = {column["name"]: column["type"] for column in inspector.get_columns(source.source)}
+        source = _without_unmapped_optional_columns(name, source, present)
         mapped = set()
         for column in source.canonical.columns:
             shop_column = source.columns[column.name]
@@ -243,6 +244,13 @@ def check_source(url: str, mapping: SourceMapping) -> dict[str, CheckedTable]:
             f"({mapping.path}); nothing was read: " + "; ".join(problems)
         )
     return plan
+
+
+def _without_unmapped_optional_columns(name: str, source: SourceTable, present: dict) -> SourceTable:
+    """`source` with the optional columns (`shop_schema.OPTIONAL_COLUMNS`) the shop lacks and the mapping
+    leaves under their canonical names read as null, as if mapped to null; a renamed one stays required."""
+    absent = [column for column in shop_schema.OPTIONAL_COLUMNS.get(name, ()) if source.columns[column] == column and column not in present]
+    return replace(source, columns={**source.columns, **dict.fromkeys(absent)}) if absent else source
 
 
 def readable_as(source_type, canonical_type) -> bool:

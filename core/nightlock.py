@@ -7,8 +7,8 @@ collide), so whatever runs a night holds the root's lock for as long as it runs:
   command (`hold`); the night's own child process inherits it, and the tasks it runs know it for theirs by
   the token the holder puts in their environment (`CRM_NIGHT_TOKEN`).
 - A task run by an Airflow scheduler (each task a process of its own) holds it while its job runs
-  (`hold_for_task`, through `core.airflow_task.run_task`): a task of another run refuses while a night or
-  a task of another run holds the root; a task of the same run waits for its turn.
+  (`hold_for_task`, through `core.airflow_task.run_task`), shared with the tasks of its own run that run at
+  the same time: a task of another run refuses while a night or a task of another run holds the root.
 
 The lock is `fcntl.flock` on the file: the kernel releases it when its holder dies, however it dies, so a
 killed night leaves nothing to clean up. The file holds the holder's record (pid, host, command, run date,
@@ -117,7 +117,9 @@ def hold_for_task(settings: Settings, run_id: str, run_date: date, task: str) ->
     """Hold the data root while one task of run `run_id` runs, or raise NightBusyError naming its holder.
 
     A task of the night that holds the root (its token in the environment) goes on under that hold and
-    records which run and task it is; a task of the same run as the holder's waits for its turn.
+    records which run and task it is. A task run by a scheduler holds the root shared with the other tasks
+    of its own run, so a night's independent tasks run side by side (LocalExecutor, CeleryExecutor on one
+    root), while a task of another run, or any task while a `crm run` holds the root, refuses.
     """
     path = lock_path(settings)
     token = os.environ.get(TOKEN_ENV)
@@ -129,15 +131,30 @@ def hold_for_task(settings: Settings, run_id: str, run_date: date, task: str) ->
         return
     fd = _open(path)
     try:
-        if not _try_lock(fd):
-            record = _read(path)
-            if not record or record.get("run_id") != run_id or record.get("token"):
-                raise NightBusyError(busy_message(settings, record))
-            fcntl.flock(fd, fcntl.LOCK_EX)  # a task of the same run: its turn comes
-        held = _Held(fd, path, {"command": "airflow task", "run_id": run_id, "run_date": run_date.isoformat(), "task": task})
-        _update(held, **_who())
+        with _deciding(path):  # one task at a time decides: hold, share or refuse
+            alone = _try_lock(fd)
+            if not alone:
+                record = _read(path)
+                same_run = record and record.get("run_id") == run_id and not record.get("token")
+                if not same_run or not _try_lock(fd, fcntl.LOCK_SH):
+                    raise NightBusyError(busy_message(settings, _read(path)))
+            held = _Held(fd, path, {"command": "airflow task", "run_id": run_id, "run_date": run_date.isoformat(), "task": task})
+            _update(held, **_who())
+            if alone and not _try_lock(fd, fcntl.LOCK_SH):  # shared from now on, for the run's other tasks
+                raise NightBusyError(busy_message(settings, _read(path)))
         with _heartbeat(fd):
             yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _deciding(path: Path) -> Iterator[None]:
+    """The gate `<lock>.gate`, held exclusively for the instant a scheduler task decides whether it may run."""
+    fd = _open(path.with_name(path.name + ".gate"))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)
 
@@ -211,10 +228,11 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, kind: int = fcntl.LOCK_EX) -> bool:
+    """Take (or convert to) the lock of `kind` within `TRIES` tries; False when another holder keeps it."""
     for attempt in range(TRIES):
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
             return True
         except OSError as error:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
@@ -225,13 +243,13 @@ def _try_lock(fd: int) -> bool:
 
 
 def _lockable(path: Path) -> bool:
-    """Whether nobody holds the lock: a shared lock for an instant (holders retry over `TRIES`)."""
+    """Whether nobody holds the lock, shared or not: the lock for an instant (holders retry over `TRIES`)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except OSError as error:
         if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):

@@ -193,12 +193,29 @@ def render_status(runs: list[dict[str, Any]], live_run_id: str | None = None, se
     return "\n".join(blocks)
 
 
+def render_degraded(stages: list[dict[str, Any]]) -> list[str]:
+    """What the night's tasks could not do, one line per reason (`degraded` in their summaries): e.g. what a
+    shop without reviews, coupons or product categories does not get, and why."""
+    lines = []
+    for stage in stages:
+        summary = json.loads(stage["summary"]) if stage.get("summary") else None
+        if isinstance(summary, dict) and isinstance(summary.get("degraded"), dict):
+            lines += [f"  {stage['stage']:<10} {what}: {reason}" for what, reason in summary["degraded"].items()]
+    return lines
+
+
 #: How `crm status` shows a task that the run log has as running but whose night no longer holds the data root.
 INTERRUPTED = "interrupted"
 
 
 #: The groups of a campaigns stage's summary (campaign -> group -> customers).
 CAMPAIGN_GROUPS = {"treatment", "control", "suppressed"}
+
+
+def _figure(value: float | None) -> str:
+    """A holdout figure to three decimals; n/a for one the job could not compute (null: `run_task` turns NaN
+    into null, e.g. a recall without a customer to judge it on)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _outcome(stage: dict[str, Any]) -> str:
@@ -232,7 +249,7 @@ def _outcome(stage: dict[str, Any]) -> str:
         parts = [
             ", ".join(f"{table} {rows:,}" for table, rows in summary.get("rows", {}).items()),
             f"{sum(summary['offers'].values()):,} offers" if "offers" in summary else "",
-            ", ".join(f"{name} {value:.3f}" for name, value in summary["figures"].items()),
+            ", ".join(f"{name} {_figure(value)}" for name, value in summary["figures"].items()),
             "degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else "",
         ]
         return "; ".join(part for part in parts if part)[:200]

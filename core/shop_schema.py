@@ -116,6 +116,12 @@ inquiries = _table(
     Column("body", Text),
     Column("status", String(20), comment="open, pending or resolved"),
     Column("resolved_at", DateTime, comment="when the inquiry was resolved (UTC)"),
+    Column(
+        "topic",
+        String(20),
+        comment="the topic support filed it under: shipping, return_refund, product_question, payment or complaint; "
+        "null if not filed (many shops have no such column: map it to null)",
+    ),
 )
 
 coupons = _table(
@@ -169,6 +175,10 @@ FOREIGN_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 #: without an account) belongs to no customer: it counts for products (popularity, recommendations), for no
 #: customer's figures.
 OPTIONAL_REFERENCES: dict[str, tuple[str, ...]] = {"orders": ("customer_id",)}
+
+#: Columns many shops do not have: a shop without one whose mapping leaves it under its canonical name
+#: reads it as null (extract says so), as if the mapping set it to null. Table -> columns.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"inquiries": ("topic",)}
 
 assert set(SHOP_TABLES) == set(metadata.tables), "SHOP_TABLES must list every canonical table"
 

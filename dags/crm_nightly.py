@@ -50,7 +50,7 @@ Airflow queues no run for a paused DAG: unpause it. `crm export` runs outside Ai
 
 ```python
 from datetime import date
-from airflow.sdk import dag, task
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, task
 from core import assets
 
 SCORES = assets.crm_table("customer_scores")  # elsewhere: Asset("shop-crm://crm/customer_scores", group="crm")
@@ -68,30 +68,36 @@ def sync_scores_to_the_mailing_tool():
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, task
 
 from core import assets
 from core.airflow_task import full_reload, record_failure, run_task, start_night_spark, stop_night_spark
+from core.rundate import DAG_START
+
+#: A scheduled night (02:00 UTC) not finished this long after its start is late: by 07:00 UTC, before the CRM's
+#: users start work. Manual runs without a logical date (`crm run`, an API trigger) have no deadline.
+FINISH_WITHIN = timedelta(hours=5)
 
 
 @dag(
     dag_id="crm_nightly",
     schedule="0 2 * * *",
-    # Far back, so that `crm run --date` can backfill any past date: Airflow runs no task of a run whose
-    # logical date is before start_date (and reported such a run as a success). catchup=False keeps the
-    # scheduler from running all those past nights by itself.
-    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),
+    start_date=DAG_START,  # far back: `crm run --date` runs any past date (core/rundate.py)
     catchup=False,
     max_active_runs=1,
     tags=["crm", "nightly"],
     doc_md=__doc__,
+    # Airflow's deadline alert: the triggerer calls core.alerts.late_night (log, webhook) when the night is late.
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE, interval=FINISH_WITHIN, callback=AsyncCallback("core.alerts.late_night")
+    ),
     # A task that runs longer than execution_timeout is failed (and retried): a hung read or a stuck
-    # Spark job must not hold the night. Every failure also lands in the run log (`crm status`).
+    # Spark job must not hold the night. Every failure also lands in the run log (`crm status`). The delay
+    # between tries is Airflow's own [core] default_task_retry_delay (300 s unless the deployment sets it).
     default_args={
         "retries": 2,
-        "retry_delay": timedelta(minutes=5),
         "owner": "data-engineering",
         "execution_timeout": timedelta(hours=2),
         "on_failure_callback": record_failure,

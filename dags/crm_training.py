@@ -17,17 +17,18 @@ Reads the lake only (silver); writes only to MLflow, so it may run beside a nigh
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 
 from core.airflow_task import record_failure, run_task
+from core.rundate import DAG_START
 
 
 @dag(
     dag_id="crm_training",
     schedule="0 4 * * 0",
-    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),
+    start_date=DAG_START,  # far back: `crm train --date` trains as of any past date (core/rundate.py)
     catchup=False,
     max_active_runs=1,
     tags=["crm", "training", "mlflow"],

@@ -18,11 +18,13 @@ covers the three years up to and including `end_date`: every good row is dated b
 
 Determinism: randomness comes from `numpy.random.SeedSequence(seed)`: one child stream (spawn key (0,))
 for the catalogue and public coupons, one (spawn key (1, block)) per block of `BLOCK_CUSTOMERS` customers,
-and one (spawn key (2, block)) for that block's events, so generating events changes no other row. A chunk
-written in one transaction is a whole number of blocks, so the chunk size does not change any row (nor any
-event, nor the order of an event file's lines). The same seed, end date, customer count and numpy version
-give the same rows in SQLite, PostgreSQL and MySQL/MariaDB. Ids are sequential per table from 1 in
-generation order (customer by customer); a deleted order leaves a gap (its items are the orphan items).
+one (spawn key (2, block)) for that block's events, so generating events changes no other row, and one
+(spawn key (3, block)) for that block's review and inquiry text (`demo_shop.shop_text`), so the text
+changes no other value. A chunk written in one transaction is a whole number of blocks, so the chunk size
+does not change any row (nor any event, nor the order of an event file's lines). The same seed, end date,
+customer count and numpy version (and Python's `random`, which draws the text) give the same rows in
+SQLite, PostgreSQL and MySQL/MariaDB. Ids are sequential per table from 1 in generation order (customer by
+customer); a deleted order leaves a gap (its items are the orphan items).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
@@ -47,11 +50,12 @@ from core.config import conf_dir
 from core.db import is_document_shop
 from core.mapping import SourceMapping, load_mapping
 from core.shop_schema import SHOP_TABLES, events_metadata, metadata
-from demo_shop import generate_events
+from demo_shop import generate_events, shop_text
 from demo_shop.documents import DocumentWriter
 from demo_shop.existing import refuse_filled_tables
 
-GENERATOR_VERSION = 1
+#: 2: review and inquiry text of demo_shop/shop_text.py (its own random stream), inquiries.topic filed by support.
+GENERATOR_VERSION = 2
 #: Customers per random stream: the unit of determinism (part of the generator's version).
 BLOCK_CUSTOMERS = 250
 HISTORY_DAYS = 3 * 365
@@ -429,169 +433,12 @@ EN_STREETS = (
 EN_STREET_KINDS = ("Street", "Road", "Avenue", "Lane", "Drive", "Way")
 ZH_ROADS = ("建国路", "中山路", "人民路", "解放路", "长安街", "南京路", "淮海路", "文化路", "新华路", "和平路", "学院路", "科技路")
 
-RATING_LEVELS = ("negative", "neutral", "positive")  # ratings 1-2, 3, 4-5
-REVIEW_ASPECTS = ("delivery", "quality", "price", "service", "size_fit")  # size_fit only for apparel, shoes
-#: Review text by language and rating level; the levels share no sentence, so tone follows the rating.
-REVIEW_TEXT: dict[str, dict[str, dict]] = {
-    "en": {
-        "negative": {
-            "titles": ("Very disappointed", "Not worth the money", "Would not buy again", "Poor quality", "Terrible experience"),
-            "openers": ("I regret buying this.", "This was a waste of money.", "Really unhappy with this purchase."),
-            "closers": ("I want a refund.", "Avoid this one.", "One star is too many."),
-            "aspects": {
-                "delivery": ("Delivery took far too long and the box arrived damaged.", "The parcel came two weeks late."),
-                "quality": ("The material feels cheap and it broke within a week.", "Quality is much worse than in the photos."),
-                "price": ("Far too expensive for what you get.", "Overpriced, cheaper shops sell better ones."),
-                "service": ("Customer service never answered my messages.", "Support was rude and unhelpful."),
-                "size_fit": ("The size runs very small and it does not fit at all.", "The cut is strange and fits badly."),
-            },
-        },
-        "neutral": {
-            "titles": ("It's okay", "Average product", "Does the job", "Mixed feelings", "Decent but not great"),
-            "openers": ("It is an average product.", "Nothing special, nothing terrible.", "Some good points, some bad."),
-            "closers": ("Might buy again if on sale.", "Three stars feels fair.", "Okay for the price."),
-            "aspects": {
-                "delivery": ("Delivery was a bit slower than promised.", "Shipping was fine, nothing special."),
-                "quality": ("Quality is acceptable for everyday use.", "The finish could be better."),
-                "price": ("The price is fair but not a bargain.", "Price is about what I expected."),
-                "service": ("Customer service answered, but slowly.", "Support solved it after a few emails."),
-                "size_fit": ("Fits slightly large, consider a size down.", "The fit is a little loose."),
-            },
-        },
-        "positive": {
-            "titles": ("Love it!", "Excellent purchase", "Highly recommend", "Great value", "Exactly what I wanted"),
-            "openers": ("Really happy with this.", "Fantastic product.", "Better than I expected."),
-            "closers": ("Will definitely buy again.", "Five stars from me.", "Already recommended it to friends."),
-            "aspects": {
-                "delivery": ("Arrived quickly and well packed.", "Delivery was faster than expected."),
-                "quality": ("The quality is excellent and it feels solid.", "Great build quality, better than I hoped."),
-                "price": ("Great value for the price.", "Cheaper than elsewhere and just as good."),
-                "service": ("Customer service was friendly and helpful.", "Support replied within minutes."),
-                "size_fit": ("Fits perfectly, true to size.", "The fit is spot on and comfortable."),
-            },
-        },
-    },
-    "zh": {
-        "negative": {
-            "titles": ("非常失望", "不值这个价", "不会再买了", "质量很差", "体验太糟糕"),
-            "openers": ("后悔买了这个。", "完全是浪费钱。", "对这次购物很不满意。"),
-            "closers": ("要求退款。", "大家别买。", "一星都嫌多。"),
-            "aspects": {
-                "delivery": ("物流太慢了，盒子还压坏了。", "包裹晚到了两个星期。"),
-                "quality": ("材质很廉价，一周就坏了。", "质量比图片差太多。"),
-                "price": ("太贵了，根本不值。", "价格虚高，别家更便宜更好。"),
-                "service": ("客服一直不回消息。", "客服态度很差，没解决问题。"),
-                "size_fit": ("尺码偏小很多，完全穿不了。", "版型奇怪，穿着很不合身。"),
-            },
-        },
-        "neutral": {
-            "titles": ("还可以", "中规中矩", "能用", "一般般", "有好有坏"),
-            "openers": ("东西一般。", "没什么特别的，也不算差。", "有优点也有缺点。"),
-            "closers": ("打折的话可能再买。", "三星比较公道。", "这个价格还行。"),
-            "aspects": {
-                "delivery": ("物流比承诺的慢一点。", "快递正常，没什么特别。"),
-                "quality": ("质量日常用还行。", "做工可以再好一些。"),
-                "price": ("价格合理，但不算便宜。", "价格和预期差不多。"),
-                "service": ("客服有回复，但是比较慢。", "联系了几次客服才解决。"),
-                "size_fit": ("尺码偏大，建议买小一码。", "版型有点宽松。"),
-            },
-        },
-        "positive": {
-            "titles": ("非常喜欢！", "买得很值", "强烈推荐", "性价比很高", "和描述的一模一样"),
-            "openers": ("非常满意。", "很棒的产品。", "比预期的还要好。"),
-            "closers": ("一定会回购。", "五星好评。", "已经推荐给朋友了。"),
-            "aspects": {
-                "delivery": ("发货很快，包装也很好。", "物流比预期快。"),
-                "quality": ("质量非常好，很结实。", "做工精细，超出预期。"),
-                "price": ("这个价格太划算了。", "比别家便宜，质量一样好。"),
-                "service": ("客服热情又专业。", "客服几分钟就回复了。"),
-                "size_fit": ("尺码很准，穿着合身。", "版型很好，穿着舒服。"),
-            },
-        },
-    },
-}
-
 INQUIRY_TOPICS = ("shipping", "return_refund", "product_question", "payment", "complaint")
 _TOPIC_PROBABILITY = np.array([0.30, 0.20, 0.27, 0.13, 0.10])
 _UNHAPPY_TOPIC_PROBABILITY = np.array([0.25, 0.20, 0.15, 0.10, 0.30])
 _NO_ORDER_TOPIC_PROBABILITY = np.array([0.0, 0.0, 0.70, 0.20, 0.10])
 INQUIRY_CHANNELS = ("email", "chat", "phone")
 _CHANNEL_PROBABILITY = np.array([0.45, 0.40, 0.15])
-#: Inquiry text by language and topic; {order} names the order the inquiry is about.
-INQUIRY_TEXT: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
-    "en": {
-        "shipping": {
-            "subjects": ("Where is my order?", "Delivery delayed", "Tracking not updating"),
-            "bodies": (
-                "Hi, {order} still has not arrived. Could you check where it is?",
-                "The tracking for {order} has not changed for days. When will it be delivered?",
-                "Can I still change the delivery address for {order}?",
-            ),
-        },
-        "return_refund": {
-            "subjects": ("Return request", "Refund not received", "Wrong item received"),
-            "bodies": (
-                "I would like to return an item from {order}. How do I send it back?",
-                "I returned {order} two weeks ago but have not received my refund yet.",
-                "I received the wrong item in {order}. Please arrange an exchange.",
-            ),
-        },
-        "product_question": {
-            "subjects": ("Question about a product", "Is this item in stock?", "Size advice"),
-            "bodies": (
-                "Hello, does this product come in other colours?",
-                "When will this item be back in stock?",
-                "Which size would you recommend for a regular fit?",
-            ),
-        },
-        "payment": {
-            "subjects": ("Payment failed", "Charged twice", "Coupon code not accepted"),
-            "bodies": (
-                "My payment keeps failing at checkout. What should I do?",
-                "I was charged twice for {order}. Please refund the extra payment.",
-                "My coupon code was not accepted. Can you apply the discount?",
-            ),
-        },
-        "complaint": {
-            "subjects": ("Very unhappy with my order", "Complaint about your service", "Unacceptable"),
-            "bodies": (
-                "I am very unhappy with {order}. The item is damaged and nobody answers me.",
-                "This is the third time I contact you about {order}. I expect a solution today.",
-                "Your service has been terrible. I want to speak to a manager about {order}.",
-            ),
-        },
-    },
-    "zh": {
-        "shipping": {
-            "subjects": ("我的订单到哪里了？", "物流延迟", "物流信息不更新"),
-            "bodies": (
-                "你好，{order}还没有送到，麻烦查一下到哪里了。",
-                "{order}的物流好几天没更新了，什么时候能送到？",
-                "{order}还能修改收货地址吗？",
-            ),
-        },
-        "return_refund": {
-            "subjects": ("申请退货", "退款还没收到", "发错货了"),
-            "bodies": ("我想退{order}里的一件商品，怎么寄回？", "{order}两周前就退回了，退款还没到账。", "{order}发错货了，请帮忙换货。"),
-        },
-        "product_question": {
-            "subjects": ("商品咨询", "这个商品有货吗？", "尺码咨询"),
-            "bodies": ("你好，这个商品还有别的颜色吗？", "这个商品什么时候补货？", "平时穿M码，这款建议买哪个尺码？"),
-        },
-        "payment": {
-            "subjects": ("支付失败", "重复扣款", "优惠券无法使用"),
-            "bodies": ("结账时一直支付失败，怎么办？", "{order}被扣了两次款，请退还多扣的钱。", "我的优惠券用不了，能帮忙处理一下吗？"),
-        },
-        "complaint": {
-            "subjects": ("对订单非常不满", "投诉服务", "太过分了"),
-            "bodies": (
-                "对{order}非常不满意，商品坏了也没人回复。",
-                "这是我第三次联系你们关于{order}的问题了，今天必须解决。",
-                "你们的服务太差了，我要投诉{order}。",
-            ),
-        },
-    },
-}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1343,6 +1190,7 @@ def _apply_coupons(
 def _generate_block(ctx: _Context, block: int, n: int, next_id: dict[str, int]) -> _Block:
     """All rows and truth of customers block*BLOCK_CUSTOMERS .. +n, from the block's own random stream."""
     rng = np.random.default_rng(np.random.SeedSequence(ctx.seed, spawn_key=(1, block)))
+    text_draw = shop_text.text_stream(ctx.seed, block)
     end_s = ctx.end_s
     plant = ctx.plant_at_least_one and block == 0
     cust = _draw_customers(rng, n, end_s, next_id["customers"])
@@ -1408,10 +1256,11 @@ def _generate_block(ctx: _Context, block: int, n: int, next_id: dict[str, int]) 
         rng, ctx, lines, good_order_id, order_time, slot_id[nongood_slot[n_planted:]], plant, next_id["order_items"]
     )
     reviews_table = _reviews(
-        rng, ctx, lines, order_customer, delivered, status, cust.satisfaction, cust.ctype, language, cust.ids, next_id["reviews"]
+        rng, text_draw, ctx, lines, order_customer, delivered, status, cust.satisfaction, cust.ctype, language, cust.ids, next_id["reviews"]
     )
     inquiries_table, inquiry_topics = _inquiries(
         rng,
+        text_draw,
         end_s,
         n,
         orders_per_customer,
@@ -1943,6 +1792,7 @@ def _rating_level(rating: np.ndarray) -> np.ndarray:
 
 def _reviews(
     rng: np.random.Generator,
+    text_draw: random.Random,
     ctx: _Context,
     lines: dict,
     order_customer: np.ndarray,
@@ -1954,7 +1804,8 @@ def _reviews(
     customer_ids: np.ndarray,
     first_id: int,
 ) -> dict:
-    """Reviews of a share of delivered (or returned) lines; the rating follows the customer's satisfaction."""
+    """Reviews of a share of delivered (or returned) lines; the rating follows the customer's satisfaction,
+    the words mostly follow the rating (`shop_text.review_text`)."""
     line_customer = order_customer[lines["order"]]
     line_delivered = delivered[lines["order"]]
     review_time = line_delivered + rng.integers(DAY_S, 21 * DAY_S, line_customer.size)
@@ -1966,25 +1817,16 @@ def _reviews(
     level = _rating_level(rating)
     product = lines["product"][chosen]
     fits = _FIT_CATEGORIES[ctx.catalogue.category[product]]
-    aspect_draw = rng.integers(0, 1 << 30, (chosen.size, 6))
+    rng.integers(0, 1 << 30, (chosen.size, 6))  # the text's draws of generator version 1: kept, so later draws stay put
     edited = rng.random(chosen.size) < 0.1
     updated = np.where(
         edited, np.minimum(review_time[chosen] + rng.integers(HOUR_S, 5 * DAY_S, chosen.size), ctx.end_s - 1), review_time[chosen]
     )
     titles, bodies = [], []
     for k in range(chosen.size):
-        lang = language[customer[k]]
-        text_set = REVIEW_TEXT[lang][RATING_LEVELS[level[k]]]
-        draws = aspect_draw[k]
-        aspects = REVIEW_ASPECTS if fits[k] else REVIEW_ASPECTS[:-1]
-        first_aspect = aspects[draws[0] % len(aspects)]
-        parts = [text_set["openers"][draws[1] % len(text_set["openers"])], text_set["aspects"][first_aspect][draws[2] % 2]]
-        if draws[3] % 2:
-            second_aspect = aspects[(draws[0] + 1 + draws[4] % (len(aspects) - 1)) % len(aspects)]
-            parts.append(text_set["aspects"][second_aspect][draws[2] // 2 % 2])
-        parts.append(text_set["closers"][draws[5] % len(text_set["closers"])])
-        titles.append(text_set["titles"][draws[5] % len(text_set["titles"])])
-        bodies.append(("" if lang == "zh" else " ").join(parts))
+        title, body = shop_text.review_text(int(level[k]), language[customer[k]], bool(fits[k]), text_draw)
+        titles.append(title)
+        bodies.append(body)
     return {
         "id": first_id + np.arange(chosen.size, dtype=np.int64),
         "customer_id": customer_ids[customer],
@@ -2000,6 +1842,7 @@ def _reviews(
 
 def _inquiries(
     rng: np.random.Generator,
+    text_draw: random.Random,
     end_s: int,
     n: int,
     orders_per_customer: np.ndarray,
@@ -2012,7 +1855,8 @@ def _inquiries(
     customer_ids: np.ndarray,
     first_id: int,
 ) -> tuple[dict, np.ndarray]:
-    """Support inquiries: more for customers with many orders, and more complaints from unhappy ones."""
+    """Support inquiries: more for customers with many orders, and more complaints from unhappy ones; the
+    text says the true topic (`shop_text.inquiry_text`), support filed a share of the resolved ones."""
     expected = (0.08 + 0.06 * orders_per_customer) * np.where(unhappy, 1.6, 1.0)
     per_customer = rng.poisson(expected)
     customer = np.repeat(np.arange(n), per_customer)
@@ -2037,17 +1881,18 @@ def _inquiries(
     pending = ~is_resolved & (end_s - created > 4 * HOUR_S) & (rng.random(m) < 0.6)
     status = np.where(is_resolved, "resolved", np.where(pending, "pending", "open")).astype(object)
     updated = np.where(is_resolved, resolved_at, np.where(pending, _uniform_int(rng, created, np.full(m, end_s)), created))
-    text_draw = rng.integers(0, 1 << 30, (m, 2))
-    subjects, bodies = [], []
+    rng.integers(0, 1 << 30, (m, 2))  # the text's draws of generator version 1: kept, so later draws stay put
+    subjects, bodies, filed_topics = [], [], []
     for k in range(m):
         lang = language[customer[k]]
-        templates = INQUIRY_TEXT[lang][INQUIRY_TOPICS[topic[k]]]
         if has_order[k]:
             reference = f"order #{good_order_id[pick[k]]}" if lang == "en" else f"订单#{good_order_id[pick[k]]}"
         else:
             reference = "my order" if lang == "en" else "我的订单"
-        subjects.append(templates["subjects"][text_draw[k, 0] % len(templates["subjects"])])
-        bodies.append(templates["bodies"][text_draw[k, 1] % len(templates["bodies"])].format(order=reference))
+        subject, body = shop_text.inquiry_text(int(topic[k]), lang, reference, text_draw)
+        subjects.append(subject)
+        bodies.append(body)
+        filed_topics.append(shop_text.filed_topic(int(topic[k]), bool(is_resolved[k]), text_draw))
     table = {
         "id": first_id + np.arange(m, dtype=np.int64),
         "customer_id": customer_ids[customer],
@@ -2056,6 +1901,7 @@ def _inquiries(
         "body": np.array(bodies, dtype=object),
         "status": status,
         "resolved_at": np.where(is_resolved, resolved_at, MISSING),
+        "topic": np.array(filed_topics, dtype=object),
         "created_at": created,
         "updated_at": updated,
     }

@@ -201,6 +201,11 @@ def clean_table(
     parents = {column: lake.read("silver", parent).select("id") for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())}
     rebuild = mode == "full" or version_before is None
     existing = None if rebuild else lake.read("silver", name, version=version_before)
+    # Silver written by an older version may lack a column the shop model has gained: the write adds it.
+    grown = version_before is not None and not {column.name for column in table.columns} <= set(
+        (existing if existing is not None else lake.read("silver", name, version=version_before)).columns
+    )
+    evolve = bool(carried) or grown
     # Checkpointed: silver changes below, and these rows must not be recomputed against the new silver.
     flagged = flag_invalid_rows(
         batch.where(F.col("_op") == "U"), table, run_date, parents, existing, carried, duplicate_keys
@@ -215,7 +220,7 @@ def clean_table(
             ambiguous = rejected.where(F.col("_rule") == "duplicate_key").select("id").distinct()
             earlier = lake.read("silver", name, version=version_before).join(ambiguous, "id", "left_semi")
             rows = rows.unionByName(earlier, allowMissingColumns=True).select(*rows.columns)
-        lake.overwrite(rows, "silver", name, evolve=bool(carried))
+        lake.overwrite(rows, "silver", name, evolve=evolve)
         applied = {"inserted": lake.rows_written("silver", name), "updated": 0, "deleted": 0}
         quarantine = quarantined(rejected, run_date, run_id).unionByName(fields)
     else:
@@ -250,7 +255,7 @@ def clean_table(
                 update_when="s._action = 'upsert' AND s.updated_at >= t.updated_at",
                 insert_when="s._action = 'upsert'",
                 control_columns=["_action"],
-                evolve=bool(carried),
+                evolve=evolve,
             )
         quarantine = quarantined(rejected, run_date, run_id).unionByName(quarantined(orphaned, run_date, run_id)).unionByName(fields)
     quarantine = quarantine.localCheckpoint(eager=True)

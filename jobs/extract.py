@@ -126,8 +126,8 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
     shop = shop_reader(settings)
     mapping = source_mapping(settings)
     plan = shop.check(mapping)  # stops before anything is written
-    for name, source in mapping.tables.items():
-        for column in absent_columns(source):
+    for name, checked in plan.items():
+        for column in absent_columns(checked.mapping):
             log.warning("%s.%s: the shop has no such column (mapping %s maps it to null): read as null", name, column, mapping.name)
     lake = ArrowLake(settings.lake_dir)
     later = later_night(lake, run_date)

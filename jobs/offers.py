@@ -30,7 +30,9 @@ from core.lake import Lake
 from core.rundate import end_of
 from core.spark import spark_session
 from features.customer import customer_features, known_at, silver_tables
-from models import tracking, uplift
+from features.purchases import purchase_history
+from jobs import predict
+from models import churn, tracking, uplift
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             )
             .toPandas()
         )
-        features = [*settings.churn.features, *uplift.TERM_FEATURES]
+        # The uplift model learns from the gold features of the churn list (BG/NBD's churn inputs are no gold column).
+        features = [*(name for name in settings.churn.features if name not in churn.BGNBD_INPUTS), *uplift.TERM_FEATURES]
         figures, model_run = evaluate(data, features, settings, run_date, run_id, churn_model is not None)
         model = fit(data, features, settings)
         offers = choose_offers(model, today, uplift.coupon_terms(outcomes), conf.budget, conf.min_expected_uplift)
@@ -131,7 +134,13 @@ def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn
         if churn_model is not None:
             bought = (part["purchase_count"] > 0).to_numpy()
             if bought.any():
-                risk[bought] = churn_model.churn_probability(part.loc[bought, churn_model.features])
+                history = (
+                    purchase_history(silver["orders"], as_of, settings.rfm.scored_statuses, settings.rfm.monetary_value)
+                    .toPandas()
+                    .set_index("customer_id")
+                )
+                inputs = predict.churn_inputs(history, settings.churn.horizon_days, {})  # BG/NBD as of the campaign's eve
+                risk[bought] = churn_model.churn_probability(part.loc[bought].join(inputs, on="customer_id"))
         part["churn_probability"] = risk
         part["is_holdout"] = uplift.holdout_mask(
             part["customer_id"], part["is_treated"], settings.uplift.holdout_share, settings.uplift.seed

@@ -1,8 +1,12 @@
 """predict: the run date's churn, activity and lifetime-value scores of every customer with a purchase.
 
 - Churn: the MLflow `champion` of `mlflow.churn_model` (trained weekly by `dags/crm_training.py`) on the
-  run date's `gold/customer_features`, with its calibrated probability, a risk band and the top three
-  reasons. When there is no champion yet, one is trained first (`jobs/train.py`) and the log says so.
+  run date's `gold/customer_features` and BG/NBD's two probabilities fitted tonight on the run date's
+  purchase history (`models.churn.BGNBD_INPUTS`), with its calibrated probability, a risk band and the top
+  three reasons. When the champion's training run found BG/NBD's own probability of no purchase better
+  calibrated on its holdout (the version's tag `published_churn: bg_nbd`), that probability is published
+  instead: its risk band, no reasons, and `churn_model_version` `bg_nbd@<champion>`. When there is no
+  champion yet, one is trained first (`jobs/train.py`) and the log says so.
 - Activity and value: BG/NBD (or MBG/NBD, `clv.purchase_model`) and Gamma-Gamma fitted tonight on the purchase history at the run date
   (order totals net of cancellations and returns, `features.purchases`): P(alive), expected purchases in
   30/90/365 days, expected order value, 12-month CLV (`clv.margin`, `clv.annual_discount_rate`) with its
@@ -74,10 +78,11 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         lake = Lake(spark, settings.lake_dir)
         version, trained_first = champion_or_train(client, lake, run_date, settings, run_id, degraded)
         classifier = tracking.load_version(version) if version is not None else None
+        gold_features = [RENAMED.get(name, name) for name in (classifier.features if classifier else []) if name not in churn.BGNBD_INPUTS]
         buyers = (
             lake.read("gold", "customer_features")
             .where((F.col("as_of") == F.lit(run_date)) & (F.col("purchase_count") > 0))
-            .select("customer_id", *(RENAMED.get(name, name) for name in (classifier.features if classifier else [])))
+            .select("customer_id", *gold_features)
             .toPandas()
             .set_index("customer_id")
             .sort_index()
@@ -89,13 +94,14 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             .set_index("customer_id")
             .reindex(buyers.index)
         )
+        buyers = buyers.join(churn_inputs(history, settings.churn.horizon_days, degraded))
         seasons = seasonal_histories(orders, run_date, settings.churn.horizon_days, settings)
         value, clv_run, lifetime_fit = value_scores(history, settings.clv, run_date, run_id, degraded, seasons)
-        scores = value.assign(**churn_scores(classifier, buyers, settings, version), clv_model_run=clv_run).reset_index()
+        scores = value.assign(**churn_scores(classifier, buyers, settings, version, degraded), clv_model_run=clv_run).reset_index()
         # Lake.write_gold sets as_of and run_id and casts to the CRM table's types (money, next_order_date).
         lake.write_gold(spark.createDataFrame(scores, schema=score_schema(scores)), TABLE, run_date, run_id)
     bands = scores["churn_risk"].value_counts().to_dict()
-    model = tracking.version_label(version) if version is not None else None
+    model = scores["churn_model_version"].dropna().iloc[0] if scores["churn_model_version"].notna().any() else None
     log.info(
         "gold/%s as of %s: %d customers, churn risk %s, model %s%s",
         TABLE,
@@ -109,6 +115,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         "customers": len(scores),
         "churn_risk": bands,
         "churn_model": model,
+        "churn_published": (churn.BG_NBD if str(model).startswith(f"{churn.BG_NBD}@") else churn.CLASSIFIER) if model else None,
         "trained_first": trained_first,
         "clv_model_run": clv_run,
         "lifetime_fit": lifetime_fit,
@@ -135,17 +142,44 @@ def score_schema(scores: pd.DataFrame):
     return T.StructType(fields)
 
 
-def churn_scores(classifier, buyers: pd.DataFrame, settings: Settings, version) -> dict[str, object]:
-    """The churn columns of every buyer: the champion's probability, risk band and reasons; null without one."""
+def churn_scores(
+    classifier, buyers: pd.DataFrame, settings: Settings, version, degraded: dict[str, str] | None = None
+) -> dict[str, object]:
+    """The churn columns of every buyer: the champion's probability, risk band and reasons, or BG/NBD's
+    probability of no purchase (`buyers.bgnbd_no_purchase_probability`) with its risk band and no reasons when
+    the champion's version is tagged `published_churn: bg_nbd`; null without a champion."""
     if classifier is None:
         return {"churn_probability": np.nan, "churn_risk": None, "churn_reasons": None, "churn_model_version": None}
-    probability = classifier.churn_probability(buyers)
+    label = tracking.version_label(version)
+    published = version.tags.get("published_churn", churn.CLASSIFIER)
+    bg_nbd = buyers["bgnbd_no_purchase_probability"].to_numpy(dtype=float) if published == churn.BG_NBD else None
+    if bg_nbd is not None and not np.isfinite(bg_nbd).all():
+        reason = (
+            f"BG/NBD's churn probability is to be published ({label} is tagged published_churn: bg_nbd) "
+            "but BG/NBD has no fit tonight: the classifier's is published"
+        )
+        if degraded is not None:
+            degraded["churn_published"] = reason
+        log.warning("churn scores: %s", reason)
+        bg_nbd, published = None, churn.CLASSIFIER
+    probability = classifier.churn_probability(buyers) if bg_nbd is None else bg_nbd
     return {
         "churn_probability": probability,
         "churn_risk": churn.risk_band(probability, settings.churn.medium_risk, settings.churn.high_risk),
-        "churn_reasons": classifier.reasons(buyers),
-        "churn_model_version": tracking.version_label(version),
+        "churn_reasons": classifier.reasons(buyers) if bg_nbd is None else None,
+        "churn_model_version": churn.published_label(published, label),
     }
+
+
+def churn_inputs(history: pd.DataFrame, horizon_days: int, degraded: dict[str, str]) -> pd.DataFrame:
+    """`models.churn.BGNBD_INPUTS` of every buyer from BG/NBD fitted on the run date's purchase history (days);
+    null, with the reason in `degraded["churn_inputs"]`, when BG/NBD cannot be fitted (e.g. no repeat buyer yet)."""
+    try:
+        return churn.purchase_model_inputs(churn.fit_purchase_model(history), history, horizon_days)
+    except (LifetimeInputError, ConvergenceError) as error:
+        degraded["churn_inputs"] = f"no BG/NBD churn inputs tonight: {error}"
+        log.warning("churn scores: %s", degraded["churn_inputs"])
+        return pd.DataFrame({name: np.nan for name in churn.BGNBD_INPUTS}, index=history.index)
 
 
 def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str, degraded: dict[str, str]):

@@ -54,7 +54,13 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         history_days = (run_date - first_order.date()).days if first_order is not None else 0
 
         if history_days > conf.holdout_days:
-            figures.update(evaluate_recommendations(silver, run_date, settings, run_id))
+            judged = evaluate_recommendations(silver, run_date, settings, run_id)
+            figures.update(judged)
+            if not judged:
+                degraded["recommendations_evaluation"] = (
+                    f"no customer bought a product in the {conf.holdout_days} days up to {run_date} that they had not "
+                    "bought before (recommend.exclude_bought): nothing to judge the recommendations on"
+                )
         else:
             degraded["recommendations_evaluation"] = (
                 f"{history_days} days of orders up to {run_date}: the time "
@@ -103,9 +109,12 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
 
 
 def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:
-    """Recall@10 and precision@10 of ALS and of popularity on the last `holdout_days` (MLflow)."""
+    """Recall@10 and precision@10 of ALS and of popularity on the last `holdout_days` (MLflow); none (and
+    nothing logged) when no customer bought a product new to them then (e.g. a shop of one product)."""
     conf = settings.recommend
     figures = recommend.evaluate_recommendations(silver, run_date, settings.rfm.scored_statuses, conf)
+    if not figures["popularity_customers"]:
+        return {}
     baselines = {"popularity": figures["popularity_recall_at_10"]}
     if "als_purchases_only_recall_at_10" in figures:  # the lake has events: ALS on purchases alone, beside
         baselines["ALS on purchases alone"] = figures["als_purchases_only_recall_at_10"]

@@ -76,7 +76,7 @@ SCORE_COLUMNS = [
     "clv_model_run",
     "run_id",
 ]
-CALIBRATION_MODELS = ("challenger", "logistic_baseline", "bgnbd_no_purchase", "p_alive_baseline")
+CALIBRATION_MODELS = ("champion", "bgnbd_no_purchase", "challenger", "former_champion", "logistic_baseline", "p_alive_baseline")
 NEW = "(new customer)"
 GONE = "(no longer in gold)"
 
@@ -132,6 +132,7 @@ class RunData:
     quarantined: dict[str, dict[tuple[str, str | None], int]]  # silver table -> (rule, column or None) -> records of the run date
     calibration: dict[str, pd.DataFrame] | str  # model -> holdout calibration table, or why there is none
     calibration_source: str
+    publication: dict | None = None  # models.tracking.churn_publication of the champion that scored the run
     consent: dict[str, int] | None = None  # customers, consent_unknown (accepts_marketing null), suppressed for it
     lifetime: dict | str = "not read"  # the value models' diagnostics (jobs/predict.py), or why there are none
 
@@ -142,7 +143,7 @@ def gather(settings: Settings, run_date: date) -> RunData:
     earlier = [as_of for as_of in gold_dates(lake, "customer_segments") if as_of < run_date]
     previous_date = max(earlier, default=None)
     scores = read_gold(lake, "customer_scores", run_date, SCORE_COLUMNS)
-    calibration, source = churn_calibration(settings, scores)
+    calibration, source, publication = churn_calibration(settings, scores)
     return RunData(
         settings=settings,
         run_date=run_date,
@@ -155,6 +156,7 @@ def gather(settings: Settings, run_date: date) -> RunData:
         quarantined=quarantined_rows(lake, run_date),
         calibration=calibration,
         calibration_source=source,
+        publication=publication,
         consent=consent_counts(lake, run_date),
         lifetime=lifetime_diagnostics(settings, scores),
     )
@@ -263,34 +265,40 @@ def _quiet_mlflow() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[dict[str, pd.DataFrame] | str, str]:
-    """The holdout calibration tables of the churn model that scored the run (`calibration/<model>.csv` of
-    its training run in MLflow), and where they come from; or why they are not available."""
+def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[dict[str, pd.DataFrame] | str, str, dict | None]:
+    """The holdout reliability tables of the churn model that scored the run (`calibration/<model>.csv` of the
+    training run that chose what nights publish, else of the one that trained it, in MLflow), where they come
+    from, and that choice (`models.tracking.churn_publication`); or why they are not available."""
     if scores is None or scores["churn_model_version"].isna().all():
-        return "not available: no churn model scored this run date", ""
-    label = str(scores["churn_model_version"].dropna().mode().iloc[0])
+        return "not available: no churn model scored this run date", "", None
+    published = str(scores["churn_model_version"].dropna().mode().iloc[0])
+    label = published.removeprefix("bg_nbd@")  # models.churn.judged_version, without importing scikit-learn here
     name, _, version = label.rpartition("/")
     uri, shown = settings.mlflow.tracking_uri, masked(settings.mlflow.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # Opening a missing SQLite store would create it: the report only reads.
-        return f"not available: no MLflow store at {shown}", ""
+        return f"not available: no MLflow store at {shown}", "", None
+    publication = None
     try:
         with _quiet_mlflow():
             from mlflow import MlflowClient  # deferred: seconds to import, for this one section, with its logs quieted
 
+            from models.tracking import churn_publication
+
             client = MlflowClient(uri, uri)
-            run_id = client.get_model_version(name, version).run_id
+            publication = churn_publication(client, label)
+            run_id = publication["run_id"] if publication else client.get_model_version(name, version).run_id
             with tempfile.TemporaryDirectory() as folder:
                 local = Path(client.download_artifacts(run_id, "calibration", folder))
                 tables = {path.stem: pd.read_csv(path) for path in sorted(local.glob("*.csv"))}
     except Exception as error:  # noqa: BLE001  (MLflow is optional here: any failure only hides this section)
         log.warning("churn calibration of %s not read from MLflow (%s): %s", label, shown, error)
-        return f"not available: MLflow at {shown} has no calibration table for {label} ({type(error).__name__})", ""
+        return f"not available: MLflow at {shown} has no calibration table for {label} ({type(error).__name__})", "", None
     if not tables:
-        return f"not available: the training run of {label} logged no calibration table", ""
+        return f"not available: the training run of {label} logged no calibration table", "", publication
     ordered = {model: tables[model] for model in CALIBRATION_MODELS if model in tables}
     ordered.update({model: table for model, table in tables.items() if model not in ordered})
-    return ordered, f"{label}, MLflow run {run_id}"
+    return ordered, f"{published}, MLflow run {run_id}", publication
 
 
 def lifetime_diagnostics(settings: Settings, scores: pd.DataFrame | None) -> dict | str:
@@ -762,27 +770,53 @@ def calibration_section(run: RunData) -> str:
         return _section("calibration", _missing(f"Churn calibration {run.calibration}."))
     tables = run.calibration
     figure = plots.calibration_figure(tables)
-    main = next(iter(tables))
-    table = tables[main]
-    rows = [
-        [
-            _text(row["churn_probability"]),
-            _count(int(row["customers"])),
-            _number(row["mean_predicted"], "{:.3f}"),
-            _number(row["observed"], "{:.3f}"),
-        ]
-        for _, row in table.iterrows()
-    ]
+    shown = [model for model in ("champion", "bgnbd_no_purchase") if model in tables] or [next(iter(tables))]
+    reliability = "".join(
+        f"<div><h3>{_text(model)}</h3>"
+        + _table(
+            ["churn probability", "customers", "mean predicted", "observed"],
+            [
+                [
+                    _text(row["churn_probability"]),
+                    _count(int(row["customers"])),
+                    _number(row["mean_predicted"], "{:.3f}"),
+                    _number(row["observed"], "{:.3f}"),
+                ]
+                for _, row in tables[model].iterrows()
+            ],
+            numeric={1, 2, 3},
+        )
+        + "</div>"
+        for model in shown
+    )
     body = (
         f"<p>Observed churn rate against the predicted probability on the training run's holdout snapshot, "
-        f"per probability band ({_text(run.calibration_source)}). Points on the diagonal are well calibrated."
-        f'</p><div class="figures">'
+        f"per probability bin of equal width ({_text(run.calibration_source)}). Points on the diagonal are well "
+        f"calibrated.</p>{publication_text(run.publication)}"
+        f'<div class="figures">'
         f"{_img('calibration', 'Calibration plot: observed churn rate against mean predicted probability', figure)}"
-        f"<div><h3>{_text(main)}</h3>"
-        + _table(["churn probability", "customers", "mean predicted", "observed"], rows, numeric={1, 2, 3})
-        + "</div></div>"
+        f"{reliability}</div>"
     )
     return _section("calibration", body)
+
+
+def publication_text(publication: dict | None) -> str:
+    """Which churn probability the night published, why, and both candidates' holdout figures side by side."""
+    if publication is None:
+        return _missing(
+            "This champion was trained before the calibration check: no comparison with BG/NBD's probability; its own is published."
+        )
+    source = "BG/NBD's probability of no purchase in the horizon" if publication["published"] == "bg_nbd" else "the champion classifier's"
+    rows = [
+        [_text(model), *(_number(figures[metric], "{:.4f}") for metric in ("roc_auc", "brier", "ece"))]
+        for model, figures in publication["figures"].items()
+    ]
+    return (
+        f"<p><strong>Published churn probability: {_text(source)}.</strong> {_text(publication['reason'])}. "
+        f"Expected calibration error (ECE): mean over customers of |observed rate - mean predicted| in their bin "
+        f"(10 bins of equal width); the better calibrated (lower ECE, then lower Brier) is published.</p>"
+        + _table(["model (holdout " + str(publication["holdout_as_of"]) + ")", "ROC-AUC", "Brier", "ECE"], rows, numeric={1, 2, 3})
+    )
 
 
 def quality_section(run: RunData) -> str:

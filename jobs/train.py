@@ -7,18 +7,27 @@ configured algorithm, calibrated) learns on the first and is judged on the secon
 - the logistic-regression baseline, trained the same way;
 - `1 - P(alive)` of BG/NBD fitted on the holdout snapshot's history (the issue's baseline), and
   BG/NBD's own probability of no purchase within h days.
+BG/NBD is fitted on each snapshot's own purchase history, so its two probabilities (`models.churn.BGNBD_INPUTS`)
+are point-in-time inputs of the classifiers like the gold features.
 
-Everything goes to one MLflow run: parameters, metrics (`<model>_roc_auc`, `_pr_auc`, `_brier`),
-calibration tables, plots (calibration, cumulative gains, holdout actual vs predicted purchases) and the
-challenger with its signature, registered as `mlflow.churn_model`. The `champion` alias moves to the new
-version only when it beats the current champion on the same holdout by `churn.promote_margin` on
-`churn.promote_metric`; otherwise the champion stays and the version is tagged with why.
+Everything goes to one MLflow run: parameters, metrics (`<model>_roc_auc`, `_pr_auc`, `_brier`, `_ece`),
+reliability tables (`calibration/<model>.csv`), plots (calibration, cumulative gains, holdout actual vs
+predicted purchases) and the challenger with its signature, registered as `mlflow.churn_model`. The
+`champion` alias moves to the new version only when it beats the current champion on the same holdout by
+`churn.promote_margin` on `churn.promote_metric`; otherwise the champion stays and the version is tagged
+with why. `champion_*` are the figures of the champion after that decision, `former_champion_*` those of
+the one it replaced.
+
+Then the publication rule: the champion's probability against BG/NBD's own on the same holdout; the
+better calibrated (`models.churn.better_calibrated`) is what the nights publish until the next training.
+The run and the champion's version are tagged `published_churn` (`classifier` or `bg_nbd`) and
+`published_churn_reason` (both figures), the version also `published_churn_run` (this run's id).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 
 import mlflow
@@ -111,20 +120,22 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
     options = settings.churn
     client = tracking.connect(settings.mlflow)
     y_train, y_holdout = training.outcome["is_churned"], holdout.outcome["is_churned"]
+    train_features, _ = with_purchase_model_inputs(training, options.horizon_days)
+    holdout_features, beta_geo = with_purchase_model_inputs(holdout, options.horizon_days)
+    holdout = replace(holdout, features=holdout_features)
     challenger = churn.ChurnClassifier(options.features, options.model, options.calibration, options.seed)
-    challenger.fit(training.features, y_train)
+    challenger.fit(train_features, y_train)
     baseline = churn.ChurnClassifier(options.features, "logistic_regression", options.calibration, options.seed)
-    baseline.fit(training.features, y_train)
+    baseline.fit(train_features, y_train)
 
     history = holdout.history
     args = tuple(history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
-    beta_geo = BetaGeoModel().fit(*args)
     expected = beta_geo.expected_purchases(options.horizon_days, *args)
     probabilities = {
         "challenger": challenger.churn_probability(holdout.features),
         "logistic_baseline": baseline.churn_probability(holdout.features),
-        "p_alive_baseline": 1 - beta_geo.probability_alive(*args),
-        "bgnbd_no_purchase": beta_geo.probability_no_purchase(options.horizon_days, *args),
+        "p_alive_baseline": 1 - holdout.features["bgnbd_p_alive"].to_numpy(),
+        "bgnbd_no_purchase": holdout.features["bgnbd_no_purchase_probability"].to_numpy(),
     }
     metrics = {name: churn.scores(y_holdout, p) for name, p in probabilities.items()}
     tables = {name: churn.calibration_table(y_holdout, p) for name, p in probabilities.items()}
@@ -168,40 +179,74 @@ def train_and_promote(training: Snapshot, holdout: Snapshot, settings: Settings,
             pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"],
         )
         version = client.get_model_version(settings.mlflow.churn_model, str(info.registered_model_version))
-        decision, promoted = judge(client, version, holdout, y_holdout, metrics["challenger"], settings)
-        mlflow.set_tag("decision", decision)
+        decision, promoted, champion, champion_probability = judge(
+            client, version, holdout, y_holdout, probabilities["challenger"], metrics["challenger"], settings
+        )
+        metrics["champion"] = churn.scores(y_holdout, champion_probability)
+        mlflow.log_metrics({f"champion_{name}": value for name, value in metrics["champion"].items()})
+        mlflow.log_text(churn.calibration_table(y_holdout, champion_probability).to_csv(index=False), "calibration/champion.csv")
+        published = churn.better_calibrated(metrics["champion"], metrics["bgnbd_no_purchase"])
+        figures = {churn.CLASSIFIER: metrics["champion"], churn.BG_NBD: metrics["bgnbd_no_purchase"]}
+        reason = churn.publication_reason(published, tracking.version_label(champion), figures, holdout.as_of.isoformat())
+        publication = {"published_churn": published, "published_churn_reason": reason}
+        mlflow.set_tags({"decision": decision, "champion": tracking.version_label(champion), **publication})
     client.set_model_version_tag(version.name, version.version, "decision", decision)
-    log.info("churn challenger %s: %s", tracking.version_label(version), decision)
+    for key, value in {**publication, "published_churn_run": mlflow_run.info.run_id}.items():
+        client.set_model_version_tag(champion.name, champion.version, key, value)
+    log.info("churn challenger %s: %s; nights publish %s (%s)", tracking.version_label(version), decision, published, reason)
     return {
         "challenger": tracking.version_label(version),
         "promoted": promoted,
         "decision": decision,
+        "published_churn": published,
+        "published_churn_reason": reason,
         "mlflow_run_id": mlflow_run.info.run_id,
         "metrics": {name: {metric: round(value, 4) for metric, value in values.items()} for name, values in metrics.items()},
     }
 
 
+def with_purchase_model_inputs(snapshot: Snapshot, horizon_days: int) -> tuple[pd.DataFrame, BetaGeoModel]:
+    """The snapshot's features with `models.churn.BGNBD_INPUTS`, from BG/NBD fitted on the snapshot's own
+    purchase history (as of its date, like the features: nothing after it), and that fit."""
+    beta_geo = churn.fit_purchase_model(snapshot.history)
+    inputs = churn.purchase_model_inputs(beta_geo, snapshot.history, horizon_days)
+    return snapshot.features.drop(columns=list(churn.BGNBD_INPUTS), errors="ignore").join(inputs), beta_geo
+
+
 def judge(
-    client, version, holdout: Snapshot, y_holdout: pd.Series, challenger_metrics: dict[str, float], settings: Settings
-) -> tuple[str, bool]:
-    """Compare the challenger with the champion on the same holdout; move the alias if the challenger wins."""
+    client,
+    version,
+    holdout: Snapshot,
+    y_holdout: pd.Series,
+    challenger_probability: np.ndarray,
+    challenger_metrics: dict[str, float],
+    settings: Settings,
+) -> tuple[str, bool, object, np.ndarray]:
+    """Compare the challenger with the champion on the same holdout; move the alias if the challenger wins.
+    Returns the decision, whether it was promoted, the champion after it and that champion's holdout probabilities."""
     options = settings.churn
     current = tracking.champion(client, settings.mlflow.churn_model)
     if current is None:
         tracking.make_champion(client, version)
-        return "first model: champion", True
+        return "first model: champion", True, version, challenger_probability
     try:
-        champion_metrics = churn.scores(y_holdout, tracking.load_version(current).churn_probability(holdout.features))
+        champion_probability = tracking.load_version(current).churn_probability(holdout.features)
     except ValueError as error:  # the champion needs features this version of the pipeline no longer has
         tracking.make_champion(client, version)
-        return f"champion {tracking.version_label(current)} cannot score today's features ({error}): replaced", True
+        return (
+            f"champion {tracking.version_label(current)} cannot score today's features ({error}): replaced",
+            True,
+            version,
+            challenger_probability,
+        )
+    champion_metrics = churn.scores(y_holdout, champion_probability)
     metric, margin = options.promote_metric, options.promote_margin
-    mlflow.log_metrics({f"champion_{name}": value for name, value in champion_metrics.items()})
     comparison = (
         f"{metric} {challenger_metrics[metric]:.4f} vs champion {tracking.version_label(current)} "
         f"{champion_metrics[metric]:.4f}, margin {margin}"
     )
     if churn.beats(challenger_metrics, champion_metrics, metric, margin):
+        mlflow.log_metrics({f"former_champion_{name}": value for name, value in champion_metrics.items()})
         tracking.make_champion(client, version)
-        return f"promoted: {comparison}", True
-    return f"not promoted: {comparison}", False
+        return f"promoted: {comparison}", True, version, challenger_probability
+    return f"not promoted: {comparison}", False, current, champion_probability

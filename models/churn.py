@@ -6,6 +6,12 @@ seven in ten such customers do not come back. Histogram gradient boosting is the
 regression (median-imputed, standardised) the baseline. Only customers with a purchase by `as_of` are
 scored: churn is the loss of a buyer.
 
+Two inputs come from BG/NBD rather than gold: its probability of no purchase within the horizon and
+P(alive), fitted on the purchase history at the same `as_of` as the features (point in time: the fit of a
+training snapshot sees no order after that snapshot's date). BG/NBD's own probability is also the
+classifier's rival: on the training run's holdout the better-calibrated of the two (lower expected
+calibration error, ECE; then lower Brier) is what the night publishes (`better_calibrated`).
+
 Each customer's top three reasons come from occlusion: the fall in its churn probability when one feature
 is set to the training population's median. The largest falls name the features that push this customer's
 risk above a typical customer's, in plain words from the feature registry:
@@ -22,17 +28,28 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.feature_schema import FEATURES, RENAMED
+from core.feature_schema import FEATURES, PURCHASE_MODEL_FEATURES, RENAMED
+from features.purchases import PURCHASE_MODEL_INPUTS
+from models.lifetime import BetaGeoModel
 
 ALGORITHMS = ("hist_gradient_boosting", "logistic_regression")
 REASONS = 3
 CALIBRATION_FOLDS = 3
-#: Higher is better for these metrics; lower for the others (Brier score).
-HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False}
-_WORDS = {feature.name: feature.words for feature in FEATURES}
+#: Probability bins of the reliability table and the expected calibration error: equal width, tenths.
+CALIBRATION_BINS = 10
+#: Higher is better for these metrics; lower for the others (Brier score, expected calibration error).
+HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False, "ece": False}
+#: The classifier's inputs computed from BG/NBD (`core.feature_schema.PURCHASE_MODEL_FEATURES`), not read from gold.
+BGNBD_INPUTS = tuple(feature.name for feature in PURCHASE_MODEL_FEATURES)
+#: What a night publishes as churn_probability: the champion classifier's, or BG/NBD's own.
+CLASSIFIER, BG_NBD = "classifier", "bg_nbd"
+#: ECEs equal at this many decimals are a tie, decided by the Brier score.
+ECE_DECIMALS = 4
+_WORDS = {feature.name: feature.words for feature in (*FEATURES, *PURCHASE_MODEL_FEATURES)}
 _WORDS |= {former: _WORDS[name] for former, name in RENAMED.items()}
 
 
@@ -73,10 +90,13 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
                 f"churn training data: all {len(labels)} customers are "
                 f"{'churned' if labels.all() else 'active'}; both outcomes are needed to learn churn"
             )
-        folds = min(CALIBRATION_FOLDS, int(labels.sum()), int((~labels).sum()))
-        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration, cv=max(folds, 2)).fit(
-            matrix, labels
+        # Shuffled folds: shops number customers in order of sign-up, so folds cut in row order would train
+        # on old customers and calibrate on new ones (and a feature only old customers have, such as the spend
+        # trend, would have no value at all in some folds' training rows, which histogram binning refuses).
+        folds = StratifiedKFold(
+            max(2, min(CALIBRATION_FOLDS, int(labels.sum()), int((~labels).sum()))), shuffle=True, random_state=self.seed
         )
+        self.model_ = CalibratedClassifierCV(estimator(self.algorithm, self.seed), method=self.calibration, cv=folds).fit(matrix, labels)
         self.classes_ = self.model_.classes_
         self.reference_ = matrix.median()
         return self
@@ -140,19 +160,89 @@ def _number(value: float) -> str:
 
 
 def scores(is_churned, churn_probability) -> dict[str, float]:
-    """ROC-AUC, PR-AUC (average precision) and Brier score of churn probabilities against outcomes."""
+    """ROC-AUC, PR-AUC (average precision), Brier score and expected calibration error (ECE, 10 equal-width
+    bins) of churn probabilities against outcomes."""
     y = np.asarray(is_churned, dtype=bool)
     p = np.asarray(churn_probability, dtype=float)
-    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)), "brier": float(brier_score_loss(y, p))}
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+    }
 
 
-def calibration_table(is_churned, churn_probability, bins: int = 10) -> pd.DataFrame:
-    """Per probability band (tenths): customers, mean predicted churn probability and the observed churn rate."""
+def expected_calibration_error(is_churned, churn_probability, bins: int = CALIBRATION_BINS) -> float:
+    """Mean over customers of |observed churn rate - mean predicted probability| of their bin of the
+    reliability table (`calibration_table`: equal-width bins): 0 is perfectly calibrated (a probability)."""
+    table = calibration_table(is_churned, churn_probability, bins)
+    gaps = (table["observed"] - table["mean_predicted"]).abs()
+    return float((table["customers"] * gaps).sum() / table["customers"].sum())
+
+
+def calibration_table(is_churned, churn_probability, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
+    """The reliability table: per probability bin of equal width (tenths; 1.0 falls in the last), the customers,
+    their mean predicted churn probability and their observed churn rate. Empty bins have no row."""
     frame = pd.DataFrame({"y": np.asarray(is_churned, dtype=float), "p": np.asarray(churn_probability, dtype=float)})
     frame["band"] = np.minimum((frame["p"] * bins).astype(int), bins - 1)
     table = frame.groupby("band").agg(customers=("y", "size"), mean_predicted=("p", "mean"), observed=("y", "mean"))
     table.index = [f"{band / bins:.1f}-{(band + 1) / bins:.1f}" for band in table.index]
     return table.rename_axis("churn_probability").reset_index()
+
+
+def better_calibrated(classifier: dict[str, float], bg_nbd: dict[str, float]) -> str:
+    """`CLASSIFIER` or `BG_NBD`: whose churn probability a night publishes, from their `scores` on the same
+    holdout. The lower ECE wins; ECEs equal at `ECE_DECIMALS` decimals: the lower Brier; still equal: the classifier."""
+    ece = round(classifier["ece"], ECE_DECIMALS), round(bg_nbd["ece"], ECE_DECIMALS)
+    if ece[0] != ece[1]:
+        return CLASSIFIER if ece[0] < ece[1] else BG_NBD
+    return BG_NBD if bg_nbd["brier"] < classifier["brier"] else CLASSIFIER
+
+
+def publication_reason(published: str, classifier: str, figures: dict[str, dict[str, float]], holdout: str) -> str:
+    """Why `published` (`CLASSIFIER` or `BG_NBD`) is published, with both figures: `figures` maps each to its `scores`."""
+    winner, other = (BG_NBD, CLASSIFIER) if published == BG_NBD else (CLASSIFIER, BG_NBD)
+    names = {CLASSIFIER: f"classifier {classifier}", BG_NBD: "BG/NBD's P(no purchase)"}
+    first, second = figures[winner], figures[other]
+    return (
+        f"{names[winner]} better calibrated than {names[other]} on the holdout {holdout}: "
+        f"ECE {first['ece']:.4f} vs {second['ece']:.4f}, Brier {first['brier']:.4f} vs {second['brier']:.4f} "
+        f"(ROC-AUC {first['roc_auc']:.4f} vs {second['roc_auc']:.4f})"
+    )
+
+
+def published_label(published: str, version_label: str) -> str:
+    """`customer_scores.churn_model_version`: the champion's `<name>/<version>`, or `bg_nbd@<name>/<version>`
+    when BG/NBD's probability is published in place of that champion's."""
+    return f"{BG_NBD}@{version_label}" if published == BG_NBD else version_label
+
+
+def judged_version(label: str) -> str:
+    """The champion's `<name>/<version>` in a `published_label`."""
+    return label.removeprefix(f"{BG_NBD}@")
+
+
+def fit_purchase_model(history: pd.DataFrame) -> BetaGeoModel:
+    """BG/NBD fitted on a purchase history (`features.purchases.HISTORY_COLUMNS` at one as_of, days); customers
+    without a history (null rows) are left out. Raises `models.lifetime` errors when it cannot be fitted."""
+    known = history.dropna(subset=list(PURCHASE_MODEL_INPUTS))
+    return BetaGeoModel().fit(*(known[column].to_numpy() for column in PURCHASE_MODEL_INPUTS))
+
+
+def purchase_model_inputs(beta_geo: BetaGeoModel, history: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """`BGNBD_INPUTS` per customer of `history` (same index): BG/NBD's probability of no purchase within
+    `horizon_days` days and P(alive); null for a customer without a history. Point in time when `beta_geo`
+    was fitted on `history` and `history` is the purchase history at the features' `as_of`."""
+    known = history.dropna(subset=list(PURCHASE_MODEL_INPUTS))
+    args = tuple(known[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
+    inputs = pd.DataFrame(
+        {
+            "bgnbd_no_purchase_probability": beta_geo.probability_no_purchase(horizon_days, *args),
+            "bgnbd_p_alive": beta_geo.probability_alive(*args),
+        },
+        index=known.index,
+    )
+    return inputs.reindex(history.index)
 
 
 def beats(challenger: dict[str, float], champion: dict[str, float], metric: str, margin: float) -> bool:

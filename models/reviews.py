@@ -1,10 +1,15 @@
 """Review insights: sentiment, the aspects a review talks about, product and customer summaries, alerts.
 
-Sentiment is a TF-IDF of character n-grams (`char_wb`, 1-3 characters) of title and body, fed to a
-multinomial logistic regression. Character n-grams need no word segmentation, so one model reads English
-and Chinese alike. There are no hand-labelled reviews: the star rating is the weak label (1-2 negative,
-3 neutral, 4-5 positive), so the model learns which wording goes with which stars and can score text
-whose rating is missing or disagrees with it. `sentiment_score = P(positive) - P(negative)`, in [-1, 1].
+Sentiment (`SentimentModel`) reads TF-IDF of word 1-2-grams and of character n-grams (`char_wb`, 1-4
+characters) of title and body. Chinese needs no word segmentation: each CJK character is a word token and
+character n-grams span phrases, so one model reads English and Chinese alike. There are no hand-labelled
+reviews: the star rating is the weak label (1-2 negative, 3 neutral, 4-5 positive). One logistic regression
+learns polarity from 1-2 against 4-5 star reviews, a second one 3-star reviews against the rest; a review is
+called neutral only when that one is sure (P(neutral) >= NEUTRAL_MIN_PROBABILITY), since 3-star reviews
+mostly read like mild praise or mild complaint. `sentiment_score = P(positive) - P(negative)`, in [-1, 1].
+The features, the regularisation and the neutral rule were chosen by cross-validation on a real clothing
+shop's reviews (grouped by product, deduplicated; docs/marketing.md), not on the demo generator's text.
+Every evaluation deduplicates texts first and splits by product, so no text and no product is on both sides.
 
 The lexicon baseline is VADER (Hutto, C.J. & Gilbert, E., 2014. VADER: A Parsimonious Rule-based Model for
 Sentiment Analysis of Social Media Text. Proc. ICWSM-14), with its published thresholds: compound >= 0.05
@@ -13,9 +18,10 @@ positive, <= -0.05 negative, neutral between. VADER has an English lexicon only;
 
 Aspects (delivery, quality, price, size_fit, service) come from a keyword table, `conf/aspects.yaml`.
 
-Holdout split and training cap are deterministic: each row's id is hashed with the seed (splitmix64) to a
-number in [0, 1); rows below `holdout_share` are held out, and the training rows with the smallest hash (of
-a second, salted hash) are kept up to `max_training_rows`. The same id always lands on the same side.
+Holdout split and training cap are deterministic: each row's id (for sentiment: each product, or each
+distinct text where the product is unknown) is hashed with the seed (splitmix64) to a number in [0, 1); rows
+below `holdout_share` are held out, and the training rows with the smallest hash (of a second, salted hash)
+are kept up to `max_training_rows`. The same id always lands on the same side.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from core.rundate import end_of
@@ -44,6 +50,17 @@ NGRAM_RANGE = (1, 3)
 VADER_POSITIVE = 0.05
 VADER_NEGATIVE = -0.05
 REVIEW_COLUMNS = ("id", "customer_id", "product_id", "rating", "title", "body", "language", "created_at")
+#: CJK ideographs: each one is a word token of its own, so Chinese needs no word segmentation.
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+#: Word tokens of the sentiment features: one CJK character, a run of two or more other letters, or a number.
+WORD_TOKEN_PATTERN = rf"[{_CJK}]|[^\W\d_{_CJK}]{{2,}}|\d+"
+#: Sentiment features and regularisation, chosen by grouped cross-validation on a real review corpus
+#: (docs/marketing.md, "How the sentiment model was chosen").
+SENTIMENT_WORD_NGRAMS = (1, 2)
+SENTIMENT_CHAR_NGRAMS = (1, 4)
+POLARITY_C = 16.0
+NEUTRALITY_C = 1.0
+NEUTRAL_MIN_PROBABILITY = 0.65
 _HOLDOUT_SALT = 0
 _SAMPLE_SALT = 1
 
@@ -171,6 +188,16 @@ def review_text(reviews: pd.DataFrame) -> pd.Series:
     return reviews["title"].fillna("").astype(str) + "\n" + reviews["body"].fillna("").astype(str)
 
 
+def normalised_text(text: pd.Series) -> pd.Series:
+    """Lower-case text with every run of whitespace made one space, ends stripped: equal for duplicate reviews."""
+    return text.fillna("").astype(str).str.lower().str.split().str.join(" ")
+
+
+def text_language(text: pd.Series) -> pd.Series:
+    """'zh' for a text holding a CJK character, else 'en': the language of a corpus that does not say it."""
+    return pd.Series(np.where(text.fillna("").astype(str).str.contains(f"[{_CJK}]"), "zh", "en"), index=text.index, name="language")
+
+
 def rating_sentiment(rating: pd.Series) -> pd.Series:
     """Weak sentiment label of a star rating (1-5): 1-2 negative, 3 neutral, 4-5 positive."""
     stars = pd.to_numeric(rating, errors="raise")
@@ -179,32 +206,149 @@ def rating_sentiment(rating: pd.Series) -> pd.Series:
     return pd.Series(np.select([stars <= 2, stars == 3], ["negative", "neutral"], "positive"), index=rating.index, name="sentiment")
 
 
-def fit_sentiment(reviews: pd.DataFrame, max_training_rows: int, seed: int) -> Pipeline:
-    """Fit the sentiment classifier on `reviews` (id, rating, title, body), star ratings as labels.
+def read_review_corpus(path: Path | str) -> pd.DataFrame:
+    """A corpus of rated reviews from a tab-separated file (gzip allowed): id, product_id, rating, title, body,
+    language.
 
-    At most `max_training_rows` reviews, a fixed hash sample of their ids. Returns a fitted scikit-learn
-    Pipeline (classes negative, neutral, positive) for `predict_sentiment`.
+    Expected columns: rating (stars 1-5), title, body; optional: id (or row; else the line number),
+    product_id (or clothing_id; else unknown), language (else `text_language`). Raises ValueError naming the
+    file and the missing columns.
+    """
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    frame = frame.rename(columns={"row": "id", "clothing_id": "product_id"})
+    require_columns(frame, ("rating", "title", "body"), str(path))
+    stars = pd.to_numeric(frame["rating"], errors="coerce")
+    if stars.isna().any():
+        raise ValueError(f"{path}: rating: expected stars 1-5, got {frame['rating'][stars.isna()].iloc[0]!r}")
+    corpus = pd.DataFrame(
+        {
+            "id": pd.to_numeric(frame["id"]).astype("int64") if "id" in frame.columns else np.arange(len(frame), dtype="int64"),
+            "product_id": frame["product_id"].replace("", None) if "product_id" in frame.columns else None,
+            "rating": stars.astype("int64"),
+            "title": frame["title"],
+            "body": frame["body"],
+        }
+    )
+    return corpus.assign(language=frame["language"] if "language" in frame.columns else text_language(review_text(corpus)))
+
+
+def distinct_reviews(reviews: pd.DataFrame) -> pd.DataFrame:
+    """The rated reviews with text, each normalised text once (the review with the smallest id keeps it).
+
+    Reviews without stars or with neither title nor body are left out: they carry no label or no text.
+    """
+    rated = reviews[reviews["rating"].notna()]
+    rated = rated.iloc[np.argsort(rated["id"].to_numpy(dtype="int64"), kind="stable")]
+    key = normalised_text(review_text(rated))
+    return rated[key.ne("") & ~key.duplicated()]
+
+
+def sentiment_holdout(reviews: pd.DataFrame, holdout_share: float, seed: int) -> np.ndarray:
+    """True for held-out reviews: about `holdout_share` (a fraction) of the groups, fixed per group.
+
+    A group is a product (`product_id`, where the frame has it and it is known), else a normalised text, so
+    the same product, and the same text, never sits on both sides of the split.
+    """
+    text_key = "text " + normalised_text(review_text(reviews))
+    if "product_id" in reviews.columns:
+        product = reviews["product_id"]
+        text_key = text_key.where(product.isna(), "product " + product.astype(str))
+    groups = pd.util.hash_pandas_object(text_key, index=False).to_numpy().view(np.int64)
+    return is_holdout(pd.Series(groups, index=reviews.index), holdout_share, seed)
+
+
+def sentiment_features() -> FeatureUnion:
+    """TF-IDF of word 1-2-grams (CJK characters are words of their own) beside TF-IDF of character n-grams
+    within word boundaries: words carry negation and phrases ("not worth"), characters carry typos and
+    Chinese, which needs no segmentation either way."""
+    return FeatureUnion(
+        [
+            ("words", TfidfVectorizer(token_pattern=WORD_TOKEN_PATTERN, ngram_range=SENTIMENT_WORD_NGRAMS, sublinear_tf=True, min_df=2)),
+            ("characters", TfidfVectorizer(analyzer="char_wb", ngram_range=SENTIMENT_CHAR_NGRAMS, sublinear_tf=True, min_df=2)),
+        ]
+    )
+
+
+class SentimentModel:
+    """Sentiment of review text from two logistic regressions on shared word and character TF-IDF features.
+
+    Polarity is learned from 1-2 against 4-5 star reviews only; neutrality from 3-star reviews against the
+    rest. P(neutral) is the neutrality model's, P(positive) = (1 - P(neutral)) * P(positive | polar) and
+    P(negative) likewise, so `sentiment_score` = P(positive) - P(negative) lies in [-1, 1]. A review is called
+    neutral only when P(neutral) >= `neutral_min_probability`; otherwise it is positive or negative by the
+    polarity model. Without 3-star reviews to learn from, no review is called neutral. Neither regression is
+    class-balanced: balancing makes the rare class cheap to predict and its probabilities no longer frequencies.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        polarity_c: float = POLARITY_C,
+        neutrality_c: float = NEUTRALITY_C,
+        neutral_min_probability: float = NEUTRAL_MIN_PROBABILITY,
+    ):
+        self.seed = seed
+        self.polarity_c = polarity_c
+        self.neutrality_c = neutrality_c
+        self.neutral_min_probability = neutral_min_probability
+
+    def fit(self, text: pd.Series, rating: pd.Series) -> SentimentModel:
+        """Fit on review texts and their star ratings (1-5); needs 1-2 and 4-5 star reviews both."""
+        self.features_ = sentiment_features()
+        return self.fit_regressions(self.features_, self.features_.fit_transform(text), rating)
+
+    def fit_regressions(self, fitted_features: FeatureUnion, features, rating: pd.Series) -> SentimentModel:
+        """Fit the two regressions on features already computed by `fitted_features` (so that models with
+        other regularisation can share them in a cross-validation); returns self."""
+        labels = rating_sentiment(rating).to_numpy()
+        polar = labels != "neutral"
+        if len(set(labels[polar])) < 2:
+            raise ValueError(
+                f"reviews: the {len(labels)} training reviews hold {', '.join(sorted(set(labels)))} only; "
+                "both 1-2 and 4-5 star reviews are needed to learn sentiment"
+            )
+        self.features_ = fitted_features
+        self.polarity_ = self._regression(self.polarity_c).fit(features[polar], labels[polar] == "positive")
+        self.neutrality_ = self._regression(self.neutrality_c).fit(features, ~polar) if not polar.all() else None
+        return self
+
+    def predict_proba(self, text: pd.Series) -> np.ndarray:
+        """P(negative), P(neutral), P(positive) per text: one row each, columns in SENTIMENTS order."""
+        features = self.features_.transform(text)
+        positive_if_polar = self.polarity_.predict_proba(features)[:, 1]
+        neutral = self.neutrality_.predict_proba(features)[:, 1] if self.neutrality_ is not None else np.zeros(features.shape[0])
+        return np.column_stack([(1 - neutral) * (1 - positive_if_polar), neutral, (1 - neutral) * positive_if_polar])
+
+    def decide(self, probability: np.ndarray) -> np.ndarray:
+        """The sentiment of each row of `predict_proba`: neutral at P(neutral) >= neutral_min_probability,
+        else the more probable of negative and positive."""
+        polar = np.where(probability[:, 2] >= probability[:, 0], "positive", "negative")
+        return np.where(probability[:, 1] >= self.neutral_min_probability, "neutral", polar).astype(object)
+
+    def _regression(self, c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=3000, random_state=self.seed)
+
+
+def fit_sentiment(reviews: pd.DataFrame, max_training_rows: int, seed: int) -> SentimentModel:
+    """Fit the sentiment model on `reviews` (id, rating, title, body), star ratings as labels.
+
+    Each distinct text once (`distinct_reviews`), at most `max_training_rows` of them, a fixed hash sample of
+    their ids.
     """
     require_columns(reviews, ("id", "rating", "title", "body"), "reviews")
-    rated = reviews[reviews["rating"].notna()]
-    sample = capped_sample(rated, "id", max_training_rows, seed)
-    labels = rating_sentiment(sample["rating"])
-    if labels.nunique() < 2:
-        raise ValueError(f"reviews: all {len(labels)} training reviews are {labels.iloc[0]!r}; at least two sentiment levels are needed")
-    return text_classifier(seed).fit(review_text(sample), labels)
+    sample = capped_sample(distinct_reviews(reviews), "id", max_training_rows, seed)
+    return SentimentModel(seed).fit(review_text(sample), sample["rating"])
 
 
-def predict_sentiment(model: Pipeline, reviews: pd.DataFrame) -> pd.DataFrame:
+def predict_sentiment(model: SentimentModel, reviews: pd.DataFrame) -> pd.DataFrame:
     """Sentiment of each review: review_id, sentiment_score (P(positive) - P(negative), in [-1, 1]), sentiment."""
     require_columns(reviews, ("id", "title", "body"), "reviews")
     probability = model.predict_proba(review_text(reviews))
-    classes = list(model.classes_)
-    p = {level: probability[:, classes.index(level)] if level in classes else np.zeros(len(reviews)) for level in SENTIMENTS}
     return pd.DataFrame(
         {
             "review_id": reviews["id"].to_numpy(dtype="int64"),
-            "sentiment_score": p["positive"] - p["negative"],
-            "sentiment": np.asarray(classes, dtype=object)[probability.argmax(axis=1)],
+            "sentiment_score": probability[:, 2] - probability[:, 0],
+            "sentiment": model.decide(probability),
         }
     )
 
@@ -227,42 +371,77 @@ def lexicon_sentiment(reviews: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def evaluate_sentiment(reviews: pd.DataFrame, holdout_share: float, max_training_rows: int, seed: int) -> pd.DataFrame:
-    """Macro-F1 and accuracy of the model and of VADER on held-out reviews, against the star-rating labels.
+def sentiment_figures(truth: np.ndarray, predicted: np.ndarray, positive_if_polar: np.ndarray | None = None) -> dict[str, float]:
+    """How well `predicted` sentiments match the star labels `truth`, over the classes present in `truth`.
 
-    The model is fitted on the other reviews (`fit_sentiment`). One row per method ('model', 'vader') and
-    language ('all', then each language present): method, language, reviews (count), macro_f1, accuracy
-    (fractions in [0, 1]; macro-F1 averages the F1 of negative, neutral and positive).
+    binary_macro_f1: on the polar reviews (1-2 and 4-5 stars) only, F1 averaged over negative and positive
+    (those present); a polar review called neutral is a miss of its class. macro_f1_3class: F1 averaged over
+    the classes present, NaN without 3-star reviews. neutral_rate_on_polar: share of polar reviews called
+    neutral. accuracy: over all reviews. calibration_error: expected calibration error of
+    `positive_if_polar` (a model's P(positive | polar) per review) on the polar reviews, over ten equal-width
+    bins; NaN without it. Fractions in [0, 1]; NaN where there is nothing to average over.
     """
-    require_columns(reviews, ("id", "rating", "title", "body", "language"), "reviews")
-    rated = reviews[reviews["rating"].notna()]
-    held = is_holdout(rated["id"], holdout_share, seed)
-    train, test = rated[~held], rated[held]
+    polar = truth != "neutral"
+    present = [level for level in SENTIMENTS if level in set(truth)]
+    polar_present = [level for level in present if level != "neutral"]
+    return {
+        "reviews": int(len(truth)),
+        "polar_reviews": int(polar.sum()),
+        "binary_macro_f1": f1_score(truth[polar], predicted[polar], labels=polar_present, average="macro", zero_division=0)
+        if polar.any()
+        else np.nan,
+        "macro_f1_3class": f1_score(truth, predicted, labels=present, average="macro", zero_division=0) if "neutral" in present else np.nan,
+        "neutral_rate_on_polar": float(np.mean(predicted[polar] == "neutral")) if polar.any() else np.nan,
+        "accuracy": accuracy_score(truth, predicted) if len(truth) else np.nan,
+        "calibration_error": calibration_error(positive_if_polar[polar], truth[polar] == "positive")
+        if positive_if_polar is not None and polar.any()
+        else np.nan,
+    }
+
+
+def calibration_error(probability: np.ndarray, outcome: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the mean over equal-width probability bins, weighted by their rows, of
+    |mean probability - share of true outcomes| (a fraction in [0, 1])."""
+    which = np.minimum((probability * bins).astype(int), bins - 1)
+    return float(sum(np.mean(which == b) * abs(probability[which == b].mean() - outcome[which == b].mean()) for b in np.unique(which)))
+
+
+def evaluate_sentiment(reviews: pd.DataFrame, holdout_share: float, max_training_rows: int, seed: int) -> pd.DataFrame:
+    """The model, VADER and the majority class on held-out reviews, against the star-rating labels.
+
+    Reviews are deduplicated by normalised text first (`distinct_reviews`: no text on both sides, rows without
+    text or stars left out), then split by product where known (`sentiment_holdout`); the model is fitted on
+    the training side (`fit_sentiment`), the majority baseline answers the training side's most frequent
+    label. One row per method ('model', 'vader', 'majority') and language ('all', then each language
+    present; from the `language` column, else 'zh' for text with CJK characters): method, language,
+    `sentiment_figures`, training_reviews.
+    """
+    require_columns(reviews, ("id", "rating", "title", "body"), "reviews")
+    distinct = distinct_reviews(reviews)
+    held = sentiment_holdout(distinct, holdout_share, seed)
+    train, test = distinct[~held], distinct[held]
     if test.empty or train.empty:
         raise ValueError(
-            f"reviews: holdout_share {holdout_share} leaves {len(train)} training and {len(test)} held-out reviews; both must be non-empty"
+            f"reviews: holdout_share {holdout_share} leaves {len(train)} training and {len(test)} held-out distinct reviews; "
+            "both must be non-empty"
         )
     truth = rating_sentiment(test["rating"]).to_numpy()
+    training_labels = rating_sentiment(train["rating"])
+    model = fit_sentiment(train, max_training_rows, seed)
+    probability = model.predict_proba(review_text(test))
     predicted = {
-        "model": predict_sentiment(fit_sentiment(train, max_training_rows, seed), test)["sentiment"],
-        "vader": lexicon_sentiment(test)["sentiment"],
+        "model": (model.decide(probability), probability[:, 2] / (probability[:, 0] + probability[:, 2])),
+        "vader": (lexicon_sentiment(test)["sentiment"].to_numpy(), None),
+        "majority": (np.full(len(test), training_labels.value_counts().idxmax(), dtype=object), None),
     }
-    language = test["language"].to_numpy()
+    language = (test["language"] if "language" in test.columns else text_language(review_text(test))).to_numpy()
     rows = []
-    for method, labels in predicted.items():
-        labels = labels.to_numpy()
+    for method, (labels, positive_if_polar) in predicted.items():
         for name in ("all", *sorted(set(language))):
             mask = np.ones(len(test), dtype=bool) if name == "all" else language == name
-            rows.append(
-                {
-                    "method": method,
-                    "language": name,
-                    "reviews": int(mask.sum()),
-                    "macro_f1": f1_score(truth[mask], labels[mask], labels=list(SENTIMENTS), average="macro", zero_division=0),
-                    "accuracy": accuracy_score(truth[mask], labels[mask]),
-                }
-            )
-    return pd.DataFrame(rows)
+            calibration = positive_if_polar[mask] if positive_if_polar is not None else None
+            rows.append({"method": method, "language": name, **sentiment_figures(truth[mask], labels[mask], calibration)})
+    return pd.DataFrame(rows).assign(training_reviews=min(len(train), max_training_rows))
 
 
 # --------------------------------------------------------------------------------------------------------

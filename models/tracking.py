@@ -145,3 +145,32 @@ def evaluations(settings: MlflowSettings, pipeline_run_id: str) -> list[dict]:
             }
         )
     return found
+
+
+#: The churn probabilities a training run compares before choosing which one nights publish (`jobs/train.py`).
+PUBLICATION_CANDIDATES = ("champion", "bgnbd_no_purchase")
+PUBLICATION_METRICS = ("roc_auc", "brier", "ece")
+
+
+def churn_publication(client: MlflowClient, version_label: str) -> dict | None:
+    """Which churn probability nights publish beside champion `version_label` (`<name>/<version>`), and why: the
+    tags `published_churn`, `published_churn_reason` of that version, and the holdout figures (ROC-AUC, Brier,
+    ECE) of the champion and of BG/NBD from the training run that chose (`published_churn_run`). None for a
+    version trained before the choice was made."""
+    name, _, number = version_label.rpartition("/")
+    tags = client.get_model_version(name, number).tags
+    run_id = tags.get("published_churn_run")
+    if run_id is None:
+        return None
+    run = client.get_run(run_id)
+    figures = {
+        model: {metric: run.data.metrics.get(f"{model}_{metric}", math.nan) for metric in PUBLICATION_METRICS}
+        for model in PUBLICATION_CANDIDATES
+    }
+    return {
+        "published": tags.get("published_churn"),
+        "reason": tags.get("published_churn_reason", ""),
+        "run_id": run_id,
+        "holdout_as_of": run.data.params.get("holdout_as_of"),
+        "figures": figures,
+    }

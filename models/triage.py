@@ -1,10 +1,13 @@
 """Inquiry triage: topic and urgency of support inquiries, their resolution times, and customer satisfaction.
 
-The shop records no topic. A keyword table (`conf/triage.yaml`) gives weak labels: an inquiry whose
-subject and body hit the keywords of exactly one topic is a training example for a TF-IDF character n-gram
-+ logistic regression classifier (the one of models/reviews.py), which then predicts a topic and its
-probability for every inquiry, including those the keywords leave unlabelled or ambiguous. The keyword
-rule alone (the topic with most keyword hits) is kept as the baseline the evaluation compares with.
+Topic: a TF-IDF character n-gram + logistic regression classifier (the one of models/reviews.py) learns
+from labelled inquiries and predicts a topic and its probability for every inquiry. The labels are the
+topics support filed inquiries under (the shop's `inquiries.topic`, mapped like any column) when the shop
+has at least MIN_FILED_INQUIRIES of them in two topics or more; otherwise weak labels from the keyword
+table (`conf/triage.yaml`): an inquiry whose subject and body hit the keywords of exactly one topic. The
+keyword rule alone (the topic with most keyword hits) is the baseline the evaluation compares with, on
+the same held-out inquiries, deduplicated by normalised text. Without filed topics there is no truth to
+score against: the figure is then the model's agreement with the keyword labels, and says so.
 
 Times: the shop stores created_at and resolved_at only, no first-response timestamp, so response time is
 not available; resolution time is resolved_at - created_at (hours), and unresolved inquiries get their
@@ -23,9 +26,22 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
 
 from core.rundate import end_of
-from models.reviews import capped_sample, is_holdout, keyword_hits, keyword_pattern, read_keyword_table, require_columns, text_classifier
+from models.reviews import (
+    capped_sample,
+    is_holdout,
+    keyword_hits,
+    keyword_pattern,
+    normalised_text,
+    read_keyword_table,
+    require_columns,
+    text_classifier,
+)
 
 TOPICS = ("shipping", "return_refund", "product_question", "payment", "complaint")
+#: Filed topics (the shop's inquiries.topic) needed to learn from them rather than from keyword labels: fewer
+#: give a held-out set of a handful per topic, too few to tell the model from the rules.
+MIN_FILED_INQUIRIES = 100
+LABEL_SOURCES = {"filed": "the shop's filed topics (inquiries.topic)", "keywords": "the keyword labels of the keyword table"}
 URGENCIES = ("high", "normal", "low")
 INQUIRY_COLUMNS = ("id", "customer_id", "subject", "body", "status", "resolved_at", "created_at")
 _HOUR = pd.Timedelta(hours=1)
@@ -78,18 +94,45 @@ def keyword_topics(inquiries: pd.DataFrame, keywords: TriageKeywords) -> pd.Data
     )
 
 
+@dataclass(frozen=True)
+class TopicLabels:
+    """The topic labels triage learns from: one per inquiry (None: unlabelled), and where they come from."""
+
+    topic: pd.Series  # same index as the inquiries; one of TOPICS or None
+    source: str  # "filed": the shop's inquiries.topic; "keywords": weak labels of the keyword table
+    unknown_filed: int  # filed topics that are none of TOPICS (left out)
+
+
+def topic_labels(inquiries: pd.DataFrame, keywords: TriageKeywords) -> TopicLabels:
+    """The shop's filed topics when it has at least MIN_FILED_INQUIRIES of them in two topics or more,
+    else the keyword table's unambiguous labels (an inquiry without a `topic` column counts as unfiled)."""
+    require_columns(inquiries, ("id", "subject", "body"), "inquiries")
+    filed = inquiries["topic"] if "topic" in inquiries.columns else pd.Series(None, index=inquiries.index, dtype=object)
+    known = filed.where(filed.isin(TOPICS))
+    unknown = int((filed.notna() & known.isna()).sum())
+    if known.notna().sum() >= MIN_FILED_INQUIRIES and known.nunique() >= 2:
+        return TopicLabels(known.astype(object).where(known.notna(), None), "filed", unknown)
+    rules = keyword_topics(inquiries, keywords)
+    weak = np.where(rules["is_unambiguous"].to_numpy(), rules["keyword_topic"].to_numpy(), None)
+    return TopicLabels(pd.Series(weak, index=inquiries.index, dtype=object), "keywords", unknown)
+
+
 def fit_triage(inquiries: pd.DataFrame, keywords: TriageKeywords, max_training_rows: int, seed: int) -> Pipeline:
-    """Fit the topic classifier on the inquiries the keywords label unambiguously (weak labels).
+    """Fit the topic classifier on the labelled inquiries (`topic_labels`: filed topics, else keyword labels).
 
     At most `max_training_rows` of them, a fixed hash sample of their ids. Returns a fitted scikit-learn
     Pipeline for `predict_topics`; raises ValueError when fewer than two topics have examples.
     """
-    rules = keyword_topics(inquiries, keywords)
-    labelled = inquiries.assign(_topic=rules["keyword_topic"].to_numpy())[rules["is_unambiguous"].to_numpy()]
+    labels = topic_labels(inquiries, keywords)
+    return _fit_on_labels(inquiries, labels.topic, LABEL_SOURCES[labels.source], max_training_rows, seed)
+
+
+def _fit_on_labels(inquiries: pd.DataFrame, topic: pd.Series, source: str, max_training_rows: int, seed: int) -> Pipeline:
+    labelled = inquiries.assign(_topic=topic.to_numpy())[topic.notna().to_numpy()]
     sample = capped_sample(labelled, "id", max_training_rows, seed)
     if sample["_topic"].nunique() < 2:
         raise ValueError(
-            f"inquiries: the keywords label {len(sample)} inquiries unambiguously, with topics "
+            f"inquiries: {len(sample)} inquiries labelled by {source}, with topics "
             f"{sorted(sample['_topic'].unique())}; at least two topics are needed to train triage"
         )
     return text_classifier(seed).fit(inquiry_text(sample), sample["_topic"])
@@ -198,43 +241,77 @@ def triage_inquiries(
 # --------------------------------------------------------------------------------------------------------
 
 
-def evaluate_triage(
-    inquiries: pd.DataFrame, true_topics: pd.DataFrame, keywords: TriageKeywords, holdout_share: float, max_training_rows: int, seed: int
-) -> pd.DataFrame:
-    """Topic accuracy of the classifier and of the keyword rules alone on held-out inquiries.
+def inquiry_text_key(inquiries: pd.DataFrame) -> pd.Series:
+    """Subject and body as `models.reviews.normalised_text` makes them, with digits as 0 and punctuation as one
+    space: texts that differ only in an order number or a comma are one text for deduplication."""
+    text = inquiry_text(inquiries).str.replace(r"\d+", "0", regex=True).str.replace(r"[\W_]+", " ", regex=True)
+    return normalised_text(text)
 
-    `true_topics` holds inquiry_id and topic (e.g. the generator's truth); it is used for scoring only,
-    never for training (the classifier learns from the keywords' labels of the other inquiries). An
-    inquiry the keywords leave unlabelled counts as wrong for the rules. One row per method ('model',
-    'keywords'): method, inquiries (held-out count), training_inquiries (keyword-labelled examples the
-    model was fitted on; null for the rules), macro_f1, accuracy and `f1_<topic>` per topic (fractions).
+
+def evaluate_triage(
+    inquiries: pd.DataFrame,
+    true_topics: pd.DataFrame | None,
+    keywords: TriageKeywords,
+    holdout_share: float,
+    max_training_rows: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Topic macro-F1 of the classifier and of the keyword rules on the same held-out inquiries.
+
+    Held out: about `holdout_share` of the distinct normalised texts (`inquiry_text_key`), so no held-out
+    text (nor a copy of it) is trained on; each is scored once. The classifier learns from the labels of
+    the other inquiries (`topic_labels`). Scored against `true_topics` (inquiry_id, topic; e.g. the
+    generator's truth) when given, else against those labels: the filed topics, or, without them, the
+    keyword labels, where the figure is agreement with the keyword rules (1.000 for the rules by
+    construction), not accuracy. An inquiry the keywords leave unlabelled counts as wrong for the rules.
+    Macro-F1 averages the topics present in the held-out reference. One row per method ('model',
+    'keywords'): method, reference ('true topics', 'filed topics' or 'keyword labels'), inquiries
+    (held-out distinct texts), training_inquiries (labelled inquiries the model was fitted on; null for the
+    rules), macro_f1, accuracy and `f1_<topic>` per topic of TOPICS (fractions; NaN for a topic absent).
     """
-    require_columns(true_topics, ("inquiry_id", "topic"), "true topics")
-    truth = true_topics.set_index("inquiry_id")["topic"]
-    known = inquiries[inquiries["id"].isin(truth.index)]
-    held = is_holdout(known["id"], holdout_share, seed)
-    train, test = known[~held], known[held]
+    require_columns(inquiries, ("id", "subject", "body"), "inquiries")
+    labels = topic_labels(inquiries, keywords)
+    if true_topics is not None:
+        require_columns(true_topics, ("inquiry_id", "topic"), "true topics")
+        truth = true_topics.set_index("inquiry_id")["topic"]
+        reference = pd.Series(inquiries["id"].map(truth).to_numpy(), index=inquiries.index, dtype=object)
+        reference_name = "true topics"
+    else:
+        reference = labels.topic
+        reference_name = "filed topics" if labels.source == "filed" else "keyword labels"
+    text = inquiry_text_key(inquiries)
+    text_id = pd.util.hash_pandas_object(text, index=False).to_numpy().view(np.int64)
+    held = is_holdout(pd.Series(text_id), holdout_share, seed)
+    train = inquiries[~held]
+    # One row per held-out text with a reference topic: the earliest inquiry of that text.
+    scored = inquiries.assign(_text=text.to_numpy(), _reference=reference.to_numpy())[held & reference.notna().to_numpy()]
+    test = scored.sort_values("id").drop_duplicates("_text")
     if test.empty:
-        raise ValueError(f"inquiries: holdout_share {holdout_share} holds out none of {len(known)} inquiries with a true topic")
-    model = fit_triage(train, keywords, max_training_rows, seed)
-    rules = keyword_topics(train, keywords)
-    trained_on = min(int(rules["is_unambiguous"].sum()), max_training_rows)
-    actual = truth.loc[test["id"]].to_numpy()
+        raise ValueError(
+            f"inquiries: holdout_share {holdout_share} holds out none of {text.nunique()} distinct texts with {reference_name}"
+        )
+    # The labels of the whole frame, so the training part learns from the same kind of label it is scored on.
+    train_topic = labels.topic[~held]
+    model = _fit_on_labels(train, train_topic, LABEL_SOURCES[labels.source], max_training_rows, seed)
+    trained_on = min(int(train_topic.notna().sum()), max_training_rows)
+    actual = test["_reference"].to_numpy()
+    present = [topic for topic in TOPICS if topic in set(actual)]
     predicted = {
         "model": predict_topics(model, test)["topic"].to_numpy(),
         "keywords": keyword_topics(test, keywords)["keyword_topic"].fillna("unlabelled").to_numpy(),
     }
     rows = []
-    for method, labels in predicted.items():
-        per_topic = f1_score(actual, labels, labels=list(TOPICS), average=None, zero_division=0)
+    for method, answer in predicted.items():
+        per_topic = dict(zip(present, f1_score(actual, answer, labels=present, average=None, zero_division=0)))
         rows.append(
             {
                 "method": method,
+                "reference": reference_name,
                 "inquiries": len(test),
                 "training_inquiries": trained_on if method == "model" else np.nan,
-                "macro_f1": float(per_topic.mean()),
-                "accuracy": accuracy_score(actual, labels),
-                **{f"f1_{topic}": float(score) for topic, score in zip(TOPICS, per_topic)},
+                "macro_f1": float(np.mean(list(per_topic.values()))),
+                "accuracy": accuracy_score(actual, answer),
+                **{f"f1_{topic}": float(per_topic.get(topic, np.nan)) for topic in TOPICS},
             }
         )
     return pd.DataFrame(rows).astype({"training_inquiries": "Int64"})
@@ -280,8 +357,3 @@ def customer_satisfaction(customer_ids: pd.Series, review_insights: pd.DataFrame
     frame["satisfaction_score"] = components.mean(axis=1, skipna=True)
     frame[["review_count", "inquiry_count"]] = frame[["review_count", "inquiry_count"]].fillna(0).astype("int64")
     return frame.drop(columns="problem_share").reset_index()
-
-
-def majority_macro_f1(actual: pd.Series, majority: str) -> float:
-    """Macro-F1 over TOPICS of always answering `majority`: the floor a topic classifier must clear."""
-    return float(f1_score(actual, [majority] * len(actual), labels=list(TOPICS), average="macro", zero_division=0))

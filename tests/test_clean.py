@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from pyspark.sql import functions as F
 
 from core import shop_schema
@@ -253,3 +254,27 @@ def test_a_key_with_different_rows_in_an_incremental_batch_keeps_its_silver_vers
     records = sorted((row.id, row.rule, row.column) for row in lake.read("silver", "_quarantine/customers").collect())
     assert records == [(5, "duplicate_key", None)] * 2 + [(7, "duplicate_key", None)] * 2
     assert counts["quarantined"] == 4
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+def test_silver_written_before_the_shop_model_gained_a_column_takes_it_at_the_next_night(spark, tmp_path, mode):
+    """A lake cleaned by an older version (here: silver customers without `accepts_marketing`) is upgraded by
+    the next night: the column is added, the earlier rows have it null until the shop sends them again."""
+    from core.lake import Lake
+    from jobs.clean import clean_table
+
+    lake = Lake(spark, tmp_path / "lake")
+    earlier = bronze(spark, "customers", [customer(5), customer(6)])
+    older = flag_invalid_rows(earlier, shop_schema.customers, RUN_DATE, {}).transform(current_state, shop_schema.customers)
+    lake.overwrite(older.drop("accepts_marketing"), "silver", "customers")
+    version = lake.version("silver", "customers")
+    sent = [customer(6, accepts_marketing=True, updated_at="2026-11-26 09:00:00")] + ([customer(5)] if mode == "full" else [])
+    batch = bronze(spark, "customers", sent).withColumns(
+        {"_batch_id": F.lit(RUN_DATE.isoformat()), "_op": F.lit("U"), "_run_id": F.lit("run-2"), "_extracted_at": F.current_timestamp()}
+    )
+    lake.overwrite(batch, "bronze", "customers", partition_by=["_batch_id"])
+
+    clean_table(lake, "customers", RUN_DATE, "run-2", mode, version)
+
+    silver = {row.id: row.accepts_marketing for row in lake.read("silver", "customers").collect()}
+    assert silver == {5: None, 6: True}

@@ -228,6 +228,10 @@ def test_status_says_what_each_model_and_the_campaigns_did():
                         },
                     ),
                     stage("campaigns", {"win_back": {"treatment": 2}, "vip": {"treatment": 164, "control": 9, "suppressed": 77}}),
+                    stage(
+                        "score",  # a figure that could not be computed is null in the run log (core.airflow_task)
+                        {"rows": {"customer_segments": 70}, "figures": {"silhouette": None}, "degraded": {}},
+                    ),
                 ],
             }
         ]
@@ -237,6 +241,30 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     assert "1,766 offers; qini 0.090, random_qini 0.002" in lines["offers"]
     assert "review_alerts 0; degraded: reviews" in lines["insights"]
     assert "2 campaigns, to contact: win_back 2, vip 164" in lines["campaigns"]
+    assert "customer_segments 70; silhouette n/a" in lines["score"]
+
+
+def test_the_summary_names_what_the_night_could_not_compute_and_why():
+    """A shop without reviews or categories: the run summary lists each task's `degraded` reasons."""
+    import json
+
+    from core.runlog import render_degraded
+
+    stages = [
+        {"stage": "events", "summary": json.dumps({"source": "none"})},
+        {"stage": "predict", "summary": json.dumps({"figures": {"roc_auc": 0.8}, "degraded": {}})},
+        {
+            "stage": "insights",
+            "summary": json.dumps({"rows": {}, "figures": {}, "degraded": {"reviews": "0 reviews: nothing to learn from"}}),
+        },
+        {"stage": "recommend", "summary": json.dumps({"degraded": {"category_propensity": "no product has a category"}})},
+        {"stage": "features", "summary": json.dumps(23570)},
+        {"stage": "publish", "summary": None},
+    ]
+    assert render_degraded(stages) == [
+        "  insights   reviews: 0 reviews: nothing to learn from",
+        "  recommend  category_propensity: no product has a category",
+    ]
 
 
 def test_crm_campaigns_check_names_each_bad_file_and_part_and_exits_1(tmp_path):
@@ -525,23 +553,24 @@ def test_a_scheduler_task_of_another_run_refuses_while_tasks_of_the_holding_nigh
         f"pid {os.getpid()} on {socket.gethostname()}, since {holder['since']})"
     ) in other_err
 
-    # No night holds the root: a task of a scheduled run holds it while it runs; a task of the same run
-    # waits for its turn, one of another run refuses naming the task that holds it.
+    # No night holds the root: a task of a scheduled run holds it while it runs, shared with the tasks of
+    # its own run (they run side by side); a task of another run refuses naming the run that holds it.
     first = scheduler_task(tmp_path, "scheduled__B", "score", seconds=8)
     wait_for(lambda: lock_record(tmp_path).get("run_id") == "scheduled__B", "the task to hold the root", timeout_s=120)
-    same_run = scheduler_task(tmp_path, "scheduled__B", "predict")
+    same_run = scheduler_task(tmp_path, "scheduled__B", "predict", seconds=3)
+    with pytest.raises(nightlock.NightBusyError, match="run scheduled__B"):  # a command-line night refuses too
+        with nightlock.hold(settings, "crm run", date(2026, 11, 21)):
+            pass
     other_run = scheduler_task(tmp_path, "scheduled__C", "extract")
     other_out, other_err = other_run.communicate(timeout=120)
     assert other_run.returncode != 0
-    assert (
-        f"another night holds data root {tmp_path}: airflow task, task score (run date 2026-11-20, run scheduled__B, pid {first.pid}"
-        in other_err
-    )
+    assert f"another night holds data root {tmp_path}: airflow task, task " in other_err
+    assert "(run date 2026-11-20, run scheduled__B, pid " in other_err
     assert first.wait(timeout=120) == 0 and same_run.wait(timeout=120) == 0, same_run.stderr.read()
     assert json.loads(same_run.stdout.read())["run_id"] == "scheduled__B"
     assert root_is_free(tmp_path)
-    # It took its turn: the run log has it start after the holding task ended.
+    # Side by side: the run log has the second task start before the first one ended.
     from core import runlog
 
     stages = {stage["stage"]: stage for run in runlog.recent_runs(settings) if run["run_id"] == "scheduled__B" for stage in run["stages"]}
-    assert stages["predict"]["started_at"] >= stages["score"]["finished_at"]
+    assert stages["predict"]["started_at"] < stages["score"]["finished_at"]

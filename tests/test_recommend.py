@@ -146,6 +146,16 @@ def test_the_time_split_fits_on_nothing_after_the_cutoff(spark):
     assert (figures["popularity_precision_at_1"], figures["popularity_recall_at_1"]) == (0.0, 0.0)
 
 
+def test_without_a_new_product_bought_in_the_holdout_nothing_is_judged(spark, settings):
+    # A shop of one product (CDNOW: "CD"): every later order repeats what the customer bought, so with
+    # exclude_bought no customer has anything to find, and recall would be 0/0.
+    from jobs.recommend import evaluate_recommendations as judge
+
+    silver = silver_frames(spark, shop([(2, "delivered", datetime(2026, 6, 25), (1,)), (6, "delivered", datetime(2026, 6, 26), (4,))]))
+    assert evaluate_recommendations(silver, AS_OF, PURCHASE_STATUSES, OPTIONS, k=1)["popularity_customers"] == 0
+    assert judge(silver, AS_OF, settings.model_copy(update={"recommend": OPTIONS}), "run-1") == {}
+
+
 def browsing(spark, rows):
     """silver/events rows: (customer, product, event_type, when)."""
     return spark.createDataFrame(

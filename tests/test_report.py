@@ -193,13 +193,21 @@ def write_mlflow_store(settings) -> None:
     experiment = client.create_experiment(settings.mlflow.experiment, artifact_location=Path(settings.mlflow.artifact_root).as_uri())
     run = client.create_run(experiment, tags={"kind": "churn-training"})
     rng = np.random.default_rng(3)
-    for model in ("challenger", "logistic_baseline"):
+    for model in ("challenger", "logistic_baseline", "champion", "bgnbd_no_purchase"):
         p = rng.uniform(0, 1, 2_000)
         table = calibration_table(rng.uniform(0, 1, 2_000) < p, p)
         client.log_text(run.info.run_id, table.to_csv(index=False), f"calibration/{model}.csv")
+    for name, value in {"champion_roc_auc": 0.9037, "champion_brier": 0.1204, "champion_ece": 0.0279}.items():
+        client.log_metric(run.info.run_id, name, value)
+    for name, value in {"bgnbd_no_purchase_roc_auc": 0.8687, "bgnbd_no_purchase_brier": 0.1399, "bgnbd_no_purchase_ece": 0.0258}.items():
+        client.log_metric(run.info.run_id, name, value)
+    client.log_param(run.info.run_id, "holdout_as_of", "2026-09-03")
     client.set_terminated(run.info.run_id)
     client.create_registered_model(settings.mlflow.churn_model)
-    client.create_model_version(settings.mlflow.churn_model, f"{run.info.artifact_uri}/churn_model", run_id=run.info.run_id)
+    version = client.create_model_version(settings.mlflow.churn_model, f"{run.info.artifact_uri}/churn_model", run_id=run.info.run_id)
+    # The training run's choice of what nights publish (jobs/train.py), on the version.
+    for key, value in {"published_churn": "bg_nbd", "published_churn_reason": "lower ECE", "published_churn_run": run.info.run_id}.items():
+        client.set_model_version_tag(settings.mlflow.churn_model, version.version, key, value)
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +324,9 @@ def test_report_shows_the_figures_of_the_data(data_settings):
 
     calibration = section_text(markup, "calibration")
     assert "crm_churn/1, MLflow run" in calibration and "0.9-1.0" in calibration
+    # Which probability was published and why, the champion's and BG/NBD's figures side by side.
+    assert "Published churn probability: BG/NBD" in calibration and "no purchase in the horizon. lower ECE." in calibration
+    assert "champion 0.9037 0.1204 0.0279 bgnbd_no_purchase 0.8687 0.1399 0.0258" in calibration
 
     changes = section_text(markup, "changes")
     clv_top = re.search(r"12-month CLV: top 10 changes .*? change (\d+) ", changes).group(1)

@@ -1,0 +1,101 @@
+"""Alerts (`core.alerts`): a task that failed for good and a late night are POSTed to the configured webhook,
+here a real HTTP server on a free local port; an unreachable webhook never fails the callback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from core import alerts
+from core.airflow_task import record_failure
+from core.config import load_config
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    """A local HTTP server that keeps every JSON body POSTed to it; its URL is the configured webhook."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hooks/crm")
+    yield received
+    server.shutdown()
+    server.server_close()
+
+
+def failed_task_context(error: Exception) -> dict:
+    """What Airflow hands an on-failure callback: the run, the task instance (its last try) and the error."""
+    ti = SimpleNamespace(task_id="clean", dag_id="crm_nightly", try_number=3)
+    dag_run = SimpleNamespace(conf={"run_date": "2026-11-20"}, run_id="scheduled__2026-11-21T02:00:00+00:00")
+    return {"run_id": dag_run.run_id, "ti": ti, "dag_run": dag_run, "exception": error}
+
+
+def test_a_task_that_failed_for_good_is_posted_with_its_run_task_and_error(webhook):
+    record_failure(failed_task_context(RuntimeError("silver.orders: MERGE failed")))
+
+    assert webhook == [
+        {
+            "event": "task_failed",
+            "dag_id": "crm_nightly",
+            "run_id": "scheduled__2026-11-21T02:00:00+00:00",
+            "run_date": "2026-11-20",
+            "task_id": "clean",
+            "try_number": 3,
+            "error": "RuntimeError: silver.orders: MERGE failed",
+        }
+    ]
+
+
+def test_a_late_night_is_posted_by_the_deadline_callback(webhook):
+    # What Airflow 3.3's scheduler hands the triggerer for a missed deadline (airflow/models/deadline.py,
+    # handle_miss): the run as the REST API shows it, and the deadline. Seen under `crm airflow`.
+    context = {
+        "dag_run": {
+            "dag_run_id": "scheduled__2026-11-21T02:00:00+00:00",
+            "dag_id": "crm_nightly",
+            "logical_date": "2026-11-21T02:00:00Z",
+            "run_type": "scheduled",
+            "state": "running",
+            "conf": {},
+        },
+        "deadline": {"id": "0198", "deadline_time": "2026-11-21 07:00:00+00:00"},
+    }
+    asyncio.run(alerts.late_night(context=context))
+
+    assert webhook == [
+        {
+            "event": "night_late",
+            "dag_id": "crm_nightly",
+            "run_id": "scheduled__2026-11-21T02:00:00+00:00",
+            "run_date": None,
+            "logical_date": "2026-11-21T02:00:00Z",
+            "deadline": "2026-11-21 07:00:00+00:00",
+        }
+    ]
+
+
+def test_an_unreachable_webhook_is_logged_and_the_callback_goes_on(monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hooks/crm")
+
+    assert alerts.send(load_config(), {"event": "task_failed", "task_id": "clean"}) is False
+    assert any("did not take the alert" in record.getMessage() for record in caplog.records)
