@@ -20,8 +20,10 @@ from core.config import Settings
 from core.crm_schema import crm_table
 from core.lake import LAYERS, ArrowLake
 from jobs import events
+from jobs.report import read_lifetime_diagnostics
 from jobs.validate import quality_summary
 from models import churn, tracking
+from models.lifetime import DIAGNOSTICS_ARTIFACT
 
 
 def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
@@ -109,6 +111,45 @@ def score_lines(settings: Settings) -> list[str]:
         churn_text = f"mean churn probability {probability:.2f}" if probability is not None else "no churn model yet"
         value_text = f"CLV {float(clv):>14,.2f}" if clv is not None else "no value model yet"
         lines.append(f"  {band or 'unscored':<7} {customers:>8,} customers  {churn_text}  {value_text}")
+    return lines
+
+
+def lifetime_lines(settings: Settings) -> list[str]:
+    """The value models' fit diagnostics and which forecast fills expected_orders_*, from the MLflow run that
+    `customer_scores.clv_model_run` names (`lifetime_diagnostics.json`, see jobs/predict.py)."""
+    table = crm_table(settings, "customer_scores")
+    with db.engine(settings.crm.db_url).connect() as connection:
+        run = connection.execute(select(func.max(table.c.clv_model_run))).scalar()
+    if run is None:
+        return ["Lifetime models: none fitted (no repeat buyer yet)"]
+    diagnostics = read_lifetime_diagnostics(settings, run)
+    if isinstance(diagnostics, str):
+        return [f"Lifetime models: diagnostics {diagnostics}"]
+    lines = [f"Lifetime models (MLflow run {run}, {DIAGNOSTICS_ARTIFACT}):"]
+    for key, label in (("purchase_model", None), ("gamma_gamma", "GammaGamma")):
+        fit = diagnostics[key]
+        if fit.get("fitted") is False:
+            lines.append(f"  {label or key:<20} not fitted: {fit['reason']}")
+            continue
+        params = " ".join(f"{name} {value:.4g}" for name, value in fit["params"].items())
+        boundary = ", ".join(fit["boundary"]) or "none"
+        lines.append(
+            f"  {(label or fit['model']).removesuffix('Model'):<20} {params}; log-likelihood {fit['log_likelihood']:,.1f}; "
+            f"{'converged' if fit['converged'] else 'NOT converged'} in {fit['iterations']} iterations, gradient "
+            f"{fit['gradient_norm']:.1e}; at a boundary: {boundary}"
+        )
+        lines += [f"  ! {problem}" for problem in fit["problems"].values()]
+    comparison = diagnostics["expected_orders"]
+    if "scores" in comparison:
+        figures = ", ".join(
+            f"{name} RMSE {scores['rmse']:.3f} MAE {scores['mae']:.3f} ({scores['predicted_total']:,.0f} of {scores['actual_total']:,.0f})"
+            for name, scores in comparison["scores"].items()
+        )
+        index = comparison.get("seasonal_index")
+        season = f"seasonal index of its window a year earlier {index:.3f}" if index is not None else "no year before it"
+        lines.append(f"  expected_orders_*: {comparison['chosen']} (holdout: last {comparison['holdout_days']} days, {season}; {figures})")
+    else:
+        lines.append(f"  expected_orders_*: {comparison['chosen']} ({comparison.get('reason', 'no holdout')})")
     return lines
 
 
@@ -200,6 +241,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
     for segment, customers in segments.items():
         lines.append(f"  {segment:<22} {customers:>8,}  {100 * customers / total:5.1f}%")
     lines += ["", *score_lines(settings)]
+    lines += ["", *lifetime_lines(settings)]
     lines += ["", *churn_publication_lines(settings)]
     lines += ["", *evaluation_lines(settings, run_id)]
     lines += ["", *degraded] if (degraded := degraded_lines(settings, run_id)) else []

@@ -11,7 +11,12 @@
   (order totals net of cancellations and returns, `features.purchases`): P(alive), expected purchases in
   30/90/365 days, expected order value, 12-month CLV (`clv.margin`, `clv.annual_discount_rate`) with its
   `clv.interval_level` interval, and the date by which the next purchase is 50% likely. The fit is logged
-  to MLflow as a run of its own, named in every row (`clv_model_run`).
+  to MLflow as a run of its own, named in every row (`clv_model_run`), with its diagnostics
+  (`lifetime_diagnostics.json`: convergence, parameters at a boundary, the holdout check). When the
+  purchase log shows no dropout (`dropout_not_identifiable`), P(alive) is null and `degraded` says why.
+- Expected orders: the last `churn.horizon_days` before the run date are a holdout on which the purchase
+  model, the same times a seasonal index learnt a year earlier, and the customer's own count a year
+  earlier compete (`models.purchase_forecast`); the lowest RMSE fills `expected_orders_*`.
 
 Written to `gold/customer_scores`, the run date's `as_of` partition, with the CRM table's columns.
 
@@ -25,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
-from datetime import date
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 
 import mlflow
 import numpy as np
@@ -39,11 +44,12 @@ from core.db import masked
 from core.feature_schema import RENAMED
 from core.lake import Lake
 from core.spark import spark_session
-from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history
+from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history, with_future_purchases
 from jobs import train
-from models import churn, tracking
+from models import churn, purchase_forecast, tracking
 from models.lifetime import (
     DAYS_PER_MONTH,
+    DIAGNOSTICS_ARTIFACT,
     PURCHASE_MODELS,
     ConvergenceError,
     GammaGammaModel,
@@ -81,14 +87,16 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             .set_index("customer_id")
             .sort_index()
         )
+        orders = lake.read("silver", "orders")
         history = (
-            purchase_history(lake.read("silver", "orders"), run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value)
+            purchase_history(orders, run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value)
             .toPandas()
             .set_index("customer_id")
             .reindex(buyers.index)
         )
         buyers = buyers.join(churn_inputs(history, settings.churn.horizon_days, degraded))
-        value, clv_run = value_scores(history, settings.clv, run_date, run_id, degraded)
+        seasons = seasonal_histories(orders, run_date, settings.churn.horizon_days, settings)
+        value, clv_run, lifetime_fit = value_scores(history, settings.clv, run_date, run_id, degraded, seasons)
         scores = value.assign(**churn_scores(classifier, buyers, settings, version, degraded), clv_model_run=clv_run).reset_index()
         # Lake.write_gold sets as_of and run_id and casts to the CRM table's types (money, next_order_date).
         lake.write_gold(spark.createDataFrame(scores, schema=score_schema(scores)), TABLE, run_date, run_id)
@@ -110,6 +118,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         "churn_published": (churn.BG_NBD if str(model).startswith(f"{churn.BG_NBD}@") else churn.CLASSIFIER) if model else None,
         "trained_first": trained_first,
         "clv_model_run": clv_run,
+        "lifetime_fit": lifetime_fit,
         "degraded": degraded,
     }
 
@@ -189,12 +198,144 @@ def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, ru
     return tracking.champion(client, settings.mlflow.churn_model), True
 
 
+@dataclass(frozen=True)
+class Seasons:
+    """What the expected-orders comparison (`models.purchase_forecast`) needs, all known by the run date.
+
+    Frames are indexed by customer_id, histories in days (PURCHASE_MODEL_INPUTS), counts in purchase days:
+    - `holdout`: the customers with a purchase by the holdout's start (run date - `holdout_days`), their
+      history then, `holdout_purchases` (in the holdout), `last_days_purchases` (in the `holdout_days`
+      before it), `year_earlier_purchases` (in the holdout's window a year earlier), `bought_year_earlier`.
+    - `holdout_year_earlier`: the customers a year before the holdout's start, their history then and
+      `window_purchases` (in the holdout's window a year earlier): the holdout's seasonal index.
+    - `year_earlier`: the customers at run date - 365 days, their history then and `purchases_<h>d` (in
+      the next h days then) for each of EXPECTED_ORDER_DAYS: the published horizons' seasonal indexes.
+    - `current`: the buyers at the run date and `last_<h>d` (their purchase days in the last h days).
+    """
+
+    holdout_days: int
+    holdout: pd.DataFrame
+    holdout_year_earlier: pd.DataFrame
+    year_earlier: pd.DataFrame
+    current: pd.DataFrame
+
+
+def seasonal_histories(orders, run_date: date, holdout_days: int, settings: Settings) -> Seasons:
+    """The `Seasons` of `run_date` from silver orders (point in time: each window's purchases as known at its end)."""
+    statuses, money = settings.rfm.scored_statuses, settings.rfm.monetary_value
+    year = timedelta(days=purchase_forecast.YEAR_DAYS)
+
+    def history(as_of: date, windows: dict[str, tuple[date, int]]) -> pd.DataFrame:
+        frame = purchase_history(orders, as_of, statuses, money).select("customer_id", *PURCHASE_MODEL_INPUTS)
+        for name, (window_start, days) in windows.items():
+            frame = (
+                with_future_purchases(frame, orders, window_start, days, statuses)
+                .drop("is_churned")
+                .withColumnRenamed("purchases_in_horizon", name)
+            )
+        return frame.toPandas().set_index("customer_id").sort_index()
+
+    start = run_date - timedelta(days=holdout_days)
+    holdout = history(
+        start,
+        {
+            "holdout_purchases": (start, holdout_days),
+            "last_days_purchases": (start - timedelta(days=holdout_days), holdout_days),
+            "year_earlier_purchases": (start - year, holdout_days),
+        },
+    )
+    holdout_year_earlier = history(start - year, {"window_purchases": (start - year, holdout_days)})
+    return Seasons(
+        holdout_days=holdout_days,
+        holdout=holdout.assign(bought_year_earlier=holdout.index.isin(holdout_year_earlier.index)),
+        holdout_year_earlier=holdout_year_earlier,
+        year_earlier=history(run_date - year, {f"purchases_{days}d": (run_date - year, days) for days in EXPECTED_ORDER_DAYS}),
+        current=history(run_date, {f"last_{days}d": (run_date - timedelta(days=days), days) for days in EXPECTED_ORDER_DAYS}),
+    )
+
+
+def compare_expected_orders(model: type, seasons: Seasons) -> dict:
+    """The candidates of `models.purchase_forecast` on the holdout: per candidate its figures, the chosen one,
+    the holdout's seasonal index, and Fader & Hardie's check of the purchase model by calibration-period
+    repeat purchases. Without a holdout to fit on, `{"chosen": "bgnbd", "reason": why}`."""
+    days, calibration = seasons.holdout_days, seasons.holdout
+    inputs = tuple(calibration[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS)
+    try:
+        fitted = model().fit(*inputs)
+    except (LifetimeInputError, ConvergenceError) as error:
+        return {
+            "chosen": "bgnbd",
+            "reason": f"no holdout check: no purchase model on the history up to {days} days before the run date ({error})",
+        }
+    actual = calibration["holdout_purchases"].to_numpy(dtype=float)
+    predicted = {"bgnbd": fitted.expected_purchases(days, *inputs)}
+    earlier = seasons.holdout_year_earlier
+    ((index, basis),) = purchase_forecast.seasonal_indexes(
+        model, *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS), {days: earlier["window_purchases"]}
+    ).values()
+    if index is not None:
+        predicted["bgnbd_seasonal"] = predicted["bgnbd"] * index
+    predicted["own_count"] = purchase_forecast.own_count(
+        calibration["year_earlier_purchases"], calibration["last_days_purchases"], calibration["bought_year_earlier"], inputs[2], days
+    )
+    scores = {name: purchase_forecast.forecast_scores(values, actual) for name, values in predicted.items()}
+    return {
+        "holdout_days": days,
+        "customers": len(calibration),
+        "scores": scores,
+        "chosen": purchase_forecast.choose(scores),
+        "seasonal_index": index,
+        "seasonal_index_basis": basis,
+        "by_frequency": purchase_forecast.by_frequency(inputs[0], predicted["bgnbd"], actual),
+        "calibration_fit": fitted.diagnostics_.as_dict(),
+    }
+
+
+def expected_orders(chosen: str, beta_geo, model: type, purchases: tuple, seasons: Seasons | None, index: pd.Index) -> tuple[dict, dict]:
+    """`expected_orders_<h>d` of every buyer from the `chosen` candidate, and per horizon the seasonal index
+    used (bgnbd_seasonal; a horizon without one keeps the purchase model's expectation and says why)."""
+    stationary = {days: beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS}
+    if chosen == "bgnbd" or seasons is None:
+        return {f"expected_orders_{days}d": stationary[days] for days in EXPECTED_ORDER_DAYS}, {}
+    earlier = seasons.year_earlier
+    if chosen == "bgnbd_seasonal":
+        found = purchase_forecast.seasonal_indexes(
+            model,
+            *(earlier[column].to_numpy(dtype=float) for column in PURCHASE_MODEL_INPUTS),
+            {days: earlier[f"purchases_{days}d"].to_numpy(dtype=float) for days in EXPECTED_ORDER_DAYS},
+        )
+        forecast = purchase_forecast.seasonal_forecast(stationary, {days: factor for days, (factor, _) in found.items()})
+        columns = {f"expected_orders_{days}d": forecast[days] for days in EXPECTED_ORDER_DAYS}
+        return columns, {f"{days}d": {"index": factor, "basis": basis} for days, (factor, basis) in found.items()}
+    columns = {}
+    for days in EXPECTED_ORDER_DAYS:
+        same_window = earlier[f"purchases_{days}d"].reindex(index)
+        columns[f"expected_orders_{days}d"] = purchase_forecast.own_count(
+            same_window.fillna(0).to_numpy(),
+            seasons.current[f"last_{days}d"].reindex(index).fillna(0).to_numpy(),
+            same_window.notna().to_numpy(),
+            purchases[2],
+            days,
+        )
+    return columns, {}
+
+
 def value_scores(
-    history: pd.DataFrame, options: ClvSettings, run_date: date, run_id: str, degraded: dict[str, str] | None = None
-) -> tuple[pd.DataFrame, str | None]:
-    """Fit `clv.purchase_model` (BG/NBD or MBG/NBD) and Gamma-Gamma on `history` (days), log the fit to MLflow;
-    per customer the value scores. When the history cannot be fitted (no repeat buyer yet, or a fit that
-    does not converge) the value columns are null, no run is logged, and `degraded["value"]` says why."""
+    history: pd.DataFrame,
+    options: ClvSettings,
+    run_date: date,
+    run_id: str,
+    degraded: dict[str, str] | None = None,
+    seasons: Seasons | None = None,
+) -> tuple[pd.DataFrame, str | None, dict]:
+    """Fit `clv.purchase_model` (BG/NBD or MBG/NBD) and Gamma-Gamma on `history` (days), log the fit and its
+    diagnostics to MLflow; per customer the value scores, the MLflow run, and a summary of the fit (for the
+    run summary). When the history cannot be fitted (no repeat buyer yet, or a fit that does not converge)
+    the value columns are null, no run is logged, and `degraded["value"]` says why. A fit whose dropout is
+    not identifiable publishes no `p_alive` (`degraded["p_alive"]`); a Gamma-Gamma fit with q <= 1 no money
+    columns (`degraded["order_value"]`). With `seasons`, `expected_orders_*` come from the candidate of
+    `models.purchase_forecast` with the lowest holdout RMSE."""
+    degraded = {} if degraded is None else degraded
     purchases = tuple(history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
     repeat_purchase_days = purchases[0]
     mean_repeat_order_value = history["mean_repeat_order_value"].to_numpy()
@@ -203,56 +344,79 @@ def value_scores(
     # order values only, so it neither learns from them nor values them (their money columns stay null).
     unvalued = (repeat_purchase_days > 0) & ~repeat
     if unvalued.any():
-        reason = (
+        _degrade(
+            degraded,
+            "order_value",
             f"{int(unvalued.sum())} repeat buyer(s) whose repeat spend net of credit notes is not positive "
-            "(rfm.monetary_value: net): no expected order value or CLV for them (Gamma-Gamma needs order values > 0)"
+            "(rfm.monetary_value: net): no expected order value or CLV for them (Gamma-Gamma needs order values > 0)",
         )
-        if degraded is not None:
-            degraded["order_value"] = reason
-        log.warning("value scores: %s", reason)
     valued_m = np.where(unvalued, 1.0, mean_repeat_order_value)  # any positive stand-in; their results are nulled below
+    model = PURCHASE_MODELS[options.purchase_model]
     try:
-        beta_geo = PURCHASE_MODELS[options.purchase_model]().fit(*purchases)
-        gamma_gamma = GammaGammaModel().fit(repeat_purchase_days[repeat], mean_repeat_order_value[repeat])
+        beta_geo = model().fit(*purchases)
     except (LifetimeInputError, ConvergenceError) as error:
         reason = f"no value model tonight ({len(history)} buyers, {int(repeat.sum())} with a repeat purchase): {error}"
-        if degraded is not None:
-            degraded["value"] = reason
-        log.warning("value scores left empty tonight: %s", reason)
+        _degrade(degraded, "value", reason)
         empty = pd.DataFrame({column: np.nan for column in VALUE_COLUMNS}, index=history.index)
-        return empty.assign(next_order_date=pd.NaT).astype({"next_order_date": "datetime64[ns]"}), None
-    clv_options = dict(
-        period_length=DAYS_PER_MONTH, months=CLV_MONTHS, margin=options.margin, monthly_discount_rate=options.monthly_discount_rate
-    )
-    clv, low, high = customer_lifetime_value_with_interval(
-        beta_geo,
-        gamma_gamma,
-        *purchases,
-        valued_m,
-        level=options.interval_level,
-        draws=options.interval_draws,
-        seed=options.seed,
-        **clv_options,
-    )
+        return empty.assign(next_order_date=pd.NaT).astype({"next_order_date": "datetime64[ns]"}), None, {"fitted": False, "reason": reason}
+    dropout_problem = beta_geo.diagnostics_.problems.get("dropout_not_identifiable")
+    if dropout_problem:
+        _degrade(degraded, "p_alive", f"{dropout_problem}: p_alive left null; rank churn risk by churn_probability or expected_orders_90d")
+    try:
+        gamma_gamma = GammaGammaModel().fit(repeat_purchase_days[repeat], mean_repeat_order_value[repeat])
+        order_value_problem = gamma_gamma.diagnostics_.problems.get("order_value_mean_undefined")
+        gamma_gamma_diagnostics = gamma_gamma.diagnostics_.as_dict()
+    except (LifetimeInputError, ConvergenceError) as error:
+        # The purchase model's columns stand on their own: only the money columns need Gamma-Gamma.
+        order_value_problem = f"no order value model tonight ({int(repeat.sum())} repeat buyers with a positive spend): {error}"
+        gamma_gamma_diagnostics = {"fitted": False, "reason": order_value_problem}
+    if order_value_problem:
+        _degrade(degraded, "order_value", order_value_problem)
+    comparison = compare_expected_orders(model, seasons) if seasons is not None else {"chosen": "bgnbd", "reason": "no holdout given"}
+    orders, seasonal_indexes = expected_orders(comparison["chosen"], beta_geo, model, purchases, seasons, history.index)
+    unpriced = unvalued | bool(order_value_problem)
+    if order_value_problem:
+        nothing = np.full(len(history), np.nan)
+        order_value, clv, low, high = nothing, nothing, nothing, nothing
+    else:
+        order_value = gamma_gamma.expected_order_value(repeat_purchase_days, valued_m)
+        clv, low, high = customer_lifetime_value_with_interval(
+            beta_geo,
+            gamma_gamma,
+            *purchases,
+            valued_m,
+            level=options.interval_level,
+            draws=options.interval_draws,
+            seed=options.seed,
+            period_length=DAYS_PER_MONTH,
+            months=CLV_MONTHS,
+            margin=options.margin,
+            monthly_discount_rate=options.monthly_discount_rate,
+        )
     days_to_next = beta_geo.time_to_next_purchase(*purchases, probability=NEXT_ORDER_PROBABILITY)
     days_to_next = np.where(days_to_next <= NEXT_ORDER_WITHIN_DAYS, np.ceil(days_to_next), np.nan)
     next_order = pd.Timestamp(run_date) + pd.to_timedelta(days_to_next, unit="D")
     value = pd.DataFrame(
         {
-            "p_alive": beta_geo.probability_alive(*purchases),
-            **{f"expected_orders_{days}d": beta_geo.expected_purchases(days, *purchases) for days in EXPECTED_ORDER_DAYS},
-            "expected_order_value": np.where(unvalued, np.nan, gamma_gamma.expected_order_value(repeat_purchase_days, valued_m)),
-            "clv_12m": np.where(unvalued, np.nan, clv),
-            "clv_12m_low": np.where(unvalued, np.nan, low),
-            "clv_12m_high": np.where(unvalued, np.nan, high),
+            "p_alive": np.nan if dropout_problem else beta_geo.probability_alive(*purchases),
+            **orders,
+            "expected_order_value": np.where(unpriced, np.nan, order_value),
+            "clv_12m": np.where(unpriced, np.nan, clv),
+            "clv_12m_low": np.where(unpriced, np.nan, low),
+            "clv_12m_high": np.where(unpriced, np.nan, high),
             "next_order_date": next_order,
         },
         index=history.index,
     )
+    diagnostics = {
+        "purchase_model": beta_geo.diagnostics_.as_dict(),
+        "gamma_gamma": gamma_gamma_diagnostics,
+        "expected_orders": {**comparison, "seasonal_indexes": seasonal_indexes},
+    }
     params = {
         "purchase_model": options.purchase_model,
         **{f"{options.purchase_model}_{k}": round(v, 6) for k, v in asdict(beta_geo.params_).items()},
-        **{f"gamma_gamma_{k}": round(v, 6) for k, v in asdict(gamma_gamma.params_).items()},
+        **{f"gamma_gamma_{k}": round(v, 6) for k, v in gamma_gamma_diagnostics.get("params", {}).items()},
         "customers": len(history),
         "repeat_buyers": int(repeat.sum()),
         "repeat_buyers_not_valued": int(unvalued.sum()),
@@ -261,18 +425,79 @@ def value_scores(
         "interval_level": options.interval_level,
         "interval_draws": options.interval_draws,
         "seed": options.seed,
+        "dropout_identifiable": not dropout_problem,
+        "order_value_mean_defined": not order_value_problem,
+        "expected_orders_model": comparison["chosen"],
+        "holdout_days": comparison.get("holdout_days"),
     }
     metrics = {
         "expected_purchases_365d": float(value["expected_orders_365d"].sum()),
         "clv_12m_total": float(value["clv_12m"].sum()),  # NaN-skipping: the customers not valued add nothing
         "mean_p_alive": float(value["p_alive"].mean()),
+        **fit_metrics(diagnostics),
     }
-    return value, log_value_fit(run_date, run_id, params, metrics)
+    run = log_value_fit(run_date, run_id, params, metrics, diagnostics)
+    if "scores" in comparison:
+        log_expected_orders_evaluation(comparison, run_date, run_id)
+    return value, run, lifetime_summary(diagnostics)
 
 
-def log_value_fit(run_date: date, run_id: str, params: dict, metrics: dict[str, float]) -> str:
-    """The MLflow run of the night's value models; a rerun with the same fit reuses the run it logged before,
-    so a rerun of the same date writes the same rows."""
+def _degrade(degraded: dict[str, str], family: str, reason: str) -> None:
+    """Add `reason` to what `degraded[family]` says, and log it."""
+    degraded[family] = f"{degraded[family]}; {reason}" if family in degraded else reason
+    log.warning("value scores (%s): %s", family, reason)
+
+
+def fit_metrics(diagnostics: dict) -> dict[str, float]:
+    """The diagnostics as MLflow metrics (finite numbers only): each fit's log-likelihood, iterations,
+    gradient norm and figures, and each expected-orders candidate's holdout figures."""
+    metrics: dict[str, float] = {}
+    for fit in ("purchase_model", "gamma_gamma"):
+        found = diagnostics[fit]
+        if found.get("fitted") is False:
+            continue
+        metrics |= {f"{fit}_{name}": found[name] for name in ("log_likelihood", "iterations", "evaluations", "gradient_norm")}
+        metrics |= {f"{fit}_{name}": value for name, value in found["figures"].items()}
+        metrics[f"{fit}_converged"] = float(found["converged"])
+        metrics[f"{fit}_parameters_at_boundary"] = float(len(found["boundary"]))
+    comparison = diagnostics["expected_orders"]
+    for candidate, scores in comparison.get("scores", {}).items():
+        metrics |= {f"holdout_{candidate}_{name}": value for name, value in scores.items() if name != "customers"}
+    if comparison.get("seasonal_index") is not None:
+        metrics["holdout_seasonal_index"] = comparison["seasonal_index"]
+    for horizon, found in comparison.get("seasonal_indexes", {}).items():
+        if found["index"] is not None:
+            metrics[f"seasonal_index_{horizon}"] = found["index"]
+    return {name: float(value) for name, value in metrics.items() if value is not None and np.isfinite(value)}
+
+
+def lifetime_summary(diagnostics: dict) -> dict:
+    """The few facts of the night's lifetime fits that the run summary shows (the rest is in MLflow)."""
+    purchase, gamma_gamma, comparison = diagnostics["purchase_model"], diagnostics["gamma_gamma"], diagnostics["expected_orders"]
+    summary = {
+        "fitted": True,
+        "purchase_model": {name: purchase[name] for name in ("model", "params", "converged", "iterations", "gradient_norm", "boundary")},
+        "dropout_identifiable": "dropout_not_identifiable" not in purchase["problems"],
+        "gamma_gamma": {name: gamma_gamma[name] for name in ("params", "converged", "boundary", "reason") if name in gamma_gamma},
+        "expected_orders_model": comparison["chosen"],
+    }
+    if "scores" in comparison:
+        summary["holdout"] = {
+            name: {
+                figure: round(value, 4)
+                for figure, value in scores.items()
+                if figure in ("rmse", "mae", "predicted_total", "actual_total", "no_purchase_roc_auc")
+            }
+            for name, scores in comparison["scores"].items()
+        }
+    else:
+        summary["holdout"] = comparison.get("reason")
+    return summary
+
+
+def log_value_fit(run_date: date, run_id: str, params: dict, metrics: dict[str, float], diagnostics: dict) -> str:
+    """The MLflow run of the night's value models, with the diagnostics as `lifetime_diagnostics.json`; a rerun
+    with the same fit reuses the run it logged before, so a rerun of the same date writes the same rows."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     earlier = mlflow.search_runs(
         filter_string=f"tags.kind = 'clv-fit' and tags.run_date = '{run_date.isoformat()}' and tags.fit_digest = '{digest}'",
@@ -282,7 +507,50 @@ def log_value_fit(run_date: date, run_id: str, params: dict, metrics: dict[str, 
     if earlier:
         return earlier[0].info.run_id
     with mlflow.start_run(run_name=f"clv-{run_date}") as clv_run:
-        mlflow.set_tags({"kind": "clv-fit", "run_date": run_date.isoformat(), "pipeline_run_id": run_id, "fit_digest": digest})
+        mlflow.set_tags(
+            {
+                "kind": "clv-fit",
+                "run_date": run_date.isoformat(),
+                "pipeline_run_id": run_id,
+                "fit_digest": digest,
+                "dropout_identifiable": str(params["dropout_identifiable"]).lower(),
+                "expected_orders_model": params["expected_orders_model"],
+            }
+        )
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
+        mlflow.log_dict(_json_ready(diagnostics), DIAGNOSTICS_ARTIFACT)
     return clv_run.info.run_id
+
+
+def _json_ready(value):
+    """`value` with NaN and infinities as None (JSON has no such numbers) and numpy scalars as Python's."""
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def log_expected_orders_evaluation(comparison: dict, run_date: date, run_id: str) -> str:
+    """The expected-orders comparison as a holdout evaluation (the run summary's model checks): the chosen
+    candidate's ROC-AUC of ranking the no-purchase customers beside the others', all figures as metrics."""
+    scores, chosen = comparison["scores"], comparison["chosen"]
+    return tracking.log_evaluation(
+        f"expected_orders ({chosen})",
+        run_date,
+        run_id,
+        f"purchase days in the last {comparison['holdout_days']} days, forecast from the history before them; chosen by lowest RMSE "
+        + ", ".join(f"{name} {figures['rmse']:.3f}" for name, figures in scores.items()),
+        "no_purchase_roc_auc",
+        scores[chosen]["no_purchase_roc_auc"],
+        {name: figures["no_purchase_roc_auc"] for name, figures in scores.items() if name != chosen},
+        params={"holdout_days": comparison["holdout_days"], "chosen": chosen},
+        metrics={f"{name}_{figure}": value for name, figures in scores.items() for figure, value in figures.items()},
+    )

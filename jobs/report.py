@@ -18,6 +18,7 @@ import argparse
 import base64
 import html
 import io
+import json
 import logging
 import os
 import sys
@@ -44,6 +45,7 @@ from core.lake import LAYERS, LakeLayout
 from core.rundate import parse_run_date
 from jobs.validate import failure_text, quality_summary
 from models import plots
+from models.lifetime import DIAGNOSTICS_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ SECTIONS = {
     "segments": "Segments",
     "scores": "Churn and activity scores",
     "clv": "Customer lifetime value",
+    "lifetime": "Lifetime model fits",
     "calibration": "Churn model calibration",
     "quality": "Data quality",
     "changes": "Biggest changes since the previous run",
@@ -70,6 +73,7 @@ SCORE_COLUMNS = [
     "clv_12m_low",
     "clv_12m_high",
     "churn_model_version",
+    "clv_model_run",
     "run_id",
 ]
 CALIBRATION_MODELS = ("champion", "bgnbd_no_purchase", "challenger", "former_champion", "logistic_baseline", "p_alive_baseline")
@@ -130,6 +134,7 @@ class RunData:
     calibration_source: str
     publication: dict | None = None  # models.tracking.churn_publication of the champion that scored the run
     consent: dict[str, int] | None = None  # customers, consent_unknown (accepts_marketing null), suppressed for it
+    lifetime: dict | str = "not read"  # the value models' diagnostics (jobs/predict.py), or why there are none
 
 
 def gather(settings: Settings, run_date: date) -> RunData:
@@ -153,6 +158,7 @@ def gather(settings: Settings, run_date: date) -> RunData:
         calibration_source=source,
         publication=publication,
         consent=consent_counts(lake, run_date),
+        lifetime=lifetime_diagnostics(settings, scores),
     )
 
 
@@ -295,6 +301,32 @@ def churn_calibration(settings: Settings, scores: pd.DataFrame | None) -> tuple[
     return ordered, f"{published}, MLflow run {run_id}", publication
 
 
+def lifetime_diagnostics(settings: Settings, scores: pd.DataFrame | None) -> dict | str:
+    """The diagnostics of the value models that scored the run (`lifetime_diagnostics.json` of the MLflow
+    run named in `clv_model_run`), or why they are not available."""
+    if scores is None or scores["clv_model_run"].isna().all():
+        return "not available: no value model scored this run date"
+    return read_lifetime_diagnostics(settings, str(scores["clv_model_run"].dropna().mode().iloc[0]))
+
+
+def read_lifetime_diagnostics(settings: Settings, run_id: str) -> dict | str:
+    """`lifetime_diagnostics.json` of the value models' MLflow run `run_id` (with `run_id` added), or why not."""
+    uri, shown = settings.mlflow.tracking_uri, masked(settings.mlflow.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return f"not available: no MLflow store at {shown}"
+    try:
+        with _quiet_mlflow():
+            from mlflow import MlflowClient  # deferred, as in churn_calibration
+
+            with tempfile.TemporaryDirectory() as folder:
+                local = Path(MlflowClient(uri, uri).download_artifacts(run_id, DIAGNOSTICS_ARTIFACT, folder))
+                diagnostics = json.loads(local.read_text(encoding="utf-8"))
+    except Exception as error:  # noqa: BLE001  (MLflow is optional here: any failure only hides this section)
+        log.warning("lifetime diagnostics of MLflow run %s not read (%s): %s", run_id, shown, error)
+        return f"not available: MLflow run {run_id} at {shown} has no {DIAGNOSTICS_ARTIFACT} ({type(error).__name__})"
+    return {**diagnostics, "run_id": run_id}
+
+
 # --------------------------------------------------------------------------------------------------------
 # Page
 
@@ -307,6 +339,7 @@ def render(run: RunData) -> str:
             segments_section(run),
             scores_section(run),
             clv_section(run),
+            lifetime_section(run),
             calibration_section(run),
             quality_section(run),
             changes_section(run),
@@ -505,7 +538,9 @@ def scores_section(run: RunData) -> str:
             )
         )
     alive = scores["p_alive"].dropna()
-    if alive.empty:
+    if alive.empty and dropout_problem(run):
+        parts.append(_missing(f"No P(alive) tonight: {dropout_problem(run)}. {ranking_advice(run)}"))
+    elif alive.empty:
         parts.append(_missing("No P(alive): the value models are not fitted yet (no repeat buyer)."))
     else:
         figures.append(
@@ -604,6 +639,130 @@ def clv_section(run: RunData) -> str:
     figures = _img("clv_by_segment", "Bar charts of total and mean 12-month CLV per segment", figure)
     body = f'{text}<div class="figures">{figures}</div>{html_table}'
     return _section("clv", body)
+
+
+#: How the report names the expected-orders candidates of `models.purchase_forecast`.
+FORECASTS = {
+    "bgnbd": "purchase model (stationary)",
+    "bgnbd_seasonal": "purchase model x seasonal index of a year earlier",
+    "own_count": "own purchase days in the same window a year earlier",
+}
+
+
+def dropout_problem(run: RunData) -> str | None:
+    """Why P(alive) was not published, when the purchase model's dropout was not identifiable."""
+    if isinstance(run.lifetime, str):
+        return None
+    return run.lifetime["purchase_model"].get("problems", {}).get("dropout_not_identifiable")
+
+
+def ranking_advice(run: RunData) -> str:
+    """Which published score ranks customers at risk when P(alive) does not."""
+    scores = run.scores
+    if scores is not None and scores["churn_probability"].notna().any():
+        models = ", ".join(sorted(scores["churn_model_version"].dropna().unique()))
+        return f"Rank customers at risk by churn_probability (the churn model {models}), not by P(alive)."
+    return "No churn model yet: rank customers at risk by a low expected_orders_90d, not by P(alive)."
+
+
+def fit_rows(diagnostics: dict) -> list[list[str]]:
+    """One table row per fitted model: parameters, log-likelihood, convergence, boundaries."""
+    rows = []
+    for key, label in (("purchase_model", None), ("gamma_gamma", "Gamma-Gamma")):
+        fit = diagnostics.get(key, {})
+        if fit.get("fitted") is False:
+            rows.append([_text(label or key), _missing_inline(fit.get("reason", "not fitted")), "", "", ""])
+            continue
+        params = ", ".join(f"{name} {value:.4g}" for name, value in fit["params"].items())
+        convergence = (
+            f"{'converged' if fit['converged'] else 'stopped'} after {fit['iterations']} iterations "
+            f"({_text(fit['optimizer_message'])}); gradient {fit['gradient_norm']:.1e}"
+        )
+        boundary = "; ".join(f"{_text(name)}: {_text(why)}" for name, why in fit["boundary"].items()) or "none"
+        problems = "; ".join(_text(why) for why in fit["problems"].values())
+        rows.append(
+            [
+                _text(label or fit["model"]),
+                _text(params),
+                _number(fit["log_likelihood"], "{:,.1f}"),
+                convergence,
+                boundary + (f'<br><span class="bad">{problems}</span>' if problems else ""),
+            ]
+        )
+    return rows
+
+
+def lifetime_section(run: RunData) -> str:
+    if isinstance(run.lifetime, str):
+        return _section("lifetime", _missing(f"Lifetime fit diagnostics {run.lifetime}."))
+    diagnostics = run.lifetime
+    parts = [
+        f"<p>Tonight's fits (MLflow run {_code(diagnostics['run_id'])}, artifact {_code(DIAGNOSTICS_ARTIFACT)}). "
+        "Log-likelihood in days; the gradient is the largest slope of the mean negative log-likelihood in the "
+        "log-parameters where the optimiser stopped.</p>",
+        _table(["model", "parameters", "log-likelihood", "convergence", "at a boundary"], fit_rows(diagnostics), numeric={2}),
+    ]
+    figures = diagnostics["purchase_model"].get("figures", {})
+    if "dropout_likelihood_ratio" in figures:
+        parts.append(
+            f"<p>Dropout: mean dropout probability per repeat purchase a/(a+b) = {figures['mean_dropout_probability']:.3g}; "
+            f"against the same model without dropout (NBD) the likelihood-ratio statistic is "
+            f"{figures['dropout_likelihood_ratio']:,.2f} (dropout counts as shown from 5.99 on).</p>"
+        )
+    if dropout_problem(run):
+        parts.append(
+            _missing(f"P(alive) is not published tonight (null in customer_scores): {dropout_problem(run)}. {ranking_advice(run)}")
+        )
+    parts.append(forecast_html(diagnostics.get("expected_orders", {})))
+    return _section("lifetime", "\n".join(parts))
+
+
+def forecast_html(comparison: dict) -> str:
+    """The expected-orders comparison on the holdout and Fader & Hardie's check by repeat purchases."""
+    if "scores" not in comparison:
+        reason = comparison.get("reason", "no holdout")
+        return f"<h3>Expected orders</h3>{_missing(f'expected_orders_* come from the purchase model: {reason}.')}"
+    chosen, days = comparison["chosen"], comparison["holdout_days"]
+    rows = [
+        [
+            _text(f"{name}{' (published)' if name == chosen else ''}"),
+            _text(FORECASTS.get(name, name)),
+            _number(figures["rmse"], "{:.3f}"),
+            _number(figures["mae"], "{:.3f}"),
+            f"{_number(figures['predicted_total'], '{:,.0f}')} / {_number(figures['actual_total'], '{:,.0f}')}",
+            _number(figures["no_purchase_roc_auc"], "{:.3f}"),
+        ]
+        for name, figures in comparison["scores"].items()
+    ]
+    index = comparison.get("seasonal_index")
+    seasonal = (
+        f"Seasonal index of the holdout's window a year earlier: {index:.3f} ({_text(comparison['seasonal_index_basis'])})."
+        if index is not None
+        else f"No seasonal index: {_text(comparison.get('seasonal_index_basis', ''))}."
+    )
+    by_frequency = _table(
+        ["repeat purchases before the holdout", "customers", "mean predicted", "mean actual"],
+        [
+            [
+                _text(row["repeat_purchases"]),
+                _count(row["customers"]),
+                _number(row["mean_predicted"], "{:.3f}"),
+                _number(row["mean_actual"], "{:.3f}"),
+            ]
+            for row in comparison["by_frequency"]
+        ],
+        numeric={1, 2, 3},
+    )
+    return (
+        f"<h3>Expected orders: which forecast is published</h3><p>Each forecast of the purchase days in the last {days} "
+        f"days, made from the history before them ({_count(comparison['customers'])} customers), against what came. "
+        f"The one with the lowest RMSE is published in <code>expected_orders_*</code>: {_code(chosen)}. MAE rewards "
+        "predicting 0 (most customers buy nothing in a window) and is shown, not used to choose; ROC-AUC ranks the "
+        f"customers who bought nothing by the lower forecast. {seasonal} CLV and P(alive) stay on the purchase model.</p>"
+        + _table(["forecast", "what", "RMSE", "MAE", "predicted / actual", "no-purchase ROC-AUC"], rows, numeric={2, 3, 4, 5})
+        + f"<h3>Calibration period against holdout (Fader &amp; Hardie)</h3><p>The purchase model's forecast of the "
+        f"last {days} days by repeat purchases before them.</p>" + by_frequency
+    )
 
 
 def calibration_section(run: RunData) -> str:

@@ -44,14 +44,16 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass
+from dataclasses import asdict, astuple, dataclass
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 
 #: The mean month in days (a Julian year over 12): `period_length` when recency and T are in days.
 DAYS_PER_MONTH = 365.25 / 12
+#: The MLflow artifact of a night's value-model run holding the fits' `FitDiagnostics` and the holdout check.
+DIAGNOSTICS_ARTIFACT = "lifetime_diagnostics.json"
 #: Customers simulated together in `customer_lifetime_value_interval`. Each block draws from its own
 #: stream (seed, block number), so a customer's interval depends on the seed and its block's rows only;
 #: the value is fixed here, not an option, so that the same input always gives the same intervals.
@@ -85,6 +87,81 @@ class GammaGammaParams:
     p: float
     q: float
     v: float
+
+
+@dataclass(frozen=True)
+class FitDiagnostics:
+    """How a maximum-likelihood fit ended, and whether its parameters can be read as the model means them.
+
+    `log_likelihood` is the total over the customers (natural log, without the fit's penalty);
+    `gradient_norm` the largest |d mean negative log-likelihood / d ln parameter| at the end (time and
+    money rescaled by their means, as the fit sees them); `boundary` maps a parameter (or a combination such
+    as a/(a+b)) that sits at or near a boundary of its space to what that means; `problems` maps what the
+    fitted model cannot be used for to why (`dropout_not_identifiable`, `order_value_mean_undefined`), so a
+    caller leaves those outputs out; `figures` holds the fit's further checks (e.g. the likelihood-ratio
+    statistic of dropout).
+    """
+
+    model: str
+    params: dict[str, float]
+    customers: float
+    log_likelihood: float
+    converged: bool
+    optimizer_status: int
+    optimizer_message: str
+    iterations: int
+    evaluations: int
+    gradient_norm: float
+    boundary: dict[str, str]
+    problems: dict[str, str]
+    figures: dict[str, float]
+
+    def as_dict(self) -> dict:
+        """The diagnostics as plain JSON-ready values."""
+        return asdict(self)
+
+
+def _diagnostics(
+    model: str,
+    params: object,
+    result: OptimizeResult,
+    customers: float,
+    log_likelihood: float,
+    boundary: dict[str, str],
+    problems: dict[str, str],
+    figures: dict[str, float],
+) -> FitDiagnostics:
+    return FitDiagnostics(
+        model=model,
+        params={name: float(value) for name, value in asdict(params).items()},
+        customers=float(customers),
+        log_likelihood=float(log_likelihood),
+        converged=bool(result.success),
+        optimizer_status=int(result.status),
+        optimizer_message=str(result.message),
+        iterations=int(result.nit),
+        evaluations=int(result.nfev),
+        gradient_norm=float(np.max(np.abs(result.jac))),
+        boundary=boundary,
+        problems=problems,
+        figures={name: float(value) for name, value in figures.items()},
+    )
+
+
+#: A fitted log-parameter (time and money in units of their means) this close to the search bound
+#: LOG_PARAMETER_BOUND is "near the boundary": the parameter is exp(+-20) times its natural scale or more.
+NEAR_BOUND_MARGIN = 10.0
+#: BG/NBD: a mean dropout probability per repeat purchase, a / (a + b), below this is no dropout: one
+#: customer in 10,000 leaving after a purchase leaves no trace in any shop's data.
+MIN_MEAN_DROPOUT = 1e-4
+#: BG/NBD: the likelihood-ratio statistic 2 (ln L(BG/NBD) - ln L(NBD, no dropout)) below which the data show
+#: no dropout: the 95% quantile of chi-square with 2 degrees of freedom (a, b). Under no dropout the
+#: statistic's law is not quite that (p = 0 is a boundary, b is undefined there); the quantile is a
+#: conservative bar, as a dropout that this test cannot see cannot rank customers either.
+DROPOUT_EVIDENCE = 5.99
+#: Gamma-Gamma: q below this (but above 1) makes the mean order value p v / (q - 1) rest on a near-zero
+#: denominator: flagged at the boundary, still used.
+NEAR_UNDEFINED_MEAN_Q = 1.1
 
 
 def collapse_rows(*columns: np.ndarray, weights: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
@@ -246,11 +323,15 @@ class _Newton:
         return self._at(log_params)[2]
 
 
-def _minimize(model: str, negative_log_likelihood, start: np.ndarray, args: tuple, newton: bool = False) -> np.ndarray:
-    """The log-parameters that minimise the mean negative log-likelihood, or a ConvergenceError.
+def _minimize(
+    model: str, negative_log_likelihood, start: np.ndarray, args: tuple, newton: bool = False, may_vanish: tuple[int, ...] = ()
+) -> OptimizeResult:
+    """scipy's result (`x`: the log-parameters that minimise the mean negative log-likelihood), or a ConvergenceError.
 
     L-BFGS-B from the gradient; with `newton`, scipy's trust-region Newton method on the exact Hessian
-    (the function then takes `hessian=True`), which also walks a flat ridge to its end.
+    (the function then takes `hessian=True`), which also walks a flat ridge to its end. A parameter that
+    runs off to exp(+-LOG_PARAMETER_BOUND) is an error, except one in `may_vanish` going to 0 (a boundary
+    the model has a meaning for, which the fit's diagnostics flag: BG/NBD's a, no dropout).
     """
     if newton:
         objective = _Newton(negative_log_likelihood, args)
@@ -278,12 +359,13 @@ def _minimize(model: str, negative_log_likelihood, start: np.ndarray, args: tupl
     if not (result.success or stationary) or not np.all(np.isfinite(result.x)):
         raise ConvergenceError(f"{model}.fit did not converge after {result.nit} iterations: {result.message}")
     at_bound = np.abs(result.x) >= LOG_PARAMETER_BOUND - 1e-6
+    at_bound[list(may_vanish)] &= result.x[list(may_vanish)] > 0
     if at_bound.any():
         raise ConvergenceError(
             f"{model}.fit did not converge: parameter(s) {list(np.flatnonzero(at_bound))} ran off to "
             f"exp(+-{LOG_PARAMETER_BOUND:g}); the data do not determine them"
         )
-    return result.x
+    return result
 
 
 @dataclass(frozen=True)
@@ -387,11 +469,16 @@ def _bg_nbd_negative_log_likelihood(
     # likelihood keeps rising as a and b grow together (a / (a + b) fixed) and has no finite optimum.
     # The penalty puts one on that ridge, where the Beta is a point mass in all but name; below the
     # threshold (CDNOW: a + b = 3.2) it is zero and the fit is the plain maximum likelihood.
-    log_concentration = np.logaddexp(log_params[2], log_params[3])
-    excess = max(0.0, log_concentration - np.log(MAX_DROPOUT_CONCENTRATION))
-    penalty = DROPOUT_CONCENTRATION_PENALTY * excess**2
-    penalty_gradient = 2 * DROPOUT_CONCENTRATION_PENALTY * excess * np.array([0.0, 0.0, a / (a + b), b / (a + b)])
+    penalty, penalty_gradient = _concentration_penalty(log_params)
     return -log_likelihood / total + penalty, -gradient * np.array([r, alpha, a, b]) / total + penalty_gradient
+
+
+def _concentration_penalty(log_params: np.ndarray) -> tuple[float, np.ndarray]:
+    """The penalty on a + b beyond MAX_DROPOUT_CONCENTRATION and its gradient in (ln r, ln alpha, ln a, ln b)."""
+    a, b = np.exp(log_params[2:4])
+    excess = max(0.0, np.logaddexp(log_params[2], log_params[3]) - np.log(MAX_DROPOUT_CONCENTRATION))
+    gradient = 2 * DROPOUT_CONCENTRATION_PENALTY * excess * np.array([0.0, 0.0, a / (a + b), b / (a + b)])
+    return DROPOUT_CONCENTRATION_PENALTY * excess**2, gradient
 
 
 def _bg_nbd_rows(
@@ -416,6 +503,42 @@ def _bg_nbd_rows(
     )
     fixed = (first_dropout, distinct_x, customers_by_x, distinct_T[T_index[~mixed]], weights[~mixed], distinct_recency, distinct_T)
     return fixed, rows
+
+
+def _time_unit_log_likelihood(x: np.ndarray, weights: np.ndarray, scale: float) -> float:
+    """sum w x ln(scale): the BG/NBD (and NBD) likelihood is a density of x purchase times, so with time
+    divided by `scale` it is scale^x times the one in the original unit; subtracted, the log-likelihood is
+    the original unit's."""
+    return float(weights @ x) * float(np.log(scale))
+
+
+def _nbd_negative_log_likelihood(log_params: np.ndarray, x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean negative NBD log-likelihood and its gradient in (ln r, ln alpha): BG/NBD's A1 + A3 alone,
+    ln L = ln G(r+x) - ln G(r) + r ln alpha - (r+x) ln(alpha+T), the purchase times' density without dropout."""
+    r, alpha = np.exp(log_params)
+    total = weights.sum()
+    log_alpha_T = np.log(alpha + T)
+    log_likelihood = weights @ (gammaln(r + x) - gammaln(r) + r * np.log(alpha) - (r + x) * log_alpha_T)
+    gradient = np.array(
+        [
+            r * (weights @ (digamma(r + x) - digamma(r) + np.log(alpha) - log_alpha_T)),
+            alpha * (weights @ (r / alpha - (r + x) / (alpha + T))),
+        ]
+    )
+    return -log_likelihood / total, -gradient / total
+
+
+def negative_binomial_log_likelihood(frequency: object, T: object, weights: object | None = None) -> float:
+    """The maximised log-likelihood of the NBD model: BG/NBD without dropout (Ehrenberg 1959; FHL 2005 eq. 6
+    at a = 0), repeat purchases at Poisson rate lambda ~ Gamma(r, alpha) over the whole age T. Natural log,
+    in the time unit of T; BG/NBD's fit compares its own with it (`DROPOUT_EVIDENCE`)."""
+    where = "negative_binomial_log_likelihood"
+    x, _, T = _histories(where, frequency, np.zeros(np.shape(frequency)), T)
+    weights = _weights(where, weights, len(x))
+    scale = float(weights @ T / weights.sum()) or 1.0
+    (distinct_x, distinct_T), counts = collapse_rows(x, T / scale, weights=weights)
+    result = _minimize("NBD", _nbd_negative_log_likelihood, np.zeros(2), (distinct_x, distinct_T, counts))
+    return float(-result.fun * counts.sum() - _time_unit_log_likelihood(distinct_x, counts, scale))
 
 
 def _gamma_gamma_negative_log_likelihood(
@@ -517,12 +640,54 @@ class BetaGeoModel:
         scale = float(weights @ T / weights.sum()) or 1.0
         fixed, rows = _bg_nbd_rows(self.first_purchase_dropout, x, recency, T, weights, scale)
         start, step = np.zeros(4), _warm_start(len(rows.weights))
+        name = type(self).__name__
         if step > 1:
-            start = _minimize(type(self).__name__, _bg_nbd_negative_log_likelihood, start, (*fixed, rows.every(step)))
-        log_params = _minimize(type(self).__name__, _bg_nbd_negative_log_likelihood, start, (*fixed, rows))
-        r, alpha, a, b = np.exp(log_params)
+            start = _minimize(name, _bg_nbd_negative_log_likelihood, start, (*fixed, rows.every(step)), may_vanish=(2,)).x
+        result = _minimize(name, _bg_nbd_negative_log_likelihood, start, (*fixed, rows), may_vanish=(2,))
+        r, alpha, a, b = np.exp(result.x)
         self.params_ = BetaGeoParams(r=float(r), alpha=float(alpha * scale), a=float(a), b=float(b))
+        customers = float(weights.sum())
+        log_likelihood = -(result.fun - _concentration_penalty(result.x)[0]) * customers - _time_unit_log_likelihood(x, weights, scale)
+        self.diagnostics_ = self._diagnose(result, customers, log_likelihood, x, T, weights)
         return self
+
+    def _diagnose(
+        self, result: OptimizeResult, customers: float, log_likelihood: float, x: np.ndarray, T: np.ndarray, weights: np.ndarray
+    ) -> FitDiagnostics:
+        """The fit's diagnostics: boundaries of (r, alpha, a, b), and whether dropout is identifiable.
+
+        Dropout is not identifiable when the fit has none (a / (a + b) < MIN_MEAN_DROPOUT: a -> 0) or when
+        it explains the data no better than the NBD model, which is BG/NBD without dropout (likelihood-ratio
+        statistic below DROPOUT_EVIDENCE). P(alive) is then about 1 for everyone, or a guess: it does not rank.
+        """
+        r, alpha, a, b = astuple(self.params_)
+        boundary = {
+            name: f"ln {name} = {value:.1f} (time in units of its mean) is near the search bound +-{LOG_PARAMETER_BOUND:g}"
+            for name, value in zip(("r", "alpha", "a", "b"), result.x)
+            if abs(value) >= LOG_PARAMETER_BOUND - NEAR_BOUND_MARGIN
+        }
+        mean_dropout = a / (a + b)
+        if mean_dropout < MIN_MEAN_DROPOUT:
+            boundary["a/(a+b)"] = f"mean dropout probability per repeat purchase a/(a+b) = {mean_dropout:.2g} -> 0: no dropout"
+        if a + b >= MAX_DROPOUT_CONCENTRATION:
+            boundary["a+b"] = (
+                f"a + b = {a + b:.4g} is held by the concentration penalty (MAX_DROPOUT_CONCENTRATION "
+                f"{MAX_DROPOUT_CONCENTRATION:g}): customers hardly differ in their dropout probability"
+            )
+        problems = {}
+        figures = {"mean_dropout_probability": mean_dropout}
+        if self.first_purchase_dropout == 0:  # NBD is BG/NBD at a = 0; MBG/NBD has no such nested model
+            no_dropout = negative_binomial_log_likelihood(x, T, weights)
+            figures["nbd_log_likelihood"] = no_dropout
+            figures["dropout_likelihood_ratio"] = 2 * (log_likelihood - no_dropout)
+        statistic = figures.get("dropout_likelihood_ratio", np.inf)
+        if mean_dropout < MIN_MEAN_DROPOUT or statistic < DROPOUT_EVIDENCE:
+            problems["dropout_not_identifiable"] = (
+                f"{type(self).__name__}: the fitted dropout is a/(a+b) = {mean_dropout:.2g} per repeat purchase and "
+                f"2 (ln L - ln L without dropout) = {statistic:.2f} (evidence of dropout needs >= {DROPOUT_EVIDENCE}): "
+                "the purchase log does not show customers leaving, so P(alive) is about 1 for everyone and does not rank"
+            )
+        return _diagnostics(type(self).__name__, self.params_, result, customers, log_likelihood, boundary, problems, figures)
 
     def _params(self) -> BetaGeoParams:
         if self.params_ is None:
@@ -666,11 +831,35 @@ class GammaGammaModel:
         # Not collapsed: mean order values hardly repeat, and per row the evaluation is only a log and a division.
         # Newton steps: the likelihood often has a long flat ridge (q and v large, p v / (q - 1) fixed), on
         # which L-BFGS-B crawls, and from a warm start stops short.
-        p, q, v = np.exp(
-            _minimize("GammaGammaModel", _gamma_gamma_negative_log_likelihood, np.zeros(3), _gamma_gamma_rows(x, m, weights), newton=True)
+        result = _minimize(
+            "GammaGammaModel", _gamma_gamma_negative_log_likelihood, np.zeros(3), _gamma_gamma_rows(x, m, weights), newton=True
         )
+        p, q, v = np.exp(result.x)
         self.params_ = GammaGammaParams(p=float(p), q=float(q), v=float(v * scale))
+        customers = float(weights.sum())
+        # m is a mean of x order values, a density in money: rescaled, each row's likelihood is scale times its own.
+        log_likelihood = -result.fun * customers - customers * np.log(scale)
+        self.diagnostics_ = self._diagnose(result, customers, float(log_likelihood))
         return self
+
+    def _diagnose(self, result: OptimizeResult, customers: float, log_likelihood: float) -> FitDiagnostics:
+        """The fit's diagnostics: boundaries of (p, q, v), and q <= 1 (the mean order value p v / (q - 1) undefined)."""
+        p, q, v = astuple(self.params_)
+        boundary = {
+            name: f"ln {name} = {value:.1f} (money in units of its mean) is near the search bound +-{LOG_PARAMETER_BOUND:g}"
+            for name, value in zip(("p", "q", "v"), result.x)
+            if abs(value) >= LOG_PARAMETER_BOUND - NEAR_BOUND_MARGIN
+        }
+        problems = {}
+        if q <= 1:
+            problems["order_value_mean_undefined"] = (
+                f"GammaGammaModel: q = {q:.4g} <= 1, so the mean order value p v / (q - 1) is not defined "
+                "(order values too heavy-tailed for this model): no expected order value or CLV"
+            )
+        elif q < NEAR_UNDEFINED_MEAN_Q:
+            boundary["q"] = f"q = {q:.4g} is near 1, where the mean order value p v / (q - 1) is not defined"
+        figures = {"population_mean_order_value": p * v / (q - 1) if q > 1 else np.nan}
+        return _diagnostics("GammaGammaModel", self.params_, result, customers, log_likelihood, boundary, problems, figures)
 
     def _params(self) -> GammaGammaParams:
         if self.params_ is None:

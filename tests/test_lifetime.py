@@ -8,6 +8,7 @@ from dataclasses import astuple
 import lifetime_reference as paper
 import numpy as np
 import pandas as pd
+import purchase_logs
 import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter
 from lifetimes.datasets import load_dataset
@@ -710,3 +711,74 @@ def test_gamma_gamma_fit_is_the_paper_forms_maximum_and_the_published_one(cdnow)
         paper.gamma_gamma_expected_order_value(*fitted, frequency, monetary_value),
         rtol=1e-12,
     )
+
+
+# Fit diagnostics: what each night logs about its fits, and the flag that keeps P(alive) out of the CRM
+# when the purchase log shows no dropout.
+
+#: Fader, Hardie & Lee (2005), Marketing Science, CDNOW (weeks): log-likelihood of BG/NBD and of the NBD
+#: model (no dropout) at their maxima.
+PUBLISHED_LOG_LIKELIHOOD = {"bgnbd": -9582.4, "nbd": -9763.7}
+
+
+def test_cdnow_fit_diagnostics_give_the_published_log_likelihoods_and_no_flag(cdnow, cdnow_days):
+    frequency, recency, T = history(cdnow)
+    diagnostics = BetaGeoModel().fit(frequency, recency, T).diagnostics_
+    print(diagnostics)
+
+    assert diagnostics.log_likelihood == pytest.approx(PUBLISHED_LOG_LIKELIHOOD["bgnbd"], abs=0.05)
+    assert diagnostics.figures["nbd_log_likelihood"] == pytest.approx(PUBLISHED_LOG_LIKELIHOOD["nbd"], abs=0.05)
+    assert diagnostics.log_likelihood == pytest.approx(
+        paper.bg_nbd_log_likelihood(*diagnostics.params.values(), frequency, recency, T).sum()
+    )
+    assert diagnostics.converged and diagnostics.gradient_norm < lifetime.STATIONARY_GRADIENT and diagnostics.iterations > 0
+    assert diagnostics.boundary == {} and diagnostics.problems == {}
+    assert diagnostics.figures["dropout_likelihood_ratio"] == pytest.approx(2 * (-9582.4 + 9763.7), abs=0.2)
+    # In days the likelihood is a density per day^x: lower by sum(x) ln 7, the same fit.
+    in_days = BetaGeoModel().fit(*history(cdnow_days)).diagnostics_
+    assert in_days.log_likelihood == pytest.approx(diagnostics.log_likelihood - frequency.sum() * np.log(7), abs=1e-3)
+    assert in_days.figures["dropout_likelihood_ratio"] == pytest.approx(diagnostics.figures["dropout_likelihood_ratio"], abs=1e-3)
+
+    gamma_gamma = GammaGammaModel().fit(cdnow["frequency_cal"], cdnow["monetary_value_cal"]).diagnostics_
+    repeat = cdnow[cdnow["frequency_cal"] > 0]
+    reference = paper.gamma_gamma_log_likelihood(*gamma_gamma.params.values(), repeat["frequency_cal"], repeat["monetary_value_cal"])
+    assert gamma_gamma.log_likelihood == pytest.approx(reference.sum())
+    assert gamma_gamma.converged and gamma_gamma.boundary == {} and gamma_gamma.problems == {}
+    assert gamma_gamma.figures["population_mean_order_value"] == pytest.approx(6.25 * 15.44 / 2.74, rel=0.01)
+
+
+@pytest.mark.parametrize("model", [BetaGeoModel, ModifiedBetaGeoModel], ids=["bgnbd", "mbgnbd"])
+def test_customers_who_never_leave_make_dropout_not_identifiable(model):
+    """Steady Poisson buyers: the likelihood is highest with no dropout (a -> 0), the fit says so."""
+    log = purchase_logs.purchase_log(np.random.default_rng(7), 2000, 730, rate=(2.0, 60.0), dropout=None)
+    frame = purchase_logs.histories(log, 729)
+    fitted = model().fit(*(frame[column].to_numpy() for column in frame.columns))
+    diagnostics = fitted.diagnostics_
+
+    assert "dropout_not_identifiable" in diagnostics.problems
+    assert diagnostics.figures["mean_dropout_probability"] < lifetime.MIN_MEAN_DROPOUT and "a/(a+b)" in diagnostics.boundary
+    if model is BetaGeoModel:
+        assert diagnostics.figures["dropout_likelihood_ratio"] < lifetime.DROPOUT_EVIDENCE
+    assert diagnostics.converged
+    # The rate is still learnt: r / alpha is the mean rate of Gamma(2, 60), one purchase per 30 days.
+    assert fitted.params_.r / fitted.params_.alpha == pytest.approx(1 / 30, rel=0.1)
+
+
+def test_a_genuine_bg_nbd_log_shows_no_flag():
+    log = purchase_logs.purchase_log(np.random.default_rng(8), 2000, 730, rate=(2.0, 60.0), dropout=(1.0, 4.0))
+    frame = purchase_logs.histories(log, 729)
+    diagnostics = BetaGeoModel().fit(*(frame[column].to_numpy() for column in frame.columns)).diagnostics_
+
+    assert diagnostics.problems == {} and diagnostics.boundary == {}
+    assert diagnostics.figures["dropout_likelihood_ratio"] > 100 * lifetime.DROPOUT_EVIDENCE
+    assert diagnostics.params["a"] / (diagnostics.params["a"] + diagnostics.params["b"]) == pytest.approx(0.2, abs=0.05)
+
+
+def test_order_values_too_heavy_tailed_for_a_mean_are_flagged():
+    rng = np.random.default_rng(1)
+    frequency = rng.integers(1, 4, 3000).astype(float)
+    heavy = GammaGammaModel().fit(frequency, np.exp(rng.normal(3, 2.0, 3000))).diagnostics_
+    moderate = GammaGammaModel().fit(frequency, np.exp(rng.normal(3, 1.55, 3000))).diagnostics_
+
+    assert heavy.params["q"] <= 1 and "order_value_mean_undefined" in heavy.problems
+    assert 1 < moderate.params["q"] < lifetime.NEAR_UNDEFINED_MEAN_Q and "q" in moderate.boundary and moderate.problems == {}

@@ -1332,7 +1332,12 @@ def test_a_young_shop_is_scored_without_the_churn_model_it_cannot_train_yet(nigh
     assert len(scores) == result["customers"] > 0
     assert scores["churn_probability"].isna().all() and scores["churn_risk"].isna().all()
     if "value" not in result["degraded"]:  # repeat buyers already: the value models are fitted
-        assert scores["p_alive"].between(0, 1).all() and (scores["clv_12m"].astype(float) >= 0).all()
+        assert (scores["clv_12m"].astype(float) >= 0).all()
+        # 90 days of history may not show anyone leaving yet: then P(alive) is null and the summary says why.
+        if "p_alive" in result["degraded"]:
+            assert scores["p_alive"].isna().all() and "does not show customers leaving" in result["degraded"]["p_alive"]
+        else:
+            assert scores["p_alive"].between(0, 1).all()
     # The later models say what they could not do yet, and still write what they can (the gate passed above).
     later = result["later_jobs"]
     assert "2 x recommend.holdout_days" in later["jobs.recommend"]["degraded"]["category_propensity"]

@@ -1,5 +1,5 @@
 """The run report: built from gold, the quality summaries and MLflow without Spark, it renders in a real
-browser (headless Chromium) with all seven sections and every plot decoded, shows the figures the data
+browser (headless Chromium) with all eight sections and every plot decoded, shows the figures the data
 imply, and says plainly what is missing."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SEGMENTS = ("Champions", "Loyal", "At Risk", "Lost", "Prospects")
 MOVED_TO_AT_RISK = 17  # Champions on PREVIOUS who are At Risk on RUN_DATE
 NEW_CUSTOMERS = 20  # customers 281-300 exist only on RUN_DATE
 CLV_JUMP_CUSTOMER, CHURN_JUMP_CUSTOMER = 42, 77
-SECTION_IDS = ["overview", "segments", "scores", "clv", "calibration", "quality", "changes"]
+SECTION_IDS = ["overview", "segments", "scores", "clv", "lifetime", "calibration", "quality", "changes"]
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -351,3 +351,55 @@ def test_report_says_what_is_missing_on_a_first_run(data_settings, tmp_path):
     assert "No quality gate results for 2026-10-26" in section_text(markup, "quality")
     assert "No previous run date in gold: nothing to compare with" in section_text(markup, "changes")
     assert report.build(first, date(2026, 12, 1)).read_text(encoding="utf-8").count('class="missing"') >= 6
+
+
+def test_the_lifetime_section_shows_the_fit_and_why_p_alive_is_not_published(settings, tmp_path):
+    """A night whose purchase log shows no dropout (the real `value_scores` on steady Poisson buyers): the
+    report shows the fits' diagnostics, says P(alive) is not published and why, and points to the churn
+    probability instead; the scores section says the same where the P(alive) histogram would be."""
+    import pandas as pd
+    import purchase_logs
+
+    from jobs import predict
+    from models import tracking
+
+    mlflow = settings.mlflow.model_copy(
+        update={"tracking_uri": f"sqlite:///{tmp_path}/mlflow/mlflow.db", "artifact_root": str(tmp_path / "mlflow" / "artifacts")}
+    )
+    night = settings.model_copy(update={"data_dir": tmp_path, "mlflow": mlflow})
+    tracking.connect(night.mlflow)
+    log = purchase_logs.purchase_log(np.random.default_rng(7), 400, 730, rate=(2.0, 60.0), dropout=None)
+    history = purchase_logs.histories(log, 729).rename_axis("customer_id")
+    history["mean_repeat_order_value"] = np.where(
+        history["repeat_purchase_days"] > 0, np.random.default_rng(1).gamma(4, 12.5, len(history)), 0
+    )
+    value, clv_run, _ = predict.value_scores(history, night.clv, RUN_DATE, "steady-night", {})
+    churn = np.random.default_rng(2).uniform(0, 1, len(value))
+    scores = pd.DataFrame(
+        {
+            "customer_id": value.index.to_numpy(dtype=np.int64),
+            "churn_probability": churn,
+            "churn_risk": np.where(churn >= 0.7, "high", "low"),
+            "p_alive": value["p_alive"].to_numpy(),
+            "churn_model_version": "crm_churn/3",
+            "clv_model_run": clv_run,
+            "as_of": RUN_DATE,
+            "run_id": "steady-night",
+        }
+    )
+    write_deltalake(
+        str(night.lake_dir / "gold" / "customer_scores"), pa.Table.from_pandas(scores, preserve_index=False), partition_by=["as_of"]
+    )
+
+    markup = report.build(night, RUN_DATE).read_text(encoding="utf-8")
+
+    lifetime = section_text(markup, "lifetime")
+    assert f"MLflow run {clv_run}" in lifetime and "BetaGeoModel" in lifetime and "GammaGamma" in lifetime.replace("-", "")
+    assert "a/(a+b): mean dropout probability per repeat purchase" in lifetime and "converged after" in lifetime
+    assert "P(alive) is not published tonight (null in customer_scores)" in lifetime
+    assert (
+        "does not show customers leaving" in lifetime
+        and "Rank customers at risk by churn_probability (the churn model crm_churn/3)" in lifetime
+    )
+    assert "expected_orders_* come from the purchase model: no holdout given" in lifetime
+    assert "No P(alive) tonight" in section_text(markup, "scores")
