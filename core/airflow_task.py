@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -76,6 +78,13 @@ def task_settings() -> Settings:
     )
 
 
+def _in_airflow_task() -> bool:
+    """Whether this process runs a task for Airflow (a scheduler's worker or `dag.test()`): the Task SDK's
+    supervisor then answers connection look-ups from the metadata database or the secrets backend."""
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")  # imported by whatever runs a task
+    return task_runner is not None and hasattr(task_runner, "SUPERVISOR_COMMS")
+
+
 #: Airflow connection types whose URL scheme differs from the one `core.db` reads.
 _SCHEMES = {"mongo": "mongodb", "postgres": "postgresql"}
 
@@ -83,8 +92,8 @@ _SCHEMES = {"mongo": "mongodb", "postgres": "postgresql"}
 def _connection_url(conn_id: str, what: str) -> str | None:
     """The database URL Airflow connection `conn_id` holds, its secrets masked in logs from now on; None when
     `conn_id` is empty or no such connection exists (the environment's URL is used then)."""
-    if not conn_id:
-        return None
+    if not conn_id or not (_in_airflow_task() or f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ):
+        return None  # outside a task only the environment's connections count: no metadata database opened
     from airflow.sdk import BaseHook  # deferred: only task processes look connections up
     from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk.log import mask_secret
