@@ -25,6 +25,7 @@ from core.db import masked
 from core.private import make_private_dir, private_files
 from core.rundate import business_date, run_conf
 from core.spark import night_task
+from core.tracking_store import open_store
 
 
 def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = True, **options: Any) -> Any:
@@ -152,9 +153,7 @@ def _create_mlflow_store(settings: Settings) -> None:
     one row"; seen in tests/test_scheduler.py, healed only by the retry)."""
     uri = settings.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        from models.tracking import connect  # deferred: MLflow (seconds to import) only on a new data root
-
-        connect(settings.mlflow)
+        open_store(settings.mlflow)
 
 
 def stop_night_spark(context: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -18,6 +17,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from core.config import MlflowSettings
+from core.tracking_store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +26,7 @@ CHAMPION = "champion"
 
 def connect(settings: MlflowSettings) -> MlflowClient:
     """Point this process's MLflow at the configured store and experiment; returns a client for the registry."""
-    uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(uri, uri)
-    if client.get_experiment_by_name(settings.experiment) is None:
-        location = settings.artifact_root
-        if "://" not in location:
-            Path(location).mkdir(parents=True, exist_ok=True)
-            location = Path(location).resolve().as_uri()
-        client.create_experiment(settings.experiment, artifact_location=location)
-    mlflow.set_experiment(settings.experiment)
-    return client
+    return open_store(settings)
 
 
 def champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
