@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from cli.orchestrate import airflow_environment
@@ -237,31 +237,26 @@ def _wait_for_api(settings: Settings, started: dict[str, subprocess.Popen], logs
             if process.poll() is not None:
                 tail = (logs / f"{component}.log").read_text(errors="replace")[-3000:]
                 raise AirflowServerError(f"airflow {component} exited with code {process.returncode}; its log ends:\n{tail}")
-        try:
+        with suppress(OSError):  # not listening yet
             with urllib.request.urlopen(url, timeout=5) as answer:
                 if answer.status == 200:
                     return
-        except OSError:
-            pass
         time.sleep(1)
     raise AirflowServerError(f"the API server did not answer {url} within {START_TIMEOUT_S} s; log: {logs / 'api-server.log'}")
 
 
 def _stop_group(process: subprocess.Popen, component: str, log) -> None:
     """Stop one component and the processes it started (its process group): SIGTERM, then SIGKILL."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            pass
-    try:  # workers the component left behind in its group
+    with suppress(ProcessLookupError):  # the group has already gone
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    with suppress(ProcessLookupError):  # workers the component left behind in its group
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     log(f"{component}: stopped")
 
 

@@ -180,9 +180,8 @@ def scores(is_churned, churn_probability) -> dict[str, float]:
 def expected_calibration_error(is_churned, churn_probability, bins: int = CALIBRATION_BINS) -> float:
     """Mean over customers of |observed churn rate - mean predicted probability| of their bin of the
     reliability table (`calibration_table`: equal-width bins): 0 is perfectly calibrated (a probability)."""
-    table = calibration_table(is_churned, churn_probability, bins)
-    gaps = (table["observed"] - table["mean_predicted"]).abs()
-    return float((table["customers"] * gaps).sum() / table["customers"].sum())
+    y = np.asarray(is_churned, dtype=float)
+    return float(_binned_ece(y[None], np.asarray(churn_probability, dtype=float)[None], bins)[0])
 
 
 def calibration_table(is_churned, churn_probability, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
@@ -196,8 +195,9 @@ def calibration_table(is_churned, churn_probability, bins: int = CALIBRATION_BIN
 
 
 def _binned_ece(y: np.ndarray, p: np.ndarray, bins: int) -> np.ndarray:
-    """ECE of each row of `y` and `p` (resamples x customers): per bin |churned - sum of probabilities|,
-    summed and divided by the customers; the same figure as `expected_calibration_error`."""
+    """The expected calibration error of each row of `y` and `p` (resamples x customers): per equal-width bin
+    |churned - sum of probabilities|, summed and divided by the customers, which is the customer-weighted mean
+    of |observed rate - mean predicted| of the reliability table (`calibration_table`)."""
     band = np.minimum((p * bins).astype(int), bins - 1)
     rows = np.arange(y.shape[0])[:, None]
     churned = np.zeros((y.shape[0], bins))
