@@ -174,17 +174,22 @@ def churn_publication_lines(settings: Settings) -> list[str]:
     return [*lines, f"  why: {found['reason']}"]
 
 
-def evaluation_lines(settings: Settings, run_id: str) -> list[str]:
-    """Each model the night evaluated on its holdout, beside its baselines (MLflow runs of the night)."""
+def evaluation_lines(settings: Settings, run_id: str, run_date: date) -> list[str]:
+    """Each model the night evaluated on its holdout (or reused an evaluation of, with that night's date),
+    beside its baselines (MLflow runs of the night)."""
     found = tracking.evaluations(settings.mlflow, run_id)
     if not found:
         return ["Model checks: none this night"]
     lines = ["Model checks on held-out data (MLflow, tag kind = holdout-evaluation; higher is better):"]
     for evaluation in found:
         against = ", ".join(f"{name} {value:.3f}" for name, value in evaluation["baselines"].items())
-        lines.append(
-            f"  {evaluation['model']:<20} {evaluation['metric']} {evaluation['value']:.3f} against {against}  ({evaluation['holdout']})"
+        when = (
+            ""
+            if evaluation["evaluated_on"] == str(run_date)
+            else f"; evaluated on {evaluation['evaluated_on']}, mlflow.evaluate_every_days"
         )
+        figure = f"{evaluation['metric']} {evaluation['value']:.3f} against {against}"
+        lines.append(f"  {evaluation['model']:<20} {figure}  ({evaluation['holdout']}{when})")
     return lines
 
 
@@ -243,7 +248,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
     lines += ["", *score_lines(settings)]
     lines += ["", *lifetime_lines(settings)]
     lines += ["", *churn_publication_lines(settings)]
-    lines += ["", *evaluation_lines(settings, run_id)]
+    lines += ["", *evaluation_lines(settings, run_id, run_date)]
     lines += ["", *degraded] if (degraded := degraded_lines(settings, run_id)) else []
     lines += ["", *campaign_lines(settings)]
     exports = settings.exports_dir / run_date.isoformat()

@@ -249,6 +249,12 @@ class MlflowSettings(_Section):
     churn_model: str = Field(
         description="registered model name of the churn classifier; its alias 'champion' is what nightly scoring loads"
     )
+    evaluate_every_days: int = Field(
+        ge=0,
+        description="a nightly model's holdout evaluation (recommendations, category propensity, sentiment, triage) runs "
+        "when no night of the last N days evaluated it with the same parameters; the other nights report that evaluation "
+        "(MLflow tags reused_from, evaluated_on). 0: every night evaluates",
+    )
 
     @field_validator("tracking_uri")
     @classmethod

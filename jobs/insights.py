@@ -8,7 +8,8 @@ support filed (`inquiries.topic`) or, without enough of them, on the keyword lab
 urgency and resolution time (`models/triage.py`). Before fitting for the night, each model is evaluated on
 held-out rows against its baselines (VADER and the majority class for sentiment, on deduplicated reviews
 split by product; the keyword rules for triage, on inquiries deduplicated by text), logged to MLflow and
-listed in the run summary.
+listed in the run summary: when due, i.e. when no night of the last `mlflow.evaluate_every_days` days
+evaluated the model with the same parameters; other nights report that evaluation with its date.
 
 Written, each in the run date's `as_of` partition with the CRM table's columns:
 - `gold/review_insights`: per product and aspect ('all' for the whole product);
@@ -72,7 +73,15 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             )
             scored = None
         else:
-            figures.update(evaluate_sentiment(sample, settings, run_date, run_id))
+            judged, _ = tracking.evaluate_when_due(
+                "review_sentiment",
+                run_date,
+                run_id,
+                sentiment_params(settings),
+                settings.mlflow.evaluate_every_days,
+                lambda: evaluate_sentiment(sample, settings, run_date, run_id),
+            )
+            figures.update(judged)
             model = review_model.fit_sentiment(sample, conf.max_training_rows, conf.seed)
             scored = reviews.mapInPandas(_review_scorer(model, aspects), review_schema(aspects)).cache()
 
@@ -88,7 +97,15 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             )
             triaged = None
         else:
-            figures.update(evaluate_triage(sample, keywords, settings, run_date, run_id))
+            judged, _ = tracking.evaluate_when_due(
+                "inquiry_triage",
+                run_date,
+                run_id,
+                triage_params(settings, keywords, labels.source),
+                settings.mlflow.evaluate_every_days,
+                lambda: evaluate_triage(sample, keywords, settings, run_date, run_id, labels.source),
+            )
+            figures.update(judged)
             model = triage.fit_triage(sample, keywords, conf.max_training_rows, conf.seed)
             triaged = (
                 inquiries.mapInPandas(_inquiry_triager(model, keywords, run_date, conf.stale_inquiry_hours), TRIAGE_SCHEMA)
@@ -114,14 +131,38 @@ def training_sample(rows: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return rows.orderBy(F.xxhash64(F.col("id"), F.lit(seed)), "id").limit(max_rows).toPandas()
 
 
-def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date, run_id: str) -> dict[str, float]:
+def sentiment_params(settings: Settings) -> dict:
+    """What the sentiment evaluation depends on (MLflow params; a change makes the next night evaluate)."""
+    conf = settings.insights
+    return {"holdout_share": conf.holdout_share, "max_training_rows": conf.max_training_rows, "seed": conf.seed}
+
+
+def triage_params(settings: Settings, keywords, label_source: str) -> dict:
+    """What the triage evaluation depends on: the split, the labels' source and the keyword table."""
+    conf = settings.insights
+    return {
+        "holdout_share": conf.holdout_share,
+        "max_training_rows": conf.max_training_rows,
+        "seed": conf.seed,
+        "labels": triage.LABEL_SOURCES[label_source],
+        "keywords": tracking.config_digest("triage_keywords", {"topics": keywords.topics, "urgent": keywords.urgent}),
+    }
+
+
+def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date, run_id: str) -> tuple[dict[str, float], str]:
     """Sentiment against VADER and the majority class on held-out reviews (deduplicated, split by product):
-    binary macro-F1 on 1-2 vs 4-5 stars, with the 3-class figures and the share of polar reviews called neutral."""
+    binary macro-F1 on 1-2 vs 4-5 stars, with the 3-class figures and the share of polar reviews called
+    neutral; returns the night's figures and the MLflow run."""
     conf = settings.insights
     table = review_model.evaluate_sentiment(sample, conf.holdout_share, conf.max_training_rows, conf.seed)
     figure = {(row.method, row.language): row for row in table.itertuples()}
     model = figure["model", "all"]
-    tracking.log_evaluation(
+    night_figures = {
+        "sentiment_binary_macro_f1": model.binary_macro_f1,
+        "vader_binary_macro_f1": figure["vader", "all"].binary_macro_f1,
+        "sentiment_neutral_rate_on_polar": model.neutral_rate_on_polar,
+    }
+    mlflow_run = tracking.log_evaluation(
         "review_sentiment",
         run_date,
         run_id,
@@ -129,24 +170,24 @@ def evaluate_sentiment(sample: pd.DataFrame, settings: Settings, run_date: date,
         "binary_macro_f1",
         model.binary_macro_f1,
         {"VADER lexicon": figure["vader", "all"].binary_macro_f1, "majority class": figure["majority", "all"].binary_macro_f1},
-        params={"holdout_share": conf.holdout_share, "max_training_rows": conf.max_training_rows, "seed": conf.seed},
+        params=sentiment_params(settings),
         metrics={
             f"{method}_{metric}_{language}": getattr(row, metric)
             for (method, language), row in figure.items()
             for metric in SENTIMENT_METRICS
         }
         | {"holdout_reviews": model.reviews, "training_reviews": model.training_reviews},
+        night_figures=night_figures,
     )
-    return {
-        "sentiment_binary_macro_f1": model.binary_macro_f1,
-        "vader_binary_macro_f1": figure["vader", "all"].binary_macro_f1,
-        "sentiment_neutral_rate_on_polar": model.neutral_rate_on_polar,
-    }
+    return night_figures, mlflow_run
 
 
-def evaluate_triage(sample: pd.DataFrame, keywords, settings: Settings, run_date: date, run_id: str) -> dict[str, float]:
+def evaluate_triage(
+    sample: pd.DataFrame, keywords, settings: Settings, run_date: date, run_id: str, label_source: str
+) -> tuple[dict[str, float], str]:
     """Triage against the keyword rules on the same held-out inquiries (deduplicated by normalised text):
-    macro-F1 against the shop's filed topics, or, without them, agreement with the keyword labels."""
+    macro-F1 against the shop's filed topics, or, without them, agreement with the keyword labels; returns
+    the night's figures and the MLflow run."""
     conf = settings.insights
     table = triage.evaluate_triage(sample, None, keywords, conf.holdout_share, conf.max_training_rows, conf.seed)
     figure = table.set_index("method")
@@ -159,7 +200,11 @@ def evaluate_triage(sample: pd.DataFrame, keywords, settings: Settings, run_date
         else "held-out inquiries, deduplicated by text; no filed topics: agreement with the keyword labels of "
         f"conf/{conf.triage_file}, not accuracy (the rules agree with themselves by construction)"
     )
-    tracking.log_evaluation(
+    if filed:
+        night_figures = {"triage_macro_f1": float(model["macro_f1"]), "triage_keyword_rules_macro_f1": float(rules["macro_f1"])}
+    else:  # the rules' own agreement with their labels (1.000) says nothing
+        night_figures = {"triage_keyword_agreement_macro_f1": float(model["macro_f1"])}
+    mlflow_run = tracking.log_evaluation(
         "inquiry_triage",
         run_date,
         run_id,
@@ -167,7 +212,7 @@ def evaluate_triage(sample: pd.DataFrame, keywords, settings: Settings, run_date
         metric,
         model["macro_f1"],
         {"keyword rules": rules["macro_f1"]},
-        params={"holdout_share": conf.holdout_share, "seed": conf.seed, "labels": model["reference"]},
+        params=triage_params(settings, keywords, label_source),
         metrics={
             "accuracy": model["accuracy"],
             "keyword_rules_accuracy": rules["accuracy"],
@@ -175,10 +220,9 @@ def evaluate_triage(sample: pd.DataFrame, keywords, settings: Settings, run_date
             "training_inquiries": model["training_inquiries"],
             **{name: model[name] for name in table.columns if name.startswith("f1_")},
         },
+        night_figures=night_figures,
     )
-    if not filed:  # the rules' own agreement with their labels (1.000) says nothing
-        return {"triage_keyword_agreement_macro_f1": float(model["macro_f1"])}
-    return {"triage_macro_f1": float(model["macro_f1"]), "triage_keyword_rules_macro_f1": float(rules["macro_f1"])}
+    return night_figures, mlflow_run
 
 
 def review_schema(aspects: dict) -> str:

@@ -12,7 +12,10 @@ likely per customer.
 Before that, both are evaluated on a time split (fitted on what was known `holdout_days` before the run
 date, checked on what was bought since): recall@10 of ALS against popularity, mean average precision of
 the propensity model against "the category the customer bought most". Figures go to MLflow and the run
-summary. A shop younger than the split needs (one or two `holdout_days`) skips the evaluation and says so.
+summary. Each evaluation runs when due: when no night of the last `mlflow.evaluate_every_days` days evaluated
+the model with the same parameters (otherwise the night reports that one, with its date; two of tonight's
+three ALS fits are the evaluation's). A shop younger than the split needs (one or two `holdout_days`) skips
+the evaluation and says so.
 """
 
 from __future__ import annotations
@@ -54,7 +57,14 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         history_days = (run_date - first_order.date()).days if first_order is not None else 0
 
         if history_days > conf.holdout_days:
-            judged = evaluate_recommendations(silver, run_date, settings, run_id)
+            judged, _ = tracking.evaluate_when_due(
+                "product_recommendations",
+                run_date,
+                run_id,
+                recommendation_params(settings),
+                settings.mlflow.evaluate_every_days,
+                lambda: evaluate_recommendations(silver, run_date, settings, run_id),
+            )
             figures.update(judged)
             if not judged:
                 degraded["recommendations_evaluation"] = (
@@ -74,7 +84,15 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             degraded["category_propensity"] = propensity.NO_CATEGORIES
         elif history_days > 2 * conf.holdout_days:
             try:
-                figures.update(evaluate_propensity(silver, run_date, settings, run_id))
+                judged, _ = tracking.evaluate_when_due(
+                    "category_propensity",
+                    run_date,
+                    run_id,
+                    propensity_params(settings),
+                    settings.mlflow.evaluate_every_days,
+                    lambda: evaluate_propensity(silver, run_date, settings, run_id),
+                )
+                figures.update(judged)
             except propensity.PropensityDataError as error:
                 degraded["category_propensity_evaluation"] = str(error)
             try:
@@ -108,17 +126,53 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     return {"rows": counts, "customers_by_reason": reasons, "figures": figures, "degraded": degraded}
 
 
-def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:
-    """Recall@10 and precision@10 of ALS and of popularity on the last `holdout_days` (MLflow); none (and
-    nothing logged) when no customer bought a product new to them then (e.g. a shop of one product)."""
+def recommendation_params(settings: Settings) -> dict:
+    """What the recommendations' evaluation depends on (MLflow params; a change makes the next night evaluate)."""
+    conf = settings.recommend
+    return {
+        "rank": conf.rank,
+        "max_iter": conf.max_iter,
+        "reg_param": conf.reg_param,
+        "alpha": conf.alpha,
+        "exclude_bought": conf.exclude_bought,
+        "seed": conf.seed,
+        "event_weights": conf.event_weights,
+        "event_days": conf.event_days,
+        "holdout_days": conf.holdout_days,
+        "popularity_days": conf.popularity_days,
+        "top_n": conf.top_n,
+        "scored_statuses": sorted(settings.rfm.scored_statuses),
+    }
+
+
+def propensity_params(settings: Settings) -> dict:
+    """What the category propensity's evaluation depends on."""
+    conf = settings.recommend
+    return {
+        "horizon_days": conf.holdout_days,
+        "seed": conf.seed,
+        "top_categories": conf.top_categories,
+        "scored_statuses": sorted(settings.rfm.scored_statuses),
+    }
+
+
+def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id: str) -> tuple[dict[str, float], str | None]:
+    """Recall@10 and precision@10 of ALS and of popularity on the last `holdout_days` (MLflow): the night's
+    figures and the MLflow run; none (and nothing logged) when no customer bought a product new to them then
+    (e.g. a shop of one product)."""
     conf = settings.recommend
     figures = recommend.evaluate_recommendations(silver, run_date, settings.rfm.scored_statuses, conf)
     if not figures["popularity_customers"]:
-        return {}
+        return {}, None
     baselines = {"popularity": figures["popularity_recall_at_10"]}
     if "als_purchases_only_recall_at_10" in figures:  # the lake has events: ALS on purchases alone, beside
         baselines["ALS on purchases alone"] = figures["als_purchases_only_recall_at_10"]
-    tracking.log_evaluation(
+    night_figures = {
+        name: figures[name]
+        for name in ("als_recall_at_10", "popularity_recall_at_10", "als_purchases_only_recall_at_10")
+        if name in figures
+    }
+    mlflow_run = tracking.log_evaluation(
         "product_recommendations",
         run_date,
         run_id,
@@ -126,30 +180,22 @@ def evaluate_recommendations(silver, run_date: date, settings: Settings, run_id:
         "recall_at_10",
         figures["als_recall_at_10"],
         baselines,
-        params={
-            "rank": conf.rank,
-            "max_iter": conf.max_iter,
-            "reg_param": conf.reg_param,
-            "alpha": conf.alpha,
-            "exclude_bought": conf.exclude_bought,
-            "seed": conf.seed,
-            "event_weights": conf.event_weights,
-            "event_days": conf.event_days,
-        },
+        params=recommendation_params(settings),
         metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))},
+        night_figures=night_figures,
     )
-    return {
-        name: figures[name]
-        for name in ("als_recall_at_10", "popularity_recall_at_10", "als_purchases_only_recall_at_10")
-        if name in figures
-    }
+    return night_figures, mlflow_run
 
 
-def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str) -> dict[str, float]:
+def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str) -> tuple[dict[str, float], str]:
     """Mean average precision of the category model and of "most bought category" on a time split (MLflow)."""
     conf = settings.recommend
     figures = propensity.evaluate_propensity(silver, run_date, conf.holdout_days, settings.rfm.scored_statuses, conf)
-    tracking.log_evaluation(
+    night_figures = {
+        "propensity_map": figures["model_mean_average_precision"],
+        "most_bought_map": figures["most_bought_mean_average_precision"],
+    }
+    mlflow_run = tracking.log_evaluation(
         "category_propensity",
         run_date,
         run_id,
@@ -157,7 +203,8 @@ def evaluate_propensity(silver, run_date: date, settings: Settings, run_id: str)
         "mean_average_precision",
         figures["model_mean_average_precision"],
         {"most bought category": figures["most_bought_mean_average_precision"]},
-        params={"horizon_days": conf.holdout_days, "seed": conf.seed},
+        params=propensity_params(settings),
         metrics={name: float(value) for name, value in figures.items() if isinstance(value, (int, float))},
+        night_figures=night_figures,
     )
-    return {"propensity_map": figures["model_mean_average_precision"], "most_bought_map": figures["most_bought_mean_average_precision"]}
+    return night_figures, mlflow_run

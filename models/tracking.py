@@ -8,8 +8,13 @@ only by a training run whose challenger beats it (`jobs/train.py`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 import mlflow
 from mlflow import MlflowClient
@@ -73,13 +78,16 @@ def log_evaluation(
     baselines: dict[str, float],
     params: dict | None = None,
     metrics: dict[str, float] | None = None,
+    night_figures: dict[str, float] | None = None,
 ) -> str:
     """Log one model's holdout figure beside its baselines' as an MLflow run; returns the MLflow run id.
 
     `metric` is the figure compared (higher is better), `holdout` says what it was measured on,
     `baselines` maps what the model is compared with to its figure; `metrics` adds any further figures.
     Metrics are named `model_<metric>` and `baseline<i>_<metric>` (i in the order of `baselines`, named by
-    the tag `baseline<i>`). Call after `connect`.
+    the tag `baseline<i>`). `night_figures` are the figures the job reports in the night's summary, kept
+    (tag `night_figures`) for the nights that reuse this evaluation (`evaluate_when_due`); `params` also
+    identify what was evaluated (tag `config_digest`). Call after `connect`.
     """
     with mlflow.start_run(run_name=f"{model}-{run_date}") as run:
         mlflow.set_tags(
@@ -90,6 +98,8 @@ def log_evaluation(
                 "pipeline_run_id": pipeline_run_id,
                 "metric": metric,
                 "holdout": holdout,
+                "config_digest": config_digest(model, params),
+                "night_figures": json.dumps(night_figures or {}, sort_keys=True),
                 **{f"baseline{i}": name for i, name in enumerate(baselines)},
             }
         )
@@ -110,8 +120,8 @@ def _finite(value) -> bool:
 
 
 def evaluations(settings: MlflowSettings, pipeline_run_id: str) -> list[dict]:
-    """The holdout evaluations a pipeline run logged, oldest first: model, holdout, metric, value and
-    baselines (name -> value)."""
+    """The holdout evaluations a pipeline run logged or reused, oldest first: model, holdout, metric, value,
+    baselines (name -> value) and `evaluated_on` (the run date of the night that evaluated)."""
     connect(settings)
     runs = mlflow.search_runs(
         filter_string=f"tags.kind = '{EVALUATION_KIND}' and tags.pipeline_run_id = '{pipeline_run_id}'",
@@ -129,9 +139,95 @@ def evaluations(settings: MlflowSettings, pipeline_run_id: str) -> list[dict]:
                 "metric": metric,
                 "value": metrics[f"model_{metric}"],
                 "baselines": {name: metrics[f"baseline{i}_{metric}"] for i, name in enumerate(names)},
+                "evaluated_on": tags.get(EVALUATED_ON, tags["run_date"]),
             }
         )
     return found
+
+
+#: Tags of an evaluation a night reused (`evaluate_when_due`): the MLflow run that evaluated, and its run date.
+REUSED_FROM = "reused_from"
+EVALUATED_ON = "evaluated_on"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A holdout evaluation logged by an earlier night: its MLflow run, run date and summary figures."""
+
+    mlflow_run_id: str
+    run_date: date
+    night_figures: dict[str, float]
+
+
+def config_digest(model: str, params: dict | None) -> str:
+    """What an evaluation evaluated: the model's name and its parameters (data-derived ones included, e.g.
+    the campaigns it learnt from), as a short hash. A change of any of them makes the next night evaluate."""
+    canonical = json.dumps({"model": model, "params": params or {}}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def recent_evaluation(model: str, run_date: date, params: dict | None, every_days: int) -> Evaluation | None:
+    """The newest evaluation of `model` with these `params` by a night of the last `every_days` days up to
+    `run_date` (itself included: a rerun reuses its first run's), or None: an evaluation is due."""
+    if every_days <= 0:
+        return None
+    earliest = run_date - timedelta(days=every_days - 1)
+    runs = mlflow.search_runs(
+        filter_string=(
+            f"tags.kind = '{EVALUATION_KIND}' and tags.model = '{model}' and tags.config_digest = '{config_digest(model, params)}'"
+        ),
+        output_format="list",
+        order_by=["attributes.start_time DESC"],
+        max_results=100,
+    )
+    for run in runs:
+        tags = run.data.tags
+        evaluated_on = date.fromisoformat(tags["run_date"])
+        if REUSED_FROM not in tags and earliest <= evaluated_on <= run_date:
+            return Evaluation(run.info.run_id, evaluated_on, json.loads(tags.get("night_figures") or "{}"))
+    return None
+
+
+def reuse_evaluation(found: Evaluation, run_date, pipeline_run_id: str) -> str:
+    """Record that the night of `run_date` reports `found` instead of evaluating again: an MLflow run with the
+    evaluation's tags and metrics, this night's run date and pipeline run, and `reused_from`/`evaluated_on`
+    naming the evaluation; returns its run id."""
+    original = mlflow.get_run(found.mlflow_run_id)
+    tags = {key: value for key, value in original.data.tags.items() if not key.startswith("mlflow.")}
+    model = tags["model"]
+    with mlflow.start_run(run_name=f"{model}-{run_date} (evaluated {found.run_date})") as run:
+        mlflow.set_tags(
+            tags
+            | {
+                "run_date": str(run_date),
+                "pipeline_run_id": pipeline_run_id,
+                REUSED_FROM: found.mlflow_run_id,
+                EVALUATED_ON: found.run_date.isoformat(),
+            }
+        )
+        if original.data.params:
+            mlflow.log_params(original.data.params)
+        mlflow.log_metrics(original.data.metrics)
+    return run.info.run_id
+
+
+def evaluate_when_due(
+    model: str,
+    run_date: date,
+    pipeline_run_id: str,
+    params: dict | None,
+    every_days: int,
+    evaluate: Callable[[], tuple[dict[str, float], str | None]],
+) -> tuple[dict[str, float], str | None]:
+    """The night's figures of `model` and the MLflow run that holds them: `evaluate()` (which logs with
+    `log_evaluation` and returns its night figures and run id, or no run when nothing could be judged) when
+    no night of the last `every_days` days evaluated the same model with the same `params`; otherwise that
+    evaluation, reused (`reuse_evaluation`) and said so in the log. `every_days` 0: every night evaluates."""
+    found = recent_evaluation(model, run_date, params, every_days)
+    if found is None:
+        return evaluate()
+    log.info("%s for %s: the evaluation of %s is reused (mlflow.evaluate_every_days %d)", model, run_date, found.run_date, every_days)
+    return found.night_figures, reuse_evaluation(found, run_date, pipeline_run_id)
 
 
 #: The churn probabilities a training run compares before choosing which one nights publish (`jobs/train.py`).

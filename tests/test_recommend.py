@@ -153,7 +153,7 @@ def test_without_a_new_product_bought_in_the_holdout_nothing_is_judged(spark, se
 
     silver = silver_frames(spark, shop([(2, "delivered", datetime(2026, 6, 25), (1,)), (6, "delivered", datetime(2026, 6, 26), (4,))]))
     assert evaluate_recommendations(silver, AS_OF, PURCHASE_STATUSES, OPTIONS, k=1)["popularity_customers"] == 0
-    assert judge(silver, AS_OF, settings.model_copy(update={"recommend": OPTIONS}), "run-1") == {}
+    assert judge(silver, AS_OF, settings.model_copy(update={"recommend": OPTIONS}), "run-1") == ({}, None)
 
 
 def browsing(spark, rows):
