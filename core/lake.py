@@ -105,6 +105,12 @@ class LakeLayout:
         """The table's current version, or None when it does not exist yet (read from the log, no JVM)."""
         return DeltaTable(self.path(layer, table)).version() if self.exists(layer, table) else None
 
+    def latest_commit(self, layer: str, table: str) -> dict[str, int]:
+        """The table's current version and when it was committed (ms since the epoch): which state of the table
+        this is, even if the table was dropped and written again (its versions start again at 0)."""
+        table_log = DeltaTable(self.path(layer, table))
+        return {"version": table_log.version(), "committed_at": int(table_log.history(1)[0]["timestamp"])}
+
     def rows_written(self, layer: str, table: str) -> int:
         """Rows the table's latest commit wrote (from the operation metrics in its log, whoever wrote it)."""
         metrics = DeltaTable(self.path(layer, table)).history(1)[0].get("operationMetrics") or {}

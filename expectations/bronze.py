@@ -28,6 +28,11 @@ def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
     return table.where(F.col("_batch_id") == run_date.isoformat())
 
 
+def check_scope(run_date: date, name: str) -> str:
+    """Which rows `rows_to_check` takes, in words: with the table's version, what a gate result is of."""
+    return f"_batch_id = {run_date.isoformat()}"
+
+
 def expectations(table: str) -> list[gxe.Expectation]:
     """Everything checked on bronze/<table>."""
     required = [column.name for column in shop_schema.metadata.tables[table].columns] + list(BRONZE_COLUMNS)

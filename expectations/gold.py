@@ -42,6 +42,11 @@ def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
     return table.where(F.col("as_of") == F.lit(run_date))
 
 
+def check_scope(run_date: date, name: str) -> str:
+    """Which rows `rows_to_check` takes, in words: with the table's version, what a gate result is of."""
+    return f"as_of = {run_date.isoformat()}"
+
+
 def expectations(table: str) -> list[gxe.Expectation]:
     """Everything checked on gold/<table>."""
     rules: dict[str, list[gxe.Expectation]] = {

@@ -41,6 +41,11 @@ def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
     return table
 
 
+def check_scope(run_date: date, name: str) -> str:
+    """Which rows `rows_to_check` takes, in words: with the table's version, what a gate result is of."""
+    return f"batch_id = {run_date.isoformat()}" if name == "events" else "the whole table"
+
+
 def expectations(table: str) -> list[gxe.Expectation]:
     """Everything checked on silver/<table>: the model's rules, then the table's own."""
     if table == "events":

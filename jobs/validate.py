@@ -12,10 +12,17 @@ expectation raises `QualityGateError` once everything is stored; a failed warnin
 A table is validated for pass/fail first (GX's `BOOLEAN_ONLY`, the fewest Spark jobs); only when something
 failed is it validated again with unexpected counts and example values (`BASIC`), which is what its stored
 result and Data Docs page then show.
+
+A gate result is of the rows a table held at one Delta version under one suite: when a table's version, its
+suite and the rows checked (`check_scope`: the whole silver table; bronze's and gold's rows of the run date)
+are those of a result that passed before, the gate reports that result (`reused_from`: its run date and
+run) instead of validating the same rows again: a silver table no night changed (products, coupons), a
+rerun's unchanged tables. The passing results are kept per layer in `<data_dir>/quality/passed/<layer>.json`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -76,6 +83,8 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_c
     tables: dict[str, dict[str, Any]] = {}
     result_ids = []
     missing = []
+    passed = read_passed(settings, layer)
+    validated = {}
     with spark_session(settings, f"validate_{layer}") as spark:
         lake = Lake(spark, settings.lake_dir)
         layer_rules = expectations.LAYER_SUITES[layer]
@@ -84,9 +93,30 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_c
                 if table not in getattr(layer_rules, "OPTIONAL_TABLES", ()):
                     missing.append(table)
                 continue
+            checked = {
+                **lake.latest_commit(layer, table),
+                "suite": suite_digest(layer, table),
+                "scope": layer_rules.check_scope(run_date, table),
+            }
+            earlier = passed.get(table)
+            if earlier is not None and earlier["checked"] == checked:
+                tables[table] = {
+                    **earlier["report"],
+                    "seconds": 0.0,
+                    "reused_from": {"run_date": earlier["run_date"], "run_id": earlier["run_id"]},
+                }
+                log.info(
+                    "%s/%s: version %d unchanged since the gate of %s passed it: not validated again",
+                    layer,
+                    table,
+                    checked["version"],
+                    earlier["run_date"],
+                )
+                continue
             rows = layer_rules.rows_to_check(lake.read(layer, table), run_date, table)
             report, result_id = validate_table(context, layer, table, rows, gx_run)
             tables[table] = report
+            validated[table] = (result_id, checked)
             result_ids.append(result_id)
             log.info(
                 "%s/%s: %d rows, %d expectations, %d critical failures, %d warnings, %.1f s",
@@ -100,8 +130,11 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_c
             )
 
     docs_index = build_data_docs(context, result_ids)
-    for table, result_id in zip(tables, result_ids):
+    for table, (result_id, checked) in validated.items():
         tables[table]["data_docs"] = docs_page(context, result_id)
+        if not tables[table]["critical_failures"]:
+            passed[table] = {"checked": checked, "run_date": run_date.isoformat(), "run_id": run_id, "report": tables[table]}
+    write_summary(passed_path(settings, layer), passed)
     summary = {
         "layer": layer,
         "run_date": run_date.isoformat(),
@@ -118,6 +151,31 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_c
     if not summary["passed"]:
         raise QualityGateError(gate_message(summary))
     return summary
+
+
+def passed_path(settings: Settings, layer: str) -> Path:
+    """The layer's latest passing result per table, with what it was of (version, suite, rows checked)."""
+    return quality_dir(settings) / "passed" / f"{layer}.json"
+
+
+def read_passed(settings: Settings, layer: str) -> dict[str, dict[str, Any]]:
+    """The passing results `run` may reuse, per table (none when the file is missing or unreadable)."""
+    path = passed_path(settings, layer)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, OSError) as error:
+        log.warning("%s: %s; every table of the layer is validated", path, error)
+        return {}
+
+
+def suite_digest(layer: str, table: str) -> str:
+    """What the table's suite checks, as a short hash: a changed expectation makes its results stale."""
+    import expectations
+
+    canonical = json.dumps(expectations.suite(layer, table).to_json_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def quality_context(settings: Settings):

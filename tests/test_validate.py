@@ -1,5 +1,6 @@
 """The quality gates: a clean layer passes, a critical violation stops the run naming what failed, a warning
-is recorded only, an empty bronze batch passes, a rerun replaces the date's summary."""
+is recorded only, an empty bronze batch passes, a rerun replaces the date's summary, a table unchanged since
+its passing gate is not validated again."""
 
 from __future__ import annotations
 
@@ -229,8 +230,8 @@ def test_a_rerun_of_the_same_date_replaces_its_summary(spark, lake, lake_setting
 
 def test_the_data_docs_index_lists_only_the_newest_results(spark, lake, lake_settings, monkeypatch):
     monkeypatch.setattr(validate, "DATA_DOCS_INDEX_RESULTS", 2)
-    write_silver(spark, lake, [customer(1)], [order(10)])
-    for night in (1, 2):  # two tables each night: four stored results
+    for night in (1, 2):  # two tables written and validated each night: four stored results
+        write_silver(spark, lake, [customer(1)], [order(10)])
         day = date(2026, 11, 25 + night)
         summary = validate.run(day, lake_settings, f"run-{night}", layer="silver", tables_to_check=("customers", "orders"))
     index = Path(summary["data_docs"]).read_text()
@@ -252,3 +253,39 @@ def test_a_missing_column_is_named_with_the_present_ones(spark, lake, lake_setti
         "silver/carts: expect_column_values_to_not_be_null on column customer_id could not be evaluated: "
         'Error: The column "customer_id" in BatchData does not exist.'
     ) in message
+
+
+def test_a_table_unchanged_since_its_passing_gate_is_not_validated_again(spark, lake, lake_settings):
+    write_silver(spark, lake, [customer(1)], [order(10)])
+    first = validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("customers", "orders"))
+    lake.overwrite(silver_rows(spark, "orders", [order(10), order(11, status="lost_in_mail")]), "silver", "orders")
+
+    later = validate.run(date(2026, 11, 27), lake_settings, "run-2", layer="silver", tables_to_check=("customers", "orders"))
+
+    customers = later["tables"]["customers"]
+    assert customers["reused_from"] == {"run_date": "2026-11-26", "run_id": "run-1"}
+    assert customers["data_docs"] == first["tables"]["customers"]["data_docs"] and Path(customers["data_docs"]).is_file()
+    assert (customers["rows"], customers["seconds"]) == (1, 0.0)
+    orders = later["tables"]["orders"]  # written again: validated, and its new row's status is a warning
+    assert "reused_from" not in orders and orders["rows"] == 2 and later["warnings"] == 1
+
+    # A failing table is validated every time: its result is never reused.
+    lake.overwrite(silver_rows(spark, "customers", [customer(1, email="not-an-email")]), "silver", "customers")
+    for night, day in enumerate((date(2026, 11, 28), date(2026, 11, 29)), start=3):
+        with pytest.raises(validate.QualityGateError, match="customers.email"):
+            validate.run(day, lake_settings, f"run-{night}", layer="silver", tables_to_check=("customers", "orders"))
+    failed = validate.quality_summary(lake_settings, date(2026, 11, 29))["silver"]["tables"]
+    assert "reused_from" not in failed["customers"] and failed["orders"]["reused_from"]["run_id"] == "run-2"
+
+
+def test_a_bronze_gate_of_another_date_checks_that_date_s_batch(spark, lake, lake_settings):
+    """The same bronze version holds every night's batch: a result is of one run date's rows only."""
+    batches = {"2026-11-26": [order(10)], "2026-11-27": [order(11, status=None)]}
+    lake.overwrite(bronze_orders(spark, batches), "bronze", "orders")
+    validate.run(RUN_DATE, lake_settings, "run-1", layer="bronze", tables_to_check=("orders",))
+
+    again = validate.run(RUN_DATE, lake_settings, "run-2", layer="bronze", tables_to_check=("orders",))
+    later = validate.run(date(2026, 11, 27), lake_settings, "run-3", layer="bronze", tables_to_check=("orders",))
+
+    assert again["tables"]["orders"]["reused_from"]["run_id"] == "run-1"
+    assert "reused_from" not in later["tables"]["orders"] and later["tables"]["orders"]["rows"] == 1
