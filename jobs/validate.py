@@ -1,8 +1,10 @@
-"""validate: the quality gate of one lake layer for a run date (Great Expectations 1.x on Spark).
+"""validate: the quality gate of one lake layer for a run date (Great Expectations 1.x).
 
 Every table of the layer that has a suite (`expectations/`) and exists in the lake is checked in ONE GX
 validation: all its expectations over the rows the layer checks for the run date (bronze: the run's batch;
-silver: the whole table; gold: the run date's partition), read once and cached for the validation.
+silver: the whole table; gold: the run date's partition), read from the lake once through Spark: up to
+`IN_MEMORY_MAX_ROWS` rows into memory, validated by GX's pandas engine, more cached in Spark and validated
+by GX's Spark engine.
 
 Everything is kept under `<data_dir>/quality/`: the GX project in `gx/` (suites, every run's validation
 results, Data Docs in `gx/uncommitted/data_docs/local_site/`), and a short JSON summary per layer and run
@@ -44,6 +46,12 @@ from core.spark import spark_session
 log = logging.getLogger(__name__)
 
 DATASOURCE = "lake"
+#: Rows to check that fit the task's memory are validated by GX's pandas engine on one Arrow copy
+#: (`IN_MEMORY_MAX_ROWS`): GX runs several Spark jobs per table, each with a fixed cost that dwarfs the work on
+#: a night's batch or partition (measured: 31,451 silver orders, 2.7 s on a warm Spark server, 1.0 s in memory
+#: with the copy). Larger sets stay on Spark, cached for the validation.
+IN_MEMORY_DATASOURCE = "lake_in_memory"
+IN_MEMORY_MAX_ROWS = 1_000_000
 BATCH_DEFINITION = "rows_to_check"
 EXAMPLES = 5  # unexpected values quoted per failed expectation
 ROWS_PER_PARTITION = 1_000_000  # of the cached rows GX validates
@@ -217,21 +225,25 @@ def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[
     started = time.perf_counter()
     name = expectations.suite_name(layer, table)
     suite = context.suites.add_or_update(expectations.suite(layer, table))
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=name, data=_batch_definition(context, name), suite=suite)
-    )
     row_count = rows.count()
-    # GX runs several Spark jobs over the rows: read the Delta table once. Few partitions, since each job's
-    # overhead outweighs the work on small tables.
-    cached = rows.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION))).persist()
+    in_memory = row_count <= IN_MEMORY_MAX_ROWS
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(
+            name=f"{name}.in_memory" if in_memory else name, data=_batch_definition(context, name, in_memory), suite=suite
+        )
+    )
+    # GX runs several jobs over the rows: read the Delta table once, into memory or into Spark's cache (few
+    # partitions, since each job's overhead outweighs the work on small tables).
+    checked = rows.toPandas() if in_memory else rows.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION))).persist()
     try:
-        result = definition.run(batch_parameters={"dataframe": cached}, result_format="BOOLEAN_ONLY", run_id=gx_run)
+        result = definition.run(batch_parameters={"dataframe": checked}, result_format="BOOLEAN_ONLY", run_id=gx_run)
         if not result.success:
-            # Counts and example values cost a Spark job per expectation (BASIC doubles the jobs): only
-            # computed when something failed. This result replaces the first in the store (same key).
-            result = definition.run(batch_parameters={"dataframe": cached}, result_format="BASIC", run_id=gx_run)
+            # Counts and example values cost a job per expectation (BASIC doubles the jobs): only computed
+            # when something failed. This result replaces the first in the store (same key).
+            result = definition.run(batch_parameters={"dataframe": checked}, result_format="BASIC", run_id=gx_run)
     finally:
-        cached.unpersist()
+        if not in_memory:
+            checked.unpersist()
     result_id = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name), run_id=gx_run, batch_identifier=result.batch_id
     )
@@ -344,13 +356,18 @@ def failure_text(failure: dict[str, Any]) -> str:
     return f"{text}: observed {failure.get('observed')}"
 
 
-def _batch_definition(context, asset_name: str):
-    """The whole-DataFrame batch of the asset `asset_name` (created on first use)."""
+def _batch_definition(context, asset_name: str, in_memory: bool):
+    """The whole-DataFrame batch of the asset `asset_name` (created on first use): of a pandas DataFrame
+    (`in_memory`) or of a Spark DataFrame."""
     try:
-        source = context.data_sources.get(DATASOURCE)
+        source = context.data_sources.get(IN_MEMORY_DATASOURCE if in_memory else DATASOURCE)
     except KeyError:
         # Caching is ours (`validate_table`), so GX must not persist the rows again and keep them.
-        source = context.data_sources.add_spark(name=DATASOURCE, persist=False)
+        source = (
+            context.data_sources.add_pandas(name=IN_MEMORY_DATASOURCE)
+            if in_memory
+            else context.data_sources.add_spark(name=DATASOURCE, persist=False)
+        )
     try:
         asset = source.get_asset(asset_name)
     except LookupError:

@@ -101,7 +101,10 @@ def test_a_clean_silver_layer_passes_and_writes_its_summary_and_data_docs(spark,
     assert validate.quality_summary(lake_settings, date(2026, 11, 25)) is None
 
 
-def test_a_critical_violation_stops_the_gate_naming_table_column_and_values(spark, lake, lake_settings):
+@pytest.mark.parametrize("in_memory_max_rows", [validate.IN_MEMORY_MAX_ROWS, 0], ids=["pandas engine", "spark engine"])
+def test_a_critical_violation_stops_the_gate_naming_table_column_and_values(spark, lake, lake_settings, monkeypatch, in_memory_max_rows):
+    """Whichever GX engine validates (rows in memory, or more than IN_MEMORY_MAX_ROWS on Spark), the same failures."""
+    monkeypatch.setattr(validate, "IN_MEMORY_MAX_ROWS", in_memory_max_rows)
     write_silver(
         spark, lake, [customer(1), customer(2, email="not-an-email")], [order(10), order(10, total="3.00"), order(11, total="-5.00")]
     )
