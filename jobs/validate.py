@@ -225,16 +225,22 @@ def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[
     started = time.perf_counter()
     name = expectations.suite_name(layer, table)
     suite = context.suites.add_or_update(expectations.suite(layer, table))
-    row_count = rows.count()
+    # The Delta table is read once, into Spark's cache (the rows of a night may be a filter over a large table);
+    # from there into memory when they fit. Few partitions, since each job's overhead outweighs the work on
+    # small tables.
+    cached = rows.persist()
+    row_count = cached.count()
     in_memory = row_count <= IN_MEMORY_MAX_ROWS
+    if in_memory:
+        checked = cached.toPandas()
+        cached.unpersist()
+    else:
+        checked = cached.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION)))
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(
             name=f"{name}.in_memory" if in_memory else name, data=_batch_definition(context, name, in_memory), suite=suite
         )
     )
-    # GX runs several jobs over the rows: read the Delta table once, into memory or into Spark's cache (few
-    # partitions, since each job's overhead outweighs the work on small tables).
-    checked = rows.toPandas() if in_memory else rows.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION))).persist()
     try:
         result = definition.run(batch_parameters={"dataframe": checked}, result_format="BOOLEAN_ONLY", run_id=gx_run)
         if not result.success:
@@ -243,7 +249,7 @@ def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[
             result = definition.run(batch_parameters={"dataframe": checked}, result_format="BASIC", run_id=gx_run)
     finally:
         if not in_memory:
-            checked.unpersist()
+            cached.unpersist()
     result_id = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name), run_id=gx_run, batch_identifier=result.batch_id
     )
