@@ -116,6 +116,12 @@ class LakeLayout:
         metrics = DeltaTable(self.path(layer, table)).history(1)[0].get("operationMetrics") or {}
         return int(metrics.get("numOutputRows") or metrics.get("num_added_rows") or 0)
 
+    def rows_at_most(self, layer: str, table: str) -> int | None:
+        """The rows of the table's current version from its files' statistics in the log (no JVM, no scan): an
+        upper bound of any filter's rows; None when a file was written without a row count."""
+        counts = pa.table(DeltaTable(self.path(layer, table)).get_add_actions(flatten=True)).column("num_records")
+        return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
+
     def has_rows(self, layer: str, table: str, partition: Mapping[str, object]) -> bool:
         """Whether the table exists and holds rows in the partition (e.g. `{"run_date": d}`), from file statistics."""
         if not self.exists(layer, table):

@@ -122,7 +122,10 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_c
                 )
                 continue
             rows = layer_rules.rows_to_check(lake.read(layer, table), run_date, table)
-            report, result_id = validate_table(context, layer, table, rows, gx_run)
+            at_most = lake.rows_at_most(layer, table)
+            report, result_id = validate_table(
+                context, layer, table, rows, gx_run, fits_in_memory=at_most is not None and at_most <= IN_MEMORY_MAX_ROWS
+            )
             tables[table] = report
             validated[table] = (result_id, checked)
             result_ids.append(result_id)
@@ -214,8 +217,11 @@ def quality_context(settings: Settings):
     return context
 
 
-def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[str, Any], Any]:
-    """Run the table's suite on `rows` as one validation; returns its report and the stored result's key."""
+def validate_table(context, layer: str, table: str, rows, gx_run, fits_in_memory: bool = False) -> tuple[dict[str, Any], Any]:
+    """Run the table's suite on `rows` as one validation; returns its report and the stored result's key.
+
+    `fits_in_memory`: the whole table is known to hold at most `IN_MEMORY_MAX_ROWS` rows (its log's file
+    statistics), so the rows are copied into memory at once, without caching and counting them first."""
     import great_expectations as gx
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
@@ -225,17 +231,21 @@ def validate_table(context, layer: str, table: str, rows, gx_run) -> tuple[dict[
     started = time.perf_counter()
     name = expectations.suite_name(layer, table)
     suite = context.suites.add_or_update(expectations.suite(layer, table))
-    # The Delta table is read once, into Spark's cache (the rows of a night may be a filter over a large table);
-    # from there into memory when they fit. Few partitions, since each job's overhead outweighs the work on
-    # small tables.
-    cached = rows.persist()
-    row_count = cached.count()
-    in_memory = row_count <= IN_MEMORY_MAX_ROWS
-    if in_memory:
-        checked = cached.toPandas()
-        cached.unpersist()
+    # The Delta table is read once: straight into memory when the whole table fits; otherwise into Spark's
+    # cache (the rows of a night may be a filter over a large table), counted, and from there into memory when
+    # they fit. Few partitions for GX's Spark jobs, since each job's overhead outweighs the work on small tables.
+    if fits_in_memory:
+        checked = rows.toPandas()
+        row_count, in_memory = len(checked), True
     else:
-        checked = cached.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION)))
+        cached = rows.persist()
+        row_count = cached.count()
+        in_memory = row_count <= IN_MEMORY_MAX_ROWS
+        if in_memory:
+            checked = cached.toPandas()
+            cached.unpersist()
+        else:
+            checked = cached.coalesce(max(1, math.ceil(row_count / ROWS_PER_PARTITION)))
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(
             name=f"{name}.in_memory" if in_memory else name, data=_batch_definition(context, name, in_memory), suite=suite
