@@ -10,6 +10,7 @@ import purchase_logs
 import pytest
 
 from core.config import load_config
+from features.purchases import orders_known_by
 from jobs import predict
 
 
@@ -154,7 +155,7 @@ def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spar
     log = purchase_logs.purchase_log(np.random.default_rng(9), 1500, days, rate=(2.0, 80.0), dropout=None, season=season)
     start = date(2023, 12, 1)
     run_date = start + timedelta(days=days - 1)
-    orders = silver_frames(spark, {"orders": purchase_logs.orders(log, start)})["orders"]
+    orders = orders_known_by(silver_frames(spark, {"orders": purchase_logs.orders(log, start)})["orders"], run_date).toPandas()
     seasons = predict.seasonal_histories(orders, run_date, 90, settings)
     history = _history(log, days - 1)
     degraded: dict[str, str] = {}
