@@ -27,10 +27,9 @@ from pyspark.sql import functions as F
 
 from core.config import Settings
 from core.lake import Lake
-from core.rundate import end_of
 from core.spark import spark_session
 from features.customer import customer_features, known_at, silver_tables
-from features.purchases import purchase_history
+from features.purchases import orders_known_by, purchase_history_of
 from jobs import predict
 from models import churn, tracking, uplift
 
@@ -47,14 +46,16 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     client = tracking.connect(settings.mlflow)
     with spark_session(settings, "offers") as spark:
         lake = Lake(spark, settings.lake_dir)
-        outcomes, reason = finished_campaigns(lake, run_date, settings.rfm.scored_statuses)
+        # Read once: the campaigns' outcomes and every campaign eve's purchase history are made of them.
+        orders = orders_known_by(lake.read("silver", "orders"), run_date).toPandas()
+        outcomes, reason = finished_campaigns(lake, run_date, orders, settings.rfm.scored_statuses)
         if reason:
             log.warning("offers for %s: %s; coupon_offers is empty", run_date, reason)
             lake.write_gold(None, TABLE, run_date, run_id)
             return {"offers": {}, "figures": {}, "degraded": {"offers": reason}}
         champion = tracking.champion(client, settings.mlflow.churn_model)
         churn_model = tracking.load_version(champion) if champion is not None else None
-        data = training_frame(lake, outcomes, settings, churn_model)
+        data = training_frame(lake, outcomes, orders, settings, churn_model)
         today = (
             lake.read("gold", "customer_features")
             .where(F.col("as_of") == F.lit(run_date))
@@ -97,9 +98,10 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     }
 
 
-def finished_campaigns(lake: Lake, run_date: date, statuses) -> tuple[pd.DataFrame | None, str | None]:
+def finished_campaigns(lake: Lake, run_date: date, orders: pd.DataFrame, statuses) -> tuple[pd.DataFrame | None, str | None]:
     """Outcomes of the personal-coupon campaigns whose window ended by the run date (known then), or the
-    reason there are none to learn from."""
+    reason there are none to learn from; `orders`: the silver orders known by the run date
+    (`features.purchases.orders_known_by`)."""
     coupons = (
         known_at(lake.read("silver", "coupons"), run_date)
         .where(F.col("customer_id").isNotNull() & (F.col("valid_to") < F.lit(run_date)))
@@ -108,22 +110,17 @@ def finished_campaigns(lake: Lake, run_date: date, statuses) -> tuple[pd.DataFra
     if coupons.empty:
         return None, f"no personal-coupon campaign ended before {run_date}"
     customers = known_at(lake.read("silver", "customers"), run_date).select("id", "created_at").toPandas()
-    orders = (
-        lake.read("silver", "orders")
-        .where(F.col("created_at") < F.lit(end_of(run_date)))
-        .select("id", "customer_id", "status", "total_amount", "created_at", "updated_at")
-        .toPandas()
-    )
     try:
         return uplift.campaign_outcomes(customers, coupons, orders, statuses), None
     except ValueError as error:
         return None, f"past coupon campaigns cannot be learnt from: {error}"
 
 
-def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn_model) -> pd.DataFrame:
+def training_frame(lake: Lake, outcomes: pd.DataFrame, orders: pd.DataFrame, settings: Settings, churn_model) -> pd.DataFrame:
     """The campaigns' outcome rows with each customer's features as of the day before the campaign started,
     the coupon's term features, a held-out flag and, for the churn-risk baseline, the churn champion's
-    probability then (NaN without a champion or a purchase)."""
+    probability then (NaN without a champion or a purchase; BG/NBD's inputs from the purchase history of
+    `orders`, the silver orders known by the run date, then)."""
     silver = silver_tables(lake)
     parts = []
     for campaign, rows in outcomes.groupby("campaign", sort=True):
@@ -134,12 +131,9 @@ def training_frame(lake: Lake, outcomes: pd.DataFrame, settings: Settings, churn
         if churn_model is not None:
             bought = (part["purchase_count"] > 0).to_numpy()
             if bought.any():
-                history = (
-                    purchase_history(silver["orders"], as_of, settings.rfm.scored_statuses, settings.rfm.monetary_value)
-                    .toPandas()
-                    .set_index("customer_id")
-                )
-                inputs = predict.churn_inputs(history, settings.churn.horizon_days, {})  # BG/NBD as of the campaign's eve
+                history = purchase_history_of(orders, as_of, settings.rfm.scored_statuses, settings.rfm.monetary_value)
+                # BG/NBD as of the campaign's eve
+                inputs = predict.churn_inputs(predict.churn_purchase_model(history, {}), history, settings.churn.horizon_days)
                 risk[bought] = churn_model.churn_probability(part.loc[bought].join(inputs, on="customer_id"))
         part["churn_probability"] = risk
         part["is_holdout"] = uplift.holdout_mask(

@@ -10,13 +10,16 @@
 - Activity and value: BG/NBD (or MBG/NBD, `clv.purchase_model`) and Gamma-Gamma fitted tonight on the purchase history at the run date
   (order totals net of cancellations and returns, `features.purchases`): P(alive), expected purchases in
   30/90/365 days, expected order value, 12-month CLV (`clv.margin`, `clv.annual_discount_rate`) with its
-  `clv.interval_level` interval, and the date by which the next purchase is 50% likely. The fit is logged
-  to MLflow as a run of its own, named in every row (`clv_model_run`), with its diagnostics
-  (`lifetime_diagnostics.json`: convergence, parameters at a boundary, the holdout check). When the
-  purchase log shows no dropout (`dropout_not_identifiable`), P(alive) is null and `degraded` says why.
+  `clv.interval_level` interval, and the date by which the next purchase is 50% likely. With BG/NBD one fit
+  serves these and the churn inputs (`shared_fit`). The fit is logged to MLflow as a run of its own, named
+  in every row (`clv_model_run`), with its diagnostics (`lifetime_diagnostics.json`: convergence,
+  parameters at a boundary, the holdout check). When the purchase log shows no dropout
+  (`dropout_not_identifiable`), P(alive) is null and `degraded` says why.
 - Expected orders: the last `churn.horizon_days` before the run date are a holdout on which the purchase
   model, the same times a seasonal index learnt a year earlier, and the customer's own count a year
   earlier compete (`models.purchase_forecast`); the lowest RMSE fills `expected_orders_*`.
+- Every purchase history of the night (at the run date, the holdout's start, a year before each) comes from
+  one read of the orders known by the run date, in pandas (`features.purchases.purchase_history_of`).
 
 Written to `gold/customer_scores`, the run date's `as_of` partition, with the CRM table's columns.
 
@@ -44,13 +47,14 @@ from core.db import masked
 from core.feature_schema import RENAMED
 from core.lake import Lake
 from core.spark import spark_session
-from features.purchases import PURCHASE_MODEL_INPUTS, purchase_history, with_future_purchases
+from features.purchases import PURCHASE_MODEL_INPUTS, future_purchase_days, orders_known_by, purchase_history_of
 from jobs import train
 from models import churn, purchase_forecast, tracking
 from models.lifetime import (
     DAYS_PER_MONTH,
     DIAGNOSTICS_ARTIFACT,
     PURCHASE_MODELS,
+    BetaGeoModel,
     ConvergenceError,
     GammaGammaModel,
     LifetimeInputError,
@@ -87,16 +91,16 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             .set_index("customer_id")
             .sort_index()
         )
-        orders = lake.read("silver", "orders")
-        history = (
-            purchase_history(orders, run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value)
-            .toPandas()
-            .set_index("customer_id")
-            .reindex(buyers.index)
-        )
-        buyers = buyers.join(churn_inputs(history, settings.churn.horizon_days, degraded))
+        # One read of the orders to pandas: tonight's history and the four of the expected-orders comparison
+        # (`seasonal_histories`) are all made of the orders known by the run date.
+        orders = orders_known_by(lake.read("silver", "orders"), run_date).toPandas()
+        history = purchase_history_of(orders, run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value).reindex(buyers.index)
+        beta_geo = churn_purchase_model(history, degraded)
+        buyers = buyers.join(churn_inputs(beta_geo, history, settings.churn.horizon_days))
         seasons = seasonal_histories(orders, run_date, settings.churn.horizon_days, settings)
-        value, clv_run, lifetime_fit = value_scores(history, settings.clv, run_date, run_id, degraded, seasons)
+        value, clv_run, lifetime_fit = value_scores(
+            history, settings.clv, run_date, run_id, degraded, seasons, fitted=shared_fit(beta_geo, history, settings.clv)
+        )
         scores = value.assign(**churn_scores(classifier, buyers, settings, version, degraded), clv_model_run=clv_run).reset_index()
         # Lake.write_gold sets as_of and run_id and casts to the CRM table's types (money, next_order_date).
         lake.write_gold(spark.createDataFrame(scores, schema=score_schema(scores)), TABLE, run_date, run_id)
@@ -171,15 +175,33 @@ def churn_scores(
     }
 
 
-def churn_inputs(history: pd.DataFrame, horizon_days: int, degraded: dict[str, str]) -> pd.DataFrame:
-    """`models.churn.BGNBD_INPUTS` of every buyer from BG/NBD fitted on the run date's purchase history (days);
-    null, with the reason in `degraded["churn_inputs"]`, when BG/NBD cannot be fitted (e.g. no repeat buyer yet)."""
+def churn_purchase_model(history: pd.DataFrame, degraded: dict[str, str]) -> BetaGeoModel | None:
+    """BG/NBD fitted on the run date's purchase history (days; customers without a history left out), for the
+    churn classifier's inputs; None, with the reason in `degraded["churn_inputs"]`, when it cannot be fitted
+    (e.g. no repeat buyer yet)."""
     try:
-        return churn.purchase_model_inputs(churn.fit_purchase_model(history), history, horizon_days)
+        return churn.fit_purchase_model(history)
     except (LifetimeInputError, ConvergenceError) as error:
         degraded["churn_inputs"] = f"no BG/NBD churn inputs tonight: {error}"
         log.warning("churn scores: %s", degraded["churn_inputs"])
+        return None
+
+
+def churn_inputs(beta_geo: BetaGeoModel | None, history: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """`models.churn.BGNBD_INPUTS` of every customer of `history` from `beta_geo` (`churn_purchase_model`);
+    null without a fit."""
+    if beta_geo is None:
         return pd.DataFrame({name: np.nan for name in churn.BGNBD_INPUTS}, index=history.index)
+    return churn.purchase_model_inputs(beta_geo, history, horizon_days)
+
+
+def shared_fit(beta_geo: BetaGeoModel | None, history: pd.DataFrame, options: ClvSettings) -> BetaGeoModel | None:
+    """The churn inputs' BG/NBD fit when it is the value model's too: `clv.purchase_model` is BG/NBD and every
+    buyer has a purchase history, so both fits would see the same rows (the churn fit leaves out customers
+    without one, the value fit refuses them). None when the value model must be fitted on its own."""
+    if beta_geo is None or type(beta_geo) is not PURCHASE_MODELS[options.purchase_model]:
+        return None
+    return beta_geo if history[list(PURCHASE_MODEL_INPUTS)].notna().all(axis=None) else None
 
 
 def champion_or_train(client, lake: Lake, run_date: date, settings: Settings, run_id: str, degraded: dict[str, str]):
@@ -220,20 +242,18 @@ class Seasons:
     current: pd.DataFrame
 
 
-def seasonal_histories(orders, run_date: date, holdout_days: int, settings: Settings) -> Seasons:
-    """The `Seasons` of `run_date` from silver orders (point in time: each window's purchases as known at its end)."""
+def seasonal_histories(orders: pd.DataFrame, run_date: date, holdout_days: int, settings: Settings) -> Seasons:
+    """The `Seasons` of `run_date` from the silver orders known by then (pandas, `features.purchases.orders_known_by`;
+    point in time: each window's purchases as known at its end)."""
     statuses, money = settings.rfm.scored_statuses, settings.rfm.monetary_value
     year = timedelta(days=purchase_forecast.YEAR_DAYS)
 
     def history(as_of: date, windows: dict[str, tuple[date, int]]) -> pd.DataFrame:
-        frame = purchase_history(orders, as_of, statuses, money).select("customer_id", *PURCHASE_MODEL_INPUTS)
+        frame = purchase_history_of(orders, as_of, statuses, money)[list(PURCHASE_MODEL_INPUTS)]
         for name, (window_start, days) in windows.items():
-            frame = (
-                with_future_purchases(frame, orders, window_start, days, statuses)
-                .drop("is_churned")
-                .withColumnRenamed("purchases_in_horizon", name)
-            )
-        return frame.toPandas().set_index("customer_id").sort_index()
+            bought = future_purchase_days(orders, window_start, days, statuses)
+            frame = frame.assign(**{name: bought.reindex(frame.index, fill_value=0)})
+        return frame
 
     start = run_date - timedelta(days=holdout_days)
     holdout = history(
@@ -327,6 +347,7 @@ def value_scores(
     run_id: str,
     degraded: dict[str, str] | None = None,
     seasons: Seasons | None = None,
+    fitted: BetaGeoModel | None = None,
 ) -> tuple[pd.DataFrame, str | None, dict]:
     """Fit `clv.purchase_model` (BG/NBD or MBG/NBD) and Gamma-Gamma on `history` (days), log the fit and its
     diagnostics to MLflow; per customer the value scores, the MLflow run, and a summary of the fit (for the
@@ -334,7 +355,8 @@ def value_scores(
     the value columns are null, no run is logged, and `degraded["value"]` says why. A fit whose dropout is
     not identifiable publishes no `p_alive` (`degraded["p_alive"]`); a Gamma-Gamma fit with q <= 1 no money
     columns (`degraded["order_value"]`). With `seasons`, `expected_orders_*` come from the candidate of
-    `models.purchase_forecast` with the lowest holdout RMSE."""
+    `models.purchase_forecast` with the lowest holdout RMSE. `fitted`: the purchase model already fitted on
+    `history` (`shared_fit`), used instead of fitting it again."""
     degraded = {} if degraded is None else degraded
     purchases = tuple(history[column].to_numpy() for column in PURCHASE_MODEL_INPUTS)
     repeat_purchase_days = purchases[0]
@@ -353,7 +375,7 @@ def value_scores(
     valued_m = np.where(unvalued, 1.0, mean_repeat_order_value)  # any positive stand-in; their results are nulled below
     model = PURCHASE_MODELS[options.purchase_model]
     try:
-        beta_geo = model().fit(*purchases)
+        beta_geo = fitted if fitted is not None else model().fit(*purchases)
     except (LifetimeInputError, ConvergenceError) as error:
         reason = f"no value model tonight ({len(history)} buyers, {int(repeat.sum())} with a repeat purchase): {error}"
         _degrade(degraded, "value", reason)

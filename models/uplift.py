@@ -50,6 +50,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.pipeline import Pipeline
 
+from features.purchases import utc_timestamps
 from models.churn import estimator
 
 METHODS = ("two_model", "class_transformation")
@@ -101,8 +102,8 @@ def campaign_outcomes(
     _require(orders, "orders", ("customer_id", "status", "total_amount", "created_at", "updated_at"))
     personal = coupons[coupons["customer_id"].notna()]
     names = sorted(personal["campaign"].unique()) if campaigns is None else list(campaigns)
-    registered_at = _utc(customers["created_at"])
-    order_at, order_changed_at = _utc(orders["created_at"]), _utc(orders["updated_at"])
+    registered_at = utc_timestamps(customers["created_at"])
+    order_at, order_changed_at = utc_timestamps(orders["created_at"]), utc_timestamps(orders["updated_at"])
     is_purchase_status = orders["status"].isin(list(purchase_statuses)).to_numpy()
     amount = pd.to_numeric(orders["total_amount"].astype("float64"))
     is_customer_purchase = (orders["customer_id"].notna() & ~(amount < 0)).to_numpy()
@@ -427,12 +428,6 @@ def _require(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise ValueError(f"{name}: missing columns {missing}; present: {list(frame.columns)}")
-
-
-def _utc(timestamps: pd.Series) -> pd.Series:
-    """Timestamps as UTC; naive ones are taken to be UTC already."""
-    values = pd.to_datetime(timestamps)
-    return values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
 
 
 def _start_of(day) -> pd.Timestamp:

@@ -117,6 +117,26 @@ def test_reasons_name_what_raises_each_customers_risk_in_words(snapshots):
     assert contributions.loc[long_gone, "recency_days"] > 0
 
 
+def test_contributions_in_batches_are_those_of_one_prediction_per_feature(snapshots, monkeypatch):
+    """The reasons' contributions are predicted in batches of rows (all features at once): each figure is the
+    one a prediction per feature gives, to the bit, whatever rows fall into one batch."""
+    training, holdout = snapshots
+    features = ["purchase_count", "recency_days", "tenure_days", "total_spent"]
+    model = churn.ChurnClassifier(features, "hist_gradient_boosting", "isotonic", 0).fit(training.features, training.outcome["is_churned"])
+    customers = holdout.features.head(301)
+    matrix = model.feature_matrix(customers)
+    probability = model.predict_proba(customers)[:, 1]
+    one_per_feature = pd.DataFrame(
+        {name: probability - model.model_.predict_proba(matrix.assign(**{name: model.reference_[name]}))[:, 1] for name in features},
+        index=customers.index,
+    )
+    assert (one_per_feature != 0).any(axis=None)
+    customers_per_batch = len(customers) // 3 + 1  # three batches, the last one shorter
+    monkeypatch.setattr(churn, "CONTRIBUTION_BATCH_ROWS", customers_per_batch * (len(features) + 1))
+    assert len(customers) % customers_per_batch
+    pd.testing.assert_frame_equal(model.contributions(customers), one_per_feature, check_exact=True)
+
+
 def test_a_model_trained_under_the_former_feature_names_scores_the_renamed_features_alike(snapshots, settings):
     # A champion registered before `frequency`/`monetary` became purchase_count/total_spent keeps scoring.
     from core.config import ChurnSettings

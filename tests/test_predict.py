@@ -10,6 +10,7 @@ import purchase_logs
 import pytest
 
 from core.config import load_config
+from features.purchases import orders_known_by
 from jobs import predict
 
 
@@ -154,7 +155,7 @@ def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spar
     log = purchase_logs.purchase_log(np.random.default_rng(9), 1500, days, rate=(2.0, 80.0), dropout=None, season=season)
     start = date(2023, 12, 1)
     run_date = start + timedelta(days=days - 1)
-    orders = silver_frames(spark, {"orders": purchase_logs.orders(log, start)})["orders"]
+    orders = orders_known_by(silver_frames(spark, {"orders": purchase_logs.orders(log, start)})["orders"], run_date).toPandas()
     seasons = predict.seasonal_histories(orders, run_date, 90, settings)
     history = _history(log, days - 1)
     degraded: dict[str, str] = {}
@@ -180,3 +181,42 @@ def test_a_seasonal_shop_publishes_the_expected_orders_that_won_its_holdout(spar
     bg_nbd_90d = stationary.expected_purchases(90, *(history[column] for column in predict.PURCHASE_MODEL_INPUTS)).sum()
     assert value["expected_orders_90d"].sum() < 0.8 * bg_nbd_90d
     assert any(evaluation["model"] == f"expected_orders ({chosen})" for evaluation in tracking.evaluations(settings.mlflow, "seasonal"))
+
+
+def test_one_bg_nbd_fit_gives_the_churn_inputs_and_the_value_scores_of_two_fits(tmp_path):
+    """The night fits BG/NBD once for the churn classifier's inputs and the value scores: the scores are
+    those of a fit of each, to the bit. A buyer without a purchase history (none in the history frame) keeps
+    today's outcome: the churn inputs come from the others' fit and are null for them, and the value model,
+    which refuses such rows, is fitted on its own (and says why it cannot be)."""
+    from models import churn, tracking
+
+    settings = load_config(environ={"CRM_ENV": "test", "CRM_DATA_DIR": str(tmp_path)})
+    tracking.connect(settings.mlflow)
+    log = purchase_logs.purchase_log(np.random.default_rng(22), 400, 500, rate=(2.0, 60.0), dropout=(1.0, 3.0))
+    history = _history(log, 499)
+    run_date, horizon_days = date(2026, 11, 26), settings.churn.horizon_days
+
+    beta_geo = predict.churn_purchase_model(history, {})
+    assert predict.shared_fit(beta_geo, history, settings.clv) is beta_geo
+    pd.testing.assert_frame_equal(
+        predict.churn_inputs(beta_geo, history, horizon_days),
+        churn.purchase_model_inputs(churn.fit_purchase_model(history), history, horizon_days),
+        check_exact=True,
+    )
+    shared, _, shared_fit = predict.value_scores(history, settings.clv, run_date, "shared", {}, fitted=beta_geo)
+    own, _, own_fit = predict.value_scores(history, settings.clv, run_date, "own", {})
+    pd.testing.assert_frame_equal(shared, own, check_exact=True)
+    assert shared_fit == own_fit and shared["p_alive"].notna().all()
+
+    without = pd.Index([10**6, 10**6 + 1], name="customer_id")
+    partial = history.reindex(history.index.append(without))
+    partial_fit = predict.churn_purchase_model(partial, {})
+    assert partial_fit.params_ == beta_geo.params_
+    inputs = predict.churn_inputs(partial_fit, partial, horizon_days)
+    assert inputs.loc[without].isna().all(axis=None) and inputs.drop(without).notna().all(axis=None)
+    assert predict.shared_fit(partial_fit, partial, settings.clv) is None
+    mbg = settings.clv.model_copy(update={"purchase_model": "mbgnbd"})
+    assert predict.shared_fit(beta_geo, history, mbg) is None
+    degraded: dict[str, str] = {}
+    value, run, _ = predict.value_scores(partial, settings.clv, run_date, "partial", degraded, fitted=None)
+    assert run is None and value[list(predict.VALUE_COLUMNS)].isna().all(axis=None) and "no value model tonight" in degraded["value"]

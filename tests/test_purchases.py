@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
+import pandas as pd
+import pytest
 from test_features import PURCHASE_STATUSES, silver_frames
 
-from features.purchases import purchase_history, with_future_purchases
+from features.purchases import (
+    HISTORY_COLUMNS,
+    future_purchase_days,
+    orders_known_by,
+    purchase_history,
+    purchase_history_of,
+    with_future_purchases,
+)
 
 AS_OF = date(2026, 6, 30)
 
@@ -67,3 +77,48 @@ def test_the_label_counts_purchase_days_in_the_horizon_as_known_at_its_end(spark
     customers = spark.createDataFrame([(1,), (2,), (3,)], "customer_id long")
     rows = with_future_purchases(customers, silver["orders"], AS_OF, 30, PURCHASE_STATUSES).orderBy("customer_id")
     assert [tuple(row) for row in rows.collect()] == [(1, 1, False), (2, 0, True), (3, 0, True)]
+
+
+def shop_orders(seed: int, customers: int = 400, days: int = 400) -> list[dict]:
+    """Orders of a shop over `days` days from 2025-06-01: several a day, cancellations and returns settled
+    days later (some after the as_of dates below), credit notes, guest orders, amounts in cents that no
+    binary fraction holds."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2025, 6, 1)
+    rows = []
+    for number in range(1, 2000):
+        created = start + timedelta(days=int(rng.integers(0, days)), minutes=int(rng.integers(0, 24 * 60)))
+        status = str(rng.choice(["delivered", "paid", "placed", "cancelled", "returned"], p=[0.5, 0.15, 0.1, 0.15, 0.1]))
+        amount = f"{rng.integers(-3000, 25000) / 100:.2f}" if rng.random() < 0.05 else f"{rng.integers(1, 25000) / 100:.2f}"
+        customer = None if rng.random() < 0.03 else int(rng.integers(1, customers + 1))
+        rows.append(order(number, customer, status, amount, created, created + timedelta(days=int(rng.integers(0, 40)))))
+    return rows
+
+
+@pytest.mark.parametrize("monetary_value", ["net", "gross"])
+def test_the_pandas_history_and_windows_equal_the_spark_ones_to_the_bit(spark, monetary_value):
+    """`jobs.predict` and `jobs.offers` read the orders once and derive every history in pandas: the figures
+    must be the ones `purchase_history` and `with_future_purchases` give, exactly, at any as_of and window."""
+    rows = shop_orders(seed=22)
+    silver = silver_frames(spark, {"orders": rows})
+    run_date = date(2026, 6, 30)
+    orders = orders_known_by(silver["orders"], run_date).toPandas()
+    assert len(orders) == sum(row["created_at"] < datetime(2026, 7, 1) for row in rows)
+    for as_of, horizon_days in ((date(2025, 9, 14), 90), (date(2026, 4, 1), 90), (run_date - timedelta(days=30), 30)):
+        expected = (
+            with_future_purchases(
+                purchase_history(silver["orders"], as_of, PURCHASE_STATUSES, monetary_value),
+                silver["orders"],
+                as_of,
+                horizon_days,
+                PURCHASE_STATUSES,
+            )
+            .toPandas()
+            .set_index("customer_id")
+            .sort_index()
+        )
+        history = purchase_history_of(orders, as_of, PURCHASE_STATUSES, monetary_value)
+        window = future_purchase_days(orders, as_of, horizon_days, PURCHASE_STATUSES).reindex(history.index, fill_value=0)
+        assert 0 < (window > 0).sum() < len(history) and 0 < (history["repeat_purchase_days"] > 0).sum() < len(history)
+        pd.testing.assert_frame_equal(history, expected[list(HISTORY_COLUMNS[1:])], check_exact=True)
+        pd.testing.assert_series_equal(window, expected["purchases_in_horizon"], check_exact=True)
