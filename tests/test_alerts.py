@@ -14,6 +14,7 @@ import pytest
 from core import alerts
 from core.airflow_task import record_failure
 from core.config import load_config
+from tests.conftest import run_crm
 
 
 @pytest.fixture
@@ -89,13 +90,32 @@ def test_a_late_night_is_posted_by_the_deadline_callback(webhook):
     ]
 
 
-def test_an_unreachable_webhook_is_logged_and_the_callback_goes_on(monkeypatch, caplog):
+#: A chat's incoming webhook: the token is in the path (and here in the query too).
+TOKEN = "XyZ0secret0token"
+
+
+def test_an_unreachable_webhook_is_logged_with_its_token_masked_and_the_callback_goes_on(monkeypatch, caplog):
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hooks/crm")
+    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://hooks:{TOKEN}@127.0.0.1:{port}/services/T0/B0/{TOKEN}?token={TOKEN}")
 
-    assert alerts.send(load_config(), {"event": "task_failed", "task_id": "clean"}) is False
-    assert any("did not take the alert" in record.getMessage() for record in caplog.records)
+    with caplog.at_level("INFO"):
+        assert alerts.send(load_config(), {"event": "task_failed", "task_id": "clean"}) is False
+        record_failure(failed_task_context(RuntimeError("silver.orders: MERGE failed")))
+    logged = caplog.text
+    assert f"alert webhook http://127.0.0.1:{port}/*** did not take the alert" in logged
+    assert TOKEN not in logged
+
+
+def test_the_webhook_token_is_kept_out_of_crm_config_and_of_configuration_errors():
+    from core.config import ConfigError
+
+    shown = run_crm("config", env={"CRM__AIRFLOW__ALERT_WEBHOOK_URL": f"https://hooks.example.com/services/T0/B0/{TOKEN}"}).stdout
+    assert "https://hooks.example.com/***" in shown and TOKEN not in shown
+    with pytest.raises(ConfigError) as error:
+        load_config(environ={"CRM__AIRFLOW__ALERT_WEBHOOK_URL": f"hooks.example.com/services/{TOKEN}"})
+    assert "airflow.alert_webhook_url: Value error, expected an http:// or https:// URL" in str(error.value)
+    assert TOKEN not in str(error.value)
