@@ -427,6 +427,11 @@ class AirflowSettings(_Section):
         description="URL that alerts are POSTed to as JSON: a task failed with no retry left, the night missed its deadline "
         "(core/alerts.py); empty: alerts are only logged. Logged as its scheme and host only (its path or query may hold a token)"
     )
+    night_deadline_minutes: int = Field(
+        gt=0,
+        description="a nightly run not finished this many minutes after it was queued is late: the `night_late` alert (Airflow's "
+        "deadline alert; the scheduled 02:00 UTC night with 300 is late at 07:00 UTC). Read when the DAG file is parsed",
+    )
     shop_conn_id: str = Field(
         description="Airflow connection holding the shop's URL: when it exists, a task reads the shop through it instead of shop.url "
         "(CRM_SHOP_URL); empty: never looked up"
