@@ -28,7 +28,7 @@ from core.spark import night_task
 from core.tracking_store import open_store
 
 
-def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = True, **options: Any) -> Any:
+def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = True, holds_root: bool = True, **options: Any) -> Any:
     """Run one job, `job(run_date, settings, run_id, **options)`, as an Airflow task; returns its small,
     JSON-ready summary.
 
@@ -36,14 +36,16 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     `spark_up` has not); otherwise (the training DAG) it uses that server when it is up, else a Spark of its
     own. The attempt goes to the run log (`core.runlog`, CRM table `pipeline_runs`): running, then success
     with the summary or failed with the error. The job runs holding the data root (`core.nightlock`): a task
-    of another run than the night's that holds it fails at once, naming that night.
+    of another run than the night's that holds it fails at once, naming that night. `holds_root=False`: a job
+    that only reads what a night has finished (an export folder) and runs beside the next night.
     """
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = task_settings()
     make_private_dir(settings.data_dir)  # the scheduler's task process has the umask of whoever started Airflow
     attempt = _attempt(context, run_date)
-    with nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage), night_task() if night else nullcontext():
+    holding = nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage) if holds_root else nullcontext()
+    with holding, night_task() if night else nullcontext():
         return _recorded(settings, attempt, lambda: job(run_date, settings, context["run_id"], **options))
 
 

@@ -45,7 +45,9 @@ event per asset, whose extra says which night it is of: `{"run_date": "YYYY-MM-D
 A backfill of older dates records events too: compare their `run_date` before acting on them.
 
 A downstream DAG schedules on them and takes its business date from the event (a run triggered by an
-asset has no logical date). New DAGs start paused here (`AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION`), and
+asset has no logical date; `core.rundate.business_date` reads it from the events). `crm_export_check`
+(`dags/crm_export_check.py`) is one that ships: it checks each night's export folder against its manifest,
+and is the one to copy. New DAGs start paused here (`AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION`), and
 Airflow queues no run for a paused DAG: unpause it. `crm export` runs outside Airflow and records no event.
 
 ```python

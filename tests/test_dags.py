@@ -32,7 +32,7 @@ def dag_bag(tmp_path_factory):
 
 def test_dag_files_import_without_errors(dag_bag):
     assert dag_bag.import_errors == {}
-    assert {"crm_nightly", "crm_training"} <= set(dag_bag.dag_ids)
+    assert {"crm_nightly", "crm_training", "crm_export_check"} <= set(dag_bag.dag_ids)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
@@ -269,3 +269,12 @@ def test_the_deadline_is_read_from_the_configuration_when_the_dag_is_parsed(minu
         assert (
             "CRM__AIRFLOW__NIGHT_DEADLINE_MINUTES: airflow.night_deadline_minutes: Input should be a valid integer" in parsed["errors"][0]
         )
+
+
+def test_the_export_check_consumer_is_scheduled_on_the_exports_asset(dag_bag):
+    """The shipped consumer (dags/crm_export_check.py): run by Airflow on each export, checking that night's folder."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    consumer = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag_bag.dags["crm_export_check"]))
+    assert [asset.uri for _, asset in consumer.timetable.asset_condition.iter_assets()] == ["shop-crm://exports/"]
+    assert [task.task_id for task in consumer.tasks] == ["check_export"]
