@@ -427,6 +427,10 @@ class AirflowSettings(_Section):
         description="URL that alerts are POSTed to as JSON: a task failed with no retry left, the night missed its deadline "
         "(core/alerts.py); empty: alerts are only logged. Logged as its scheme and host only (its path or query may hold a token)"
     )
+    nightly_schedule: str = Field(
+        description="cron expression (UTC) of the nightly's scheduled runs; empty: no scheduled runs, only triggered ones (`crm run`, "
+        "the API, the UI). With catchup off, unpausing the DAG runs the latest missed time at once. Read when the DAG file is parsed"
+    )
     night_deadline_minutes: int = Field(
         gt=0,
         description="a nightly run not finished this many minutes after it was queued is late: the `night_late` alert (Airflow's "
@@ -440,6 +444,11 @@ class AirflowSettings(_Section):
         description="Airflow connection holding the CRM database's URL: when it exists, a task publishes through it instead of "
         "crm.db_url (CRM_DB_URL); empty: never looked up"
     )
+
+    @field_validator("nightly_schedule", mode="before")
+    @classmethod
+    def _none_is_no_schedule(cls, value: Any) -> Any:
+        return "" if value is None else value  # `nightly_schedule:` in YAML, CRM__AIRFLOW__NIGHTLY_SCHEDULE= in the environment
 
     @field_validator("alert_webhook_url")
     @classmethod

@@ -1,7 +1,7 @@
 """
 ### crm_nightly: the shop's database to CRM tables and export files, every night
 
-Runs at 02:00 UTC for the day before (the *run date*; a manual run may pass `{"run_date": "YYYY-MM-DD"}`
+Runs at 02:00 UTC (`airflow.nightly_schedule`) for the day before (the *run date*; a manual run may pass `{"run_date": "YYYY-MM-DD"}`
 in its conf, which `crm run --date` does). Each task is one job of `jobs/`, reads and writes only the run
 date's partition, and hands data to the next task through the Delta lake, so any task can be rerun alone.
 The tasks share one Spark: `spark_up` starts the night's Spark Connect server and `spark_down` stops it
@@ -83,14 +83,16 @@ from core.rundate import DAG_START
 #: default 300: at 07:00 UTC, before the CRM's users start work). Measured from when the run was queued, not from its
 #: logical date: a backfill of an old date is late only if it is slow, not at once (time spent queued behind another
 #: night counts: its results are late all the same).
-#: The configuration is read when the file is parsed: an invalid one is this file's import error, shown in the UI
-#: with the file and key (`airflow dags list-import-errors`), rather than a night with a deadline nobody configured.
-FINISH_WITHIN = timedelta(minutes=load_config().airflow.night_deadline_minutes)
+#: The configuration (this and `airflow.nightly_schedule`) is read when the file is parsed: an invalid one is this
+#: file's import error, shown in the UI with the file and key (`airflow dags list-import-errors`), and Airflow
+#: schedules no run of a DAG with import errors, rather than a night with a deadline or schedule nobody configured.
+SETTINGS = load_config().airflow
+FINISH_WITHIN = timedelta(minutes=SETTINGS.night_deadline_minutes)
 
 
 @dag(
     dag_id="crm_nightly",
-    schedule="0 2 * * *",
+    schedule=SETTINGS.nightly_schedule or None,  # airflow.nightly_schedule, 0 2 * * * (UTC) unless configured
     start_date=DAG_START,  # far back: `crm run --date` runs any past date (core/rundate.py)
     catchup=False,
     max_active_runs=1,

@@ -246,13 +246,14 @@ from airflow.dag_processing.dagbag import DagBag
 
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("crm_nightly")
-print(json.dumps({"interval_s": dag and dag.deadline[0].interval.total_seconds(), "errors": list(bag.import_errors.values())}))
+print(json.dumps({"interval_s": dag and dag.deadline[0].interval.total_seconds(), "schedule": dag and getattr(dag.timetable, "expression", None),
+                  "errors": list(bag.import_errors.values())}))
 """
 
 
 @pytest.mark.parametrize("minutes", ["90", "soon"])
-def test_the_deadline_is_read_from_the_configuration_when_the_dag_is_parsed(minutes):
-    env = {**os.environ, "CRM__AIRFLOW__NIGHT_DEADLINE_MINUTES": minutes}
+def test_the_deadline_and_schedule_are_read_from_the_configuration_when_the_dag_is_parsed(minutes):
+    env = {**os.environ, "CRM__AIRFLOW__NIGHT_DEADLINE_MINUTES": minutes, "CRM__AIRFLOW__NIGHTLY_SCHEDULE": "30 3 * * *"}
     result = subprocess.run(
         [sys.executable, "-c", PARSE_NIGHTLY, str(REPO_ROOT / "dags" / "crm_nightly.py")],
         env=env,
@@ -263,9 +264,9 @@ def test_the_deadline_is_read_from_the_configuration_when_the_dag_is_parsed(minu
     assert result.returncode == 0, result.stderr[-2000:]
     parsed = json.loads(result.stdout.strip().splitlines()[-1])
     if minutes == "90":
-        assert parsed == {"interval_s": 90 * 60, "errors": []}
+        assert parsed == {"interval_s": 90 * 60, "schedule": "30 3 * * *", "errors": []}
     else:  # an invalid value is the file's import error (Airflow's UI shows it), naming the variable and the key
-        assert parsed["interval_s"] is None
+        assert parsed["interval_s"] is None and parsed["schedule"] is None
         assert (
             "CRM__AIRFLOW__NIGHT_DEADLINE_MINUTES: airflow.night_deadline_minutes: Input should be a valid integer" in parsed["errors"][0]
         )
