@@ -246,7 +246,8 @@ from airflow.dag_processing.dagbag import DagBag
 
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("crm_nightly")
-print(json.dumps({"interval_s": dag and dag.deadline[0].interval.total_seconds(), "schedule": dag and getattr(dag.timetable, "expression", None),
+print(json.dumps({"interval_s": dag and dag.deadline[0].interval.total_seconds(),
+                  "schedule": dag and getattr(dag.timetable, "expression", None),
                   "errors": list(bag.import_errors.values())}))
 """
 
