@@ -17,26 +17,41 @@ from core.config import load_config
 from tests.conftest import run_crm
 
 
+class Webhook:
+    """The alert webhook: a local HTTP server keeping every JSON body POSTed to it. Its URL carries a token in the
+    path, as a chat's incoming webhook does, which no log may show."""
+
+    TOKEN = "T0ken0in0the0path"
+
+    def __init__(self):
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/{self.TOKEN}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
 def webhook(monkeypatch):
     """A local HTTP server that keeps every JSON body POSTed to it; its URL is the configured webhook."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hooks/crm")
-    yield received
-    server.shutdown()
-    server.server_close()
+    hook = Webhook()
+    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", hook.url)
+    yield hook.received
+    hook.close()
 
 
 def failed_task_context(error: Exception) -> dict:

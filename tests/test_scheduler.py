@@ -22,11 +22,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,6 +33,7 @@ from sqlalchemy import text
 from cli.orchestrate import logical_date_for
 from core.db import engine
 from tests.conftest import REPO, run_crm
+from tests.test_alerts import Webhook
 from tests.test_cli import SMALL_SHOP_DATE, lock_record, wait_for
 
 #: The night's tasks (the DAG's), each of which must end in success.
@@ -84,34 +83,6 @@ class Api:
         return self.call(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value?deserialize=true"
         )["value"]
-
-
-class Webhook:
-    """The alert webhook: a local HTTP server keeping every JSON body POSTed to it. Its URL carries a token in the
-    path, as a chat's incoming webhook does, which no log may show."""
-
-    TOKEN = "T0ken0in0the0path"
-
-    def __init__(self):
-        self.received: list[dict] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/{self.TOKEN}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
