@@ -28,7 +28,7 @@ from core.spark import night_task
 from core.tracking_store import open_store
 
 
-def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = True, **options: Any) -> Any:
+def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = True, holds_root: bool = True, **options: Any) -> Any:
     """Run one job, `job(run_date, settings, run_id, **options)`, as an Airflow task; returns its small,
     JSON-ready summary.
 
@@ -36,24 +36,31 @@ def run_task(job: Callable[..., Any], context: dict[str, Any], *, night: bool = 
     `spark_up` has not); otherwise (the training DAG) it uses that server when it is up, else a Spark of its
     own. The attempt goes to the run log (`core.runlog`, CRM table `pipeline_runs`): running, then success
     with the summary or failed with the error. The job runs holding the data root (`core.nightlock`): a task
-    of another run than the night's that holds it fails at once, naming that night.
+    of another run than the night's that holds it fails at once, naming that night. `holds_root=False`: a job
+    that only reads what a night has finished (an export folder) and runs beside the next night.
     """
     logging.getLogger("jobs").setLevel(logging.INFO)
     run_date = business_date(context)
     settings = task_settings()
     make_private_dir(settings.data_dir)  # the scheduler's task process has the umask of whoever started Airflow
     attempt = _attempt(context, run_date)
-    with nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage):
-        started = datetime.now(timezone.utc)
-        runlog.record(settings, attempt, "running", started)
-        try:
-            with night_task() if night else nullcontext():
-                outcome = job(run_date, settings, context["run_id"], **options)
-            result = json.loads(json.dumps(finite_or_none(outcome), default=str))
-        except BaseException as error:  # recorded, then raised as it was (a timeout too)
-            runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc), error=f"{type(error).__name__}: {error}")
-            raise
-        runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
+    holding = nightlock.hold_for_task(settings, attempt.run_id, run_date, attempt.stage) if holds_root else nullcontext()
+    with holding, night_task() if night else nullcontext():
+        return _recorded(settings, attempt, lambda: job(run_date, settings, context["run_id"], **options))
+
+
+def _recorded(settings: Settings, attempt: runlog.Attempt, work: Callable[[], Any]) -> Any:
+    """Run `work` with its attempt in the run log (running, then success with its JSON-ready result, or
+    failed with the error); returns that result. Every task of the DAGs goes through here, so `crm status`
+    lists the same tasks as Airflow."""
+    started = datetime.now(timezone.utc)
+    runlog.record(settings, attempt, "running", started)
+    try:
+        result = json.loads(json.dumps(finite_or_none(work()), default=str))
+    except BaseException as error:  # recorded, then raised as it was (a timeout too)
+        runlog.record(settings, attempt, "failed", started, datetime.now(timezone.utc), error=f"{type(error).__name__}: {error}")
+        raise
+    runlog.record(settings, attempt, "success", started, datetime.now(timezone.utc), summary=result)
     return result
 
 
@@ -136,15 +143,20 @@ def full_reload(context: dict[str, Any]) -> bool:
 def start_night_spark(context: dict[str, Any]) -> str:
     """The DAG's setup task: start the night's Spark server without waiting for it (it boots while `extract`,
     which needs no Spark, runs); says which Spark the night uses. Refused while another night holds the root."""
-    settings = load_config()
+    settings = task_settings()
     make_private_dir(settings.data_dir)  # the server and its JVM inherit the umask
-    with nightlock.hold_for_task(settings, str(context["run_id"]), business_date(context), "spark_up"):
-        _create_mlflow_store(settings)
-        if settings.spark.remote:
-            return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
-        if not settings.spark.night_server:
-            return "a local Spark per task (spark.night_server is off)"
-        return f"night Spark server {masked(spark_server.start(settings, wait=False))}"
+    attempt = _attempt(context, business_date(context))
+    with nightlock.hold_for_task(settings, attempt.run_id, attempt.run_date, attempt.stage):
+        return _recorded(settings, attempt, lambda: _start_spark(settings))
+
+
+def _start_spark(settings: Settings) -> str:
+    _create_mlflow_store(settings)
+    if settings.spark.remote:
+        return f"Spark Connect server {masked(settings.spark.remote)} (spark.remote)"
+    if not settings.spark.night_server:
+        return "a local Spark per task (spark.night_server is off)"
+    return f"night Spark server {masked(spark_server.start(settings, wait=False))}"
 
 
 def _create_mlflow_store(settings: Settings) -> None:
@@ -160,11 +172,16 @@ def stop_night_spark(context: dict[str, Any]) -> str:
     """The DAG's teardown task: stop the night's Spark server (it runs even when a task failed); a run refused
     because another night holds the data root leaves that night's server alone."""
     private_files()
-    settings = load_config()
+    settings = task_settings()
+    attempt = _attempt(context, business_date(context))
+    return _recorded(settings, attempt, lambda: _stop_spark(settings, attempt))
+
+
+def _stop_spark(settings: Settings, attempt: runlog.Attempt) -> str:
     if settings.spark.remote or not settings.spark.night_server:
         return "nothing to stop"
     try:
-        with nightlock.hold_for_task(settings, str(context["run_id"]), business_date(context), "spark_down"):
+        with nightlock.hold_for_task(settings, attempt.run_id, attempt.run_date, attempt.stage):
             return "stopped" if spark_server.stop(settings) else "no night Spark server was running"
     except nightlock.NightBusyError as error:
         return f"left running: {error}"

@@ -11,7 +11,8 @@ Both are logged as warnings and, when `airflow.alert_webhook_url` is set, posted
 `task_failed` comes from the DAGs' on-failure callback (`core.airflow_task.record_failure`): a task failed
 and has no retry left (a try that Airflow retries alerts nobody; the run log records it). `night_late` comes
 from the nightly's Airflow deadline alert (`late_night`, run by the triggerer). A webhook that cannot be
-reached is logged, never raised: an alert must not fail the night.
+reached is logged, never raised: an alert must not fail the night. The webhook's URL is a secret (a chat's
+incoming webhook carries its token in the path): a log line shows its scheme and host only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import urllib.request
 from typing import Any
 
 from core.config import Settings
-from core.db import masked
+from core.db import masked_destination
 
 #: Seconds a webhook may take to accept an alert.
 WEBHOOK_TIMEOUT_S = 10
@@ -44,7 +45,7 @@ def send(settings: Settings, alert: dict[str, Any]) -> bool:
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:
             return 200 <= answer.status < 300
     except OSError as error:  # URLError and HTTPError are OSErrors
-        log.warning("alert webhook %s did not take the alert: %s", masked(url), error)
+        log.warning("alert webhook %s did not take the alert: %s", masked_destination(url), error)
         return False
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from core.db import masked_settings
 from core.feature_schema import FEATURES, PURCHASE_MODEL_FEATURES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -430,7 +431,16 @@ class AirflowSettings(_Section):
     )
     alert_webhook_url: str = Field(
         description="URL that alerts are POSTed to as JSON: a task failed with no retry left, the night missed its deadline "
-        "(core/alerts.py); empty: alerts are only logged"
+        "(core/alerts.py); empty: alerts are only logged. Logged as its scheme and host only (its path or query may hold a token)"
+    )
+    nightly_schedule: str = Field(
+        description="cron expression (UTC) of the nightly's scheduled runs; empty: no scheduled runs, only triggered ones (`crm run`, "
+        "the API, the UI). With catchup off, unpausing the DAG runs the latest missed time at once. Read when the DAG file is parsed"
+    )
+    night_deadline_minutes: int = Field(
+        gt=0,
+        description="a nightly run not finished this many minutes after it was queued is late: the `night_late` alert (Airflow's "
+        "deadline alert; the scheduled 02:00 UTC night with 300 is late at 07:00 UTC). Read when the DAG file is parsed",
     )
     shop_conn_id: str = Field(
         description="Airflow connection holding the shop's URL: when it exists, a task reads the shop through it instead of shop.url "
@@ -440,6 +450,18 @@ class AirflowSettings(_Section):
         description="Airflow connection holding the CRM database's URL: when it exists, a task publishes through it instead of "
         "crm.db_url (CRM_DB_URL); empty: never looked up"
     )
+
+    @field_validator("nightly_schedule", mode="before")
+    @classmethod
+    def _none_is_no_schedule(cls, value: Any) -> Any:
+        return "" if value is None else value  # `nightly_schedule:` in YAML, CRM__AIRFLOW__NIGHTLY_SCHEDULE= in the environment
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, or empty")
+        return value
 
 
 class Settings(_Section):
@@ -587,7 +609,8 @@ def _describe(error: ValidationError, sources: dict[tuple[str, ...], str]) -> st
         elif item["type"] == "missing":
             lines.append(f"  {origin}: missing key {key!r}")
         else:
-            lines.append(f"  {origin}: {key}: {item['msg']} (got {item.get('input')!r})")
+            shown = masked_settings({path[-1]: item.get("input")})[path[-1]]  # a URL's secrets stay out of the message
+            lines.append(f"  {origin}: {key}: {item['msg']} (got {shown!r})")
     return "\n".join(lines)
 
 

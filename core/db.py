@@ -59,13 +59,31 @@ def masked(url: str) -> str:
     return re.sub(rf"([?&;]{SECRET_PARAMETER}=)[^&;#]*", r"\1***", without_password, flags=re.IGNORECASE)
 
 
+def masked_destination(url: str) -> str:
+    """A URL whose path and query may be the secret (a chat's incoming webhook,
+    `https://hooks.example.com/services/T0/B0/<token>`, or `?token=`) as it may be logged: its scheme and host
+    only, e.g. `https://hooks.example.com/***`."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "***"
+    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    return f"{scheme}://{host}/***"
+
+
+#: Settings keys whose URL is a destination with a secret in its path (`masked_destination`).
+DESTINATION_KEY = r".*webhook_url"
+
+
 def masked_settings(values):
     """Settings as printed (`crm config`): every string holding a URL masked (`masked`), and the value of
-    every key that names a secret (say `spark.extra`'s `spark.hadoop.fs.s3a.secret.key`) replaced by ***."""
+    every key that names a secret (say `spark.extra`'s `spark.hadoop.fs.s3a.secret.key`) replaced by ***; a
+    webhook's URL shows only where it goes (`masked_destination`)."""
     if isinstance(values, dict):
         return {
             key: "***"
             if value and re.fullmatch(rf"{SECRET_PARAMETER}", str(key).replace(".", "_"), re.IGNORECASE)
+            else masked_destination(value)
+            if value and isinstance(value, str) and re.fullmatch(DESTINATION_KEY, str(key))
             else masked_settings(value)
             for key, value in values.items()
         }

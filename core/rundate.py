@@ -2,7 +2,9 @@
 
 A nightly run processes the day before it starts: the run triggered at 2026-11-27 02:00 UTC covers
 2026-11-26 (all data up to the end of that day, UTC). `crm run --date D` and manual triggers pass
-`{"run_date": "YYYY-MM-DD"}` in the run's conf, which wins. Every job receives this plain `date`.
+`{"run_date": "YYYY-MM-DD"}` in the run's conf, which wins. A run triggered by the nightly's assets has
+neither conf nor logical date: its date is the newest `run_date` its asset events carry (`core.assets`).
+Every job receives this plain `date`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,26 @@ def business_date(context: dict[str, Any]) -> date:
     conf = run_conf(context)
     if conf.get("run_date"):
         return parse_run_date(str(conf["run_date"]), "dag_run.conf.run_date")
+    if event_dates := asset_event_dates(context):
+        return max(event_dates)
     moment = context.get("logical_date") or getattr(dag_run, "run_after", None)
     if moment is None:
         raise RunDateError("the DAG run has neither conf run_date, logical_date nor run_after")
     return (moment.astimezone(timezone.utc) - timedelta(days=1)).date()
+
+
+def asset_event_dates(context: dict[str, Any]) -> list[date]:
+    """The run dates named by the asset events that triggered the run (each event's extra `run_date`); [] for a
+    run no asset triggered. Several nights (a backfill too) may have finished since the consumer last ran."""
+    events = context.get("triggering_asset_events") or {}
+    return sorted(
+        {
+            parse_run_date(str(event.extra["run_date"]), "asset event extra run_date")
+            for per_asset in events.values()
+            for event in per_asset
+            if (event.extra or {}).get("run_date")
+        }
+    )
 
 
 def run_conf(context: dict[str, Any]) -> dict[str, Any]:

@@ -280,6 +280,9 @@ def _outcome(stage: dict[str, Any]) -> str:
     if isinstance(summary, dict) and summary and all(isinstance(value, int) for value in summary.values()):
         shown = ", ".join(f"{key} {value:,}" for key, value in list(summary.items())[:4])
         return shown + (f", ... ({len(summary)} in all)" if len(summary) > 4 else "")
+    if isinstance(summary, dict) and "files_checked" in summary:  # crm_export_check: an export as a reader receives it
+        rows = ", ".join(f"{dataset} {count:,}" for dataset, count in list(summary.get("rows", {}).items())[:3])
+        return f"exports/{summary['run_date']} of {summary['export_run_id']}: {summary['files_checked']} files as listed; {rows}"[:200]
     if isinstance(summary, dict) and "customers" in summary:
         return f"{summary['customers']:,} customers scored, churn model {summary.get('churn_model') or 'none yet'}" + (
             "; degraded: " + ", ".join(summary["degraded"]) if summary.get("degraded") else ""

@@ -14,28 +14,44 @@ import pytest
 from core import alerts
 from core.airflow_task import record_failure
 from core.config import load_config
+from tests.conftest import run_crm
+
+
+class Webhook:
+    """The alert webhook: a local HTTP server keeping every JSON body POSTed to it. Its URL carries a token in the
+    path, as a chat's incoming webhook does, which no log may show."""
+
+    TOKEN = "T0ken0in0the0path"
+
+    def __init__(self):
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/{self.TOKEN}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture
 def webhook(monkeypatch):
     """A local HTTP server that keeps every JSON body POSTed to it; its URL is the configured webhook."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hooks/crm")
-    yield received
-    server.shutdown()
-    server.server_close()
+    hook = Webhook()
+    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", hook.url)
+    yield hook.received
+    hook.close()
 
 
 def failed_task_context(error: Exception) -> dict:
@@ -89,13 +105,32 @@ def test_a_late_night_is_posted_by_the_deadline_callback(webhook):
     ]
 
 
-def test_an_unreachable_webhook_is_logged_and_the_callback_goes_on(monkeypatch, caplog):
+#: A chat's incoming webhook: the token is in the path (and here in the query too).
+TOKEN = "XyZ0secret0token"
+
+
+def test_an_unreachable_webhook_is_logged_with_its_token_masked_and_the_callback_goes_on(monkeypatch, caplog):
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hooks/crm")
+    monkeypatch.setenv("CRM__AIRFLOW__ALERT_WEBHOOK_URL", f"http://hooks:{TOKEN}@127.0.0.1:{port}/services/T0/B0/{TOKEN}?token={TOKEN}")
 
-    assert alerts.send(load_config(), {"event": "task_failed", "task_id": "clean"}) is False
-    assert any("did not take the alert" in record.getMessage() for record in caplog.records)
+    with caplog.at_level("INFO"):
+        assert alerts.send(load_config(), {"event": "task_failed", "task_id": "clean"}) is False
+        record_failure(failed_task_context(RuntimeError("silver.orders: MERGE failed")))
+    logged = caplog.text
+    assert f"alert webhook http://127.0.0.1:{port}/*** did not take the alert" in logged
+    assert TOKEN not in logged
+
+
+def test_the_webhook_token_is_kept_out_of_crm_config_and_of_configuration_errors():
+    from core.config import ConfigError
+
+    shown = run_crm("config", env={"CRM__AIRFLOW__ALERT_WEBHOOK_URL": f"https://hooks.example.com/services/T0/B0/{TOKEN}"}).stdout
+    assert "https://hooks.example.com/***" in shown and TOKEN not in shown
+    with pytest.raises(ConfigError) as error:
+        load_config(environ={"CRM__AIRFLOW__ALERT_WEBHOOK_URL": f"hooks.example.com/services/{TOKEN}"})
+    assert "airflow.alert_webhook_url: Value error, expected an http:// or https:// URL" in str(error.value)
+    assert TOKEN not in str(error.value)

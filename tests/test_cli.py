@@ -394,7 +394,9 @@ def test_a_killed_night_is_shown_interrupted_where_it_stopped_and_the_next_night
     killed_at = lock_record(tmp_path)
 
     status = run_crm("status", env=env).stdout.splitlines()
-    head, extract, validate = status[:3]
+    head, stages = status[0], {line.split()[0]: line for line in status[1:] if line.startswith("  ")}
+    extract, validate = stages["extract"], stages["validate_bronze"]
+    assert list(stages)[:3] == ["spark_up", "extract", "validate_bronze"]  # in start order, as Airflow ran them
     assert head.startswith(f"crm_nightly {killed_at['run_id']} for {SMALL_SHOP_DATE}: interrupted in validate_bronze (started ")
     assert ", last seen " in head and head.endswith(" UTC; rerun the date)")
     assert extract.split()[:2] == ["extract", "success"]

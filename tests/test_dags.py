@@ -32,7 +32,7 @@ def dag_bag(tmp_path_factory):
 
 def test_dag_files_import_without_errors(dag_bag):
     assert dag_bag.import_errors == {}
-    assert {"crm_nightly", "crm_training"} <= set(dag_bag.dag_ids)
+    assert {"crm_nightly", "crm_training", "crm_export_check"} <= set(dag_bag.dag_ids)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
@@ -228,7 +228,55 @@ def test_a_producing_run_records_asset_events_with_its_run_date_and_queues_the_c
 
 
 def test_the_nightly_has_a_deadline_alert_calling_late_night(dag_bag):
+    from airflow.sdk import DeadlineReference
+
     deadline = dag_bag.dags["crm_nightly"].deadline
     alert = deadline[0] if isinstance(deadline, list) else deadline
-    assert alert.interval.total_seconds() == 5 * 3600
-    assert alert.callback.path == "core.alerts.late_night"  # the night late 5 h after its 02:00 start: 07:00 UTC
+    # From when the run was queued (the 02:00 night: late at 07:00 UTC), not from its logical date: a backfill of
+    # an old date would be past its deadline the moment it is created.
+    assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert alert.interval.total_seconds() == 300 * 60  # airflow.night_deadline_minutes of conf/base.yaml
+    assert alert.callback.path == "core.alerts.late_night"
+
+
+#: Parse the nightly's file alone; print its deadline's interval (s) and the import errors.
+PARSE_NIGHTLY = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("crm_nightly")
+print(json.dumps({"interval_s": dag and dag.deadline[0].interval.total_seconds(),
+                  "schedule": dag and getattr(dag.timetable, "expression", None),
+                  "errors": list(bag.import_errors.values())}))
+"""
+
+
+@pytest.mark.parametrize("minutes", ["90", "soon"])
+def test_the_deadline_and_schedule_are_read_from_the_configuration_when_the_dag_is_parsed(minutes):
+    env = {**os.environ, "CRM__AIRFLOW__NIGHT_DEADLINE_MINUTES": minutes, "CRM__AIRFLOW__NIGHTLY_SCHEDULE": "30 3 * * *"}
+    result = subprocess.run(
+        [sys.executable, "-c", PARSE_NIGHTLY, str(REPO_ROOT / "dags" / "crm_nightly.py")],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    if minutes == "90":
+        assert parsed == {"interval_s": 90 * 60, "schedule": "30 3 * * *", "errors": []}
+    else:  # an invalid value is the file's import error (Airflow's UI shows it), naming the variable and the key
+        assert parsed["interval_s"] is None and parsed["schedule"] is None
+        assert (
+            "CRM__AIRFLOW__NIGHT_DEADLINE_MINUTES: airflow.night_deadline_minutes: Input should be a valid integer" in parsed["errors"][0]
+        )
+
+
+def test_the_export_check_consumer_is_scheduled_on_the_exports_asset(dag_bag):
+    """The shipped consumer (dags/crm_export_check.py): run by Airflow on each export, checking that night's folder."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    consumer = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag_bag.dags["crm_export_check"]))
+    assert [asset.uri for _, asset in consumer.timetable.asset_condition.iter_assets()] == ["shop-crm://exports/"]
+    assert [task.task_id for task in consumer.tasks] == ["check_export"]
