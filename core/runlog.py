@@ -176,6 +176,11 @@ def render_status(runs: list[dict[str, Any]], live_run_id: str | None = None, se
         first = stages[0]
         states = {stage["state"] for stage in stages}
         state = next((state for state in ("failed", INTERRUPTED, "running") if state in states), "success")
+        recorded = {stage["stage"] for stage in stages}
+        if state == "success" and NIGHT_FIRST_STAGE in recorded and NIGHT_LAST_STAGE not in recorded:
+            # Every task so far succeeded, but the night's teardown has not run: not finished, whatever the
+            # tasks say (between two tasks, or a night whose later tasks could not write the run log).
+            state = "running" if run["run_id"] == live_run_id else UNFINISHED
         ends = [stage["finished_at"] for stage in stages if stage["finished_at"] is not None]
         took = f", {(max(ends) - first['started_at']).total_seconds():.0f} s" if ends and state != INTERRUPTED else ""
         started = f"started {first['started_at']:%Y-%m-%d %H:%M} UTC"
@@ -206,6 +211,13 @@ def render_degraded(stages: list[dict[str, Any]]) -> list[str]:
 
 #: How `crm status` shows a task that the run log has as running but whose night no longer holds the data root.
 INTERRUPTED = "interrupted"
+#: The nightly's setup and teardown tasks (`dags/crm_nightly.py`): a night that recorded the first is finished
+#: only when the last is recorded (it runs whether the night failed or not).
+NIGHT_FIRST_STAGE, NIGHT_LAST_STAGE = "spark_up", "spark_down"
+UNFINISHED = (
+    f"not finished: no record of {NIGHT_LAST_STAGE}, which ends every night (see Airflow's task logs: a task that "
+    "failed before it could write the run log, e.g. on an invalid configuration, or a night still waiting to be scheduled)"
+)
 
 
 #: The groups of a campaigns stage's summary (campaign -> group -> customers).

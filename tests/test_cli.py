@@ -244,6 +244,32 @@ def test_status_says_what_each_model_and_the_campaigns_did():
     assert "customer_segments 70; silhouette n/a" in lines["score"]
 
 
+def test_status_does_not_call_a_night_without_its_teardown_a_success():
+    """Between two tasks, or when later tasks failed before they could write the run log (an invalid
+    configuration), every recorded task succeeded; the night is still not a success until spark_down ran."""
+    from datetime import date, datetime
+
+    from core.runlog import UNFINISHED, render_status
+
+    started = datetime(2026, 12, 4, 2, 0)
+
+    def stage(name: str) -> dict:
+        return {
+            **dict(state="success", seconds=1.0, try_number=1, error=None, summary="{}", started_at=started, finished_at=started),
+            **dict(stage=name, dag_id="crm_nightly", run_date=date(2026, 12, 3)),
+        }
+
+    partial = {"run_id": "night-2", "stages": [stage("spark_up"), stage("extract")]}
+    whole = {"run_id": "night-1", "stages": [stage("spark_up"), stage("extract"), stage("spark_down")]}
+    older = {"run_id": "night-0", "stages": [stage("extract")]}  # recorded before spark_up/down wrote the run log
+
+    headlines = [line for line in render_status([partial, whole, older]).splitlines() if not line.startswith(" ")]
+    assert headlines[0].startswith(f"crm_nightly night-2 for 2026-12-03: {UNFINISHED}")
+    assert headlines[1].startswith("crm_nightly night-1 for 2026-12-03: success")
+    assert headlines[2].startswith("crm_nightly night-0 for 2026-12-03: success")
+    assert render_status([partial], live_run_id="night-2").splitlines()[0].startswith("crm_nightly night-2 for 2026-12-03: running")
+
+
 def test_the_summary_names_what_the_night_could_not_compute_and_why():
     """A shop without reviews or categories: the run summary lists each task's `degraded` reasons."""
     import json
