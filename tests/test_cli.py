@@ -45,12 +45,12 @@ def test_a_run_against_a_missing_shop_fails_naming_the_task_and_the_cause(tmp_pa
     assert f"cause: core.mapping.SourceSchemaError: shop database sqlite:///{tmp_path}/missing.sqlite: no such SQLite file" in result.stderr
     assert not (tmp_path / "missing.sqlite").exists()
     assert not (tmp_path / "lake").exists()
-    # The run log has the failed stage and why; nothing after it ran.
+    # The run log has the failed stage and why; nothing after it ran but the teardown, which runs anyway.
     status = run_crm("status", env={"CRM_DATA_DIR": str(tmp_path)})
-    night, extract, *others = status.stdout.splitlines()
+    night, *stages = status.stdout.splitlines()
     assert night.startswith("crm_nightly ") and " for 2026-11-20: failed" in night
-    assert extract.split()[:2] == ["extract", "failed"] and "missing.sqlite: no such SQLite file" in extract
-    assert others == []
+    assert [line.split()[:2] for line in stages] == [["spark_up", "success"], ["extract", "failed"], ["spark_down", "success"]]
+    assert "missing.sqlite: no such SQLite file" in stages[1]
 
 
 def test_doctor_names_what_is_missing_and_exits_1(tmp_path):
