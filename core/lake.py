@@ -105,22 +105,23 @@ class LakeLayout:
         """The table's current version, or None when it does not exist yet (read from the log, no JVM)."""
         return DeltaTable(self.path(layer, table)).version() if self.exists(layer, table) else None
 
-    def latest_commit(self, layer: str, table: str) -> dict[str, int]:
-        """The table's current version and when it was committed (ms since the epoch): which state of the table
-        this is, even if the table was dropped and written again (its versions start again at 0)."""
+    def latest_commit(self, layer: str, table: str) -> dict[str, int | None]:
+        """The table's current version, when it was committed (ms since the epoch: which state of the table this
+        is, even if it was dropped and written again, its versions starting at 0 again) and `rows_at_most`: its
+        rows from the files' statistics in the log (an upper bound of any filter's rows; None when a file was
+        written without a row count). One read of the log, no JVM."""
         table_log = DeltaTable(self.path(layer, table))
-        return {"version": table_log.version(), "committed_at": int(table_log.history(1)[0]["timestamp"])}
+        counts = pa.table(table_log.get_add_actions(flatten=True)).column("num_records")
+        return {
+            "version": table_log.version(),
+            "committed_at": int(table_log.history(1)[0]["timestamp"]),
+            "rows_at_most": None if counts.null_count else int(pc.sum(counts).as_py() or 0),
+        }
 
     def rows_written(self, layer: str, table: str) -> int:
         """Rows the table's latest commit wrote (from the operation metrics in its log, whoever wrote it)."""
         metrics = DeltaTable(self.path(layer, table)).history(1)[0].get("operationMetrics") or {}
         return int(metrics.get("numOutputRows") or metrics.get("num_added_rows") or 0)
-
-    def rows_at_most(self, layer: str, table: str) -> int | None:
-        """The rows of the table's current version from its files' statistics in the log (no JVM, no scan): an
-        upper bound of any filter's rows; None when a file was written without a row count."""
-        counts = pa.table(DeltaTable(self.path(layer, table)).get_add_actions(flatten=True)).column("num_records")
-        return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
 
     def has_rows(self, layer: str, table: str, partition: Mapping[str, object]) -> bool:
         """Whether the table exists and holds rows in the partition (e.g. `{"run_date": d}`), from file statistics."""

@@ -18,6 +18,7 @@ from datetime import date, timedelta
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -152,9 +153,10 @@ EVALUATED_ON = "evaluated_on"
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A holdout evaluation logged by an earlier night: its MLflow run, run date and summary figures."""
+    """A holdout evaluation logged by an earlier night: its MLflow run (tags, params, metrics, as the search
+    returned it), run date and summary figures."""
 
-    mlflow_run_id: str
+    run: Run
     run_date: date
     night_figures: dict[str, float]
 
@@ -184,7 +186,7 @@ def recent_evaluation(model: str, run_date: date, params: dict | None, every_day
         tags = run.data.tags
         evaluated_on = date.fromisoformat(tags["run_date"])
         if REUSED_FROM not in tags and earliest <= evaluated_on <= run_date:
-            return Evaluation(run.info.run_id, evaluated_on, json.loads(tags.get("night_figures") or "{}"))
+            return Evaluation(run, evaluated_on, json.loads(tags.get("night_figures") or "{}"))
     return None
 
 
@@ -192,7 +194,7 @@ def reuse_evaluation(found: Evaluation, run_date, pipeline_run_id: str) -> str:
     """Record that the night of `run_date` reports `found` instead of evaluating again: an MLflow run with the
     evaluation's tags and metrics, this night's run date and pipeline run, and `reused_from`/`evaluated_on`
     naming the evaluation; returns its run id."""
-    original = mlflow.get_run(found.mlflow_run_id)
+    original = found.run
     tags = {key: value for key, value in original.data.tags.items() if not key.startswith("mlflow.")}
     model = tags["model"]
     with mlflow.start_run(run_name=f"{model}-{run_date} (evaluated {found.run_date})") as run:
@@ -201,7 +203,7 @@ def reuse_evaluation(found: Evaluation, run_date, pipeline_run_id: str) -> str:
             | {
                 "run_date": str(run_date),
                 "pipeline_run_id": pipeline_run_id,
-                REUSED_FROM: found.mlflow_run_id,
+                REUSED_FROM: original.info.run_id,
                 EVALUATED_ON: found.run_date.isoformat(),
             }
         )

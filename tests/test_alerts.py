@@ -34,7 +34,7 @@ class Webhook:
                 self.end_headers()
 
             def log_message(self, *args):
-                pass
+                """Quiet: the test's output is not the place for each request the webhook receives."""
 
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
