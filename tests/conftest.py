@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -83,9 +87,10 @@ def test_environment(tmp_path_factory) -> Iterator[Path]:
 
 
 #: The test session's one Spark Connect server: a long-lived JVM, so the full JIT (the test overlay's quick
-#: compiler suits the many short JVMs of a night's own server), room for two nights and the unit tests at once.
+#: compiler suits the many short JVMs of a night's own server), room for the nights started with the session (three
+#: at most at once, `session_nights`) and the unit tests.
 SHARED_SERVER_SETTINGS = {
-    "CRM__SPARK__DRIVER_MEMORY": "3g",
+    "CRM__SPARK__DRIVER_MEMORY": "4g",
     "CRM__SPARK__JAVA_OPTIONS": "-XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m",
     "CRM__SPARK__SERVER_IDLE_MINUTES": "120",
 }
@@ -139,7 +144,9 @@ def run_crm(*args: str, env: dict[str, str] | None = None, check: bool = True, t
     import subprocess
 
     crm = Path(sys.executable).with_name("crm")
-    result = subprocess.run([str(crm), *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    result = subprocess.run(
+        [str(crm), *args], env={**session_environ(), **(env or {})}, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"crm {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
@@ -147,6 +154,85 @@ def run_crm(*args: str, env: dict[str, str] | None = None, check: bool = True, t
 
 # =========================================================================== #
 # END environment, configuration and Spark
+# =========================================================================== #
+
+
+# =========================================================================== #
+# BEGIN nights started with the session
+#
+# A module's night (`crm run` of a shop of its own: minutes, most of it one process waiting on another) starts
+# in the background when the session starts, if a collected test needs it, so it overlaps the tests before
+# its module instead of running after them; the module's fixture waits for it and gets its result or its
+# error. Each night keeps its own data root, shop and CRM database, and the environment the session had
+# when it started (a test's monkeypatched variable never leaks into a night running beside it).
+# =========================================================================== #
+
+#: Module fixture name -> the function that runs its night (its parameters are session fixtures).
+_SESSION_NIGHTS: dict[str, Callable[..., object]] = {}
+#: Nights run at once in the background (two cores; test_nightly's one runs three shops itself).
+BACKGROUND_NIGHTS = 2
+_night_thread = threading.local()
+
+
+def night_started_with_the_session(fixture: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """Register `function` as the night behind the module fixture `fixture` (see `session_night`)."""
+
+    def register(function: Callable[..., object]) -> Callable[..., object]:
+        _SESSION_NIGHTS[fixture] = function
+        return function
+
+    return register
+
+
+def session_environ() -> Mapping[str, str]:
+    """The environment a subprocess of this thread gets: a background night's snapshot, else os.environ."""
+    return getattr(_night_thread, "environ", None) or os.environ
+
+
+_NIGHTS_NEEDED = pytest.StashKey[list]()
+
+
+def pytest_collection_finish(session) -> None:
+    """Note which registered nights the collected tests (after -k, -m and deselection) use."""
+    session.config.stash[_NIGHTS_NEEDED] = [name for name in _SESSION_NIGHTS if any(name in item.fixturenames for item in session.items)]
+
+
+def _run_night(environ: dict[str, str], function: Callable[..., object], arguments: dict[str, object]) -> object:
+    _night_thread.environ = environ
+    try:
+        return function(**arguments)
+    finally:
+        _night_thread.environ = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_nights(request, shared_spark_server) -> Iterator[dict[str, Future]]:
+    """Start the nights the collected tests need, in registration order; at the end, wait for any still running."""
+    needed = request.config.stash.get(_NIGHTS_NEEDED, [])
+    if needed:  # built here, not in a night's thread: building the DAG sets Airflow's variables in os.environ
+        nightly_dag()
+    environ = dict(os.environ)  # after test_environment and shared_spark_server set it up
+    pool = ThreadPoolExecutor(BACKGROUND_NIGHTS, thread_name_prefix="session-night")
+    nights: dict[str, Future] = {}
+    for name in needed:
+        function = _SESSION_NIGHTS[name]
+        arguments = {parameter: request.getfixturevalue(parameter) for parameter in inspect.signature(function).parameters}
+        nights[name] = pool.submit(_run_night, environ, function, arguments)
+    yield nights
+    pool.shutdown(wait=True)
+
+
+def session_night(request, fixture: str) -> object:
+    """The result of the night behind `fixture`, waiting for it (or running it now, if it was not started)."""
+    nights: dict[str, Future] = request.getfixturevalue("session_nights")
+    if fixture in nights:
+        return nights[fixture].result()
+    function = _SESSION_NIGHTS[fixture]
+    return function(**{parameter: request.getfixturevalue(parameter) for parameter in inspect.signature(function).parameters})
+
+
+# =========================================================================== #
+# END nights started with the session
 # =========================================================================== #
 
 

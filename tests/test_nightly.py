@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import REPO, nightly_dag, run_crm
+from conftest import REPO, night_started_with_the_session, nightly_dag, run_crm, session_environ, session_night
 from core.private import PRIVATE_UMASK
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
     from core.config import load_config
 
     # Without the session's shared server: this night starts and stops its own, as the DAG does in production.
-    full_env = {key: value for key, value in {**os.environ, **env}.items() if key != "CRM__SPARK__REMOTE"}
+    full_env = {key: value for key, value in {**session_environ(), **env}.items() if key != "CRM__SPARK__REMOTE"}
     settings = load_config(environ=full_env)
     airflow_env = {**full_env, **airflow_environment(settings), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     Path(airflow_env["AIRFLOW_HOME"]).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -105,8 +105,8 @@ def run_tasks_in_separate_processes(env: dict[str, str], log: Path) -> None:
             run_task("spark_down")
 
 
-@pytest.fixture(scope="module")
-def nightly_runs(tmp_path_factory, postgres, mariadb):
+@night_started_with_the_session("nightly_runs")
+def run_the_three_nights(tmp_path_factory, postgres, mariadb) -> dict:
     """Run the three nightlies concurrently; returns their data roots and URLs."""
     base = tmp_path_factory.mktemp("nightly")
     postgres.create_database("shop")
@@ -144,6 +144,12 @@ def nightly_runs(tmp_path_factory, postgres, mariadb):
         thread.join()
     assert not errors, "\n\n".join(f"{kind}: {error}" for kind, error in errors.items())
     return {"base": base, **runs}
+
+
+@pytest.fixture(scope="module")
+def nightly_runs(request):
+    """The three nightlies' data roots and URLs (started with the session: tests/conftest.py)."""
+    return session_night(request, "nightly_runs")
 
 
 def truth(run: dict[str, str]) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import run_crm
+from conftest import night_started_with_the_session, run_crm, session_night
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +62,20 @@ def plant_rough_rows(shop: Path) -> dict[str, int]:
     return {"bad_email": bad_email, "bad_name": bad_name, "abc_order": abc_order, "twice": twice, "orders": orders, "reviews": reviews}
 
 
-@pytest.fixture(scope="module")
-def rough_night(tmp_path_factory):
+@night_started_with_the_session("rough_night")
+def run_the_rough_night(tmp_path_factory) -> dict:
     data_dir = tmp_path_factory.mktemp("rough")
     env = {"CRM_ENV": "test", "CRM_DATA_DIR": str(data_dir)}
     run_crm("generate-shop", "--customers", "60", "--seed", "11", "--end-date", RUN_DATE.isoformat(), env=env)
     planted = plant_rough_rows(data_dir / "shop.sqlite")
     result = run_crm("run", "--date", RUN_DATE.isoformat(), env=env, timeout=3600)  # fails the test if the night fails
     return {"data_dir": data_dir, "planted": planted, "stdout": result.stdout}
+
+
+@pytest.fixture(scope="module")
+def rough_night(request):
+    """The rough shop's night (started with the session: tests/conftest.py)."""
+    return session_night(request, "rough_night")
 
 
 def quarantine(spark, data_dir: Path, table: str) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import run_crm
+from conftest import night_started_with_the_session, run_crm, session_night
 
 pytestmark = pytest.mark.e2e
 
@@ -89,8 +89,8 @@ def add_real_shop_rows(shop: Path) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def real_shop_night(tmp_path_factory):
+@night_started_with_the_session("real_shop_night")
+def run_the_real_shop_night(tmp_path_factory) -> dict:
     data = tmp_path_factory.mktemp("real-shop")
     env = {
         "CRM_ENV": "test",
@@ -117,6 +117,12 @@ def real_shop_night(tmp_path_factory):
     planted = add_real_shop_rows(data / "shop.sqlite")
     night = run_crm("run", "--date", RUN_DATE.isoformat(), env=env, timeout=NIGHT_TIMEOUT_S)
     return {"data": data, "planted": planted, "stdout": night.stdout}
+
+
+@pytest.fixture(scope="module")
+def real_shop_night(request):
+    """The real-shaped shop's night (started with the session: tests/conftest.py)."""
+    return session_night(request, "real_shop_night")
 
 
 def crm(data: Path, sql: str, **params) -> list[dict]:
