@@ -105,17 +105,20 @@ class LakeLayout:
         """The table's current version, or None when it does not exist yet (read from the log, no JVM)."""
         return DeltaTable(self.path(layer, table)).version() if self.exists(layer, table) else None
 
-    def latest_commit(self, layer: str, table: str) -> dict[str, int | None]:
+    def latest_commit(self, layer: str, table: str) -> dict[str, int | bool | None]:
         """The table's current version, when it was committed (ms since the epoch: which state of the table this
         is, even if it was dropped and written again, its versions starting at 0 again) and `rows_at_most`: its
         rows from the files' statistics in the log (an upper bound of any filter's rows; None when a file was
-        written without a row count). One read of the log, no JVM."""
+        written without a row count); `plain_files`: its rows are exactly its data files' rows (reader protocol 1:
+        no deletion vectors, no column mapping), so `ArrowLake.read` gives what Spark reads. One read of the log,
+        no JVM."""
         table_log = DeltaTable(self.path(layer, table))
         counts = pa.table(table_log.get_add_actions(flatten=True)).column("num_records")
         return {
             "version": table_log.version(),
             "committed_at": int(table_log.history(1)[0]["timestamp"]),
             "rows_at_most": None if counts.null_count else int(pc.sum(counts).as_py() or 0),
+            "plain_files": table_log.protocol().min_reader_version == 1,
         }
 
     def rows_written(self, layer: str, table: str) -> int:
@@ -183,6 +186,10 @@ class ArrowLake(LakeLayout):
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
         return self._dataset(layer, table).to_table(columns=list(columns) if columns else None, filter=where)
+
+    def count_rows(self, layer: str, table: str, where=None) -> int:
+        """How many rows `read` would give, counted by streaming the files (none kept in memory)."""
+        return self._dataset(layer, table).count_rows(filter=where)
 
     def _dataset(self, layer: str, table: str) -> ds.Dataset:
         delta = DeltaTable(self.path(layer, table))

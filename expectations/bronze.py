@@ -12,8 +12,6 @@ from __future__ import annotations
 from datetime import date
 
 import great_expectations.expectations as gxe
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from core import shop_schema
 from expectations.severity import CRITICAL, WARNING
@@ -23,14 +21,9 @@ TABLES: tuple[str, ...] = shop_schema.SHOP_TABLES
 OPERATIONS = ("U", "D")  # upsert, delete
 
 
-def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
-    """The run date's batch of a bronze table."""
-    return table.where(F.col("_batch_id") == run_date.isoformat())
-
-
-def check_scope(run_date: date, name: str) -> str:
-    """Which rows `rows_to_check` takes, in words: with the table's version, what a gate result is of."""
-    return f"_batch_id = {run_date.isoformat()}"
+def rows_checked(run_date: date, name: str) -> dict[str, object]:
+    """The rows of a bronze table the gate checks, as column = value: the run date's batch."""
+    return {"_batch_id": run_date.isoformat()}
 
 
 def expectations(table: str) -> list[gxe.Expectation]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import date
 
 import great_expectations.expectations as gxe
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from core.crm_schema import columns_of
 from expectations.severity import CRITICAL
@@ -37,14 +35,9 @@ TABLES: tuple[str, ...] = (
 )
 
 
-def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
-    """The run date's partition of a gold table."""
-    return table.where(F.col("as_of") == F.lit(run_date))
-
-
-def check_scope(run_date: date, name: str) -> str:
-    """Which rows `rows_to_check` takes, in words: with the table's version, what a gate result is of."""
-    return f"as_of = {run_date.isoformat()}"
+def rows_checked(run_date: date, name: str) -> dict[str, object]:
+    """The rows of a gold table the gate checks, as column = value: the run date's partition."""
+    return {"as_of": run_date}
 
 
 def expectations(table: str) -> list[gxe.Expectation]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 from datetime import date
 
 import great_expectations.expectations as gxe
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from core import shop_schema
 from expectations.severity import CRITICAL, WARNING, columns_present_and_keyed
@@ -34,16 +32,10 @@ INQUIRY_STATUSES = ["open", "pending", "resolved"]
 LANGUAGES = ["en", "zh"]
 
 
-def rows_to_check(table: DataFrame, run_date: date, name: str) -> DataFrame:
-    """All of a silver table (it is the current state as of the run); of events, the run date's batch."""
-    if name == "events":
-        return table.where(F.col("batch_id") == run_date.isoformat())
-    return table
-
-
-def check_scope(run_date: date, name: str) -> str:
-    """Which rows `rows_to_check` takes, in words: with the table's version, what a gate result is of."""
-    return f"batch_id = {run_date.isoformat()}" if name == "events" else "the whole table"
+def rows_checked(run_date: date, name: str) -> dict[str, object]:
+    """The rows of a silver table the gate checks, as column = value: all of it (none: it is the current state as
+    of the run); of events, the run date's batch."""
+    return {"batch_id": run_date.isoformat()} if name == "events" else {}
 
 
 def expectations(table: str) -> list[gxe.Expectation]:

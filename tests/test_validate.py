@@ -1,23 +1,30 @@
 """The quality gates: a clean layer passes, a critical violation stops the run naming what failed, a warning
 is recorded only, an empty bronze batch passes, a rerun replaces the date's summary, a table unchanged since
-its passing gate is not validated again."""
+its passing gate is not validated again, rows that fit in memory are read from the table's files (the same rows
+and types as Spark's, without Spark) unless its files are not its rows."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pandas
+import pyarrow as pa
 import pytest
 
 from core import shop_schema
-from core.lake import Lake
-from core.types import bronze_type, canonical_schema
+from core.lake import ArrowLake, Lake
+from core.types import bronze_arrow_type, bronze_type, canonical_schema
 from jobs import validate
 from jobs.score import COLUMNS as SEGMENT_COLUMNS
 
+REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = date(2026, 11, 26)
 CREATED = datetime(2026, 11, 1, 10, 0)
 
@@ -292,3 +299,78 @@ def test_a_bronze_gate_of_another_date_checks_that_date_s_batch(spark, lake, lak
 
     assert again["tables"]["orders"]["reused_from"]["run_id"] == "run-1"
     assert "reused_from" not in later["tables"]["orders"] and later["tables"]["orders"]["rows"] == 1
+
+
+def test_rows_copied_from_the_table_s_files_are_those_spark_gives(spark, lake, lake_settings):
+    """The gate's in-memory rows come from the Delta files through pyarrow: GX must see the same values and types
+    as in Spark's copy (timestamps without a zone, decimals, dates, integers with nulls)."""
+    rows = [(1, datetime(2026, 11, 1, 10, 0, 5), Decimal("12.50"), date(2026, 11, 1), None), (2, None, Decimal("-3.00"), None, 7)]
+    schema = "id long, created_at timestamp, total_amount decimal(18,2), as_of date, recency_days int"
+    lake.overwrite(spark.createDataFrame(rows, schema), "gold", "customer_features", partition_by=["as_of"])
+    scope = {"as_of": date(2026, 11, 1)}
+
+    copied = validate.as_spark_gives(
+        ArrowLake(lake_settings.lake_dir).read("gold", "customer_features", where=validate.arrow_condition(scope))
+    )
+
+    expected = lake.read("gold", "customer_features").where(validate.spark_condition(scope)).toPandas()
+    pandas.testing.assert_frame_equal(copied, expected)
+    assert copied["created_at"].iloc[0] == pandas.Timestamp("2026-11-01 10:00:05")
+
+
+def test_a_table_whose_files_are_not_its_rows_is_read_through_spark(spark, lake, lake_settings):
+    """A row deleted through a deletion vector is still in the table's files: the gate must not see it."""
+    lake.overwrite(silver_rows(spark, "customers", [customer(1)]), "silver", "customers")
+    orders = silver_rows(spark, "orders", [order(10), order(11, status="lost_in_mail")]).coalesce(1)  # one file: a DELETE marks a row
+    lake.overwrite(orders, "silver", "orders")
+    path = lake.path("silver", "orders")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = true)")
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE id = 11")
+    assert ArrowLake(lake_settings.lake_dir).read("silver", "orders").num_rows == 2  # the files still hold it
+
+    summary = validate.run(RUN_DATE, lake_settings, "run-1", layer="silver", tables_to_check=("customers", "orders"))
+
+    assert summary["tables"]["orders"]["rows"] == 1 and summary["warnings"] == 0
+
+
+def test_a_gate_whose_rows_fit_in_memory_needs_no_spark(lake_settings, tmp_path):
+    """The bronze gate of a night reads its batches from the lake's files: it neither starts nor waits for the
+    night's Spark server (here the configured one does not answer), which boots meanwhile."""
+    arrow_lake = ArrowLake(lake_settings.lake_dir)
+    bronze = bronze_orders_arrow({"2026-11-26": [{"id": 1, "status": "paid"}, {"id": 2, "_op": "X"}]})
+    arrow_lake.replace_partition(bronze, "bronze", "orders", {"_batch_id": "2026-11-26"})
+    gate = tmp_path / "gate.py"
+    gate.write_text(
+        "import sys\nfrom datetime import date\nfrom core.config import load_config\nfrom jobs import validate\n"
+        "try:\n"
+        "    validate.run(date(2026, 11, 26), load_config(), 'run-1', layer='bronze', tables_to_check=('orders',))\n"
+        "except validate.QualityGateError as error:\n"
+        "    print(error)\n"
+    )
+    nowhere = {"CRM_DATA_DIR": str(lake_settings.data_dir), "CRM__SPARK__REMOTE": "sc://127.0.0.1:9", "PYTHONPATH": str(REPO)}
+
+    done = subprocess.run([sys.executable, str(gate)], env={**os.environ, **nowhere}, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bronze/orders: expect_column_values_to_be_in_set on column _op: 1 of 2 rows unexpected, e.g. 'X'" in done.stdout
+    assert validate.quality_summary(lake_settings, RUN_DATE)["bronze"]["tables"]["orders"]["rows"] == 2
+
+
+def bronze_orders_arrow(batches: dict[str, list[dict]]):
+    """`bronze_orders` as the JVM-free extraction writes them (Arrow, through delta-rs)."""
+    table = shop_schema.orders
+    fields = [pa.field(c.name, bronze_arrow_type(c.type)) for c in table.columns]
+    fields += [pa.field(name, kind) for name, kind in (("_batch_id", pa.string()), ("_run_id", pa.string()))]
+    fields += [pa.field("_extracted_at", pa.timestamp("us", tz="UTC")), pa.field("_op", pa.string()), pa.field("_unreadable", pa.string())]
+    rows = [
+        {
+            **{c.name: row.get(c.name) for c in table.columns},
+            "_batch_id": batch_id,
+            "_run_id": "run-0",
+            "_extracted_at": CREATED,
+            "_op": row.get("_op", "U"),
+        }
+        for batch_id, batch in batches.items()
+        for row in batch
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
