@@ -139,7 +139,7 @@ class RunData:
 
 def gather(settings: Settings, run_date: date) -> RunData:
     """Read what the report needs for `run_date` from the lake, the quality folder and MLflow."""
-    lake = LakeLayout(settings.lake_dir)
+    lake = LakeLayout(settings.lake_location)
     earlier = [as_of for as_of in gold_dates(lake, "customer_segments") if as_of < run_date]
     previous_date = max(earlier, default=None)
     scores = read_gold(lake, "customer_scores", run_date, SCORE_COLUMNS)
@@ -423,7 +423,7 @@ def overview_section(run: RunData) -> str:
             if manifest.is_file()
             else f"{_code(exports)} {_missing_inline('not exported for this run date')}",
         ),
-        ("lake", _code(settings.lake_dir)),
+        ("lake", _code(str(settings.lake_location))),
         ("Data Docs (quality)", _link(docs, docs) if docs else _missing_inline("no gate results")),
         ("MLflow store", _code(masked(settings.mlflow.tracking_uri))),
     ]
