@@ -26,33 +26,9 @@ from pathlib import Path
 from typing import Iterator
 
 try:  # tests/ on sys.path (pytest "prepend" import mode), or imported as a package
-    from dbservers import (
-        HOST,
-        PORT_ATTEMPTS,
-        _die_with_parent,
-        _env,
-        _free_port,
-        _make_base,
-        _PortInUse,
-        _rmtree,
-        _stop_process,
-        _tail,
-        _wait_ready,
-    )
+    import dbservers as servers
 except ImportError:
-    from tests.dbservers import (
-        HOST,
-        PORT_ATTEMPTS,
-        _die_with_parent,
-        _env,
-        _free_port,
-        _make_base,
-        _PortInUse,
-        _rmtree,
-        _stop_process,
-        _tail,
-        _wait_ready,
-    )
+    from tests import dbservers as servers
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +93,7 @@ def _answers(port: int) -> bool:
     import urllib.request
 
     try:
-        urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=1).close()
+        urllib.request.urlopen(f"http://{servers.HOST}:{port}/", timeout=1).close()
         return True
     except urllib.error.HTTPError:
         return True
@@ -137,7 +113,7 @@ def _create_bucket(store: ObjectStore, proc: subprocess.Popen, logfile: Path) ->
         except (ArrowException, OSError) as error:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"weed: bucket {store.bucket} not created ({error}); last lines of {logfile}:\n{_tail(logfile)}"
+                    f"weed: bucket {store.bucket} not created ({error}); last lines of {logfile}:\n{servers._tail(logfile)}"
                 ) from None
             time.sleep(0.3)
 
@@ -149,7 +125,7 @@ def seaweedfs_server(base_dir: Path | None = None, bucket: str = BUCKET) -> Iter
     binary = weed_binary()
     if not binary.is_file():
         raise RuntimeError(_WEED_MISSING.format(path=binary))
-    base = _make_base(base_dir)
+    base = servers._make_base(base_dir)
     proc: subprocess.Popen | None = None
     store: ObjectStore | None = None
     try:
@@ -173,16 +149,17 @@ def seaweedfs_server(base_dir: Path | None = None, bucket: str = BUCKET) -> Iter
         )
         identities.chmod(0o600)
         logfile = base / "weed.log"
-        for attempt in range(PORT_ATTEMPTS):
+        for attempt in range(servers.PORT_ATTEMPTS):
             ports = {
-                name: _free_port() for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+                name: servers._free_port()
+                for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
             }
             command = [
                 str(binary),
                 "server",
                 f"-dir={data}",
-                f"-ip={HOST}",
-                f"-ip.bind={HOST}",
+                f"-ip={servers.HOST}",
+                f"-ip.bind={servers.HOST}",
                 f"-master.port={ports['master']}",
                 f"-master.port.grpc={ports['master.grpc']}",
                 "-master.telemetry=false",
@@ -210,20 +187,22 @@ def seaweedfs_server(base_dir: Path | None = None, bucket: str = BUCKET) -> Iter
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=str(base),
-                    env=_env(),
+                    env=servers._env(),
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(signal.SIGTERM),
+                    preexec_fn=servers._die_with_parent(signal.SIGTERM),
                 )
             try:
-                _wait_ready(proc, lambda: _answers(ports["s3"]), logfile, "weed", lambda tail: "address already in use" in tail)
+                servers._wait_ready(proc, lambda: _answers(ports["s3"]), logfile, "weed", lambda tail: "address already in use" in tail)
                 break
-            except _PortInUse:
+            except servers._PortInUse:
                 proc.wait()
                 proc = None
-                if attempt == PORT_ATTEMPTS - 1:
-                    raise RuntimeError(f"weed could not bind free ports after {PORT_ATTEMPTS} attempts; log:\n{_tail(logfile)}") from None
+                if attempt == servers.PORT_ATTEMPTS - 1:
+                    raise RuntimeError(
+                        f"weed could not bind free ports after {servers.PORT_ATTEMPTS} attempts; log:\n{servers._tail(logfile)}"
+                    ) from None
         store = ObjectStore(
-            endpoint_url=f"http://{HOST}:{ports['s3']}",
+            endpoint_url=f"http://{servers.HOST}:{ports['s3']}",
             bucket=bucket,
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
@@ -239,8 +218,8 @@ def seaweedfs_server(base_dir: Path | None = None, bucket: str = BUCKET) -> Iter
         if proc is not None:
             # weed's graceful stop gives its servers up to 15 s (measured: 15.3 s every time); the data is
             # thrown away, so nothing is lost by not waiting.
-            _stop_process(proc, signal.SIGKILL, "weed")
-        _rmtree(base)
+            servers._stop_process(proc, signal.SIGKILL, "weed")
+        servers._rmtree(base)
         if store is not None:
             store.timings["stop"] = time.monotonic() - t1
             log.info("weed stopped in %.2fs", store.timings["stop"])

@@ -182,3 +182,24 @@ def test_two_writers_appending_at_once_lose_no_commit_and_leave_one_log_entry_pe
     assert versions == list(range(2 * commits + 1))
     tags = ArrowLake(location).read("bronze", "orders").column("writer").to_pylist()
     assert sorted(set(tags)) == committed and len(tags) == 3 * len(committed)  # every row of every commit, once
+
+
+def test_an_airflow_connection_gives_a_task_the_lake_key_pair_and_the_lake_is_reached_with_it(object_store, monkeypatch):
+    from core.airflow_task import task_settings
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.setenv(name, "wrong")  # a variable left in a worker's environment: the connection wins
+    monkeypatch.setenv("CRM__LAKE__URI", f"s3a://{object_store.bucket}/from-connection")
+    connection = {
+        "conn_type": "aws",
+        "login": object_store.access_key_id,
+        "password": object_store.secret_access_key,
+        "extra": {"endpoint_url": object_store.endpoint_url, "region_name": object_store.region},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_LAKE", json.dumps(connection))
+
+    lake = ArrowLake(task_settings().lake_location)
+
+    lake.overwrite(_orders(1, 2), "bronze", "orders")
+    assert lake.read("bronze", "orders").column("order_id").to_pylist() == [1, 2]
+    assert os.environ["AWS_ACCESS_KEY_ID"] == object_store.access_key_id  # a Spark JVM the task starts inherits it
