@@ -123,7 +123,8 @@ class LakeSettings(_Section):
 
     uri: str = Field(
         description="the lake's root: a folder, or s3a://bucket/prefix for an S3 or S3-compatible object store (key pair from "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the Airflow connection airflow.lake_conn_id; never here)"
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the Airflow connection airflow.lake_conn_id; never here); empty: "
+        "<data_dir>/lake"
     )
     endpoint_url: str = Field(
         description="object store only: the endpoint of an S3-compatible store (http(s)://host:port); empty: AWS_ENDPOINT_URL, "
@@ -522,7 +523,8 @@ class Settings(_Section):
     @property
     def lake_location(self) -> LakeLocation:
         """The lake's root and how Spark, delta-rs and pyarrow reach it (`lake.uri`; credentials from the environment)."""
-        return LakeLocation.parse(self.lake.uri, self.lake.endpoint_url, self.lake.region, self.lake.path_style)
+        uri = self.lake.uri or self.data_dir / "lake"
+        return LakeLocation.parse(uri, self.lake.endpoint_url, self.lake.region, self.lake.path_style)
 
     @property
     def lake_dir(self) -> Path:

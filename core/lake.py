@@ -121,9 +121,10 @@ class LakeLayout:
             log = self.location.folder / layer / table / "_delta_log"
             return log.is_dir() and any(log.glob("*.json"))
         selector = pafs.FileSelector(self.location.arrow_path(layer, table, "_delta_log"), allow_not_found=True)
-        return any(info.path.endswith(".json") for info in self._filesystem().get_file_info(selector))
+        return any(info.path.endswith(".json") for info in self.filesystem().get_file_info(selector))
 
-    def _filesystem(self) -> pafs.FileSystem:
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow file system of the lake (local, or S3 with the store's access): `location.arrow_path`s."""
         if not hasattr(self, "_arrow_filesystem"):
             self._arrow_filesystem = self.location.arrow_filesystem()
         return self._arrow_filesystem
@@ -193,7 +194,7 @@ class LakeLayout:
                     found += [(layer, str(log.parent.relative_to(base))) for log in sorted(base.rglob("_delta_log"))]
                 continue
             base = self.location.arrow_path(layer)
-            listing = self._filesystem().get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+            listing = self.filesystem().get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
             logs = sorted(info.path for info in listing if info.type == pafs.FileType.Directory and info.base_name == "_delta_log")
             found += [(layer, log[len(base) + 1 : -len("/_delta_log")]) for log in logs]
         return found
@@ -230,7 +231,7 @@ class ArrowLake(LakeLayout):
         files = delta.file_uris()
         if not self.location.is_local:  # s3://bucket/key: the file system's paths are bucket/key
             files = [uri.split("://", 1)[1] for uri in files]
-        return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=self._filesystem())
+        return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=self.filesystem())
 
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object], evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""

@@ -123,7 +123,7 @@ def latest_gold_date(lake: Lake, datasets: list[str]) -> date:
         common = held if common is None else common & held
     if not common:
         raise ValueError(
-            f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.root / 'gold'}; "
+            f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.location.spark_uri('gold')}; "
             f"run the night first: crm run --date YYYY-MM-DD"
         )
     return max(common)
