@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -118,6 +118,20 @@ class LakeLocation:
         if self.is_local:
             return str(self.folder.joinpath(*parts))
         return f"{self.bucket}/{self._key(*parts)}".rstrip("/")
+
+    def child(self, *parts: str) -> LakeLocation:
+        """The location of a folder (or prefix) under this one, reached the same way."""
+        if self.is_local:
+            return replace(self, folder=self.folder.joinpath(*parts))
+        return replace(self, prefix=self._key(*parts))
+
+    def remove(self) -> None:
+        """Delete everything under this location (a scratch table's folder or prefix), if anything is there."""
+        filesystem, path = self.arrow_filesystem(), self.arrow_path()
+        from pyarrow import fs  # deferred: core.config imports this module
+
+        if filesystem.get_file_info(path).type != fs.FileType.NotFound:
+            filesystem.delete_dir(path)
 
     # ---- access --------------------------------------------------------------------------------
     def delta_rs_options(self) -> dict[str, str] | None:
