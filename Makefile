@@ -7,8 +7,9 @@ INSTALLED := $(VENV)/.installed
 SYSTEM_PACKAGES := default-jre-headless postgresql mariadb-server
 
 FERRETDB := .cache/bin/ferretdb
+WEED := .cache/bin/weed
 
-.PHONY: demo test system airflow lock clean-data help ferretdb
+.PHONY: demo test system airflow lock clean-data help ferretdb seaweedfs
 
 help:
 	@echo "make demo    generate the demo shop (SQLite) if missing, run the nightly DAG for yesterday, print where results are"
@@ -18,7 +19,7 @@ help:
 demo: system $(INSTALLED)
 	$(BIN)/crm demo
 
-test: system $(INSTALLED) $(FERRETDB)
+test: system $(INSTALLED) $(FERRETDB) $(WEED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
@@ -57,6 +58,17 @@ ferretdb: $(FERRETDB)
 $(FERRETDB): tools/ferretdb/go.mod tools/ferretdb/go.sum tools/ferretdb/main.go
 	@command -v go >/dev/null || { echo "go (1.24 or newer) is needed to build FerretDB for the tests: https://go.dev/dl/"; exit 1; }
 	cd tools/ferretdb && GOPATH=$(CURDIR)/.cache/go GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-modcacherw GOTOOLCHAIN=local go install .
+
+# SeaweedFS's `weed` (Apache-2.0), the S3-compatible server that tests/objectstore.py starts for the tests of the
+# lake on object storage (docs/scaling-out.md): built with `go install` from the Go module proxy, pinned by
+# tools/seaweedfs/go.mod and go.sum (a `tool` line: the upstream command as it is). Its modules are some 740 MB
+# of downloads (3.3 GB unpacked), so they go to Go's own module cache (`go env GOMODCACHE`, ~/go/pkg/mod by
+# default), shared by every clone and by CI's Go cache, not into the clone like FerretDB's 630 MB; set
+# GOMODCACHE to keep them elsewhere.
+seaweedfs: $(WEED)
+$(WEED): tools/seaweedfs/go.mod tools/seaweedfs/go.sum
+	@command -v go >/dev/null || { echo "go (1.26 or newer) is needed to build SeaweedFS for the tests: https://go.dev/dl/"; exit 1; }
+	cd tools/seaweedfs && GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-modcacherw GOTOOLCHAIN=local go install tool
 
 # Regenerate constraints.txt from a fresh resolution of setup.py.
 lock:

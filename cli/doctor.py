@@ -22,6 +22,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -226,7 +227,7 @@ def _spark(settings: Settings) -> str:
     # deferred: `--quick` skips Spark, and a broken pyspark install fails this check instead of the whole doctor
     from pyspark.sql import functions as F
 
-    from core.lake import Lake
+    from core.lake import ArrowLake, Lake
 
     started = time.perf_counter()
     url = connect_url(settings)
@@ -236,19 +237,26 @@ def _spark(settings: Settings) -> str:
         which = f"Spark Connect server {db.masked(url)}"
     else:
         which = "the night's Spark server"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Under the data root: a Spark server reads and writes the lake's file system, not this process's /tmp.
-    with tempfile.TemporaryDirectory(prefix="crm-doctor-", dir=settings.data_dir) as folder, spark_session(settings, "doctor") as spark:
-        lake = Lake(spark, Path(folder))
-        today = datetime.now(timezone.utc).date()
-        lake.replace_partition(spark.range(3).withColumn("as_of", F.lit(today)), "gold", "doctor", {"as_of": today})
-        rows = lake.read("gold", "doctor").count()
-        version = spark.version
+    # A scratch table in the lake itself (its folder, or its prefix on the object store): Spark and delta-rs must
+    # both reach the lake, and a Spark server reads and writes the lake's file system, not this process's /tmp.
+    scratch = settings.lake_location.child(f"_doctor-{uuid.uuid4().hex}")
+    try:
+        with spark_session(settings, "doctor") as spark:
+            lake = Lake(spark, scratch)
+            today = datetime.now(timezone.utc).date()
+            lake.replace_partition(spark.range(3).withColumn("as_of", F.lit(today)), "gold", "doctor", {"as_of": today})
+            rows = lake.read("gold", "doctor").count()
+            version = spark.version
+        rows_delta_rs = ArrowLake(scratch).read("gold", "doctor").num_rows
+    finally:
+        scratch.remove()
+    if rows_delta_rs != 3:
+        raise RuntimeError(f"Spark wrote 3 rows to a Delta table in {scratch} and delta-rs read {rows_delta_rs}")
     if rows != 3:
         raise RuntimeError(f"wrote 3 rows to a Delta table and read {rows}")
     return (
-        f"Spark {version} ({which}) with Delta Lake: wrote and read a Delta table in "
-        f"{time.perf_counter() - started:.1f} s (jars: {settings.spark.jars_dir})"
+        f"Spark {version} ({which}) with Delta Lake: wrote and read a Delta table in the lake ({settings.lake_location}), "
+        f"delta-rs read it too, in {time.perf_counter() - started:.1f} s (jars: {settings.spark.jars_dir})"
     )
 
 

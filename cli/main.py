@@ -361,10 +361,8 @@ def export_command(ctx, run_date):
         from jobs import export
 
         settings = load_config()
-        click.echo(
-            f"exporting {run_date or 'the latest run date'} from {settings.lake_dir / 'gold'} ({', '.join(settings.export.datasets)}) ...",
-            err=True,
-        )
+        gold = settings.lake_location.spark_uri("gold")
+        click.echo(f"exporting {run_date or 'the latest run date'} from {gold} ({', '.join(settings.export.datasets)}) ...", err=True)
         with nightlock.hold(settings, "crm export", run_date):  # the night's export task writes the same folders
             click.echo(export.rerun(settings, run_date))
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import mlflow
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from sqlalchemy import func, select
 
 from core import db, runlog
 from core.config import Settings
 from core.crm_schema import crm_table
-from core.lake import LAYERS, ArrowLake
+from core.lake import LAYERS, ArrowLake, LakeLayout
 from jobs import events
 from jobs.report import read_lifetime_diagnostics
 from jobs.validate import quality_summary
@@ -26,17 +25,13 @@ from models import churn, tracking
 from models.lifetime import DIAGNOSTICS_ARTIFACT
 
 
-def lake_row_counts(lake_dir: Path) -> dict[str, dict[str, int]]:
+def lake_row_counts(lake: LakeLayout) -> dict[str, dict[str, int]]:
     """Rows per table per layer, from each table's current Delta snapshot (no data files read)."""
     counts: dict[str, dict[str, int]] = {}
-    for layer in LAYERS:
-        base = lake_dir / layer
-        if not base.is_dir():
-            continue
-        for log in sorted(base.rglob("_delta_log")):
-            actions = DeltaTable(str(log.parent)).get_add_actions(flatten=True)
-            rows = sum(value or 0 for value in actions.column("num_records").to_pylist())
-            counts.setdefault(layer, {})[str(log.parent.relative_to(base))] = rows
+    for layer, table in lake.tables():
+        actions = lake.delta_table(layer, table).get_add_actions(flatten=True)
+        rows = sum(value or 0 for value in actions.column("num_records").to_pylist())
+        counts.setdefault(layer, {})[table] = rows
     return counts
 
 
@@ -44,7 +39,7 @@ def event_lines(settings: Settings, run_date: date, counts: dict[str, dict[str, 
     """Browsing events: how many silver holds, what the night's files brought (ledger), where the files are."""
     if settings.events.source == "none":
         return ["Browsing events: off (events.source: none)"]
-    lake = ArrowLake(settings.lake_dir)
+    lake = ArrowLake(settings.lake_location)
     in_silver = counts.get("silver", {}).get(events.TABLE)
     if in_silver is None:
         return [f"Browsing events: none yet (events.source: {settings.events.source}; files go to {settings.events.landing_dir})"]
@@ -231,7 +226,7 @@ def quality_lines(settings: Settings, run_date: date) -> list[str]:
 def render(settings: Settings, run_date: date, run_id: str) -> str:
     """The summary as text for the terminal."""
     lines = [f"shop-crm nightly run {run_id} for {run_date}: success", ""]
-    counts = lake_row_counts(settings.lake_dir)
+    counts = lake_row_counts(LakeLayout(settings.lake_location))
     for layer in LAYERS:
         tables = counts.get(layer, {})
         quarantined = sum(rows for name, rows in tables.items() if name.startswith("_quarantine/"))
@@ -258,7 +253,7 @@ def render(settings: Settings, run_date: date, run_id: str) -> str:
         f"  CRM database   {db.masked(settings.crm.db_url)}",
         f"  exports        {exports}  (manifest.json, latest -> {settings.exports_dir / 'latest'})",
         f"  run report     {settings.data_dir / 'reports' / run_date.isoformat() / 'index.html'}  (crm report --open)",
-        f"  lake           {settings.lake_dir}  (Delta tables: bronze, silver, gold)",
+        f"  lake           {settings.lake_location}  (Delta tables: bronze, silver, gold)",
         f"  Airflow logs   {Path(settings.airflow.home) / 'logs'}",
         "  tasks, seconds crm status     (this night's tasks as the run log has them)",
         f"  Airflow UI     make airflow   (the nightly under Airflow's own scheduler; then open http://localhost:{settings.airflow.api_port})",

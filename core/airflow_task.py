@@ -74,6 +74,7 @@ def task_settings() -> Settings:
     quotes it shows ***; the task log says which source each URL came from, masked (`core.db.masked`).
     """
     settings = load_config()
+    _lake_credentials_from_connection(settings.airflow.lake_conn_id)
     shop_url = _connection_url(settings.airflow.shop_conn_id, "shop")
     crm_url = _connection_url(settings.airflow.crm_conn_id, "CRM database")
     if shop_url is None and crm_url is None:
@@ -120,6 +121,33 @@ def _connection_url(conn_id: str, what: str) -> str | None:
             mask_secret(secret)
     logging.getLogger(__name__).info("%s: %s from Airflow connection %s", what, masked(url), conn_id)
     return url
+
+
+def _lake_credentials_from_connection(conn_id: str) -> None:
+    """The key pair of the lake's object store from the Airflow connection `conn_id` (type aws: login = access key
+    id, password = secret; extra `endpoint_url`, `region_name`), put into this task's environment, the one place
+    the lake's credentials are read (`core.lake_location`; a Spark JVM the task starts inherits it). The secret is
+    masked in the task's log from now on. Nothing when `conn_id` is empty or no such connection exists."""
+    if not conn_id or not (_in_airflow_task() or f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ):
+        return
+    from airflow.sdk import BaseHook  # deferred: only task processes look connections up
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return
+    if not (connection.login and connection.password):
+        raise ValueError(f"Airflow connection {conn_id}: expected the lake's access key id as login and its secret as password")
+    mask_secret(connection.password)
+    extra = connection.extra_dejson
+    os.environ.update({"AWS_ACCESS_KEY_ID": connection.login, "AWS_SECRET_ACCESS_KEY": connection.password})
+    if extra.get("endpoint_url"):
+        os.environ["AWS_ENDPOINT_URL"] = extra["endpoint_url"]
+    if extra.get("region_name"):
+        os.environ["AWS_REGION"] = extra["region_name"]
+    logging.getLogger(__name__).info("lake: object store key pair %s from Airflow connection %s", connection.login, conn_id)
 
 
 def finite_or_none(value: Any, path: str = "result") -> Any:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from core.db import masked_settings
 from core.feature_schema import FEATURES, PURCHASE_MODEL_FEATURES
+from core.lake_location import LakeLocation, LakeLocationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +115,32 @@ class SparkSettings(_Section):
     def _connect_url(cls, value: str) -> str:
         if value and not value.startswith("sc://"):
             raise ValueError(f"expected a Spark Connect URL sc://host:port, got {value!r}")
+        return value
+
+
+class LakeSettings(_Section):
+    """Where the Delta tables live (core/lake_location.py, docs/scaling-out.md)."""
+
+    uri: str = Field(
+        description="the lake's root: a folder, or s3a://bucket/prefix for an S3 or S3-compatible object store (key pair from "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the Airflow connection airflow.lake_conn_id; never here); empty: "
+        "<data_dir>/lake"
+    )
+    endpoint_url: str = Field(
+        description="object store only: the endpoint of an S3-compatible store (http(s)://host:port); empty: AWS_ENDPOINT_URL, "
+        "else Amazon S3"
+    )
+    region: str = Field(description="object store only: its region; empty: AWS_REGION, else us-east-1")
+    path_style: bool = Field(
+        description="object store only: path-style requests (host/bucket/key), as most S3-compatible stores want; false: "
+        "virtual-hosted (bucket.host/key), as Amazon S3 prefers"
+    )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, or empty")
         return value
 
 
@@ -450,6 +477,11 @@ class AirflowSettings(_Section):
         description="Airflow connection holding the CRM database's URL: when it exists, a task publishes through it instead of "
         "crm.db_url (CRM_DB_URL); empty: never looked up"
     )
+    lake_conn_id: str = Field(
+        description="Airflow connection (type aws: login = access key id, password = secret, extra endpoint_url, region_name) "
+        "holding the key pair of the lake's object store: when it exists, a task uses it instead of AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY; empty: never looked up"
+    )
 
     @field_validator("nightly_schedule", mode="before")
     @classmethod
@@ -472,6 +504,7 @@ class Settings(_Section):
     shop: ShopSettings
     extract: ExtractSettings
     crm: CrmSettings
+    lake: LakeSettings
     spark: SparkSettings
     generator: GeneratorSettings
     rfm: RfmSettings
@@ -488,8 +521,18 @@ class Settings(_Section):
     airflow: AirflowSettings
 
     @property
+    def lake_location(self) -> LakeLocation:
+        """The lake's root and how Spark, delta-rs and pyarrow reach it (`lake.uri`; credentials from the environment)."""
+        uri = self.lake.uri or self.data_dir / "lake"
+        return LakeLocation.parse(uri, self.lake.endpoint_url, self.lake.region, self.lake.path_style)
+
+    @property
     def lake_dir(self) -> Path:
-        return self.data_dir / "lake"
+        """The lake's folder; an error naming `lake.uri` when the lake is on an object store."""
+        location = self.lake_location
+        if not location.is_local:
+            raise LakeLocationError(f"lake.uri is {location}, not a folder")
+        return location.folder
 
     @property
     def exports_dir(self) -> Path:

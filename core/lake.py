@@ -1,6 +1,7 @@
 """The lake: where each Delta table lives and how it is written.
 
-Tables are `<data>/lake/<layer>/<table>` with layer bronze, silver or gold. Every write is one Delta
+Tables are `<lake>/<layer>/<table>` with layer bronze, silver or gold, the lake a folder (`<data>/lake`) or a
+prefix on an S3 object store (`lake.uri`; core/lake_location.py says how each engine reaches it). Every write is one Delta
 commit, so a job killed midway leaves the table at its previous version. Writes check the schema first and
 refuse a mismatch with an error naming the table and the columns; Delta's own schema enforcement stays on
 behind that check.
@@ -27,6 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import SchemaMismatchError as DeltaSchemaError
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -34,6 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, MapType, StringType, StructType
 
 from core.crm_schema import CRM_NAMES, crm_metadata
+from core.lake_location import LakeLocation
 from core.spark import is_connect
 from core.types import gold_rows, no_gold_rows
 
@@ -86,24 +89,49 @@ def arrow_statistics(schema: pa.Schema, partition_by: Sequence[str] = ()) -> dic
 
 
 class LakeLayout:
-    """Where the Delta tables under one root folder live, whatever engine reads or writes them."""
+    """Where the Delta tables under one root (a folder, or a prefix on an object store) live, whatever engine
+    reads or writes them: `path` is Spark's, `delta_table` and `delta_rs_uri` with `storage_options` delta-rs'
+    (core/lake_location.py)."""
 
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
+    def __init__(self, root: Path | str | LakeLocation):
+        self.location = LakeLocation.parse(root)
+        #: The lake's folder, or its location on an object store.
+        self.root = self.location.folder if self.location.is_local else self.location
+        self.storage_options = self.location.delta_rs_options()
 
     def path(self, layer: str, table: str) -> str:
+        """The table's path for Spark: a folder, or s3a://bucket/prefix/layer/table."""
         if layer not in LAYERS:
             raise ValueError(f"unknown lake layer {layer!r}; expected one of {', '.join(LAYERS)}")
-        return str(self.root / layer / table)
+        return self.location.spark_uri(layer, table)
+
+    def delta_rs_uri(self, layer: str, table: str) -> str:
+        """The table's path for delta-rs (with `storage_options`): a folder, or s3://bucket/prefix/layer/table."""
+        self.path(layer, table)  # the layer's check
+        return self.location.delta_rs_uri(layer, table)
+
+    def delta_table(self, layer: str, table: str) -> DeltaTable:
+        """The table's Delta log, read by delta-rs (no JVM)."""
+        return DeltaTable(self.delta_rs_uri(layer, table), storage_options=self.storage_options)
 
     def exists(self, layer: str, table: str) -> bool:
         """True when the table has at least one commit (a failed first write leaves none)."""
-        log = Path(self.path(layer, table)) / "_delta_log"
-        return log.is_dir() and any(log.glob("*.json"))
+        self.path(layer, table)  # the layer's check
+        if self.location.is_local:
+            log = self.location.folder / layer / table / "_delta_log"
+            return log.is_dir() and any(log.glob("*.json"))
+        selector = pafs.FileSelector(self.location.arrow_path(layer, table, "_delta_log"), allow_not_found=True)
+        return any(info.path.endswith(".json") for info in self.filesystem().get_file_info(selector))
+
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow file system of the lake (local, or S3 with the store's access): `location.arrow_path`s."""
+        if not hasattr(self, "_arrow_filesystem"):
+            self._arrow_filesystem = self.location.arrow_filesystem()
+        return self._arrow_filesystem
 
     def version(self, layer: str, table: str) -> int | None:
         """The table's current version, or None when it does not exist yet (read from the log, no JVM)."""
-        return DeltaTable(self.path(layer, table)).version() if self.exists(layer, table) else None
+        return self.delta_table(layer, table).version() if self.exists(layer, table) else None
 
     def latest_commit(self, layer: str, table: str) -> dict[str, int | bool | None]:
         """The table's current version, when it was committed (ms since the epoch: which state of the table this
@@ -112,7 +140,7 @@ class LakeLayout:
         written without a row count); `plain_files`: its rows are exactly its data files' rows (reader protocol 1:
         no deletion vectors, no column mapping), so `ArrowLake.read` gives what Spark reads. One read of the log,
         no JVM."""
-        table_log = DeltaTable(self.path(layer, table))
+        table_log = self.delta_table(layer, table)
         counts = pa.table(table_log.get_add_actions(flatten=True)).column("num_records")
         return {
             "version": table_log.version(),
@@ -123,7 +151,7 @@ class LakeLayout:
 
     def rows_written(self, layer: str, table: str) -> int:
         """Rows the table's latest commit wrote (from the operation metrics in its log, whoever wrote it)."""
-        metrics = DeltaTable(self.path(layer, table)).history(1)[0].get("operationMetrics") or {}
+        metrics = self.delta_table(layer, table).history(1)[0].get("operationMetrics") or {}
         return int(metrics.get("numOutputRows") or metrics.get("num_added_rows") or 0)
 
     def has_rows(self, layer: str, table: str, partition: Mapping[str, object]) -> bool:
@@ -134,13 +162,13 @@ class LakeLayout:
         for column, value in partition.items():
             term = pc.field(column) == value
             condition = term if condition is None else condition & term
-        return DeltaTable(self.path(layer, table)).to_pyarrow_dataset().count_rows(filter=condition) > 0
+        return self.delta_table(layer, table).to_pyarrow_dataset().count_rows(filter=condition) > 0
 
     def missing_statistics_properties(self, layer: str, table: str) -> dict[str, str]:
         """The `private_statistics` properties an existing table lacks (a table made by an older version, or
         whose columns grew): what its next write sets. A table made by an older version lacks
         `delta.dataSkippingNumIndexedCols`: its files' statistics hold text columns."""
-        delta = DeltaTable(self.path(layer, table))
+        delta = self.delta_table(layer, table)
         metadata = delta.metadata()
         wanted = arrow_statistics(pa.schema(delta.schema().to_arrow()), metadata.partition_columns)
         return {key: value for key, value in wanted.items() if metadata.configuration.get(key) != value}
@@ -160,11 +188,15 @@ class LakeLayout:
         """Every Delta table under the root as (layer, table); nested names like `_quarantine/orders`."""
         found = []
         for layer in LAYERS:
-            base = self.root / layer
-            if not base.is_dir():
+            if self.location.is_local:
+                base = self.location.folder / layer
+                if base.is_dir():
+                    found += [(layer, str(log.parent.relative_to(base))) for log in sorted(base.rglob("_delta_log"))]
                 continue
-            for log in sorted(base.rglob("_delta_log")):
-                found.append((layer, str(log.parent.relative_to(base))))
+            base = self.location.arrow_path(layer)
+            listing = self.filesystem().get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+            logs = sorted(info.path for info in listing if info.type == pafs.FileType.Directory and info.base_name == "_delta_log")
+            found += [(layer, log[len(base) + 1 : -len("/_delta_log")]) for log in logs]
         return found
 
 
@@ -192,11 +224,14 @@ class ArrowLake(LakeLayout):
         return self._dataset(layer, table).count_rows(filter=where)
 
     def _dataset(self, layer: str, table: str) -> ds.Dataset:
-        delta = DeltaTable(self.path(layer, table))
+        delta = self.delta_table(layer, table)
         schema = pa.schema(delta.schema().to_arrow())
         partitions = delta.metadata().partition_columns
         partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
-        return ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
+        files = delta.file_uris()
+        if not self.location.is_local:  # s3://bucket/key: the file system's paths are bucket/key
+            files = [uri.split("://", 1)[1] for uri in files]
+        return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=self.filesystem())
 
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object], evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""
@@ -204,8 +239,9 @@ class ArrowLake(LakeLayout):
         exists = self.exists(layer, table)
         try:
             write_deltalake(
-                self.path(layer, table),
+                self.delta_rs_uri(layer, table),
                 data,
+                storage_options=self.storage_options,
                 mode="overwrite",
                 partition_by=list(partition),
                 predicate=condition if exists else None,
@@ -218,7 +254,11 @@ class ArrowLake(LakeLayout):
     def overwrite(self, data, layer: str, table: str) -> None:
         """Replace the whole table in one commit."""
         write_deltalake(
-            self.path(layer, table), data, mode="overwrite", configuration=self._statistics_properties(data.schema, layer, table)
+            self.delta_rs_uri(layer, table),
+            data,
+            mode="overwrite",
+            configuration=self._statistics_properties(data.schema, layer, table),
+            storage_options=self.storage_options,
         )
 
     def _statistics_properties(self, schema: pa.Schema, layer: str, table: str, partition_by: Sequence[str] = ()) -> dict[str, str] | None:
@@ -229,11 +269,16 @@ class ArrowLake(LakeLayout):
             return arrow_statistics(schema, partition_by)
         missing = self.statistics_to_mend(layer, table)
         if missing:
-            path = self.path(layer, table)
-            DeltaTable(path).alter.set_table_properties(missing)
+            self.delta_table(layer, table).alter.set_table_properties(missing)
             if "delta.dataSkippingNumIndexedCols" in missing:
-                partitions = DeltaTable(path).metadata().partition_columns
-                write_deltalake(path, self._dataset(layer, table).scanner().to_reader(), mode="overwrite", partition_by=partitions or None)
+                partitions = self.delta_table(layer, table).metadata().partition_columns
+                write_deltalake(
+                    self.delta_rs_uri(layer, table),
+                    self._dataset(layer, table).scanner().to_reader(),
+                    mode="overwrite",
+                    partition_by=partitions or None,
+                    storage_options=self.storage_options,
+                )
         self.statistics_mended(layer, table)
         return None
 
@@ -270,7 +315,7 @@ def warn_of_non_finite(observation: Observation | None, label: str) -> None:
 class Lake(LakeLayout):
     """Names, opens and writes the Delta tables under one root folder with Spark."""
 
-    def __init__(self, spark: SparkSession, root: Path | str):
+    def __init__(self, spark: SparkSession, root: Path | str | LakeLocation):
         super().__init__(root)
         self.spark = spark
 
@@ -439,7 +484,7 @@ class Lake(LakeLayout):
             properties = ", ".join(f"'{key}' = '{value}'" for key, value in missing.items())
             self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({properties})")
             if "delta.dataSkippingNumIndexedCols" in missing:
-                partitions = DeltaTable(path).metadata().partition_columns
+                partitions = self.delta_table(layer, table).metadata().partition_columns
                 plain_string_types(self.read(layer, table)).write.format("delta").mode("overwrite").partitionBy(*partitions).save(path)
         self.statistics_mended(layer, table)
 

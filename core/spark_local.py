@@ -69,7 +69,7 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": f"{jvm_options} {spark.java_options}".strip(),
         "spark.executor.extraJavaOptions": UTC_JVM_OPTIONS,
-        **_jar_settings(spark.packages, spark.jars_dir),
+        **_jar_settings(spark_packages(settings), spark.jars_dir),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str(catalog / "warehouse"),
         # No `${env:...}`/`${system:...}` expansion in SQL text: an expression would read the environment.
@@ -86,9 +86,16 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         # lake's files would be world-readable): the pipeline's private one (core/private.py).
         "spark.hadoop.fs.permissions.umask-mode": "077",
         **DELTA_SQL_SETTINGS,
+        # The lake on an object store: the S3A connector's endpoint, addressing, credentials from the environment.
+        **settings.lake_location.spark_settings(),
     }
     values.update(spark.extra)
     return values
+
+
+def spark_packages(settings: Settings) -> list[str]:
+    """The JVM packages of a session: the configured ones (Delta Lake), plus S3A when the lake is on an object store."""
+    return [*settings.spark.packages, *settings.lake_location.spark_packages()]
 
 
 def _classpath_file(packages: list[str], jars_dir: str) -> Path:
@@ -129,5 +136,5 @@ def get_spark(settings: Settings, app_name: str = "shop-crm", overrides: dict[st
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
-    _remember_classpath(session, settings.spark.packages, settings.spark.jars_dir)
+    _remember_classpath(session, spark_packages(settings), settings.spark.jars_dir)
     return session

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from core.config import REPO_ROOT, Settings, load_config
 from core.private import private_files
-from core.spark_local import get_spark, spark_settings
+from core.spark_local import get_spark, spark_packages, spark_settings
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def settings_digest(settings: Settings) -> str:
     # and notes the jars, later starts name the jars (spark.jars); both are the same server.
     for resolution in ("spark.jars", "spark.jars.packages", "spark.jars.ivy"):
         values.pop(resolution, None)
-    values["packages"] = ",".join(settings.spark.packages)
+    values["packages"] = ",".join(spark_packages(settings))
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -31,7 +31,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     folder = settings.conf_dir / settings.campaigns.folder
     campaigns = load_campaigns(folder)
     with spark_session(settings, "campaigns") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         view = customer_view(lake, run_date).cache()
         for campaign in campaigns:
             check_expressions(campaign, view, str(folder / f"{campaign.name}.yaml"))
@@ -170,10 +170,10 @@ def preview(settings: Settings, run_date: date | None = None) -> list[str]:
     folder = settings.conf_dir / settings.campaigns.folder
     campaigns = load_campaigns(folder)
     with spark_session(settings, "campaigns") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         if not lake.exists("gold", "customer_scores"):
             raise ValueError(
-                f"no gold customer view in {settings.lake_dir / 'gold'} to check the campaigns against; "
+                f"no gold customer view in {settings.lake_location.spark_uri('gold')} to check the campaigns against; "
                 "run a night first: crm run --date YYYY-MM-DD"
             )
         day = run_date or lake.read("gold", "customer_scores").agg(F.max("as_of")).first()[0]

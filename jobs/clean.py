@@ -126,7 +126,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     """Apply the run date's bronze batch of every table to silver; returns per table what changed."""
     counts: dict[str, dict[str, object]] = {}
     with spark_session(settings, "clean") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         modes = batch_modes(lake, run_date)
         if not modes:  # no batch to apply (a backfill behind the lake extracts none): silver stays as it is
             later = later_night(lake, run_date)

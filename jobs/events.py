@@ -130,7 +130,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, object]:
         return {"source": "none"}
     started = datetime.now(timezone.utc).replace(microsecond=0)
     with spark_session(settings, "events") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         bronze = ingest(lake, settings, run_date, run_id, started)
         silver = apply_batches(lake, settings, run_date, run_id)
     return {"source": config.source, **bronze, **silver}
@@ -247,7 +247,7 @@ def landing_report(settings: Settings, run_date: date) -> list[str]:
     files = landing_files(folder)
     if not files:
         return lines + [f"  no event file{'' if folder.is_dir() else ' (the folder does not exist)'}"]
-    lake = ArrowLake(settings.lake_dir)
+    lake = ArrowLake(settings.lake_location)
     plan = plan_landing(files, read_ledger(lake), run_date, datetime.now(timezone.utc), config.settle_seconds)
     rows = {}
     if lake.exists("bronze", LEDGER_TABLE):
@@ -292,7 +292,7 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
         frames += _file_frames(lake.spark, plan.ingest)
     staging = None
     if config.source in ("table", "both"):
-        staging = settings.lake_dir / "_staging" / "events" / batch_id
+        staging = settings.data_dir / "_staging" / "events" / batch_id  # local Parquet, read by the local Spark
         backfill = not any(batch < batch_id for batch in applied_batches(lake))  # as in apply_batches
         table_rows = _stage_table(settings, run_date, staging, first_night=backfill)
         summary["table_rows_read"] = table_rows

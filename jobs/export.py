@@ -78,7 +78,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> Path:
         try:
             files = {MANIFEST_SCHEMA: write_json(manifest_schema(), staging / MANIFEST_SCHEMA)}
             with spark_session(settings, "export") as spark:
-                lake = Lake(spark, settings.lake_dir)
+                lake = Lake(spark, settings.lake_location)
                 for dataset in settings.export.datasets:
                     files.update(write_dataset(lake, dataset, run_date, settings.export.pii.get(dataset, {}), staging))
             manifest = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "run_date": run_date.isoformat(), "files": files}
@@ -103,7 +103,7 @@ def rerun(settings: Settings, run_date: date | None = None) -> Path:
     night's gold quality gate are exported: the run log must record it.
     """
     with spark_session(settings, "export") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         day = run_date or latest_gold_date(lake, settings.export.datasets)
         run_id = gold_run_id(lake, settings.export.datasets, day)
         if not runlog.stage_succeeded(settings, run_id, QUALITY_GATE):
@@ -123,7 +123,7 @@ def latest_gold_date(lake: Lake, datasets: list[str]) -> date:
         common = held if common is None else common & held
     if not common:
         raise ValueError(
-            f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.root / 'gold'}; "
+            f"gold holds no run date of {', '.join(datasets)} (export.datasets) in {lake.location.spark_uri('gold')}; "
             f"run the night first: crm run --date YYYY-MM-DD"
         )
     return max(common)

@@ -129,7 +129,7 @@ def run(run_date: date, settings: Settings, run_id: str, full: bool = False) -> 
     for name, checked in plan.items():
         for column in absent_columns(checked.mapping):
             log.warning("%s.%s: the shop has no such column (mapping %s maps it to null): read as null", name, column, mapping.name)
-    lake = ArrowLake(settings.lake_dir)
+    lake = ArrowLake(settings.lake_location)
     later = later_night(lake, run_date)
     if later is not None:
         log.warning(

@@ -22,7 +22,7 @@ ACTIVITY_TABLE = "customer_activity"
 def run(run_date: date, settings: Settings, run_id: str) -> int:
     """Compute the customer features and browsing activity as of `run_date`; returns the number of customers."""
     with spark_session(settings, "features") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         silver = silver_tables(lake)
         features = customer_features(silver, run_date, settings.rfm.scored_statuses, settings.rfm.monetary_value)
         customers = lake.write_gold(features, TABLE, run_date, run_id)

@@ -58,7 +58,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     degraded: dict[str, str] = {}
     figures: dict[str, float] = {}
     with spark_session(settings, "insights") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         reviews = known_at(lake.read("silver", "reviews"), run_date).select(*REVIEW_COLUMNS)
         inquiries = known_at(lake.read("silver", "inquiries"), run_date)
         # A silver table cleaned before the shop model had inquiries.topic has no such column: all unfiled.

@@ -45,7 +45,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     conf = settings.uplift
     client = tracking.connect(settings.mlflow)
     with spark_session(settings, "offers") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         # Read once: the campaigns' outcomes and every campaign eve's purchase history are made of them.
         orders = orders_known_by(lake.read("silver", "orders"), run_date).toPandas()
         outcomes, reason = finished_campaigns(lake, run_date, orders, settings.rfm.scored_statuses)

@@ -79,7 +79,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     client = tracking.connect(settings.mlflow)
     degraded: dict[str, str] = {}
     with spark_session(settings, "predict") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         version, trained_first = champion_or_train(client, lake, run_date, settings, run_id, degraded)
         classifier = tracking.load_version(version) if version is not None else None
         gold_features = [RENAMED.get(name, name) for name in (classifier.features if classifier else []) if name not in churn.BGNBD_INPUTS]

@@ -35,7 +35,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     engine = db.engine(settings.crm.db_url)
     metadata = crm_metadata(schema_of(settings.crm.db_url, settings.crm.schema_name))
     with spark_session(settings, "publish") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         rows = {
             table: lake.read("gold", table.name)
             .where(F.col("as_of") == F.lit(run_date))

@@ -51,7 +51,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
         tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints,
         checkpoint_dir(spark, checkpoints),
     ):  # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         silver = silver_tables(lake)
         first_order = silver["orders"].agg(F.min("created_at")).first()[0]
         history_days = (run_date - first_order.date()).days if first_order is not None else 0

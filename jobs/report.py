@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-from deltalake import DeltaTable
 
 from core import db
 from core.config import Settings, load_config
@@ -139,7 +138,7 @@ class RunData:
 
 def gather(settings: Settings, run_date: date) -> RunData:
     """Read what the report needs for `run_date` from the lake, the quality folder and MLflow."""
-    lake = LakeLayout(settings.lake_dir)
+    lake = LakeLayout(settings.lake_location)
     earlier = [as_of for as_of in gold_dates(lake, "customer_segments") if as_of < run_date]
     previous_date = max(earlier, default=None)
     scores = read_gold(lake, "customer_scores", run_date, SCORE_COLUMNS)
@@ -186,7 +185,7 @@ def read_gold(lake: LakeLayout, table: str, as_of: date, columns: Sequence[str])
     `to_pandas`, which can abort the interpreter at exit (delta-rs#2184).
     """
     actions = _add_actions(lake, "gold", table)
-    base = Path(lake.path("gold", table))
+    base = lake.location.arrow_path("gold", table)
     files = [
         _data_file(base, path)
         for path, value in zip(actions.get("path", []), actions.get("partition.as_of", []))
@@ -194,7 +193,7 @@ def read_gold(lake: LakeLayout, table: str, as_of: date, columns: Sequence[str])
     ]
     if not files:
         return None
-    dataset = ds.dataset(files, format="parquet")
+    dataset = ds.dataset(files, format="parquet", filesystem=lake.filesystem())
     wanted = [column for column in columns if column in dataset.schema.names]
     data = dataset.to_table(columns=wanted)
     data = data.cast(pa.schema([pa.field(field.name, pa.float64()) if pa.types.is_decimal(field.type) else field for field in data.schema]))
@@ -209,7 +208,7 @@ def quarantined_rows(lake: LakeLayout, run_date: date) -> dict[str, dict[tuple[s
         if layer != "silver" or not name.startswith("_quarantine/"):
             continue
         actions = _add_actions(lake, layer, name)
-        base = Path(lake.path(layer, name))
+        base = lake.location.arrow_path(layer, name)
         files = [
             _data_file(base, path)
             for path, rows, value in zip(actions.get("path", []), actions.get("num_records", []), actions.get("partition.run_date", []))
@@ -218,7 +217,7 @@ def quarantined_rows(lake: LakeLayout, run_date: date) -> dict[str, dict[tuple[s
         table = counts.setdefault(name.removeprefix("_quarantine/"), {})
         if not files:
             continue
-        dataset = ds.dataset(files, format="parquet")
+        dataset = ds.dataset(files, format="parquet", filesystem=lake.filesystem())
         wanted = [column for column in ("rule", "column") if column in dataset.schema.names]  # `column`: lakes since field rules
         for record in dataset.to_table(columns=wanted).group_by(wanted).aggregate([([], "count_all")]).to_pylist():
             table[(record["rule"], record.get("column"))] = record["count_all"]
@@ -229,14 +228,15 @@ def _add_actions(lake: LakeLayout, layer: str, table: str) -> dict[str, list]:
     """The table's current data files as columns (path, num_records, partition.<column>), empty if no table."""
     if not lake.exists(layer, table):
         return {}
-    return pa.table(DeltaTable(lake.path(layer, table)).get_add_actions(flatten=True)).to_pydict()
+    return pa.table(lake.delta_table(layer, table).get_add_actions(flatten=True)).to_pydict()
 
 
-def _data_file(base: Path, path: str) -> str:
-    """A data file's local path from its Delta log entry (relative and URL-encoded, or an absolute URI)."""
+def _data_file(base: str, path: str) -> str:
+    """A data file's path in the lake's file system (`LakeLayout.filesystem`: a local path, or bucket/key) from its
+    Delta log entry (relative to the table's `base` and URL-encoded, or an absolute URI)."""
     if "://" in path:
         return unquote(path.split("://", 1)[1])
-    return str(base / unquote(path))
+    return f"{base}/{unquote(path)}"
 
 
 def _as_date(value: Any) -> date | None:
@@ -423,7 +423,7 @@ def overview_section(run: RunData) -> str:
             if manifest.is_file()
             else f"{_code(exports)} {_missing_inline('not exported for this run date')}",
         ),
-        ("lake", _code(settings.lake_dir)),
+        ("lake", _code(str(settings.lake_location))),
         ("Data Docs (quality)", _link(docs, docs) if docs else _missing_inline("no gate results")),
         ("MLflow store", _code(masked(settings.mlflow.tracking_uri))),
     ]

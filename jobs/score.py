@@ -39,7 +39,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
     """Score every customer as of `run_date`; returns customers per segment."""
     rules = SegmentRules.load(settings.conf_dir / settings.rfm.segments_file)
     with spark_session(settings, "score") as spark:
-        lake = Lake(spark, settings.lake_dir)
+        lake = Lake(spark, settings.lake_location)
         features = lake.read("gold", "customer_features").where(F.col("as_of") == F.lit(run_date)).select(*FEATURE_NAMES).cache()
 
         model = fit_clusters(lake, features, run_date, settings)

@@ -65,7 +65,7 @@ class Snapshot:
 def run(run_date: date, settings: Settings, run_id: str) -> dict:
     """Train a churn challenger as of `run_date` and promote it if it beats the champion; returns the outcome."""
     with spark_session(settings, "train") as spark:
-        return train(Lake(spark, settings.lake_dir), run_date, settings, run_id)
+        return train(Lake(spark, settings.lake_location), run_date, settings, run_id)
 
 
 def train(lake: Lake, run_date: date, settings: Settings, run_id: str) -> dict:

@@ -104,12 +104,14 @@ def run(run_date: date, settings: Settings, run_id: str, layer: str, tables_to_c
     missing = []
     passed = read_passed(settings, layer)
     validated = {}
-    files = ArrowLake(settings.lake_dir)
+    files = ArrowLake(settings.lake_location)
     layer_rules = expectations.LAYER_SUITES[layer]
     with ExitStack() as opened:
         # Spark only for the rows a table's files cannot give in memory: a gate whose tables all fit starts and
         # waits for no Spark at all.
-        spark_lake = functools.cache(lambda: Lake(opened.enter_context(spark_session(settings, f"validate_{layer}")), settings.lake_dir))
+        spark_lake = functools.cache(
+            lambda: Lake(opened.enter_context(spark_session(settings, f"validate_{layer}")), settings.lake_location)
+        )
         for table in tables_to_check or expectations.tables(layer):
             if not files.exists(layer, table):
                 if table not in getattr(layer_rules, "OPTIONAL_TABLES", ()):

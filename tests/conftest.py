@@ -62,6 +62,31 @@ def ferretdb() -> Iterator[DbServer]:
 
 
 # =========================================================================== #
+# BEGIN object store (SeaweedFS's S3 gateway) -- see tests/objectstore.py
+#
+# Session-scoped and lazy like the database servers: one `weed server` with a bucket and a key pair generated
+# for the session, started only if a test asks for `object_store`, stopped at the end of the session.
+# =========================================================================== #
+
+try:
+    from objectstore import ObjectStore, seaweedfs_server
+except ImportError:
+    from tests.objectstore import ObjectStore, seaweedfs_server
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[ObjectStore]:
+    """A throwaway S3-compatible store (SeaweedFS) on 127.0.0.1 with one bucket and its own key pair."""
+    with seaweedfs_server() as store:
+        yield store
+
+
+# =========================================================================== #
+# END object store
+# =========================================================================== #
+
+
+# =========================================================================== #
 # BEGIN environment, configuration and Spark
 #
 # Every test runs with CRM_ENV=test and its data root in a session temp folder, never the repo's data/.
