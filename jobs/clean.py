@@ -62,7 +62,7 @@ from core.config import Settings
 from core.documents import UNREADABLE
 from core.lake import ArrowLake, Lake, LakeLayout
 from core.rundate import end_of
-from core.spark import for_each_table, spark_session
+from core.spark import for_each_table_after_parents, spark_session
 from core.types import canonical_schema
 from jobs.extract import BRONZE_COLUMNS, STATE_TABLE, later_night
 
@@ -156,25 +156,25 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         checked_before = parents_checked_before(lake, run_date)
         checked: dict[str, dict[str, ParentVersion]] = {}
         duplicate_keys = DUPLICATE_KEYS if settings.shop.repeated_lines == "quarantine" else {}
-        for wave in load_waves():  # parents before children; the tables of a wave at once
-            results = for_each_table(
-                lambda name: clean_table(
-                    lake,
-                    name,
-                    run_date,
-                    run_id,
-                    modes.get(name, "full"),
-                    before.get(name),
-                    duplicate_keys.get(name, ()),
-                    checked_before.get(name),
-                ),
-                wave,
-                settings.spark.parallel_tables,
-            )
-            for name, table_counts in results.items():
-                checked[name] = table_counts.pop("parents_checked")
-                counts[name] = table_counts
-                log.info("silver/%s: %s", name, table_counts)
+        results = for_each_table_after_parents(  # each table once its parents are done, several at once
+            lambda name: clean_table(
+                lake,
+                name,
+                run_date,
+                run_id,
+                modes.get(name, "full"),
+                before.get(name),
+                duplicate_keys.get(name, ()),
+                checked_before.get(name),
+            ),
+            {name: [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())] for name in shop_schema.SHOP_TABLES},
+            settings.spark.parallel_tables,
+        )
+        for name in shop_schema.SHOP_TABLES:
+            table_counts = results[name]
+            checked[name] = table_counts.pop("parents_checked")
+            counts[name] = table_counts
+            log.info("silver/%s: %s", name, table_counts)
         record_parents_checked(lake, run_date, run_id, checked)
     return counts
 
@@ -271,15 +271,6 @@ def lost_keys_since(lake: LakeLayout, parent: str, checked: ParentVersion | None
         if commit["operation"] != "MERGE" or deleted is None or int(deleted) > 0:
             return True
     return False
-
-
-def load_waves() -> list[list[str]]:
-    """The shop tables in waves: each table after every parent it references (`FOREIGN_KEYS`)."""
-    depth: dict[str, int] = {}
-    for name in shop_schema.SHOP_TABLES:  # listed parents first
-        parents = [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())]
-        depth[name] = 1 + max((depth[parent] for parent in parents), default=-1)
-    return [[name for name in shop_schema.SHOP_TABLES if depth[name] == level] for level in range(max(depth.values()) + 1)]
 
 
 def batch_modes(lake: LakeLayout, run_date: date) -> dict[str, str]:

@@ -378,3 +378,37 @@ def test_a_parent_that_lost_a_key_on_an_earlier_night_than_the_last_check_is_not
     assert silver_versions(lake) == versions
     orphans = lake.read("silver", "_quarantine/orders").where(F.col("rule") == "orphan").collect()
     assert [(row.id, row.run_date) for row in orphans] == [(11, night2)]
+
+
+def test_tables_start_once_their_own_parents_have_ended_and_a_failure_stops_their_children():
+    """`for_each_table_after_parents`, as clean runs the shop tables: `carts` follows `customers` only, so it
+    ends while the slow `orders` still runs, and the child of a failed table never starts."""
+    import threading
+    import time
+
+    from core.spark import for_each_table_after_parents
+
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> str:
+        with lock:
+            events.append(f"start {name}")
+        time.sleep({"orders": 0.5}.get(name, 0.05))
+        if name == "broken":
+            raise RuntimeError("broken failed")
+        with lock:
+            events.append(f"end {name}")
+        return name.upper()
+
+    parents = {"customers": [], "orders": ["customers"], "carts": ["customers"], "order_items": ["orders"]}
+    results = for_each_table_after_parents(work, parents, workers=4)
+
+    assert results == {name: name.upper() for name in parents}
+    for child, before in parents.items():
+        assert all(events.index(f"end {parent}") < events.index(f"start {child}") for parent in before)
+    assert events.index("end carts") < events.index("end orders")
+    events.clear()
+    with pytest.raises(RuntimeError, match="broken failed"):
+        for_each_table_after_parents(work, {"broken": [], "child": ["broken"], "other": []}, workers=2)
+    assert "start child" not in events and "end other" in events
