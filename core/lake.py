@@ -131,7 +131,16 @@ class LakeLayout:
         for column, value in partition.items():
             term = pc.field(column) == value
             condition = term if condition is None else condition & term
-        return DeltaTable(self.path(layer, table)).to_pyarrow_dataset().count_rows(filter=condition) > 0
+        return self._dataset(layer, table).count_rows(filter=condition) > 0
+
+    def _dataset(self, layer: str, table: str) -> ds.Dataset:
+        """The table's current files as a pyarrow dataset, their partition values from the folder names (not
+        delta-rs' `to_pyarrow_dataset`, which can abort the interpreter at exit: see `ArrowLake.read`)."""
+        delta = DeltaTable(self.path(layer, table))
+        schema = pa.schema(delta.schema().to_arrow())
+        partitions = delta.metadata().partition_columns
+        partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
+        return ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
 
     def missing_statistics_properties(self, layer: str, table: str) -> dict[str, str]:
         """The `private_statistics` properties an existing table lacks (a table made by an older version, or
@@ -183,13 +192,6 @@ class ArrowLake(LakeLayout):
         if not self.exists(layer, table):
             raise FileNotFoundError(f"lake table {layer}/{table} does not exist at {self.path(layer, table)}")
         return self._dataset(layer, table).to_table(columns=list(columns) if columns else None, filter=where)
-
-    def _dataset(self, layer: str, table: str) -> ds.Dataset:
-        delta = DeltaTable(self.path(layer, table))
-        schema = pa.schema(delta.schema().to_arrow())
-        partitions = delta.metadata().partition_columns
-        partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
-        return ds.dataset(delta.file_uris(), schema=schema, format="parquet", partitioning=partitioning)
 
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object], evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""
