@@ -351,11 +351,17 @@ def clean_table(
         quarantine = quarantined(rejected, run_date, run_id).unionByName(fields)
     else:
         in_silver = existing.select("id", F.col("updated_at").alias("_silver_updated_at"))
-        # Rows of this batch (changed or deleted) are decided by the batch; only the others can be orphaned,
-        # and only by a parent that lost a key since they were last checked (the rows were valid then).
-        orphaned = orphaned_by_parents(
-            existing, name, {column: parents[column] for column, _ in losing}, batch.select("id").where(F.col("id").isNotNull())
+        # Rows the batch decides (a valid version, checked above; a rejected one, taken out; a delete) are not
+        # checked again; the others can be orphaned, and only by a parent that lost a key since they were last
+        # checked (they were valid then). An ambiguous key (`duplicate_key`) keeps silver's version: checked too,
+        # or a parent's loss on this night would leave it orphaned until the parent lost another key.
+        decided = (
+            flagged.where((F.col("_rule").isNull()) | (F.col("_rule") != "duplicate_key"))
+            .select("id")
+            .unionByName(deletes)
+            .where(F.col("id").isNotNull())
         )
+        orphaned = orphaned_by_parents(existing, name, {column: parents[column] for column, _ in losing}, decided)
         # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned;
         # an ambiguous key (`duplicate_key`) keeps the version silver had: nothing of the batch is applied.
         rejected_newest = (

@@ -339,6 +339,24 @@ def test_a_child_of_a_parent_that_lost_a_key_on_a_partial_night_is_still_checked
     assert counts["orders"]["deleted"] == 1 and counts["orders"]["quarantined"] == 1
 
 
+def test_a_silver_row_whose_key_is_ambiguous_in_the_batch_follows_its_parent_deleted_the_same_night(spark, two_customers_night):
+    """Night 2 deletes customer 2 and reads order 11 in two different versions (`duplicate_key`: silver keeps
+    its version): that version is checked for orphans this night, as no later night would check it again."""
+    from jobs import clean
+
+    settings, lake = two_customers_night
+    night2 = date(2026, 11, 27)
+    twice = [order(11, 2, total="20.00", updated="2026-11-27 08:00:00"), order(11, 2, total="30.00", updated="2026-11-27 08:00:00")]
+    bronze_night(spark, lake, night2, "incremental", {"orders": twice}, deleted={"customers": [2]})
+
+    counts = clean.run(night2, settings, "run-2")
+
+    assert sorted(row.id for row in lake.read("silver", "orders").collect()) == [10]
+    rules = sorted(row.rule for row in lake.read("silver", "_quarantine/orders").where(F.col("run_date") == night2).collect())
+    assert rules == ["duplicate_key", "duplicate_key", "orphan"]
+    assert counts["orders"]["deleted"] == 1
+
+
 def test_a_night_whose_batch_is_empty_and_whose_parents_lost_no_key_writes_nothing(spark, two_customers_night):
     """Customer 1 changes; nothing else does: only silver/customers gets a commit, and a rerun of the date
     reaches the same silver and quarantine."""
