@@ -162,7 +162,19 @@ class LakeLayout:
         for column, value in partition.items():
             term = pc.field(column) == value
             condition = term if condition is None else condition & term
-        return self.delta_table(layer, table).to_pyarrow_dataset().count_rows(filter=condition) > 0
+        return self._dataset(layer, table).count_rows(filter=condition) > 0
+
+    def _dataset(self, layer: str, table: str) -> ds.Dataset:
+        """The table's current files as a pyarrow dataset, their partition values from the folder names (not
+        delta-rs' `to_pyarrow_dataset`, which can abort the interpreter at exit: see `ArrowLake.read`)."""
+        delta = self.delta_table(layer, table)
+        schema = pa.schema(delta.schema().to_arrow())
+        partitions = delta.metadata().partition_columns
+        partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
+        files = delta.file_uris()
+        if not self.location.is_local:  # s3://bucket/key: the file system's paths are bucket/key
+            files = [uri.split("://", 1)[1] for uri in files]
+        return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=self.filesystem())
 
     def missing_statistics_properties(self, layer: str, table: str) -> dict[str, str]:
         """The `private_statistics` properties an existing table lacks (a table made by an older version, or
@@ -222,16 +234,6 @@ class ArrowLake(LakeLayout):
     def count_rows(self, layer: str, table: str, where=None) -> int:
         """How many rows `read` would give, counted by streaming the files (none kept in memory)."""
         return self._dataset(layer, table).count_rows(filter=where)
-
-    def _dataset(self, layer: str, table: str) -> ds.Dataset:
-        delta = self.delta_table(layer, table)
-        schema = pa.schema(delta.schema().to_arrow())
-        partitions = delta.metadata().partition_columns
-        partitioning = ds.partitioning(pa.schema([schema.field(name) for name in partitions]), flavor="hive") if partitions else None
-        files = delta.file_uris()
-        if not self.location.is_local:  # s3://bucket/key: the file system's paths are bucket/key
-            files = [uri.split("://", 1)[1] for uri in files]
-        return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, filesystem=self.filesystem())
 
     def replace_partition(self, data, layer: str, table: str, partition: Mapping[str, object], evolve: bool = False) -> None:
         """Replace one partition (e.g. `_batch_id`) with `data` (a table or a stream of batches) in one commit."""

@@ -11,7 +11,7 @@ The local session itself is built by `core/spark_local.py`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -103,3 +103,36 @@ def for_each_table(work: Callable[[str], T], tables: Iterable[str], workers: int
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names))), thread_name_prefix="table") as pool:
         futures = {name: pool.submit(work, name) for name in names}
     return {name: future.result() for name, future in futures.items()}
+
+
+def for_each_table_after_parents(work: Callable[[str], T], parents: dict[str, Iterable[str]], workers: int = 4) -> dict[str, T]:
+    """Run `work(table)` for each table of `parents` (table -> the tables it must follow), at most `workers`
+    at once, each as soon as its parents have ended; results by table.
+
+    No table waits for a slower table it does not follow (as it would in waves of tables). After a failure
+    no more tables start; the first failure is raised once every started table has ended.
+    """
+    waiting = {name: set(before) for name, before in parents.items()}
+    running: dict[Future, str] = {}
+    results: dict[str, T] = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(waiting))), thread_name_prefix="table") as pool:
+        while waiting or running:
+            ready = [name for name, before in waiting.items() if before <= results.keys()] if failure is None else []
+            for name in ready:
+                running[pool.submit(work, name)] = name
+                del waiting[name]
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                if future.exception() is None:
+                    results[name] = future.result()
+                elif failure is None:
+                    failure = future.exception()
+    if failure is not None:
+        raise failure
+    if waiting:
+        raise ValueError(f"tables whose parents never ran (a cycle, or a parent not listed): {', '.join(sorted(waiting))}")
+    return results

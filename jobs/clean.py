@@ -30,7 +30,9 @@ Rules on rows, first match wins:
   line's order/cart and product (a double submit); by default (`sum`) such lines are kept and count
   together, as real shops repeat a product on several lines of one invoice on purpose;
 - `orphan`: a reference to a row that is not in the parent's silver table (children of quarantined or
-  deleted rows follow them).
+  deleted rows follow them). The batch's rows are checked every night; the table's other silver rows only
+  when a parent may have lost a key since the version they were last checked against
+  (`silver/_parents_checked`), so a night where no parent lost one reads no parent's whole table for them.
 
 Rules on fields (`FIELD_COLUMNS`: customers' e-mail, names and phone, addresses, review and inquiry text):
 the field is nulled, the row stays in silver (a customer keeps their orders, items and reviews, with
@@ -50,6 +52,9 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from sqlalchemy import Date, DateTime, Table
@@ -57,9 +62,9 @@ from sqlalchemy import Date, DateTime, Table
 from core import shop_schema
 from core.config import Settings
 from core.documents import UNREADABLE
-from core.lake import Lake
+from core.lake import ArrowLake, Lake, LakeLayout
 from core.rundate import end_of
-from core.spark import for_each_table, spark_session
+from core.spark import for_each_table_after_parents, spark_session
 from core.types import canonical_schema
 from jobs.extract import BRONZE_COLUMNS, STATE_TABLE, later_night
 
@@ -101,6 +106,21 @@ UNREADABLE_LABEL = r"^\S+ \(collection [^)]*\): "
 UNREADABLE_COLUMN = r"^\S*?\.(\w+)(?: \(field [^)]*\))? = "
 QUARANTINE_TABLE = "_quarantine/{table}"
 APPLIED_TABLE = "_applied"
+#: Per batch, table and parent: the parent's silver version the table's rows were last checked against for
+#: orphans (`orphan_checks`); partitioned by `batch_id`, written with delta-rs (no Spark job).
+PARENTS_CHECKED_TABLE = "_parents_checked"
+PARENTS_CHECKED_SCHEMA = pa.schema(
+    [
+        ("table", pa.string()),
+        ("parent", pa.string()),
+        ("parent_version", pa.int64()),
+        ("parent_committed_at_ms", pa.int64()),
+        ("run_id", pa.string()),
+        ("batch_id", pa.string()),
+    ]
+)
+#: Delta operations that never take a key out of a table (a MERGE counts its deleted rows in its metrics).
+KEY_KEEPING_OPERATIONS = frozenset({"SET TBLPROPERTIES", "ADD COLUMNS", "UNSET TBLPROPERTIES", "OPTIMIZE"})
 
 
 @dataclass(frozen=True)
@@ -135,18 +155,29 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
             )
             return {name: {"skipped": True, "later_night": later} for name in shop_schema.SHOP_TABLES}
         before = silver_versions_before(lake, run_date, run_id)
+        checked_before = parents_checked_before(lake, run_date)
+        checked: dict[str, dict[str, ParentVersion]] = {}
         duplicate_keys = DUPLICATE_KEYS if settings.shop.repeated_lines == "quarantine" else {}
-        for wave in load_waves():  # parents before children; the tables of a wave at once
-            results = for_each_table(
-                lambda name: clean_table(
-                    lake, name, run_date, run_id, modes.get(name, "full"), before.get(name), duplicate_keys.get(name, ())
-                ),
-                wave,
-                settings.spark.parallel_tables,
-            )
-            for name, table_counts in results.items():
-                counts[name] = table_counts
-                log.info("silver/%s: %s", name, table_counts)
+        results = for_each_table_after_parents(  # each table once its parents are done, several at once
+            lambda name: clean_table(
+                lake,
+                name,
+                run_date,
+                run_id,
+                modes.get(name, "full"),
+                before.get(name),
+                duplicate_keys.get(name, ()),
+                checked_before.get(name),
+            ),
+            {name: [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())] for name in shop_schema.SHOP_TABLES},
+            settings.spark.parallel_tables,
+        )
+        for name in shop_schema.SHOP_TABLES:
+            table_counts = results[name]
+            checked[name] = table_counts.pop("parents_checked")
+            counts[name] = table_counts
+            log.info("silver/%s: %s", name, table_counts)
+        record_parents_checked(lake, run_date, run_id, checked)
     return counts
 
 
@@ -156,8 +187,8 @@ def silver_versions_before(lake: Lake, run_date: date, run_id: str) -> dict[str,
     Recorded by the first run of a date and reused by its reruns, so a rerun (after a failure halfway, or
     not) judges the batch against the same earlier state and reaches the same silver and quarantine.
     """
-    if lake.exists("silver", APPLIED_TABLE):
-        rows = lake.read("silver", APPLIED_TABLE).where(F.col("batch_id") == run_date.isoformat()).collect()
+    if lake.exists("silver", APPLIED_TABLE):  # read without a Spark job: the log and one small file
+        rows = ArrowLake(lake.root).read("silver", APPLIED_TABLE, where=pc.field("batch_id") == run_date.isoformat()).to_pylist()
         if rows:
             return {row["table"]: row["version_before"] for row in rows}
     versions = {name: lake.version("silver", name) for name in shop_schema.SHOP_TABLES}
@@ -169,37 +200,132 @@ def silver_versions_before(lake: Lake, run_date: date, run_id: str) -> dict[str,
     return versions
 
 
-def load_waves() -> list[list[str]]:
-    """The shop tables in waves: each table after every parent it references (`FOREIGN_KEYS`)."""
-    depth: dict[str, int] = {}
-    for name in shop_schema.SHOP_TABLES:  # listed parents first
-        parents = [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())]
-        depth[name] = 1 + max((depth[parent] for parent in parents), default=-1)
-    return [[name for name in shop_schema.SHOP_TABLES if depth[name] == level] for level in range(max(depth.values()) + 1)]
+@dataclass(frozen=True)
+class ParentVersion:
+    """A version of a parent's silver table: its number and commit time (ms since the epoch), which tells a
+    table dropped and written again (its versions start at 0 again) from the one that was checked."""
+
+    version: int
+    committed_at_ms: int
 
 
-def batch_modes(lake: Lake, run_date: date) -> dict[str, str]:
+def parents_checked_before(lake: LakeLayout, run_date: date) -> dict[str, dict[str, ParentVersion]]:
+    """Per table and parent, the parent's silver version the table was last checked against for orphans by
+    an earlier batch than the run date's (`silver/_parents_checked`); a table without a record is missing.
+
+    An earlier batch, not this one: a rerun of the date decides as its first run did, and reaches the
+    same quarantine."""
+    if not lake.exists("silver", PARENTS_CHECKED_TABLE):
+        return {}
+    rows = ArrowLake(lake.root).read("silver", PARENTS_CHECKED_TABLE, where=pc.field("batch_id") < run_date.isoformat())
+    latest: dict[str, dict[str, tuple[str, ParentVersion]]] = {}
+    for row in rows.to_pylist():
+        found = latest.setdefault(row["table"], {}).get(row["parent"])
+        if found is None or row["batch_id"] > found[0]:
+            latest[row["table"]][row["parent"]] = (row["batch_id"], ParentVersion(row["parent_version"], row["parent_committed_at_ms"]))
+    return {table: {parent: version for parent, (_, version) in parents.items()} for table, parents in latest.items()}
+
+
+def record_parents_checked(lake: LakeLayout, run_date: date, run_id: str, checked: dict[str, dict[str, ParentVersion]]) -> None:
+    """Record the parents' versions each table was checked against tonight (one delta-rs commit, replacing
+    a first run's record of the date)."""
+    rows = [
+        {
+            "table": name,
+            "parent": parent,
+            "parent_version": version.version,
+            "parent_committed_at_ms": version.committed_at_ms,
+            "run_id": run_id,
+            "batch_id": run_date.isoformat(),
+        }
+        for name, parents in checked.items()
+        for parent, version in parents.items()
+    ]
+    table = pa.Table.from_pylist(rows, schema=PARENTS_CHECKED_SCHEMA)
+    ArrowLake(lake.root).replace_partition(table, "silver", PARENTS_CHECKED_TABLE, {"batch_id": run_date.isoformat()})
+
+
+def parent_versions(lake: LakeLayout, name: str) -> dict[str, ParentVersion]:
+    """The current silver version of each parent of the table (the state its orphan check reads)."""
+    versions = {}
+    for _, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
+        commit = lake.latest_commit("silver", parent)
+        versions[parent] = ParentVersion(commit["version"], commit["committed_at"])
+    return versions
+
+
+def lost_keys_since(lake: LakeLayout, parent: str, checked: ParentVersion | None) -> bool:
+    """Whether the parent's silver may have lost a key since the version a child was checked against: a
+    commit since then that deleted rows (a MERGE's `numTargetRowsDeleted`), or any other operation than
+    one that keeps every key (an overwrite, a delete, a restore); True when that version is not in the
+    table's history any more (never checked, dropped and written again, or its log cleaned up)."""
+    if checked is None:
+        return True
+    table = DeltaTable(lake.path("silver", parent))
+    if checked.version > table.version():
+        return True
+    by_version = {int(commit["version"]): commit for commit in table.history(table.version() - checked.version + 1)}
+    since = by_version.get(checked.version)
+    if since is None or int(since["timestamp"]) != checked.committed_at_ms:
+        return True
+    for version, commit in by_version.items():
+        if version <= checked.version or commit["operation"] in KEY_KEEPING_OPERATIONS:
+            continue
+        deleted = (commit.get("operationMetrics") or {}).get("numTargetRowsDeleted")
+        if commit["operation"] != "MERGE" or deleted is None or int(deleted) > 0:
+            return True
+    return False
+
+
+def batch_modes(lake: LakeLayout, run_date: date) -> dict[str, str]:
     """Per table, whether the run date's bronze batch is a full snapshot or incremental changes."""
     if not lake.exists("bronze", STATE_TABLE):
         return {}
-    rows = lake.read("bronze", STATE_TABLE).where(F.col("batch_id") == run_date.isoformat()).collect()
-    return {row["table"]: row["mode"] for row in rows}
+    rows = ArrowLake(lake.root).read("bronze", STATE_TABLE, ["table", "mode"], where=pc.field("batch_id") == run_date.isoformat())
+    return {row["table"]: row["mode"] for row in rows.to_pylist()}
 
 
 def clean_table(
-    lake: Lake, name: str, run_date: date, run_id: str, mode: str, version_before: int | None, duplicate_keys: tuple[str, ...] = ()
+    lake: Lake,
+    name: str,
+    run_date: date,
+    run_id: str,
+    mode: str,
+    version_before: int | None,
+    duplicate_keys: tuple[str, ...] = (),
+    checked_before: dict[str, ParentVersion] | None = None,
 ) -> dict[str, object]:
-    """Apply one table's batch to silver (MERGE, or a rebuild from a full batch) and quarantine its bad rows.
+    """Apply one table's batch to silver (MERGE, or a rebuild from a full batch) and quarantine its bad rows;
+    returns what changed, and in `parents_checked` the parents' versions its silver now holds no orphan of.
 
     The batch is judged against silver as it was before the batch (`version_before`, Delta time travel)
     and applied to silver as it is now, so applying it twice changes nothing the second time.
     `duplicate_keys`: quarantine lines repeating an earlier line's values of these columns (opt-in).
+    `checked_before`: per parent, the version an earlier batch checked this table's silver against
+    (`parents_checked_before`; none: never). Silver rows outside the batch are checked for orphans only
+    against a parent that may have lost a key since; an empty batch with no such parent changes nothing
+    and writes nothing.
     """
     table = shop_schema.metadata.tables[name]
+    rebuild = mode == "full" or version_before is None
+    parents_checked = parent_versions(lake, name)
+    losing = [
+        (column, parent)
+        for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())
+        if lost_keys_since(lake, parent, (checked_before or {}).get(parent))
+    ]
+    target = QUARANTINE_TABLE.format(table=name)
+    if (
+        not rebuild
+        and not losing
+        and not lake.has_rows("bronze", name, {"_batch_id": run_date.isoformat()})
+        and lake.exists("silver", target)
+        and not lake.has_rows("silver", target, {"run_date": run_date})
+    ):
+        return {"mode": "incremental", "inserted": 0, "updated": 0, "deleted": 0, "quarantined": 0, "parents_checked": parents_checked}
     batch = lake.read("bronze", name).where(F.col("_batch_id") == run_date.isoformat())
     carried = [c for c in batch.columns if c not in {col.name for col in table.columns} and c not in BRONZE_COLUMNS]
     parents = {column: lake.read("silver", parent).select("id") for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())}
-    rebuild = mode == "full" or version_before is None
     existing = None if rebuild else lake.read("silver", name, version=version_before)
     # Silver written by an older version may lack a column the shop model has gained: the write adds it.
     grown = version_before is not None and not {column.name for column in table.columns} <= set(
@@ -225,8 +351,17 @@ def clean_table(
         quarantine = quarantined(rejected, run_date, run_id).unionByName(fields)
     else:
         in_silver = existing.select("id", F.col("updated_at").alias("_silver_updated_at"))
-        # Rows of this batch (changed or deleted) are decided by the batch; only the others can be orphaned.
-        orphaned = orphaned_by_parents(existing, name, parents, batch.select("id").where(F.col("id").isNotNull()))
+        # Rows the batch decides (a valid version, checked above; a rejected one, taken out; a delete) are not
+        # checked again; the others can be orphaned, and only by a parent that lost a key since they were last
+        # checked (they were valid then). An ambiguous key (`duplicate_key`) keeps silver's version: checked too,
+        # or a parent's loss on this night would leave it orphaned until the parent lost another key.
+        decided = (
+            flagged.where((F.col("_rule").isNull()) | (F.col("_rule") != "duplicate_key"))
+            .select("id")
+            .unionByName(deletes)
+            .where(F.col("id").isNotNull())
+        )
+        orphaned = orphaned_by_parents(existing, name, {column: parents[column] for column, _ in losing}, decided)
         # A key leaves silver when it is deleted, when its newest version is rejected, or when it is orphaned;
         # an ambiguous key (`duplicate_key`) keeps the version silver had: nothing of the batch is applied.
         rejected_newest = (
@@ -258,15 +393,14 @@ def clean_table(
                 evolve=evolve,
             )
         quarantine = quarantined(rejected, run_date, run_id).unionByName(quarantined(orphaned, run_date, run_id)).unionByName(fields)
-    quarantine = quarantine.localCheckpoint(eager=True)
+    # Not checkpointed: its rows come from checkpointed ones, so counting and writing them twice is cheap.
     bad_rows = quarantine.count()
-    target = QUARANTINE_TABLE.format(table=name)
     # A night without bad rows writes nothing, unless a first run of this date had some (a rerun replaces
     # them); the (empty) table exists from the first night on, for analysts' queries.
     if bad_rows or not lake.exists("silver", target) or lake.has_rows("silver", target, {"run_date": run_date}):
         # Evolving: a lake from before field-level quarantine gains the `column` column.
         lake.replace_partition(quarantine, "silver", target, {"run_date": run_date}, evolve=True)
-    counts = {"mode": "full" if rebuild else "incremental", **applied, "quarantined": bad_rows}
+    counts = {"mode": "full" if rebuild else "incremental", **applied, "quarantined": bad_rows, "parents_checked": parents_checked}
     return counts
 
 

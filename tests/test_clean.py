@@ -278,3 +278,155 @@ def test_silver_written_before_the_shop_model_gained_a_column_takes_it_at_the_ne
 
     silver = {row.id: row.accepts_marketing for row in lake.read("silver", "customers").collect()}
     assert silver == {5: None, 6: True}
+
+
+def bronze_night(spark, lake, day: date, mode: str, changed: dict[str, list[dict]], deleted: dict[str, list[int]] | None = None) -> None:
+    """Write one night's bronze batch of every shop table (`changed` rows as updates, `deleted` keys as
+    deletes, the other tables empty) and its row of `bronze/_watermarks`, as extraction does."""
+    import pyarrow as pa
+
+    from core.lake import ArrowLake
+    from jobs.extract import STATE_SCHEMA, STATE_TABLE
+
+    for name in shop_schema.SHOP_TABLES:
+        updates = bronze(spark, name, changed.get(name, [])).withColumn("_op", F.lit("U"))
+        deletes = bronze(spark, name, [{"id": key} for key in (deleted or {}).get(name, [])]).withColumn("_op", F.lit("D"))
+        batch = updates.unionByName(deletes).withColumns(
+            {"_batch_id": F.lit(day.isoformat()), "_run_id": F.lit(f"run-{day}"), "_extracted_at": F.current_timestamp()}
+        )
+        lake.replace_partition(batch, "bronze", name, {"_batch_id": day.isoformat()})
+    arrow = ArrowLake(lake.root)
+    earlier = arrow.read("bronze", STATE_TABLE).to_pylist() if arrow.exists("bronze", STATE_TABLE) else []
+    state = earlier + [{"table": name, "batch_id": day.isoformat(), "mode": mode} for name in shop_schema.SHOP_TABLES]
+    arrow.overwrite(pa.Table.from_pylist(state, schema=STATE_SCHEMA), "bronze", STATE_TABLE)
+
+
+def silver_versions(lake) -> dict[str, int]:
+    return {
+        name: lake.version("silver", name) for name in [*shop_schema.SHOP_TABLES, *(f"_quarantine/{n}" for n in shop_schema.SHOP_TABLES)]
+    }
+
+
+@pytest.fixture
+def two_customers_night(spark, settings, tmp_path):
+    """A lake after a first (full) night: customers 1 and 2, order 10 of customer 1, order 11 of customer 2."""
+    from core.lake import Lake
+    from jobs import clean
+
+    configured = settings.model_copy(update={"data_dir": tmp_path})
+    lake = Lake(spark, configured.lake_dir)
+    bronze_night(spark, lake, RUN_DATE, "full", {"customers": [customer(1), customer(2)], "orders": [order(10, 1), order(11, 2)]})
+    clean.run(RUN_DATE, configured, "run-1")
+    return configured, lake
+
+
+def test_a_child_of_a_parent_that_lost_a_key_on_a_partial_night_is_still_checked_on_the_rerun(spark, two_customers_night):
+    """The first attempt of night 2 applied customers (customer 2 deleted) and failed before orders; the
+    rerun must still find order 11 orphaned, although its batch of orders is empty."""
+    from jobs import clean
+
+    settings, lake = two_customers_night
+    night2 = date(2026, 11, 27)
+    bronze_night(spark, lake, night2, "incremental", {}, deleted={"customers": [2]})
+    before = clean.silver_versions_before(lake, night2, "run-2")
+    clean.clean_table(lake, "customers", night2, "run-2", "incremental", before["customers"])  # then the night died
+
+    counts = clean.run(night2, settings, "run-2-again")
+
+    assert sorted(row.id for row in lake.read("silver", "orders").collect()) == [10]
+    orphans = lake.read("silver", "_quarantine/orders").where(F.col("run_date") == night2).collect()
+    assert [(row.id, row.rule) for row in orphans] == [(11, "orphan")]
+    assert counts["orders"]["deleted"] == 1 and counts["orders"]["quarantined"] == 1
+
+
+def test_a_silver_row_whose_key_is_ambiguous_in_the_batch_follows_its_parent_deleted_the_same_night(spark, two_customers_night):
+    """Night 2 deletes customer 2 and reads order 11 in two different versions (`duplicate_key`: silver keeps
+    its version): that version is checked for orphans this night, as no later night would check it again."""
+    from jobs import clean
+
+    settings, lake = two_customers_night
+    night2 = date(2026, 11, 27)
+    twice = [order(11, 2, total="20.00", updated="2026-11-27 08:00:00"), order(11, 2, total="30.00", updated="2026-11-27 08:00:00")]
+    bronze_night(spark, lake, night2, "incremental", {"orders": twice}, deleted={"customers": [2]})
+
+    counts = clean.run(night2, settings, "run-2")
+
+    assert sorted(row.id for row in lake.read("silver", "orders").collect()) == [10]
+    rules = sorted(row.rule for row in lake.read("silver", "_quarantine/orders").where(F.col("run_date") == night2).collect())
+    assert rules == ["duplicate_key", "duplicate_key", "orphan"]
+    assert counts["orders"]["deleted"] == 1
+
+
+def test_a_night_whose_batch_is_empty_and_whose_parents_lost_no_key_writes_nothing(spark, two_customers_night):
+    """Customer 1 changes; nothing else does: only silver/customers gets a commit, and a rerun of the date
+    reaches the same silver and quarantine."""
+    from jobs import clean
+
+    settings, lake = two_customers_night
+    night2 = date(2026, 11, 27)
+    bronze_night(
+        spark, lake, night2, "incremental", {"customers": [customer(1, email="new@example.com", updated_at="2026-11-27 08:00:00")]}
+    )
+    versions = silver_versions(lake)
+
+    counts = clean.run(night2, settings, "run-2")
+    clean.run(night2, settings, "run-2-again")
+
+    changed = {table for table, version in silver_versions(lake).items() if version != versions[table]}
+    assert changed == {"customers"}
+    assert counts["orders"] == {"mode": "incremental", "inserted": 0, "updated": 0, "deleted": 0, "quarantined": 0}
+    assert sorted((row.id, row.customer_id) for row in lake.read("silver", "orders").collect()) == [(10, 1), (11, 2)]
+    assert {row.id: row.email for row in lake.read("silver", "customers").collect()}[1] == "new@example.com"
+
+
+def test_a_parent_that_lost_a_key_on_an_earlier_night_than_the_last_check_is_not_checked_again(spark, two_customers_night):
+    """Night 2 deletes customer 2 (order 11 follows it); night 3 changes nothing: orders are not rewritten,
+    and night 2's orphan stays in night 2's quarantine only."""
+    from jobs import clean
+
+    settings, lake = two_customers_night
+    night2, night3 = date(2026, 11, 27), date(2026, 11, 28)
+    bronze_night(spark, lake, night2, "incremental", {}, deleted={"customers": [2]})
+    clean.run(night2, settings, "run-2")
+    bronze_night(spark, lake, night3, "incremental", {})
+    versions = silver_versions(lake)
+
+    clean.run(night3, settings, "run-3")
+
+    assert silver_versions(lake) == versions
+    orphans = lake.read("silver", "_quarantine/orders").where(F.col("rule") == "orphan").collect()
+    assert [(row.id, row.run_date) for row in orphans] == [(11, night2)]
+
+
+def test_tables_start_once_their_own_parents_have_ended_and_a_failure_stops_their_children():
+    """`for_each_table_after_parents`, as clean runs the shop tables: `carts` follows `customers` only, so it
+    ends while the slow `orders` still runs, and the child of a failed table never starts."""
+    import threading
+    import time
+
+    from core.spark import for_each_table_after_parents
+
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> str:
+        with lock:
+            events.append(f"start {name}")
+        time.sleep({"orders": 0.5}.get(name, 0.05))
+        if name == "broken":
+            raise RuntimeError("broken failed")
+        with lock:
+            events.append(f"end {name}")
+        return name.upper()
+
+    parents = {"customers": [], "orders": ["customers"], "carts": ["customers"], "order_items": ["orders"]}
+    results = for_each_table_after_parents(work, parents, workers=4)
+
+    assert results == {name: name.upper() for name in parents}
+    for child, before in parents.items():
+        assert all(events.index(f"end {parent}") < events.index(f"start {child}") for parent in before)
+    assert events.index("end carts") < events.index("end orders")
+    events.clear()
+    with pytest.raises(RuntimeError, match="broken failed"):
+        for_each_table_after_parents(work, {"broken": [], "child": ["broken"], "other": []}, workers=2)
+    assert "start child" not in events and "end other" in events
