@@ -54,7 +54,6 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from sqlalchemy import Date, DateTime, Table
@@ -261,7 +260,7 @@ def lost_keys_since(lake: LakeLayout, parent: str, checked: ParentVersion | None
     table's history any more (never checked, dropped and written again, or its log cleaned up)."""
     if checked is None:
         return True
-    table = DeltaTable(lake.path("silver", parent))
+    table = lake.delta_table("silver", parent)
     if checked.version > table.version():
         return True
     by_version = {int(commit["version"]): commit for commit in table.history(table.version() - checked.version + 1)}
