@@ -80,7 +80,8 @@ def test_spark_and_delta_rs_read_what_the_other_wrote_on_the_object_store(object
     arrow.overwrite(_orders(1, 5), "bronze", "orders")
 
     environment = {
-        **os.environ,
+        # Not a Connect client: pyspark marks this process as one once the session's shared client exists.
+        **{key: value for key, value in os.environ.items() if key not in {"SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"}},
         **object_store.environment(),
         "CRM_ENV": "test",
         "CRM_DATA_DIR": str(tmp_path),
