@@ -309,9 +309,9 @@ def test_every_lake_table_counts_the_same_in_spark_and_delta_rs(nightly_runs, sp
     tables = lake.tables()
     gold = {name for layer, name in tables if layer == "gold"}
     assert gold == {"customer_features", *crm_metadata(None).tables}, "a gold table per CRM table, and the features"
-    # bronze + watermarks + events + landing-file ledger, silver + applied + events + event batches,
-    # quarantine (of events too), gold
-    assert len(tables) == 14 + 14 + 12 + len(gold)
+    # bronze + watermarks + events + landing-file ledger, silver + applied + parents checked + events + event
+    # batches, quarantine (of events too), gold
+    assert len(tables) == 14 + 15 + 12 + len(gold)
     for layer, name in tables:
         delta_rs = DeltaTable(lake.path(layer, name))
         # Files of the current snapshot read by pyarrow (delta-rs' own to_pandas can abort at exit).
