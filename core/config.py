@@ -85,6 +85,13 @@ class CrmSettings(_Section):
     schema_name: str = Field(description="PostgreSQL schema of the CRM tables (ignored for SQLite)")
 
 
+def _http_url_or_empty(value: str) -> str:
+    """A setting that is an http(s) URL or empty (a store's endpoint, a webhook)."""
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL, or empty")
+    return value
+
+
 class SparkSettings(_Section):
     """The Spark session every job opens."""
 
@@ -139,9 +146,7 @@ class LakeSettings(_Section):
     @field_validator("endpoint_url")
     @classmethod
     def _http_endpoint(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL, or empty")
-        return value
+        return _http_url_or_empty(value)
 
 
 class GeneratorSettings(_Section):
@@ -491,9 +496,7 @@ class AirflowSettings(_Section):
     @field_validator("alert_webhook_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL, or empty")
-        return value
+        return _http_url_or_empty(value)
 
 
 class Settings(_Section):

@@ -103,21 +103,20 @@ class LakeLocation:
 
     def spark_uri(self, *parts: str) -> str:
         """The path Spark reads and writes: a folder, or s3a://bucket/prefix/parts."""
-        if self.is_local:
-            return str(self.folder.joinpath(*parts))
-        return f"s3a://{self.bucket}/{self._key(*parts)}".rstrip("/")
+        return self._path("s3a://", *parts)
 
     def delta_rs_uri(self, *parts: str) -> str:
         """The path delta-rs reads and writes: a folder, or s3://bucket/prefix/parts."""
-        if self.is_local:
-            return str(self.folder.joinpath(*parts))
-        return f"s3://{self.bucket}/{self._key(*parts)}".rstrip("/")
+        return self._path("s3://", *parts)
 
     def arrow_path(self, *parts: str) -> str:
         """The path in `arrow_filesystem()`: a folder, or bucket/prefix/parts."""
+        return self._path("", *parts)
+
+    def _path(self, scheme: str, *parts: str) -> str:
         if self.is_local:
             return str(self.folder.joinpath(*parts))
-        return f"{self.bucket}/{self._key(*parts)}".rstrip("/")
+        return f"{scheme}{self.bucket}/{self._key(*parts)}".rstrip("/")
 
     def child(self, *parts: str) -> LakeLocation:
         """The location of a folder (or prefix) under this one, reached the same way."""

@@ -244,30 +244,38 @@ def record_parents_checked(lake: LakeLayout, run_date: date, run_id: str, checke
     ArrowLake(lake.root).replace_partition(table, "silver", PARENTS_CHECKED_TABLE, {"batch_id": run_date.isoformat()})
 
 
-def parent_versions(lake: LakeLayout, name: str) -> dict[str, ParentVersion]:
-    """The current silver version of each parent of the table (the state its orphan check reads)."""
-    versions = {}
-    for _, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
-        commit = lake.latest_commit("silver", parent)
-        versions[parent] = ParentVersion(commit["version"], commit["committed_at"])
-    return versions
+def parents_now(
+    lake: LakeLayout, name: str, checked_before: dict[str, ParentVersion] | None
+) -> tuple[dict[str, ParentVersion], list[tuple[str, str]]]:
+    """Per parent of the table, its current silver version (the state the orphan check reads), and the
+    (column, parent) pairs whose parent may have lost a key since the version `checked_before` names; one
+    read of each parent's log."""
+    current: dict[str, ParentVersion] = {}
+    losing: list[tuple[str, str]] = []
+    for column, parent in shop_schema.FOREIGN_KEYS.get(name, ()):
+        log = lake.delta_table("silver", parent)
+        version = log.version()
+        checked = (checked_before or {}).get(parent)
+        depth = 1 if checked is None or checked.version > version else version - checked.version + 1
+        commits = {int(commit["version"]): commit for commit in log.history(depth)}
+        current[parent] = ParentVersion(version, int(commits[version]["timestamp"]))
+        if lost_keys_since(commits, checked):
+            losing.append((column, parent))
+    return current, losing
 
 
-def lost_keys_since(lake: LakeLayout, parent: str, checked: ParentVersion | None) -> bool:
-    """Whether the parent's silver may have lost a key since the version a child was checked against: a
-    commit since then that deleted rows (a MERGE's `numTargetRowsDeleted`), or any other operation than
-    one that keeps every key (an overwrite, a delete, a restore); True when that version is not in the
-    table's history any more (never checked, dropped and written again, or its log cleaned up)."""
+def lost_keys_since(commits: dict[int, dict], checked: ParentVersion | None) -> bool:
+    """Whether a parent's silver may have lost a key since the version a child was checked against, from its
+    commits (version -> history entry) back to that version: a commit since then that deleted rows (a MERGE's
+    `numTargetRowsDeleted`), or any other operation than one that keeps every key (an overwrite, a delete, a
+    restore); True when that version is not in the table's history any more (never checked, dropped and
+    written again, or its log cleaned up)."""
     if checked is None:
         return True
-    table = lake.delta_table("silver", parent)
-    if checked.version > table.version():
-        return True
-    by_version = {int(commit["version"]): commit for commit in table.history(table.version() - checked.version + 1)}
-    since = by_version.get(checked.version)
+    since = commits.get(checked.version)
     if since is None or int(since["timestamp"]) != checked.committed_at_ms:
         return True
-    for version, commit in by_version.items():
+    for version, commit in commits.items():
         if version <= checked.version or commit["operation"] in KEY_KEEPING_OPERATIONS:
             continue
         deleted = (commit.get("operationMetrics") or {}).get("numTargetRowsDeleted")
@@ -307,12 +315,7 @@ def clean_table(
     """
     table = shop_schema.metadata.tables[name]
     rebuild = mode == "full" or version_before is None
-    parents_checked = parent_versions(lake, name)
-    losing = [
-        (column, parent)
-        for column, parent in shop_schema.FOREIGN_KEYS.get(name, ())
-        if lost_keys_since(lake, parent, (checked_before or {}).get(parent))
-    ]
+    parents_checked, losing = parents_now(lake, name, checked_before)
     target = QUARANTINE_TABLE.format(table=name)
     if (
         not rebuild
