@@ -38,13 +38,21 @@ PROVENANCE = ("run_id", "_run_id", "uplift_model_run", "clv_model_run")
 @night_started_with_the_session("cluster_night")
 def run_the_night_on_the_cluster(tmp_path_factory, object_store, spark_cluster) -> dict:
     """Generate test_nightly's 500-customer SQLite shop and run its night on the cluster, the lake on the store."""
+    from core.config import load_config
+
     base = tmp_path_factory.mktemp("cluster-night")
     prefix = "cluster-night"
+    # Spark's event log (the driver's record of every task: which executor ran it, what each query read) shows
+    # what the cluster did; the executors' own logs cannot (the app's jars turn their logging off part way).
+    events = base / "spark-events"
+    events.mkdir()
+    extra = {**load_config("test").spark.extra, "spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri()}
     env = {
         **crm_env(base / "data"),
         **object_store.environment(),
         "CRM__LAKE__URI": f"s3a://{object_store.bucket}/{prefix}",
         "CRM__SPARK__MASTER": spark_cluster.master_url,
+        "CRM__SPARK__EXTRA": json.dumps(extra),
     }
     generate(env)
     # Not the session's shared server (a local Spark): the night's own server, started by spark_up, is the driver
@@ -63,7 +71,7 @@ def run_the_night_on_the_cluster(tmp_path_factory, object_store, spark_cluster) 
     (base / "summary.txt").write_text(result.stdout)
     if result.returncode != 0:
         raise AssertionError(f"the night on the cluster exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return {"run": env, "prefix": prefix, "seconds": seconds, "stdout": result.stdout}
+    return {"run": env, "prefix": prefix, "seconds": seconds, "stdout": result.stdout, "event_logs": events}
 
 
 @pytest.fixture(scope="module")
@@ -129,19 +137,37 @@ def test_the_night_on_the_cluster_exports_the_files_of_the_local_night(cluster_n
     assert compared >= 12  # six datasets and at least one campaign, each as CSV and Parquet
 
 
-def test_the_cluster_ran_the_night_on_both_workers(cluster_night, spark_cluster):
-    """The night's server was an application of the cluster whose executors, one per worker, ran tasks: a night in
-    local mode would leave no application on the master and no executor log on the workers."""
+def spark_events(folder: Path) -> list[dict]:
+    """The events of the Spark application logged in `folder` (one file: the night's server)."""
+    (log,) = [path for path in folder.iterdir() if not path.name.endswith(".inprogress")]
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_the_cluster_ran_the_night_on_both_workers_reading_nothing_from_the_local_disk(cluster_night, spark_cluster):
+    """The night's server was an application of the cluster whose two executors, one on each worker, ran the night's
+    tasks, and no query read a local file: everything Spark read came from the store. In local mode there would be
+    no application on the master, one executor ("driver") and no executor folder on the workers."""
     state = spark_cluster.state()
     assert state["aliveworkers"] == 2
-    applications = [app for app in state["completedapps"] + state["activeapps"] if app["name"] == "shop-crm-night"]
-    assert len(applications) == 1, applications
-    app_id = applications[0]["id"]
-    tasks_by_worker = {}
-    for work in spark_cluster.work_dirs:
-        logs = [path.read_text(errors="replace") for path in (work / app_id).glob("*/stderr")]
-        tasks_by_worker[work.name] = sum(log.count("Finished task") for log in logs)
-    assert all(tasks > 100 for tasks in tasks_by_worker.values()), tasks_by_worker
+    (application,) = [app for app in state["completedapps"] + state["activeapps"] if app["name"] == "shop-crm-night"]
+    executors_by_worker = {
+        work.name: sorted(path.name for path in (work / application["id"]).glob("*")) for work in spark_cluster.work_dirs
+    }
+    assert sorted(sum(executors_by_worker.values(), [])) == ["0", "1"], executors_by_worker  # one executor per worker
+
+    events = spark_events(cluster_night["event_logs"])
+    (start,) = [event for event in events if event["Event"] == "SparkListenerApplicationStart"]
+    assert start["App ID"] == application["id"]
+    tasks_by_executor: dict[str, int] = {}
+    for event in events:
+        if event["Event"] == "SparkListenerTaskEnd" and event["Task End Reason"]["Reason"] == "Success":
+            executor = event["Task Info"]["Executor ID"]
+            tasks_by_executor[executor] = tasks_by_executor.get(executor, 0) + 1
+    assert set(tasks_by_executor) == {"0", "1"} and min(tasks_by_executor.values()) > 100, tasks_by_executor
+    plans = [event["physicalPlanDescription"] for event in events if event["Event"].endswith("SparkListenerSQLExecutionStart")]
+    scans = [line for plan in plans for line in plan.splitlines() if "Location: " in line]
+    assert any("s3a://" in line for line in scans)
+    assert not [line for line in scans if "file:" in line], "a query read files of the local disk"
 
 
 def test_nothing_of_the_lake_is_on_the_local_disk_and_the_checkpoints_are_gone(cluster_night, object_store):
@@ -165,7 +191,8 @@ def _delta_table_rows(location: LakeLocation, layer: str, table: str) -> tuple[p
     assert delta.version() >= 0
     assert "deletionVectors" not in (delta.protocol().reader_features or []), f"{layer}/{table}"
     rows = ArrowLake(location).read(layer, table)
-    assert rows.num_rows == sum(action["num_records"] for action in delta.get_add_actions(flatten=True).to_pylist()), f"{layer}/{table}"
+    # The log's own count of each file's rows, against the rows pyarrow read from those files.
+    assert rows.num_rows == sum(pa.table(delta.get_add_actions(flatten=True)).column("num_records").to_pylist()), f"{layer}/{table}"
     return rows.schema, rows.to_pylist()
 
 
