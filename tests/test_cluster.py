@@ -138,9 +138,20 @@ def test_the_night_on_the_cluster_exports_the_files_of_the_local_night(cluster_n
 
 
 def spark_events(folder: Path) -> list[dict]:
-    """The events of the Spark application logged in `folder` (one file: the night's server)."""
-    (log,) = [path for path in folder.iterdir() if not path.name.endswith(".inprogress")]
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    """The events of the one Spark application logged in `folder` (the night's server), in Spark 4's layout:
+    `eventlog_v2_<app id>/events_<n>_<app id>.zstd`, JSON lines compressed with zstd."""
+    import zstandard
+
+    (application,) = folder.glob("eventlog_v2_*")
+    parts = sorted(application.glob("events_*"), key=lambda path: int(path.name.split("_")[1]))
+    assert parts, f"no event log in {application}"
+    lines = []
+    for part in parts:
+        data = part.read_bytes()
+        if part.suffix == ".zstd":
+            data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
+        lines += data.decode().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def test_the_cluster_ran_the_night_on_both_workers_reading_nothing_from_the_local_disk(cluster_night, spark_cluster):
