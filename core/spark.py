@@ -10,6 +10,7 @@ The local session itself is built by `core/spark_local.py`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import TypeVar
 
 from core import spark_server
 from core.config import Settings
-from core.spark_local import get_spark
+from core.spark_local import checkpoint_location, get_spark
 
 T = TypeVar("T")
 
@@ -85,12 +86,19 @@ def spark_session(settings: Settings, app_name: str) -> Iterator:
 
 
 @contextmanager
-def checkpoint_dir(spark, folder: str) -> Iterator[None]:
-    """Checkpoints (ALS's deep lineage) go to `folder` in a local Spark; a Connect server has its own
-    (`spark.checkpoint.dir`, set when the night's server starts)."""
-    if not is_connect(spark):
-        spark.sparkContext.setCheckpointDir(folder)
-    yield
+def checkpoint_dir(spark, settings: Settings, job: str) -> Iterator[None]:
+    """Checkpoints (ALS's deep lineage) of a job: in a local Spark a folder of the job's own
+    (`spark_local.checkpoint_location`: on the object store when the lake is there), removed at the end; a Connect
+    server has its own (`spark.checkpoint.dir`, set when the night's server starts)."""
+    if is_connect(spark):
+        yield
+        return
+    location = checkpoint_location(settings, f"{job}-{uuid.uuid4().hex[:12]}")
+    spark.sparkContext.setCheckpointDir(location.spark_uri())
+    try:
+        yield
+    finally:
+        location.remove()
 
 
 def for_each_table(work: Callable[[str], T], tables: Iterable[str], workers: int = 4) -> dict[str, T]:

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from core.config import Settings
+from core.lake_location import LakeLocation
 
 DELTA_SQL_SETTINGS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -25,6 +26,9 @@ DELTA_SQL_SETTINGS = {
 }
 
 UTC_JVM_OPTIONS = "-Duser.timezone=UTC -Dfile.encoding=UTF-8"
+
+#: The lake's prefix for Spark's checkpoints when the lake is on an object store (`checkpoint_location`).
+CHECKPOINTS_PREFIX = "_checkpoints"
 
 #: The oldest Java that Spark 4 runs on (it supports 17 and 21).
 MIN_JAVA = 17
@@ -91,6 +95,18 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
     }
     values.update(spark.extra)
     return values
+
+
+def checkpoint_location(settings: Settings, name: str) -> LakeLocation:
+    """Where a Spark application keeps its checkpoints (ALS's lineage), `name` being the application's own folder.
+
+    Executors write a checkpoint and any executor may read it back, so on a cluster it must be storage they all
+    reach: with the lake on an object store, the lake's `_checkpoints/` prefix (beside the layers, so no reader of
+    the lake takes it for a table); with the lake in a folder, a folder under the data root.
+    """
+    if settings.lake_location.is_local:
+        return LakeLocation(folder=settings.data_dir / "spark" / "checkpoints" / name)
+    return settings.lake_location.child(CHECKPOINTS_PREFIX, name)
 
 
 def spark_packages(settings: Settings) -> list[str]:

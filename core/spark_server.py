@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,7 +42,7 @@ from pathlib import Path
 
 from core.config import REPO_ROOT, Settings, load_config
 from core.private import private_files
-from core.spark_local import get_spark, spark_packages, spark_settings
+from core.spark_local import checkpoint_location, get_spark, spark_packages, spark_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,8 @@ START_TIMEOUT_S = 300
 START_ATTEMPTS = 2
 #: How long a stop waits for the server to end its session before it is killed.
 STOP_TIMEOUT_S = 30
+#: The server's own checkpoint folder under `spark_local.checkpoint_location`.
+SERVER_CHECKPOINTS = "night-server"
 #: How often the server checks whether it should stop.
 POLL_S = 2.0
 
@@ -102,7 +103,7 @@ def server_settings(settings: Settings, port: int, token: str = "") -> dict[str,
             # does not race it (a live client reattaches within milliseconds).
             "spark.connect.execute.manager.detachedTimeout": "30s",
             # ALS needs a checkpoint folder (its lineage grows with each iteration); a client cannot set one.
-            "spark.checkpoint.dir": str(spark_dir(settings) / "checkpoints"),
+            "spark.checkpoint.dir": checkpoint_location(settings, SERVER_CHECKPOINTS).spark_uri(),
             # Results (toPandas, collect) up to the driver's size, not Connect's 128 MB default batch cap.
             "spark.connect.grpc.maxInboundMessageSize": str(1 << 30),
         }
@@ -336,7 +337,14 @@ def serve(settings: Settings, port: int) -> None:
         current = read_state(settings)
         if current is not None and current.pid == os.getpid():
             state_path(settings).unlink(missing_ok=True)
-        shutil.rmtree(spark_dir(settings) / "checkpoints", ignore_errors=True)
+        _remove_checkpoints(settings)
+
+
+def _remove_checkpoints(settings: Settings) -> None:
+    try:
+        checkpoint_location(settings, SERVER_CHECKPOINTS).remove()
+    except OSError as error:  # the store unreachable at the end of the night: the next stop removes them
+        log.warning("night Spark server %d: could not remove its checkpoints: %s", os.getpid(), error)
 
 
 def _busy(spark) -> bool:

@@ -21,6 +21,10 @@ the shop database, or both (`events.source`).
 **Table** (`events.table` of the shop database, SQL shops): the rows that occurred from `events.late_days`
 days before the run date on (every row on the first night), read as Arrow and staged as one Parquet file.
 
+Spark reads the files and the staged table where its executors reach them (`staging_location`): with the lake on an
+object store, copies under the lake's `_staging/events/<batch>/` prefix (on a cluster, executors cannot see the
+landing folder of the machine the night runs on), removed once the batch is in bronze.
+
 **Bronze** (`bronze/events`, partitioned by `event_date`, the UTC date of `occurred_at`) holds the events as
 they came, every value as text, with `_source` (the file or table), `_batch_id` (the run date), `_run_id`,
 `_extracted_at` and `_corrupt` (a line that is not a JSON object). A rerun replaces its own batch.
@@ -52,10 +56,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +72,7 @@ from sqlalchemy import inspect
 from core import db, shop_schema
 from core.config import Settings
 from core.lake import ArrowLake, Lake
+from core.lake_location import LakeLocation
 from core.source_reader import read_batches
 from core.spark import spark_session
 
@@ -75,6 +80,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "events"
 LEDGER_TABLE = "_landing_files"
+#: The events table's rows of a night, staged for Spark (`staging_location`).
+STAGED_TABLE = "table.parquet"
 APPLIED_TABLE = "_event_batches"
 QUARANTINE_TABLE = "_quarantine/events"
 JSON_SUFFIXES = (".ndjson", ".jsonl", ".json")
@@ -280,25 +287,24 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
     batch_id = run_date.isoformat()
     frames, summary = [], {}
     plan = LandingPlan([], [], [])
-    if config.source in ("files", "both"):
-        folder = Path(config.landing_dir)
-        if not folder.is_dir():
-            log.warning("events: the landing folder %s does not exist: no event files tonight", folder)
-        plan = plan_landing(landing_files(folder), read_ledger(lake), run_date, started, config.settle_seconds)
-        for file, why in plan.waiting:
-            log.warning("events: %s waits for the next night: %s", file.name, why)
-        for file, why in plan.already:
-            log.info("events: %s already ingested (%s): skipped", file.name, why)
-        frames += _file_frames(lake.spark, plan.ingest)
-    staging = None
-    if config.source in ("table", "both"):
-        staging = settings.data_dir / "_staging" / "events" / batch_id  # local Parquet, read by the local Spark
-        backfill = not any(batch < batch_id for batch in applied_batches(lake))  # as in apply_batches
-        table_rows = _stage_table(settings, run_date, staging, first_night=backfill)
-        summary["table_rows_read"] = table_rows
-        if table_rows:
-            frames.append(_as_bronze_text(lake.spark.read.parquet(str(staging)), f"table:{config.table}"))
+    staging = staging_location(settings, batch_id)
     try:
+        if config.source in ("files", "both"):
+            folder = Path(config.landing_dir)
+            if not folder.is_dir():
+                log.warning("events: the landing folder %s does not exist: no event files tonight", folder)
+            plan = plan_landing(landing_files(folder), read_ledger(lake), run_date, started, config.settle_seconds)
+            for file, why in plan.waiting:
+                log.warning("events: %s waits for the next night: %s", file.name, why)
+            for file, why in plan.already:
+                log.info("events: %s already ingested (%s): skipped", file.name, why)
+            frames += _file_frames(lake.spark, _readable_by_spark(plan.ingest, staging))
+        if config.source in ("table", "both"):
+            backfill = not any(batch < batch_id for batch in applied_batches(lake))  # as in apply_batches
+            table_rows = _stage_table(settings, run_date, staging, first_night=backfill)
+            summary["table_rows_read"] = table_rows
+            if table_rows:
+                frames.append(_as_bronze_text(lake.spark.read.parquet(staging.spark_uri(STAGED_TABLE)), f"table:{config.table}"))
         rows = 0
         if frames:
             batch = frames[0]
@@ -319,8 +325,7 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
             # A rerun that finds nothing new: its earlier batch stays (its files are in the ledger).
             rows = ArrowLake(lake.root).read("bronze", TABLE, ["_batch_id"], where=_batch_filter(batch_id)).num_rows
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
     if plan.ingest:
         _record_files(lake, plan.ingest, batch_id, run_id, started)
     summary.update(
@@ -334,15 +339,42 @@ def ingest(lake: Lake, settings: Settings, run_date: date, run_id: str, started:
     return summary
 
 
+def staging_location(settings: Settings, batch_id: str) -> LakeLocation:
+    """Where a night stages what Spark reads that is not in the lake: the events table's rows and, with the lake on
+    an object store, copies of the landing files. Spark's executors read it, and those of a cluster cannot see the
+    disk of the machine the night runs on: with the lake on an object store it is the lake's own
+    `_staging/events/<batch>` prefix (beside the layers: no reader takes it for a table), else a folder under the
+    data root. Removed once the batch is in bronze."""
+    if settings.lake_location.is_local:
+        return LakeLocation(folder=settings.data_dir / "_staging" / "events" / batch_id)
+    return settings.lake_location.child("_staging", "events", batch_id)
+
+
+def _readable_by_spark(files: list[LandingFile], staging: LakeLocation) -> list[tuple[LandingFile, str]]:
+    """Each landing file with the path Spark reads it from: the file itself while the lake is local, else its copy
+    in `staging` on the object store."""
+    if staging.is_local:
+        return [(file, str(file.path)) for file in files]
+    from pyarrow import fs
+
+    store, local = staging.arrow_filesystem(), fs.LocalFileSystem()
+    readable = []
+    for file in files:
+        fs.copy_files(str(file.path), staging.arrow_path("files", file.name), source_filesystem=local, destination_filesystem=store)
+        readable.append((file, staging.spark_uri("files", file.name)))
+    return readable
+
+
 def _batch_filter(batch_id: str):
     return pc.field("_batch_id") == batch_id
 
 
-def _file_frames(spark, files: list[LandingFile]) -> list:
-    """The files' events as bronze text columns (`_corrupt`: a JSON line that is not an event object)."""
+def _file_frames(spark, files: list[tuple[LandingFile, str]]) -> list:
+    """The files' events as bronze text columns (`_corrupt`: a JSON line that is not an event object); each file
+    read from the path given with it (`_readable_by_spark`)."""
     frames = []
-    json_files = [file for file in files if not file.is_parquet]
-    parquet_files = [file for file in files if file.is_parquet]
+    json_files = [(file, path) for file, path in files if not file.is_parquet]
+    parquet_files = [(file, path) for file, path in files if file.is_parquet]
     if json_files:
         # Every field as text: Spark gives a JSON object's raw text for a string field (properties), and
         # typing happens in silver, where a bad value is quarantined with its reason.
@@ -351,21 +383,26 @@ def _file_frames(spark, files: list[LandingFile]) -> list:
             spark.read.schema(schema)
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", "_corrupt")
-            .json([str(file.path) for file in json_files])
+            .json([path for _, path in json_files])
         )
         # Each row's file, by its landing name (Spark names it by URI: a small lookup, broadcast).
-        names = spark.createDataFrame([(uri, file.name) for file in json_files for uri in _uris(file.path)], "_path string, _source string")
+        names = spark.createDataFrame(
+            [(uri, file.name) for file, path in json_files for uri in _uris(path)], "_path string, _source string"
+        )
         frame = frame.withColumn("_path", F.col("_metadata.file_path"))
         frames.append(frame.join(F.broadcast(names), "_path", "left").drop("_path"))
-    for file in parquet_files:  # one at a time: trackers' Parquet files need not share a schema
-        frame = spark.read.parquet(str(file.path))
+    for file, path in parquet_files:  # one at a time: trackers' Parquet files need not share a schema
+        frame = spark.read.parquet(path)
         frames.append(_as_bronze_text(frame, file.name))
     return frames
 
 
-def _uris(path: Path) -> set[str]:
-    """The ways Spark may name a local file in `_metadata.file_path`."""
-    return {path.as_uri(), f"file:{path}", str(path)}
+def _uris(path: str) -> set[str]:
+    """The ways Spark may name a file it read in `_metadata.file_path`: a local path or an object's URI."""
+    if "://" in path:
+        return {path, quote(path, safe=":/")}
+    local = Path(path)
+    return {local.as_uri(), f"file:{local}", str(local)}
 
 
 def _as_bronze_text(frame, source: str):
@@ -385,9 +422,9 @@ def _as_bronze_text(frame, source: str):
     return frame.select(*columns, F.lit(None).cast("string").alias("_corrupt"), F.lit(source).alias("_source"))
 
 
-def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: bool) -> int:
-    """Read the shop's events table (from late_days before the run date; all on the first night) into a
-    Parquet file in `folder`; returns the rows read."""
+def _stage_table(settings: Settings, run_date: date, staging: LakeLocation, first_night: bool) -> int:
+    """Read the shop's events table (from late_days before the run date; all on the first night) into the Parquet
+    file `STAGED_TABLE` in `staging`; returns the rows read."""
     config = settings.events
     url = settings.shop.url
     if db.is_document_shop(url):
@@ -412,10 +449,11 @@ def _stage_table(settings: Settings, run_date: date, folder: Path, first_night: 
         low = datetime.combine(run_date - timedelta(days=config.late_days), datetime.min.time())
         query += f" WHERE {quote}occurred_at{quote} >= '{low:%Y-%m-%d %H:%M:%S}'"
     schema = pa.schema([(name, pa.string()) for name in SOURCE_COLUMNS])
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    staging.remove()
+    filesystem = staging.arrow_filesystem()
+    filesystem.create_dir(staging.arrow_path())
     rows = 0
-    with pq.ParquetWriter(folder / "table.parquet", schema) as writer:
+    with filesystem.open_output_stream(staging.arrow_path(STAGED_TABLE)) as sink, pq.ParquetWriter(sink, schema) as writer:
         for batch in read_batches(url, query, schema, config.table, settings.shop.fetch_size):
             writer.write_batch(batch)
             rows += batch.num_rows

@@ -21,7 +21,6 @@ the evaluation and says so.
 from __future__ import annotations
 
 import logging
-import tempfile
 from datetime import date
 
 from pyspark.sql import functions as F
@@ -48,8 +47,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with (
         spark_session(settings, "recommend") as spark,
-        tempfile.TemporaryDirectory(prefix="als-checkpoints-", dir=settings.data_dir) as checkpoints,
-        checkpoint_dir(spark, checkpoints),
+        checkpoint_dir(spark, settings, "recommend"),
     ):  # ALS's lineage grows with each iteration; without checkpoints the JVM stack overflows
         lake = Lake(spark, settings.lake_location)
         silver = silver_tables(lake)

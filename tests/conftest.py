@@ -87,6 +87,32 @@ def object_store() -> Iterator[ObjectStore]:
 
 
 # =========================================================================== #
+# BEGIN Spark standalone cluster -- see tests/sparkcluster.py
+#
+# Session-scoped and lazy: a master and two workers (one core each) from the pyspark wheel, started only if a
+# test asks for `spark_cluster`, stopped at the end of the session. Its workers have the object store's key pair
+# in their environment (each executor's S3A connector reads it there), so it starts the store too.
+# =========================================================================== #
+
+try:
+    from sparkcluster import SparkCluster, spark_standalone_cluster
+except ImportError:
+    from tests.sparkcluster import SparkCluster, spark_standalone_cluster
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(object_store) -> Iterator[SparkCluster]:
+    """A Spark standalone master with two workers on 127.0.0.1, whose executors reach the object store."""
+    with spark_standalone_cluster(object_store.environment()) as cluster:
+        yield cluster
+
+
+# =========================================================================== #
+# END Spark standalone cluster
+# =========================================================================== #
+
+
+# =========================================================================== #
 # BEGIN environment, configuration and Spark
 #
 # Every test runs with CRM_ENV=test and its data root in a session temp folder, never the repo's data/.

@@ -204,3 +204,40 @@ def test_an_airflow_connection_gives_a_task_the_lake_key_pair_and_the_lake_is_re
     lake.overwrite(_orders(1, 2), "bronze", "orders")
     assert lake.read("bronze", "orders").column("order_id").to_pylist() == [1, 2]
     assert os.environ["AWS_ACCESS_KEY_ID"] == object_store.access_key_id  # a Spark JVM the task starts inherits it
+
+
+def test_spark_checkpoints_go_under_the_lakes_own_prefix_on_the_store_and_the_server_removes_them(object_store, monkeypatch):
+    """On a cluster an executor writes a checkpoint (ALS's) and another may read it back, so with the lake on the
+    store they go there too, under `_checkpoints/` beside the layers (no reader takes them for a table); the night's
+    server removes them when it stops. With the lake in a folder they stay under the data root."""
+    from pyarrow import fs
+
+    from core import spark_server
+    from core.spark_local import checkpoint_location
+
+    assert spark_server.server_settings(load_config("test"), 0)["spark.checkpoint.dir"] == str(
+        load_config("test").data_dir / "spark" / "checkpoints" / spark_server.SERVER_CHECKPOINTS
+    )
+    for name, value in object_store.environment().items():
+        monkeypatch.setenv(name, value)
+    prefix = f"checkpoints-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CRM__LAKE__URI", f"s3a://{object_store.bucket}/{prefix}")
+    settings = load_config("test")
+    assert (
+        spark_server.server_settings(settings, 0)["spark.checkpoint.dir"]
+        == f"s3a://{object_store.bucket}/{prefix}/_checkpoints/night-server"
+    )
+    lake = ArrowLake(settings.lake_location)
+    lake.overwrite(_orders(1, 2), "gold", "orders")
+    checkpoints = checkpoint_location(settings, spark_server.SERVER_CHECKPOINTS)
+    store = checkpoints.arrow_filesystem()
+    with store.open_output_stream(checkpoints.arrow_path("rdd-12", "part-00000")) as out:
+        out.write(b"an RDD's checkpointed partition")
+    assert lake.tables() == [("gold", "orders")]
+
+    spark_server._remove_checkpoints(settings)
+
+    listing = store.get_file_info(_selector(f"{object_store.bucket}/{prefix}"))
+    # No object left (SeaweedFS may keep the emptied folder itself: a directory entry of its filer, no data).
+    assert not [info.path for info in listing if "/_checkpoints/" in info.path and info.type == fs.FileType.File]
+    assert lake.read("gold", "orders").num_rows == 2  # the lake itself untouched
