@@ -38,7 +38,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
@@ -299,21 +299,36 @@ def _die_with_parent(sig: int) -> Callable[[], None] | None:
 
 
 def _wait_ready(proc: subprocess.Popen, probe: Callable[[], bool], logfile: Path, name: str, port_in_use: Callable[[str], bool]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+    _wait_all_ready({name: (proc, logfile)}, probe, port_in_use, f"{name} (pid {proc.pid}) did not accept connections")
+
+
+def _wait_all_ready(
+    processes: Mapping[str, tuple[subprocess.Popen, Path]],
+    probe: Callable[[], bool],
+    port_in_use: Callable[[str], bool],
+    not_ready: str,
+    timeout_s: float = START_TIMEOUT,
+) -> None:
+    """Wait until `probe()` holds while every process of `processes` (name -> the process and its log) runs.
+
+    A process that ends raises `_PortInUse` when its log's tail says its port was taken meanwhile (the caller
+    retries on other ports), else RuntimeError with that tail; no `probe()` within `timeout_s` raises RuntimeError
+    with `not_ready` and every log's tail.
+    """
+    deadline = time.monotonic() + timeout_s
     delay = 0.02
     while True:
-        if proc.poll() is not None:
-            tail = _tail(logfile)
-            if port_in_use(tail):
-                raise _PortInUse(tail)
-            raise RuntimeError(f"{name} exited with code {proc.returncode} during startup; last lines of {logfile}:\n{tail}")
+        for name, (proc, logfile) in processes.items():
+            if proc.poll() is not None:
+                tail = _tail(logfile)
+                if port_in_use(tail):
+                    raise _PortInUse(tail)
+                raise RuntimeError(f"{name} exited with code {proc.returncode} during startup; last lines of {logfile}:\n{tail}")
         if probe():
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{name} (pid {proc.pid}) did not accept connections within "
-                f"{START_TIMEOUT:.0f}s; last lines of {logfile}:\n{_tail(logfile)}"
-            )
+            tails = "\n".join(f"last lines of {logfile}:\n{_tail(logfile)}" for _, logfile in processes.values())
+            raise RuntimeError(f"{not_ready} within {timeout_s:.0f}s; {tails}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
 

@@ -118,18 +118,14 @@ def _master_state(web_port: int) -> dict | None:
 
 
 def _wait_for(condition, processes: dict[str, tuple[subprocess.Popen, Path]], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not condition():
-        for name, (proc, logfile) in processes.items():
-            if proc.poll() is not None:
-                tail = servers._tail(logfile)
-                if "Address already in use" in tail or "BindException" in tail:
-                    raise servers._PortInUse(tail)
-                raise RuntimeError(f"spark {name} exited with code {proc.returncode} while starting; last lines of {logfile}:\n{tail}")
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {logfile}\n{servers._tail(logfile)}" for _, logfile in processes.values())
-            raise RuntimeError(f"spark standalone cluster: {what} within {START_TIMEOUT:.0f}s\n{logs}")
-        time.sleep(0.5)
+    """Until `condition()` holds, while the cluster's processes run (dbservers' wait, with Spark's bind error)."""
+    servers._wait_all_ready(
+        {f"spark {name}": process for name, process in processes.items()},
+        condition,
+        lambda tail: "Address already in use" in tail or "BindException" in tail,
+        f"spark standalone cluster: {what}",
+        timeout_s=START_TIMEOUT,
+    )
 
 
 @contextmanager
