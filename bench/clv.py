@@ -56,10 +56,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -82,8 +80,6 @@ FITS_GOAL_SECONDS = 3.0
 #: data 1e-8 converged at 10,000 and 50,000 customers (1e-9 not at 50,000); the larger the penalizer, the
 #: further its a and b from the unpenalised fit (from 1e-5 on, a and b -> 0 and some CLVs are NaN).
 LIFETIMES_PENALIZERS = (1e-8, 1e-7, 1e-6)
-#: Modules measured outside jobs/ (whose changes `harness.code_version` reports): shown by digest.
-MEASURED = ("features/purchases.py", "models/lifetime.py")
 STEPS = ("read", "spark start", "summary", "bgnbd fit", "gamma-gamma fit", "clv point", "clv point + interval")
 
 
@@ -251,7 +247,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     print(
         f"\n{customers:,} customers, {rows['orders']:,} orders (silver generated in "
         f"{time.perf_counter() - started:.1f} s); {os.cpu_count()} cores, load average "
-        f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}; {measured_code()}",
+        f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}; {code_version()}",
         flush=True,
     )
     environment = {**os.environ, "PYTHONPATH": str(REPO), "CRM_ENV": "demo"}
@@ -263,16 +259,6 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def measured_code() -> str:
-    """`harness.code_version` of the predict job, and digests of the modules measured outside jobs/."""
-    changed = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=REPO, capture_output=True, text=True).stdout.split()
-    digests = ", ".join(
-        f"{name} {hashlib.sha256((REPO / name).read_bytes()).hexdigest()[:12]}{' (changed)' if name in changed else ''}"
-        for name in MEASURED
-    )
-    return f"{code_version('predict.py')}; {digests}"
 
 
 def report(results: dict[str, dict], folder: Path) -> None:

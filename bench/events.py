@@ -179,7 +179,7 @@ def one_size(events_target: int, args) -> None:
         print(
             f"\n{written['written']:,} events of {customers:,} customers over {args.days} days in "
             f"{written['files']} NDJSON files ({size / 2**20:,.0f} MB), generated in {generated:.0f} s; "
-            f"{code_version('events.py')}"
+            f"{code_version()}"
         )
         environment = {
             **os.environ,

@@ -478,7 +478,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             }
             night_1 = {"url": url, "folder": str(folder), "run_date": RUN_DATE.isoformat()}
             night_2 = {**night_1, "run_date": (RUN_DATE + timedelta(days=1)).isoformat()}
-            print(f"\n{customers:,} customers, {code_version('extract.py')}")
+            print(f"\n{customers:,} customers, {code_version()}")
             print(
                 f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, "
                 f"{rows['order_items']:,} order items); filled in {fill['insert']:.1f} s, indexed in "

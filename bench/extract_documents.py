@@ -357,7 +357,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     results: dict = {
         "customers": customers,
         "started": datetime.now().isoformat(timespec="seconds"),
-        "code": f"{code_version('documents.py')}; {code_version('extract.py')}",
+        "code": code_version(),
         "cpus": os.cpu_count(),
         "stages": {},
     }

@@ -67,16 +67,22 @@ def rss_of_trees(roots: list[int]) -> int:
     return total
 
 
-def code_version(job_file: str) -> str:
-    """Which code the figures are of: the commit, and a digest of jobs/<job_file> when jobs/ has local changes."""
+#: The folders whose code a night runs: a benchmark's figures are of the commit plus their uncommitted changes.
+CODE_DIRS = ("core", "jobs", "features", "models", "dags", "expectations", "conf")
+
+
+def code_version() -> str:
+    """Which code the figures are of: the commit, and a digest of the uncommitted changes to the code, if any."""
     import hashlib
 
     def git(*command: str) -> str:
         return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
-    digest = hashlib.sha256((REPO / "jobs" / job_file).read_bytes()).hexdigest()[:12]
-    changed = bool(git("status", "--porcelain", "--", "jobs"))
-    return f"commit {git('rev-parse', '--short', 'HEAD')}" + (f", jobs/ changed ({job_file} {digest})" if changed else "")
+    changed = git("status", "--porcelain", "--", *CODE_DIRS)
+    if not changed:
+        return f"commit {git('rev-parse', '--short', 'HEAD')}"
+    digest = hashlib.sha256((changed + git("diff", "HEAD", "--", *CODE_DIRS)).encode()).hexdigest()[:12]
+    return f"commit {git('rev-parse', '--short', 'HEAD')}, {len(changed.splitlines())} files changed (diff {digest})"
 
 
 def lake_benchmark_parser(description: str, default_sizes: list[int], keeps: str) -> argparse.ArgumentParser:

@@ -243,7 +243,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
                 "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
                 "CRM__EVENTS__SOURCE": "table",
             }
-            print(f"\n{customers:,} customers, {code_version('spark_server.py')}")
+            print(f"\n{customers:,} customers, {code_version()}")
             print(
                 f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, {rows['order_items']:,} order "
                 f"items), {events:,} events; filled in {sum(fill.values()):.1f} s",

@@ -413,7 +413,7 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     rows = make_silver(folder / "lake", customers, args.orders_per_customer)
     print(
         f"\n{customers:,} customers, {rows['orders']:,} orders, {rows['order_items']:,} order lines "
-        f"(silver generated in {time.perf_counter() - started:.1f} s); {code_version('score.py')}",
+        f"(silver generated in {time.perf_counter() - started:.1f} s); {code_version()}",
         flush=True,
     )
     environment = {**os.environ, "PYTHONPATH": str(REPO), "CRM_ENV": "demo"}
