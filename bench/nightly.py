@@ -345,7 +345,8 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
             print_nights(night_1, night_2, floor)
     finally:
         if args.keep:
-            print(f"  kept: {folder} (logs in nights.log and data/logs; in local mode the lake in data/lake, while the store and its lake go when the store stops)")
+            kept = "the store and its lake go when the store stops" if args.cluster else "the lake in data/lake"
+            print(f"  kept: {folder} (logs in nights.log and data/logs; {kept})")
         else:
             shutil.rmtree(folder, ignore_errors=True)
 
