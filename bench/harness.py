@@ -142,13 +142,18 @@ def silver_rows(job: dict) -> int:
     )
 
 
-def dbservers():
-    """tests/dbservers.py (the throwaway PostgreSQL, MariaDB and FerretDB servers), imported by path: tests/
-    is no package."""
-    import importlib.util
+def test_servers(name: str = "dbservers"):
+    """A module of the tests' throwaway servers: tests/dbservers.py (PostgreSQL, MariaDB, FerretDB),
+    tests/objectstore.py (SeaweedFS), tests/sparkcluster.py (a Spark standalone cluster). tests/ is no package:
+    it goes on sys.path (last, so nothing of bench/ is shadowed), where the modules find each other as in pytest."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("crm_bench_dbservers", REPO / "tests" / "dbservers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    return importlib.import_module(name)
+
+
+def dbservers():
+    """tests/dbservers.py: the throwaway PostgreSQL, MariaDB and FerretDB servers."""
+    return test_servers("dbservers")

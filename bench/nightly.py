@@ -3,6 +3,7 @@
 
     .venv/bin/python -m pip install -c constraints.txt -e '.[bench]'
     .venv/bin/python bench/nightly.py 10000 100000 [--orders-per-customer 8] [--driver-memory 6g] [--keep]
+    .venv/bin/python bench/nightly.py 100000 --cluster [--driver-memory 2g] [--executor-memory 2g]
 
 Per size (number of customers) a throwaway PostgreSQL server (tests/dbservers.py) holds the shop, filled on
 the server as bench/extract.py does, plus `--event-days` days of browsing events in the shop's `events`
@@ -21,11 +22,21 @@ Printed per night: every task's seconds (from the run log, `crm status`), the ni
 `crm run` command, Airflow's start included), and the peak resident memory of the whole process tree: the
 `crm run` process, its children, and the night's Spark server (a process of its own session). Then the floor
 per step, and the ratio of night 2 to the floor. Load is the mean 1-minute load average during the night.
+
+`--cluster`: the same nights on a Spark standalone cluster with the lake on an S3-compatible object store, the
+shape of docs/scaling-out.md, on this machine: the tests' SeaweedFS server (tests/objectstore.py; `make seaweedfs`)
+and a master with two workers of one core each (tests/sparkcluster.py), each worker offering one executor of
+`--executor-memory`. The night's Spark server is then the driver (`--driver-memory`) of an application on the
+cluster; `lake.uri` is `s3a://<bucket>/bench-nightly`. The peak memory then counts the store, the master, the
+workers and their executors too. The floor reads the same lake on the store: copying silver's current files to
+a local folder for DuckDB is one of its steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -34,13 +45,16 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Iterator
 
 import extract as shop_fill
-from harness import benchmark_main, code_version, dbservers, rss_of_trees, run_stage
+from harness import benchmark_main, code_version, dbservers, rss_of_trees, run_stage, test_servers
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DATE = shop_fill.RUN_DATE
 SAMPLE_INTERVAL_S = 0.2
+#: What a worker offers beyond its executor's heap: Spark's memory overhead (10 %, at least 384 MB) and some.
+WORKER_OVERHEAD_MB = 512
 
 
 def fill_events(url: str, customers: int, first_day: date, days: int, per_customer_day: float) -> int:
@@ -72,8 +86,9 @@ def fill_events(url: str, customers: int, first_day: date, days: int, per_custom
     return rows
 
 
-def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
-    """`crm run --date` in a child process; its wall time, the peak RSS of its tree and the night's Spark server."""
+def run_night(run_date: date, environment: dict[str, str], log: Path, servers: list[int]) -> dict:
+    """`crm run --date` in a child process; its wall time, the peak RSS of its tree, the night's Spark server's and
+    the trees of `servers` (the object store and the cluster's daemons with their executors, in cluster mode)."""
     from core import spark_server
     from core.config import load_config
 
@@ -88,7 +103,7 @@ def run_night(run_date: date, environment: dict[str, str], log: Path) -> dict:
         while child.poll() is None:
             # The night's server runs in a session of its own but may still be a child of `crm run`'s
             # process (dag.test runs spark_up in it): count each process once.
-            roots = [child.pid]
+            roots = [child.pid, *servers]
             state = spark_server.read_state(settings)
             if state is not None:
                 roots.append(state.pid)
@@ -128,7 +143,6 @@ def stage_floor(job: dict) -> dict:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
     from rfm import DUCKDB_RFM
 
     from core import shop_schema
@@ -139,7 +153,7 @@ def stage_floor(job: dict) -> dict:
 
     settings = load_config()
     night = date.fromisoformat(job["run_date"])
-    lake = ArrowLake(settings.lake_dir)
+    lake = ArrowLake(settings.lake_location)
     seconds: dict[str, float] = {}
 
     # 1. What night 2 read: rows updated since night 1's high watermark, less the overlap.
@@ -159,9 +173,14 @@ def stage_floor(job: dict) -> dict:
             rows_read += cursor.fetch_arrow_table().num_rows
     seconds["adbc_read_changed"] = time.perf_counter() - start
 
-    # 2. RFM in DuckDB on silver's files (the current version's, from the Delta log).
+    # 2. RFM in DuckDB on silver's files (the current version's, from the Delta log); from the object store,
+    # DuckDB reads local copies of them.
+    files = {name: lake.delta_table("silver", name).file_uris() for name in ("orders", "customers")}
+    if not settings.lake_location.is_local:
+        start = time.perf_counter()
+        files = copy_from_store(files, settings.lake_location.arrow_filesystem(), Path(job["scratch"]))
+        seconds["copy_silver_from_store"] = time.perf_counter() - start
     start = time.perf_counter()
-    files = {name: DeltaTable(lake.path("silver", name)).file_uris() for name in ("orders", "customers")}
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'; SET threads = 2")
     connection.execute(
@@ -212,10 +231,62 @@ def stage_floor(job: dict) -> dict:
     return {"seconds": sum(seconds.values()), "steps": seconds, "rows": rows_read, "customers": summary.num_rows}
 
 
+def copy_from_store(files: dict[str, list[str]], store, folder: Path) -> dict[str, list[str]]:
+    """Each table's files (s3://bucket/key URIs) copied into `folder`/<table>/: their local paths."""
+    from pyarrow import fs
+
+    local = fs.LocalFileSystem()
+    copied: dict[str, list[str]] = {}
+    for table, uris in files.items():
+        (folder / table).mkdir(parents=True, exist_ok=True)
+        copied[table] = []
+        for number, uri in enumerate(uris):
+            target = str(folder / table / f"{number:05d}.parquet")
+            fs.copy_files(uri.split("://", 1)[1], target, source_filesystem=store, destination_filesystem=local)
+            copied[table].append(target)
+    return copied
+
+
 STAGES = {"floor": stage_floor}
 
 
 # --------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def on_a_cluster(folder: Path, args: argparse.Namespace) -> Iterator[tuple[dict[str, str], list[int], str]]:
+    """The object store and a standalone cluster for the nights: the environment that puts the lake on the store
+    and the night's Spark on the cluster, the pids of their processes, and a line saying what runs where."""
+    from core.config import load_config
+
+    objectstore, sparkcluster = test_servers("objectstore"), test_servers("sparkcluster")
+    executor_mb = megabytes(args.executor_memory)
+    with (
+        objectstore.seaweedfs_server(base_dir=folder) as store,
+        sparkcluster.spark_standalone_cluster(
+            store.environment(), base_dir=folder, worker_memory=f"{executor_mb + WORKER_OVERHEAD_MB}m"
+        ) as cluster,
+    ):
+        extra = {**load_config("demo").spark.extra, "spark.executor.memory": f"{executor_mb}m"}
+        environment = {
+            **store.environment(),
+            "CRM__LAKE__URI": f"s3a://{store.bucket}/bench-nightly",
+            "CRM__SPARK__MASTER": cluster.master_url,
+            "CRM__SPARK__EXTRA": json.dumps(extra),
+        }
+        where = (
+            f"cluster {cluster.master_url}: {sparkcluster.WORKERS} workers of {sparkcluster.WORKER_CORES} core, executors of "
+            f"{executor_mb} MB, driver {args.driver_memory}; lake {environment['CRM__LAKE__URI']} (SeaweedFS {store.endpoint_url})"
+        )
+        yield environment, [store.pid, *cluster.pids], where
+
+
+def megabytes(size: str) -> int:
+    """A JVM memory size (`2g`, `1536m`) in MB."""
+    units = {"g": 1024, "m": 1}
+    if size[-1:].lower() not in units or not size[:-1].isdigit():
+        raise SystemExit(f"--executor-memory: expected a size like 2g or 1536m, got {size!r}")
+    return int(size[:-1]) * units[size[-1].lower()]
 
 
 def one_size(customers: int, args: argparse.Namespace) -> None:
@@ -224,7 +295,8 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
     folder.chmod(0o755)  # the server runs as `postgres` when we are root: it must reach its folder inside ours
     log = folder / "nights.log"
     try:
-        with postgres_server(base_dir=folder / "postgres") as server:
+        with contextlib.ExitStack() as servers:
+            server = servers.enter_context(postgres_server(base_dir=folder / "postgres"))
             server.create_database("shop")
             server.create_database("crm")
             shop_url, crm_url = server.url("shop"), server.url("crm")
@@ -243,27 +315,38 @@ def one_size(customers: int, args: argparse.Namespace) -> None:
                 "CRM__SPARK__DRIVER_MEMORY": args.driver_memory,
                 "CRM__EVENTS__SOURCE": "table",
             }
-            print(f"\n{customers:,} customers, {code_version()}")
+            watched, where = [], f"local[2], driver {args.driver_memory}; lake {folder / 'data' / 'lake'}"
+            if args.cluster:
+                cluster_environment, watched, where = servers.enter_context(on_a_cluster(folder, args))
+                environment.update(cluster_environment)
+            print(f"\n{customers:,} customers, {code_version()}\n{where}")
             print(
                 f"{sum(rows.values()):,} shop rows ({rows['orders']:,} orders, {rows['order_items']:,} order "
                 f"items), {events:,} events; filled in {sum(fill.values()):.1f} s",
                 flush=True,
             )
-            night_1 = run_night(RUN_DATE, environment, log)
+            night_1 = run_night(RUN_DATE, environment, log, watched)
             changed = shop_fill.change_one_percent(shop_url, RUN_DATE + timedelta(days=1))
             new_events = fill_events(shop_url, customers, RUN_DATE + timedelta(days=1), 1, args.events_per_customer_day)
             print(f"night 2: {sum(changed.values()):,} rows changed, {new_events:,} new events", flush=True)
-            night_2 = run_night(RUN_DATE + timedelta(days=1), environment, log)
+            night_2 = run_night(RUN_DATE + timedelta(days=1), environment, log, watched)
             floor = run_stage(
                 __file__,
-                {"stage": "floor", "run_date": (RUN_DATE + timedelta(days=1)).isoformat(), "shop_url": shop_url, "crm_url": crm_url},
+                {
+                    "stage": "floor",
+                    "run_date": (RUN_DATE + timedelta(days=1)).isoformat(),
+                    "shop_url": shop_url,
+                    "crm_url": crm_url,
+                    "scratch": str(folder / "floor"),
+                },
                 environment,
                 folder / "floor.log",
             )
             print_nights(night_1, night_2, floor)
     finally:
         if args.keep:
-            print(f"  kept: {folder} (lake in data/, logs in nights.log and data/logs)")
+            kept = "the store and its lake go when the store stops" if args.cluster else "the lake in data/lake"
+            print(f"  kept: {folder} (logs in nights.log and data/logs; {kept})")
         else:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -292,6 +375,8 @@ def main() -> None:
     parser.add_argument("--event-days", type=int, default=7, help="days of browsing events before night 1")
     parser.add_argument("--events-per-customer-day", type=float, default=2.0)
     parser.add_argument("--driver-memory", default="6g", help="the night's Spark server heap (local mode: all of Spark)")
+    parser.add_argument("--cluster", action="store_true", help="the nights on a standalone cluster, the lake on an object store")
+    parser.add_argument("--executor-memory", default="2g", help="with --cluster: each of the two executors' heap")
     parser.add_argument("--tmp", default="/tmp", help="where the database and the lake go (on disk by default)")
     parser.add_argument("--keep", action="store_true", help="keep each size's folder (lake, logs)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -18,7 +18,9 @@ Written, each in the run date's `as_of` partition with the CRM table's columns:
 - `gold/inquiry_triage`: per inquiry, as of the run date (one resolved later is still open here);
 - `gold/customer_satisfaction`: per customer with a review or an inquiry.
 Only rows created by the end of the run date are read, so a rerun of a date gives the same tables.
-A shop without reviews (or inquiries) to learn from writes empty partitions and says why (`degraded`).
+A shop without reviews (or inquiries) to learn from writes empty partitions and says why (`degraded`). Texts
+too few or too alike to hold any out (a contact form with four fixed subjects) are scored all the same, without
+a held-out figure: `degraded` says so (`review_sentiment_evaluation`, `inquiry_triage_evaluation`).
 """
 
 from __future__ import annotations
@@ -73,15 +75,18 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             )
             scored = None
         else:
-            judged, _ = tracking.evaluate_when_due(
-                "review_sentiment",
-                run_date,
-                run_id,
-                sentiment_params(settings),
-                settings.mlflow.evaluate_every_days,
-                lambda: evaluate_sentiment(sample, settings, run_date, run_id),
-            )
-            figures.update(judged)
+            try:
+                judged, _ = tracking.evaluate_when_due(
+                    "review_sentiment",
+                    run_date,
+                    run_id,
+                    sentiment_params(settings),
+                    settings.mlflow.evaluate_every_days,
+                    lambda: evaluate_sentiment(sample, settings, run_date, run_id),
+                )
+                figures.update(judged)
+            except review_model.HoldoutError as error:  # scored all the same, without a held-out figure
+                degraded["review_sentiment_evaluation"] = str(error)
             model = review_model.fit_sentiment(sample, conf.max_training_rows, conf.seed)
             scored = reviews.mapInPandas(_review_scorer(model, aspects), review_schema(aspects)).cache()
 
@@ -97,15 +102,18 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict:
             )
             triaged = None
         else:
-            judged, _ = tracking.evaluate_when_due(
-                "inquiry_triage",
-                run_date,
-                run_id,
-                triage_params(settings, keywords, labels.source),
-                settings.mlflow.evaluate_every_days,
-                lambda: evaluate_triage(sample, keywords, settings, run_date, run_id, labels.source),
-            )
-            figures.update(judged)
+            try:
+                judged, _ = tracking.evaluate_when_due(
+                    "inquiry_triage",
+                    run_date,
+                    run_id,
+                    triage_params(settings, keywords, labels.source),
+                    settings.mlflow.evaluate_every_days,
+                    lambda: evaluate_triage(sample, keywords, settings, run_date, run_id, labels.source),
+                )
+                figures.update(judged)
+            except review_model.HoldoutError as error:  # triaged all the same, without a held-out figure
+                degraded["inquiry_triage_evaluation"] = str(error)
             model = triage.fit_triage(sample, keywords, conf.max_training_rows, conf.seed)
             triaged = (
                 inquiries.mapInPandas(_inquiry_triager(model, keywords, run_date, conf.stale_inquiry_hours), TRIAGE_SCHEMA)

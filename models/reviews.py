@@ -69,6 +69,12 @@ class KeywordTableError(ValueError):
     """A keyword table (conf/aspects.yaml, conf/triage.yaml) is invalid; the message names file and field."""
 
 
+class HoldoutError(ValueError):
+    """The texts are too few, or too alike, to hold any out for an evaluation (split by text or product): no
+    held-out figure can be computed. A shop whose inquiries come from a form with a handful of fixed subjects
+    has many inquiries and few distinct texts."""
+
+
 # --------------------------------------------------------------------------------------------------------
 # Keyword tables
 # --------------------------------------------------------------------------------------------------------
@@ -421,7 +427,7 @@ def evaluate_sentiment(reviews: pd.DataFrame, holdout_share: float, max_training
     held = sentiment_holdout(distinct, holdout_share, seed)
     train, test = distinct[~held], distinct[held]
     if test.empty or train.empty:
-        raise ValueError(
+        raise HoldoutError(
             f"reviews: holdout_share {holdout_share} leaves {len(train)} training and {len(test)} held-out distinct reviews; "
             "both must be non-empty"
         )

@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 
 from core.rundate import end_of
 from models.reviews import (
+    HoldoutError,
     capped_sample,
     is_holdout,
     keyword_hits,
@@ -286,12 +287,14 @@ def evaluate_triage(
     # One row per held-out text with a reference topic: the earliest inquiry of that text.
     scored = inquiries.assign(_text=text.to_numpy(), _reference=reference.to_numpy())[held & reference.notna().to_numpy()]
     test = scored.sort_values("id").drop_duplicates("_text")
-    if test.empty:
-        raise ValueError(
-            f"inquiries: holdout_share {holdout_share} holds out none of {text.nunique()} distinct texts with {reference_name}"
-        )
     # The labels of the whole frame, so the training part learns from the same kind of label it is scored on.
     train_topic = labels.topic[~held]
+    if test.empty or train_topic.notna().sum() == 0:
+        training_texts = text[~held & labels.topic.notna().to_numpy()].nunique()
+        raise HoldoutError(
+            f"inquiries: holdout_share {holdout_share} leaves {training_texts} labelled training and {len(test)} held-out "
+            f"texts of {text.nunique()} distinct texts with {reference_name}; both must be non-empty"
+        )
     model = _fit_on_labels(train, train_topic, LABEL_SOURCES[labels.source], max_training_rows, seed)
     trained_on = min(int(train_topic.notna().sum()), max_training_rows)
     actual = test["_reference"].to_numpy()

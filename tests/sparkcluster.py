@@ -41,7 +41,7 @@ __all__ = ["SparkCluster", "spark_standalone_cluster"]
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 WORKER_CORES = 1
-#: Memory a worker offers to executors: one executor of Spark's default 1g heap plus its overhead.
+#: Memory a worker offers to executors by default: one executor of Spark's default 1g heap plus its overhead.
 WORKER_MEMORY = "1536m"
 #: Heap of the master and worker daemons themselves (Spark's default is 1g each; they only keep the books).
 DAEMON_MEMORY = "256m"
@@ -129,11 +129,15 @@ def _wait_for(condition, processes: dict[str, tuple[subprocess.Popen, Path]], wh
 
 
 @contextmanager
-def spark_standalone_cluster(worker_environment: Mapping[str, str] | None = None, base_dir: Path | None = None) -> Iterator[SparkCluster]:
-    """A master and `WORKERS` workers on 127.0.0.1, each worker `WORKER_CORES` core and `WORKER_MEMORY`.
+def spark_standalone_cluster(
+    worker_environment: Mapping[str, str] | None = None, base_dir: Path | None = None, worker_memory: str = WORKER_MEMORY
+) -> Iterator[SparkCluster]:
+    """A master and `WORKERS` workers on 127.0.0.1, each worker `WORKER_CORES` core and `worker_memory` for executors.
 
     `worker_environment`: variables the daemons, and so every executor, start with; the lake's key pair
     (`AWS_*`), which the S3A connector of each executor reads from its own environment, as the driver's does.
+    `worker_memory`: what each worker offers (bench/nightly.py --cluster gives executors more than Spark's 1g default,
+    with `spark.executor.memory`).
     """
     t0 = time.monotonic()
     spark_home = _pyspark_home()
@@ -171,7 +175,7 @@ def spark_standalone_cluster(worker_environment: Mapping[str, str] | None = None
                     command = [
                         str(spark_class), "org.apache.spark.deploy.worker.Worker", f"spark://{servers.HOST}:{master_port}",
                         "--host", servers.HOST, "--port", str(servers._free_port()), "--webui-port", str(servers._free_port()),
-                        "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY, "--work-dir", str(work),
+                        "--cores", str(WORKER_CORES), "--memory", worker_memory, "--work-dir", str(work),
                         "--properties-file", str(properties),
                     ]  # fmt: skip
                     started[f"worker-{number}"] = (_start(command, logfile, environment, base), logfile)

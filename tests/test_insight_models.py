@@ -17,11 +17,13 @@ import pytest
 from demo_shop import shop_text
 from models.reviews import (
     ASPECTS,
+    HoldoutError,
     KeywordTableError,
     customer_review_summary,
     distinct_reviews,
     evaluate_sentiment,
     fit_sentiment,
+    is_holdout,
     load_aspects,
     mark_aspects,
     negative_review_alerts,
@@ -39,6 +41,7 @@ from models.triage import (
     customer_satisfaction,
     evaluate_triage,
     fit_triage,
+    inquiry_text_key,
     inquiry_times,
     inquiry_urgency,
     keyword_topics,
@@ -493,6 +496,58 @@ def test_triage_holdout_counts_each_text_once_whatever_its_copies():
     twice = evaluate_triage(pd.concat([inquiries, copies], ignore_index=True), None, keywords, 0.3, 5000, 17)
     assert twice["inquiries"].tolist() == once["inquiries"].tolist()
     assert twice["macro_f1"].tolist() == pytest.approx(once["macro_f1"].tolist(), abs=0.05)
+
+
+#: A contact form's fixed subjects, one topic each by conf/triage.yaml's keywords.
+FORM_SUBJECTS = {
+    "Where is my parcel?": "shipping",
+    "Refund please": "return_refund",
+    "Is this in stock?": "product_question",
+    "Payment problem": "payment",
+    "Tracking number": "shipping",
+    "I want to send it back": "return_refund",
+    "Question about sizing": "product_question",
+    "Invoice needed": "payment",
+    "Delivery is late": "shipping",
+    "Wrong item received": "return_refund",
+}
+
+
+def form_inquiries(count: int, holdout_share: float, seed: int) -> pd.DataFrame:
+    """`count` inquiries from a contact form, as bench/nightly.py's shop has them: four fixed subjects, a body
+    that differs only in the order reference, so four distinct texts, chosen (as `evaluate_triage` splits, by
+    text) so that the holdout keeps none of them."""
+    candidates = pd.DataFrame(
+        {"subject": list(FORM_SUBJECTS), "body": [f"{subject}: please help, order reference 1" for subject in FORM_SUBJECTS]}
+    )
+    text_id = pd.util.hash_pandas_object(inquiry_text_key(candidates), index=False).to_numpy().view(np.int64)
+    subjects = candidates["subject"][~is_holdout(pd.Series(text_id), holdout_share, seed)].tolist()[:4]
+    assert len({FORM_SUBJECTS[subject] for subject in subjects}) >= 2, "the form needs two topics at least"
+    ids = np.arange(1, count + 1, dtype="int64")
+    subject = [subjects[i % len(subjects)] for i in range(count)]
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "subject": subject,
+            "body": [f"{text}: please help, order reference {i}" for text, i in zip(subject, ids)],
+            "customer_id": ids % 50 + 1,
+            "status": "resolved",
+            "created_at": pd.Timestamp("2026-11-01", tz="UTC"),
+            "resolved_at": pd.Timestamp("2026-11-02", tz="UTC"),
+        }
+    )
+
+
+def test_triage_is_not_judged_on_texts_too_few_to_hold_any_out_but_still_learns_from_them():
+    """Four distinct texts, none held out by the split by text: no held-out figure can be computed, and the
+    evaluation says so (HoldoutError, which the night reports as degraded); the model still fits and triages."""
+    keywords = load_triage_keywords(CONF / "triage.yaml")
+    inquiries = form_inquiries(400, 0.2, 17)
+    assert inquiry_text_key(inquiries).nunique() == 4
+    with pytest.raises(HoldoutError, match=r"leaves \d+ labelled training and 0 held-out texts of 4 distinct texts with keyword labels"):
+        evaluate_triage(inquiries, None, keywords, 0.2, 5000, 17)
+    topics = predict_topics(fit_triage(inquiries, keywords, 5000, 17), inquiries)
+    assert (topics["topic"].to_numpy() == inquiries["subject"].map(FORM_SUBJECTS).to_numpy()).all()
 
 
 def test_resolution_hours_and_age_are_taken_at_the_end_of_the_run_date():
