@@ -4,10 +4,15 @@ A reader sees the previous run's rows in every table until the commit, then the 
 partial or empty table, nor tables of two different runs. The CRM tables show the latest run date:
 publishing an older date (a backfill) leaves a newer publication in place. In the same transaction the
 history tables get the run date's segment summary and movement, and each customer's segment stays.
+
+Rows go into PostgreSQL by `COPY ... FROM STDIN` (CSV written by pyarrow), into other databases by batched
+INSERTs: at 100,000 customers a night publishes about 2 million rows (1 million recommendations), which
+batched INSERTs took 98 s to write.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping
 from datetime import date
@@ -28,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INSERT_BATCH_ROWS = 10_000
+#: Rows per COPY statement into PostgreSQL (each one CSV buffer in memory).
+COPY_BATCH_ROWS = 100_000
 
 
 def run(run_date: date, settings: Settings, run_id: str) -> dict[str, int]:
@@ -117,6 +124,37 @@ def record_segment_stays(connection, segments: Table, stays: Table, run_date: da
 
 
 def _insert(connection, table: Table, data: pa.Table) -> int:
+    """Add `data`'s rows (its columns of `table`) to `table` in the transaction of `connection`."""
+    data = data.select([column.name for column in table.columns])
+    if connection.dialect.name == "postgresql":
+        _copy(connection, table, data)
+        return data.num_rows
     for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
-        connection.execute(table.insert(), batch.select([column.name for column in table.columns]).to_pylist())
+        connection.execute(table.insert(), batch.to_pylist())
     return data.num_rows
+
+
+def _copy(connection, table: Table, data: pa.Table) -> None:
+    """PostgreSQL's `COPY FROM STDIN` in CSV, on the driver connection of `connection` (so in its transaction).
+
+    pyarrow's CSV writer quotes every string and writes a null as an empty unquoted field, which is what
+    PostgreSQL's CSV format reads as NULL (an empty string stays ''); numbers are written in the shortest form
+    that reads back as the same value, timestamps in ISO 8601 with `Z` for UTC.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    preparer = connection.dialect.identifier_preparer
+    statement = (
+        f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(name) for name in data.column_names)}) "
+        "FROM STDIN WITH (FORMAT csv)"
+    )
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        for batch in data.to_batches(max_chunksize=COPY_BATCH_ROWS):
+            buffer = io.BytesIO()
+            pa_csv.write_csv(pa.Table.from_batches([batch]), buffer, pa_csv.WriteOptions(include_header=False))
+            buffer.seek(0)
+            cursor.copy_expert(statement, buffer)
+    finally:
+        cursor.close()
