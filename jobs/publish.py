@@ -126,12 +126,14 @@ def record_segment_stays(connection, segments: Table, stays: Table, run_date: da
 def _insert(connection, table: Table, data: pa.Table) -> int:
     """Add `data`'s rows (its columns of `table`) to `table` in the transaction of `connection`."""
     data = data.select([column.name for column in table.columns])
-    if connection.dialect.name == "postgresql":
-        _copy(connection, table, data)
-        return data.num_rows
+    (_copy if connection.dialect.name == "postgresql" else _insert_batches)(connection, table, data)
+    return data.num_rows
+
+
+def _insert_batches(connection, table: Table, data: pa.Table) -> None:
+    """Batched INSERTs of `INSERT_BATCH_ROWS` rows (MariaDB, SQLite)."""
     for batch in data.to_batches(max_chunksize=INSERT_BATCH_ROWS):
         connection.execute(table.insert(), batch.to_pylist())
-    return data.num_rows
 
 
 def _copy(connection, table: Table, data: pa.Table) -> None:

@@ -249,6 +249,13 @@ def inquiry_text_key(inquiries: pd.DataFrame) -> pd.Series:
     return normalised_text(text)
 
 
+def text_holdout(text: pd.Series, holdout_share: float, seed: int) -> np.ndarray:
+    """True for the inquiries `evaluate_triage` holds out: about `holdout_share` of the distinct texts
+    (`inquiry_text_key`), every copy of a text on the same side."""
+    text_id = pd.util.hash_pandas_object(text, index=False).to_numpy().view(np.int64)
+    return is_holdout(pd.Series(text_id), holdout_share, seed)
+
+
 def evaluate_triage(
     inquiries: pd.DataFrame,
     true_topics: pd.DataFrame | None,
@@ -281,8 +288,7 @@ def evaluate_triage(
         reference = labels.topic
         reference_name = "filed topics" if labels.source == "filed" else "keyword labels"
     text = inquiry_text_key(inquiries)
-    text_id = pd.util.hash_pandas_object(text, index=False).to_numpy().view(np.int64)
-    held = is_holdout(pd.Series(text_id), holdout_share, seed)
+    held = text_holdout(text, holdout_share, seed)
     train = inquiries[~held]
     # One row per held-out text with a reference topic: the earliest inquiry of that text.
     scored = inquiries.assign(_text=text.to_numpy(), _reference=reference.to_numpy())[held & reference.notna().to_numpy()]

@@ -23,7 +23,6 @@ from models.reviews import (
     distinct_reviews,
     evaluate_sentiment,
     fit_sentiment,
-    is_holdout,
     load_aspects,
     mark_aspects,
     negative_review_alerts,
@@ -47,6 +46,7 @@ from models.triage import (
     keyword_topics,
     load_triage_keywords,
     predict_topics,
+    text_holdout,
     topic_labels,
     triage_inquiries,
 )
@@ -520,8 +520,7 @@ def form_inquiries(count: int, holdout_share: float, seed: int) -> pd.DataFrame:
     candidates = pd.DataFrame(
         {"subject": list(FORM_SUBJECTS), "body": [f"{subject}: please help, order reference 1" for subject in FORM_SUBJECTS]}
     )
-    text_id = pd.util.hash_pandas_object(inquiry_text_key(candidates), index=False).to_numpy().view(np.int64)
-    subjects = candidates["subject"][~is_holdout(pd.Series(text_id), holdout_share, seed)].tolist()[:4]
+    subjects = candidates["subject"][~text_holdout(inquiry_text_key(candidates), holdout_share, seed)].tolist()[:4]
     assert len({FORM_SUBJECTS[subject] for subject in subjects}) >= 2, "the form needs two topics at least"
     ids = np.arange(1, count + 1, dtype="int64")
     subject = [subjects[i % len(subjects)] for i in range(count)]
