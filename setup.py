@@ -53,7 +53,8 @@ setup(
     ],
     extras_require={
         # lifetimes: the reference the BG/NBD and Gamma-Gamma tests compare with, and its CDNOW data.
-        "test": ["pytest", "hypothesis", "duckdb", "polars", "lifetimes", "ruff"],
+        # threadpoolctl (scikit-learn's own dependency): the tests' models on one OpenMP thread (tests/conftest.py).
+        "test": ["pytest", "hypothesis", "duckdb", "polars", "lifetimes", "ruff", "threadpoolctl"],
         # bench/extract.py: the process-tree memory sampler.
         "bench": ["psutil"],
     },

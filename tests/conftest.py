@@ -137,6 +137,29 @@ def test_environment(tmp_path_factory) -> Iterator[Path]:
     os.environ.update(saved)
 
 
+# =========================================================================== #
+# One OpenMP thread for the models fitted in the test process
+# =========================================================================== #
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_openmp_thread() -> Iterator[None]:
+    """scikit-learn's OpenMP code (HistGradientBoosting's fits and predictions) on one thread in this process.
+
+    The session's nights run beside the unit tests (`session_nights`), each with a JVM, on 2 cores. OpenMP's
+    threads wait for each other at every step of a fit by spinning, so a fit with a thread per core, preempted by
+    the nights, took 30-40 times as long: tests/test_churn.py's champion test took 338 s in the suite and 7.5-11.7
+    s alone; a churn fit beside eight busy processes 49.6 s with two threads, 3.1 s with one. One thread waits
+    for no one, and gives the same probabilities and contributions to the bit (checked on the tests' churn
+    snapshots). BLAS keeps its threads: its results may change in the last bit with their number.
+    """
+    import sklearn.ensemble  # noqa: F401  loads the OpenMP runtime, which threadpoolctl limits only once loaded
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 #: The test session's one Spark Connect server: a long-lived JVM, so the full JIT (the test overlay's quick
 #: compiler suits the many short JVMs of a night's own server), room for the nights started with the session (three
 #: at most at once, `session_nights`) and the unit tests.
