@@ -123,12 +123,9 @@ def fit_als(observed: DataFrame, options: RecommendSettings, nonnegative: bool =
     `max_iter`; without a checkpoint folder (`SparkContext.setCheckpointDir`) a deep one can overflow the
     JVM stack, so the job sets one.
 
-    The customers' and the products' factors are split into as many blocks as the session's shuffle
-    partitions (`spark.shuffle_partitions`, the parallelism every other query of the night has), not MLlib's
-    fixed 10: each iteration's work is one task per block and per side, so on a small shop ten blocks are ten
-    tiny tasks apiece (at 5,000 customers the fit took 6.1 s with 10 blocks, 3.4 s with 4). The blocks also
-    seed the factors' initial values, so the fit depends on that setting and on nothing else of the machine
-    (a cluster with the same setting fits the same factors).
+    Factors are split into as many blocks as the session's shuffle partitions (`spark.shuffle_partitions`), not
+    MLlib's fixed 10 (ten tiny tasks per side and iteration on a small shop; docs/spark.md). The blocks seed the
+    initial factors: the fit depends on that setting, not on the machine.
     """
     _check_ids(observed)
     rating = "preference" if "preference" in observed.columns else "orders"

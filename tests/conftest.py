@@ -144,15 +144,9 @@ def test_environment(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session", autouse=True)
 def one_openmp_thread() -> Iterator[None]:
-    """scikit-learn's OpenMP code (HistGradientBoosting's fits and predictions) on one thread in this process.
-
-    The session's nights run beside the unit tests (`session_nights`), each with a JVM, on 2 cores. OpenMP's
-    threads wait for each other at every step of a fit by spinning, so a fit with a thread per core, preempted by
-    the nights, took 30-40 times as long: tests/test_churn.py's champion test took 338 s in the suite and 7.5-11.7
-    s alone; a churn fit beside eight busy processes 49.6 s with two threads, 3.1 s with one. One thread waits
-    for no one, and gives the same probabilities and contributions to the bit (checked on the tests' churn
-    snapshots). BLAS keeps its threads: its results may change in the last bit with their number.
-    """
+    """scikit-learn's OpenMP code (HistGradientBoosting) on one thread in this process: beside the session's
+    nights its threads spin waiting for each other, 30-40 times slower (docs/development.md); one thread gives the
+    same results to the bit. BLAS keeps its threads (its results may change in the last bit with their number)."""
     import sklearn.ensemble  # noqa: F401  loads the OpenMP runtime, which threadpoolctl limits only once loaded
     from threadpoolctl import threadpool_limits
 
