@@ -116,6 +116,17 @@ class SparkSettings(_Section):
         description="a night server with no Spark job and no task connecting for this long stops by itself (a night killed before its "
         "spark_down)",
     )
+    code_generation: Literal["auto", "on", "off"] = Field(
+        description="whether Spark compiles queries to JVM code: pays on big data, costs more than it saves on a small job's many small "
+        "queries; auto: a job that knows its input's size (clean) compiles from code_generation_from_rows rows on, the others always"
+    )
+    code_generation_from_rows: int = Field(gt=0, description="with code_generation auto: the input rows from which a job compiles")
+
+    @field_validator("code_generation", mode="before")
+    @classmethod
+    def _on_or_off(cls, value: object) -> object:
+        # YAML reads a bare on/off as true/false
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("remote")
     @classmethod

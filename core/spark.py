@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from core import spark_server
 from core.config import Settings
-from core.spark_local import checkpoint_location, get_spark
+from core.spark_local import COMPILED_SETTINGS, INTERPRETED_SETTINGS, checkpoint_location, get_spark
 
 T = TypeVar("T")
 
@@ -83,6 +83,31 @@ def spark_session(settings: Settings, app_name: str) -> Iterator:
             session.catalog.clearCache()
         finally:
             session.stop()
+
+
+@contextmanager
+def code_generation_for(spark, settings: Settings, input_rows: int) -> Iterator[bool]:
+    """Within: with `spark.code_generation: auto`, the session's queries are compiled to JVM code only when the
+    job reads at least `code_generation_from_rows` rows, and run interpreted below (a small job's many small
+    queries cost more to compile than to run); yields whether they are compiled. The session's own settings
+    come back at the end (a caller's session, a notebook's, is left as it was). `on` and `off` are every
+    server's and local session's settings from the start (`spark_settings`): the session is left alone."""
+    if settings.spark.code_generation != "auto":
+        yield settings.spark.code_generation == "on"
+        return
+    compiled = input_rows >= settings.spark.code_generation_from_rows
+    wanted = COMPILED_SETTINGS if compiled else INTERPRETED_SETTINGS
+    before = {key: spark.conf.get(key, None) for key in wanted}
+    for key, value in wanted.items():
+        spark.conf.set(key, value)
+    try:
+        yield compiled
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 @contextmanager

@@ -25,6 +25,11 @@ DELTA_SQL_SETTINGS = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
+#: Queries run interpreted: no whole-stage code and no generated classes for expressions (`spark.code_generation`).
+INTERPRETED_SETTINGS = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+#: Queries compiled to JVM code where Spark can (its defaults), whatever a server's defaults are.
+COMPILED_SETTINGS = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK"}
+
 UTC_JVM_OPTIONS = "-Duser.timezone=UTC -Dfile.encoding=UTF-8"
 
 #: The lake's prefix for Spark's checkpoints when the lake is on an object store (`checkpoint_location`).
@@ -92,6 +97,8 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         **DELTA_SQL_SETTINGS,
         # The lake on an object store: the S3A connector's endpoint, addressing, credentials from the environment.
         **settings.lake_location.spark_settings(),
+        # `auto`: Spark's default (compiled), unless a job chooses by its input's size (core.spark.code_generation_for).
+        **{"on": COMPILED_SETTINGS, "off": INTERPRETED_SETTINGS}.get(spark.code_generation, {}),
     }
     values.update(spark.extra)
     return values

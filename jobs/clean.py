@@ -63,7 +63,7 @@ from core.config import Settings
 from core.documents import UNREADABLE
 from core.lake import ArrowLake, Lake, LakeLayout
 from core.rundate import end_of
-from core.spark import for_each_table_after_parents, spark_session
+from core.spark import code_generation_for, for_each_table_after_parents, spark_session
 from core.types import canonical_schema
 from jobs.extract import BRONZE_COLUMNS, STATE_TABLE, later_night
 
@@ -157,20 +157,22 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         checked_before = parents_checked_before(lake, run_date)
         checked: dict[str, dict[str, ParentVersion]] = {}
         duplicate_keys = DUPLICATE_KEYS if settings.shop.repeated_lines == "quarantine" else {}
-        results = for_each_table_after_parents(  # each table once its parents are done, several at once
-            lambda name: clean_table(
-                lake,
-                name,
-                run_date,
-                run_id,
-                modes.get(name, "full"),
-                before.get(name),
-                duplicate_keys.get(name, ()),
-                checked_before.get(name),
-            ),
-            {name: [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())] for name in shop_schema.SHOP_TABLES},
-            settings.spark.parallel_tables,
-        )
+        # Each table once its parents are done, several at once.
+        with code_generation_for(spark, settings, input_rows(lake, run_date)):
+            results = for_each_table_after_parents(
+                lambda name: clean_table(
+                    lake,
+                    name,
+                    run_date,
+                    run_id,
+                    modes.get(name, "full"),
+                    before.get(name),
+                    duplicate_keys.get(name, ()),
+                    checked_before.get(name),
+                ),
+                {name: [parent for _, parent in shop_schema.FOREIGN_KEYS.get(name, ())] for name in shop_schema.SHOP_TABLES},
+                settings.spark.parallel_tables,
+            )
         for name in shop_schema.SHOP_TABLES:
             table_counts = results[name]
             checked[name] = table_counts.pop("parents_checked")
@@ -178,6 +180,19 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
             log.info("silver/%s: %s", name, table_counts)
         record_parents_checked(lake, run_date, run_id, checked)
     return counts
+
+
+def input_rows(lake: LakeLayout, run_date: date) -> int:
+    """The rows `clean` reads for the run date, from the logs (no Spark job): the batch's rows (changed and
+    deleted, as extract counted them) and the silver tables' (their files' row counts; counted from the files'
+    footers where the log has none)."""
+    batch = ArrowLake(lake.root).read("bronze", STATE_TABLE, ["changed", "deleted"], where=pc.field("batch_id") == run_date.isoformat())
+    rows = sum(pc.sum(batch.column(column)).as_py() or 0 for column in ("changed", "deleted"))
+    for name in shop_schema.SHOP_TABLES:
+        if lake.exists("silver", name):
+            counted = lake.latest_commit("silver", name)["rows_at_most"]
+            rows += ArrowLake(lake.root).count_rows("silver", name) if counted is None else counted
+    return rows
 
 
 def silver_versions_before(lake: Lake, run_date: date, run_id: str) -> dict[str, int | None]:

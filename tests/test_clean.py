@@ -297,7 +297,16 @@ def bronze_night(spark, lake, day: date, mode: str, changed: dict[str, list[dict
         lake.replace_partition(batch, "bronze", name, {"_batch_id": day.isoformat()})
     arrow = ArrowLake(lake.root)
     earlier = arrow.read("bronze", STATE_TABLE).to_pylist() if arrow.exists("bronze", STATE_TABLE) else []
-    state = earlier + [{"table": name, "batch_id": day.isoformat(), "mode": mode} for name in shop_schema.SHOP_TABLES]
+    state = earlier + [
+        {
+            "table": name,
+            "batch_id": day.isoformat(),
+            "mode": mode,
+            "changed": len(changed.get(name, [])),
+            "deleted": len((deleted or {}).get(name, [])),
+        }
+        for name in shop_schema.SHOP_TABLES
+    ]
     arrow.overwrite(pa.Table.from_pylist(state, schema=STATE_SCHEMA), "bronze", STATE_TABLE)
 
 
@@ -377,6 +386,47 @@ def test_a_night_whose_batch_is_empty_and_whose_parents_lost_no_key_writes_nothi
     assert counts["orders"] == {"mode": "incremental", "inserted": 0, "updated": 0, "deleted": 0, "quarantined": 0}
     assert sorted((row.id, row.customer_id) for row in lake.read("silver", "orders").collect()) == [(10, 1), (11, 2)]
     assert {row.id: row.email for row in lake.read("silver", "customers").collect()}[1] == "new@example.com"
+
+
+def test_clean_runs_its_queries_interpreted_below_code_generation_from_rows_and_compiled_from_there(spark, two_customers_night):
+    """`spark.code_generation: auto`: clean counts the rows it reads from the logs (the batch as extract counted
+    it, silver's files); compiled or not, silver and quarantine come out the same, and the session's own
+    settings come back after the job."""
+    from core.spark import code_generation_for
+    from jobs import clean
+
+    settings, lake = two_customers_night
+    night2 = date(2026, 11, 27)
+    bronze_night(
+        spark,
+        lake,
+        night2,
+        "incremental",
+        {"customers": [customer(1, email="new@example.com", updated_at="2026-11-27 08:00:00"), customer(3)]},
+        deleted={"orders": [11]},
+    )
+    assert clean.input_rows(lake, night2) == 3 + 4  # the batch: 2 changed, 1 deleted; silver: 2 customers, 2 orders
+
+    auto = settings.model_copy(
+        update={"spark": settings.spark.model_copy(update={"code_generation": "auto", "code_generation_from_rows": 8})}
+    )
+    own = {key: spark.conf.get(key) for key in ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")}
+    with code_generation_for(spark, auto, 7) as compiled:
+        assert not compiled
+        assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    with code_generation_for(spark, auto, 8) as compiled:
+        assert compiled
+        assert (spark.conf.get("spark.sql.codegen.wholeStage"), spark.conf.get("spark.sql.codegen.factoryMode")) == ("true", "FALLBACK")
+    assert {key: spark.conf.get(key) for key in own} == own
+
+    for from_rows in (8, 7):  # interpreted, then a rerun of the date compiled: the same silver
+        clean.run(
+            night2, settings.model_copy(update={"spark": auto.spark.model_copy(update={"code_generation_from_rows": from_rows})}), "run-2"
+        )
+        assert sorted((row.id, row.email) for row in lake.read("silver", "customers").collect())[0] == (1, "new@example.com")
+        assert sorted(row.id for row in lake.read("silver", "customers").collect()) == [1, 2, 3]
+        assert sorted(row.id for row in lake.read("silver", "orders").collect()) == [10]
+        assert {key: spark.conf.get(key) for key in own} == own
 
 
 def test_a_parent_that_lost_a_key_on_an_earlier_night_than_the_last_check_is_not_checked_again(spark, two_customers_night):

@@ -128,3 +128,11 @@ def test_a_shape_setting_outside_its_choices_names_the_key_and_the_choices():
         load_config(environ={"CRM__RFM__MONETARY_VALUE": "both"})
     with pytest.raises(ConfigError, match=r"campaigns.consent_when_missing: .*'unknown', 'granted' or 'denied'"):
         load_config(environ={"CRM__CAMPAIGNS__CONSENT_WHEN_MISSING": "yes"})
+
+
+def test_code_generation_takes_yamls_bare_on_and_off_and_names_its_choices():
+    assert load_config(environ={"CRM__SPARK__CODE_GENERATION": "off"}).spark.code_generation == "off"  # YAML reads off as false
+    assert load_config(environ={"CRM__SPARK__CODE_GENERATION": "on"}).spark.code_generation == "on"
+    assert load_config(environ={}).spark.code_generation == "auto"
+    with pytest.raises(ConfigError, match=r"CRM__SPARK__CODE_GENERATION: spark.code_generation: .*'auto', 'on' or 'off'"):
+        load_config(environ={"CRM__SPARK__CODE_GENERATION": "sometimes"})
