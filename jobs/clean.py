@@ -146,7 +146,8 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     counts: dict[str, dict[str, object]] = {}
     with spark_session(settings, "clean") as spark:
         lake = Lake(spark, settings.lake_location)
-        modes = batch_modes(lake, run_date)
+        batch = batch_state(lake, run_date)
+        modes = {name: state["mode"] for name, state in batch.items()}
         if not modes:  # no batch to apply (a backfill behind the lake extracts none): silver stays as it is
             later = later_night(lake, run_date)
             log.warning(
@@ -158,7 +159,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
         checked: dict[str, dict[str, ParentVersion]] = {}
         duplicate_keys = DUPLICATE_KEYS if settings.shop.repeated_lines == "quarantine" else {}
         # Each table once its parents are done, several at once.
-        with code_generation_for(spark, settings, input_rows(lake, run_date)):
+        with code_generation_for(spark, settings, input_rows(lake, batch)):
             results = for_each_table_after_parents(
                 lambda name: clean_table(
                     lake,
@@ -182,16 +183,16 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     return counts
 
 
-def input_rows(lake: LakeLayout, run_date: date) -> int:
-    """The rows `clean` reads for the run date, from the logs (no Spark job): the batch's rows (changed and
-    deleted, as extract counted them) and the silver tables' (their files' row counts; counted from the files'
-    footers where the log has none)."""
-    batch = ArrowLake(lake.root).read("bronze", STATE_TABLE, ["changed", "deleted"], where=pc.field("batch_id") == run_date.isoformat())
-    rows = sum(pc.sum(batch.column(column)).as_py() or 0 for column in ("changed", "deleted"))
+def input_rows(lake: LakeLayout, batch: dict[str, dict[str, object]]) -> int:
+    """The rows `clean` reads, from the logs (no Spark job): the batch's (`batch_state`: changed and deleted, as
+    extract counted them) and the silver tables' (their files' row counts; counted from the files' footers
+    where the log has none)."""
+    rows = sum((state["changed"] or 0) + (state["deleted"] or 0) for state in batch.values())
+    arrow = ArrowLake(lake.root)
     for name in shop_schema.SHOP_TABLES:
-        if lake.exists("silver", name):
-            counted = lake.latest_commit("silver", name)["rows_at_most"]
-            rows += ArrowLake(lake.root).count_rows("silver", name) if counted is None else counted
+        if arrow.exists("silver", name):
+            counted = arrow.latest_commit("silver", name)["rows_at_most"]
+            rows += arrow.count_rows("silver", name) if counted is None else counted
     return rows
 
 
@@ -299,12 +300,14 @@ def lost_keys_since(commits: dict[int, dict], checked: ParentVersion | None) -> 
     return False
 
 
-def batch_modes(lake: LakeLayout, run_date: date) -> dict[str, str]:
-    """Per table, whether the run date's bronze batch is a full snapshot or incremental changes."""
+def batch_state(lake: LakeLayout, run_date: date) -> dict[str, dict[str, object]]:
+    """Per table, extract's record of the run date's bronze batch: `mode` (a full snapshot or incremental
+    changes) and its `changed` and `deleted` rows; empty when there is no batch."""
     if not lake.exists("bronze", STATE_TABLE):
         return {}
-    rows = ArrowLake(lake.root).read("bronze", STATE_TABLE, ["table", "mode"], where=pc.field("batch_id") == run_date.isoformat())
-    return {row["table"]: row["mode"] for row in rows.to_pylist()}
+    columns = ["table", "mode", "changed", "deleted"]
+    rows = ArrowLake(lake.root).read("bronze", STATE_TABLE, columns, where=pc.field("batch_id") == run_date.isoformat())
+    return {row.pop("table"): row for row in rows.to_pylist()}
 
 
 def clean_table(
