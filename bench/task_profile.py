@@ -4,9 +4,11 @@
 
 Runs `jobs.<task>.run` for the date against the data root's lake, `--repeat` times, on a night server started
 for the purpose (a fresh JVM: the first run pays its warm-up, as a night's first Spark task does), and prints
-per run the task's seconds and the Spark Connect calls it made, by the line of the task that made them (and
-the line inside the project that called Spark), slowest first: `exec` a query or command (an action, a write,
-a MERGE), `analyze` a schema or plan asked for. Calls made by several tables at once (`spark.parallel_tables`)
+per run the task's seconds, the Spark jobs and stages the server ran for it (from its UI's REST API, on a free
+port of its own), and the Spark Connect calls it made, by the line of the task that made them (and the line
+inside the project that called Spark), slowest first: `exec` a query or command (an action, a write, a MERGE),
+`analyze` a schema or plan asked for. Job and stage counts do not depend on the machine's load: a change that
+removes work shows in them on a busy machine too. Calls made by several tables at once (`spark.parallel_tables`)
 overlap, so their sum can exceed the task's seconds.
 
 The task writes to the lake as in a night: profile a copy of a data root (`cp -a`), not one you keep. Settings
@@ -20,10 +22,13 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import json
 import os
+import socket
 import sys
 import time
 import traceback
+import urllib.request
 from datetime import date
 from pathlib import Path
 
@@ -79,6 +84,25 @@ def time_connect_calls(seconds: dict[tuple[str, str], list[float]]) -> None:
     client._execute_and_fetch_as_iterator, client._execute, client._analyze = timed_fetch, timed_execute, timed_analyze
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def spark_work(ui_port: int) -> tuple[int, int]:
+    """The jobs and stages (skipped ones left out) the server's one application has run so far."""
+
+    def get(path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications{path}", timeout=30) as response:
+            return json.load(response)
+
+    (application,) = get("")
+    jobs = get(f"/{application['id']}/jobs")
+    stages = get(f"/{application['id']}/stages")
+    return len(jobs), sum(stage["status"] != "SKIPPED" for stage in stages)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", help="a module of jobs/: clean, features, recommend, ...")
@@ -90,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     from core import spark_server
     from core.config import load_config
 
+    # The server (a process of its own) reads its configuration from the environment: its UI on a port of its own.
+    ui_port = free_port()
+    ui = {"spark.ui.enabled": "true", "spark.ui.port": str(ui_port), "spark.ui.retainedJobs": "100000", "spark.ui.retainedStages": "100000"}
+    os.environ["CRM__SPARK__EXTRA"] = json.dumps({**load_config().spark.extra, **ui})  # JSON is a YAML flow mapping
     settings = load_config()
     job = importlib.import_module(f"jobs.{args.task}")
     started = time.monotonic()
@@ -100,11 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for attempt in range(1, args.repeat + 1):
             seconds.clear()
+            jobs_before, stages_before = spark_work(ui_port)
             started = time.monotonic()
             job.run(args.run_date, load_config(), f"profile-{attempt}")
             took = time.monotonic() - started
+            jobs, stages = (after - before for after, before in zip(spark_work(ui_port), (jobs_before, stages_before)))
             calls = sum(len(times) for times in seconds.values())
-            print(f"run {attempt}: {args.task} {took:.1f} s; {calls} Spark Connect calls, {sum(map(sum, seconds.values())):.1f} s in all")
+            print(
+                f"run {attempt}: {args.task} {took:.1f} s; {jobs} Spark jobs, {stages} stages; "
+                f"{calls} Spark Connect calls, {sum(map(sum, seconds.values())):.1f} s in all"
+            )
             for (kind, site), times in sorted(seconds.items(), key=lambda item: -sum(item[1]))[: args.top]:
                 print(f"  {sum(times):7.2f} s {len(times):4d} x  {kind:<18} {site}")
     finally:
