@@ -253,6 +253,22 @@ class ArrowLake(LakeLayout):
         except DeltaSchemaError as error:
             raise SchemaMismatchError(f"lake table {layer}/{table}: the write does not match the table's schema: {error}") from None
 
+    def upsert(self, rows: pa.Table, layer: str, table: str, keys: Sequence[str]) -> None:
+        """Write `rows` by `keys` in one commit (delta-rs MERGE): a key the table holds gets the row's values, a
+        new one is inserted; creates the table. For small bookkeeping tables (a night's record of what it applied)."""
+        if not self.exists(layer, table):
+            self.overwrite(rows, layer, table)
+            return
+        self._statistics_properties(rows.schema, layer, table)  # an existing table: sets the properties it lacks
+        on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys)
+        (
+            self.delta_table(layer, table)
+            .merge(rows, on, source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
     def overwrite(self, data, layer: str, table: str) -> None:
         """Replace the whole table in one commit."""
         write_deltalake(
@@ -390,6 +406,9 @@ class Lake(LakeLayout):
     ) -> dict[str, int]:
         """Upsert `df` into the table by `keys` in one commit (Delta MERGE); returns rows inserted/updated/deleted.
 
+        `df` must be materialized (`localCheckpoint(eager=True)`, or rows made in Python): MERGE reads its source
+        twice, and the night's Spark does not copy it first (`spark.databricks.delta.merge.materializeSource`
+        is `none`, `core.spark_local.spark_settings`), so a source read from files could change in between.
         `delete_when` is a SQL condition on the incoming row, its columns prefixed `s.`
         (e.g. `s.is_deleted`): a matching row deletes its key instead of being written.
         `update_when` guards updates of existing rows (columns of the table prefixed `t.`), e.g.

@@ -88,6 +88,9 @@ def spark_settings(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
         # Rebuilding a table's state from its log is small work: more tasks only add overhead.
         "spark.databricks.delta.snapshotPartitions": "1",
+        # Every MERGE's source is materialized already (`Lake.merge`: checkpointed or local rows): by default
+        # Delta copies such a source (not a Delta scan) once more before it runs.
+        "spark.databricks.delta.merge.materializeSource": "none",
         "spark.sql.sources.partitionOverwriteMode": "static",
         # A source's VARCHAR(n) must not become a length constraint on the lake table.
         "spark.sql.legacy.charVarcharAsString": "true",

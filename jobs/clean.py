@@ -105,6 +105,8 @@ UNREADABLE_LABEL = r"^\S+ \(collection [^)]*\): "
 UNREADABLE_COLUMN = r"^\S*?\.(\w+)(?: \(field [^)]*\))? = "
 QUARANTINE_TABLE = "_quarantine/{table}"
 APPLIED_TABLE = "_applied"
+#: Per batch and table: the table's silver version before the batch was first applied (`silver_versions_before`).
+APPLIED_SCHEMA = pa.schema([("table", pa.string()), ("batch_id", pa.string()), ("version_before", pa.int64()), ("run_id", pa.string())])
 #: Per batch, table and parent: the parent's silver version the table's rows were last checked against for
 #: orphans (`orphan_checks`); partitioned by `batch_id`, written with delta-rs (no Spark job).
 PARENTS_CHECKED_TABLE = "_parents_checked"
@@ -202,16 +204,20 @@ def silver_versions_before(lake: Lake, run_date: date, run_id: str) -> dict[str,
     Recorded by the first run of a date and reused by its reruns, so a rerun (after a failure halfway, or
     not) judges the batch against the same earlier state and reaches the same silver and quarantine.
     """
-    if lake.exists("silver", APPLIED_TABLE):  # read without a Spark job: the log and one small file
-        rows = ArrowLake(lake.root).read("silver", APPLIED_TABLE, where=pc.field("batch_id") == run_date.isoformat()).to_pylist()
+    arrow = ArrowLake(lake.root)  # read and written without a Spark job: the log and one small file
+    if arrow.exists("silver", APPLIED_TABLE):
+        rows = arrow.read("silver", APPLIED_TABLE, where=pc.field("batch_id") == run_date.isoformat()).to_pylist()
         if rows:
             return {row["table"]: row["version_before"] for row in rows}
     versions = {name: lake.version("silver", name) for name in shop_schema.SHOP_TABLES}
-    recorded = lake.spark.createDataFrame(
-        [(name, run_date.isoformat(), version, run_id) for name, version in versions.items()],
-        "table string, batch_id string, version_before long, run_id string",
+    recorded = pa.Table.from_pylist(
+        [
+            {"table": name, "batch_id": run_date.isoformat(), "version_before": version, "run_id": run_id}
+            for name, version in versions.items()
+        ],
+        schema=APPLIED_SCHEMA,
     )
-    lake.merge(recorded, "silver", APPLIED_TABLE, keys=["table", "batch_id"])
+    arrow.upsert(recorded, "silver", APPLIED_TABLE, keys=["table", "batch_id"])
     return versions
 
 

@@ -83,6 +83,8 @@ LEDGER_TABLE = "_landing_files"
 #: The events table's rows of a night, staged for Spark (`staging_location`).
 STAGED_TABLE = "table.parquet"
 APPLIED_TABLE = "_event_batches"
+#: Per batch (run date) applied to silver: the run that applied it last and when.
+APPLIED_SCHEMA = pa.schema([("batch_id", pa.string()), ("run_id", pa.string()), ("applied_at", pa.timestamp("us", tz="UTC"))])
 QUARANTINE_TABLE = "_quarantine/events"
 JSON_SUFFIXES = (".ndjson", ".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
@@ -503,11 +505,9 @@ def apply_batches(lake: Lake, settings: Settings, run_date: date, run_id: str) -
     # so a rerun of the first night judges its events as the first run did; later ones the late window.
     backfill = not any(batch < batches[0] for batch in applied)
     counts = apply_events(lake, bronze, settings, run_date, run_id, None if backfill else settings.events.late_days)
-    recorded = lake.spark.createDataFrame(
-        [(b, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for b in batches],
-        "batch_id string, run_id string, applied_at timestamp",
-    )
-    lake.merge(recorded, "silver", APPLIED_TABLE, keys=["batch_id"])
+    applied_at = datetime.now(timezone.utc)
+    recorded = pa.Table.from_pylist([{"batch_id": b, "run_id": run_id, "applied_at": applied_at} for b in batches], schema=APPLIED_SCHEMA)
+    ArrowLake(lake.root).upsert(recorded, "silver", APPLIED_TABLE, keys=["batch_id"])  # no Spark job
     return {"batches_applied": batches, **counts}
 
 

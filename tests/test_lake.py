@@ -106,6 +106,33 @@ def test_merge_updates_inserts_and_deletes_by_key(spark, lake):
     assert sorted((row.id, row.name) for row in lake.read("silver", "customers").collect()) == [(2, "b2"), (3, "c")]
 
 
+def test_an_upsert_without_spark_updates_and_inserts_by_key_in_one_commit_on_a_table_spark_made(spark, lake, tmp_path):
+    """A night's bookkeeping (silver/_applied, silver/_event_batches) is written by delta-rs; lakes of older
+    nights hold these tables as Spark made them."""
+    import pyarrow as pa
+
+    schema = pa.schema([("table", pa.string()), ("batch_id", pa.string()), ("version_before", pa.int64())])
+    arrow = ArrowLake(tmp_path / "lake")
+    made = spark.createDataFrame(
+        [("orders", "2026-01-01", 3), ("items", "2026-01-01", None)], "table string, batch_id string, version_before long"
+    )
+    lake.overwrite(made, "silver", "_applied")  # as lake.merge made it in older nights
+    changes = pa.Table.from_pylist(
+        [
+            {"table": "items", "batch_id": "2026-01-01", "version_before": 7},
+            {"table": "orders", "batch_id": "2026-01-02", "version_before": 4},
+        ],
+        schema=schema,
+    )
+    arrow.upsert(changes, "silver", "_applied", keys=["table", "batch_id"])
+    rows = sorted((row.table, row.batch_id, row.version_before) for row in lake.read("silver", "_applied").collect())
+    assert rows == [("items", "2026-01-01", 7), ("orders", "2026-01-01", 3), ("orders", "2026-01-02", 4)]
+    assert arrow.version("silver", "_applied") == 1
+    # A new table is made by the first upsert.
+    arrow.upsert(changes, "silver", "_new", keys=["table", "batch_id"])
+    assert arrow.read("silver", "_new").num_rows == 2
+
+
 def test_tables_written_by_spark_read_the_same_with_delta_rs_and_polars(spark, lake):
     import polars as pl
     from deltalake import DeltaTable
