@@ -24,7 +24,6 @@ import collections
 import importlib
 import json
 import os
-import socket
 import sys
 import time
 import traceback
@@ -84,12 +83,6 @@ def time_connect_calls(seconds: dict[tuple[str, str], list[float]]) -> None:
     client._execute_and_fetch_as_iterator, client._execute, client._analyze = timed_fetch, timed_execute, timed_analyze
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def spark_work(ui_port: int) -> tuple[int, int]:
     """The jobs and stages (skipped ones left out) the server's one application has run so far."""
 
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.config import load_config
 
     # The server (a process of its own) reads its configuration from the environment: its UI on a port of its own.
-    ui_port = free_port()
+    ui_port = spark_server.free_port()
     ui = {"spark.ui.enabled": "true", "spark.ui.port": str(ui_port), "spark.ui.retainedJobs": "100000", "spark.ui.retainedStages": "100000"}
     os.environ["CRM__SPARK__EXTRA"] = json.dumps({**load_config().spark.extra, **ui})  # JSON is a YAML flow mapping
     settings = load_config()

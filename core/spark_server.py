@@ -225,14 +225,15 @@ def stop(settings: Settings) -> bool:
         return was_running
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 def _launch(settings: Settings) -> ServerState:
-    port = _free_port()
+    port = free_port()
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"spark-server-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{port}.log"

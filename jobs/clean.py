@@ -149,8 +149,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
     with spark_session(settings, "clean") as spark:
         lake = Lake(spark, settings.lake_location)
         batch = batch_state(lake, run_date)
-        modes = {name: state["mode"] for name, state in batch.items()}
-        if not modes:  # no batch to apply (a backfill behind the lake extracts none): silver stays as it is
+        if not batch:  # no batch to apply (a backfill behind the lake extracts none): silver stays as it is
             later = later_night(lake, run_date)
             log.warning(
                 "no bronze batch for %s%s: silver left as it is", run_date, f" (the lake holds the later night of {later})" if later else ""
@@ -168,7 +167,7 @@ def run(run_date: date, settings: Settings, run_id: str) -> dict[str, dict[str, 
                     name,
                     run_date,
                     run_id,
-                    modes.get(name, "full"),
+                    batch.get(name, {"mode": "full"})["mode"],
                     before.get(name),
                     duplicate_keys.get(name, ()),
                     checked_before.get(name),

@@ -405,9 +405,8 @@ def test_clean_runs_its_queries_interpreted_below_code_generation_from_rows_and_
         {"customers": [customer(1, email="new@example.com", updated_at="2026-11-27 08:00:00"), customer(3)]},
         deleted={"orders": [11]},
     )
-    assert (
-        clean.input_rows(lake, clean.batch_state(lake, night2)) == 3 + 4
-    )  # the batch: 2 changed, 1 deleted; silver: 2 customers, 2 orders
+    batch = clean.batch_state(lake, night2)
+    assert clean.input_rows(lake, batch) == 3 + 4  # the batch: 2 changed, 1 deleted; silver: 2 customers, 2 orders
 
     auto = settings.model_copy(
         update={"spark": settings.spark.model_copy(update={"code_generation": "auto", "code_generation_from_rows": 8})}
